@@ -1,0 +1,22 @@
+# stsflow: SAE-based Transferability Scores, from config.yaml to STS tables and reports.
+# Rules only wire files together; all logic lives in the stsflow package.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/prepare.smk"
+include: "rules/extract.smk"
+include: "rules/reduce.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,58 @@
+# Data, models and SAEs: prepared once, cached under results/.
+
+
+rule materialize_sft:
+    output:
+        f"{R}/data/sft/{{corpus}}.parquet",
+    params:
+        spec=lambda w: SFTS[w.corpus],
+    log:
+        f"{R}/logs/materialize_sft/{{corpus}}.log",
+    script:
+        "../workflow_scripts/materialize.py"
+
+
+rule materialize_domain:
+    output:
+        test=f"{R}/data/domain/{{corpus}}.test.parquet",
+        demos=f"{R}/data/domain/{{corpus}}.demos.parquet",
+    params:
+        spec=lambda w: DOMAINS[w.corpus],
+    log:
+        f"{R}/logs/materialize_domain/{{corpus}}.log",
+    script:
+        "../workflow_scripts/materialize.py"
+
+
+rule prepare_model:
+    output:
+        directory(f"{R}/models/{{model}}"),
+    params:
+        spec=model_spec,
+    threads: 2
+    resources:
+        mem_mb=8000,
+    log:
+        f"{R}/logs/prepare_model/{{model}}.log",
+    script:
+        "../workflow_scripts/prepare_model.py"
+
+
+rule prepare_sae:
+    """Registry or local SAE, or one trained here with sae-lens on the model's activations."""
+    input:
+        model=f"{R}/models/{{model}}",
+        corpora=sae_corpus_files,
+    output:
+        directory(f"{R}/sae/{{model}}/L{{layer}}"),
+    params:
+        model=model_spec,
+        sae=sae_spec,
+        corpora=sae_corpora,
+    threads: 2
+    resources:
+        mem_mb=8000,
+    log:
+        f"{R}/logs/prepare_sae/{{model}}/L{{layer}}.log",
+    script:
+        "../workflow_scripts/prepare_sae.py"

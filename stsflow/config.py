@@ -1,0 +1,176 @@
+"""Configuration: JSON-schema validation with defaults, then checks the schema cannot express
+(layer ranges, cross references, files, empty corpora). Runs when the Snakefile is parsed, so a bad
+config fails before any job starts, with every problem listed by field and with its fix."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _field(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def schema_errors(config: dict) -> list[str]:
+    """Validate against the JSON schema and fill defaults in place (snakemake.utils.validate)."""
+    import jsonschema
+    from snakemake.utils import validate as sm_validate
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    try:
+        sm_validate(config, str(SCHEMA_PATH), set_default=True)
+        return []
+    except Exception:  # collect every error, not only the first one snakemake reports
+        validator = jsonschema.Draft202012Validator(schema)
+        problems = []
+        for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+            where = _field(err.absolute_path)
+            if err.validator == "additionalProperties":
+                problems.append(f"{where}: {err.message}. Fix: remove or rename the key "
+                                f"(allowed: {', '.join(sorted(err.schema.get('properties', {})))})")
+            elif err.validator == "oneOf" and isinstance(err.instance, dict):
+                problems.append(f"{where}: give exactly one of hub, local, builtin")
+            else:
+                problems.append(f"{where}: {err.message}")
+        return problems or ["config does not match the schema"]
+
+
+def package_file(spec: dict) -> Path:
+    """Path of a file shipped inside an installed Python package (located, never imported)."""
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"package {spec['package']!r} is not installed")
+    return Path(list(found.submodule_search_locations)[0]) / spec["file"]
+
+
+def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, str]:
+    """Layer count from the model itself where reachable offline, else from ``n_layers``."""
+    src = model["source"]
+    try:
+        if "gguf_package" in src:
+            from gguf import GGUFReader
+
+            reader = GGUFReader(str(package_file(src["gguf_package"])))
+            arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+            return int(reader.fields[f"{arch}.block_count"].parts[-1][0]), "gguf"
+        if "local" in src:
+            import json
+
+            cfg = json.loads((base_dir / src["local"]["path"] / "config.json").read_text())
+            cfg = cfg.get("text_config", cfg)
+            return int(cfg["num_hidden_layers"]), "config.json"
+    except Exception:  # fall back to the declared count; missing files are reported elsewhere
+        pass
+    return model.get("n_layers"), "n_layers"
+
+
+def _source_problems(where: str, source: dict, schema: str, fields: dict, base_dir: Path,
+                     min_rows: int = 1) -> list[str]:
+    from stsflow import corpora
+
+    if "hub" in source:
+        return []  # checked when materialised: the hub is not reachable everywhere
+    if "local" in source:
+        path = Path(source["local"]["path"])
+        path = path if path.is_absolute() else base_dir / path
+        if not path.exists():
+            return [f"{where}.local.path: {path} does not exist. Fix: point it at a Parquet, "
+                    "JSONL, JSON or CSV file"]
+    try:
+        rows = corpora.load_corpus(source, schema, fields, base_dir=base_dir)
+    except corpora.CorpusError as exc:
+        return [f"{where}: {exc}"]
+    if len(rows) < min_rows:
+        filt = source.get("filter")
+        hint = f" after filter {filt}" if filt else ""
+        return [f"{where}: {len(rows)} rows{hint}, need at least {min_rows}. Fix: check the file "
+                "and the filter"]
+    return []
+
+
+def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) -> list[str]:
+    problems = []
+    sts = config["sts"]
+    for name, model in config["models"].items():
+        src = model["source"]
+        if "gguf_package" in src:
+            try:
+                if not package_file(src["gguf_package"]).exists():
+                    problems.append(f"models.{name}.source.gguf_package.file: "
+                                    f"{src['gguf_package']['file']} is not in the package")
+            except FileNotFoundError as exc:
+                problems.append(f"models.{name}.source.gguf_package.package: {exc}. Fix: pip "
+                                "install it (--no-deps)")
+        if "local" in src and not (base_dir / src["local"]["path"]).is_dir():
+            problems.append(f"models.{name}.source.local.path: {src['local']['path']} is not a "
+                            "directory")
+        n_layers, origin = model_n_layers(name, model, base_dir)
+        if n_layers is None:
+            problems.append(f"models.{name}.n_layers: the layer count cannot be read offline. "
+                            "Fix: set n_layers")
+        for layer, lcfg in model["layers"].items():
+            if n_layers is not None and not 0 <= int(layer) < n_layers:
+                problems.append(f"models.{name}.layers.{layer}: out of range, the model has "
+                                f"{n_layers} layers ({origin}). Fix: use 0..{n_layers - 1}")
+            sae = lcfg["sae"]
+            for c in (sae.get("train") or {}).get("corpora") or []:
+                if c not in config["sft"] and c not in config["domains"]:
+                    problems.append(f"models.{name}.layers.{layer}.sae.train.corpora: unknown "
+                                    f"corpus {c!r}. Fix: name an SFT set or a domain")
+            if "local" in sae and not (base_dir / sae["local"]["path"] / "cfg.json").exists():
+                problems.append(f"models.{name}.layers.{layer}.sae.local.path: no sae-lens "
+                                f"cfg.json in {sae['local']['path']}")
+    if check_sources:
+        for name, c in config["sft"].items():
+            problems += _source_problems(f"sft.{name}.source", c["source"], c["schema"],
+                                         c["fields"], base_dir, min_rows=sts["t"] + 1)
+        for name, d in config["domains"].items():
+            problems += _source_problems(f"domains.{name}.test", d["test"], d["schema"],
+                                         d["fields"], base_dir)
+            problems += _source_problems(f"domains.{name}.demos", d["demos"], d["schema"],
+                                         d["fields"], base_dir, min_rows=sts["m"])
+    for i, obs in enumerate(config.get("observed", [])):
+        if obs["model"] not in config["models"]:
+            problems.append(f"observed[{i}].model: unknown model {obs['model']!r}. Fix: one of "
+                            f"{', '.join(config['models'])}")
+        if obs["sft"] not in config["sft"]:
+            problems.append(f"observed[{i}].sft: unknown SFT set {obs['sft']!r}. Fix: one of "
+                            f"{', '.join(config['sft'])}")
+        for dom in obs["deltas"]:
+            if dom not in config["domains"]:
+                problems.append(f"observed[{i}].deltas.{dom}: unknown domain. Fix: define it under "
+                                "domains: or remove it")
+    return problems
+
+
+def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
+    """Return a validated copy of ``config`` with defaults filled; raise ConfigError otherwise."""
+    config = copy.deepcopy(config)
+    problems = schema_errors(config)
+    if problems:
+        raise ConfigError(problems)
+    # YAML gives integer layer keys; the schema wants strings. Normalise to int.
+    for model in config["models"].values():
+        model["layers"] = {int(k): v for k, v in model["layers"].items()}
+    problems = semantic_problems(config, Path(base_dir), check_sources)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: Path | str, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
+    """Load and validate a YAML config; relative paths in it are relative to ``base_dir`` (the
+    working directory, as everywhere in Snakemake)."""
+    return validate(yaml.safe_load(Path(path).read_text()) or {}, base_dir, check_sources)

@@ -1,0 +1,255 @@
+"""Extraction: SAE features of every query token, as a Parquet shard plus per-dimension sums.
+
+One call handles one (model, layer, corpus, mode). The prefix shared by every query (the chat
+head in plain mode; head + demonstrations in ICL mode) is run once and its key/value cache reused
+for every batch of queries, and the forward pass stops after the hooked layer.
+
+When a reference shard is given (the plain run of the same corpus), each token's features are
+paired with the reference features of the same (doc_id, pos): the query token ids must match, and
+the job also accumulates sum and sum of squares of (h - h_ref) per dimension, which is all the
+shift vector and STS_icl need.
+
+Storage contract, one row per query token:
+    doc_id int32, pos int32, token_id int32, feat_idx list<int32> (sorted), feat_val list<float16|32>
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+
+from stsflow.models import LayerTap
+from stsflow.storage import atomic_path, write_parquet
+
+FEAT_DTYPES = {"float16": (torch.float16, pa.float16(), np.float16),
+               "float32": (torch.float32, pa.float32(), np.float32)}
+
+
+def shard_schema(feat_dtype: str) -> pa.Schema:
+    return pa.schema([("doc_id", pa.int32()), ("pos", pa.int32()), ("token_id", pa.int32()),
+                      ("feat_idx", pa.list_(pa.int32())),
+                      ("feat_val", pa.list_(FEAT_DTYPES[feat_dtype][1]))])
+
+
+def select_queries(queries: list[tuple[int, list[int]]], budget: int, max_len: int):
+    """Whole queries in corpus order until ``budget`` tokens; each truncated to ``max_len``."""
+    out, total = [], 0
+    for doc_id, ids in queries:
+        if total >= budget:
+            break
+        ids = ids[:max_len]
+        out.append((doc_id, ids))
+        total += len(ids)
+    return out
+
+
+@dataclass
+class Stats:
+    """Per-dimension sufficient statistics over the tokens of one shard."""
+
+    width: int
+    n_tokens: int = 0
+    sum: np.ndarray = field(default=None)
+    sumsq: np.ndarray = field(default=None)
+    nnz: np.ndarray = field(default=None)
+    diff_sum: np.ndarray | None = None
+    diff_sumsq: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name in ("sum", "sumsq", "nnz"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(self.width, dtype=np.float64))
+
+    def table(self) -> pa.Table:
+        cols = {"dim": np.arange(self.width, dtype=np.int32), "sum": self.sum,
+                "sumsq": self.sumsq, "nnz": self.nnz.astype(np.int64)}
+        if self.diff_sum is not None:
+            cols.update(diff_sum=self.diff_sum, diff_sumsq=self.diff_sumsq)
+        return pa.table(cols)
+
+    @classmethod
+    def read(cls, path: Path | str) -> "Stats":
+        from stsflow.storage import read_metadata
+
+        t = pq.read_table(path)
+        meta = read_metadata(path)
+        s = cls(width=t.num_rows, n_tokens=int(meta["n_tokens"]),
+                sum=t["sum"].to_numpy(), sumsq=t["sumsq"].to_numpy(),
+                nnz=t["nnz"].to_numpy().astype(np.float64))
+        if "diff_sum" in t.column_names:
+            s.diff_sum, s.diff_sumsq = t["diff_sum"].to_numpy(), t["diff_sumsq"].to_numpy()
+        return s
+
+
+def read_shard(path: Path | str, width: int | None = None):
+    """(doc_id, pos, token_id, csr matrix tokens × width) of a shard, in file order."""
+    t = pq.read_table(path)
+    idx, val = t["feat_idx"].combine_chunks(), t["feat_val"].combine_chunks()
+    offsets = idx.offsets.to_numpy()
+    indices = idx.values.to_numpy()
+    values = val.values.to_numpy().astype(np.float32)
+    if width is None:
+        from stsflow.storage import read_metadata
+
+        width = int(read_metadata(path)["width"])
+    csr = sp.csr_matrix((values, indices, offsets), shape=(t.num_rows, width))
+    return (t["doc_id"].to_numpy(), t["pos"].to_numpy(), t["token_id"].to_numpy(), csr)
+
+
+class Reference:
+    """Features of a finished shard, looked up by (doc_id, pos)."""
+
+    def __init__(self, path: Path | str, width: int):
+        self.doc, self.pos, self.tok, self.csr = read_shard(path, width)
+        starts = np.flatnonzero(np.r_[True, self.doc[1:] != self.doc[:-1]])
+        self.row_of = {int(self.doc[s]): int(s) for s in starts}
+
+    def rows(self, doc_id: int, n: int) -> np.ndarray:
+        if doc_id not in self.row_of:
+            raise ValueError(f"document {doc_id} is not in the reference shard")
+        start = self.row_of[doc_id]
+        return np.arange(start, start + n)
+
+
+def _prefix_cache(model, tap: LayerTap, prefix: list[int], device: str):
+    from transformers import DynamicCache
+
+    if not prefix:
+        return None
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        tap.run(model, input_ids=torch.tensor([prefix], device=device), past_key_values=cache)
+    return cache
+
+
+@torch.no_grad()
+def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix: list[int],
+            out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
+            feat_dtype: str = "float16", reference: Path | str | None = None,
+            metadata: dict | None = None, row_group_rows: int = 65536, log=print) -> Stats:
+    """Run ``prefix + query`` for every query, encode the layer's residual stream with the SAE,
+    and write the shard and its statistics. Returns the statistics."""
+    device = next(model.parameters()).device
+    tdtype, _, _ = FEAT_DTYPES[feat_dtype]
+    width = int(sae.cfg.d_sae)
+    tap = LayerTap(model, layer)
+    cache = _prefix_cache(model, tap, prefix, device)
+    ref = Reference(reference, width) if reference is not None else None
+    stats = Stats(width)
+    sums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(3)]
+    dsums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(2)]
+    n_total = sum(len(ids) for _, ids in queries)
+    meta = dict(metadata or {}, width=width, layer=layer, feat_dtype=feat_dtype,
+                prefix_tokens=len(prefix), n_queries=len(queries), n_tokens=n_total)
+    schema = shard_schema(feat_dtype)
+    schema = schema.with_metadata({f"stsflow.{k}".encode(): _json(v) for k, v in meta.items()})
+    # Longest queries first keeps padding low; rows are written back in query order per batch.
+    order = sorted(range(len(queries)), key=lambda i: -len(queries[i][1]))
+    start, done, last_log = time.time(), 0, 0.0
+    with atomic_path(out_path) as tmp:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for b in range(0, len(order), batch_size):
+            batch = [queries[i] for i in sorted(order[b:b + batch_size])]
+            feats, mask, ids = _encode_batch(model, sae, tap, cache, prefix, batch, device)
+            feats = feats.to(tdtype).float()  # stats use exactly the stored values
+            m = mask.bool()
+            flat = feats[m]  # (tokens, width), rows in (query, pos) order
+            sums[0] += flat.sum(0, dtype=torch.float64)
+            sums[1] += (flat.double() ** 2).sum(0)
+            sums[2] += (flat != 0).sum(0).double()
+            if ref is not None:
+                ref_flat = _reference_rows(ref, batch, ids, mask)
+                diff = flat.double() - torch.from_numpy(ref_flat).to(device).double()
+                dsums[0] += diff.sum(0)
+                dsums[1] += (diff ** 2).sum(0)
+            table = _to_table(batch, ids, mask, flat, schema)
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= row_group_rows:
+                writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
+                pending, pending_rows = [], 0
+            done += int(m.sum())
+            now = time.time()
+            if now - last_log > 10 or done == n_total:
+                last_log = now
+                log(f"[extract L{layer}] {done}/{n_total} tokens, "
+                    f"{done / max(now - start, 1e-9):.0f} tok/s")
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
+        writer.close()
+    stats.n_tokens = done
+    stats.sum, stats.sumsq, stats.nnz = (s.cpu().numpy() for s in sums)
+    if ref is not None:
+        stats.diff_sum, stats.diff_sumsq = (s.cpu().numpy() for s in dsums)
+    write_parquet(stats.table(), stats_path, dict(meta, n_tokens=done,
+                                                  seconds=round(time.time() - start, 2)))
+    return stats
+
+
+def _json(v) -> bytes:
+    import json
+
+    return json.dumps(v, sort_keys=True, default=str).encode()
+
+
+def _encode_batch(model, sae, tap, cache, prefix, batch, device):
+    """SAE features (B, T, width) of right-padded queries after the shared prefix."""
+    width_t = max(len(ids) for _, ids in batch)
+    ids = torch.zeros(len(batch), width_t, dtype=torch.long)
+    mask = torch.zeros(len(batch), width_t, dtype=torch.long)
+    for r, (_, q) in enumerate(batch):
+        ids[r, :len(q)] = torch.tensor(q)
+        mask[r, :len(q)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    p = len(prefix)
+    inputs = {"input_ids": ids}
+    if cache is not None:
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(batch))
+        inputs.update(past_key_values=past,
+                      attention_mask=torch.cat([torch.ones(len(batch), p, dtype=mask.dtype,
+                                                           device=device), mask], dim=1),
+                      position_ids=torch.arange(p, p + width_t, device=device).expand(len(batch), -1))
+    else:
+        inputs["attention_mask"] = mask
+    resid = tap.run(model, **inputs)
+    feats = sae.encode(resid.to(sae.W_dec.dtype))
+    return feats, mask, ids
+
+
+def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:
+    rows, want = [], []
+    for r, (doc_id, q) in enumerate(batch):
+        rr = ref.rows(doc_id, len(q))
+        if not np.array_equal(ref.tok[rr], np.asarray(q)) or not np.array_equal(
+                ref.pos[rr], np.arange(len(q))):
+            raise ValueError(f"document {doc_id}: query tokens differ from the reference run; "
+                             "the ICL and plain inputs are not aligned")
+        rows.append(rr)
+    return ref.csr[np.concatenate(rows)].toarray()
+
+
+def _to_table(batch, ids, mask, flat, schema) -> pa.Table:
+    doc = np.concatenate([np.full(len(q), d, dtype=np.int32) for d, q in batch])
+    pos = np.concatenate([np.arange(len(q), dtype=np.int32) for _, q in batch])
+    tok = ids[mask.bool()].cpu().numpy().astype(np.int32)
+    nz = (flat != 0).cpu()
+    counts = nz.sum(1).numpy()
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    r, c = nz.nonzero(as_tuple=True)  # row-major: columns sorted within each row
+    vals = flat.cpu()[r, c].numpy().astype(schema.field("feat_val").type.value_type.to_pandas_dtype())
+    feat_idx = pa.ListArray.from_arrays(pa.array(offsets), pa.array(c.numpy().astype(np.int32)))
+    feat_val = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals))
+    return pa.Table.from_arrays([pa.array(doc), pa.array(pos), pa.array(tok), feat_idx, feat_val],
+                                schema=schema)

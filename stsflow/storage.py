@@ -1,0 +1,75 @@
+"""Atomic file output and provenance.
+
+Every file the workflow writes goes through here: written to a temporary sibling, flushed, then
+renamed into place, so an interrupted job never leaves a half file that a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROVENANCE_PACKAGES = ("stsflow", "torch", "transformers", "sae-lens", "datasets", "pyarrow",
+                       "polars", "scipy", "numpy", "peft", "snakemake")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path | str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def write_parquet(table: pa.Table, path: Path | str, metadata: dict | None = None,
+                  row_group_size: int | None = None, compression: str = "zstd") -> None:
+    """Write ``table`` atomically; ``metadata`` values go JSON-encoded into the key-value metadata
+    under ``stsflow.<key>``."""
+    kv = dict(table.schema.metadata or {})
+    for key, value in (metadata or {}).items():
+        kv[f"stsflow.{key}".encode()] = json.dumps(value, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(kv)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression=compression, row_group_size=row_group_size)
+
+
+def read_metadata(path: Path | str) -> dict:
+    """The ``stsflow.*`` key-value metadata of a Parquet file, decoded."""
+    kv = pq.read_schema(path).metadata or {}
+    return {k.decode()[len("stsflow."):]: json.loads(v) for k, v in kv.items()
+            if k.decode().startswith("stsflow.")}

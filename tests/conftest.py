@@ -1,0 +1,103 @@
+"""Shared fixtures: a tiny random-weight causal LM with a character tokenizer and a ChatML
+template, a tiny random SAE, and tiny corpora. Everything is built offline in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\nYou are tiny.<|im_end|>\n' }}{% endif %}"
+          "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + list(string.printable))}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>",
+                                  eos_token="<|im_end|>",
+                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = CHATML
+    return tok
+
+
+def make_model(vocab_size: int, seed: int = 0, n_layers: int = 3):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=3)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny model directory (usable as a `local` model source)."""
+    d = tmp_path_factory.mktemp("tiny_model")
+    tok = make_tokenizer()
+    model = make_model(len(tok))
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return model, tok
+
+
+def make_sae(d_in: int = 32, width: int = 64, k: int = 6, seed: int = 0):
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(seed)
+    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=width, k=k))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    return sae.eval()
+
+
+def sft_records(n: int = 12) -> list[dict]:
+    return [{"id": f"m{i}", "question": f"What is {i} plus {i + 2}?",
+             "solution": f"{i} + {i + 2} = {2 * i + 2}. The answer is {2 * i + 2}.",
+             "answer": str(2 * i + 2)} for i in range(n)]
+
+
+def domain_records(name: str, n: int, offset: int = 0) -> list[dict]:
+    out = []
+    for i in range(offset, offset + n):
+        out.append({"question_id": 1000 * len(name) + i, "question": f"{name} question {i}?",
+                    "options": [f"opt {name} {j}" for j in range(4)], "answer": "ABCD"[i % 4],
+                    "answer_index": i % 4,
+                    "cot_content": f"A: Let's think step by step. It is {'ABCD'[i % 4]}. "
+                                   f"The answer is ({'ABCD'[i % 4]}).",
+                    "category": name, "src": "test"})
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

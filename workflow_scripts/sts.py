@@ -1,0 +1,9 @@
+"""Rule sts: STS_act, STS_icl, STS_sq of one domain for one shift vector and N."""
+from stsflow import pipeline
+
+pipeline.setup_logging(snakemake.log[0])
+w = snakemake.wildcards
+key = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "domain": w.domain,
+       "seed": int(w.seed)}
+pipeline.sts(snakemake.input.shift, snakemake.input.plain, snakemake.input.icl, int(w.n), key,
+             snakemake.output[0])
