@@ -19,4 +19,5 @@ include: "rules/report.smk"
 rule all:
     input:
         all_targets(),
+        f"{R}/manifest.json",
     default_target: True

@@ -47,7 +47,7 @@ def sae_corpus_files(w):
 
 def data_files(kind, corpus):
     if kind == "sft":
-        return {"items": f"{R}/data/sft/{corpus}.parquet"}
+        return {"sft_items": f"{R}/data/sft/{corpus}.parquet"}
     return {"test": f"{R}/data/domain/{corpus}.test.parquet",
             "demos": f"{R}/data/domain/{corpus}.demos.parquet"}
 

@@ -15,3 +15,17 @@ rule report:
         f"{R}/logs/report/{{model}}/{{sft}}.log",
     script:
         "../workflow_scripts/report.py"
+
+
+rule manifest:
+    """Reviewer's record of the run: resolved config, versions, identities, sha256 of outputs."""
+    input:
+        all_targets(),
+    output:
+        f"{R}/manifest.json",
+    params:
+        config=CONFIG,
+    log:
+        f"{R}/logs/manifest.log",
+    script:
+        "../workflow_scripts/manifest.py"

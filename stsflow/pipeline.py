@@ -125,7 +125,7 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode: str, d
     """One (model, layer, corpus, mode) extraction.
 
     ``kind`` is "sft" or "domain"; ``mode`` is "plain", "icl" (domain: its m worked examples) or
-    "icl-s<seed>" (SFT: t demonstrations drawn with the seed). ``data`` maps "items" (SFT) or
+    "icl-s<seed>" (SFT: t demonstrations drawn with the seed). ``data`` maps "sft_items" (SFT) or
     "test"/"demos" (domain) to materialised Parquet files."""
     from stsflow import extract as ex
     from stsflow.sae import load_sae
@@ -134,7 +134,7 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode: str, d
     model, tok, minfo = _load(model_dir, mspec, threads)
     sae, sinfo = load_sae(sae_dir, device=str(next(model.parameters()).device))
     seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
-    records = corpora.read_records(data["items"] if kind == "sft" else data["test"])
+    records = corpora.read_records(data["sft_items"] if kind == "sft" else data["test"])
     budget = sts["sft_tokens"] if kind == "sft" else sts["domain_tokens"]
     queries = build_queries(seg, records, kind, budget, mspec["max_length"])
     demo_ids: list = []
@@ -153,7 +153,7 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode: str, d
     meta = dict(provenance or {}, model=_model_identity(minfo), sae=_sae_identity(sinfo),
                 dtype=mspec["dtype"], chat_template=mspec["chat_template"],
                 prompt_head=seg.layout.head, mode=mode, kind=kind, demonstrations=demo_ids,
-                dataset=read_metadata(data["items"] if kind == "sft" else data["test"]),
+                dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
     ex.extract(model, sae, layer, queries, prefix, out, stats_out,
                batch_size=mspec["batch_size"], feat_dtype=sts["feat_dtype"], reference=reference,

@@ -3,7 +3,7 @@ from stsflow import pipeline
 
 pipeline.setup_logging(snakemake.log[0])
 w = snakemake.wildcards
-data = {k: snakemake.input[k] for k in ("items", "test", "demos") if k in snakemake.input.keys()}
+data = {k: snakemake.input[k] for k in ("sft_items", "test", "demos") if k in snakemake.input.keys()}
 reference = snakemake.input.reference if "reference" in snakemake.input.keys() else None
 pipeline.extract(snakemake.input.model, snakemake.input.sae, snakemake.params.model, int(w.layer),
                  w.kind, w.mode, data, snakemake.params.sts, snakemake.output.shard,

@@ -1,0 +1,474 @@
+"""Evaluation of a model on a domain (SPEC §5.2): official MMLU-Pro CoT generation, and two
+cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the reference answer).
+
+Choices made here (the paper and the official code leave them open or do otherwise):
+
+* **Answer extraction** follows TIGER-Lab ``evaluate_from_local.py`` exactly: ``re.search``
+  (first match) of ``answer is \\(?([A-J])\\)?``, then ``.*[aA]nswer:\\s*([A-J])`` (greedy, so
+  the last "Answer:" on the first line that has one), then the last standalone capital letter A-J
+  (``\\b[A-J]\\b(?!.*\\b[A-J]\\b)``, DOTALL). The primary pattern is case-sensitive: "The
+  answer is (C)" matches, "the answer is (c)" (lower-case letter) and "ANSWER IS (C)" do not and
+  fall through to the fallbacks. With two "answer is" phrases the first wins.
+* **Missing answers** count as wrong (``correct=False``, ``how="missing"``). The official script
+  scores them as a seeded random guess instead; ``n_missing`` in ``accuracy_table`` lets a reader
+  redo that.
+* **Options.** As the official preprocessing does, padding options ``"N/A"`` are dropped: only
+  trailing ones, and never the correct one, so letters and ``answer_index`` stay valid.
+* **Generation prompt.** ``MMLU_PRO_HEADER`` (subject filled in) + ``"\\n"``, then per
+  demonstration ``mmlu_question + "\\n" + mmlu_cot + "\\n\\n"``, then ``mmlu_question(item) +
+  "\\n" + COT_TRIGGER``. With a chat template the whole prompt is one user turn followed by the
+  generation prompt (nothing pre-filled in the assistant turn), rendered with the layout of
+  ``stsflow.segments`` (head + user_open + prompt + user_close_and_gen, which equals
+  ``apply_chat_template``). Without one: head (BOS) + prompt text. Greedy decoding; stop string
+  ``"Question:"`` as in the official script (cut from the output), plus the tokenizer's and the
+  generation config's EOS ids. If prompt + ``max_new_tokens`` exceeds ``max_position_embeddings``,
+  demonstrations are dropped from the end until it fits (as the official script does); the row's
+  ``k_shot`` says how many were used.
+* **Option log-likelihood.** Context = head + k demonstrations (query + response segments) + the
+  item's query segment (which lists the lettered options); continuation = the option text,
+  tokenized on its own (ids concatenated, as everywhere in STS). Scores: sum of the token log-probs
+  and their mean (length-normalised); prediction = argmax of the mean (first on ties); an option
+  with no token gets mean ``-inf``. The head + demonstrations prefix runs once and its KV cache is
+  shared by all items; each item's query runs once on a copy, whose cache is repeated over options.
+* **NLL.** Mean next-token NLL of the reference response given head + query. The reference is
+  ``assistant_text`` (a domain record's CoT, an SFT record's solution). MMLU-Pro *test* records
+  have no ``cot_content``; for them the reference is ``"The answer is (X). <option text>"``
+  (``reference="answer"`` in the row), since the bare CoT trigger would carry no information.
+* **Summary.** ``accuracy_table`` reports the raw value: accuracy (higher is better) or the mean
+  over items of the per-item mean NLL (lower is better); deltas are always ``after - before``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stsflow.prompts import COT_TRIGGER, LETTERS, MMLU_PRO_HEADER, mmlu_cot, mmlu_question
+
+_PRIMARY = re.compile(r"answer is \(?([A-J])\)?")
+_FALLBACK_ANSWER = re.compile(r".*[aA]nswer:\s*([A-J])")
+_FALLBACK_LAST = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)", re.DOTALL)
+STOP_STRINGS = ("Question:",)
+ACCURACY_METRICS = ("accuracy", "generate", "option_loglik")
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+def extract_answer(text: str | None) -> tuple[str | None, str]:
+    """``(letter, how)`` with how in {"primary", "fallback_answer", "fallback_last_letter",
+    "missing"} — the official MMLU-Pro extraction cascade."""
+    if not text:
+        return None, "missing"
+    m = _PRIMARY.search(text)
+    if m:
+        return m.group(1), "primary"
+    m = _FALLBACK_ANSWER.search(text)
+    if m:
+        return m.group(1), "fallback_answer"
+    m = _FALLBACK_LAST.search(text)
+    if m:
+        return m.group(0), "fallback_last_letter"
+    return None, "missing"
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def clean_options(record: dict) -> dict:
+    """A copy of a domain record without trailing ``"N/A"`` padding options (never the answer)."""
+    opts = list(record["options"])
+    keep = (record.get("answer_index") or 0) + 1
+    while len(opts) > keep and str(opts[-1]).strip() == "N/A":
+        opts.pop()
+    return {**record, "options": opts}
+
+
+def mmlu_pro_prompt(demos: list[dict], item: dict, subject: str | None = None) -> str:
+    """Plain-text k-shot CoT prompt in the official MMLU-Pro wording."""
+    subject = subject if subject is not None else item.get("category", "")
+    parts = [MMLU_PRO_HEADER.format(subject=subject) + "\n"]
+    for d in demos:
+        d = clean_options(d)
+        parts.append(mmlu_question(d) + "\n" + mmlu_cot(d) + "\n\n")
+    parts.append(mmlu_question(clean_options(item)) + "\n" + COT_TRIGGER)
+    return "".join(parts)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def prompt_ids(segmenter, prompt: str, use_chat_template: bool) -> list[int]:
+    """Token ids of a generation prompt: one user turn + generation prompt, or head + plain text."""
+    lay = segmenter.layout
+    text = lay.user_open + prompt + lay.user_close_and_gen if use_chat_template else prompt
+    return segmenter.head() + _ids(segmenter.tokenizer, text)
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+def _cache_kwarg(model) -> str:
+    """Name of the KV-cache argument of ``model.forward`` (transformers renamed ``past_key_values``
+    to ``cache`` in 5.x)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(out):
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
+def _pad_id(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id"):
+        val = getattr(tokenizer, attr, None)
+        if isinstance(val, int):
+            return val
+    return 0
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for val in (gen_eos, getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(val, int):
+            ids.append(val)
+        elif isinstance(val, (list, tuple)):
+            ids.extend(int(v) for v in val)
+    return sorted(set(ids))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, subject: str | None,
+                  use_chat_template: bool, max_new_tokens: int = 2048, batch_size: int = 8,
+                  k_shot: int | None = None, stop_strings=STOP_STRINGS,
+                  max_context: int | None = None) -> list[dict]:
+    """Official-style CoT evaluation: greedy generation, answer extraction. One row per item, in the
+    order of ``items``."""
+    from transformers import GenerationConfig
+
+    from stsflow.segments import Segmenter
+
+    seg = Segmenter.for_tokenizer(tokenizer, use_chat_template)
+    demos = list(demos[:k_shot] if k_shot is not None else demos)
+    if max_context is None:
+        max_context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    prompts = []
+    for item in items:
+        k = len(demos)
+        ids = prompt_ids(seg, mmlu_pro_prompt(demos[:k], item, subject), use_chat_template)
+        while max_context and k > 0 and len(ids) + max_new_tokens > max_context:
+            k -= 1
+            ids = prompt_ids(seg, mmlu_pro_prompt(demos[:k], item, subject), use_chat_template)
+        prompts.append((ids, k))
+
+    pad_id = _pad_id(tokenizer)
+    eos = _eos_ids(model, tokenizer)
+    gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
+                               eos_token_id=eos or None, pad_token_id=pad_id,
+                               stop_strings=list(stop_strings) or None)
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(items)), key=lambda i: -len(prompts[i][0]))
+    rows: list[dict | None] = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i][0]) for i in idx)
+        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):  # left padding
+            ids = prompts[i][0]
+            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[r, width - len(ids):] = 1
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                             generation_config=gen_cfg, tokenizer=tokenizer)
+        for r, i in enumerate(idx):
+            new = out[r, width:].tolist()
+            text, n_gen, finish = _finish(tokenizer, new, eos, pad_id, stop_strings, max_new_tokens)
+            pred, how = extract_answer(text)
+            item = items[i]
+            rows[i] = {"question_id": item.get("question_id"), "pred": pred, "how": how,
+                       "answer": item.get("answer"), "correct": pred is not None
+                       and pred == item.get("answer"), "n_generated": n_gen, "finish": finish,
+                       "k_shot": prompts[i][1], "n_prompt_tokens": len(prompts[i][0]),
+                       "output": text}
+    if was_training:
+        model.train()
+    return rows
+
+
+def _finish(tokenizer, new: list[int], eos: list[int], pad_id: int, stop_strings,
+            max_new_tokens: int) -> tuple[str, int, str]:
+    """Generated text (up to EOS / stop string, both excluded), tokens generated, why it ended."""
+    eos_set = set(eos)
+    cut = next((j for j, t in enumerate(new) if t in eos_set), None)
+    if cut is not None:
+        toks, n_gen, finish = new[:cut], cut + 1, "eos"
+    else:
+        n_gen = len(new)
+        while n_gen > 0 and new[n_gen - 1] == pad_id and n_gen < max_new_tokens:
+            n_gen -= 1
+        toks, finish = new[:n_gen], "length"
+    text = tokenizer.decode(toks, skip_special_tokens=True)
+    hits = [text.find(s) for s in stop_strings if s and s in text]
+    if hits:
+        text, finish = text[:min(hits)], "stop"
+    return text, n_gen, finish
+
+
+# ------------------------------------------------------------------------- option log-likelihood
+
+
+def _option_logprobs(first_logp: torch.Tensor, logits: torch.Tensor, opt_ids: list[list[int]]
+                     ) -> list[list[float]]:
+    """Per-token log-probs of each option: token 0 from ``first_logp`` (the distribution after the
+    context), token j from ``logits[row, j-1]``."""
+    out = []
+    logp = F.log_softmax(logits.float(), dim=-1) if logits is not None else None
+    for r, ids in enumerate(opt_ids):
+        if not ids:
+            out.append([])
+            continue
+        vals = [float(first_logp[ids[0]])]
+        for j in range(1, len(ids)):
+            vals.append(float(logp[r, j - 1, ids[j]]))
+        out.append(vals)
+    return out
+
+
+def _score_row(item: dict, per_token: list[list[float]], n_tokens: list[int]) -> dict:
+    sums = [float(sum(v)) for v in per_token]
+    means = [s / n if n else float("-inf") for s, n in zip(sums, n_tokens)]
+    pred = int(np.argmax(means)) if means else None
+    ans = item.get("answer_index")
+    return {"question_id": item.get("question_id"), "pred_index": pred,
+            "pred": LETTERS[pred] if pred is not None else None, "answer_index": ans,
+            "correct": pred is not None and ans is not None and pred == int(ans),
+            "logprob_sum": sums, "logprob_mean": means, "n_option_tokens": list(n_tokens)}
+
+
+@torch.no_grad()
+def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *, segmenter,
+                       k_shot: int = 0, batch_size: int = 10, reuse_cache: bool = True
+                       ) -> list[dict]:
+    """Option log-likelihood accuracy. One row per item: question_id, pred_index, pred,
+    answer_index, correct, and per option logprob_sum, logprob_mean, n_option_tokens."""
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    prefix = segmenter.head()
+    for d in demos[:k_shot]:
+        prefix += segmenter.demo(clean_options(d), "domain")
+    prefix_cache = None
+    cache_kw = _cache_kwarg(model)
+    if reuse_cache and prefix:
+        out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+        prefix_cache = _out_cache(out)
+    rows = []
+    for item in items:
+        rec = clean_options(item)
+        query = segmenter.query(rec, "domain")
+        opt_ids = [_ids(tokenizer, str(o).strip()) for o in rec["options"]]
+        per_token: list[list[float]] = [[] for _ in opt_ids]
+        nonempty = [i for i, ids in enumerate(opt_ids) if ids]
+        if reuse_cache:
+            cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
+            ctx_len = len(prefix) + len(query)
+            att = torch.ones((1, ctx_len), dtype=torch.long, device=device)
+            q_in = torch.tensor([query], device=device)
+            out = model(input_ids=q_in, attention_mask=att, use_cache=True, **{cache_kw: cache})
+            first_logp = F.log_softmax(out.logits[0, -1].float(), dim=-1)
+            item_cache = _out_cache(out)
+            for c in range(0, len(nonempty), batch_size):
+                chunk = nonempty[c:c + batch_size]
+                width = max(len(opt_ids[i]) for i in chunk)
+                logits = None
+                if width > 1:
+                    cache = copy.deepcopy(item_cache)
+                    cache.batch_repeat_interleave(len(chunk))
+                    ids = torch.zeros((len(chunk), width), dtype=torch.long)
+                    att = torch.zeros((len(chunk), ctx_len + width), dtype=torch.long)
+                    att[:, :ctx_len] = 1
+                    for r, i in enumerate(chunk):
+                        ids[r, : len(opt_ids[i])] = torch.tensor(opt_ids[i])
+                        att[r, ctx_len: ctx_len + len(opt_ids[i])] = 1
+                    logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
+                                   use_cache=True, **{cache_kw: cache}).logits
+                vals = _option_logprobs(first_logp, logits, [opt_ids[i] for i in chunk])
+                for i, v in zip(chunk, vals):
+                    per_token[i] = v
+        else:
+            ctx = prefix + query
+            for c in range(0, len(nonempty), batch_size):
+                chunk = nonempty[c:c + batch_size]
+                seqs = [ctx + opt_ids[i] for i in chunk]
+                width = max(len(s) for s in seqs)
+                ids = torch.zeros((len(chunk), width), dtype=torch.long)
+                att = torch.zeros((len(chunk), width), dtype=torch.long)
+                for r, s in enumerate(seqs):
+                    ids[r, : len(s)] = torch.tensor(s)
+                    att[r, : len(s)] = 1
+                logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
+                               use_cache=False).logits
+                logp = F.log_softmax(logits.float(), dim=-1)
+                for r, i in enumerate(chunk):
+                    per_token[i] = [float(logp[r, len(ctx) + j - 1, t])
+                                    for j, t in enumerate(opt_ids[i])]
+        rows.append(_score_row(item, per_token, [len(o) for o in opt_ids]))
+    if was_training:
+        model.train()
+    return rows
+
+
+# ----------------------------------------------------------------------------- NLL
+
+
+def reference_text(record: dict, kind: str) -> tuple[str, str]:
+    """``(text, which)``: the reference response used by ``eval_nll``; which in {"cot", "answer",
+    "solution"}."""
+    from stsflow.prompts import assistant_text
+
+    if kind == "sft":
+        return assistant_text(record, kind), "solution"
+    if (record.get("cot_content") or "").strip():
+        return assistant_text(record, kind), "cot"
+    idx = record.get("answer_index")
+    if idx is None:
+        raise ValueError(f"domain record {record.get('question_id')!r} has neither cot_content nor "
+                         "answer_index; no reference answer")
+    idx = int(idx)
+    return f"The answer is ({LETTERS[idx]}). {str(record['options'][idx]).strip()}", "answer"
+
+
+@torch.no_grad()
+def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "domain",
+             batch_size: int = 8, max_length: int | None = None) -> list[dict]:
+    """Mean NLL per token of the reference response given head + query. One row per item:
+    question_id, nll, n_tokens, reference."""
+    device = _device(model)
+    was_training = model.training
+    model.eval()
+    head = segmenter.head()
+    examples = []
+    for rec in items:
+        text, which = reference_text(rec, kind)
+        ctx = head + segmenter.query(rec, kind)
+        resp = _ids(tokenizer, text + segmenter.layout.assistant_close)
+        ids = (ctx + resp)[:max_length] if max_length else ctx + resp
+        examples.append((ids, len(ctx), which))
+    pad_id = _pad_id(tokenizer)
+    rows: list[dict | None] = [None] * len(items)
+    order = sorted(range(len(items)), key=lambda i: -len(examples[i][0]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(examples[i][0]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        att = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            seq = examples[i][0]
+            ids[r, : len(seq)] = torch.tensor(seq)
+            att[r, : len(seq)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
+                       use_cache=False).logits
+        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+        tok_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        for r, i in enumerate(idx):
+            seq, n_ctx, which = examples[i]
+            vals = tok_logp[r, n_ctx - 1: len(seq) - 1]
+            n = int(vals.numel())
+            rec = items[i]
+            rows[i] = {"question_id": rec.get("question_id", rec.get("id")),
+                       "nll": float(-vals.sum() / n) if n else float("nan"), "n_tokens": n,
+                       "reference": which}
+    if was_training:
+        model.train()
+    return rows
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def _metric_kind(metric: str) -> str:
+    if metric in ACCURACY_METRICS:
+        return "accuracy"
+    if metric == "nll":
+        return "nll"
+    raise ValueError(f"unknown metric {metric!r}; expected one of {ACCURACY_METRICS + ('nll',)}")
+
+
+def item_values(rows: list[dict], metric: str) -> np.ndarray:
+    """Per-item values: 1.0/0.0 for correctness, or the per-item mean NLL."""
+    if _metric_kind(metric) == "accuracy":
+        return np.array([1.0 if r["correct"] else 0.0 for r in rows], dtype=float)
+    return np.array([r["nll"] for r in rows], dtype=float)
+
+
+def accuracy_table(rows: list[dict], metric: str) -> dict:
+    """Summary of evaluation rows. ``value``: accuracy in [0, 1] (higher is better) for
+    "accuracy"/"generate"/"option_loglik"; for "nll" the mean over items of the per-item mean NLL
+    (lower is better; ``value_token_weighted`` weights items by their token counts). Deltas between
+    models are always after − before."""
+    kind = _metric_kind(metric)
+    hows = [r.get("how") for r in rows]
+    out = {"metric": metric, "n_items": len(rows),
+           "n_fallback": sum(h in ("fallback_answer", "fallback_last_letter") for h in hows),
+           "n_missing": sum(h == "missing" for h in hows),
+           "higher_is_better": kind == "accuracy"}
+    vals = item_values(rows, metric)
+    out["value"] = float(vals.mean()) if len(vals) else float("nan")
+    if kind == "accuracy":
+        out["n_correct"] = int(vals.sum())
+    else:
+        n = np.array([r["n_tokens"] for r in rows], dtype=float)
+        out["value_token_weighted"] = float((vals * n).sum() / n.sum()) if n.sum() else float("nan")
+        out["n_tokens"] = int(n.sum())
+    return out
+
+
+def paired_values(before_rows: list[dict], after_rows: list[dict], metric: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item values of the same items before and after, aligned by ``question_id``."""
+    b = dict(zip([r["question_id"] for r in before_rows], item_values(before_rows, metric)))
+    a = dict(zip([r["question_id"] for r in after_rows], item_values(after_rows, metric)))
+    if set(a) != set(b) or len(a) != len(before_rows) or len(b) != len(after_rows):
+        raise ValueError("before and after rows must cover the same, unique question_ids")
+    keys = [r["question_id"] for r in before_rows]
+    return np.array([b[k] for k in keys]), np.array([a[k] for k in keys])
+
+
+def bootstrap_delta_ci(before_values, after_values, *, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Paired bootstrap over items: percentile CI (default 95 %) of mean(after) − mean(before)."""
+    before = np.asarray(before_values, dtype=float)
+    after = np.asarray(after_values, dtype=float)
+    if before.shape != after.shape or before.ndim != 1:
+        raise ValueError("before and after must be 1-D arrays of the same items")
+    n = len(before)
+    if n == 0:
+        raise ValueError("no items")
+    diff = after - before
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 2_000_000 // n))
+    means = np.empty(n_boot)
+    for s in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - s)
+        means[s:s + m] = diff[rng.integers(0, n, size=(m, n))].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)

@@ -1,0 +1,236 @@
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats as sps
+
+from stsflow import stats as st
+
+FAST = dict(n_boot=300, n_perm=500)
+DOMAINS8 = ["biology", "business", "chemistry", "engineering", "health", "law", "math",
+            "physics"]
+
+
+def _noisy(n=14, seed=1, noise=0.5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return x, x + noise * rng.normal(size=n)
+
+
+def test_correlate_matches_scipy():
+    x, y = _noisy()
+    r = st.correlate(x, y, **FAST)
+    pr, sr = sps.pearsonr(x, y), sps.spearmanr(x, y)
+    assert r["n_domains"] == 14
+    assert r["pearson"] == pytest.approx(pr.statistic)
+    assert r["pearson_p"] == pytest.approx(pr.pvalue)
+    assert r["spearman"] == pytest.approx(sr.statistic)
+    assert r["spearman_p"] == pytest.approx(sr.pvalue)
+    assert r["r2"] == pytest.approx(pr.statistic ** 2)
+    assert set(r) == set(st.STAT_COLUMNS)
+
+
+def test_correlate_ci_contains_estimate_and_narrows_with_level():
+    x, y = _noisy(n=20)
+    r = st.correlate(x, y, n_boot=1000, n_perm=100)
+    assert r["pearson_ci_low"] < r["pearson"] < r["pearson_ci_high"]
+    r80 = st.correlate(x, y, n_boot=1000, n_perm=100, ci=0.8)
+    assert r["pearson_ci_low"] <= r80["pearson_ci_low"] <= r80["pearson_ci_high"] \
+        <= r["pearson_ci_high"]
+
+
+def test_correlate_perfect_gives_minimal_perm_p():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=20)
+    r = st.correlate(x, 2 * x + 1, n_boot=200, n_perm=2000)
+    assert r["pearson"] == pytest.approx(1.0)
+    assert r["perm_p"] == pytest.approx(1 / 2001)
+    # a perfect negative line is just as extreme for a two-sided test
+    assert st.correlate(x, -x, n_boot=0, n_perm=2000)["perm_p"] == pytest.approx(1 / 2001)
+
+
+def test_correlate_perm_p_is_uniformish_under_null():
+    x, _ = _noisy(n=12, seed=5)
+    y = np.random.default_rng(6).normal(size=12)
+    r = st.correlate(x, y, n_boot=0, n_perm=4000)
+    # permutation and t-test p-values agree closely for roughly normal data
+    assert abs(r["perm_p"] - r["pearson_p"]) < 0.05
+
+
+def test_correlate_deterministic_and_seed_sensitive():
+    x, y = _noisy(n=10)
+    a = st.correlate(x, y, seed=7, **FAST)
+    b = st.correlate(x, y, seed=7, **FAST)
+    c = st.correlate(x, y, seed=8, **FAST)
+    assert a == b
+    assert (a["pearson_ci_low"], a["perm_p"]) != (c["pearson_ci_low"], c["perm_p"])
+    # bootstrap and permutation use independent streams
+    assert st.correlate(x, y, seed=7, n_boot=50, n_perm=500)["perm_p"] == a["perm_p"]
+
+
+@pytest.mark.parametrize("x,y", [
+    ([1.0, 2.0], [3.0, 1.0]),                     # n < 3
+    ([], []),
+    ([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]),  # x constant
+    ([1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]),  # y constant
+    ([1.0, 2.0, np.nan, 4.0], [1.0, np.nan, 2.0, 3.0]),  # only 2 finite pairs
+])
+def test_correlate_degenerate_gives_nan(x, y):
+    r = st.correlate(x, y, **FAST)
+    assert r["n_domains"] == sum(1 for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b))
+    assert all(math.isnan(r[k]) for k in st.STAT_COLUMNS if k != "n_domains")
+
+
+def test_correlate_tiny_sample_drops_constant_resamples():
+    r = st.correlate([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], n_boot=500, n_perm=100)
+    assert -1.0 <= r["pearson_ci_low"] <= r["pearson_ci_high"] <= 1.0
+    # many ties: most resamples have a constant variable, so no CI rather than a biased one
+    r = st.correlate([1, 0, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0], n_boot=500, n_perm=100)
+    assert math.isfinite(r["pearson"]) and math.isnan(r["pearson_ci_low"])
+
+
+def test_correlate_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        st.correlate([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError):
+        st.correlate([1, 2, 3], [1, 2, 3], ci=1.5)
+
+
+def test_extreme_domains():
+    names = [f"d{i:02d}" for i in range(14)]
+    vals = dict(zip(names, [5.0, 0.1, 3.0, 9.8, 0.2, 6.3, 0.3, 4.4, 2.9, 0.0, 1.5, 2.4, 7.0, 2.6]))
+    got = st.extreme_domains(vals, k=4)
+    assert got == sorted(["d03", "d12", "d05", "d00", "d09", "d01", "d04", "d06"])
+    six = dict(list(vals.items())[:6])
+    assert st.extreme_domains(six, k=4) == sorted(six)
+    # ties broken by name, both ends
+    tied = {n: 1.0 for n in "abcdefghij"}
+    assert st.extreme_domains(tied, k=2) == ["a", "b", "i", "j"]  # groups never overlap
+    tied.update(a=0.0, j=2.0)
+    assert st.extreme_domains(tied, k=2) == ["a", "b", "i", "j"]
+    assert st.extreme_domains({"a": float("nan"), "b": 1.0}, k=4) == ["b"]
+
+
+# ---------------------------------------------------------------- correlation_table
+
+def _synthetic(domains=DOMAINS8, oracle=False):
+    rng = np.random.default_rng(0)
+    delta = {d: float(v) for d, v in zip(domains, rng.normal(scale=3, size=len(domains)))}
+    rows = []
+    for layer in (10, 20):
+        for n_top in (50, 100):
+            for d in domains:
+                base = abs(delta[d]) + rng.normal(scale=1.0 + layer / 10)
+                row = {"model": "m", "layer": layer, "sft": "limo", "domain": d,
+                       "n_top": n_top, "sts_act": base * n_top,
+                       "sts_icl": rng.normal() + 0.1 * base, "sts_sq": base ** 2,
+                       "n_tokens": 1000}
+                if oracle:
+                    row["sts_act_oracle"] = abs(delta[d])
+                rows.append(row)
+    sts = pl.DataFrame(rows)
+    observed = pl.DataFrame({"model": "m", "sft": "limo", "domain": list(delta),
+                             "metric": "acc", "delta": list(delta.values())})
+    return sts, observed
+
+
+EXPECTED_COLUMNS = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
+                    *st.STAT_COLUMNS]
+
+
+def test_correlation_table_shape_and_values():
+    sts, observed = _synthetic()
+    # a domain only one table knows is ignored
+    observed = pl.concat([observed, pl.DataFrame({"model": "m", "sft": "limo",
+                                                  "domain": ["unknown"], "metric": "acc",
+                                                  "delta": [50.0]})])
+    corr = st.correlation_table(sts, observed, seed=3, **FAST)
+    assert corr.columns == EXPECTED_COLUMNS
+    assert corr.height == 2 * 2 * 3 * 2 * 2 * 1
+    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq"}
+    assert (corr["n_domains"] == 8).all()  # 8 ≤ 2k: extremes uses every domain too
+
+    row = corr.filter((pl.col("layer") == 20) & (pl.col("n_top") == 50)
+                      & (pl.col("variant") == "sts_icl") & (pl.col("target") == "abs")
+                      & (pl.col("protocol") == "all")).to_dicts()
+    assert len(row) == 1
+    sub = (sts.filter((pl.col("layer") == 20) & (pl.col("n_top") == 50))
+           .join(observed, on=["model", "sft", "domain"]))
+    direct = st.correlate(sub["sts_icl"], sub["delta"].abs(), seed=3, **FAST)
+    assert {k: row[0][k] for k in st.STAT_COLUMNS} == pytest.approx(direct, nan_ok=True)
+
+    signed = corr.filter((pl.col("layer") == 20) & (pl.col("n_top") == 50)
+                         & (pl.col("variant") == "sts_icl") & (pl.col("target") == "signed")
+                         & (pl.col("protocol") == "all"))
+    assert signed["pearson"][0] == pytest.approx(
+        sps.pearsonr(sub["sts_icl"], sub["delta"]).statistic)
+
+
+def test_correlation_table_extremes_and_oracle_variant():
+    domains = [f"dom{i:02d}" for i in range(14)]
+    sts, observed = _synthetic(domains, oracle=True)
+    corr = st.correlation_table(sts, observed, **FAST)
+    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq", "sts_act_oracle"}
+    assert corr.height == 2 * 2 * 4 * 2 * 2
+    ext = corr.filter(pl.col("protocol") == "extremes")
+    assert (ext["n_domains"] == 8).all()
+    assert (corr.filter(pl.col("protocol") == "all")["n_domains"] == 14).all()
+    # the oracle variant is |Δ| itself
+    oracle = corr.filter((pl.col("variant") == "sts_act_oracle") & (pl.col("target") == "abs"))
+    assert oracle["pearson"].to_numpy() == pytest.approx(1.0)
+
+    chosen = st.extreme_domains(dict(zip(observed["domain"], observed["delta"].abs())))
+    sub = (sts.filter((pl.col("layer") == 10) & (pl.col("n_top") == 100)
+                      & pl.col("domain").is_in(chosen))
+           .join(observed, on=["model", "sft", "domain"]))
+    row = ext.filter((pl.col("layer") == 10) & (pl.col("n_top") == 100)
+                     & (pl.col("variant") == "sts_act") & (pl.col("target") == "abs"))
+    assert row["pearson"][0] == pytest.approx(
+        sps.pearsonr(sub["sts_act"], sub["delta"].abs()).statistic)
+
+
+def test_correlation_table_method_seed_grouping():
+    sts, observed = _synthetic()
+    frames = []
+    for method in ("full", "lora"):
+        for seed in (0, 1, 2):
+            noise = np.random.default_rng(seed + 10 * (method == "lora")).normal(size=8)
+            frames.append(observed.with_columns(delta=pl.col("delta") + pl.Series(noise),
+                                                method=pl.lit(method), seed=pl.lit(seed),
+                                                abs_delta=(pl.col("delta") + noise).abs()))
+    obs = pl.concat(frames)
+    corr = st.correlation_table(sts, obs, **FAST)
+    assert corr.columns == [*EXPECTED_COLUMNS[:8], "method", "seed", *EXPECTED_COLUMNS[8:]]
+    assert corr.height == 2 * 2 * 3 * 2 * 2 * 2 * 3
+    assert corr.select("method", "seed").unique().height == 6
+
+    summ = st.seed_summary(corr)
+    assert summ.height == corr.height // 3
+    assert {"n_seeds", "pearson_mean", "pearson_std"} <= set(summ.columns)
+    assert "seed" not in summ.columns and "method" in summ.columns
+    assert (summ["n_seeds"] == 3).all()
+    one = summ.row(0, named=True)
+    vals = corr.filter((pl.col("variant") == one["variant"]) & (pl.col("layer") == one["layer"])
+                       & (pl.col("n_top") == one["n_top"]) & (pl.col("target") == one["target"])
+                       & (pl.col("protocol") == one["protocol"])
+                       & (pl.col("method") == one["method"]))["pearson"].to_numpy()
+    assert one["pearson_mean"] == pytest.approx(vals.mean())
+    assert one["pearson_std"] == pytest.approx(vals.std(ddof=1))
+
+    single = st.seed_summary(corr.filter(pl.col("seed") == 0))
+    assert (single["n_seeds"] == 1).all() and single["pearson_std"].is_nan().all()
+
+
+def test_correlation_table_rejects_duplicates_and_missing_columns():
+    sts, observed = _synthetic()
+    with pytest.raises(ValueError, match="duplicated"):
+        st.correlation_table(sts, pl.concat([observed, observed]), **FAST)
+    with pytest.raises(ValueError, match="lacks"):
+        st.correlation_table(sts, observed.drop("delta"), **FAST)
+
+
+def test_correlation_table_no_overlap_is_empty():
+    sts, observed = _synthetic()
+    corr = st.correlation_table(sts, observed.with_columns(sft=pl.lit("other")), **FAST)
+    assert corr.height == 0 and corr.columns == EXPECTED_COLUMNS

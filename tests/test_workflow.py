@@ -1,0 +1,118 @@
+"""End to end: the workflow on a tiny project through the Snakemake CLI, reruns, incremental
+scheduling, reproducibility and the manifest."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from collections import Counter
+
+import polars as pl
+import pytest
+from conftest import domain_records, write_jsonl
+from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+
+from stsflow.manifest import verify
+from stsflow.pipeline import STS_COLUMNS
+from stsflow.stats import STAT_COLUMNS
+
+pytestmark = pytest.mark.slow
+AGGREGATES = {"sts_table": 1, "report": 1, "manifest": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def project(tiny_model_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("project")
+    cfg = tiny_config(workdir, tiny_model_dir)
+    write_config(workdir, cfg)
+    snakemake(workdir, "--cores", "2")
+    return workdir, cfg
+
+
+@pytest.fixture
+def edit(project):
+    """Write a modified config for one test and put the original back afterwards."""
+    workdir, cfg = project
+
+    def apply(fn):
+        new = copy.deepcopy(cfg)
+        fn(new)
+        write_config(workdir, new)
+    yield apply
+    write_config(workdir, cfg)
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_run_produces_tables_report_and_manifest(project):
+    workdir, _ = project
+    res = workdir / "results"
+    sts = pl.read_parquet(res / "tables/tiny/arith/sts.parquet")
+    assert sts.columns[: len(STS_COLUMNS)] == STS_COLUMNS
+    assert sts.height == 3 * 2  # domains x N
+    assert (sts["n_tokens"] > 0).all() and (sts["sts_act"] > 0).all()
+    assert pl.read_csv(res / "tables/tiny/arith/sts.csv").height == sts.height
+    corr = pl.read_parquet(res / "reports/tiny/arith/correlations.parquet")
+    assert {"model", "sft", "layer", "n_top", "variant", "target", "protocol",
+            "metric"} <= set(corr.columns) and set(STAT_COLUMNS) <= set(corr.columns)
+    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq"}
+    html = (res / "reports/tiny/arith/summary.html").read_text()
+    assert "data:image/png;base64" in html
+    assert verify(res) == []
+
+
+def test_unchanged_rerun_does_nothing(project):
+    assert planned_jobs(project[0]) == Counter()
+
+
+def test_adding_a_domain_schedules_only_its_jobs(project, edit):
+    workdir, _ = project
+    write_jsonl(workdir / "data/biology.test.jsonl", domain_records("biology", 5))
+    write_jsonl(workdir / "data/biology.demos.jsonl", domain_records("biology", 2, offset=50))
+    edit(lambda c: c["domains"].update(biology={
+        "test": {"local": {"path": "data/biology.test.jsonl"}},
+        "demos": {"local": {"path": "data/biology.demos.jsonl"}}}))
+    assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, sts=2, **AGGREGATES)
+
+
+def test_adding_a_layer_schedules_only_that_layer(project, edit):
+    workdir, cfg = project
+    edit(lambda c: c["models"]["tiny"]["layers"].update({2: cfg["models"]["tiny"]["layers"][1]}))
+    # SAE, 2 SFT runs + 3 domains x 2 modes, the shift vector, 3 domains x 2 N.
+    assert planned_jobs(workdir) == Counter(prepare_sae=1, extract=8, shift=1, sts=6, **AGGREGATES)
+
+
+def test_adding_an_n_value_schedules_only_its_scores(project, edit):
+    edit(lambda c: c["sts"].update(n_top=[5, 10, 7]))
+    assert planned_jobs(project[0]) == Counter(sts=3, **AGGREGATES)
+
+
+def test_changing_one_domain_reruns_only_that_domain(project, edit):
+    edit(lambda c: c["domains"]["law"].update(max_items=4))
+    assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, sts=2, **AGGREGATES)
+
+
+def test_two_clean_runs_give_identical_tables(project, tiny_model_dir, tmp_path):
+    workdir, cfg = project
+    shutil.copytree(workdir / "data", tmp_path / "data")
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    for rel in ("tables/tiny/arith/sts.parquet", "tables/tiny/arith/sts.csv",
+                "reports/tiny/arith/correlations.parquet"):
+        assert sha(workdir / "results" / rel) == sha(tmp_path / "results" / rel), rel
+
+
+def test_verify_reports_tampering(project, tmp_path):
+    res = tmp_path / "results"
+    shutil.copytree(project[0] / "results", res)
+    csv = res / "tables/tiny/arith/sts.csv"
+    csv.write_text(csv.read_text().replace("law", "LAW", 1))
+    (res / "reports/tiny/arith/scatter_sts_act.png").unlink()
+    (res / "extra.txt").write_text("x")
+    problems = verify(res)
+    assert "modified  tables/tiny/arith/sts.csv" in problems
+    assert "missing   reports/tiny/arith/scatter_sts_act.png" in problems
+    assert "unlisted  extra.txt" in problems

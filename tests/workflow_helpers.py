@@ -1,0 +1,80 @@
+"""Helpers to run the workflow on a tiny project through the Snakemake CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from conftest import REPO, domain_records, sft_records, write_jsonl
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def tiny_config(workdir: Path, model_dir: Path, domains=("law", "history", "physics"),
+                layers=(1,), observed: bool = True) -> dict:
+    write_jsonl(workdir / "data" / "sft.jsonl", sft_records(12))
+    cfg_domains = {}
+    for i, name in enumerate(domains):
+        write_jsonl(workdir / "data" / f"{name}.test.jsonl", domain_records(name, 5))
+        write_jsonl(workdir / "data" / f"{name}.demos.jsonl", domain_records(name, 2, offset=50))
+        cfg_domains[name] = {"test": {"local": {"path": f"data/{name}.test.jsonl"}},
+                             "demos": {"local": {"path": f"data/{name}.demos.jsonl"}}}
+    sae = {"train": {"width": 64, "k": 4, "tokens": 4096, "batch_tokens": 128,
+                     "context_length": 64, "corpora": ["arith"]}}
+    cfg = {
+        "results": "results",
+        "models": {"tiny": {"source": {"local": {"path": str(model_dir)}}, "batch_size": 4,
+                            "layers": {layer: {"sae": sae} for layer in layers}}},
+        "sft": {"arith": {"source": {"local": {"path": "data/sft.jsonl"}}}},
+        "domains": cfg_domains,
+        "sts": {"n_top": [5, 10], "t": 2, "m": 2, "sft_tokens": 2000, "domain_tokens": 1000,
+                "seeds": [0], "feat_dtype": "float32"},
+        "report": {"n_boot": 200, "n_perm": 200},
+    }
+    if observed:
+        cfg["observed"] = [{"model": "tiny", "sft": "arith", "metric": "given",
+                            "deltas": {d: (-1.0) ** i * (i + 1) for i, d in enumerate(domains)}}]
+    return cfg
+
+
+def write_config(workdir: Path, cfg: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                       "--configfile", str(workdir / "config.yaml"), *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> Counter:
+    """Jobs a dry run would execute, counted per rule."""
+    proc = snakemake(workdir, "-n", "--cores", "2", *args)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return Counter()
+    table = text.split("Job stats:")[1] if "Job stats:" in text else ""
+    counts = Counter()
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if not m:
+            if counts:
+                break
+            continue
+        if m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
