@@ -6,13 +6,18 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default, unless the user names their own (--configfile): never merge the two.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "rules/common.smk"
 include: "rules/prepare.smk"
 include: "rules/extract.smk"
 include: "rules/reduce.smk"
+include: "rules/validate.smk"
 include: "rules/report.smk"
 
 

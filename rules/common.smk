@@ -21,7 +21,9 @@ wildcard_constraints:
     seed=r"\d+",
     n=r"\d+",
     kind="sft|domain",
-    mode=r"plain|icl|icl-s\d+",
+    mode=r"plain|icl|icl-s\d+|tuned-(full|lora)-s\d+",
+    method="full|lora",
+    shift=r"s\d+|true-(full|lora)-s\d+",
 
 
 def model_spec(w):
@@ -57,10 +59,36 @@ def acts(model, layer, kind, corpus, mode, stats=False):
     return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.{ext}"
 
 
-def sts_parts(model, sft):
-    return [f"{R}/sts/{model}/L{layer}/{sft}/s{seed}/N{n}/{domain}.parquet"
-            for layer in MODELS[model]["layers"] for seed in STS["seeds"]
+FT = CONFIG["finetune"]
+EVAL = CONFIG["evaluate"]
+SEEDS = STS["seeds"]
+RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
+
+
+STS_VARIANTS = ["sts_act", "sts_icl", "sts_sq"]
+if FT["enabled"]:
+    STS_VARIANTS += [f"{v}_oracle" for v in STS_VARIANTS]
+
+
+def sts_parts(model, sft, shifts=None):
+    shifts = shifts or [f"s{seed}" for seed in SEEDS]
+    return [f"{R}/sts/{model}/L{layer}/{sft}/{shift}/N{n}/{domain}.parquet"
+            for layer in MODELS[model]["layers"] for shift in shifts
             for n in STS["n_top"] for domain in DOMAINS]
+
+
+def oracle_parts(model, sft):
+    return sts_parts(model, sft, [f"true-{m}-s{s}" for m, s in RUNS])
+
+
+def ckpt_dir(model, sft, method, seed):
+    return f"{R}/finetune/{model}/{sft}/{method}-s{seed}"
+
+
+def validation_outputs(model, sft):
+    if not FT["enabled"]:
+        return []
+    return [f"{R}/tables/{model}/{sft}/{name}.parquet" for name in ("observed", "sts_oracle", "overlap")]
 
 
 def has_observed(model, sft):
@@ -72,6 +100,41 @@ def all_targets():
     for model in MODELS:
         for sft in SFTS:
             out += [f"{R}/tables/{model}/{sft}/sts.parquet", f"{R}/tables/{model}/{sft}/sts.csv"]
-            if has_observed(model, sft):
+            out += validation_outputs(model, sft)
+            if has_observed(model, sft) or FT["enabled"]:
                 out.append(f"{R}/reports/{model}/{sft}/summary.html")
     return out
+
+
+# -- per-rule input and parameter functions -------------------------------------------------
+
+
+def extract_inputs(w):
+    model = f"{R}/models/{w.model}"
+    if w.mode.startswith("tuned-"):  # the fine-tuned model on its own SFT queries (true shift)
+        if w.kind != "sft":
+            raise ValueError("tuned-model extraction is defined on SFT sets only")
+        _, method, seed = w.mode.split("-")
+        model = ckpt_dir(w.model, w.corpus, method, seed[1:])
+    inputs = {"model": model, "sae": f"{R}/sae/{w.model}/L{w.layer}",
+              **data_files(w.kind, w.corpus)}
+    if w.mode != "plain":
+        inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
+    return inputs
+
+
+def extract_settings(w):
+    keys = ("sft_tokens", "t") if w.kind == "sft" else ("domain_tokens", "m")
+    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows")}
+
+
+def recipe(w):
+    return {k: v for k, v in FT.items() if k not in ("enabled", "methods")}
+
+
+def report_inputs(w):
+    inputs = {"sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet"}
+    if FT["enabled"]:
+        for name in ("observed", "sts_oracle", "overlap"):
+            inputs[name] = f"{R}/tables/{w.model}/{w.sft}/{name}.parquet"
+    return inputs

@@ -2,19 +2,6 @@
 # runs pair each token with the plain run of the same corpus, so they take its shard as input.
 
 
-def extract_inputs(w):
-    inputs = {"model": f"{R}/models/{w.model}", "sae": f"{R}/sae/{w.model}/L{w.layer}",
-              **data_files(w.kind, w.corpus)}
-    if w.mode != "plain":
-        inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
-    return inputs
-
-
-def extract_settings(w):
-    keys = ("sft_tokens", "t") if w.kind == "sft" else ("domain_tokens", "m")
-    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows")}
-
-
 rule extract:
     input:
         unpack(extract_inputs),
@@ -26,8 +13,11 @@ rule extract:
         sts=extract_settings,
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/extract/{{model}}/L{{layer}}/{{kind}}/{{corpus}}/{{mode}}.log",
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow_scripts/extract.py"

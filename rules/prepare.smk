@@ -8,6 +8,8 @@ rule materialize_sft:
         spec=lambda w: SFTS[w.corpus],
     log:
         f"{R}/logs/materialize_sft/{{corpus}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/materialize.py"
 
@@ -20,6 +22,8 @@ rule materialize_domain:
         spec=lambda w: DOMAINS[w.corpus],
     log:
         f"{R}/logs/materialize_domain/{{corpus}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/materialize.py"
 
@@ -31,9 +35,12 @@ rule prepare_model:
         spec=model_spec,
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/prepare_model/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/prepare_model.py"
 
@@ -51,8 +58,11 @@ rule prepare_sae:
         corpora=sae_corpora,
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/prepare_sae/{{model}}/L{{layer}}.log",
+    conda:
+        "../envs/gpu.yaml"
     script:
         "../workflow_scripts/prepare_sae.py"

@@ -2,25 +2,40 @@
 
 
 rule shift:
+    """Predicted shift: ICL with t demonstrations vs plain, on the SFT queries."""
     input:
         stats=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}", stats=True),
     output:
         f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.parquet",
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/shift.py"
 
 
-rule sts:
+use rule shift as true_shift with:
     input:
-        shift=f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.parquet",
+        stats=acts("{model}", "{layer}", "sft", "{sft}", "tuned-{method}-s{seed}", stats=True),
+    output:
+        f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/true-{{method}}-s{{seed}}.parquet",
+    log:
+        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/true-{{method}}-s{{seed}}.log",
+
+
+rule sts:
+    """One domain's scores for the top-N dimensions of a shift vector (predicted or true)."""
+    input:
+        shift=f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/{{shift}}.parquet",
         plain=acts("{model}", "{layer}", "domain", "{domain}", "plain", stats=True),
         icl=acts("{model}", "{layer}", "domain", "{domain}", "icl", stats=True),
     output:
-        f"{R}/sts/{{model}}/L{{layer}}/{{sft}}/s{{seed}}/N{{n}}/{{domain}}.parquet",
+        f"{R}/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.parquet",
     log:
-        f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/s{{seed}}/N{{n}}/{{domain}}.log",
+        f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/sts.py"
 
@@ -33,5 +48,39 @@ rule sts_table:
         csv=f"{R}/tables/{{model}}/{{sft}}/sts.csv",
     log:
         f"{R}/logs/sts_table/{{model}}/{{sft}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/sts_table.py"
+
+
+use rule sts_table as oracle_table with:
+    input:
+        lambda w: oracle_parts(w.model, w.sft),
+    output:
+        parquet=f"{R}/tables/{{model}}/{{sft}}/sts_oracle.parquet",
+        csv=f"{R}/tables/{{model}}/{{sft}}/sts_oracle.csv",
+    log:
+        f"{R}/logs/oracle_table/{{model}}/{{sft}}.log",
+
+
+rule overlap:
+    """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
+    input:
+        predicted=lambda w: [f"{R}/shift/{w.model}/L{layer}/{w.sft}/s{seed}.parquet"
+                             for layer in MODELS[w.model]["layers"] for seed in SEEDS],
+        true=lambda w: [f"{R}/shift/{w.model}/L{layer}/{w.sft}/true-{m}-s{seed}.parquet"
+                        for m, seed in RUNS for layer in MODELS[w.model]["layers"]],
+    output:
+        f"{R}/tables/{{model}}/{{sft}}/overlap.parquet",
+    params:
+        layers=lambda w: list(MODELS[w.model]["layers"]),
+        seeds=SEEDS,
+        runs=RUNS,
+        n_top=STS["n_top"],
+    log:
+        f"{R}/logs/overlap/{{model}}/{{sft}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/overlap.py"

@@ -3,16 +3,26 @@
 
 rule report:
     input:
-        sts=f"{R}/tables/{{model}}/{{sft}}/sts.parquet",
+        unpack(report_inputs),
     output:
-        html=f"{R}/reports/{{model}}/{{sft}}/summary.html",
+        html=report(f"{R}/reports/{{model}}/{{sft}}/summary.html", category="{model} / {sft}",
+                    subcategory="Summary", caption="captions/summary.rst",
+                    labels={"model": "{model}", "sft": "{sft}", "figure": "summary"}),
         md=f"{R}/reports/{{model}}/{{sft}}/summary.md",
-        corr=f"{R}/reports/{{model}}/{{sft}}/correlations.parquet",
+        corr=report(f"{R}/reports/{{model}}/{{sft}}/correlations.parquet", category="{model} / {sft}",
+                    subcategory="Tables", caption="captions/correlations.rst",
+                    labels={"model": "{model}", "sft": "{sft}", "figure": "correlations"}),
+        plots=[report(f"{R}/reports/{{model}}/{{sft}}/scatter_{v}.png", category="{model} / {sft}",
+                      subcategory="Scatter plots", caption="captions/scatter.rst",
+                      labels={"model": "{model}", "sft": "{sft}", "figure": v})
+               for v in STS_VARIANTS],
     params:
         observed=lambda w: [o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft],
         report=CONFIG["report"],
     log:
         f"{R}/logs/report/{{model}}/{{sft}}.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/report.py"
 
@@ -27,5 +37,7 @@ rule manifest:
         config=CONFIG,
     log:
         f"{R}/logs/manifest.log",
+    conda:
+        "../envs/cpu.yaml"
     script:
         "../workflow_scripts/manifest.py"

@@ -1,4 +1,4 @@
-"""Command line: `stsflow validate CONFIG`, `stsflow verify RESULTS`, `stsflow manifest`."""
+"""Command line: `stsflow validate CONFIG`, `stsflow verify RESULTS`, `stsflow bench ...`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("verify", help="re-hash a results folder against its manifest")
     p.add_argument("results", type=Path)
     p.add_argument("--manifest", type=Path, default=None)
+    sub.add_parser("bench", help="extraction throughput and storage figures (see --help)",
+                   add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["bench"]:
+        from stsflow.benchmark import main as bench
+
+        return bench(argv[1:])
     args = parser.parse_args(argv)
 
     if args.cmd == "validate":

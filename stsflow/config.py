@@ -5,7 +5,10 @@ config fails before any job starts, with every problem listed by field and with 
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import importlib.util
+import re
 from pathlib import Path
 
 import yaml
@@ -19,8 +22,19 @@ class ConfigError(ValueError):
         super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _field(path) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
+def _field(path, root=None) -> str:
+    """``models.x.layers.3``; list items as ``observed[0]`` (found by walking ``root``)."""
+    out, node = "", root
+    for key in path:
+        if isinstance(node, list):
+            out += f"[{key}]"
+        else:
+            out += f".{key}" if out else str(key)
+        try:
+            node = node[key]
+        except (TypeError, LookupError):
+            node = None
+    return out or "(top level)"
 
 
 def schema_errors(config: dict) -> list[str]:
@@ -35,16 +49,47 @@ def schema_errors(config: dict) -> list[str]:
     except Exception:  # collect every error, not only the first one snakemake reports
         validator = jsonschema.Draft202012Validator(schema)
         problems = []
-        for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-            where = _field(err.absolute_path)
-            if err.validator == "additionalProperties":
-                problems.append(f"{where}: {err.message}. Fix: remove or rename the key "
-                                f"(allowed: {', '.join(sorted(err.schema.get('properties', {})))})")
-            elif err.validator == "oneOf" and isinstance(err.instance, dict):
-                problems.append(f"{where}: give exactly one of hub, local, builtin")
+        errors = validator.iter_errors(config)
+        for err in sorted(errors, key=lambda e: [str(k) for k in e.absolute_path]):
+            path = list(err.absolute_path)
+            where = _field(path, config)
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+                allowed = sorted(err.schema.get("properties", {}))
+                for key in [k for k in err.instance if k not in allowed]:
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f"rename it to {close[0]!r}" if close else "remove or rename it"
+                    problems.append(f"{_field([*path, key], config)}: unknown key. Fix: {hint} "
+                                    f"(allowed: {', '.join(allowed)})")
+            elif err.validator == "required" and isinstance(err.instance, dict):
+                for key in [k for k in err.validator_value if k not in err.instance]:
+                    problems.append(f"{_field([*path, key], config)}: missing. Fix: add it")
+            elif "propertyNames" in err.relative_schema_path:
+                problems.append(f"{_field([*path, err.instance], config)}: invalid name, "
+                                f"{err.message}. Fix: rename it")
+            elif (err.validator in ("oneOf", "minProperties", "maxProperties")
+                  and isinstance(err.instance, dict) and "properties" in err.schema):
+                # objects that take exactly one of their keys (corpus, model and SAE sources)
+                alts = err.schema.get("oneOf", [])
+                choices = [k for alt in alts for k in alt.get("required", [])]
+                choices = choices or list(err.schema["properties"])
+                given = [k for k in err.instance if k in choices]
+                problems.append(f"{where}: give exactly one of {', '.join(choices)} (given: "
+                                f"{', '.join(given) or 'none'})")
+            elif err.validator == "type":
+                kinds = " or ".join(_YAML_TYPES.get(v, v) for v in _as_list(err.validator_value))
+                problems.append(f"{where}: {err.message}. Fix: use {kinds}")
             else:
                 problems.append(f"{where}: {err.message}")
-        return problems or ["config does not match the schema"]
+        return list(dict.fromkeys(problems)) or ["config does not match the schema"]
+
+
+_YAML_TYPES = {"array": "a list", "object": "a mapping", "integer": "an integer",
+               "number": "a number", "string": "a string", "boolean": "true or false",
+               "null": "null (~)"}
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def package_file(spec: dict) -> Path:
@@ -53,6 +98,39 @@ def package_file(spec: dict) -> Path:
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(f"package {spec['package']!r} is not installed")
     return Path(list(found.submodule_search_locations)[0]) / spec["file"]
+
+
+@functools.lru_cache(maxsize=1)
+def sae_registry() -> dict | None:
+    """The installed sae-lens registry (release -> [sae ids]), read from its YAML without importing
+    sae-lens (slow); None when sae-lens is not installed."""
+    found = importlib.util.find_spec("sae_lens")
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / "pretrained_saes.yaml"
+    if not path.exists():
+        return None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(path.read_text(), Loader=loader) or {}
+    return {rel: [str(s["id"]) for s in (spec or {}).get("saes", [])] for rel, spec in data.items()}
+
+
+def _registry_problems(where: str, reg: dict, layer: int) -> list[str]:
+    known = sae_registry()
+    if known is None:
+        return []
+    if reg["release"] not in known:
+        close = difflib.get_close_matches(reg["release"], list(known), n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        return [f"{where}.release: {reg['release']!r} is not in the sae-lens registry{hint}. Fix: "
+                "use a release from sae_lens/pretrained_saes.yaml, or a local SAE"]
+    ids = known[reg["release"]]
+    if reg["sae_id"] not in ids:
+        same_layer = [i for i in ids if str(layer) in re.findall(r"\d+", i)]
+        some = (same_layer or ids)[:6]
+        return [f"{where}.sae_id: {reg['sae_id']!r} is not in release {reg['release']!r}. Fix: one "
+                f"of {', '.join(some)}{', ...' if len(same_layer or ids) > 6 else ''}"]
+    return []
 
 
 def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, str]:
@@ -105,19 +183,24 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
     sts = config["sts"]
     for name, model in config["models"].items():
         src = model["source"]
+        found = True  # a missing model is reported once, not again as an unknown layer count
         if "gguf_package" in src:
             try:
                 if not package_file(src["gguf_package"]).exists():
+                    found = False
                     problems.append(f"models.{name}.source.gguf_package.file: "
                                     f"{src['gguf_package']['file']} is not in the package")
             except FileNotFoundError as exc:
+                found = False
                 problems.append(f"models.{name}.source.gguf_package.package: {exc}. Fix: pip "
                                 "install it (--no-deps)")
         if "local" in src and not (base_dir / src["local"]["path"]).is_dir():
+            found = False
             problems.append(f"models.{name}.source.local.path: {src['local']['path']} is not a "
-                            "directory")
+                            "directory. Fix: point it at a saved Hugging Face model (config.json "
+                            "and weights)")
         n_layers, origin = model_n_layers(name, model, base_dir)
-        if n_layers is None:
+        if n_layers is None and found:
             problems.append(f"models.{name}.n_layers: the layer count cannot be read offline. "
                             "Fix: set n_layers")
         for layer, lcfg in model["layers"].items():
@@ -131,7 +214,11 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                                     f"corpus {c!r}. Fix: name an SFT set or a domain")
             if "local" in sae and not (base_dir / sae["local"]["path"] / "cfg.json").exists():
                 problems.append(f"models.{name}.layers.{layer}.sae.local.path: no sae-lens "
-                                f"cfg.json in {sae['local']['path']}")
+                                f"cfg.json in {sae['local']['path']}. Fix: point it at a folder "
+                                "written by sae-lens (SAE.save_model or save_inference_model)")
+            if "registry" in sae:
+                problems += _registry_problems(f"models.{name}.layers.{layer}.sae.registry",
+                                               sae["registry"], int(layer))
     if check_sources:
         for name, c in config["sft"].items():
             problems += _source_problems(f"sft.{name}.source", c["source"], c["schema"],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +25,21 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
 
+from stsflow.featstats import Stats
 from stsflow.models import LayerTap
 from stsflow.storage import atomic_path, write_parquet
 
 FEAT_DTYPES = {"float16": (torch.float16, pa.float16(), np.float16),
                "float32": (torch.float32, pa.float32(), np.float32)}
+
+
+def sae_width(sae) -> int:
+    """Width of a fast encoder (stsflow.encoder) or a sae-lens SAE."""
+    return int(sae.width) if hasattr(sae, "width") else int(sae.cfg.d_sae)
+
+
+def sae_dtype(sae) -> torch.dtype:
+    return sae.dtype if isinstance(getattr(sae, "dtype", None), torch.dtype) else sae.W_dec.dtype
 
 
 def shard_schema(feat_dtype: str) -> pa.Schema:
@@ -49,44 +58,6 @@ def select_queries(queries: list[tuple[int, list[int]]], budget: int, max_len: i
         out.append((doc_id, ids))
         total += len(ids)
     return out
-
-
-@dataclass
-class Stats:
-    """Per-dimension sufficient statistics over the tokens of one shard."""
-
-    width: int
-    n_tokens: int = 0
-    sum: np.ndarray = field(default=None)
-    sumsq: np.ndarray = field(default=None)
-    nnz: np.ndarray = field(default=None)
-    diff_sum: np.ndarray | None = None
-    diff_sumsq: np.ndarray | None = None
-
-    def __post_init__(self):
-        for name in ("sum", "sumsq", "nnz"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(self.width, dtype=np.float64))
-
-    def table(self) -> pa.Table:
-        cols = {"dim": np.arange(self.width, dtype=np.int32), "sum": self.sum,
-                "sumsq": self.sumsq, "nnz": self.nnz.astype(np.int64)}
-        if self.diff_sum is not None:
-            cols.update(diff_sum=self.diff_sum, diff_sumsq=self.diff_sumsq)
-        return pa.table(cols)
-
-    @classmethod
-    def read(cls, path: Path | str) -> "Stats":
-        from stsflow.storage import read_metadata
-
-        t = pq.read_table(path)
-        meta = read_metadata(path)
-        s = cls(width=t.num_rows, n_tokens=int(meta["n_tokens"]),
-                sum=t["sum"].to_numpy(), sumsq=t["sumsq"].to_numpy(),
-                nnz=t["nnz"].to_numpy().astype(np.float64))
-        if "diff_sum" in t.column_names:
-            s.diff_sum, s.diff_sumsq = t["diff_sum"].to_numpy(), t["diff_sumsq"].to_numpy()
-        return s
 
 
 def read_shard(path: Path | str, width: int | None = None):
@@ -139,7 +110,7 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     and write the shard and its statistics. Returns the statistics."""
     device = next(model.parameters()).device
     tdtype, _, _ = FEAT_DTYPES[feat_dtype]
-    width = int(sae.cfg.d_sae)
+    width = sae_width(sae)
     tap = LayerTap(model, layer)
     cache = _prefix_cache(model, tap, prefix, device)
     ref = Reference(reference, width) if reference is not None else None
@@ -223,7 +194,7 @@ def _encode_batch(model, sae, tap, cache, prefix, batch, device):
     else:
         inputs["attention_mask"] = mask
     resid = tap.run(model, **inputs)
-    feats = sae.encode(resid.to(sae.W_dec.dtype))
+    feats = sae.encode(resid.to(sae_dtype(sae)))
     return feats, mask, ids
 
 

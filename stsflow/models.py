@@ -45,7 +45,10 @@ def prepare_model(spec: dict, outdir: Path | str) -> dict:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                       dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):  # weights are dequantised: a plain model
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
         model.generation_config = loaded.generation_config
         model.save_pretrained(tmp / "weights")
@@ -104,7 +107,12 @@ def _sha256(path: Path) -> str:
 
 
 def model_info(prepared: Path | str) -> dict:
-    return json.loads((Path(prepared) / MANIFEST).read_text())
+    """How to load a prepared model, or a fine-tuned checkpoint written by stsflow.finetune."""
+    prepared = Path(prepared)
+    if not (prepared / MANIFEST).exists() and (prepared / "stsflow_meta.json").exists():
+        meta = json.loads((prepared / "stsflow_meta.json").read_text())
+        return {"kind": "checkpoint", "path": ".", **meta}
+    return json.loads((prepared / MANIFEST).read_text())
 
 
 def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto"):

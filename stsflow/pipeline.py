@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stsflow import corpora, scores
-from stsflow.extract import Stats
+from stsflow.featstats import Stats
 from stsflow.storage import package_versions, read_metadata, write_parquet
 
 log = logging.getLogger("stsflow")
@@ -75,14 +75,18 @@ def prepare_model(spec: dict, outdir: Path | str) -> None:
 
 
 def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str]],
-                         context_length: int) -> list[list[int]]:
-    """Token windows of the SAE training text: every record rendered as a full exchange."""
+                         context_length: int) -> list[tuple[list[int], int]]:
+    """Token windows of the SAE training text: every record rendered as a full exchange after
+    the chat head, as ``(ids, skip)`` with the head positions to skip (see sae.py)."""
     windows = []
+    head = segmenter.head()
     for kind, path in corpus_files:
         for rec in corpora.read_records(path):
-            ids = segmenter.head() + segmenter.demo(rec, kind)
-            windows += [ids[i:i + context_length] for i in range(0, len(ids), context_length)
-                        if len(ids[i:i + context_length]) >= 8]
+            body = segmenter.demo(rec, kind)
+            for i in range(0, len(body), context_length):
+                piece = body[i:i + context_length]
+                if len(piece) >= 8:
+                    windows.append((head + piece, len(head)))
     if not windows:
         raise ValueError("no SAE training text")
     return windows
@@ -189,13 +193,17 @@ STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", "sts_act", "sts_icl",
                "n_tokens"]
 
 
-def sts_table(parts: list, out_parquet, out_csv) -> None:
+def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
+    """Concatenate STS rows; ``oracle`` rows (true shifted dimensions) get ``_oracle`` names."""
     import polars as pl
 
     df = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
-    keys = ["model", "sft", "layer", "n_top", "seed", "domain"]
+    if oracle:
+        df = df.rename({c: f"{c}_oracle" for c in ("sts_act", "sts_icl", "sts_sq")})
+    keys = ["model", "sft", "layer", "n_top", "method", "seed", "domain"]
     df = df.sort([k for k in keys if k in df.columns])
-    cols = STS_COLUMNS + [c for c in df.columns if c not in STS_COLUMNS]
+    first = [c for c in STS_COLUMNS if c in df.columns]
+    cols = first + [c for c in df.columns if c not in first]
     df = df.select(cols)
     write_parquet(df.to_arrow(), out_parquet)
     from stsflow.storage import write_text
@@ -203,29 +211,155 @@ def sts_table(parts: list, out_parquet, out_csv) -> None:
     write_text(out_csv, df.write_csv())
 
 
-def observed_from_config(config: dict, model: str, sft: str) -> list[dict]:
-    rows = []
-    for obs in config.get("observed", []):
-        if obs["model"] == model and obs["sft"] == sft:
-            rows += [{"model": model, "sft": sft, "domain": d, "metric": obs["metric"],
-                      "delta": float(v)} for d, v in obs["deltas"].items()]
-    return rows
-
-
-def report(sts_path, observed_rows: list[dict], observed_tables: list, outdir, *, title: str,
-           report_cfg: dict, provenance: dict) -> None:
+def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg: dict,
+           provenance: dict, observed=None, sts_oracle=None, overlap=None) -> None:
+    """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
+    and/or from this workflow's fine-tuning runs (``observed`` table)."""
     import polars as pl
 
     from stsflow import stats as st
     from stsflow.report import write_report
 
+    kw = dict(n_boot=report_cfg["n_boot"], n_perm=report_cfg["n_perm"], seed=report_cfg["seed"])
     sts_df = pl.read_parquet(sts_path)
-    frames = [pl.DataFrame(observed_rows)] if observed_rows else []
-    frames += [pl.read_parquet(p) for p in observed_tables]
-    if not frames:
+    corr, obs_frames, sts_frames = [], [], [sts_df]
+    if config_rows:
+        given = pl.DataFrame(config_rows)
+        obs_frames.append(given)
+        corr.append(st.correlation_table(sts_df, given, **kw))
+    if observed is not None:
+        tuned = pl.read_parquet(observed).select("model", "sft", "method", "seed", "domain",
+                                                 "metric", "delta")
+        obs_frames.append(tuned)
+        corr.append(st.correlation_table(sts_df, tuned, **kw))
+        if sts_oracle is not None:
+            oracle = pl.read_parquet(sts_oracle)
+            sts_frames.append(oracle)
+            corr.append(st.correlation_table(oracle, tuned, **kw))
+    if not corr:
         raise ValueError("no observed accuracy changes: give observed: in the config or enable "
-                         "fine-tuning")
-    observed = pl.concat(frames, how="diagonal_relaxed")
-    corr = st.correlation_table(sts_df, observed, n_boot=report_cfg["n_boot"],
-                                n_perm=report_cfg["n_perm"], seed=report_cfg["seed"])
-    write_report(corr, sts_df, observed, Path(outdir), title=title, provenance=provenance)
+                         "finetune")
+    extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
+              pl.read_parquet(overlap))] if overlap is not None else []
+    corr = pl.concat(corr, how="diagonal_relaxed")
+    keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
+            "method", "seed"]
+    corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS))
+    write_report(corr,
+                 pl.concat(sts_frames, how="diagonal_relaxed"),
+                 pl.concat(obs_frames, how="diagonal_relaxed"), Path(outdir), title=title,
+                 provenance=provenance, extra_tables=extra)
+
+
+# -- validation loop: fine-tune, evaluate, observed shift ---------------------------------------
+
+def finetune(model_dir, mspec: dict, sft_items, recipe: dict, method: str, seed: int, outdir,
+             history_out, threads: int | None = None) -> None:
+    """Fine-tune the base model on an SFT set and save an atomic checkpoint plus its history."""
+    import shutil
+    import time
+
+    from stsflow import finetune as ft
+
+    model, tok, minfo = _load(model_dir, mspec, threads)
+    records = corpora.read_records(sft_items)
+    if recipe.get("max_items"):
+        records = records[: recipe["max_items"]]
+    keys = set(ft.FinetuneConfig.__dataclass_fields__) - {"method", "seed"}
+    cfg = ft.FinetuneConfig(method=method, seed=seed,
+                            **{k: (tuple(v) if isinstance(v, list) else v)
+                               for k, v in recipe.items() if k in keys})
+    start = time.time()
+    result = ft.finetune(model, tok, records, cfg, use_chat_template=mspec["chat_template"],
+                         log=log.info)
+    history = pa.table({"step": np.arange(1, len(result["losses"]) + 1, dtype=np.int32),
+                        "loss": result["losses"], "lr": result["lrs"],
+                        "grad_norm": result["grad_norms"]})
+    meta = {"base": _model_identity(minfo), "method": method, "seed": seed,
+            "recipe": {k: v for k, v in cfg.__dict__.items()}, "n_examples": result["n_examples"],
+            "n_steps": result["n_steps"], "tokens_seen": result["tokens_seen"],
+            "seconds": round(time.time() - start, 1), "packages": package_versions()}
+    outdir = Path(outdir)
+    if outdir.exists():  # Snakemake may pre-create the directory; a checkpoint is never reused
+        shutil.rmtree(outdir)
+    ft.save_checkpoint(result["model"], tok, outdir, meta)
+    write_parquet(history, history_out, meta)
+
+
+def evaluate(model_dir, mspec: dict, test_path, demos_path, ev: dict, variant: dict, out,
+             subject: str | None = None, threads: int | None = None) -> None:
+    """Evaluate one model variant on one domain with every configured metric; per-item rows."""
+    from stsflow import evaluate as ev_mod
+    from stsflow.segments import Segmenter
+
+    model, tok, _ = _load(model_dir, mspec, threads)
+    seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
+    items, demos = corpora.read_records(test_path), corpora.read_records(demos_path)
+    rows = []
+    for metric in ev["metrics"]:
+        if metric == "nll":
+            res = ev_mod.eval_nll(model, tok, items, segmenter=seg, batch_size=ev["batch_size"])
+        elif metric == "option_loglik":
+            res = ev_mod.eval_option_loglik(model, tok, items, demos[: ev["loglik_k_shot"]],
+                                            segmenter=seg, k_shot=ev["loglik_k_shot"],
+                                            batch_size=ev["batch_size"])
+        else:
+            res = ev_mod.eval_generate(model, tok, items, demos[: ev["k_shot"]], subject=subject,
+                                       use_chat_template=mspec["chat_template"],
+                                       max_new_tokens=ev["max_new_tokens"],
+                                       batch_size=ev["batch_size"], k_shot=ev["k_shot"])
+        values = ev_mod.item_values(res, metric)
+        summary = ev_mod.accuracy_table(res, metric)
+        log.info("%s %s: %s", variant, metric, summary)
+        for r, v in zip(res, values):
+            rows.append({"question_id": int(r["question_id"]), "metric": metric,
+                         "value": float(v), "detail": json.dumps(r, default=str)})
+    write_parquet(pa.Table.from_pylist(rows), out, {"variant": variant, "evaluate": ev})
+
+
+OBSERVED_COLUMNS = ["model", "sft", "method", "seed", "domain", "metric", "before", "after",
+                    "delta", "abs_delta", "ci_low", "ci_high"]
+
+
+def observed_table(model: str, sft: str, base: dict, tuned: dict, out, out_csv,
+                   n_boot: int) -> None:
+    """Δ per (method, seed, domain, metric) with a paired bootstrap CI over items.
+
+    ``base`` maps domain -> base eval file; ``tuned`` maps (method, seed, domain) -> eval file."""
+    import polars as pl
+
+    from stsflow.evaluate import bootstrap_delta_ci
+
+    rows = []
+    for (method, seed, domain), path in sorted(tuned.items()):
+        before_df, after_df = pl.read_parquet(base[domain]), pl.read_parquet(path)
+        for metric in sorted(set(after_df["metric"])):
+            b = before_df.filter(pl.col("metric") == metric).sort("question_id")
+            a = after_df.filter(pl.col("metric") == metric).sort("question_id")
+            if b["question_id"].to_list() != a["question_id"].to_list():
+                raise ValueError(f"{domain}/{metric}: base and tuned runs cover different items")
+            bv, av = b["value"].to_numpy(), a["value"].to_numpy()
+            lo, hi = bootstrap_delta_ci(bv, av, n_boot=n_boot, seed=seed)
+            delta = float(av.mean() - bv.mean())
+            rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
+                         "domain": domain, "metric": metric, "before": float(bv.mean()),
+                         "after": float(av.mean()), "delta": delta, "abs_delta": abs(delta),
+                         "ci_low": float(lo), "ci_high": float(hi)})
+    write_parquet(pa.Table.from_pylist(rows), out)
+    from stsflow.storage import write_text
+
+    write_text(out_csv, pl.DataFrame(rows).write_csv())
+
+
+def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: list[int],
+                  out) -> None:
+    """|D_N ∩ D_N^true| / N per (method, seed, layer, N). ``predicted`` maps (layer, seed) ->
+    shift file; ``true`` maps (method, seed, layer) -> true shift file."""
+    rows = []
+    for (method, seed, layer), path in sorted(true.items()):
+        pred = pq.read_table(predicted[(layer, seed)])
+        tru = pq.read_table(path)
+        for n in n_tops:
+            rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
+                         "layer": layer, "n_top": n, "overlap": scores.overlap(pred, tru, n)})
+    write_parquet(pa.Table.from_pylist(rows), out)

@@ -262,7 +262,8 @@ def _row_label(r: dict, extra: list[str]) -> str:
 
 
 def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
-                 title: str, provenance: dict, ci: float = 0.95) -> dict[str, Path]:
+                 title: str, provenance: dict, ci: float = 0.95,
+                 extra_tables: list[tuple[str, pl.DataFrame]] = ()) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
     ``outdir``; return file name -> path. ``ci`` only labels the intervals (the level the
     correlation table was computed with)."""
@@ -322,6 +323,10 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         blocks.append(("h", 2, "Scatter plots"))
         for name in images:
             blocks.append(("img", name, name[len("scatter_"):-len(".png")] + " vs |Δ|"))
+
+    for heading, table in extra_tables:
+        blocks.append(("h", 2, heading))
+        blocks.append(_df_block(table))
 
     blocks.append(("h", 2, "Observed Δ"))
     obs_keys = ["model", "sft", "metric", *extra]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from stsflow.extract import Stats
+from stsflow.featstats import Stats
 
 
 def shift_table(paired: Stats) -> pa.Table:

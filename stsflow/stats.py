@@ -168,8 +168,12 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
     if not variants:
         raise ValueError(f"sts table has no '{STS_PREFIX}*' column; it has {sts.columns}")
     extra = [c for c in EXTRA_KEYS if c in observed.columns]
+    # Run keys (method, seed) carried by the STS table too (ICL seed; oracle method and seed)
+    # pair rows of the same run; observed rows without them apply to every STS run.
+    sts_extra = [c for c in EXTRA_KEYS if c in sts.columns]
+    shared = [c for c in sts_extra if c in extra]
     obs_keys = ["model", "sft", "metric", *extra]
-    sts_keys = ["model", "sft", "layer", "n_top"]
+    sts_keys = ["model", "sft", "layer", "n_top", *sts_extra]
     _check_unique(observed, [*obs_keys, "domain"], "observed")
     _check_unique(sts, [*sts_keys, "domain"], "sts")
 
@@ -183,9 +187,11 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
         absd = dict(zip(g["domain"].to_list(), np.abs(g["delta"].to_numpy()).tolist()))
         selected[key] = set(extreme_domains(absd, k=k_extreme))
 
-    group_keys = [*sts_keys, "metric", *extra]
-    joined = (sts_sel.join(obs, on=["model", "sft", "domain"], how="inner")
+    run_keys = [c for c in EXTRA_KEYS if c in extra or c in sts_extra]
+    group_keys = ["model", "sft", "layer", "n_top", "metric", *run_keys]
+    joined = (sts_sel.join(obs, on=["model", "sft", "domain", *shared], how="inner")
               .sort([*group_keys, "domain"], nulls_last=True, maintain_order=True))
+    extra = run_keys
     out_keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric", *extra]
     records = []
     for key, g in joined.partition_by(group_keys, as_dict=True, maintain_order=True).items():

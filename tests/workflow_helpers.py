@@ -16,7 +16,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def tiny_config(workdir: Path, model_dir: Path, domains=("law", "history", "physics"),
-                layers=(1,), observed: bool = True) -> dict:
+                layers=(1,), observed: bool = True, finetune: bool = False) -> dict:
     write_jsonl(workdir / "data" / "sft.jsonl", sft_records(12))
     cfg_domains = {}
     for i, name in enumerate(domains):
@@ -36,6 +36,10 @@ def tiny_config(workdir: Path, model_dir: Path, domains=("law", "history", "phys
                 "seeds": [0], "feat_dtype": "float32"},
         "report": {"n_boot": 200, "n_perm": 200},
     }
+    if finetune:
+        cfg["finetune"] = {"enabled": True, "methods": ["lora"], "epochs": 1, "lr": 1e-3,
+                           "batch_size": 4, "micro_batch_size": 2, "max_length": 128}
+        cfg["evaluate"] = {"metrics": ["nll", "option_loglik"], "batch_size": 4, "n_boot": 200}
     if observed:
         cfg["observed"] = [{"model": "tiny", "sft": "arith", "metric": "given",
                             "deltas": {d: (-1.0) ** i * (i + 1) for i, d in enumerate(domains)}}]

@@ -7,10 +7,13 @@ pipeline.setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 rows = [{"model": w.model, "sft": w.sft, "domain": d, "metric": o["metric"], "delta": float(v)}
         for o in snakemake.params.observed for d, v in o["deltas"].items()]
-observed_tables = [snakemake.input[k] for k in ("observed",) if k in snakemake.input.keys()]
-pipeline.report(snakemake.input.sts, rows, observed_tables, Path(snakemake.output.html).parent,
+optional = {k: snakemake.input[k] for k in ("observed", "sts_oracle", "overlap")
+            if k in snakemake.input.keys()}
+sources = [o.get("source") or o["metric"] for o in snakemake.params.observed]
+if "observed" in optional:
+    sources.append("fine-tuning and evaluation by this workflow")
+pipeline.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
                 title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
                 report_cfg=snakemake.params.report,
-                provenance={"model": w.model, "sft": w.sft,
-                            "observed sources": "; ".join(o.get("source") or o["metric"]
-                                                          for o in snakemake.params.observed)})
+                provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
+                **optional)

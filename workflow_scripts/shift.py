@@ -1,7 +1,10 @@
-"""Rule shift: shift vector of an SFT set (E over aligned query tokens of the squared ICL change)."""
+"""Rules shift / true_shift: E over aligned SFT query tokens of the squared feature change."""
 from stsflow import pipeline
 
 pipeline.setup_logging(snakemake.log[0])
 w = snakemake.wildcards
-pipeline.shift(snakemake.input.stats, snakemake.output[0],
-               {"model": w.model, "layer": int(w.layer), "sft": w.sft, "seed": int(w.seed)})
+meta = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "seed": int(w.seed),
+        "kind": "true" if snakemake.rule == "true_shift" else "icl"}
+if snakemake.rule == "true_shift":
+    meta["method"] = w.method
+pipeline.shift(snakemake.input.stats, snakemake.output[0], meta)

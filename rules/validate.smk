@@ -1,0 +1,80 @@
+# The validation loop (SPEC §5): fine-tune on each SFT set, evaluate base and tuned models on
+# every domain, and tabulate the observed change. Only scheduled when finetune.enabled is true.
+
+
+rule finetune:
+    input:
+        model=f"{R}/models/{{model}}",
+        sft_items=f"{R}/data/sft/{{sft}}.parquet",
+    output:
+        ckpt=directory(f"{R}/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}"),
+        history=f"{R}/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.history.parquet",
+    params:
+        model=model_spec,
+        recipe=recipe,
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+    log:
+        f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow_scripts/finetune.py"
+
+
+rule evaluate_base:
+    """One domain, the untouched model, every configured metric; per-item Parquet."""
+    input:
+        model=f"{R}/models/{{model}}",
+        test=f"{R}/data/domain/{{domain}}.test.parquet",
+        demos=f"{R}/data/domain/{{domain}}.demos.parquet",
+    output:
+        f"{R}/eval/{{model}}/base/{{domain}}.parquet",
+    params:
+        model=model_spec,
+        evaluate=EVAL,
+        subject=lambda w: DOMAINS[w.domain]["subject"] or w.domain.replace("_", " "),
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    log:
+        f"{R}/logs/evaluate/{{model}}/base/{{domain}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
+use rule evaluate_base as evaluate_tuned with:
+    input:
+        model=ckpt_dir("{model}", "{sft}", "{method}", "{seed}"),
+        test=f"{R}/data/domain/{{domain}}.test.parquet",
+        demos=f"{R}/data/domain/{{domain}}.demos.parquet",
+    output:
+        f"{R}/eval/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.parquet",
+    log:
+        f"{R}/logs/evaluate/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.log",
+
+
+rule observed:
+    """Δ = after − before per (method, seed, domain, metric), paired bootstrap CI over items."""
+    input:
+        base=lambda w: [f"{R}/eval/{w.model}/base/{d}.parquet" for d in DOMAINS],
+        tuned=lambda w: [f"{R}/eval/{w.model}/{w.sft}/{m}-s{s}/{d}.parquet"
+                         for m, s in RUNS for d in DOMAINS],
+    output:
+        parquet=f"{R}/tables/{{model}}/{{sft}}/observed.parquet",
+        csv=f"{R}/tables/{{model}}/{{sft}}/observed.csv",
+    params:
+        domains=list(DOMAINS),
+        runs=RUNS,
+        n_boot=EVAL["n_boot"],
+    log:
+        f"{R}/logs/observed/{{model}}/{{sft}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/observed.py"

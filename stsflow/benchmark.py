@@ -1,0 +1,122 @@
+"""Extraction benchmark: prints figures, asserts nothing (machines are shared and noisy; compare
+the ratios within one run).
+
+    stsflow bench --model-dir results/models/smollm2-135m --sae-dir results/sae/smollm2-135m/L12
+
+Measures, on the same queries: a full forward pass, a bare forward stopped after the layer, the
+extraction (stop at layer + SAE encode + sparse Parquet write + statistics) in plain mode and in
+ICL mode with the shared demonstration prefix cached, and the ICL mode without the cache (prefix
+recomputed with every query, as a naive implementation would); then bytes per non-zero on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _timed(fn, repeats: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_size: int,
+        threads: int, chat_template: bool = True) -> dict:
+    from stsflow import extract as ex
+    from stsflow.models import LayerTap, load_model
+    from stsflow.pipeline import sft_demo_indices
+    from stsflow.sae import load_sae
+    from stsflow.segments import Segmenter
+    from stsflow.synthetic import sft_math
+
+    torch.set_num_threads(threads)
+    model, tok, info = load_model(model_dir, "float32", "cpu")
+    if sae_dir:
+        sae, _ = load_sae(sae_dir)
+    else:
+        from sae_lens import TopKSAE, TopKSAEConfig
+
+        torch.manual_seed(0)
+        sae = TopKSAE(TopKSAEConfig(d_in=info["hidden_size"], d_sae=8 * info["hidden_size"],
+                                    k=32))
+    seg = Segmenter.for_tokenizer(tok, chat_template)
+    records = sft_math()
+    demos = [records[i] for i in sft_demo_indices(len(records), 2, 0)]
+    queries = [(i, seg.query(r, "sft")) for i, r in enumerate(records[:n_queries])]
+    n_tokens = sum(len(q) for _, q in queries)
+    head, context = seg.head(), seg.context(demos, "sft")
+    tap = LayerTap(model, layer)
+
+    def forward(stop: bool, prefix: list[int]):
+        for b in range(0, len(queries), batch_size):
+            batch = queries[b:b + batch_size]
+            width = max(len(prefix) + len(q) for _, q in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for r, (_, q) in enumerate(batch):
+                ids[r, :len(prefix) + len(q)] = torch.tensor(prefix + q)
+                mask[r, :len(prefix) + len(q)] = 1
+            with torch.no_grad():
+                if stop:
+                    tap.run(model, input_ids=ids, attention_mask=mask)
+                else:
+                    model(input_ids=ids, attention_mask=mask)
+
+    out = {"tokens": n_tokens, "layer": layer, "n_layers": info["n_layers"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+
+        def extract(prefix, name, reference=None):
+            ex.extract(model, sae, layer, queries, prefix, tmp / f"{name}.parquet",
+                       tmp / f"{name}.stats.parquet", batch_size=batch_size,
+                       reference=reference, log=lambda *a: None)
+
+        timings = {
+            "full forward (head + query)": _timed(lambda: forward(False, head)),
+            "forward stopped after layer": _timed(lambda: forward(True, head)),
+            "extract plain": _timed(lambda: extract(head, "plain")),
+            "extract ICL, cached prefix": _timed(
+                lambda: extract(context, "icl", tmp / "plain.parquet")),
+            "forward stopped, ICL prefix recomputed per query": _timed(
+                lambda: forward(True, context)),
+        }
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(tmp / "plain.parquet").metadata
+        nnz = sum(len(v) for v in pq.read_table(tmp / "plain.parquet")["feat_idx"].to_pylist())
+        size = (tmp / "plain.parquet").stat().st_size
+    out["tokens_per_s"] = {k: round(n_tokens / v, 1) for k, v in timings.items()}
+    out["bytes_per_nonzero"] = round(size / nnz, 2)
+    out["nonzeros_per_token"] = round(nnz / n_tokens, 1)
+    out["row_groups"] = meta.num_row_groups
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="stsflow bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--sae-dir", default=None, help="prepared SAE (default: random TopK 8x)")
+    p.add_argument("--layer", type=int, default=12)
+    p.add_argument("--queries", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    res = run(args.model_dir, args.sae_dir, args.layer, args.queries, args.batch_size,
+              args.threads)
+    print(f"{res['tokens']} query tokens, layer {res['layer']} of {res['n_layers']}, "
+          f"{args.threads} threads")
+    base = res["tokens_per_s"]["forward stopped after layer"]
+    for name, tps in res["tokens_per_s"].items():
+        print(f"  {name:<50s} {tps:>9.1f} tok/s  ({tps / base:.2f}x stopped forward)")
+    print(f"  bytes per non-zero on disk: {res['bytes_per_nonzero']} "
+          f"({res['nonzeros_per_token']} non-zeros per token, zstd, float16)")
+    return 0

