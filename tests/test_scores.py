@@ -125,3 +125,36 @@ def test_float16_shards_and_stats_agree(run, tmp_path):
     _, _, _, csr = ex.read_shard(tmp_path / "h.parquet")
     np.testing.assert_allclose(np.asarray(csr.sum(0)).ravel(), stats.sum, rtol=1e-6, atol=1e-6)
     assert pq.read_table(tmp_path / "h.parquet").schema.field("feat_val").type.value_type == pa.float16()
+
+
+def test_true_shift_overlap_and_oracle_sts_match_direct_computation(run, tmp_path):
+    """Fine-tuned model vs base on the SFT queries: true shift, overlap with the predicted top-N,
+    and STS with the true dimensions, each against a direct dense computation."""
+    from conftest import make_model
+
+    model, sae, seg = run["model"], run["sae"], run["seg"]
+    tuned = make_model(model.config.vocab_size)
+    tuned.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in tuned.model.layers[0].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    head = seg.head()
+    queries = run["sft_q"]
+    ex.extract(tuned, sae, LAYER, queries, head, tmp_path / "tuned.parquet",
+               tmp_path / "tuned.stats.parquet", reference=run["paths"]["sft_plain"],
+               feat_dtype="float32", log=lambda *a: None)
+    true = scores.shift_table(ex.Stats.read(tmp_path / "tuned.stats.parquet"))
+    diffs = np.concatenate([dense_features(tuned, sae, head, q) - dense_features(model, sae, head, q)
+                            for _, q in queries])
+    true_direct = (diffs ** 2).mean(0)
+    np.testing.assert_allclose(true["shift"].to_numpy(), true_direct, rtol=1e-4, atol=1e-6)
+    predicted = scores.shift_table(ex.Stats.read(run["d"] / "sft_icl.stats.parquet"))
+    plain = np.concatenate([dense_features(model, sae, head, q) for _, q in run["dom_q"]])
+    for n_top in (5, 20):
+        pred_dims = set(np.argsort(-predicted["shift"].to_numpy(), kind="stable")[:n_top])
+        true_dims = np.argsort(-true_direct, kind="stable")[:n_top]
+        assert scores.overlap(predicted, true, n_top) == len(pred_dims & set(true_dims)) / n_top
+        oracle = scores.sts_scores(scores.top_dims(true, n_top),
+                                   ex.Stats.read(run["d"] / "dom_plain.stats.parquet"),
+                                   ex.Stats.read(run["d"] / "dom_icl.stats.parquet"))
+        assert oracle["sts_act"] == pytest.approx(plain[:, true_dims].sum(1).mean(), rel=1e-4)

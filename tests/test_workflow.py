@@ -116,3 +116,39 @@ def test_verify_reports_tampering(project, tmp_path):
     assert "modified  tables/tiny/arith/sts.csv" in problems
     assert "missing   reports/tiny/arith/scatter_sts_act.png" in problems
     assert "unlisted  extra.txt" in problems
+
+
+def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
+    """Fine-tune (LoRA), evaluate before/after, observed Δ with CIs, true shift, oracle STS,
+    overlap, and a report that correlates all of it."""
+    write_config(tmp_path, tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True))
+    snakemake(tmp_path, "--cores", "2")
+    tables = tmp_path / "results/tables/tiny/arith"
+    observed = pl.read_parquet(tables / "observed.parquet")
+    assert observed.columns == ["model", "sft", "method", "seed", "domain", "metric", "before",
+                                "after", "delta", "abs_delta", "ci_low", "ci_high"]
+    assert set(observed["metric"]) == {"nll", "option_loglik"} and observed.height == 3 * 2
+    assert ((observed["ci_low"] <= observed["delta"]) & (observed["delta"] <= observed["ci_high"])).all()
+    assert (observed["delta"] - (observed["after"] - observed["before"])).abs().max() < 1e-12
+    overlap = pl.read_parquet(tables / "overlap.parquet")
+    assert overlap.columns == ["model", "sft", "method", "seed", "layer", "n_top", "overlap"]
+    assert overlap.height == 2 and overlap["overlap"].is_between(0, 1).all()
+    oracle = pl.read_parquet(tables / "sts_oracle.parquet")
+    assert {"sts_act_oracle", "sts_icl_oracle", "sts_sq_oracle", "method", "seed"} <= set(oracle.columns)
+    corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
+    assert {"sts_act", "sts_act_oracle"} <= set(corr["variant"])
+    assert set(corr["metric"]) == {"nll", "option_loglik"} and set(corr["method"]) == {"lora"}
+    history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/lora-s0.history.parquet")
+    assert history.height >= 1 and history["loss"].is_finite().all()
+    assert "Overlap of predicted and true" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    assert verify(tmp_path / "results") == []
+
+
+def test_snakemake_report_is_self_contained(project, tmp_path):
+    workdir, _ = project
+    out = tmp_path / "report.html"
+    snakemake(workdir, "--report", str(out))
+    text = out.read_text(errors="replace")
+    assert out.stat().st_size > 10_000
+    for needle in ("summary.html", "correlations.parquet", "scatter_sts_act.png"):
+        assert needle in text, needle
