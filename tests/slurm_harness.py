@@ -200,14 +200,14 @@ def run_with_profile(
     stderr).
     """
     workdir = Path(workdir).resolve()
+    run_env = slurm_env(env)
     profile_arg = str(profile_dir)
     if os.sep in profile_arg:
         profile_dir = Path(profile_arg).resolve()
         profile_arg = str(profile_dir)
     else:  # a bare name, passed on as the user types it (`--profile slurm`)
-        config_home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+        config_home = Path(run_env.get("XDG_CONFIG_HOME", Path.home() / ".config"))
         profile_dir = config_home / "snakemake" / profile_arg
-    run_env = slurm_env(env)
     bindir = str(Path(sys.executable).parent)
     path = run_env.get("PATH", "")
     if path.split(os.pathsep)[:1] != [bindir]:

@@ -5,7 +5,10 @@ equal a local run's. Skipped, with the reason, where no SLURM is reachable."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -21,21 +24,26 @@ def test_profile_slurm_runs_the_workflow_through_sbatch(tiny_model_dir, tmp_path
     ok, why = slurm_available()
     if not ok:
         pytest.skip(f"no SLURM cluster reachable: {why}")
-    # The literal command resolves `slurm` in the user's Snakemake config directory.
+    # The literal command resolves `slurm` in the user's Snakemake config directory: install the
+    # link the way `make venv` does, into a config home of this test's own.
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     subprocess.run(["bash", str(REPO / "workflow_scripts/install_profile.sh"), "slurm"],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, env=env)
+    assert (tmp_path / "config/snakemake/slurm").resolve() == REPO / "profiles/slurm"
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     for d in (on_slurm, local):
         d.mkdir()
         write_config(d, tiny_config(d, tiny_model_dir))
     planned = planned_jobs(on_slurm)
     proc = run_with_profile(on_slurm, REPO / "Snakefile", on_slurm / "config.yaml", "slurm",
-                            timeout_s=1500)
+                            timeout_s=1500, env=env)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
     assert "Using profile slurm" in proc.stdout + proc.stderr
     # Every job but the target rule `all` (which has no action and runs nowhere) went to sbatch.
     assert submitted_job_count(on_slurm) == sum(planned.values()) - planned["all"]
     assert planned_jobs(on_slurm) == {}  # finished: nothing left to do
+    print(f"SLURM: {submitted_job_count(on_slurm)} jobs submitted with sbatch, all finished")
 
     snakemake(local, "--cores", "2")
     for rel in COMPARED:
