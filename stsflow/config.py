@@ -242,6 +242,17 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
     return problems
 
 
+def canonical(obj):
+    """Same content, keys in sorted order at every level. Snakemake compares a job's params by
+    their text, so key order must not depend on how the YAML (or a tool rewriting it) ordered
+    them: reordering keys must never rerun anything."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
     """Return a validated copy of ``config`` with defaults filled; raise ConfigError otherwise."""
     config = copy.deepcopy(config)
@@ -254,7 +265,7 @@ def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = Tru
     problems = semantic_problems(config, Path(base_dir), check_sources)
     if problems:
         raise ConfigError(problems)
-    return config
+    return canonical(config)
 
 
 def load(path: Path | str, base_dir: Path | str = ".", check_sources: bool = True) -> dict:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stsflow.models import cache_kwarg
 from stsflow.prompts import COT_TRIGGER, LETTERS, MMLU_PRO_HEADER, mmlu_cot, mmlu_question
 
 _PRIMARY = re.compile(r"answer is \(?([A-J])\)?")
@@ -114,16 +115,7 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def _cache_kwarg(model) -> str:
-    """Name of the KV-cache argument of ``model.forward`` (transformers renamed ``past_key_values``
-    to ``cache`` in 5.x)."""
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+_cache_kwarg = cache_kwarg
 
 
 def _out_cache(out):

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from stsflow.featstats import Stats
-from stsflow.models import LayerTap
+from stsflow.models import LayerTap, cache_kwarg
 from stsflow.storage import atomic_path, write_parquet
 
 FEAT_DTYPES = {"float16": (torch.float16, pa.float16(), np.float16),
@@ -97,7 +97,8 @@ def _prefix_cache(model, tap: LayerTap, prefix: list[int], device: str):
         return None
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        tap.run(model, input_ids=torch.tensor([prefix], device=device), past_key_values=cache)
+        tap.run(model, input_ids=torch.tensor([prefix], device=device),
+                **{cache_kwarg(model): cache})
     return cache
 
 
@@ -187,7 +188,8 @@ def _encode_batch(model, sae, tap, cache, prefix, batch, device):
     if cache is not None:
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(len(batch))
-        inputs.update(past_key_values=past,
+        inputs.update({cache_kwarg(model): past})
+        inputs.update(
                       attention_mask=torch.cat([torch.ones(len(batch), p, dtype=mask.dtype,
                                                            device=device), mask], dim=1),
                       position_ids=torch.arange(p, p + width_t, device=device).expand(len(batch), -1))

@@ -145,6 +145,18 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
+def cache_kwarg(model) -> str:
+    """Name of the KV-cache argument of ``model.forward`` (transformers renamed
+    ``past_key_values`` to ``cache`` in 5.x; older releases only know the former)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class _Stop(Exception):
     pass
 
@@ -164,7 +176,7 @@ class LayerTap:
     def run(self, model, **inputs) -> torch.Tensor:
         handle = self.block.register_forward_hook(self._hook)
         try:
-            model(**inputs, use_cache="past_key_values" in inputs)
+            model(**inputs, use_cache="past_key_values" in inputs or "cache" in inputs)
         except _Stop:
             pass
         finally:

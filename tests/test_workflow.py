@@ -152,3 +152,18 @@ def test_snakemake_report_is_self_contained(project, tmp_path):
     assert out.stat().st_size > 10_000
     for needle in ("summary.html", "correlations.parquet", "scatter_sts_act.png"):
         assert needle in text, needle
+
+
+def test_reordering_config_keys_reruns_nothing(project, edit):
+    """Params are compared as text by Snakemake; the validated config has canonical key order."""
+    def reverse(obj):
+        if isinstance(obj, dict):
+            return {k: reverse(obj[k]) for k in reversed(list(obj))}
+        return [reverse(v) for v in obj] if isinstance(obj, list) else obj
+
+    def apply(c):
+        r = reverse(c)
+        c.clear()
+        c.update(r)
+    edit(apply)
+    assert planned_jobs(project[0]) == Counter()
