@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stsflow.models import cache_kwarg
+from stsflow.models import cache_kwarg, pad_id_of
 from stsflow.prompts import COT_TRIGGER, LETTERS, MMLU_PRO_HEADER, mmlu_cot, mmlu_question
 
 _PRIMARY = re.compile(r"answer is \(?([A-J])\)?")
@@ -123,14 +123,6 @@ def _out_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _pad_id(tokenizer) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        val = getattr(tokenizer, attr, None)
-        if isinstance(val, int):
-            return val
-    return 0
-
-
 def _eos_ids(model, tokenizer) -> list[int]:
     ids = []
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -169,7 +161,7 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
             ids = prompt_ids(seg, mmlu_pro_prompt(demos[:k], item, subject), use_chat_template)
         prompts.append((ids, k))
 
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_id_of(tokenizer)
     eos = _eos_ids(model, tokenizer)
     gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, num_beams=1,
                                eos_token_id=eos or None, pad_token_id=pad_id,
@@ -364,7 +356,7 @@ def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "dom
         resp = _ids(tokenizer, text + segmenter.layout.assistant_close)
         ids = (ctx + resp)[:max_length] if max_length else ctx + resp
         examples.append((ids, len(ctx), which))
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_id_of(tokenizer)
     rows: list[dict | None] = [None] * len(items)
     order = sorted(range(len(items)), key=lambda i: -len(examples[i][0]))
     for start in range(0, len(order), batch_size):

@@ -201,7 +201,7 @@ def _encode_batch(model, sae, tap, cache, prefix, batch, device):
 
 
 def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:
-    rows, want = [], []
+    rows = []
     for r, (doc_id, q) in enumerate(batch):
         rr = ref.rows(doc_id, len(q))
         if not np.array_equal(ref.tok[rr], np.asarray(q)) or not np.array_equal(

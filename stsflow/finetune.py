@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stsflow.models import pad_id_of
 from stsflow.segments import Segmenter
 
 IGNORE = -100
@@ -124,14 +125,6 @@ def build_examples(records: list[dict], segmenter: Segmenter, max_length: int | 
         if any(lab != IGNORE for lab in labels[1:]):  # position 0 is never predicted
             out.append((ids, labels))
     return out
-
-
-def pad_id_of(tokenizer) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        val = getattr(tokenizer, attr, None)
-        if isinstance(val, int):
-            return val
-    return 0
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device=None):

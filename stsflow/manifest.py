@@ -12,18 +12,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from stsflow.storage import package_versions, read_metadata, write_json
+from stsflow.storage import package_versions, read_metadata, sha256, write_json
 
 MANIFEST_NAME = "manifest.json"
 SKIP_DIRS = {"logs"}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(config: dict) -> str:

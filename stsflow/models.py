@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from stsflow.storage import write_json
+from stsflow.storage import sha256, write_json
 
 MANIFEST = "stsflow_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -55,7 +55,7 @@ def prepare_model(spec: dict, outdir: Path | str) -> dict:
         tok.save_pretrained(tmp / "weights")
         info = {"kind": "gguf_package", "package": src["gguf_package"]["package"],
                 "file": src["gguf_package"]["file"], "path": "weights",
-                "sha256": _sha256(gguf), "revision": _package_version(src["gguf_package"])}
+                "sha256": sha256(gguf), "revision": _package_version(src["gguf_package"])}
         cfg = model.config
     elif "local" in src:
         path = Path(src["local"]["path"]).resolve()
@@ -96,16 +96,6 @@ def _resolve_revision(hf: dict) -> str:
         return hf["revision"]
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_info(prepared: Path | str) -> dict:
     """How to load a prepared model, or a fine-tuned checkpoint written by stsflow.finetune."""
     prepared = Path(prepared)
@@ -143,6 +133,15 @@ def decoder_layers(model) -> torch.nn.ModuleList:
         except AttributeError:
             continue
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+def pad_id_of(tokenizer) -> int:
+    """Padding id: the tokenizer's pad token, else its EOS token, else 0."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        val = getattr(tokenizer, attr, None)
+        if isinstance(val, int):
+            return val
+    return 0
 
 
 def cache_kwarg(model) -> str:

@@ -49,6 +49,16 @@ def write_json(path: Path | str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def sha256(path: Path | str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def package_versions() -> dict[str, str]:
     out = {}
     for name in PROVENANCE_PACKAGES:

@@ -93,7 +93,7 @@ def test_plain_and_icl_see_identical_query_tokens(run):
 
 
 def test_misaligned_reference_is_rejected(run, tmp_path):
-    model, sae, seg = run["model"], run["sae"], run["seg"]
+    model, sae = run["model"], run["sae"]
     shifted = [(doc, q[1:] + q[:1]) for doc, q in run["dom_q"]]  # same docs, other tokens
     with pytest.raises(ValueError, match="not aligned"):
         ex.extract(model, sae, LAYER, shifted, run["dom_ctx"], tmp_path / "x.parquet",
