@@ -1,7 +1,6 @@
 # Configuration, paths and the per-item slices of the config each rule receives.
 
 from stsflow import config as stsconfig
-from stsflow.storage import package_versions
 
 CONFIG = stsconfig.validate(config, base_dir=".")
 R = CONFIG["results"]
@@ -9,6 +8,13 @@ STS = CONFIG["sts"]
 MODELS = CONFIG["models"]
 SFTS = CONFIG["sft"]
 DOMAINS = CONFIG["domains"]
+FT = CONFIG["finetune"]
+EVAL = CONFIG["evaluate"]
+SEEDS = STS["seeds"]  # one seed drives both the ICL demonstration draw and fine-tuning
+RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
+STS_VARIANTS = ["sts_act", "sts_icl", "sts_sq"]
+if FT["enabled"]:
+    STS_VARIANTS += [f"{v}_oracle" for v in STS_VARIANTS]
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
@@ -57,17 +63,6 @@ def data_files(kind, corpus):
 def acts(model, layer, kind, corpus, mode, stats=False):
     ext = "stats.parquet" if stats else "parquet"
     return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.{ext}"
-
-
-FT = CONFIG["finetune"]
-EVAL = CONFIG["evaluate"]
-SEEDS = STS["seeds"]
-RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
-
-
-STS_VARIANTS = ["sts_act", "sts_icl", "sts_sq"]
-if FT["enabled"]:
-    STS_VARIANTS += [f"{v}_oracle" for v in STS_VARIANTS]
 
 
 def sts_parts(model, sft, shifts=None):
