@@ -1,6 +1,7 @@
 # Configuration, paths and the per-item slices of the config each rule receives.
 
 from stsflow import config as stsconfig
+from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode
 
 CONFIG = stsconfig.validate(config, base_dir=".")
 R = CONFIG["results"]
@@ -27,9 +28,9 @@ wildcard_constraints:
     seed=r"\d+",
     n=r"\d+",
     kind="sft|domain",
-    mode=r"plain|icl|icl-s\d+|tuned-(full|lora)-s\d+",
-    method="full|lora",
-    shift=r"s\d+|true-(full|lora)-s\d+",
+    mode=MODE_PATTERN,
+    method="|".join(FINETUNE_METHODS),
+    shift=SHIFT_PATTERN,
 
 
 def model_spec(w):
@@ -105,22 +106,26 @@ def all_targets():
 
 
 def extract_inputs(w):
+    mode = Mode.parse(w.mode)
+    mode.check_corpus(w.kind)
     model = f"{R}/models/{w.model}"
-    if w.mode.startswith("tuned-"):  # the fine-tuned model on its own SFT queries (true shift)
-        if w.kind != "sft":
-            raise ValueError("tuned-model extraction is defined on SFT sets only")
-        _, method, seed = w.mode.split("-")
-        model = ckpt_dir(w.model, w.corpus, method, seed[1:])
+    if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
+        model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
     inputs = {"model": model, "sae": f"{R}/sae/{w.model}/L{w.layer}",
               **data_files(w.kind, w.corpus)}
-    if w.mode != "plain":
+    if mode.paired:
         inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
     return inputs
 
 
 def extract_settings(w):
     keys = ("sft_tokens", "t") if w.kind == "sft" else ("domain_tokens", "m")
-    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows")}
+    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows", "query_tokens", "sample_seed")}
+
+
+def corpus_spec(corpora, name):
+    """A corpus's own config plus the seed of its max_items sample."""
+    return dict(corpora[name], sample_seed=STS["sample_seed"])
 
 
 def recipe(w):

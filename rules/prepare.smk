@@ -5,7 +5,7 @@ rule materialize_sft:
     output:
         f"{R}/data/sft/{{corpus}}.parquet",
     params:
-        spec=lambda w: SFTS[w.corpus],
+        spec=lambda w: corpus_spec(SFTS, w.corpus),
     log:
         f"{R}/logs/materialize_sft/{{corpus}}.log",
     conda:
@@ -19,7 +19,7 @@ rule materialize_domain:
         test=f"{R}/data/domain/{{corpus}}.test.parquet",
         demos=f"{R}/data/domain/{{corpus}}.demos.parquet",
     params:
-        spec=lambda w: DOMAINS[w.corpus],
+        spec=lambda w: corpus_spec(DOMAINS, w.corpus),
     log:
         f"{R}/logs/materialize_domain/{{corpus}}.log",
     conda:

@@ -105,10 +105,26 @@ def normalise(rows: list[dict], schema: str, fields: dict | None = None) -> list
     return out
 
 
+def sample_records(records: list[dict], max_items: int | None, seed: int
+                   ) -> tuple[list[dict], dict]:
+    """At most ``max_items`` records as a seeded random sample, kept in corpus order (real
+    benchmark files are ordered by source, so the first rows are a biased sample), and the
+    provenance of the draw: seed, rows available, rows kept and their positions."""
+    n = len(records)
+    if not max_items or max_items >= n:
+        return records, {"seed": seed, "n_source": n, "n_kept": n, "rows": "all"}
+    import numpy as np
+
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=max_items, replace=False))
+    return ([records[int(i)] for i in keep],
+            {"seed": seed, "n_source": n, "n_kept": int(max_items),
+             "rows": [int(i) for i in keep]})
+
+
 def load_corpus(source: dict, schema: str, fields: dict | None = None, max_items: int | None = None,
-                base_dir: Path | str = ".") -> list[dict]:
+                base_dir: Path | str = ".", seed: int = 0) -> list[dict]:
     records = normalise(read_rows(source, base_dir), schema, fields)
-    return records[:max_items] if max_items else records
+    return sample_records(records, max_items, seed)[0]
 
 
 def write_records(records: list[dict], path: Path | str, metadata: dict | None = None) -> None:

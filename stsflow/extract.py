@@ -10,7 +10,16 @@ the job also accumulates sum and sum of squares of (h - h_ref) per dimension, wh
 shift vector and STS_icl need.
 
 Storage contract, one row per query token:
-    doc_id int32, pos int32, token_id int32, feat_idx list<int32> (sorted), feat_val list<float16|32>
+    doc_id int32, pos int32, token_id int32, feat_idx list<int32> (sorted), feat_val list<float16|32>,
+    counted bool
+Every token of the query turn is stored; ``counted`` marks the tokens that enter the statistics
+(``sts.query_tokens``: only the user's text, ``content``, or the whole turn with its chat-template
+scaffolding, ``turn``). Statistics, shifts and scores use counted tokens only.
+
+Which queries: ``select_queries`` visits the corpus in a seeded random order (``sts.sample_seed``;
+real benchmark files are ordered by source, so a prefix would be a biased sample) and takes whole
+queries until the token budget of counted tokens is reached; the selection does not depend on the
+mode, so plain and ICL runs of a corpus see the same queries.
 """
 
 from __future__ import annotations
@@ -45,19 +54,34 @@ def sae_dtype(sae) -> torch.dtype:
 def shard_schema(feat_dtype: str) -> pa.Schema:
     return pa.schema([("doc_id", pa.int32()), ("pos", pa.int32()), ("token_id", pa.int32()),
                       ("feat_idx", pa.list_(pa.int32())),
-                      ("feat_val", pa.list_(FEAT_DTYPES[feat_dtype][1]))])
+                      ("feat_val", pa.list_(FEAT_DTYPES[feat_dtype][1])),
+                      ("counted", pa.bool_())])
 
 
-def select_queries(queries: list[tuple[int, list[int]]], budget: int, max_len: int):
-    """Whole queries in corpus order until ``budget`` tokens; each truncated to ``max_len``."""
-    out, total = [], 0
-    for doc_id, ids in queries:
+def _counted(query) -> list[bool]:
+    """The counted-token mask of a query ``(doc_id, ids)`` or ``(doc_id, ids, counted)``."""
+    return list(query[2]) if len(query) > 2 else [True] * len(query[1])
+
+
+def select_queries(queries: list[tuple], budget: int, max_len: int, seed: int | None = 0
+                   ) -> tuple[list[tuple[int, list[int], list[bool]]], dict]:
+    """Whole queries until ``budget`` counted tokens, visited in a seeded random order (``seed``
+    None: corpus order); each truncated to ``max_len`` tokens. Returns the selection in corpus
+    order as ``(doc_id, ids, counted)`` and a summary (queries available, selected, truncated)."""
+    order = (np.arange(len(queries)) if seed is None
+             else np.random.default_rng(seed).permutation(len(queries)))
+    chosen, total, truncated = [], 0, 0
+    for i in order:
         if total >= budget:
             break
-        ids = ids[:max_len]
-        out.append((doc_id, ids))
-        total += len(ids)
-    return out
+        q = queries[int(i)]
+        ids, counted = list(q[1]), _counted(q)
+        truncated += len(ids) > max_len
+        chosen.append((int(i), (q[0], ids[:max_len], counted[:max_len])))
+        total += sum(counted[:max_len])
+    out = [q for _, q in sorted(chosen, key=lambda c: c[0])]
+    return out, {"n_available": len(queries), "n_selected": len(out), "n_truncated": truncated,
+                 "sample_seed": seed, "max_query_tokens": max_len}
 
 
 def read_shard(path: Path | str, width: int | None = None):
@@ -118,14 +142,17 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     stats = Stats(width)
     sums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(3)]
     dsums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(2)]
-    n_total = sum(len(ids) for _, ids in queries)
+    queries = [(q[0], list(q[1]), _counted(q)) for q in queries]
+    n_total = sum(len(ids) for _, ids, _ in queries)
+    n_counted = sum(sum(c) for _, _, c in queries)
     meta = dict(metadata or {}, width=width, layer=layer, feat_dtype=feat_dtype,
-                prefix_tokens=len(prefix), n_queries=len(queries), n_tokens=n_total)
+                prefix_tokens=len(prefix), n_queries=len(queries), n_query_tokens=n_total,
+                n_tokens=n_counted)
     schema = shard_schema(feat_dtype)
     schema = schema.with_metadata({f"stsflow.{k}".encode(): _json(v) for k, v in meta.items()})
     # Longest queries first keeps padding low; rows are written back in query order per batch.
     order = sorted(range(len(queries)), key=lambda i: -len(queries[i][1]))
-    start, done, last_log = time.time(), 0, 0.0
+    start, done, n_used, last_log = time.time(), 0, 0, 0.0
     with atomic_path(out_path) as tmp:
         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         pending: list[pa.Table] = []
@@ -136,12 +163,16 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
             feats = feats.to(tdtype).float()  # stats use exactly the stored values
             m = mask.bool()
             flat = feats[m]  # (tokens, width), rows in (query, pos) order
-            sums[0] += flat.sum(0, dtype=torch.float64)
-            sums[1] += (flat.double() ** 2).sum(0)
-            sums[2] += (flat != 0).sum(0).double()
+            counted = torch.from_numpy(np.concatenate(
+                [np.asarray(c, dtype=bool) for _, _, c in batch])).to(device)
+            used = flat[counted]
+            sums[0] += used.sum(0, dtype=torch.float64)
+            sums[1] += (used.double() ** 2).sum(0)
+            sums[2] += (used != 0).sum(0).double()
             if ref is not None:
                 ref_flat = _reference_rows(ref, batch, ids, mask)
-                diff = flat.double() - torch.from_numpy(ref_flat).to(device).double()
+                diff = (used.double()
+                        - torch.from_numpy(ref_flat).to(device).double()[counted])
                 dsums[0] += diff.sum(0)
                 dsums[1] += (diff ** 2).sum(0)
             table = _to_table(batch, ids, mask, flat, schema)
@@ -151,6 +182,7 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
                 writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
                 pending, pending_rows = [], 0
             done += int(m.sum())
+            n_used += int(counted.sum())
             now = time.time()
             if now - last_log > 10 or done == n_total:
                 last_log = now
@@ -159,11 +191,11 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
         if pending:
             writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
         writer.close()
-    stats.n_tokens = done
+    stats.n_tokens = n_used
     stats.sum, stats.sumsq, stats.nnz = (s.cpu().numpy() for s in sums)
     if ref is not None:
         stats.diff_sum, stats.diff_sumsq = (s.cpu().numpy() for s in dsums)
-    write_parquet(stats.table(), stats_path, dict(meta, n_tokens=done,
+    write_parquet(stats.table(), stats_path, dict(meta, n_tokens=n_used,
                                                   seconds=round(time.time() - start, 2)))
     return stats
 
@@ -176,10 +208,10 @@ def _json(v) -> bytes:
 
 def _encode_batch(model, sae, tap, cache, prefix, batch, device):
     """SAE features (B, T, width) of right-padded queries after the shared prefix."""
-    width_t = max(len(ids) for _, ids in batch)
+    width_t = max(len(q[1]) for q in batch)
     ids = torch.zeros(len(batch), width_t, dtype=torch.long)
     mask = torch.zeros(len(batch), width_t, dtype=torch.long)
-    for r, (_, q) in enumerate(batch):
+    for r, (_, q, _) in enumerate(batch):
         ids[r, :len(q)] = torch.tensor(q)
         mask[r, :len(q)] = 1
     ids, mask = ids.to(device), mask.to(device)
@@ -202,7 +234,7 @@ def _encode_batch(model, sae, tap, cache, prefix, batch, device):
 
 def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:
     rows = []
-    for r, (doc_id, q) in enumerate(batch):
+    for r, (doc_id, q, _) in enumerate(batch):
         rr = ref.rows(doc_id, len(q))
         if not np.array_equal(ref.tok[rr], np.asarray(q)) or not np.array_equal(
                 ref.pos[rr], np.arange(len(q))):
@@ -213,8 +245,9 @@ def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:
 
 
 def _to_table(batch, ids, mask, flat, schema) -> pa.Table:
-    doc = np.concatenate([np.full(len(q), d, dtype=np.int32) for d, q in batch])
-    pos = np.concatenate([np.arange(len(q), dtype=np.int32) for _, q in batch])
+    doc = np.concatenate([np.full(len(q), d, dtype=np.int32) for d, q, _ in batch])
+    pos = np.concatenate([np.arange(len(q), dtype=np.int32) for _, q, _ in batch])
+    counted = np.concatenate([np.asarray(c, dtype=bool) for _, _, c in batch])
     tok = ids[mask.bool()].cpu().numpy().astype(np.int32)
     nz = (flat != 0).cpu()
     counts = nz.sum(1).numpy()
@@ -224,5 +257,5 @@ def _to_table(batch, ids, mask, flat, schema) -> pa.Table:
     vals = flat.cpu()[r, c].numpy().astype(schema.field("feat_val").type.value_type.to_pandas_dtype())
     feat_idx = pa.ListArray.from_arrays(pa.array(offsets), pa.array(c.numpy().astype(np.int32)))
     feat_val = pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals))
-    return pa.Table.from_arrays([pa.array(doc), pa.array(pos), pa.array(tok), feat_idx, feat_val],
-                                schema=schema)
+    return pa.Table.from_arrays([pa.array(doc), pa.array(pos), pa.array(tok), feat_idx, feat_val,
+                                 pa.array(counted)], schema=schema)

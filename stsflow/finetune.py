@@ -51,7 +51,7 @@ from stsflow.segments import Segmenter
 
 IGNORE = -100
 META_FILE = "stsflow_meta.json"
-METHODS = ("full", "lora")
+from stsflow.mode import FINETUNE_METHODS as METHODS  # noqa: E402  one list of methods
 
 
 @dataclass
@@ -125,6 +125,17 @@ def build_examples(records: list[dict], segmenter: Segmenter, max_length: int | 
         if any(lab != IGNORE for lab in labels[1:]):  # position 0 is never predicted
             out.append((ids, labels))
     return out
+
+
+def count_answer_cut(records: list[dict], segmenter: Segmenter, max_length: int | None,
+                     kind: str = "sft") -> int:
+    """How many records lose part of their response to the ``max_length`` cut (the model is then
+    tuned on truncated answers; reported beside the results)."""
+    if max_length is None:
+        return 0
+    n_head = len(segmenter.head())
+    return sum(n_head + len(segmenter.query(r, _record_kind(r, kind)))
+               + len(segmenter.response(r, _record_kind(r, kind))) > max_length for r in records)
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device=None):
@@ -217,6 +228,9 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
     segmenter = Segmenter.for_tokenizer(tokenizer, use_chat_template)
     examples = build_examples(records, segmenter, cfg.max_length, kind=kind)
     n_dropped = len(records) - len(examples)
+    n_cut = count_answer_cut(records, segmenter, cfg.max_length, kind)
+    if n_cut:
+        log(f"finetune: {n_cut} of {len(records)} answer(s) cut by max_length={cfg.max_length}")
     if not examples:
         raise ValueError("no training example keeps a response token (check max_length)")
     if n_dropped:
@@ -234,7 +248,8 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
 
     history = {"losses": [], "lrs": [], "grad_norms": [], "n_steps": 0, "tokens_seen": 0,
                "response_tokens_seen": 0, "wall_time_s": 0.0, "n_examples": len(examples),
-               "n_dropped": n_dropped, "total_steps": n_total, "warmup_steps": warmup,
+               "n_dropped": n_dropped, "n_answer_cut": n_cut, "n_records": len(records),
+               "total_steps": n_total, "warmup_steps": warmup,
                "method": cfg.method, "seed": cfg.seed}
     log(f"finetune: {cfg.method}, {len(examples)} examples, {n_total} steps ({warmup} warm-up), "
         f"batch {cfg.batch_size} = {cfg.grad_accum} x {cfg.micro_batch_size}, lr {cfg.lr:g}, "

@@ -105,15 +105,50 @@ def model_info(prepared: Path | str) -> dict:
     return json.loads((prepared / MANIFEST).read_text())
 
 
+def _location(prepared: Path | str, info: dict) -> tuple:
+    """(where, from_pretrained kwargs) of a prepared model."""
+    if info["kind"] == "hf":
+        return info["id"], {"revision": info["revision"]}
+    return (Path(prepared) / info["path"] if info["kind"] != "local" else info["path"]), {}
+
+
+def load_tokenizer(prepared: Path | str):
+    """(tokenizer, model config) of a prepared model, without loading its weights: enough to
+    build and check every input before the expensive load."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    where, kw = _location(prepared, model_info(prepared))
+    tok = AutoTokenizer.from_pretrained(where, **kw)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, AutoConfig.from_pretrained(where, **kw)
+
+
+def context_limit(config, layer: int | None = None) -> tuple[int | None, str]:
+    """(tokens, reason): the longest input whose every token attends to every earlier one in the
+    blocks up to ``layer``. ``max_position_embeddings``, lowered to the sliding window when a
+    block at or below ``layer`` uses one (Gemma 2's alternate layers, Mistral): beyond it a
+    query would no longer see the demonstrations in front of it. Qwen2 configs carry a
+    ``sliding_window`` that is off unless ``use_sliding_window`` is set."""
+    cfg = getattr(config, "text_config", config)
+    limit = getattr(cfg, "max_position_embeddings", None)
+    why = "max_position_embeddings"
+    window = getattr(cfg, "sliding_window", None)
+    if window and getattr(cfg, "use_sliding_window", True) is not False:
+        types = getattr(cfg, "layer_types", None)
+        upto = types[: layer + 1] if types is not None and layer is not None else types
+        if types is None or any("sliding" in str(t) for t in upto):
+            if limit is None or window < limit:
+                limit, why = int(window), "sliding_window"
+    return (int(limit) if limit else None), why
+
+
 def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto"):
     """(model, tokenizer, info) for a prepared model directory, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = model_info(prepared)
-    if info["kind"] == "hf":
-        where, kw = info["id"], {"revision": info["revision"]}
-    else:
-        where, kw = Path(prepared) / info["path"] if info["kind"] != "local" else info["path"], {}
+    where, kw = _location(prepared, info)
     tok = AutoTokenizer.from_pretrained(where, **kw)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **kw)
     model.to(resolve_device(device)).eval()

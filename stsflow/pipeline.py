@@ -46,23 +46,24 @@ def _load(model_dir, mspec, threads: int | None = None):
 
 # -- data ---------------------------------------------------------------------------------------
 
-def materialize_sft(spec: dict, out: Path | str) -> None:
-    records = corpora.load_corpus(spec["source"], spec["schema"], spec["fields"],
-                                  spec.get("max_items"))
+def _materialize(source: dict, spec: dict, limit: int | None, out, what: str) -> None:
+    records = corpora.load_corpus(source, spec["schema"], spec["fields"])
+    records, sample = corpora.sample_records(records, limit, spec.get("sample_seed", 0))
     if not records:
-        raise ValueError(f"SFT source {spec['source']} gave no records")
-    corpora.write_records(records, out, {"source": spec["source"], "schema": spec["schema"],
-                                         "n_records": len(records)})
+        raise ValueError(f"{what} source {source} gave no records")
+    corpora.write_records(records, out, {"source": source, "schema": spec["schema"],
+                                         "n_records": len(records), "sample": sample})
+
+
+def materialize_sft(spec: dict, out: Path | str) -> None:
+    _materialize(spec["source"], spec, spec.get("max_items"), out, "SFT")
 
 
 def materialize_domain(spec: dict, out_test: Path | str, out_demos: Path | str) -> None:
-    for part, out, limit in (("test", out_test, spec.get("max_items")),
-                             ("demos", out_demos, None)):
-        records = corpora.load_corpus(spec[part], spec["schema"], spec["fields"], limit)
-        if not records:
-            raise ValueError(f"domain {part} source {spec[part]} gave no records")
-        corpora.write_records(records, out, {"source": spec[part], "schema": spec["schema"],
-                                             "n_records": len(records)})
+    """The test split (``max_items``: a seeded sample) and the demonstration split (whole: its
+    first m items are the worked examples)."""
+    _materialize(spec["test"], spec, spec.get("max_items"), out_test, "domain test")
+    _materialize(spec["demos"], spec, None, out_demos, "domain demos")
 
 
 # -- models and SAEs ----------------------------------------------------------------------------
@@ -116,47 +117,99 @@ def sft_demo_indices(n_records: int, t: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n_records), t))
 
 
-def build_queries(seg, records: list[dict], kind: str, budget: int, max_len: int):
+def build_queries(seg, records: list[dict], kind: str, sts: dict, max_len: int):
+    """The queries of a corpus as ``(doc_id, ids, counted)``, sampled per ``sts`` (budget,
+    ``sample_seed``, ``query_tokens``), and the selection summary (see extract.select_queries)."""
     from stsflow.extract import select_queries
 
-    return select_queries([(i, seg.query(r, kind)) for i, r in enumerate(records)], budget,
-                          max_len)
+    content = sts["query_tokens"] == "content"
+    queries = []
+    for i, rec in enumerate(records):
+        if content:
+            ids, counted = seg.query_parts(rec, kind)
+        else:
+            ids = seg.query(rec, kind)
+            counted = [True] * len(ids)
+        queries.append((i, ids, counted))
+    budget = sts["sft_tokens"] if kind == "sft" else sts["domain_tokens"]
+    return select_queries(queries, budget, max_len, sts["sample_seed"])
 
 
-def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode: str, data: dict,
+def demonstration_context(seg, mode, kind: str, records: list[dict], data: dict, sts: dict):
+    """``(prefix ids, demonstration ids, excluded query indices)`` of an extraction mode: the
+    chat head alone (plain, tuned), head + the domain's first m worked examples, or head + t SFT
+    demonstrations drawn with the mode's seed (which then leave the queries)."""
+    if mode.demonstrations == "none":
+        return seg.head(), [], set()
+    if mode.demonstrations == "domain":
+        demos = corpora.read_records(data["demos"])[: sts["m"]]
+        return seg.context(demos, kind), [d["question_id"] for d in demos], set()
+    idx = sft_demo_indices(len(records), sts["t"], mode.seed)
+    return (seg.context([records[i] for i in idx], kind), [records[i]["id"] for i in idx],
+            set(idx))
+
+
+class ContextError(ValueError):
+    pass
+
+
+def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest_query: int,
+                  where: str, knob: str) -> None:
+    """Head + demonstrations + the longest query must fit the model's context (SPEC §3 assumes
+    every query token sees every demonstration). ``prefixes`` maps a run to its prefix length."""
+    if not limit:
+        return
+    for run, n_prefix in prefixes.items():
+        if n_prefix + longest_query > limit:
+            raise ContextError(
+                f"{where}: the {run} input does not fit the model's context: prefix (head + "
+                f"demonstrations) {n_prefix} tokens + longest query {longest_query} tokens = "
+                f"{n_prefix + longest_query} > {limit} ({why}). Fix: lower {knob} (fewer "
+                "demonstrations), or lower the model's max_length (queries are cut to it), or "
+                "shorten the demonstrations in the data")
+
+
+def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: dict,
             sts: dict, out, stats_out, reference=None, provenance: dict | None = None,
-            threads: int | None = None) -> None:
-    """One (model, layer, corpus, mode) extraction.
-
-    ``kind`` is "sft" or "domain"; ``mode`` is "plain", "icl" (domain: its m worked examples) or
-    "icl-s<seed>" (SFT: t demonstrations drawn with the seed). ``data`` maps "sft_items" (SFT) or
-    "test"/"demos" (domain) to materialised Parquet files."""
+            threads: int | None = None, corpus: str | None = None) -> None:
+    """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
+    string. ``kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or "test"/"demos"
+    (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
+    before the model is loaded; a domain's plain run checks its ICL prefix too, so a domain
+    whose demonstrations cannot fit fails at its first job."""
     from stsflow import extract as ex
+    from stsflow.mode import Mode
+    from stsflow.models import context_limit, load_tokenizer
     from stsflow.sae import load_sae
     from stsflow.segments import Segmenter
 
-    model, tok, minfo = _load(model_dir, mspec, threads)
-    sae, sinfo = load_sae(sae_dir, device=str(next(model.parameters()).device))
+    mode = Mode.parse(str(mode))
+    mode.check_corpus(kind)
+    corpus = corpus or (provenance or {}).get("corpus", "?")
+    tok, model_cfg = load_tokenizer(model_dir)
     seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
     records = corpora.read_records(data["sft_items"] if kind == "sft" else data["test"])
-    budget = sts["sft_tokens"] if kind == "sft" else sts["domain_tokens"]
-    queries = build_queries(seg, records, kind, budget, mspec["max_length"])
-    demo_ids: list = []
-    if mode == "plain":
-        prefix = seg.head()
-    elif kind == "domain":
-        demos = corpora.read_records(data["demos"])[: sts["m"]]
-        demo_ids = [d["question_id"] for d in demos]
-        prefix = seg.context(demos, kind)
-    else:
-        seed = int(mode.split("-s")[1])
-        idx = sft_demo_indices(len(records), sts["t"], seed)
-        demo_ids = [records[i]["id"] for i in idx]
-        prefix = seg.context([records[i] for i in idx], kind)
-        queries = [q for q in queries if q[0] not in set(idx)]
+    queries, selection = build_queries(seg, records, kind, sts, mspec["max_length"])
+    prefix, demo_ids, excluded = demonstration_context(seg, mode, kind, records, data, sts)
+    queries = [q for q in queries if q[0] not in excluded]
+    if not queries:
+        raise ValueError(f"{corpus}: no query left to extract")
+    prefixes = {str(mode): len(prefix)}
+    if kind == "domain" and mode.kind == "plain":
+        prefixes[str(Mode.domain_icl())] = len(
+            demonstration_context(seg, Mode.domain_icl(), kind, records, data, sts)[0])
+    limit, why = context_limit(model_cfg, layer)
+    where = f"sft.{corpus}" if kind == "sft" else f"domains.{corpus}"
+    check_context(limit, why, prefixes, max(len(q[1]) for q in queries), where,
+                  "sts.t" if kind == "sft" else "sts.m")
+
+    model, tok, minfo = _load(model_dir, mspec, threads)
+    sae, sinfo = load_sae(sae_dir, device=str(next(model.parameters()).device))
     meta = dict(provenance or {}, model=_model_identity(minfo), sae=_sae_identity(sinfo),
                 dtype=mspec["dtype"], chat_template=mspec["chat_template"],
-                prompt_head=seg.layout.head, mode=mode, kind=kind, demonstrations=demo_ids,
+                prompt_head=seg.layout.head, mode=str(mode), demonstrations_from=mode.demonstrations,
+                kind=kind, demonstrations=demo_ids, query_tokens=sts["query_tokens"],
+                selection=dict(selection, context_limit=limit),
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
     ex.extract(model, sae, layer, queries, prefix, out, stats_out,
@@ -165,7 +218,8 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode: str, d
 
 
 def _model_identity(info: dict) -> dict:
-    keys = ("kind", "id", "package", "file", "revision", "sha256", "architecture", "n_layers")
+    keys = ("kind", "id", "package", "file", "revision", "sha256", "architecture", "n_layers",
+            "base", "method", "seed")  # the last three: a fine-tuned checkpoint's origin
     return {k: info[k] for k in keys if k in info}
 
 
@@ -263,8 +317,8 @@ def finetune(model_dir, mspec: dict, sft_items, recipe: dict, method: str, seed:
 
     model, tok, minfo = _load(model_dir, mspec, threads)
     records = corpora.read_records(sft_items)
-    if recipe.get("max_items"):
-        records = records[: recipe["max_items"]]
+    # max_items: a sample drawn with the run's seed, not the first rows of the set
+    records, sample = corpora.sample_records(records, recipe.get("max_items"), seed)
     keys = set(ft.FinetuneConfig.__dataclass_fields__) - {"method", "seed"}
     cfg = ft.FinetuneConfig(method=method, seed=seed,
                             **{k: (tuple(v) if isinstance(v, list) else v)
@@ -277,6 +331,8 @@ def finetune(model_dir, mspec: dict, sft_items, recipe: dict, method: str, seed:
                         "grad_norm": result["grad_norms"]})
     meta = {"base": _model_identity(minfo), "method": method, "seed": seed,
             "recipe": {k: v for k, v in cfg.__dict__.items()}, "n_examples": result["n_examples"],
+            "sample": sample, "n_answer_cut": result["n_answer_cut"],
+            "share_answer_cut": round(result["n_answer_cut"] / max(result["n_records"], 1), 4),
             "n_steps": result["n_steps"], "tokens_seen": result["tokens_seen"],
             "seconds": round(time.time() - start, 1), "packages": package_versions()}
     outdir = Path(outdir)

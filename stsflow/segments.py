@@ -84,6 +84,25 @@ class Segmenter:
         lay = self.layout
         return self._ids(lay.user_open + user_text(record, kind) + lay.user_close_and_gen)
 
+    def query_parts(self, record: dict, kind: str) -> tuple[list[int], list[bool]]:
+        """The query's ids (exactly ``query``) and, per token, whether it belongs to the user's
+        text rather than the template's scaffolding around it (``<|im_start|>user\n`` …
+        ``<|im_end|>\n<|im_start|>assistant\n``). Found from the tokenizer's character offsets,
+        so the ids are those of one tokenization of the whole turn; a token that straddles the
+        boundary counts as content if any of its characters is content."""
+        lay = self.layout
+        content = user_text(record, kind)
+        text = lay.user_open + content + lay.user_close_and_gen
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError as exc:  # slow (Python) tokenizers have no offsets
+            raise ValueError("this tokenizer gives no character offsets, so the query's own "
+                             "tokens cannot be told from the template's; set "
+                             "sts.query_tokens: turn") from exc
+        lo, hi = len(lay.user_open), len(lay.user_open) + len(content)
+        counted = [bool(e > lo and s < hi) for s, e in enc["offset_mapping"]]
+        return list(enc["input_ids"]), counted
+
     def response(self, record: dict, kind: str) -> list[int]:
         return self._ids(assistant_text(record, kind) + self.layout.assistant_close)
 

@@ -106,7 +106,7 @@ def test_misaligned_reference_is_rejected(run, tmp_path):
 def test_shard_follows_storage_contract(run):
     path = run["paths"]["dom_icl"]
     table = pq.read_table(path)
-    assert table.schema.names == ["doc_id", "pos", "token_id", "feat_idx", "feat_val"]
+    assert table.schema.names == ["doc_id", "pos", "token_id", "feat_idx", "feat_val", "counted"]
     assert table.schema.field("feat_idx").type.value_type == pa.int32()
     assert table.num_rows == sum(len(q) for _, q in run["dom_q"])
     for idx, val in zip(table["feat_idx"].to_pylist(), table["feat_val"].to_pylist()):

@@ -1,13 +1,10 @@
 """Rule sts: STS_act, STS_icl, STS_sq of one domain for one shift vector and N."""
 from stsflow import pipeline
+from stsflow.mode import Shift
 
 pipeline.setup_logging(snakemake.log[0])
 w = snakemake.wildcards
-key = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "domain": w.domain}
-if w.shift.startswith("true-"):  # oracle: dimensions that fine-tuning really moved
-    _, method, seed = w.shift.split("-")
-    key.update(method=method, seed=int(seed[1:]))
-else:
-    key["seed"] = int(w.shift[1:])
+shift = Shift.parse(w.shift)  # predicted (s<seed>) or true (true-<method>-s<seed>: oracle rows)
+key = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "domain": w.domain, **shift.key()}
 pipeline.sts(snakemake.input.shift, snakemake.input.plain, snakemake.input.icl, int(w.n), key,
              snakemake.output[0])

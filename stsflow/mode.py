@@ -1,0 +1,141 @@
+"""Run identifiers: the one place where extraction modes and shift names are parsed.
+
+An extraction *mode* says which model runs on a corpus and what context precedes each query:
+
+    plain                    base model, chat head only                      (SFT sets and domains)
+    icl                      base model, head + the domain's m worked examples        (domains)
+    icl-s<seed>              base model, head + t SFT demonstrations drawn with seed  (SFT sets)
+    tuned-<method>-s<seed>   fine-tuned model, chat head only: SPEC §5.4's h(x; Θ')   (SFT sets)
+
+A *shift* names a shift vector of an SFT set:
+
+    s<seed>                  predicted: icl-s<seed> against plain (SPEC §3)
+    true-<method>-s<seed>    true: tuned-<method>-s<seed> against plain (SPEC §5.4)
+
+Rules (wildcard constraints, inputs), job functions and scripts all go through ``Mode`` and
+``Shift``; nothing else splits these strings. Post-hoc (base, tuned) pairs will be one more kind.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Fine-tuning methods that can produce a tuned model (the finetune registry's names).
+FINETUNE_METHODS = ("full", "lora")
+
+_METHOD = "|".join(FINETUNE_METHODS)
+MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
+SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"
+_MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-({_METHOD})-s(\d+))$")
+_SHIFT_RE = re.compile(rf"^(?:s(\d+)|true-({_METHOD})-s(\d+))$")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What runs in one extraction: ``kind`` in {plain, icl, tuned}."""
+
+    kind: str
+    seed: int | None = None
+    method: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Mode":
+        m = _MODE_RE.match(str(text))
+        if not m:
+            raise ValueError(f"unknown extraction mode {text!r}; expected plain, icl, icl-s<seed> "
+                             f"or tuned-<{'|'.join(FINETUNE_METHODS)}>-s<seed>")
+        plain, icl, icl_seed, method, tuned_seed = m.groups()
+        if plain:
+            return cls("plain")
+        if icl:
+            return cls("icl")
+        if icl_seed is not None:
+            return cls("icl", seed=int(icl_seed))
+        return cls("tuned", seed=int(tuned_seed), method=method)
+
+    @classmethod
+    def plain(cls) -> "Mode":
+        return cls("plain")
+
+    @classmethod
+    def sft_icl(cls, seed: int) -> "Mode":
+        return cls("icl", seed=int(seed))
+
+    @classmethod
+    def domain_icl(cls) -> "Mode":
+        return cls("icl")
+
+    @classmethod
+    def tuned(cls, method: str, seed: int) -> "Mode":
+        if method not in FINETUNE_METHODS:
+            raise ValueError(f"unknown fine-tuning method {method!r}")
+        return cls("tuned", seed=int(seed), method=method)
+
+    def __str__(self) -> str:
+        if self.kind == "plain":
+            return "plain"
+        if self.kind == "icl":
+            return "icl" if self.seed is None else f"icl-s{self.seed}"
+        return f"tuned-{self.method}-s{self.seed}"
+
+    @property
+    def demonstrations(self) -> str:
+        """Which demonstrations precede each query: "none", "sft" (t, seeded) or "domain" (m)."""
+        if self.kind != "icl":
+            return "none"
+        return "domain" if self.seed is None else "sft"
+
+    @property
+    def tuned_model(self) -> bool:
+        return self.kind == "tuned"
+
+    @property
+    def paired(self) -> bool:
+        """Paired token by token with the plain run of the same corpus (differences accumulated)."""
+        return self.kind != "plain"
+
+    def check_corpus(self, corpus_kind: str) -> None:
+        """Refuse a mode that is not defined on this kind of corpus."""
+        ok = (self.kind == "plain"
+              or (self.demonstrations == "domain" and corpus_kind == "domain")
+              or (self.demonstrations == "sft" and corpus_kind == "sft")
+              or (self.tuned_model and corpus_kind == "sft"))
+        if not ok:
+            raise ValueError(f"extraction mode {self} is not defined on {corpus_kind} corpora")
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A shift vector of an SFT set: predicted (ICL, ``method`` None) or true (fine-tuned)."""
+
+    seed: int
+    method: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Shift":
+        m = _SHIFT_RE.match(str(text))
+        if not m:
+            raise ValueError(f"unknown shift {text!r}; expected s<seed> or "
+                             f"true-<{'|'.join(FINETUNE_METHODS)}>-s<seed>")
+        pred_seed, method, true_seed = m.groups()
+        if pred_seed is not None:
+            return cls(int(pred_seed))
+        return cls(int(true_seed), method)
+
+    def __str__(self) -> str:
+        return f"s{self.seed}" if self.method is None else f"true-{self.method}-s{self.seed}"
+
+    @property
+    def true(self) -> bool:
+        return self.method is not None
+
+    @property
+    def mode(self) -> Mode:
+        """The extraction paired against the plain run to make this shift."""
+        return Mode.tuned(self.method, self.seed) if self.true else Mode.sft_icl(self.seed)
+
+    def key(self) -> dict:
+        """Columns identifying the run in STS rows: seed, and method for true shifts."""
+        return {"seed": self.seed} if not self.true else {"method": self.method,
+                                                          "seed": self.seed}
