@@ -95,7 +95,8 @@ def all_targets():
     out = []
     for model in MODELS:
         for sft in SFTS:
-            out += [f"{R}/tables/{model}/{sft}/sts.parquet", f"{R}/tables/{model}/{sft}/sts.csv"]
+            out += [f"{R}/tables/{model}/{sft}/sts.parquet", f"{R}/tables/{model}/{sft}/sts.csv",
+                    f"{R}/tables/{model}/{sft}/coverage.parquet"]
             out += validation_outputs(model, sft)
             if has_observed(model, sft) or FT["enabled"]:
                 out.append(f"{R}/reports/{model}/{sft}/summary.html")
@@ -130,6 +131,18 @@ def corpus_spec(corpora, name):
 
 def recipe(w):
     return {k: v for k, v in FT.items() if k not in ("enabled", "methods")}
+
+
+def coverage_inputs(w):
+    """Named inputs of the coverage table: each corpus's plain extraction (first layer: the query
+    selection does not depend on the layer) and each fine-tuning run's history."""
+    layer = next(iter(MODELS[w.model]["layers"]))
+    inputs = {f"sft:{w.sft}": acts(w.model, layer, "sft", w.sft, "plain", stats=True)}
+    for d in DOMAINS:
+        inputs[f"domain:{d}"] = acts(w.model, layer, "domain", d, "plain", stats=True)
+    for m, s in RUNS:
+        inputs[f"ft:{m}-s{s}"] = f"{ckpt_dir(w.model, w.sft, m, s)}.history.parquet"
+    return inputs
 
 
 def report_inputs(w):

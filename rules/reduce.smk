@@ -84,3 +84,18 @@ rule overlap:
         "../envs/cpu.yaml"
     script:
         "../workflow_scripts/overlap.py"
+
+
+rule coverage:
+    """Queries used and cut at extraction, answers cut at fine-tuning: what the numbers rest on."""
+    input:
+        unpack(coverage_inputs),
+    output:
+        parquet=f"{R}/tables/{{model}}/{{sft}}/coverage.parquet",
+        csv=f"{R}/tables/{{model}}/{{sft}}/coverage.csv",
+    log:
+        f"{R}/logs/coverage/{{model}}/{{sft}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/coverage.py"

@@ -419,3 +419,46 @@ def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: lis
             rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
                          "layer": layer, "n_top": n, "overlap": scores.overlap(pred, tru, n)})
     write_parquet(pa.Table.from_pylist(rows), out)
+
+
+COVERAGE_COLUMNS = ["model", "sft", "corpus", "kind", "step", "n_items", "n_used",
+                    "n_truncated", "share_truncated", "counted_tokens", "turn_tokens"]
+
+
+def coverage_table(model: str, sft: str, extractions: dict, finetunes: dict, out,
+                   out_csv) -> None:
+    """What the numbers rest on, per corpus: queries available and used, the share cut by
+    ``max_length`` at extraction, counted vs all query tokens; per fine-tuning run, the share of
+    SFT examples whose answer ``finetune.max_length`` cut. ``extractions`` maps (kind, corpus)
+    to a plain extraction's statistics file; ``finetunes`` maps a run name to its history."""
+    import polars as pl
+
+    from stsflow.storage import write_text
+
+    rows = []
+    for (kind, corpus), path in sorted(extractions.items()):
+        meta = read_metadata(path)
+        sel = meta.get("selection") or {}
+        n_used = int(sel.get("n_selected", meta.get("n_queries", 0)))
+        n_cut = int(sel.get("n_truncated", 0))
+        rows.append({"model": model, "sft": sft, "corpus": corpus, "kind": kind,
+                     "step": "extraction", "n_items": int(sel.get("n_available", n_used)),
+                     "n_used": n_used, "n_truncated": n_cut,
+                     "share_truncated": n_cut / max(n_used, 1),
+                     "counted_tokens": int(meta["n_tokens"]),
+                     "turn_tokens": int(meta.get("n_query_tokens", meta["n_tokens"]))})
+    for run, path in sorted(finetunes.items()):
+        meta = read_metadata(path)
+        n_cut = int(meta.get("n_answer_cut", 0))
+        n_used = int(meta.get("n_examples", 0))
+        rows.append({"model": model, "sft": sft, "corpus": sft, "kind": "sft",
+                     "step": f"finetune {run}", "n_items": n_used, "n_used": n_used,
+                     "n_truncated": n_cut, "share_truncated": float(meta.get(
+                         "share_answer_cut", n_cut / max(n_used, 1))),
+                     "counted_tokens": None, "turn_tokens": None})
+    df = pl.DataFrame(rows, schema={c: (pl.String if c in ("model", "sft", "corpus", "kind",
+                                                             "step")
+                                        else pl.Float64 if c == "share_truncated" else pl.Int64)
+                                    for c in COVERAGE_COLUMNS})
+    write_parquet(df.to_arrow(), out)
+    write_text(out_csv, df.write_csv())

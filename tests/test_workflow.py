@@ -16,9 +16,13 @@ from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
 from stsflow.manifest import verify
 from stsflow.pipeline import STS_COLUMNS
 from stsflow.stats import STAT_COLUMNS
+from stsflow.storage import read_metadata
 
 pytestmark = pytest.mark.slow
 AGGREGATES = {"sts_table": 1, "report": 1, "manifest": 1, "all": 1}
+# the coverage table reads each corpus's plain run at the first layer: a domain edit reruns it,
+# a new layer or N does not
+WITH_COVERAGE = dict(AGGREGATES, coverage=1)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,7 @@ def test_adding_a_domain_schedules_only_its_jobs(project, edit):
     edit(lambda c: c["domains"].update(biology={
         "test": {"local": {"path": "data/biology.test.jsonl"}},
         "demos": {"local": {"path": "data/biology.demos.jsonl"}}}))
-    assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, sts=2, **AGGREGATES)
+    assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, sts=2, **WITH_COVERAGE)
 
 
 def test_adding_a_layer_schedules_only_that_layer(project, edit):
@@ -92,7 +96,8 @@ def test_adding_an_n_value_schedules_only_its_scores(project, edit):
 
 def test_changing_one_domain_reruns_only_that_domain(project, edit):
     edit(lambda c: c["domains"]["law"].update(max_items=4))
-    assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, sts=2, **AGGREGATES)
+    assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, sts=2,
+                                               **WITH_COVERAGE)
 
 
 def test_two_clean_runs_give_identical_tables(project, tiny_model_dir, tmp_path):
@@ -141,6 +146,23 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/lora-s0.history.parquet")
     assert history.height >= 1 and history["loss"].is_finite().all()
     assert "Overlap of predicted and true" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    # the rules' shards: the tuned model on the plain input (no demonstrations), ICL with t of them
+    acts = tmp_path / "results/acts/tiny/L1"
+    meta = {m: read_metadata(acts / f"sft/arith/{m}.parquet") for m in ("plain", "icl-s0",
+                                                                         "tuned-lora-s0")}
+    assert meta["tuned-lora-s0"]["prefix_tokens"] == meta["plain"]["prefix_tokens"]
+    assert meta["tuned-lora-s0"]["demonstrations"] == [] and meta["plain"]["demonstrations"] == []
+    assert meta["tuned-lora-s0"]["model"]["kind"] == "checkpoint"
+    assert meta["tuned-lora-s0"]["model"]["method"] == "lora"
+    assert meta["plain"]["model"]["kind"] == meta["icl-s0"]["model"]["kind"] == "local"
+    assert len(meta["icl-s0"]["demonstrations"]) == 2
+    assert meta["icl-s0"]["prefix_tokens"] > meta["plain"]["prefix_tokens"]
+    law = read_metadata(acts / "domain/law/icl.parquet")
+    assert len(law["demonstrations"]) == 2 and law["mode"] == "icl"
+    coverage = pl.read_parquet(tables / "coverage.parquet")
+    assert set(coverage["step"]) == {"extraction", "finetune lora-s0"}
+    assert coverage.filter(pl.col("step") == "extraction").height == 1 + 3
+    assert coverage["share_truncated"].is_between(0, 1).all()
     assert verify(tmp_path / "results") == []
 
 
