@@ -1,29 +1,56 @@
 """Evaluation of a model on a domain (SPEC §5.2): official MMLU-Pro CoT generation, and two
 cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the reference answer).
 
-Choices made here (the paper and the official code leave them open or do otherwise):
+``generate`` follows TIGER-AI-Lab MMLU-Pro ``evaluate_from_local.py`` (with its
+``cot_prompt_lib/initial_prompt.txt``):
 
-* **Answer extraction** follows TIGER-Lab ``evaluate_from_local.py`` exactly: ``re.search``
-  (first match) of ``answer is \\(?([A-J])\\)?``, then ``.*[aA]nswer:\\s*([A-J])`` (greedy, so
-  the last "Answer:" on the first line that has one), then the last standalone capital letter A-J
-  (``\\b[A-J]\\b(?!.*\\b[A-J]\\b)``, DOTALL). The primary pattern is case-sensitive: "The
-  answer is (C)" matches, "the answer is (c)" (lower-case letter) and "ANSWER IS (C)" do not and
-  fall through to the fallbacks. With two "answer is" phrases the first wins.
-* **Missing answers** count as wrong (``correct=False``, ``how="missing"``). The official script
-  scores them as a seeded random guess instead; ``n_missing`` in ``accuracy_table`` lets a reader
-  redo that.
-* **Options.** As the official preprocessing does, padding options ``"N/A"`` are dropped: only
-  trailing ones, and never the correct one, so letters and ``answer_index`` stay valid.
-* **Generation prompt.** ``MMLU_PRO_HEADER`` (subject filled in) + ``"\\n"``, then per
-  demonstration ``mmlu_question + "\\n" + mmlu_cot + "\\n\\n"``, then ``mmlu_question(item) +
-  "\\n" + COT_TRIGGER``. With a chat template the whole prompt is one user turn followed by the
-  generation prompt (nothing pre-filled in the assistant turn), rendered with the layout of
-  ``stsflow.segments`` (head + user_open + prompt + user_close_and_gen, which equals
-  ``apply_chat_template``). Without one: head (BOS) + prompt text. Greedy decoding; stop string
-  ``"Question:"`` as in the official script (cut from the output), plus the tokenizer's and the
-  generation config's EOS ids. If prompt + ``max_new_tokens`` exceeds ``max_position_embeddings``,
-  demonstrations are dropped from the end until it fits (as the official script does); the row's
-  ``k_shot`` says how many were used.
+* **Prompt.** ``MMLU_PRO_HEADER`` with the subject filled in, then four newlines (the prompt file
+  ends with three, the script appends one), then per demonstration ``"Question:\\n"`` + question +
+  ``"\\nOptions:\\n"`` + one ``"X. <option>\\n"`` line per option + its ``cot_content`` (opening "A:
+  Let's think step by step." turned into "Answer: Let's think step by step.") + ``"\\n\\n"``, then
+  the item laid out the same way followed by ``"Answer: Let's think step by step."``. Texts are
+  used as stored (not stripped). The first ``k_shot`` demonstrations of the domain's demos split
+  are used; a demonstration without ``cot_content`` is refused (the official prompt would show an
+  empty answer).
+* **Options.** Every option equal to ``"N/A"`` is removed (``prompts.drop_na_options``), with
+  ``answer_index``/``answer`` remapped; the official script does not remap, which only matters if
+  an "N/A" precedes the answer.
+* **Raw prompt.** By default (``evaluate.chat_template: false``) the prompt is plain text after
+  the tokenizer's BOS, as the script sends it to vLLM. With ``evaluate.chat_template: true`` (and
+  the model's ``chat_template`` on) the whole prompt is one user turn followed by the generation
+  prompt, nothing pre-filled in the assistant turn, rendered with the layout of
+  ``stsflow.segments`` (equal to ``apply_chat_template``). The model's ``chat_template`` setting
+  alone still governs STS extraction, ``option_loglik`` and ``nll``.
+* **Context.** Demonstrations are dropped from the end until prompt tokens (BOS included) +
+  ``max_new_tokens`` < ``evaluate.max_context`` (default 4096, the script's
+  ``max_model_length``; capped by the model's ``max_position_embeddings``); the row's ``k_shot``
+  says how many were used.
+* **Decoding.** Greedy; output cut at the stop string ``"Question:"`` (excluded) or EOS (the
+  tokenizer's and the generation config's EOS ids), at most ``max_new_tokens``.
+* **Answer extraction** is the official cascade: ``re.search`` (first match) of ``answer is
+  \\(?([A-J])\\)?``; else ``.*[aA]nswer:\\s*([A-J])`` (no DOTALL: the last "Answer: X" of the first
+  line that has one; ``\\s*`` may cross a newline); else the last standalone capital A-J
+  (``\\b[A-J]\\b(?!.*\\b[A-J]\\b)``, DOTALL). All case-sensitive: "the answer is (c)" and
+  "ANSWER: C" fall through to the last-letter rule.
+* **Unparsed answers** are scored as a random guess, as the official script does: an index drawn
+  uniformly with ``randint(0, n_options - 1)`` (options after "N/A" removal) from Python's
+  ``random`` seeded with 12345, compared with ``answer_index``. The official script seeds once per
+  run and draws in item order (before February 2025 it re-seeded before every draw, so every
+  unparsed 10-option item got the same letter, a bug its maintainers fixed); here each item draws
+  from ``random.Random(f"12345:{question_id}")``, so the guess does not depend on which other
+  items failed to parse, and an item unparsed both before and after fine-tuning gets the same
+  guess (no guessing noise in Δ). Rows say ``how="random_guess"`` with the letter in ``guess``
+  (``pred`` stays ``None``); ``accuracy_table`` counts them in ``n_random_guess``.
+
+Where ``generate`` still differs from the official run: Hugging Face ``generate`` in left-padded
+batches (sorted by length) instead of vLLM, so greedy outputs can differ in rare near-ties
+(bf16 kernels, padding); EOS ids are the tokenizer's and the generation config's (vLLM's are
+similar but not guaranteed equal); the header's subject is ``domains.<name>.subject`` (default the
+domain name with spaces) rather than the record's ``category``; the script's accuracy pools
+categories, ours is per domain.
+
+Other metrics:
+
 * **Option log-likelihood.** Context = head + k demonstrations (query + response segments) + the
   item's query segment (which lists the lettered options); continuation = the option text,
   tokenized on its own (ids concatenated, as everywhere in STS). Scores: sum of the token log-probs
@@ -41,6 +68,7 @@ Choices made here (the paper and the official code leave them open or do otherwi
 from __future__ import annotations
 
 import copy
+import random
 import re
 
 import numpy as np
@@ -48,12 +76,16 @@ import torch
 import torch.nn.functional as F
 
 from stsflow.models import cache_kwarg, pad_id_of
-from stsflow.prompts import COT_TRIGGER, LETTERS, MMLU_PRO_HEADER, mmlu_cot, mmlu_question
+from stsflow.prompts import (COT_TRIGGER, LETTERS, MMLU_PRO_HEADER, drop_na_options,
+                             mmlu_demo_answer, mmlu_question)
 
 _PRIMARY = re.compile(r"answer is \(?([A-J])\)?")
 _FALLBACK_ANSWER = re.compile(r".*[aA]nswer:\s*([A-J])")
 _FALLBACK_LAST = re.compile(r"\b[A-J]\b(?!.*\b[A-J]\b)", re.DOTALL)
 STOP_STRINGS = ("Question:",)
+HEADER_GAP = "\n\n\n\n"  # initial_prompt.txt ends with three newlines; the script adds one
+OFFICIAL_MAX_CONTEXT = 4096  # the script's max_model_length
+RANDOM_GUESS_SEED = 12345
 ACCURACY_METRICS = ("accuracy", "generate", "option_loglik")
 
 
@@ -77,26 +109,41 @@ def extract_answer(text: str | None) -> tuple[str | None, str]:
     return None, "missing"
 
 
+def random_guess(question_id, n_options: int) -> int:
+    """The option index guessed for an unparsed answer: seeded per item (module docstring)."""
+    return random.Random(f"{RANDOM_GUESS_SEED}:{question_id}").randint(0, n_options - 1)
+
+
+def score_output(item: dict, text: str | None) -> dict:
+    """Extraction and scoring of one generated answer against the item ("N/A" options removed):
+    ``pred``, ``how``, ``guess`` (the random-guess letter of an unparsed answer), ``answer``,
+    ``correct``."""
+    rec = drop_na_options(item)
+    pred, how = extract_answer(text)
+    guess = None
+    if pred is None:
+        guess = LETTERS[random_guess(rec.get("question_id"), len(rec["options"]))]
+        how = "random_guess"
+    answer = rec.get("answer")
+    return {"pred": pred, "how": how, "guess": guess, "answer": answer,
+            "correct": answer is not None and (pred or guess) == answer}
+
+
 # ----------------------------------------------------------------------------- prompts
 
 
-def clean_options(record: dict) -> dict:
-    """A copy of a domain record without trailing ``"N/A"`` padding options (never the answer)."""
-    opts = list(record["options"])
-    keep = (record.get("answer_index") or 0) + 1
-    while len(opts) > keep and str(opts[-1]).strip() == "N/A":
-        opts.pop()
-    return {**record, "options": opts}
-
-
 def mmlu_pro_prompt(demos: list[dict], item: dict, subject: str | None = None) -> str:
-    """Plain-text k-shot CoT prompt in the official MMLU-Pro wording."""
+    """Plain-text k-shot CoT prompt, laid out as the official MMLU-Pro prompt."""
     subject = subject if subject is not None else item.get("category", "")
-    parts = [MMLU_PRO_HEADER.format(subject=subject) + "\n"]
+    parts = [MMLU_PRO_HEADER.format(subject=subject) + HEADER_GAP]
     for d in demos:
-        d = clean_options(d)
-        parts.append(mmlu_question(d) + "\n" + mmlu_cot(d) + "\n\n")
-    parts.append(mmlu_question(clean_options(item)) + "\n" + COT_TRIGGER)
+        answer = mmlu_demo_answer(d)
+        if not answer.strip():
+            raise ValueError(f"demonstration {d.get('question_id')!r} has no cot_content; generate "
+                             "needs worked demonstrations (give the domain a demos split with "
+                             "cot_content, or set evaluate.k_shot: 0)")
+        parts.append(mmlu_question(d) + "\n" + answer + "\n\n")
+    parts.append(mmlu_question(item) + "\n" + COT_TRIGGER)
     return "".join(parts)
 
 
@@ -139,24 +186,28 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 @torch.no_grad()
 def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, subject: str | None,
-                  use_chat_template: bool, max_new_tokens: int = 2048, batch_size: int = 8,
+                  use_chat_template: bool = False, max_new_tokens: int = 2048, batch_size: int = 8,
                   k_shot: int | None = None, stop_strings=STOP_STRINGS,
-                  max_context: int | None = None) -> list[dict]:
-    """Official-style CoT evaluation: greedy generation, answer extraction. One row per item, in the
-    order of ``items``."""
+                  max_context: int = OFFICIAL_MAX_CONTEXT) -> list[dict]:
+    """Official MMLU-Pro CoT evaluation: greedy generation, answer extraction, random guess for an
+    unparsed answer. One row per item, in the order of ``items``."""
     from transformers import GenerationConfig
 
     from stsflow.segments import Segmenter
 
     seg = Segmenter.for_tokenizer(tokenizer, use_chat_template)
     demos = list(demos[:k_shot] if k_shot is not None else demos)
-    if max_context is None:
-        max_context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    model_max = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    limit = min(max_context, model_max) if model_max else max_context
+    if max_new_tokens >= limit:
+        raise ValueError(f"evaluate.max_new_tokens ({max_new_tokens}) leaves no room for a prompt "
+                         f"within {limit} tokens (evaluate.max_context, capped by the model's "
+                         "max_position_embeddings); lower max_new_tokens or raise max_context")
     prompts = []
     for item in items:
         k = len(demos)
         ids = prompt_ids(seg, mmlu_pro_prompt(demos[:k], item, subject), use_chat_template)
-        while max_context and k > 0 and len(ids) + max_new_tokens > max_context:
+        while k > 0 and len(ids) + max_new_tokens >= limit:  # official: keep while strictly below
             k -= 1
             ids = prompt_ids(seg, mmlu_pro_prompt(demos[:k], item, subject), use_chat_template)
         prompts.append((ids, k))
@@ -185,13 +236,9 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
         for r, i in enumerate(idx):
             new = out[r, width:].tolist()
             text, n_gen, finish = _finish(tokenizer, new, eos, pad_id, stop_strings, max_new_tokens)
-            pred, how = extract_answer(text)
-            item = items[i]
-            rows[i] = {"question_id": item.get("question_id"), "pred": pred, "how": how,
-                       "answer": item.get("answer"), "correct": pred is not None
-                       and pred == item.get("answer"), "n_generated": n_gen, "finish": finish,
-                       "k_shot": prompts[i][1], "n_prompt_tokens": len(prompts[i][0]),
-                       "output": text}
+            rows[i] = {"question_id": items[i].get("question_id"), **score_output(items[i], text),
+                       "n_generated": n_gen, "finish": finish, "k_shot": prompts[i][1],
+                       "n_prompt_tokens": len(prompts[i][0]), "output": text}
     if was_training:
         model.train()
     return rows
@@ -258,7 +305,7 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
     model.eval()
     prefix = segmenter.head()
     for d in demos[:k_shot]:
-        prefix += segmenter.demo(clean_options(d), "domain")
+        prefix += segmenter.demo(d, "domain")  # user_text drops "N/A" options
     prefix_cache = None
     cache_kw = _cache_kwarg(model)
     if reuse_cache and prefix:
@@ -266,7 +313,7 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
         prefix_cache = _out_cache(out)
     rows = []
     for item in items:
-        rec = clean_options(item)
+        rec = drop_na_options(item)
         query = segmenter.query(rec, "domain")
         opt_ids = [_ids(tokenizer, str(o).strip()) for o in rec["options"]]
         per_token: list[list[float]] = [[] for _ in opt_ids]
@@ -314,7 +361,7 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
                 for r, i in enumerate(chunk):
                     per_token[i] = [float(logp[r, len(ctx) + j - 1, t])
                                     for j, t in enumerate(opt_ids[i])]
-        rows.append(_score_row(item, per_token, [len(o) for o in opt_ids]))
+        rows.append(_score_row(rec, per_token, [len(o) for o in opt_ids]))
     if was_training:
         model.train()
     return rows
@@ -330,6 +377,7 @@ def reference_text(record: dict, kind: str) -> tuple[str, str]:
 
     if kind == "sft":
         return assistant_text(record, kind), "solution"
+    record = drop_na_options(record)  # letters as the query shows them
     if (record.get("cot_content") or "").strip():
         return assistant_text(record, kind), "cot"
     idx = record.get("answer_index")
@@ -406,13 +454,15 @@ def item_values(rows: list[dict], metric: str) -> np.ndarray:
 def accuracy_table(rows: list[dict], metric: str) -> dict:
     """Summary of evaluation rows. ``value``: accuracy in [0, 1] (higher is better) for
     "accuracy"/"generate"/"option_loglik"; for "nll" the mean over items of the per-item mean NLL
-    (lower is better; ``value_token_weighted`` weights items by their token counts). Deltas between
-    models are always after − before."""
+    (lower is better; ``value_token_weighted`` weights items by their token counts). For
+    ``generate``, ``n_fallback`` counts answers found by a fallback rule and ``n_random_guess``
+    unparsed answers scored as the seeded random guess. Deltas between models are always
+    after − before."""
     kind = _metric_kind(metric)
     hows = [r.get("how") for r in rows]
     out = {"metric": metric, "n_items": len(rows),
            "n_fallback": sum(h in ("fallback_answer", "fallback_last_letter") for h in hows),
-           "n_missing": sum(h == "missing" for h in hows),
+           "n_random_guess": sum(h == "random_guess" for h in hows),
            "higher_is_better": kind == "accuracy"}
     vals = item_values(rows, metric)
     out["value"] = float(vals.mean()) if len(vals) else float("nan")

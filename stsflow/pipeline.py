@@ -360,10 +360,13 @@ def evaluate(model_dir, mspec: dict, test_path, demos_path, ev: dict, variant: d
                                             segmenter=seg, k_shot=ev["loglik_k_shot"],
                                             batch_size=ev["batch_size"])
         else:
+            # the raw prompt unless evaluate.chat_template asks for the model's template
+            chat = ev["chat_template"] and mspec["chat_template"]
             res = ev_mod.eval_generate(model, tok, items, demos[: ev["k_shot"]], subject=subject,
-                                       use_chat_template=mspec["chat_template"],
+                                       use_chat_template=chat,
                                        max_new_tokens=ev["max_new_tokens"],
-                                       batch_size=ev["batch_size"], k_shot=ev["k_shot"])
+                                       batch_size=ev["batch_size"], k_shot=ev["k_shot"],
+                                       max_context=ev["max_context"])
         values = ev_mod.item_values(res, metric)
         summary = ev_mod.accuracy_table(res, metric)
         log.info("%s %s: %s", variant, metric, summary)
