@@ -1,5 +1,7 @@
 # Correlation of STS with observed accuracy changes: tables, plots, Markdown and HTML.
 
+from stsflow.stats import resolve_primary
+
 
 rule report:
     input:
@@ -19,6 +21,11 @@ rule report:
     params:
         observed=lambda w: [o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft],
         report=CONFIG["report"],
+        # report.primary with its defaults resolved for this model (stats.resolve_primary)
+        primary=lambda w: resolve_primary(
+            CONFIG["report"]["primary"], MODELS[w.model]["layers"],
+            EVAL["metrics"] if FT["enabled"] else
+            [o["metric"] for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft]),
     log:
         f"{R}/logs/report/{{model}}/{{sft}}.log",
     conda:

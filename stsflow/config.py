@@ -239,6 +239,37 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
             if dom not in config["domains"]:
                 problems.append(f"observed[{i}].deltas.{dom}: unknown domain. Fix: define it under "
                                 "domains: or remove it")
+    problems += report_primary_problems(config)
+    return problems
+
+
+def report_primary_problems(config: dict) -> list[str]:
+    """A declared primary analysis (report.primary) the run cannot produce. Only explicit values
+    are checked: the defaults (null n_top = the paper's 100, null layer and metric) are resolved
+    at report time, and a default the config cannot produce is stated in the report."""
+    p, where = config["report"]["primary"], "report.primary"
+    problems = []
+    if p["n_top"] is not None and p["n_top"] not in config["sts"]["n_top"]:
+        problems.append(f"{where}.n_top: {p['n_top']} is not computed (sts.n_top is "
+                        f"{config['sts']['n_top']}). Fix: add it to sts.n_top or declare one of "
+                        "those")
+    for name, model in config["models"].items():
+        if p["layer"] is not None and int(p["layer"]) not in {int(k) for k in model["layers"]}:
+            problems.append(f"{where}.layer: model {name!r} has no layer {p['layer']} (it has "
+                            f"{sorted(int(k) for k in model['layers'])}). Fix: configure it "
+                            f"under models.{name}.layers or declare a configured layer")
+    if p["protocol"] == "extremes":
+        problems.append(f"{where}.protocol: extremes selects domains on Δ, so no test of it is "
+                        "valid. Fix: use all (extremes rows stay in the report, as descriptive)")
+    finetune = config["finetune"]["enabled"]
+    if p["variant"].endswith("_oracle") and not finetune:
+        problems.append(f"{where}.variant: {p['variant']} needs the fine-tuned model. Fix: set "
+                        "finetune.enabled: true or declare a variant without _oracle")
+    metrics = (list(config["evaluate"]["metrics"]) if finetune else []) + \
+        [o["metric"] for o in config.get("observed", [])]
+    if p["metric"] is not None and p["metric"] not in metrics:
+        problems.append(f"{where}.metric: {p['metric']!r} is not measured (available: "
+                        f"{sorted(set(metrics))}). Fix: declare one of them or null")
     return problems
 
 

@@ -266,9 +266,12 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
 
 
 def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg: dict,
-           provenance: dict, observed=None, sts_oracle=None, overlap=None) -> None:
+           provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
+           overlap=None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
-    and/or from this workflow's fine-tuning runs (``observed`` table)."""
+    and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
+    pre-declared primary analysis (stats.resolve_primary); every other tested row is exploratory,
+    Holm-adjusted within its family."""
     import polars as pl
 
     from stsflow import stats as st
@@ -282,8 +285,10 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg:
         obs_frames.append(given)
         corr.append(st.correlation_table(sts_df, given, **kw))
     if observed is not None:
-        tuned = pl.read_parquet(observed).select("model", "sft", "method", "seed", "domain",
-                                                 "metric", "delta")
+        tuned = pl.read_parquet(observed)
+        tuned = tuned.select(c for c in ("model", "sft", "method", "seed", "domain", "metric",
+                                         "delta", "delta_se", "ci_low", "ci_high")
+                             if c in tuned.columns)
         obs_frames.append(tuned)
         corr.append(st.correlation_table(sts_df, tuned, **kw))
         if sts_oracle is not None:
@@ -298,11 +303,13 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg:
     corr = pl.concat(corr, how="diagonal_relaxed")
     keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
             "method", "seed"]
-    corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS))
+    corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS)
+                       + list(st.ROW_COLUMNS))
+    corr = st.assign_roles(corr, primary)
     write_report(corr,
                  pl.concat(sts_frames, how="diagonal_relaxed"),
                  pl.concat(obs_frames, how="diagonal_relaxed"), Path(outdir), title=title,
-                 provenance=provenance, extra_tables=extra)
+                 provenance=provenance, primary=primary, extra_tables=extra)
 
 
 # -- validation loop: fine-tune, evaluate, observed shift ---------------------------------------
@@ -377,17 +384,20 @@ def evaluate(model_dir, mspec: dict, test_path, demos_path, ev: dict, variant: d
 
 
 OBSERVED_COLUMNS = ["model", "sft", "method", "seed", "domain", "metric", "before", "after",
-                    "delta", "abs_delta", "ci_low", "ci_high"]
+                    "delta", "abs_delta", "ci_low", "ci_high", "delta_se", "n_items"]
 
 
 def observed_table(model: str, sft: str, base: dict, tuned: dict, out, out_csv,
                    n_boot: int) -> None:
-    """Δ per (method, seed, domain, metric) with a paired bootstrap CI over items.
+    """Δ per (method, seed, domain, metric) with a paired bootstrap CI over items and the paired
+    standard error of Δ (sd of the per-item differences / √n), which the report's noise ceiling
+    uses.
 
     ``base`` maps domain -> base eval file; ``tuned`` maps (method, seed, domain) -> eval file."""
     import polars as pl
 
     from stsflow.evaluate import bootstrap_delta_ci
+    from stsflow.stats import delta_se
 
     rows = []
     for (method, seed, domain), path in sorted(tuned.items()):
@@ -403,7 +413,8 @@ def observed_table(model: str, sft: str, base: dict, tuned: dict, out, out_csv,
             rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
                          "domain": domain, "metric": metric, "before": float(bv.mean()),
                          "after": float(av.mean()), "delta": delta, "abs_delta": abs(delta),
-                         "ci_low": float(lo), "ci_high": float(hi)})
+                         "ci_low": float(lo), "ci_high": float(hi),
+                         "delta_se": delta_se(bv, av), "n_items": int(bv.size)})
     write_parquet(pa.Table.from_pylist(rows), out)
     from stsflow.storage import write_text
 

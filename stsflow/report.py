@@ -2,6 +2,13 @@
 
 The HTML is self-contained (plots embedded as base64 PNG) so it can be mailed or archived alone;
 the Markdown references the PNG files next to it. Every file is written atomically.
+
+The summary leads with the pre-declared primary analysis (its ρ, BCa and Fisher intervals,
+unadjusted permutation p, noise ceiling and a plain-language verdict), or says plainly that the
+declared analysis is not in the data and which part is missing; then the noise in Δ; then every
+other row, labelled exploratory (Holm p) or descriptive (extremes). The statistical choices are
+recorded in ``stsflow.stats``. Scatter plots show every seed (one panel row per layer and run),
+never a single seed standing for all.
 """
 
 from __future__ import annotations
@@ -47,29 +54,80 @@ def _fmt_rho(row: dict) -> str:
     return f"{rho} [{lo:.2f}, {hi:.2f}]"
 
 
+def _finite(v) -> bool:
+    return _isnum(v) and math.isfinite(v)
+
+
+def _fmt_ci(lo, hi) -> str:
+    return f"[{lo:.2f}, {hi:.2f}]" if _finite(lo) and _finite(hi) else _NA
+
+
+def _ceiling_txt(row: dict) -> str:
+    c = row.get("noise_ceiling")
+    return (f"; noise ceiling {c:.2f}" if _finite(c)
+            else "; noise ceiling n/a (no per-item data for Δ)")
+
+
 def interpret(row: dict, ci: float = 0.95) -> str:
-    """One honest sentence from a correlation row: what the numbers support, nothing more."""
+    """One honest sentence from a correlation row: what the numbers support, nothing more.
+    Exploratory rows quote their Holm-adjusted p, descriptive (extremes) rows no p at all."""
     n = row["n_domains"]
     rho, lo, hi = row["pearson"], row["pearson_ci_low"], row["pearson_ci_high"]
-    perm = row.get("perm_p")
-    caveat = (" (extreme-groups selection, which inflates ρ)"
-              if row.get("protocol") == "extremes" else "")
+    descriptive = row.get("protocol") == "extremes"
+    caveat = (" (descriptive: extreme-groups selection on Δ, which inflates ρ; no test)"
+              if descriptive else "")
     if rho is None or not math.isfinite(rho):
         return (f"ρ undefined over {n} domains (fewer than 3 domains or a constant variable)"
                 f"{caveat}.")
-    perm_txt = f", permutation p = {perm:.2g}" if perm is not None and math.isfinite(perm) else ""
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return (f"ρ = {rho:.2f} over {n} domains{perm_txt}; no bootstrap CI (too few usable "
-                f"resamples), so the sign is not established{caveat}.")
+    p_name, p = ("Holm-adjusted p", row.get("holm_p")) if "holm_p" in row else \
+        ("permutation p", row.get("perm_p"))
+    if row.get("role") == "primary":
+        p_name, p = "permutation p (unadjusted, pre-declared)", row.get("perm_p")
+    perm_txt = "" if descriptive or not _finite(p) else f", {p_name} = {p:.2g}"
+    ceil = _ceiling_txt(row) if "noise_ceiling" in row else ""
+    if not (_finite(lo) and _finite(hi)):
+        return (f"ρ = {rho:.2f} over {n} domains{perm_txt}{ceil}; no bootstrap CI (too few "
+                f"usable resamples), so the sign is not established{caveat}.")
     head = f"ρ = {rho:.2f}, {ci:.0%} CI [{lo:.2f}, {hi:.2f}] over {n} domains"
     if lo <= 0.0 <= hi:
-        return (f"{head}: not distinguishable from zero at this sample size{perm_txt}"
+        return (f"{head}: not distinguishable from zero at this sample size{perm_txt}{ceil}"
                 f"{caveat}.")
     if lo > 0.0:
         return (f"{head}: positive correlation, higher STS goes with larger |Δ| as predicted"
-                f"{perm_txt}{caveat}.")
+                f"{perm_txt}{ceil}{caveat}.")
     return (f"{head}: negative correlation, higher STS goes with smaller |Δ|, opposite to the "
-            f"prediction{perm_txt}{caveat}.")
+            f"prediction{perm_txt}{ceil}{caveat}.")
+
+
+def primary_verdict(row: dict, ci: float = 0.95) -> str:
+    """Plain-language verdict of the pre-declared primary analysis: supported only when the BCa
+    interval excludes 0 on the predicted side AND the permutation p is below 1 − ci; the noise
+    ceiling says how much the Δ noise lets ρ show at all."""
+    rho, lo, hi, p = row["pearson"], row["pearson_ci_low"], row["pearson_ci_high"], row["perm_p"]
+    alpha = 1.0 - ci
+    if not _finite(rho):
+        return (f"Undefined: ρ cannot be computed over {row['n_domains']} domains (fewer than 3, "
+                "or a constant variable).")
+    nums = (f"ρ = {rho:.2f}, {ci:.0%} BCa CI {_fmt_ci(lo, hi)}, permutation p = "
+            f"{_fmt(p, '.2g')}, {row['n_domains']} domains")
+    sig = _finite(p) and p < alpha
+    if _finite(lo) and lo > 0 and sig:
+        out = f"Supported: STS goes with larger |Δ| as predicted ({nums})."
+    elif _finite(hi) and hi < 0 and sig:
+        out = f"Contradicted: STS goes with smaller |Δ|, opposite to the prediction ({nums})."
+    else:
+        out = (f"Not established: the data cannot tell this correlation from zero ({nums})."
+               if not (_finite(lo) and (lo > 0 or hi < 0)) else
+               f"Not established: the interval excludes 0 but the permutation test does not "
+               f"reject at {alpha:.2g} ({nums}).")
+    c = row.get("noise_ceiling")
+    if _finite(c):
+        out += f" Noise in Δ alone caps ρ at about {c:.2f}"
+        out += (": the Δ are too noisy for this test to say much either way." if c < 0.5
+                else ".")
+    else:
+        out += " Noise ceiling n/a: Δ given without per-item data."
+    return out
 
 
 def _safe_name(s: str) -> str:
@@ -161,51 +219,49 @@ def _filter_eq(df: pl.DataFrame, values: dict) -> pl.DataFrame:
     return df
 
 
-def _plot_group(observed: pl.DataFrame, extra: list[str]) -> tuple[str | None, dict]:
-    """The (metric, method, seed) the scatter plots show: the first metric in table order, and the
-    first method/seed combination in sort order for it (one seed's points, labelled as such)."""
+def _plot_metric(observed: pl.DataFrame, primary: dict | None) -> str | None:
+    """The metric the scatter plots show: the primary one when the data has it, else the first
+    metric in table order."""
     if observed.height == 0:
-        return None, {}
-    metric = observed["metric"][0]
-    if not extra:
-        return metric, {}
-    first = (observed.filter(pl.col("metric") == metric).select(extra).unique()
-             .sort(extra, nulls_last=True).row(0, named=True))
-    return metric, first
+        return None
+    metrics = observed["metric"].unique(maintain_order=True).to_list()
+    want = (primary or {}).get("metric")
+    return want if want in metrics else metrics[0]
 
 
 def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: pl.DataFrame,
-                 metric: str | None, group: dict) -> bytes:
-    obs = _filter_eq(observed.filter(pl.col("metric") == metric), group) if metric else None
-    if obs is not None:
-        data = (sts.select("model", "sft", "layer", "n_top", "domain",
-                           pl.col(variant).cast(pl.Float64).alias("x"))
-                .join(obs.select("model", "sft", "domain",
-                                 pl.col("delta").cast(pl.Float64).abs().alias("y")),
-                      on=["model", "sft", "domain"], how="inner"))
+                 metric: str | None) -> bytes:
+    """One panel per (model, sft, layer, run) row and N column, a run being one fine-tuning
+    method × seed (or ICL seed): every seed is shown, none averaged away."""
+    if metric is not None:
+        obs = observed.filter(pl.col("metric") == metric)
+        data, keys = st.pair_tables(sts.select([c for c in sts.columns if not c.startswith(
+            st.STS_PREFIX) or c == variant]), obs)
+        data = data.with_columns(x=pl.col(variant), y=pl.col("delta").abs())
     else:
-        data = pl.DataFrame(schema={"model": pl.String, "sft": pl.String, "layer": pl.Int64,
-                                    "n_top": pl.Int64, "domain": pl.String, "x": pl.Float64,
-                                    "y": pl.Float64})
-    rows = data.select("model", "sft", "layer").unique().sort("model", "sft", "layer").rows()
+        data, keys = pl.DataFrame(schema={"model": pl.String, "sft": pl.String,
+                                          "layer": pl.Int64, "n_top": pl.Int64,
+                                          "metric": pl.String, "domain": pl.String,
+                                          "x": pl.Float64, "y": pl.Float64}), \
+            ["model", "sft", "layer", "n_top", "metric"]
+    run_keys = keys[5:]
+    row_keys = ["model", "sft", "layer", *run_keys]
+    rows = data.select(row_keys).unique().sort(row_keys, nulls_last=True).rows(named=True)
     cols = sorted(data["n_top"].unique().to_list())
     multi = data.select("model", "sft").unique().height > 1
     nr, nc = max(len(rows), 1), max(len(cols), 1)
 
-    fig = Figure(figsize=(4.6 * nc, 3.9 * nr), layout="constrained")
+    fig = Figure(figsize=(4.6 * nc, 4.2 * nr), layout="constrained")
     FigureCanvasAgg(fig)  # Agg explicitly, without touching pyplot's global backend
     axes = fig.subplots(nr, nc, squeeze=False)
-    what = ", ".join([f"metric={metric}"]
-                     + [f"{k}={v}" for k, v in group.items() if v is not None])
-    fig.suptitle(f"{variant} vs |Δ| ({what})" if metric else f"{variant}: no observed Δ")
+    fig.suptitle(f"{variant} vs |Δ| (metric={metric}), one row per layer and run"
+                 if metric else f"{variant}: no observed Δ")
     for ax in axes.flat:
         ax.set_axis_off()
-    for i, (model, sft, layer) in enumerate(rows):
+    for i, rk in enumerate(rows):
         for j, n_top in enumerate(cols):
             ax = axes[i, j]
-            p = data.filter((pl.col("model") == model) & (pl.col("sft") == sft)
-                            & (pl.col("layer") == layer)
-                            & (pl.col("n_top") == n_top)).sort("domain")
+            p = _filter_eq(data, {**rk, "n_top": n_top}).sort("domain")
             if p.height == 0:
                 continue
             ax.set_axis_on()
@@ -222,15 +278,19 @@ def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: 
                 ax.plot(xs, slope * xs + icpt, lw=1, color="0.4")
             ax.set_xlabel(variant)
             ax.set_ylabel("|Δ|")
-            head = f"{model}/{sft} " if multi else ""
-            lines = [f"{head}L{layer} N={n_top}"]
+            head = f"{rk['model']}/{rk['sft']} " if multi else ""
+            run = " ".join(f"{k}={rk[k]}" for k in run_keys if rk[k] is not None)
+            lines = [f"{head}L{rk['layer']} N={n_top} {run}".rstrip()]
             for protocol in st.PROTOCOLS:
-                r = _filter_eq(corr, {"model": model, "sft": sft, "layer": layer,
-                                      "n_top": n_top, "variant": variant, "target": "abs",
-                                      "protocol": protocol, "metric": metric, **group})
+                r = _filter_eq(corr, {**rk, "n_top": n_top, "variant": variant,
+                                      "target": "abs", "protocol": protocol, "metric": metric})
                 if r.height:
                     rr = r.row(0, named=True)
-                    lines.append(f"{protocol}: ρ = {_fmt_rho(rr)}, n = {rr['n_domains']}")
+                    tag = {"primary": " (primary)", "descriptive": " (descriptive)"}.get(
+                        rr.get("role"), "")
+                    lines.append(f"{protocol}{tag}: ρ = {_fmt_rho(rr)}, ceiling "
+                                 f"{_fmt(rr.get('noise_ceiling'), '.2f')}, n = "
+                                 f"{rr['n_domains']}")
             ax.set_title("\n".join(lines), fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -261,60 +321,181 @@ def _row_label(r: dict, extra: list[str]) -> str:
     return ", ".join(parts + [f"{k}={r[k]}" for k in extra])
 
 
+def _declaration(primary: dict) -> str:
+    target = "|Δ|" if primary.get("target") == "abs" else "signed Δ"
+    return (f"variant {primary.get('variant')}, N = {primary.get('n_top')}, layer "
+            f"{primary.get('layer')}, metric {primary.get('metric')}, {primary.get('protocol')} "
+            f"domains, target {target}")
+
+
+def _primary_missing(corr: pl.DataFrame, primary: dict | None) -> str:
+    """Why no row of the table is the declared primary analysis, naming the missing part."""
+    if not primary:
+        return "No primary analysis was declared (report.primary); every row is exploratory."
+    fixes = {"n_top": "add it to sts.n_top or set report.primary.n_top",
+             "layer": "configure that layer or set report.primary.layer",
+             "metric": "set report.primary.metric to a metric of the observed Δ",
+             "variant": "set report.primary.variant to a computed variant"}
+    parts = []
+    for k in st.PRIMARY_KEYS:
+        have = sorted({str(v) for v in corr[k].to_list()}) if k in corr.columns else []
+        if primary.get(k) is None or str(primary.get(k)) not in have:
+            parts.append(f"{k} = {primary.get(k)} is not among the computed values "
+                         f"[{', '.join(have)}] (fix: {fixes.get(k, 'change report.primary')})")
+    if not parts:
+        parts.append("each part exists, but no correlation row combines them all")
+    return ("THE PRE-DECLARED PRIMARY ANALYSIS IS NOT IN THE DATA: " + "; ".join(parts)
+            + ". Every row of this report is therefore exploratory.")
+
+
+def _primary_blocks(corr: pl.DataFrame, primary: dict | None, run_keys: list[str],
+                    ci: float) -> list[tuple]:
+    blocks: list[tuple] = [("h", 2, "Primary analysis (pre-declared)")]
+    if primary:
+        blocks.append(("p", f"Declared in the config before the data: {_declaration(primary)}. "
+                            "Its permutation p is the one test of this report and is not "
+                            f"adjusted. Intervals: {ci:.0%} BCa bootstrap over domains, with the "
+                            "Fisher z interval beside it. Noise ceiling: the highest ρ the "
+                            "measurement noise of Δ allows (even a perfect predictor of the true "
+                            "|Δ| would not exceed it)."))
+    rows = (corr.filter(pl.col("role") == "primary").sort(["model", "sft", *run_keys],
+                                                          nulls_last=True).to_dicts()
+            if corr.height else [])
+    if not rows:
+        blocks.append(("p", _primary_missing(corr, primary)))
+        return blocks
+    keys = ["model", "sft", *run_keys]
+    blocks.append(_table_block(
+        [*keys, "n", f"Pearson ρ [{ci:.0%} BCa CI]", "Fisher z CI", "perm p (unadjusted)",
+         "noise ceiling"],
+        [[*(r[k] for k in keys), r["n_domains"], _fmt_rho(r),
+          _fmt_ci(r["pearson_fisher_low"], r["pearson_fisher_high"]), _fmt(r["perm_p"], ".2g"),
+          _fmt(r["noise_ceiling"], ".2f")] for r in rows]))
+    blocks.append(("ul", [(", ".join(f"{k}={r[k]}" for k in run_keys if r[k] is not None)
+                           + ": " if any(r[k] is not None for k in run_keys) else "")
+                          + primary_verdict(r, ci) for r in rows]))
+    if "seed" in corr.columns:
+        for g in corr.filter(pl.col("role") == "primary").partition_by(
+                [k for k in ("model", "sft", "method") if k in corr.columns],
+                maintain_order=True):
+            vals = g["pearson"].filter(g["pearson"].is_finite()).to_numpy()
+            if vals.size > 1:
+                who = ", ".join(f"{k}={g[k][0]}" for k in ("method",) if k in g.columns
+                                and g[k][0] is not None)
+                blocks.append(("p", f"Across {vals.size} seeds{' (' + who + ')' if who else ''}"
+                                    f": ρ mean ± sd = {vals.mean():.2f} ± "
+                                    f"{vals.std(ddof=1):.2f}, as the paper reports."))
+    return blocks
+
+
+def _noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) -> list[tuple]:
+    """Per run and metric: how noisy Δ is, how many domains move beyond their noise, and the
+    ceiling that noise puts on ρ (target |Δ|, all domains)."""
+    blocks: list[tuple] = [("h", 2, "Noise in Δ")]
+    blocks.append(("p", "SE: paired standard error of Δ over items (sd of per-item differences / "
+                        "√n), per domain in the Observed Δ table below. 'Δ CI excludes 0' counts "
+                        "the domains whose paired bootstrap CI of Δ lies on one side of 0. Noise "
+                        "ceiling: mean over simulations of corr(|Δ|, |Δ + ε|), ε ~ N(0, SE²) — "
+                        "the highest ρ with |Δ| the noise allows. Δ given in the config have no "
+                        "per-item data: SE and ceiling n/a."))
+    keys = ["model", "sft", "metric", *extra]
+    has = {c: c in observed.columns for c in ("delta_se", "ci_low", "ci_high")}
+    rows = []
+    for g in observed.partition_by(keys, maintain_order=True):
+        kv = {k: g[k][0] for k in keys}
+        se = (g["delta_se"].cast(pl.Float64).fill_null(math.nan).to_numpy() if has["delta_se"]
+              else np.full(g.height, math.nan))
+        if has["ci_low"] and has["ci_high"]:
+            lo = g["ci_low"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            hi = g["ci_high"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            known = np.isfinite(lo) & np.isfinite(hi)
+            excl = (f"{int(((lo > 0) | (hi < 0))[known].sum())} of {int(known.sum())}"
+                    if known.any() else _NA)
+        else:
+            excl = _NA
+        c = _filter_eq(corr, {**kv, "target": "abs", "protocol": "all"}) if corr.height else corr
+        ceiling = c["noise_ceiling"][0] if c.height else math.nan
+        rows.append([*kv.values(), g.height,
+                     _fmt(float(np.mean(se)), ".3g") if np.isfinite(se).all() else _NA,
+                     _fmt(float(np.max(se)), ".3g") if np.isfinite(se).all() else _NA,
+                     excl, _fmt(ceiling, ".2f")])
+    blocks.append(_table_block([*keys, "domains", "mean SE", "max SE", "Δ CI excludes 0",
+                                "noise ceiling (|Δ|, all)"], rows))
+    return blocks
+
+
 def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
-                 title: str, provenance: dict, ci: float = 0.95,
+                 title: str, provenance: dict, primary: dict | None = None, ci: float = 0.95,
                  extra_tables: list[tuple[str, pl.DataFrame]] = ()) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
-    ``outdir``; return file name -> path. ``ci`` only labels the intervals (the level the
-    correlation table was computed with)."""
+    ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
+    analysis (stats.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
+    ``ci`` only labels the intervals (the level the correlation table was computed with)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    if "role" not in corr.columns:
+        corr = st.assign_roles(corr, primary)
     variants = st.sts_variants(sts)
     extra = [c for c in st.EXTRA_KEYS if c in observed.columns]
     corr_extra = [c for c in st.EXTRA_KEYS if c in corr.columns]
     written: dict[str, Path] = {}
 
     path = outdir / "correlations.parquet"
-    write_parquet(corr.to_arrow(), path, metadata={"title": title, "provenance": provenance})
+    write_parquet(corr.to_arrow(), path, metadata={"title": title, "provenance": provenance,
+                                                   "primary": primary})
     written[path.name] = path
 
-    metric, group = _plot_group(observed, extra)
+    metric = _plot_metric(observed, primary)
     images: dict[str, bytes] = {}
     for v in variants:
         name = f"scatter_{_safe_name(v)}.png"
-        images[name] = _scatter_png(v, sts, observed, corr, metric, group)
+        images[name] = _scatter_png(v, sts, observed, corr, metric)
         path = outdir / name
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(images[name])
         written[name] = path
 
-    blocks: list[tuple] = [("h", 1, title), ("h", 2, "Provenance")]
+    blocks: list[tuple] = [("h", 1, title)]
+    blocks += _primary_blocks(corr, primary, corr_extra, ci)
+    blocks += _noise_blocks(observed, corr, extra)
+
+    blocks.append(("h", 2, "Provenance"))
     blocks.append(_table_block(["key", "value"], [
         [str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)]
         for k, v in provenance.items()]))
 
     head_keys = ["model", "sft", "variant", "layer", "n_top", "protocol", "metric", *corr_extra]
     abs_rows = _headline_rows(corr, variants, head_keys)
-    blocks.append(("h", 2, "Interpretation"))
-    blocks.append(("p", f"Pearson ρ between each STS variant and |Δ| (metric {metric}); the paper "
-                        "predicts a positive correlation. Intervals are percentile-bootstrap "
-                        f"{ci:.0%} CIs over domains."))
+    blocks.append(("h", 2, "Exploratory analyses"))
+    blocks.append(("p", "Every row other than the primary one is exploratory: its p-value is the "
+                        "permutation p Holm-adjusted over its family, all exploratory rows of one "
+                        "(model, sft, target, method, seed): every variant, layer, N and metric. "
+                        "Extreme-groups rows (the 4 largest and 4 smallest |Δ|) select domains on "
+                        "Δ: their intervals are descriptive and they carry no p-value. Intervals "
+                        f"are {ci:.0%} BCa bootstrap over domains; Fisher z beside them. "
+                        f"Sentences below: metric {metric}."))
     blocks.append(("ul", [
-        f"{_row_label(r, corr_extra)}: {interpret(r, ci)}"
+        f"{_row_label(r, corr_extra)} [{r['role']}]: {interpret(r, ci)}"
         for r in abs_rows if r["metric"] == metric]))
 
     blocks.append(("h", 2, "Correlation with |Δ|"))
     blocks.append(_table_block(
-        [*head_keys, "n", f"Pearson ρ [{ci:.0%} CI]", "Spearman", "perm p"],
-        [[*(r[k] for k in head_keys), r["n_domains"], _fmt_rho(r), _fmt(r["spearman"], ".2f"),
-          _fmt(r["perm_p"], ".2g")] for r in abs_rows]))
+        [*head_keys, "role", "n", f"Pearson ρ [{ci:.0%} CI]", "CI method", "Fisher z CI",
+         "noise ceiling", "Spearman", "perm p", "Holm p"],
+        [[*(r[k] for k in head_keys), r["role"], r["n_domains"], _fmt_rho(r),
+          "descriptive (domains selected on Δ)" if r["role"] == "descriptive" else r["ci_method"],
+          _fmt_ci(r["pearson_fisher_low"], r["pearson_fisher_high"]),
+          _fmt(r["noise_ceiling"], ".2f"), _fmt(r["spearman"], ".2f"), _fmt(r["perm_p"], ".2g"),
+          _fmt(r["holm_p"], ".2g")] for r in abs_rows]))
 
     if "seed" in corr.columns:
         summ = st.seed_summary(corr.filter(pl.col("target") == "abs"))
-        keys = [c for c in summ.columns
-                if c not in ("target", "n_seeds", "pearson_mean", "pearson_std")]
+        keys = [c for c in summ.columns if c not in ("target", "ci_method", "n_seeds",
+                                                     "pearson_mean", "pearson_std")]
         blocks.append(("h", 2, "Pearson ρ across seeds (|Δ|)"))
-        blocks.append(_table_block([*keys, "seeds", "ρ mean ± std"], [
+        blocks.append(("p", "Mean ± sd (ddof = 1) of the per-seed ρ, as the paper reports; the "
+                            "scatter plots show every seed."))
+        blocks.append(_table_block([*keys, "seeds", "ρ mean ± sd"], [
             [*(r[k] for k in keys), r["n_seeds"],
              f"{_fmt(r['pearson_mean'], '.2f')} ± {_fmt(r['pearson_std'], '.2f')}"]
             for r in summ.to_dicts()]))
@@ -322,7 +503,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
     if images:
         blocks.append(("h", 2, "Scatter plots"))
         for name in images:
-            blocks.append(("img", name, name[len("scatter_"):-len(".png")] + " vs |Δ|"))
+            blocks.append(("img", name, name[len("scatter_"):-len(".png")]
+                           + f" vs |Δ|, metric {metric}, one row per layer and seed"))
 
     for heading, table in extra_tables:
         blocks.append(("h", 2, heading))
@@ -330,7 +512,9 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
 
     blocks.append(("h", 2, "Observed Δ"))
     obs_keys = ["model", "sft", "metric", *extra]
-    obs_tab = (observed.select([*obs_keys, "domain", pl.col("delta").cast(pl.Float64)])
+    noise_cols = [c for c in ("delta_se", "ci_low", "ci_high") if c in observed.columns]
+    obs_tab = (observed.select([*obs_keys, "domain", pl.col("delta").cast(pl.Float64),
+                                *[pl.col(c).cast(pl.Float64) for c in noise_cols]])
                .with_columns(abs_delta=pl.col("delta").abs())
                .sort([*obs_keys, "abs_delta", "domain"], descending=[False] * len(obs_keys)
                      + [True, False], nulls_last=True))

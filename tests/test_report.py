@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from stsflow import stats as st
-from stsflow.report import interpret, write_report
+from stsflow.report import interpret, primary_verdict, write_report
 from stsflow.storage import read_metadata
 
 DOMAINS = ["biology", "business", "chemistry", "engineering", "health", "law", "math", "physics",
@@ -13,7 +13,11 @@ DOMAINS = ["biology", "business", "chemistry", "engineering", "health", "law", "
 VARIANTS = ["sts_act", "sts_icl", "sts_sq", "sts_act_oracle"]
 
 
-def _inputs(seeds=None):
+PRIMARY = {"variant": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc", "protocol": "all",
+           "target": "abs"}
+
+
+def _inputs(seeds=None, se=False):
     rng = np.random.default_rng(0)
     delta = dict(zip(DOMAINS, rng.normal(scale=3, size=len(DOMAINS)).tolist()))
     rows = [{"model": "qwen", "layer": layer, "sft": "limo", "domain": d, "n_top": n_top,
@@ -22,19 +26,24 @@ def _inputs(seeds=None):
     sts = pl.DataFrame(rows)
     obs = pl.DataFrame({"model": "qwen", "sft": "limo", "domain": list(delta),
                         "metric": "acc", "delta": list(delta.values())})
+    if se:  # a workflow-measured Δ: per-domain SE and CI
+        s = rng.uniform(0.2, 1.5, size=len(DOMAINS))
+        obs = obs.with_columns(delta_se=pl.Series(s), ci_low=pl.col("delta") - 1.96 * s,
+                               ci_high=pl.col("delta") + 1.96 * s)
     if seeds:
         obs = pl.concat([obs.with_columns(seed=pl.lit(s), method=pl.lit("full"),
                                           delta=pl.col("delta") + 0.3 * s) for s in seeds])
+        sts = pl.concat([sts.with_columns(seed=pl.lit(s)) for s in seeds])
     return sts, obs
 
 
-def _report(tmp_path, seeds=None):
-    sts, obs = _inputs(seeds)
+def _report(tmp_path, seeds=None, primary=PRIMARY, se=False):
+    sts, obs = _inputs(seeds, se)
     corr = st.correlation_table(sts, obs, n_boot=200, n_perm=200, seed=0)
     out = tmp_path / "rep"
-    paths = write_report(corr, sts, obs, out, title="Qwen | LIMO <test>",
+    paths = write_report(corr, sts, obs, out, title="Qwen | LIMO <test>", primary=primary,
                          provenance={"model": "qwen", "config": {"n_top": [10, 100]}})
-    return corr, out, paths
+    return st.assign_roles(corr, primary), out, paths
 
 
 def test_write_report_files(tmp_path):
@@ -62,6 +71,7 @@ def test_write_report_files(tmp_path):
     assert "engineering" in md
     assert "CI [" in md
     assert "across seeds" not in md
+    assert read_metadata(paths["correlations.parquet"])["primary"] == PRIMARY
 
 
 def test_write_report_with_seeds_and_rewrite(tmp_path):
@@ -112,3 +122,113 @@ def test_write_report_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_report(corr, sts, obs, tmp_path, title="t", provenance={})
     assert {p.name for p in tmp_path.iterdir()} == {"correlations.parquet"}
+
+
+def _sections(md: str) -> list[str]:
+    return [line[3:] for line in md.splitlines() if line.startswith("## ")]
+
+
+def test_primary_analysis_leads_the_summary(tmp_path):
+    corr, _, paths = _report(tmp_path, se=True)
+    md = paths["summary.md"].read_text()
+    assert _sections(md)[:3] == ["Primary analysis (pre-declared)", "Noise in Δ", "Provenance"]
+    prim = corr.filter(pl.col("role") == "primary")
+    assert prim.height == 1
+    r = prim.row(0, named=True)
+    assert (r["variant"], r["n_top"], r["layer"], r["protocol"]) == ("sts_icl", 100, 3, "all")
+    lead = md.split("## Noise in Δ")[0]
+    # the primary row's own numbers, written out independently of the report's formatting
+    assert f"{r['pearson']:.2f} [{r['pearson_ci_low']:.2f}, {r['pearson_ci_high']:.2f}]" in lead
+    assert f"[{r['pearson_fisher_low']:.2f}, {r['pearson_fisher_high']:.2f}]" in lead
+    assert f"{r['perm_p']:.2g}" in lead and f"{r['noise_ceiling']:.2f}" in lead
+    assert "variant sts_icl, N = 100, layer 3, metric acc, all domains" in lead
+    assert any(w in lead for w in ("Supported:", "Not established:", "Contradicted:"))
+    # every other row is labelled, none of them primary
+    roles = set(corr.filter(pl.col("role") != "primary")["role"])
+    assert roles == {"exploratory", "descriptive"}
+    # noise section: the count of domains whose Δ CI excludes 0, computed here directly
+    _, obs = _inputs(se=True)
+    n_excl = int(((obs["ci_low"] > 0) | (obs["ci_high"] < 0)).sum())
+    assert f"{n_excl} of {len(DOMAINS)}" in md.split("## Provenance")[0]
+    assert "delta_se" in md.split("## Observed Δ")[1]
+
+
+def test_missing_primary_is_stated_plainly(tmp_path):
+    _, _, paths = _report(tmp_path, primary=dict(PRIMARY, n_top=50))
+    md = paths["summary.md"].read_text()
+    lead = md.split("## Noise in Δ")[0]
+    assert "NOT IN THE DATA" in lead and "n_top = 50 is not among the computed values [10, 100]" \
+        in lead
+    corr = pl.read_parquet(paths["correlations.parquet"])
+    assert "primary" not in corr["role"].to_list()
+
+
+def test_extremes_rows_are_descriptive_and_exploratory_rows_holm_adjusted(tmp_path):
+    corr, _, paths = _report(tmp_path)
+    md = paths["summary.md"].read_text()
+    table = md.split("## Correlation with |Δ|")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| qwen")]
+    ext = [line for line in rows if "| extremes |" in line]
+    assert ext and all("descriptive (domains selected on Δ)" in line for line in ext)
+    assert all(line.rstrip(" |").endswith("n/a | n/a") for line in ext)  # no perm p, no Holm p
+    expl = corr.filter(pl.col("role") == "exploratory")
+    assert expl.height == corr.filter(pl.col("protocol") == "all").height - 1
+    # Holm within the family (model, sft, target): here all abs rows but the primary one
+    fam = expl.filter(pl.col("target") == "abs")
+    p = fam["perm_p"].to_numpy()
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    expected = np.empty(m)
+    running = 0.0
+    for i, j in enumerate(order):  # the textbook step-down loop
+        running = max(running, min(1.0, (m - i) * p[j]))
+        expected[j] = running
+    assert fam["holm_p"].to_numpy() == pytest.approx(expected)
+    assert (fam["holm_p"] >= fam["perm_p"]).all()
+
+
+def test_report_per_seed_scatter_and_mean_sd(tmp_path):
+    corr, out, paths = _report(tmp_path, seeds=[0, 1, 2])
+    md = paths["summary.md"].read_text()
+    prim = corr.filter(pl.col("role") == "primary")
+    assert prim.height == 3  # one per seed, replicates of the one hypothesis
+    vals = prim["pearson"].to_numpy()
+    assert f"ρ mean ± sd = {vals.mean():.2f} ± {vals.std(ddof=1):.2f}" in md
+    # one panel row per (layer, seed): 2 layers x 3 seeds rows, 2 N columns
+    from PIL import Image
+
+    _report(tmp_path / "one", seeds=[0])
+    h3 = Image.open(paths["scatter_sts_icl.png"]).size[1]
+    h1 = Image.open(tmp_path / "one" / "rep" / "scatter_sts_icl.png").size[1]
+    assert h3 == pytest.approx(3 * h1, rel=0.02)
+
+
+def test_primary_verdict_wording():
+    row = {"pearson": 0.7, "pearson_ci_low": 0.3, "pearson_ci_high": 0.9, "perm_p": 0.01,
+           "n_domains": 10, "noise_ceiling": 0.8}
+    assert primary_verdict(row).startswith("Supported:")
+    assert "caps ρ at about 0.80." in primary_verdict(row)
+    assert primary_verdict(dict(row, perm_p=0.2)).startswith("Not established: the interval")
+    assert primary_verdict(dict(row, pearson_ci_low=-0.1)).startswith("Not established:")
+    neg = dict(row, pearson=-0.7, pearson_ci_low=-0.9, pearson_ci_high=-0.3)
+    assert primary_verdict(neg).startswith("Contradicted:")
+    assert "too noisy" in primary_verdict(dict(row, noise_ceiling=0.3))
+    assert "n/a" in primary_verdict(dict(row, noise_ceiling=math.nan))
+
+
+def test_config_rejects_a_primary_the_run_cannot_produce():
+    from stsflow import config
+
+    cfg = {"models": {"m": {"layers": {3: {}, 7: {}}}}, "sts": {"n_top": [10, 100]},
+           "finetune": {"enabled": False}, "evaluate": {"metrics": ["nll"]},
+           "observed": [{"metric": "given"}],
+           "report": {"primary": {"variant": "sts_icl_oracle", "n_top": 50, "layer": 5,
+                                  "metric": "nll", "protocol": "extremes", "target": "abs"}}}
+    problems = config.report_primary_problems(cfg)
+    fields = [p.split(":")[0] for p in problems]
+    assert fields == ["report.primary.n_top", "report.primary.layer", "report.primary.protocol",
+                      "report.primary.variant", "report.primary.metric"]
+    assert all("Fix:" in p for p in problems)
+    ok = dict(cfg, report={"primary": {"variant": "sts_icl", "n_top": None, "layer": None,
+                                       "metric": None, "protocol": "all", "target": "abs"}})
+    assert config.report_primary_problems(ok) == []

@@ -136,7 +136,7 @@ def _synthetic(domains=DOMAINS8, oracle=False):
 
 
 EXPECTED_COLUMNS = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
-                    *st.STAT_COLUMNS]
+                    *st.STAT_COLUMNS, *st.ROW_COLUMNS]
 
 
 def test_correlation_table_shape_and_values():
@@ -234,3 +234,177 @@ def test_correlation_table_no_overlap_is_empty():
     sts, observed = _synthetic()
     corr = st.correlation_table(sts, observed.with_columns(sft=pl.lit("other")), **FAST)
     assert corr.height == 0 and corr.columns == EXPECTED_COLUMNS
+
+
+# ---------------------------------------------------------------- intervals, Holm, noise
+
+def _scipy_pearson(a, b, axis=-1):
+    ac = a - a.mean(axis=axis, keepdims=True)
+    bc = b - b.mean(axis=axis, keepdims=True)
+    return (ac * bc).sum(axis) / np.sqrt((ac * ac).sum(axis) * (bc * bc).sum(axis))
+
+
+@pytest.mark.parametrize("n,noise,ci", [(14, 0.8, 0.95), (8, 1.5, 0.95), (25, 0.3, 0.9)])
+def test_bca_matches_scipy_bootstrap_with_the_same_resamples(n, noise, ci):
+    x, y = _noisy(n=n, seed=n, noise=noise)
+    ref = sps.bootstrap((x, y), _scipy_pearson, paired=True, vectorized=True, method="BCa",
+                        n_resamples=3000, confidence_level=ci, rng=np.random.default_rng(5))
+    got = st.pearson_bca(x, y, n_boot=3000, rng=np.random.default_rng(5), ci=ci)
+    assert got == pytest.approx(tuple(ref.confidence_interval), abs=1e-12)
+
+
+def test_correlate_bca_within_monte_carlo_tolerance_of_scipy():
+    x, y = _noisy(n=12, seed=2, noise=0.7)
+    ref = sps.bootstrap((x, y), _scipy_pearson, paired=True, vectorized=True, method="BCa",
+                        n_resamples=20000, rng=np.random.default_rng(123))
+    r = st.correlate(x, y, n_boot=20000, n_perm=0, seed=4)
+    assert r["pearson_ci_low"] == pytest.approx(ref.confidence_interval.low, abs=0.02)
+    assert r["pearson_ci_high"] == pytest.approx(ref.confidence_interval.high, abs=0.02)
+    # BCa is not the percentile interval: here the bias correction moves it visibly
+    boot = sps.bootstrap((x, y), _scipy_pearson, paired=True, vectorized=True,
+                         method="percentile", n_resamples=20000, rng=np.random.default_rng(123))
+    assert abs(boot.confidence_interval.low - ref.confidence_interval.low) > 0.02
+
+
+def test_fisher_interval_matches_scipy():
+    x, y = _noisy(n=11, seed=9, noise=1.0)
+    r = st.correlate(x, y, n_boot=0, n_perm=0)
+    ref = sps.pearsonr(x, y).confidence_interval(0.95)
+    assert (r["pearson_fisher_low"], r["pearson_fisher_high"]) == pytest.approx(
+        (ref.low, ref.high))
+    assert math.isnan(st.fisher_interval(0.5, 3)[0])
+
+
+def test_holm_hand_worked_example():
+    # m = 4, sorted p: 0.005, 0.01, 0.03, 0.04
+    # scaled by (m - i + 1): 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04
+    # running maximum: 0.02, 0.03, 0.06, 0.06 -> back in input order
+    got = st.holm([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # NaN entries stay NaN and do not count in m (m = 2: 0.5*2 = 1.0, then max(1.0, 0.6) = 1.0)
+    got = st.holm([0.6, math.nan, 0.5])
+    assert got[[0, 2]] == pytest.approx([1.0, 1.0]) and math.isnan(got[1])
+    assert st.holm([0.2]) == pytest.approx([0.2])
+    assert st.holm([]).size == 0
+
+
+def test_delta_se_is_the_paired_standard_error():
+    rng = np.random.default_rng(4)
+    before = rng.integers(0, 2, size=40).astype(float)
+    after = np.where(rng.random(40) < 0.2, 1 - before, before)
+    d = after - before
+    assert st.delta_se(before, after) == pytest.approx(np.sqrt(np.var(d, ddof=1) / d.size))
+    assert st.delta_se(before, after) == pytest.approx(sps.sem(d))
+    assert math.isnan(st.delta_se([1.0], [0.0]))
+
+
+@pytest.mark.parametrize("target", ["abs", "signed"])
+def test_noise_ceiling_matches_a_direct_simulation(target):
+    rng = np.random.default_rng(11)
+    delta = rng.normal(scale=0.05, size=10)
+    se = rng.uniform(0.01, 0.04, size=10)
+    f = np.abs if target == "abs" else (lambda v: v)
+    sim = np.random.default_rng(999)
+    direct = np.mean([np.corrcoef(f(delta), f(delta + sim.normal(0.0, se)))[0, 1]
+                      for _ in range(20000)])
+    got = st.noise_ceiling(delta, se, target=target, n_sim=20000, seed=1)
+    assert got == pytest.approx(direct, abs=0.01)
+    assert 0.0 < got < 1.0
+
+
+def test_noise_ceiling_edges():
+    delta = np.array([0.1, -0.2, 0.3, 0.05])
+    assert st.noise_ceiling(delta, np.zeros(4)) == pytest.approx(1.0)
+    assert math.isnan(st.noise_ceiling(delta, [0.1, np.nan, 0.1, 0.1]))  # SE unknown
+    assert math.isnan(st.noise_ceiling(delta[:2], np.zeros(2)))
+    # more noise, lower ceiling
+    assert st.noise_ceiling(delta, np.full(4, 0.3)) < st.noise_ceiling(delta, np.full(4, 0.05))
+    with pytest.raises(ValueError):
+        st.noise_ceiling(delta, np.zeros(4), target="bad")
+
+
+def test_correlation_table_extremes_untested_and_ceiling_needs_se():
+    domains = [f"dom{i:02d}" for i in range(12)]
+    sts, observed = _synthetic(domains)
+    corr = st.correlation_table(sts, observed, **FAST)
+    ext = corr.filter(pl.col("protocol") == "extremes")
+    for col in ("pearson_p", "spearman_p", "perm_p"):
+        assert ext[col].is_nan().all()
+        assert corr.filter(pl.col("protocol") == "all")[col].is_finite().all()
+    assert (ext["ci_method"].str.contains("descriptive")).all()
+    assert ext["pearson_ci_low"].is_finite().any()  # intervals are still there, as descriptive
+    assert corr["noise_ceiling"].is_nan().all()  # no delta_se: Δ given without item data
+
+    se = np.random.default_rng(3).uniform(0.1, 0.5, size=len(domains))
+    corr = st.correlation_table(sts, observed.with_columns(delta_se=pl.Series(se)), **FAST)
+    row = corr.filter((pl.col("protocol") == "all") & (pl.col("target") == "abs"))
+    assert row["noise_ceiling"].n_unique() == 1  # one per domain set and target
+    # against an independent simulation of the same definition
+    sim = np.random.default_rng(7)
+    d = observed["delta"].to_numpy()
+    direct = np.mean([np.corrcoef(np.abs(d), np.abs(d + sim.normal(0.0, se)))[0, 1]
+                      for _ in range(4000)])
+    assert row["noise_ceiling"][0] == pytest.approx(direct, abs=0.02)
+
+
+def _roles_table():
+    """perm_p written out by hand: seed 0 has three exploratory rows, the primary row and an
+    extremes row; seed 1 one exploratory row."""
+    rows = [
+        # variant, n_top, protocol, seed, perm_p
+        ("sts_icl", 100, "all", 0, 0.002),     # primary
+        ("sts_act", 100, "all", 0, 0.01),
+        ("sts_sq", 100, "all", 0, 0.04),
+        ("sts_icl", 50, "all", 0, 0.03),
+        ("sts_icl", 100, "extremes", 0, math.nan),
+        ("sts_act", 100, "all", 1, 0.02),
+        ("sts_icl", 100, "all", 1, 0.2),       # primary of seed 1
+    ]
+    return pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "n_top": n, "variant": v,
+                          "target": "abs", "protocol": p, "metric": "acc", "seed": s,
+                          "perm_p": pp} for v, n, p, s, pp in rows])
+
+
+def test_assign_roles_primary_exploratory_descriptive_and_holm_families():
+    primary = {"variant": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc",
+               "protocol": "all", "target": "abs"}
+    out = st.assign_roles(_roles_table(), primary)
+    assert out["role"].to_list() == ["primary", "exploratory", "exploratory", "exploratory",
+                                     "descriptive", "exploratory", "primary"]
+    holm = out["holm_p"].to_numpy()
+    # seed 0 family {0.01, 0.04, 0.03}: 0.01*3 = 0.03, 0.03*2 = 0.06, max(0.06, 0.04) = 0.06
+    assert holm[[1, 2, 3]] == pytest.approx([0.03, 0.06, 0.06])
+    assert holm[0] == pytest.approx(0.002) and holm[6] == pytest.approx(0.2)  # unadjusted
+    assert math.isnan(holm[4])  # descriptive: never tested
+    assert holm[5] == pytest.approx(0.02)  # seed 1 is its own family of one
+    # nothing matches: every tested row is exploratory
+    none = st.assign_roles(_roles_table(), dict(primary, n_top=7))
+    assert "primary" not in none["role"].to_list()
+
+
+def test_resolve_primary_defaults():
+    cfg = {"variant": "sts_icl", "n_top": None, "layer": None, "metric": None,
+           "protocol": "all", "target": "abs"}
+    got = st.resolve_primary(cfg, [20, 12], ["nll", "option_loglik"])
+    assert got == dict(cfg, n_top=100, layer=12, metric="nll")
+    assert st.resolve_primary(dict(cfg, n_top=50, layer=20, metric="x"), [12, 20], []) == \
+        dict(cfg, n_top=50, layer=20, metric="x")
+
+
+def test_observed_table_standard_error(tmp_path):
+    from stsflow.pipeline import OBSERVED_COLUMNS, observed_table
+
+    rng = np.random.default_rng(8)
+    before = rng.random(30)
+    after = before + rng.normal(0.05, 0.1, size=30)
+    for name, vals in (("base", before), ("tuned", after)):
+        pl.DataFrame({"question_id": np.arange(30), "metric": "nll", "value": vals,
+                      "detail": "{}"}).write_parquet(tmp_path / f"{name}.parquet")
+    observed_table("m", "s", {"law": tmp_path / "base.parquet"},
+                   {("lora", 0, "law"): tmp_path / "tuned.parquet"}, tmp_path / "obs.parquet",
+                   tmp_path / "obs.csv", n_boot=200)
+    obs = pl.read_parquet(tmp_path / "obs.parquet")
+    assert obs.columns == OBSERVED_COLUMNS
+    d = after - before
+    assert obs["delta_se"][0] == pytest.approx(d.std(ddof=1) / np.sqrt(30))
+    assert obs["n_items"][0] == 30

@@ -14,6 +14,6 @@ if "observed" in optional:
     sources.append("fine-tuning and evaluation by this workflow")
 pipeline.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
                 title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
-                report_cfg=snakemake.params.report,
+                report_cfg=snakemake.params.report, primary=dict(snakemake.params.primary),
                 provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
                 **optional)
