@@ -146,7 +146,8 @@ def coverage_inputs(w):
 
 
 def report_inputs(w):
-    inputs = {"sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet"}
+    inputs = {"sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet",
+              "coverage": f"{R}/tables/{w.model}/{w.sft}/coverage.parquet"}
     if FT["enabled"]:
         for name in ("observed", "sts_oracle", "overlap"):
             inputs[name] = f"{R}/tables/{w.model}/{w.sft}/{name}.parquet"

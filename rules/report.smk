@@ -25,7 +25,8 @@ rule report:
         primary=lambda w: resolve_primary(
             CONFIG["report"]["primary"], MODELS[w.model]["layers"],
             EVAL["metrics"] if FT["enabled"] else
-            [o["metric"] for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft]),
+            [o["metric"] for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft],
+            STS["n_top"]),
     log:
         f"{R}/logs/report/{{model}}/{{sft}}.log",
     conda:

@@ -267,7 +267,7 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
 
 def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg: dict,
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
-           overlap=None) -> None:
+           overlap=None, coverage=None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
     pre-declared primary analysis (stats.resolve_primary); every other tested row is exploratory,
@@ -300,6 +300,10 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg:
                          "finetune")
     extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
               pl.read_parquet(overlap))] if overlap is not None else []
+    if coverage is not None:
+        extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
+                      "SFT answers cut by finetune.max_length (fine-tuning)",
+                      pl.read_parquet(coverage).drop("model", "sft")))
     corr = pl.concat(corr, how="diagonal_relaxed")
     keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
             "method", "seed"]

@@ -393,14 +393,18 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
     return pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
 
 
-def resolve_primary(primary: dict, layers, metrics) -> dict:
+def resolve_primary(primary: dict, layers, metrics, n_tops=None) -> dict:
     """The pre-declared primary analysis with its defaults filled: n_top null → 100 (the paper's
-    N), layer null → the lowest configured layer (the validated config keeps no YAML key order,
-    so "first" is numeric), metric null → the first of ``metrics`` (evaluate.metrics with
-    fine-tuning, else the observed entries' metrics in config order)."""
+    N), or, when ``n_tops`` (sts.n_top) lacks 100, the configured N closest to it (the smaller on
+    a tie) — still fixed by the config alone, before any result exists; layer null → the lowest
+    configured layer (the validated config keeps no YAML key order, so "first" is numeric),
+    metric null → the first of ``metrics`` (evaluate.metrics with fine-tuning, else the observed
+    entries' metrics in config order)."""
     out = {k: primary.get(k) for k in PRIMARY_KEYS}
     if out["n_top"] is None:
         out["n_top"] = PRIMARY_DEFAULT_N
+        if n_tops and PRIMARY_DEFAULT_N not in n_tops:
+            out["n_top"] = min(n_tops, key=lambda n: (abs(n - PRIMARY_DEFAULT_N), n))
     if out["layer"] is None and layers:
         out["layer"] = min(int(v) for v in layers)
     if out["metric"] is None and metrics:

@@ -238,7 +238,10 @@ def test_defaults_are_filled_in(project):
     assert (law["schema"], law["subject"], law["max_items"]) == ("mmlu_pro", None, None)
     assert out["observed"][0]["metric"] == "given" and out["observed"][0]["source"] == ""
     assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
-    assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0}
+    assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0, "primary": {
+        "variant": "sts_icl", "n_top": None, "layer": None, "metric": None, "protocol": "all",
+        "target": "abs"}}
+    assert (out["sts"]["query_tokens"], out["sts"]["sample_seed"]) == ("content", 0)
 
 
 def test_string_layer_keys_are_accepted(project):

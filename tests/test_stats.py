@@ -389,6 +389,11 @@ def test_resolve_primary_defaults():
     assert got == dict(cfg, n_top=100, layer=12, metric="nll")
     assert st.resolve_primary(dict(cfg, n_top=50, layer=20, metric="x"), [12, 20], []) == \
         dict(cfg, n_top=50, layer=20, metric="x")
+    # N=100 not computed: the configured N closest to it (smaller on a tie); explicit N kept
+    assert st.resolve_primary(cfg, [12], ["nll"], [5, 10])["n_top"] == 10
+    assert st.resolve_primary(cfg, [12], ["nll"], [50, 150, 300])["n_top"] == 50
+    assert st.resolve_primary(cfg, [12], ["nll"], [50, 100, 200])["n_top"] == 100
+    assert st.resolve_primary(dict(cfg, n_top=7), [12], ["nll"], [5, 10])["n_top"] == 7
 
 
 def test_observed_table_standard_error(tmp_path):

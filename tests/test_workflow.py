@@ -131,7 +131,8 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     tables = tmp_path / "results/tables/tiny/arith"
     observed = pl.read_parquet(tables / "observed.parquet")
     assert observed.columns == ["model", "sft", "method", "seed", "domain", "metric", "before",
-                                "after", "delta", "abs_delta", "ci_low", "ci_high"]
+                                "after", "delta", "abs_delta", "ci_low", "ci_high", "delta_se",
+                                "n_items"]
     assert set(observed["metric"]) == {"nll", "option_loglik"} and observed.height == 3 * 2
     assert ((observed["ci_low"] <= observed["delta"]) & (observed["delta"] <= observed["ci_high"])).all()
     assert (observed["delta"] - (observed["after"] - observed["before"])).abs().max() < 1e-12
@@ -163,6 +164,7 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert set(coverage["step"]) == {"extraction", "finetune lora-s0"}
     assert coverage.filter(pl.col("step") == "extraction").height == 1 + 3
     assert coverage["share_truncated"].is_between(0, 1).all()
+    assert "Coverage: queries used" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
     assert verify(tmp_path / "results") == []
 
 

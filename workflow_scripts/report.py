@@ -7,7 +7,7 @@ pipeline.setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 rows = [{"model": w.model, "sft": w.sft, "domain": d, "metric": o["metric"], "delta": float(v)}
         for o in snakemake.params.observed for d, v in o["deltas"].items()]
-optional = {k: snakemake.input[k] for k in ("observed", "sts_oracle", "overlap")
+optional = {k: snakemake.input[k] for k in ("observed", "sts_oracle", "overlap", "coverage")
             if k in snakemake.input.keys()}
 sources = [o.get("source") or o["metric"] for o in snakemake.params.observed]
 if "observed" in optional:
