@@ -31,7 +31,7 @@ def _timed(fn, repeats: int = 2) -> float:
 def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_size: int,
         threads: int, chat_template: bool = True) -> dict:
     from stsflow import extract as ex
-    from stsflow.models import LayerTap, load_model
+    from stsflow.models import LayerTap, load_model, pad_batch
     from stsflow.pipeline import sft_demo_indices
     from stsflow.sae import load_sae
     from stsflow.segments import Segmenter
@@ -58,12 +58,7 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
     def forward(stop: bool, prefix: list[int]):
         for b in range(0, len(queries), batch_size):
             batch = queries[b:b + batch_size]
-            width = max(len(prefix) + len(q) for _, q in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for r, (_, q) in enumerate(batch):
-                ids[r, :len(prefix) + len(q)] = torch.tensor(prefix + q)
-                mask[r, :len(prefix) + len(q)] = 1
+            ids, mask = pad_batch([prefix + q for _, q in batch])
             with torch.no_grad():
                 if stop:
                     tap.run(model, input_ids=ids, attention_mask=mask)

@@ -67,7 +67,6 @@ Other metrics:
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 
@@ -75,7 +74,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stsflow.models import cache_kwarg, pad_id_of
+from stsflow.models import cache_kwarg, copy_cache, pad_batch, pad_id_of, prefix_cache
 from stsflow.prompts import (COT_TRIGGER, LETTERS, MMLU_PRO_HEADER, drop_na_options,
                              mmlu_demo_answer, mmlu_question)
 
@@ -224,13 +223,8 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
     rows: list[dict | None] = [None] * len(items)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        width = max(len(prompts[i][0]) for i in idx)
-        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):  # left padding
-            ids = prompts[i][0]
-            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[r, width - len(ids):] = 1
+        input_ids, attention = pad_batch([prompts[i][0] for i in idx], pad_id, left=True)
+        width = input_ids.shape[1]
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                              generation_config=gen_cfg, tokenizer=tokenizer)
         for r, i in enumerate(idx):
@@ -306,11 +300,8 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
     prefix = segmenter.head()
     for d in demos[:k_shot]:
         prefix += segmenter.demo(d, "domain")  # user_text drops "N/A" options
-    prefix_cache = None
+    shared = prefix_cache(model, prefix) if reuse_cache else None
     cache_kw = _cache_kwarg(model)
-    if reuse_cache and prefix:
-        out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-        prefix_cache = _out_cache(out)
     rows = []
     for item in items:
         rec = drop_na_options(item)
@@ -319,7 +310,7 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
         per_token: list[list[float]] = [[] for _ in opt_ids]
         nonempty = [i for i, ids in enumerate(opt_ids) if ids]
         if reuse_cache:
-            cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
+            cache = copy_cache(shared)
             ctx_len = len(prefix) + len(query)
             att = torch.ones((1, ctx_len), dtype=torch.long, device=device)
             q_in = torch.tensor([query], device=device)
@@ -331,14 +322,10 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
                 width = max(len(opt_ids[i]) for i in chunk)
                 logits = None
                 if width > 1:
-                    cache = copy.deepcopy(item_cache)
-                    cache.batch_repeat_interleave(len(chunk))
-                    ids = torch.zeros((len(chunk), width), dtype=torch.long)
-                    att = torch.zeros((len(chunk), ctx_len + width), dtype=torch.long)
-                    att[:, :ctx_len] = 1
-                    for r, i in enumerate(chunk):
-                        ids[r, : len(opt_ids[i])] = torch.tensor(opt_ids[i])
-                        att[r, ctx_len: ctx_len + len(opt_ids[i])] = 1
+                    cache = copy_cache(item_cache, len(chunk))
+                    ids, opt_mask = pad_batch([opt_ids[i] for i in chunk])
+                    att = torch.cat([torch.ones((len(chunk), ctx_len), dtype=torch.long),
+                                     opt_mask], dim=1)
                     logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
                                    use_cache=True, **{cache_kw: cache}).logits
                 vals = _option_logprobs(first_logp, logits, [opt_ids[i] for i in chunk])
@@ -348,13 +335,7 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
             ctx = prefix + query
             for c in range(0, len(nonempty), batch_size):
                 chunk = nonempty[c:c + batch_size]
-                seqs = [ctx + opt_ids[i] for i in chunk]
-                width = max(len(s) for s in seqs)
-                ids = torch.zeros((len(chunk), width), dtype=torch.long)
-                att = torch.zeros((len(chunk), width), dtype=torch.long)
-                for r, s in enumerate(seqs):
-                    ids[r, : len(s)] = torch.tensor(s)
-                    att[r, : len(s)] = 1
+                ids, att = pad_batch([ctx + opt_ids[i] for i in chunk])
                 logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
                                use_cache=False).logits
                 logp = F.log_softmax(logits.float(), dim=-1)
@@ -409,13 +390,7 @@ def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "dom
     order = sorted(range(len(items)), key=lambda i: -len(examples[i][0]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        width = max(len(examples[i][0]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        att = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            seq = examples[i][0]
-            ids[r, : len(seq)] = torch.tensor(seq)
-            att[r, : len(seq)] = 1
+        ids, att = pad_batch([examples[i][0] for i in idx], pad_id)
         logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
                        use_cache=False).logits
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)

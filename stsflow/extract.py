@@ -24,7 +24,6 @@ mode, so plain and ICL runs of a corpus see the same queries.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import scipy.sparse as sp
 import torch
 
 from stsflow.featstats import Stats
-from stsflow.models import LayerTap, cache_kwarg
+from stsflow.models import LayerTap, cache_kwarg, copy_cache, pad_batch, prefix_cache
 from stsflow.storage import atomic_path, write_parquet
 
 FEAT_DTYPES = {"float16": (torch.float16, pa.float16(), np.float16),
@@ -114,18 +113,6 @@ class Reference:
         return np.arange(start, start + n)
 
 
-def _prefix_cache(model, tap: LayerTap, prefix: list[int], device: str):
-    from transformers import DynamicCache
-
-    if not prefix:
-        return None
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        tap.run(model, input_ids=torch.tensor([prefix], device=device),
-                **{cache_kwarg(model): cache})
-    return cache
-
-
 @torch.no_grad()
 def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix: list[int],
             out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
@@ -137,7 +124,7 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     tdtype, _, _ = FEAT_DTYPES[feat_dtype]
     width = sae_width(sae)
     tap = LayerTap(model, layer)
-    cache = _prefix_cache(model, tap, prefix, device)
+    cache = prefix_cache(model, prefix, tap)
     ref = Reference(reference, width) if reference is not None else None
     stats = Stats(width)
     sums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(3)]
@@ -208,19 +195,13 @@ def _json(v) -> bytes:
 
 def _encode_batch(model, sae, tap, cache, prefix, batch, device):
     """SAE features (B, T, width) of right-padded queries after the shared prefix."""
-    width_t = max(len(q[1]) for q in batch)
-    ids = torch.zeros(len(batch), width_t, dtype=torch.long)
-    mask = torch.zeros(len(batch), width_t, dtype=torch.long)
-    for r, (_, q, _) in enumerate(batch):
-        ids[r, :len(q)] = torch.tensor(q)
-        mask[r, :len(q)] = 1
+    ids, mask = pad_batch([q for _, q, _ in batch])
+    width_t = ids.shape[1]
     ids, mask = ids.to(device), mask.to(device)
     p = len(prefix)
     inputs = {"input_ids": ids}
     if cache is not None:
-        past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(len(batch))
-        inputs.update({cache_kwarg(model): past})
+        inputs.update({cache_kwarg(model): copy_cache(cache, len(batch))})
         inputs.update(
                       attention_mask=torch.cat([torch.ones(len(batch), p, dtype=mask.dtype,
                                                            device=device), mask], dim=1),

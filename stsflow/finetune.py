@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stsflow.models import pad_id_of
+from stsflow.models import pad_batch, pad_id_of
+from stsflow.storage import atomic_dir
 from stsflow.segments import Segmenter
 
 IGNORE = -100
@@ -140,15 +140,8 @@ def count_answer_cut(records: list[dict], segmenter: Segmenter, max_length: int 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device=None):
     """Right-padded ``input_ids, attention_mask, labels`` tensors (labels -100 on padding)."""
-    width = max(len(ids) for ids, _ in examples)
-    n = len(examples)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    labels = torch.full((n, width), IGNORE, dtype=torch.long)
-    for i, (ids, lab) in enumerate(examples):
-        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention[i, : len(ids)] = 1
-        labels[i, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    input_ids, attention = pad_batch([ids for ids, _ in examples], pad_id)
+    labels, _ = pad_batch([lab for _, lab in examples], IGNORE)
     if device is not None:
         input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
     return input_ids, attention, labels
@@ -325,27 +318,6 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _fsync_tree(path: Path) -> None:
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with open(Path(root) / name, "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(root))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict) -> Path:
     """Save ``model`` (safetensors), ``tokenizer`` and ``stsflow_meta.json`` into ``outdir``.
 
@@ -355,29 +327,14 @@ def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict) -> Path:
     last, so a directory is a complete checkpoint iff it contains ``stsflow_meta.json``
     (``is_complete_checkpoint``)."""
     outdir = Path(outdir)
-    if outdir.exists():
-        raise FileExistsError(f"{outdir} exists; remove it before saving a checkpoint there")
     if hasattr(model, "merge_and_unload"):
         raise TypeError("save_checkpoint got a PEFT model; merge it first (merge_and_unload)")
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outdir.with_name(f"{outdir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
+    with atomic_dir(outdir, replace=False) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         with open(tmp / META_FILE, "w", encoding="utf-8") as f:
             f.write(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-        _fsync_tree(tmp)
-        if outdir.exists():
-            raise FileExistsError(f"{outdir} appeared while the checkpoint was being written")
-        os.rename(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync_dir(outdir.parent)
     return outdir
 
 

@@ -12,12 +12,11 @@ A prepared model is a directory with ``stsflow_model.json`` that says how to loa
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from stsflow.storage import sha256, write_json
+from stsflow.storage import atomic_dir, sha256, write_json
 
 MANIFEST = "stsflow_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,15 +30,19 @@ def resolve_device(device: str) -> str:
 
 def prepare_model(spec: dict, outdir: Path | str) -> dict:
     """Make ``outdir`` a loadable model directory for a configured model source."""
+    outdir = Path(outdir)
+    src = spec["source"]
+    with atomic_dir(outdir) as tmp:
+        info = _prepare_into(src, tmp)
+        write_json(tmp / MANIFEST, info)
+    return info
+
+
+def _prepare_into(src: dict, tmp: Path) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from stsflow.config import package_file
 
-    outdir = Path(outdir)
-    src = spec["source"]
-    tmp = outdir.with_name(outdir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     if "gguf_package" in src:
         gguf = package_file(src["gguf_package"])
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -68,10 +71,6 @@ def prepare_model(spec: dict, outdir: Path | str) -> dict:
     text_cfg = getattr(cfg, "text_config", cfg)
     info.update(n_layers=text_cfg.num_hidden_layers, hidden_size=text_cfg.hidden_size,
                 architecture=(cfg.architectures or [type(cfg).__name__])[0])
-    write_json(tmp / MANIFEST, info)
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    tmp.rename(outdir)
     return info
 
 
@@ -177,6 +176,55 @@ def pad_id_of(tokenizer) -> int:
         if isinstance(val, int):
             return val
     return 0
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int = 0, left: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)`` long tensors of sequences padded to the longest with ``pad_id``, on the
+    right (teacher-forced passes) or the left (generation); mask 1 on real tokens. The one place
+    a batch is padded."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        if not len(seq):
+            continue
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[r, span] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[r, span] = 1
+    return ids, mask
+
+
+def prefix_cache(model, prefix: list[int], tap: "LayerTap | None" = None):
+    """KV cache of a prefix that a batch of inputs shares (chat head, demonstrations): the prefix
+    runs once, through ``tap`` (stopping after its layer) or the whole model. None when empty.
+    The one place a shared prefix is cached; ``copy_cache`` hands out copies."""
+    from transformers import DynamicCache
+
+    if not prefix:
+        return None
+    cache = DynamicCache(config=model.config)
+    inputs = {"input_ids": torch.tensor([prefix], device=next(model.parameters()).device),
+              cache_kwarg(model): cache}
+    with torch.no_grad():
+        if tap is not None:
+            tap.run(model, **inputs)
+        else:
+            model(**inputs, use_cache=True)
+    return cache
+
+
+def copy_cache(cache, batch: int = 1):
+    """A private copy of a prefix cache, repeated for ``batch`` rows (forward passes extend the
+    cache they are given, so the shared one is never passed itself)."""
+    import copy
+
+    if cache is None:
+        return None
+    past = copy.deepcopy(cache)
+    if batch > 1:
+        past.batch_repeat_interleave(batch)
+    return past
 
 
 def cache_kwarg(model) -> str:

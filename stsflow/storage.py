@@ -40,6 +40,57 @@ def atomic_path(path: Path | str):
             os.unlink(tmp)
 
 
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with open(Path(root) / name, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(root))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str, replace: bool = True):
+    """Yield an empty temporary directory next to ``path``; when the block succeeds, fsync it and
+    rename it onto ``path`` (an existing ``path`` is removed first when ``replace``, else
+    ``FileExistsError``). On any error the temporary directory is removed, so ``path`` is either
+    absent, the previous version, or complete. The one writer of output directories (prepared
+    models and SAEs, checkpoints)."""
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not replace:
+        raise FileExistsError(f"{path} exists; remove it before writing there")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if path.exists():
+            if not replace:
+                raise FileExistsError(f"{path} appeared while it was being written")
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+
+
 def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
