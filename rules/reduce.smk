@@ -74,9 +74,6 @@ rule overlap:
     output:
         f"{R}/tables/{{model}}/{{sft}}/overlap.parquet",
     params:
-        layers=lambda w: list(MODELS[w.model]["layers"]),
-        seeds=SEEDS,
-        runs=RUNS,
         n_top=STS["n_top"],
     log:
         f"{R}/logs/overlap/{{model}}/{{sft}}.log",

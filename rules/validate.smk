@@ -69,8 +69,6 @@ rule observed:
         parquet=f"{R}/tables/{{model}}/{{sft}}/observed.parquet",
         csv=f"{R}/tables/{{model}}/{{sft}}/observed.csv",
     params:
-        domains=list(DOMAINS),
-        runs=RUNS,
         n_boot=EVAL["n_boot"],
     log:
         f"{R}/logs/observed/{{model}}/{{sft}}.log",

@@ -1,10 +1,13 @@
 """Rule observed: the observed accuracy change of every domain after fine-tuning."""
 from stsflow import pipeline
+from stsflow.storage import read_metadata
 
 pipeline.setup_logging(snakemake.log[0])
-p = snakemake.params
-base = dict(zip(p.domains, snakemake.input.base))
-keys = [(m, s, d) for m, s in p.runs for d in p.domains]
-pipeline.observed_table(snakemake.wildcards.model, snakemake.wildcards.sft, base,
-                        dict(zip(keys, snakemake.input.tuned)), snakemake.output.parquet,
-                        snakemake.output.csv, p.n_boot)
+# each evaluation file names its variant in its metadata: nothing depends on the input order
+base = {read_metadata(p)["variant"]["domain"]: p for p in snakemake.input.base}
+tuned = {}
+for path in snakemake.input.tuned:
+    v = read_metadata(path)["variant"]
+    tuned[(v["method"], v["seed"], v["domain"])] = path
+pipeline.observed_table(snakemake.wildcards.model, snakemake.wildcards.sft, base, tuned,
+                        snakemake.output.parquet, snakemake.output.csv, snakemake.params.n_boot)

@@ -1,10 +1,15 @@
 """Rule overlap: overlap of predicted and true top-N shifted dimensions."""
 from stsflow import pipeline
+from stsflow.storage import read_metadata
 
 pipeline.setup_logging(snakemake.log[0])
-p = snakemake.params
-predicted = dict(zip([(layer, seed) for layer in p.layers for seed in p.seeds],
-                     snakemake.input.predicted))
-true = dict(zip([(m, seed, layer) for m, seed in p.runs for layer in p.layers], snakemake.input.true))
+# each shift file names its own run in its metadata: nothing depends on the order of the inputs
+predicted, true = {}, {}
+for path in snakemake.input.predicted:
+    m = read_metadata(path)
+    predicted[(m["layer"], m["seed"])] = path
+for path in snakemake.input.true:
+    m = read_metadata(path)
+    true[(m["method"], m["seed"], m["layer"])] = path
 pipeline.overlap_table(snakemake.wildcards.model, snakemake.wildcards.sft, predicted, true,
-                       p.n_top, snakemake.output[0])
+                       snakemake.params.n_top, snakemake.output[0])
