@@ -121,7 +121,8 @@ def extract_inputs(w):
 
 def extract_settings(w):
     keys = ("sft_tokens", "t") if w.kind == "sft" else ("domain_tokens", "m")
-    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows", "query_tokens", "sample_seed")}
+    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows", "query_tokens", "sample_seed",
+                                       "context_check")}
 
 
 def corpus_spec(corpora, name):
@@ -130,13 +131,16 @@ def corpus_spec(corpora, name):
 
 
 def recipe(w):
-    return {k: v for k, v in FT.items() if k not in ("enabled", "methods")}
+    out = {k: v for k, v in FT.items() if k not in ("enabled", "methods")}
+    if FT["max_items"]:  # only then does the sample seed matter to fine-tuning
+        out["sample_seed"] = STS["sample_seed"]
+    return out
 
 
 def coverage_inputs(w):
     """Named inputs of the coverage table: each corpus's plain extraction (first layer: the query
     selection does not depend on the layer) and each fine-tuning run's history."""
-    layer = next(iter(MODELS[w.model]["layers"]))
+    layer = min(MODELS[w.model]["layers"])
     inputs = {f"sft:{w.sft}": acts(w.model, layer, "sft", w.sft, "plain", stats=True)}
     for d in DOMAINS:
         inputs[f"domain:{d}"] = acts(w.model, layer, "domain", d, "plain", stats=True)

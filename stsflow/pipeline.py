@@ -138,9 +138,13 @@ def build_queries(seg, records: list[dict], kind: str, sts: dict, max_len: int):
 def demonstration_context(seg, mode, kind: str, records: list[dict], data: dict, sts: dict):
     """``(prefix ids, demonstration ids, excluded query indices)`` of an extraction mode: the
     chat head alone (plain, tuned), head + the domain's first m worked examples, or head + t SFT
-    demonstrations drawn with the mode's seed (which then leave the queries)."""
+    demonstrations drawn with the mode's seed (which then leave the queries). The tuned model of
+    seed s runs on the queries of icl-s<s> (its t demonstrations left out too), so the true and
+    the predicted shift of a seed average over the same tokens."""
     if mode.demonstrations == "none":
-        return seg.head(), [], set()
+        excluded = (set(sft_demo_indices(len(records), sts["t"], mode.seed))
+                    if mode.tuned_model else set())
+        return seg.head(), [], excluded
     if mode.demonstrations == "domain":
         demos = corpora.read_records(data["demos"])[: sts["m"]]
         return seg.context(demos, kind), [d["question_id"] for d in demos], set()
@@ -154,24 +158,32 @@ class ContextError(ValueError):
 
 
 def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest_query: int,
-                  where: str, knob: str) -> None:
+                  where: str, knob: str, model: str = "<model>", action: str = "error"
+                  ) -> list[str]:
     """Head + demonstrations + the longest query must fit the model's context (SPEC §3 assumes
-    every query token sees every demonstration). ``prefixes`` maps a run to its prefix length."""
-    if not limit:
-        return
+    every query token sees every demonstration). ``prefixes`` maps a run to its prefix length.
+    ``action`` "error" raises ContextError; "warn" (sts.context_check) returns the problems, which
+    the shard then records."""
+    problems = []
     for run, n_prefix in prefixes.items():
-        if n_prefix + longest_query > limit:
-            raise ContextError(
+        if limit and n_prefix + longest_query > limit:
+            problems.append(
                 f"{where}: the {run} input does not fit the model's context: prefix (head + "
                 f"demonstrations) {n_prefix} tokens + longest query {longest_query} tokens = "
                 f"{n_prefix + longest_query} > {limit} ({why}). Fix: lower {knob} (fewer "
-                "demonstrations), or lower the model's max_length (queries are cut to it), or "
-                "shorten the demonstrations in the data")
+                f"demonstrations), or models.{model}.max_length (queries are cut to it), or "
+                "shorten the demonstrations in the data; sts.context_check: warn goes on anyway")
+    if problems and action == "error":
+        raise ContextError("\n".join(problems))
+    for p in problems:
+        log.warning(p)
+    return problems
 
 
 def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: dict,
             sts: dict, out, stats_out, reference=None, provenance: dict | None = None,
-            threads: int | None = None, corpus: str | None = None) -> None:
+            threads: int | None = None, corpus: str | None = None,
+            model_name: str | None = None) -> None:
     """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
     string. ``kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or "test"/"demos"
     (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
@@ -200,8 +212,9 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: 
             demonstration_context(seg, Mode.domain_icl(), kind, records, data, sts)[0])
     limit, why = context_limit(model_cfg, layer)
     where = f"sft.{corpus}" if kind == "sft" else f"domains.{corpus}"
-    check_context(limit, why, prefixes, max(len(q[1]) for q in queries), where,
-                  "sts.t" if kind == "sft" else "sts.m")
+    overflow = check_context(limit, why, prefixes, max(len(q[1]) for q in queries), where,
+                             "sts.t" if kind == "sft" else "sts.m", model_name or "<model>",
+                             sts.get("context_check", "error"))
 
     model, tok, minfo = _load(model_dir, mspec, threads)
     sae, sinfo = load_sae(sae_dir, device=str(next(model.parameters()).device))
@@ -209,7 +222,7 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: 
                 dtype=mspec["dtype"], chat_template=mspec["chat_template"],
                 prompt_head=seg.layout.head, mode=str(mode), demonstrations_from=mode.demonstrations,
                 kind=kind, demonstrations=demo_ids, query_tokens=sts["query_tokens"],
-                selection=dict(selection, context_limit=limit),
+                selection=dict(selection, context_limit=limit), context_overflow=overflow,
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
     ex.extract(model, sae, layer, queries, prefix, out, stats_out,
@@ -328,8 +341,9 @@ def finetune(model_dir, mspec: dict, sft_items, recipe: dict, method: str, seed:
 
     model, tok, minfo = _load(model_dir, mspec, threads)
     records = corpora.read_records(sft_items)
-    # max_items: a sample drawn with the run's seed, not the first rows of the set
-    records, sample = corpora.sample_records(records, recipe.get("max_items"), seed)
+    # max_items: a seeded sample (sts.sample_seed, as every budget), not the first rows of the set
+    records, sample = corpora.sample_records(records, recipe.get("max_items"),
+                                             recipe.get("sample_seed", 0))
     keys = set(ft.FinetuneConfig.__dataclass_fields__) - {"method", "seed"}
     cfg = ft.FinetuneConfig(method=method, seed=seed,
                             **{k: (tuple(v) if isinstance(v, list) else v)
@@ -343,6 +357,7 @@ def finetune(model_dir, mspec: dict, sft_items, recipe: dict, method: str, seed:
     meta = {"base": _model_identity(minfo), "method": method, "seed": seed,
             "recipe": {k: v for k, v in cfg.__dict__.items()}, "n_examples": result["n_examples"],
             "sample": sample, "n_answer_cut": result["n_answer_cut"],
+            "n_records": result["n_records"],
             "share_answer_cut": round(result["n_answer_cut"] / max(result["n_records"], 1), 4),
             "n_steps": result["n_steps"], "tokens_seen": result["tokens_seen"],
             "seconds": round(time.time() - start, 1), "packages": package_versions()}
@@ -468,9 +483,10 @@ def coverage_table(model: str, sft: str, extractions: dict, finetunes: dict, out
     for run, path in sorted(finetunes.items()):
         meta = read_metadata(path)
         n_cut = int(meta.get("n_answer_cut", 0))
-        n_used = int(meta.get("n_examples", 0))
+        n_used = int(meta.get("n_examples", 0))  # records left with a response token
         rows.append({"model": model, "sft": sft, "corpus": sft, "kind": "sft",
-                     "step": f"finetune {run}", "n_items": n_used, "n_used": n_used,
+                     "step": f"finetune {run}", "n_items": int(meta.get("n_records", n_used)),
+                     "n_used": n_used,
                      "n_truncated": n_cut, "share_truncated": float(meta.get(
                          "share_answer_cut", n_cut / max(n_used, 1))),
                      "counted_tokens": None, "turn_tokens": None})

@@ -25,12 +25,16 @@ Choices the paper leaves open, made here as a reviewer of an ML paper would expe
   dropped; with fewer than half surviving, or a bootstrap distribution entirely on one side of r
   (BCa undefined), the interval is NaN rather than a biased one.
 - **Noise ceiling**: the highest ρ that the measurement noise of Δ allows. Even a perfect
-  predictor of the true |Δ| correlates with the measured |Δ̂| = |Δ + ε| only as far as the noise
-  ε lets it; the ceiling is the mean over simulations of corr(f(Δ̂), f(Δ̂ + ε)), ε_d ~ N(0, SE_d²),
-  f = |·| for target abs (which handles the fold at 0 that a reliability formula ignores) and the
-  identity for target signed. Δ̂ stands in for the unknown true Δ; its spread already contains the
-  noise, so the ceiling errs high (a ceiling, not an estimate). SE_d is the paired standard error
-  of Δ over items; Δ given in the config has no SE and no ceiling (NaN, shown as n/a).
+  predictor of the true Δ correlates with the measured Δ̂ = Δ + ε only as far as the noise lets
+  it. The true Δ is unknown and Δ̂ already carries the noise, so a stand-in for it is built
+  first: its spread across domains is τ² = max(0, var(Δ̂) − mean SE²) (the method-of-moments
+  between-domain variance), and Δ* = mean + √(τ²/var Δ̂)·(Δ̂ − mean) has exactly that spread.
+  The ceiling is the mean over simulations of corr(f(Δ*), f(Δ* + ε)), ε_d ~ N(0, SE_d²), f = |·|
+  for target abs (which handles the fold at 0 that a reliability formula ignores) and the
+  identity for target signed (where it is ≈ √(τ²/(τ² + SE²)), the classical attenuation bound).
+  When the domains' Δ̂ vary no more than their noise (τ² = 0) the ceiling is 0: no predictor can
+  be seen to track them. SE_d is the paired standard error of Δ over items; Δ given in the config
+  has no SE and no ceiling (NaN, shown as n/a).
 """
 
 from __future__ import annotations
@@ -233,9 +237,10 @@ def delta_se(before, after) -> float:
 
 def noise_ceiling(delta, se, *, target: str = "abs", n_sim: int = 2000, seed: int = 0) -> float:
     """The highest Pearson ρ with the measured Δ that its noise allows (see the module docstring):
-    mean over ``n_sim`` draws of corr(f(Δ), f(Δ + ε)), ε_d ~ N(0, se_d²), f = |·| (``abs``) or
-    the identity (``signed``). NaN when any SE is unknown, for fewer than 3 domains or a constant
-    f(Δ); draws where f(Δ + ε) is constant are dropped."""
+    mean over ``n_sim`` draws of corr(f(Δ*), f(Δ* + ε)), ε_d ~ N(0, se_d²), with Δ* the measured Δ
+    shrunk to the between-domain spread τ² its noise leaves, f = |·| (``abs``) or the identity
+    (``signed``). 0 when τ² = 0; NaN when any SE is unknown, for fewer than 3 domains or a
+    constant Δ; draws where f(Δ* + ε) is constant are dropped."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     delta = np.asarray(delta, dtype=np.float64).ravel()
@@ -244,13 +249,20 @@ def noise_ceiling(delta, se, *, target: str = "abs", n_sim: int = 2000, seed: in
         raise ValueError(f"delta and se differ in length: {delta.size} vs {se.size}")
     f = np.abs if target == "abs" else (lambda v: v)
     if (delta.size < 3 or not (np.isfinite(delta).all() and np.isfinite(se).all())
-            or (se < 0).any() or np.ptp(f(delta)) == 0):
+            or (se < 0).any() or np.ptp(delta) == 0):
+        return math.nan
+    var = float(np.var(delta, ddof=1))
+    tau2 = max(0.0, var - float(np.mean(se ** 2)))
+    if tau2 == 0.0:
+        return 0.0
+    truth = delta.mean() + math.sqrt(tau2 / var) * (delta - delta.mean())
+    if np.ptp(f(truth)) == 0:
         return math.nan
     rng = np.random.default_rng(seed)
-    base = f(delta)
+    base = f(truth)
     sims = []
     for m in _chunks(n_sim, delta.size):
-        noisy = f(delta + rng.standard_normal((m, delta.size)) * se)
+        noisy = f(truth + rng.standard_normal((m, delta.size)) * se)
         sims.append(_row_pearson(np.broadcast_to(base, noisy.shape).copy(), noisy))
     r = np.concatenate(sims) if sims else np.empty(0)
     return float(r.mean()) if r.size else math.nan
@@ -370,21 +382,25 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
     for key, g in joined.partition_by(group_keys, as_dict=True, maintain_order=True).items():
         kv = dict(zip(group_keys, key))
         delta, se = g["delta"].to_numpy(), g["delta_se"].to_numpy()
-        masks = {"all": slice(None), "extremes": g["extreme"].to_numpy()}
-        # the ceiling depends on the domains and the target only, not on the variant
-        ceilings = {(t, p): noise_ceiling(delta[m], se[m], target=t, n_sim=n_sim, seed=seed)
-                    for t in TARGETS for p, m in masks.items()}
+        masks = {"all": np.ones(g.height, dtype=bool), "extremes": g["extreme"].to_numpy()}
+        ceilings: dict[tuple, float] = {}  # by (target, domains used): shared across variants
         for variant in variants:
             x = g[variant].to_numpy()
+            usable = np.isfinite(x) & np.isfinite(delta)  # the pairs correlate() keeps
             for target in TARGETS:
                 y = np.abs(delta) if target == "abs" else delta
                 for protocol, m in masks.items():
                     res = correlate(x[m], y[m], n_boot=n_boot, n_perm=n_perm, seed=seed, ci=ci,
                                     tested=protocol == "all")
+                    used = m & usable
+                    key = (target, used.tobytes())
+                    if key not in ceilings:
+                        ceilings[key] = noise_ceiling(delta[used], se[used], target=target,
+                                                      n_sim=n_sim, seed=seed)
                     records.append({**kv, "variant": variant, "target": target,
                                     "protocol": protocol, **res,
                                     "ci_method": CI_METHODS[protocol],
-                                    "noise_ceiling": ceilings[(target, protocol)]})
+                                    "noise_ceiling": ceilings[key]})
 
     schema = {c: (pl.String if c in ("variant", "target", "protocol") else joined.schema[c])
               for c in out_keys}

@@ -134,7 +134,9 @@ def test_each_mode_has_the_right_prefix_and_model(job):
     assert meta["sft_tuned"]["model"]["kind"] == "checkpoint"
     assert meta["sft_tuned"]["model"]["method"] == "lora"
     assert meta["sft_plain"]["model"]["kind"] == "local"
-    assert meta["sft_tuned"]["n_queries"] == meta["sft_plain"]["n_queries"] == 12
+    assert meta["sft_plain"]["n_queries"] == 12
+    # the tuned run of seed 0 averages over the queries of icl-s0 (like-for-like overlap)
+    assert meta["sft_tuned"]["n_queries"] == meta["sft_icl"]["n_queries"] == 10
     # t SFT demonstrations for SFT ICL, m worked examples for domain ICL
     assert meta["sft_icl"]["prefix_tokens"] == len(seg.context([sft[i] for i in demo_idx], "sft"))
     assert meta["sft_icl"]["demonstrations"] == [sft[i]["id"] for i in demo_idx]
@@ -176,7 +178,10 @@ def test_true_shift_is_tuned_plain_against_base_plain(job, tiny_model_dir, tmp_p
     got = pq.read_table(tmp_path / "true.parquet")["shift"].to_numpy()
     head = seg.head()
     diffs, masks = [], []
-    for rec in sft_records(12):
+    demo_idx = set(pipeline.sft_demo_indices(12, 2, 1))  # seed 1's demonstrations left out
+    for i, rec in enumerate(sft_records(12)):
+        if i in demo_idx:
+            continue
         ids, counted = seg.query_parts(rec, "sft")
         diffs.append(dense(tuned, sae, head, ids) - dense(model, sae, head, ids))
         masks.append(np.asarray(counted))
@@ -289,11 +294,13 @@ def test_token_budget_takes_a_seeded_sample_shared_by_plain_and_icl(job):
 def test_max_items_takes_a_seeded_sample():
     recs = [{"id": i} for i in range(50)]
     got, info = corpora.sample_records(recs, 10, seed=5)
-    rows = sorted(np.random.default_rng(5).choice(50, 10, replace=False).tolist())
-    assert [r["id"] for r in got] == rows and info["rows"] == rows
-    assert [r["id"] for r in got] != list(range(10))
-    assert corpora.sample_records(recs, 10, seed=5)[0] == got
+    ids = [r["id"] for r in got]
+    assert len(set(ids)) == 10 and ids == sorted(ids) and info["rows"] == ids  # corpus order
+    assert ids != list(range(10)) and max(ids) >= 10  # not the first rows
+    assert corpora.sample_records(recs, 10, seed=5)[0] == got  # reproducible
+    assert [r["id"] for r in corpora.sample_records(recs, 10, seed=6)[0]] != ids
     assert corpora.sample_records(recs, None, seed=5)[0] == recs
+    assert corpora.sample_records(recs, 80, seed=5)[1]["rows"] == "all"
 
 
 def test_materialized_domain_records_the_sample(tmp_path):
@@ -336,6 +343,11 @@ def test_demonstrations_that_cannot_fit_fail_before_any_forward(job, tmp_path):
     assert "domains.law" in msg and "icl" in msg and "max_position_embeddings" in msg
     assert "sts.m" in msg and str(head + longest + 5) in msg
     assert not (job["d"] / "short_plain.parquet").exists()
+    # sts.context_check: warn goes on and records the overflow in the shard
+    run_job(job, "domain", "plain", "short_warn", model="short",
+            sts=dict(STS, context_check="warn"))
+    recorded = read_metadata(job["d"] / "short_warn.parquet")["context_overflow"]
+    assert len(recorded) == 1 and "domains.law" in recorded[0]
 
 
 def test_sliding_window_lowers_the_context_limit():

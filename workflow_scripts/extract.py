@@ -8,4 +8,5 @@ reference = snakemake.input.reference if "reference" in snakemake.input.keys() e
 pipeline.extract(snakemake.input.model, snakemake.input.sae, snakemake.params.model, int(w.layer),
                  w.kind, w.mode, data, snakemake.params.sts, snakemake.output.shard,
                  snakemake.output.stats, reference=reference,
-                 provenance={"corpus": w.corpus}, threads=snakemake.threads, corpus=w.corpus)
+                 provenance={"corpus": w.corpus}, threads=snakemake.threads, corpus=w.corpus,
+                 model_name=w.model)
