@@ -268,7 +268,24 @@ def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = Tru
     return canonical(config)
 
 
+def read_yaml(path: Path | str):
+    """Parse a YAML file; a syntax error becomes a ConfigError naming the file, line and column."""
+    text = Path(path).read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        what = getattr(exc, "problem", None) or str(exc)
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start:
+            what += f" ({context} started at line {start.line + 1})"
+        raise ConfigError([f"{where}: YAML syntax error: {what}. Fix: correct the syntax there "
+                           "(indentation with spaces, ': ' after keys, closed brackets and "
+                           "quotes)"]) from None
+
+
 def load(path: Path | str, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
     """Load and validate a YAML config; relative paths in it are relative to ``base_dir`` (the
     working directory, as everywhere in Snakemake)."""
-    return validate(yaml.safe_load(Path(path).read_text()) or {}, base_dir, check_sources)
+    return validate(read_yaml(path) or {}, base_dir, check_sources)

@@ -302,3 +302,31 @@ def test_cli_fails_before_any_job(cli_project, change, field):
     assert proc.returncode != 0, out[-4000:]
     assert f"{field}:" in out and "invalid config" in out, out[-4000:]
     assert not (workdir / "results").exists(), "nothing may run on an invalid config"
+
+
+# --- YAML syntax errors name the file and the line ----------------------------------------------
+
+BAD_YAML = "models:\n  tiny: {source: {local: {path: m}}\nsts:\n  t: 2\n"  # unclosed brace
+
+
+def test_cli_validate_names_the_file_and_line_of_a_yaml_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_YAML)
+    proc = subprocess.run([sys.executable, "-m", "stsflow.cli", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"{bad}, line 3, column 1: YAML syntax error: expected ',' or '}}'" in proc.stderr, \
+        proc.stderr
+    assert "started at line 2" in proc.stderr and "Fix: " in proc.stderr
+
+
+def test_snakemake_names_the_file_and_line_of_a_yaml_error(tmp_path):
+    """The workflow's own config.yaml (no --configfile) with a syntax error."""
+    (tmp_path / "config.yaml").write_text(BAD_YAML)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                           "--directory", str(tmp_path), "-n", "--cores", "1"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config.yaml, line 3, column 1: YAML syntax error" in out, out[-3000:]
