@@ -1,8 +1,8 @@
 """Configuration: JSON-schema validation with defaults, then checks the schema cannot express
 (layer ranges, cross references, files, empty corpora, a local SAE's hook and input width against
-the model and layer, SAE sizes against ``k`` and ``sts.n_top``). Runs when the Snakefile is
-parsed, so a bad config fails before any job starts, with every problem listed by field and with
-its fix; a YAML syntax error names the file and line."""
+the model and layer, SAE sizes against ``k`` and ``sts.n_top``, LoRA targets against the model's
+modules). Runs when the Snakefile is parsed, so a bad config fails before any job starts, with
+every problem listed by field and with its fix; a YAML syntax error names the file and line."""
 
 from __future__ import annotations
 
@@ -191,6 +191,55 @@ def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, 
     return model.get("n_layers"), "n_layers"
 
 
+def model_module_names(model: dict, base_dir: Path) -> set[str] | None:
+    """Names of the leaf modules of a model, built on the meta device from its config (no
+    weights are read); None where the config is not available offline.
+
+    A GGUF file's config is rebuilt from its header with transformers' own GGUF key mapping
+    (``AutoConfig.from_pretrained(gguf_file=...)`` also parses the embedded tokenizer, ten
+    seconds for the default model); GGUF architectures whose name is not a transformers model
+    type are not checked. Hub models are only looked up in the local cache, never on the network
+    (the hub is not reachable everywhere): uncached ones are not checked here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = model["source"]
+    try:
+        if "gguf_package" in src:
+            from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+            fields = gguf_fields(str(package_file(src["gguf_package"])))
+            arch = fields["general.architecture"]
+            mapping = GGUF_CONFIG_MAPPING.get(arch, {})
+            kwargs = {hf: fields[f"{arch}.{key}"] for key, hf in mapping.items()
+                      if hf and f"{arch}.{key}" in fields}
+            cfg = AutoConfig.for_model(arch, **kwargs)
+        elif "local" in src:
+            cfg = AutoConfig.from_pretrained(base_dir / src["local"]["path"])
+        else:
+            cfg = AutoConfig.from_pretrained(src["hf"]["id"], revision=src["hf"]["revision"],
+                                             local_files_only=True)
+        with torch.device("meta"):
+            net = AutoModelForCausalLM.from_config(cfg)
+    except Exception:
+        return None
+    return {n for n, mod in net.named_modules() if n and not any(True for _ in mod.children())}
+
+
+def _lora_problems(name: str, model: dict, targets: list[str], base_dir: Path) -> list[str]:
+    names = model_module_names(model, base_dir)
+    if names is None:
+        return []
+    # peft matches a list entry against a module name by equality or as a dotted suffix, and
+    # fails only when no entry matches: a misspelt one next to valid ones would be ignored
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not missing:
+        return []
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
+    return [f"finetune.lora_targets: {', '.join(map(repr, missing))} not in model {name!r}. Fix: "
+            f"use module names of this model (its leaf modules: {', '.join(leaves)})"]
+
+
 # -- SAE facts: hook, input width, width -------------------------------------------------------
 
 _RESID = [(re.compile(r"^blocks\.(\d+)\.hook_resid_post$"), 0),
@@ -372,6 +421,9 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                                 f"{n_layers} layers ({origin}). Fix: use 0..{n_layers - 1}")
             problems += _sae_problems(config, name, model, int(layer), base_dir, facts,
                                       facts_origin)
+        ft = config["finetune"]
+        if found and ft["enabled"] and "lora" in ft["methods"]:
+            problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
     if check_sources:
         for name, c in config["sft"].items():
             problems += _source_problems(f"sft.{name}.source", c["source"], c["schema"],

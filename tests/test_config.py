@@ -173,6 +173,9 @@ INVALID = [
     ("unknown-sae-eval-corpus",
      edit("models.tiny.layers", {1: {"sae": {"train": {}, "eval_corpora": ["chemistry"]}}}),
      "models.tiny.layers.1.sae.eval_corpora"),
+    ("lora-target-the-model-lacks",
+     edit("finetune", {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}),
+     "finetune.lora_targets"),
 ]
 
 
@@ -411,6 +414,29 @@ def test_n_top_is_checked_against_a_prepared_registry_sae(project):
         ["sts"]
     assert any("sts.n_top: 20000 larger than the width 16384" in p
                for p in problems_of(cfg, workdir))
+
+
+def test_lora_targets_of_the_model_validate(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"],
+                       "lora_targets": ["q_proj", "self_attn.v_proj", "down_proj"]}
+    stsconfig.validate(cfg, workdir)
+    cfg["finetune"] = {"enabled": False, "lora_targets": ["c_attn"]}  # not fine-tuning: no check
+    stsconfig.validate(cfg, workdir)
+    cfg["finetune"] = {"enabled": True, "methods": ["full"], "lora_targets": ["c_attn"]}
+    stsconfig.validate(cfg, workdir)
+
+
+def test_lora_target_problem_lists_the_model_modules(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}
+    (problem,) = problems_of(cfg, workdir)
+    assert problem.startswith("finetune.lora_targets: 'c_attn' not in model 'tiny'. Fix: use "
+                              "module names of this model (its leaf modules: ")
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert name in problem
 
 
 # --- YAML syntax errors name the file and the line ----------------------------------------------
