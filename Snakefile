@@ -8,6 +8,12 @@ min_version("9.0")
 
 # The embedded default, unless the user names their own (--configfile): never merge the two.
 if not workflow.overwrite_configfiles:
+    # Snakemake's own message on a YAML syntax error names neither the file nor the line.
+    from pathlib import Path
+    from stsflow.config import read_yaml
+
+    if Path("config.yaml").exists():
+        read_yaml("config.yaml")
 
     configfile: "config.yaml"
 

@@ -43,9 +43,16 @@ def sae_spec(w):
     return MODELS[w.model]["layers"][int(w.layer)]["sae"]
 
 
+def sae_plan(w):
+    """Corpora that train the SAE (none for pretrained SAEs) and that evaluate it (held out)."""
+    sae = sae_spec(w)
+    train = (sae["train"].get("corpora") or list(SFTS)) if "train" in sae else []
+    return {"train": train, "eval": sae.get("eval_corpora") or train or list(SFTS)}
+
+
 def sae_corpora(w):
-    spec = sae_spec(w).get("train") or {}
-    names = spec.get("corpora") or list(SFTS)
+    plan = sae_plan(w)
+    names = list(dict.fromkeys(plan["train"] + plan["eval"]))
     return [("sft" if n in SFTS else "domain", n) for n in names]
 
 

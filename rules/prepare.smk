@@ -46,7 +46,8 @@ rule prepare_model:
 
 
 rule prepare_sae:
-    """Registry or local SAE, or one trained here with sae-lens on the model's activations."""
+    """Registry or local SAE (checked against the model and layer), or one trained here with
+    sae-lens on the model's activations; then its quality on held-out corpus tokens."""
     input:
         model=f"{R}/models/{{model}}",
         corpora=sae_corpus_files,
@@ -56,6 +57,7 @@ rule prepare_sae:
         model=model_spec,
         sae=sae_spec,
         corpora=sae_corpora,
+        plan=sae_plan,
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,

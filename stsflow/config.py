@@ -1,6 +1,8 @@
 """Configuration: JSON-schema validation with defaults, then checks the schema cannot express
-(layer ranges, cross references, files, empty corpora). Runs when the Snakefile is parsed, so a bad
-config fails before any job starts, with every problem listed by field and with its fix."""
+(layer ranges, cross references, files, empty corpora, a local SAE's hook and input width against
+the model and layer, SAE sizes against ``k`` and ``sts.n_top``, LoRA targets against the model's
+modules). Runs when the Snakefile is parsed, so a bad config fails before any job starts, with
+every problem listed by field and with its fix; a YAML syntax error names the file and line."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import copy
 import difflib
 import functools
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -101,9 +104,7 @@ def package_file(spec: dict) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def sae_registry() -> dict | None:
-    """The installed sae-lens registry (release -> [sae ids]), read from its YAML without importing
-    sae-lens (slow); None when sae-lens is not installed."""
+def _registry_yaml() -> dict | None:
     found = importlib.util.find_spec("sae_lens")
     if found is None or not found.submodule_search_locations:
         return None
@@ -111,8 +112,23 @@ def sae_registry() -> dict | None:
     if not path.exists():
         return None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    data = yaml.load(path.read_text(), Loader=loader) or {}
+    return yaml.load(path.read_text(), Loader=loader) or {}
+
+
+def sae_registry() -> dict | None:
+    """The installed sae-lens registry (release -> [sae ids]), read from its YAML without importing
+    sae-lens (slow); None when sae-lens is not installed."""
+    data = _registry_yaml()
+    if data is None:
+        return None
     return {rel: [str(s["id"]) for s in (spec or {}).get("saes", [])] for rel, spec in data.items()}
+
+
+def registry_model(release: str) -> str | None:
+    """The model a registry release declares (its ``model`` field, a TransformerLens or hub name).
+    The registry YAML does not carry SAE widths or hooks: those are read from the SAE's own config
+    when ``prepare_sae`` fetches it."""
+    return ((_registry_yaml() or {}).get(release) or {}).get("model")
 
 
 def _registry_problems(where: str, reg: dict, layer: int) -> list[str]:
@@ -133,25 +149,220 @@ def _registry_problems(where: str, reg: dict, layer: int) -> list[str]:
     return []
 
 
-def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, str]:
-    """Layer count from the model itself where reachable offline, else from ``n_layers``."""
+@functools.lru_cache(maxsize=8)
+def gguf_fields(path: str) -> dict:
+    """Scalar header fields of a GGUF file (read once per process: the reader maps the file)."""
+    from gguf import GGUFReader, GGUFValueType
+
+    out = {}
+    for key, field in GGUFReader(path).fields.items():
+        if field.types and field.types[0] not in (GGUFValueType.ARRAY,):
+            part = field.parts[-1]
+            out[key] = (bytes(part).decode() if field.types[0] == GGUFValueType.STRING
+                        else part[0].item())
+    return out
+
+
+def model_facts(model: dict, base_dir: Path) -> tuple[dict | None, str]:
+    """``{n_layers, hidden_size}`` read offline from the model (local config.json or GGUF header)
+    and where they came from; None for hub models and unreadable files."""
     src = model["source"]
     try:
         if "gguf_package" in src:
-            from gguf import GGUFReader
-
-            reader = GGUFReader(str(package_file(src["gguf_package"])))
-            arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-            return int(reader.fields[f"{arch}.block_count"].parts[-1][0]), "gguf"
+            fields = gguf_fields(str(package_file(src["gguf_package"])))
+            arch = fields["general.architecture"]
+            return {"n_layers": int(fields[f"{arch}.block_count"]),
+                    "hidden_size": int(fields[f"{arch}.embedding_length"])}, "GGUF header"
         if "local" in src:
-            import json
-
             cfg = json.loads((base_dir / src["local"]["path"] / "config.json").read_text())
             cfg = cfg.get("text_config", cfg)
-            return int(cfg["num_hidden_layers"]), "config.json"
-    except Exception:  # fall back to the declared count; missing files are reported elsewhere
+            return {"n_layers": int(cfg["num_hidden_layers"]),
+                    "hidden_size": int(cfg["hidden_size"])}, "config.json"
+    except Exception:  # missing files are reported elsewhere
         pass
+    return None, ""
+
+
+def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, str]:
+    """Layer count from the model itself where reachable offline, else from ``n_layers``."""
+    facts, origin = model_facts(model, base_dir)
+    if facts:
+        return facts["n_layers"], origin
     return model.get("n_layers"), "n_layers"
+
+
+def model_module_names(model: dict, base_dir: Path) -> set[str] | None:
+    """Names of the leaf modules of a model, built on the meta device from its config (no
+    weights are read); None where the config is not available offline.
+
+    A GGUF file's config is rebuilt from its header with transformers' own GGUF key mapping
+    (``AutoConfig.from_pretrained(gguf_file=...)`` also parses the embedded tokenizer, ten
+    seconds for the default model); GGUF architectures whose name is not a transformers model
+    type are not checked. Hub models are only looked up in the local cache, never on the network
+    (the hub is not reachable everywhere): uncached ones are not checked here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = model["source"]
+    try:
+        if "gguf_package" in src:
+            from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+            fields = gguf_fields(str(package_file(src["gguf_package"])))
+            arch = fields["general.architecture"]
+            mapping = GGUF_CONFIG_MAPPING.get(arch, {})
+            kwargs = {hf: fields[f"{arch}.{key}"] for key, hf in mapping.items()
+                      if hf and f"{arch}.{key}" in fields}
+            cfg = AutoConfig.for_model(arch, **kwargs)
+        elif "local" in src:
+            cfg = AutoConfig.from_pretrained(base_dir / src["local"]["path"])
+        else:
+            cfg = AutoConfig.from_pretrained(src["hf"]["id"], revision=src["hf"]["revision"],
+                                             local_files_only=True)
+        with torch.device("meta"):
+            net = AutoModelForCausalLM.from_config(cfg)
+    except Exception:
+        return None
+    return {n for n, mod in net.named_modules() if n and not any(True for _ in mod.children())}
+
+
+def _lora_problems(name: str, model: dict, targets: list[str], base_dir: Path) -> list[str]:
+    names = model_module_names(model, base_dir)
+    if names is None:
+        return []
+    # peft matches a list entry against a module name by equality or as a dotted suffix, and
+    # fails only when no entry matches: a misspelt one next to valid ones would be ignored
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not missing:
+        return []
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
+    return [f"finetune.lora_targets: {', '.join(map(repr, missing))} not in model {name!r}. Fix: "
+            f"use module names of this model (its leaf modules: {', '.join(leaves)})"]
+
+
+# -- SAE facts: hook, input width, width -------------------------------------------------------
+
+_RESID = [(re.compile(r"^blocks\.(\d+)\.hook_resid_post$"), 0),
+          (re.compile(r"^blocks\.(\d+)\.hook_resid_pre$"), -1),  # the input of block L+1
+          (re.compile(r"^model\.(?:language_model\.)?layers\.(\d+)(?:\.output)?$"), 0)]
+
+
+def resid_layer(hook_name: str | None) -> int | None:
+    """The block L whose output residual stream ``hook_name`` reads (sae-lens / TransformerLens
+    names ``blocks.L.hook_resid_post`` or ``blocks.{L+1}.hook_resid_pre``, Hugging Face module
+    names ``model.layers.L``); None for other hooks (attention, MLP, resid_mid, ...)."""
+    for pattern, offset in _RESID:
+        m = pattern.match(hook_name or "")
+        if m:
+            return int(m.group(1)) + offset
+    return None
+
+
+def sae_cfg_facts(cfg: dict) -> dict:
+    """hook_name, d_in, width and declared model of an sae-lens ``cfg.json`` (6.x keeps the hook
+    and model under ``metadata``; older files have them at the top level, the hook possibly as
+    ``hook_point``)."""
+    meta = cfg.get("metadata") or {}
+
+    def pick(*keys):
+        for key in keys:
+            for src in (meta, cfg):
+                if src.get(key) is not None:
+                    return src[key]
+        return None
+
+    return {"hook_name": pick("hook_name", "hook_point"), "d_in": cfg.get("d_in"),
+            "width": cfg.get("d_sae"), "model_name": pick("model_name")}
+
+
+def sae_fit_problems(where: str, field: str, facts: dict, layer: int, hidden_size: int | None,
+                     origin: str, accept_hook: str | None) -> list[str]:
+    """Does the SAE read the residual stream after block ``layer`` of this model? ``where`` is
+    the SAE config entry (``models.m.layers.L.sae``), ``field`` the key that names the SAE
+    (``local.path`` or ``registry.sae_id``). Used at validation (local SAEs) and at the start of
+    prepare_sae (every pretrained SAE), with the same wording.
+
+    A hook mismatch can be accepted with ``accept_hook:`` naming exactly the hook shown (so a
+    later change of SAE is checked again); an input-width mismatch cannot: the encoder's matrix
+    product with the model's residual stream is undefined."""
+    problems = []
+    hook = facts.get("hook_name") or "unknown"
+    want = f"blocks.{layer}.hook_resid_post"
+    if resid_layer(facts.get("hook_name")) != layer and accept_hook != hook:
+        why = ("the SAE does not record its hook (no metadata.hook_name in its cfg.json)"
+               if hook == "unknown" else f"the SAE reads {hook!r}")
+        problems.append(
+            f"{where}.{field}: {why}, not the residual stream after block {layer} ({want}). Fix: "
+            f"use an SAE of {want}" + (f" or move it to layer {resid_layer(hook)}"
+                                       if resid_layer(hook) is not None else "")
+            + f", or, if you know it fits, set {where}.accept_hook: {hook!r} (recorded in the "
+            "SAE's provenance)")
+    d_in = facts.get("d_in")
+    if hidden_size is not None and d_in is not None and int(d_in) != int(hidden_size):
+        problems.append(
+            f"{where}.{field}: the SAE's input width d_in={d_in} differs from the model's hidden "
+            f"size {hidden_size} ({origin}). Fix: use an SAE trained on this model's residual "
+            f"stream (d_in {hidden_size})")
+    return problems
+
+
+def n_top_problems(n_top: list[int], width: int | None, where: str) -> list[str]:
+    too_big = [n for n in n_top if width is not None and n > int(width)]
+    if not too_big:
+        return []
+    return [f"sts.n_top: {', '.join(map(str, too_big))} larger than the width {width} of the "
+            f"SAE of {where}. Fix: use N <= {width}, or a wider SAE"]
+
+
+def n_top_of(raw_config: dict) -> list[int]:
+    """``sts.n_top`` of an unvalidated config, with the schema default."""
+    default = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["sts"]["properties"]
+    return list((raw_config.get("sts") or {}).get("n_top") or default["n_top"]["default"])
+
+
+def _sae_problems(config: dict, name: str, model: dict, layer: int, base_dir: Path,
+                  facts: dict | None, origin: str) -> list[str]:
+    where = f"models.{name}.layers.{layer}.sae"
+    sae = model["layers"][layer]["sae"]
+    problems, width = [], None
+    hidden = (facts or {}).get("hidden_size")
+    if "train" in sae:
+        spec = sae["train"]
+        width = spec["width"]
+        for c in spec.get("corpora") or []:
+            if c not in config["sft"] and c not in config["domains"]:
+                problems.append(f"{where}.train.corpora: unknown corpus {c!r}. Fix: name an SFT "
+                                "set or a domain")
+        if spec["architecture"] == "topk" and spec["k"] > spec["width"]:
+            problems.append(f"{where}.train.k: {spec['k']} active features asked of an SAE of "
+                            f"width {spec['width']}. Fix: set k to at most width (TopK SAEs use "
+                            "k of 32 to 128 for thousands of features), or raise width")
+    for c in sae.get("eval_corpora") or []:
+        if c not in config["sft"] and c not in config["domains"]:
+            problems.append(f"{where}.eval_corpora: unknown corpus {c!r}. Fix: name an SFT set "
+                            "or a domain")
+    if "local" in sae:
+        cfg_path = base_dir / sae["local"]["path"] / "cfg.json"
+        if not cfg_path.exists():
+            problems.append(f"{where}.local.path: no sae-lens cfg.json in {sae['local']['path']}. "
+                            "Fix: point it at a folder written by sae-lens (SAE.save_model or "
+                            "save_inference_model)")
+        else:
+            sfacts = sae_cfg_facts(json.loads(cfg_path.read_text()))
+            width = sfacts["width"]
+            problems += sae_fit_problems(where, "local.path", sfacts, layer, hidden, origin,
+                                         sae.get("accept_hook"))
+    if "registry" in sae:
+        problems += _registry_problems(f"{where}.registry", sae["registry"], layer)
+        # The registry YAML carries no widths: a prepared SAE tells it on later runs, and the
+        # prepare_sae job checks it on the first.
+        prepared = base_dir / config["results"] / "sae" / name / f"L{layer}" / "stsflow_sae.json"
+        if prepared.exists():
+            info = json.loads(prepared.read_text())
+            if info.get("kind") == "registry" and all(
+                    info.get(k) == v for k, v in sae["registry"].items()):
+                width = info.get("width")
+    return problems + n_top_problems(config["sts"]["n_top"], width, where)
 
 
 def _source_problems(where: str, source: dict, schema: str, fields: dict, base_dir: Path,
@@ -200,25 +411,19 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                             "directory. Fix: point it at a saved Hugging Face model (config.json "
                             "and weights)")
         n_layers, origin = model_n_layers(name, model, base_dir)
+        facts, facts_origin = model_facts(model, base_dir)
         if n_layers is None and found:
             problems.append(f"models.{name}.n_layers: the layer count cannot be read offline. "
                             "Fix: set n_layers")
-        for layer, lcfg in model["layers"].items():
+        for layer in model["layers"]:
             if n_layers is not None and not 0 <= int(layer) < n_layers:
                 problems.append(f"models.{name}.layers.{layer}: out of range, the model has "
                                 f"{n_layers} layers ({origin}). Fix: use 0..{n_layers - 1}")
-            sae = lcfg["sae"]
-            for c in (sae.get("train") or {}).get("corpora") or []:
-                if c not in config["sft"] and c not in config["domains"]:
-                    problems.append(f"models.{name}.layers.{layer}.sae.train.corpora: unknown "
-                                    f"corpus {c!r}. Fix: name an SFT set or a domain")
-            if "local" in sae and not (base_dir / sae["local"]["path"] / "cfg.json").exists():
-                problems.append(f"models.{name}.layers.{layer}.sae.local.path: no sae-lens "
-                                f"cfg.json in {sae['local']['path']}. Fix: point it at a folder "
-                                "written by sae-lens (SAE.save_model or save_inference_model)")
-            if "registry" in sae:
-                problems += _registry_problems(f"models.{name}.layers.{layer}.sae.registry",
-                                               sae["registry"], int(layer))
+            problems += _sae_problems(config, name, model, int(layer), base_dir, facts,
+                                      facts_origin)
+        ft = config["finetune"]
+        if found and ft["enabled"] and "lora" in ft["methods"]:
+            problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
     if check_sources:
         for name, c in config["sft"].items():
             problems += _source_problems(f"sft.{name}.source", c["source"], c["schema"],
@@ -299,7 +504,24 @@ def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = Tru
     return canonical(config)
 
 
+def read_yaml(path: Path | str):
+    """Parse a YAML file; a syntax error becomes a ConfigError naming the file, line and column."""
+    text = Path(path).read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        what = getattr(exc, "problem", None) or str(exc)
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start:
+            what += f" ({context} started at line {start.line + 1})"
+        raise ConfigError([f"{where}: YAML syntax error: {what}. Fix: correct the syntax there "
+                           "(indentation with spaces, ': ' after keys, closed brackets and "
+                           "quotes)"]) from None
+
+
 def load(path: Path | str, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
     """Load and validate a YAML config; relative paths in it are relative to ``base_dir`` (the
     working directory, as everywhere in Snakemake)."""
-    return validate(yaml.safe_load(Path(path).read_text()) or {}, base_dir, check_sources)
+    return validate(read_yaml(path) or {}, base_dir, check_sources)

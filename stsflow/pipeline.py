@@ -93,21 +93,50 @@ def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str
     return windows
 
 
-def prepare_sae(model_dir, mspec: dict, layer: int, sae_spec: dict, corpus_files, outdir,
-                threads: int | None = None) -> None:
+def prepare_sae(model_dir, mspec: dict, layer: int, sae_spec: dict, corpora_files: dict,
+                plan: dict, outdir, *, where: str, threads: int | None = None,
+                n_top: list[int] | None = None) -> None:
+    """Fetch (registry), check (registry, local) or train the SAE of one layer, then measure its
+    quality on held-out corpus tokens (see stsflow.sae).
+
+    ``corpora_files`` maps a corpus name to ``(kind, materialised file)``; ``plan`` names the
+    corpora that train (``train``, empty for pretrained SAEs) and evaluate it (``eval``).
+    ``where`` is the SAE's config entry for error messages; ``n_top`` the STS sizes to check
+    against a registry SAE's width (the registry YAML does not carry widths)."""
     from stsflow import sae as sae_mod
+    from stsflow.models import model_info
     from stsflow.segments import Segmenter
 
-    if "train" not in sae_spec:
-        sae_mod.prepare_pretrained(sae_spec, outdir)
-        return
+    minfo = model_info(model_dir)
+    fetched = None
+    if "train" not in sae_spec:  # refused before the model is loaded or weights are fetched
+        fetched = sae_mod.fetch_pretrained(sae_spec, layer=layer,
+                                           hidden_size=minfo["hidden_size"], where=where,
+                                           n_top=n_top)
     model, tok, info = _load(model_dir, mspec, threads)
     seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
-    spec = sae_spec["train"]
-    windows = sae_training_windows(tok, seg, corpus_files, spec["context_length"])
+    spec = sae_spec.get("train")
+    context = spec["context_length"] if spec else sae_mod.EVAL_CONTEXT
+    pool = {name: sae_training_windows(tok, seg, [corpora_files[name]], context)
+            for name in dict.fromkeys(plan["train"] + plan["eval"])}
+    held_out, train_windows = sae_mod.split_held_out(
+        pool, plan["eval"], plan["train"], sae_spec["eval_tokens"], spec["seed"] if spec else 0)
+    log.info("SAE L%d: %d held-out windows from %s", layer, len(held_out), plan["eval"])
     device = str(next(model.parameters()).device)
-    sae_mod.train_sae(model, layer, windows, spec, outdir, d_in=info["hidden_size"],
-                      device=device, model_batch=mspec["batch_size"], log=log.info)
+    provenance = {"eval_corpora": plan["eval"], "eval_windows": len(held_out)}
+    if spec:
+        if not train_windows:
+            raise ValueError(f"{where}.train.corpora: {len(held_out)} token window(s), too few "
+                             "to train an SAE and hold some out. Fix: add corpora")
+        sae_mod.train_sae(model, layer, train_windows, spec, outdir, d_in=info["hidden_size"],
+                          device=device, held_out=held_out, model_batch=mspec["batch_size"],
+                          provenance=provenance, log=log.info)
+    else:
+        configured = info.get("id") or info.get("file") or Path(info.get("path", "")).name
+        sae_mod.prepare_pretrained(*fetched, outdir, model=model, layer=layer, held_out=held_out,
+                                   configured_model=configured, device=device,
+                                   model_batch=mspec["batch_size"], provenance=provenance,
+                                   log=log.info)
 
 
 # -- extraction ---------------------------------------------------------------------------------

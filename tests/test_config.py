@@ -4,6 +4,7 @@ named (``field.path: message. Fix: ...``); defaults are filled in; the shipped c
 from __future__ import annotations
 
 import copy
+import json
 import importlib.util
 import os
 import subprocess
@@ -30,6 +31,11 @@ def project(tiny_model_dir, tmp_path_factory):
     (workdir / "data" / "empty.jsonl").write_text("")
     (workdir / "data" / "sft.txt").write_text("question,solution\n")
     (workdir / "sae_without_cfg").mkdir()
+    for name, kw in {"sae_ok": {}, "sae_layer2": {"hook": "blocks.2.hook_resid_post"},
+                     "sae_d16": {"d_in": 16}, "sae_no_hook": {"hook": None},
+                     "sae_resid_pre": {"hook": "blocks.2.hook_resid_pre"},
+                     "sae_mlp": {"hook": "blocks.1.hook_mlp_out"}}.items():
+        save_sae(workdir / name, **kw)
     cfg = {
         "models": {"tiny": {"source": {"local": {"path": str(tiny_model_dir)}},
                             "layers": {1: {"sae": {"train": {"corpora": ["arith"]}}}}}},
@@ -41,6 +47,21 @@ def project(tiny_model_dir, tmp_path_factory):
         "observed": [{"model": "tiny", "sft": "arith", "deltas": {"law": -1.0, "physics": 2.0}}],
     }
     return workdir, cfg
+
+
+def save_sae(directory: Path, d_in: int = 32, width: int = 64,
+             hook: str | None = "blocks.1.hook_resid_post") -> Path:
+    """A sae-lens SAE saved to disk (cfg.json + weights) that declares ``hook``."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = SAEMetadata(**({"hook_name": hook} if hook else {}))
+    TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=width, k=4, metadata=meta)).save_model(str(directory))
+    return directory
+
+
+def local_sae(path: str, **extra):
+    return edit("models.tiny.layers", {1: {"sae": {"local": {"path": path}, **extra}}})
 
 
 def problems_of(cfg: dict, base_dir: Path) -> list[str]:
@@ -136,6 +157,25 @@ INVALID = [
      "models.tiny.layers"),
     ("invalid-model-name", lambda cfg: cfg["models"].update({"bad name": cfg["models"]["tiny"]}),
      "models.bad name"),
+    ("local-sae-of-another-layer", local_sae("sae_layer2"), "models.tiny.layers.1.sae.local.path"),
+    ("local-sae-of-another-hook", local_sae("sae_mlp"), "models.tiny.layers.1.sae.local.path"),
+    ("local-sae-without-hook", local_sae("sae_no_hook"), "models.tiny.layers.1.sae.local.path"),
+    ("local-sae-wrong-d_in", local_sae("sae_d16"), "models.tiny.layers.1.sae.local.path"),
+    ("accept_hook-names-another-hook",
+     local_sae("sae_layer2", accept_hook="blocks.3.hook_resid_post"),
+     "models.tiny.layers.1.sae.local.path"),
+    ("k-larger-than-width",
+     edit("models.tiny.layers", {1: {"sae": {"train": {"width": 16, "k": 32}}}}),
+     "models.tiny.layers.1.sae.train.k"),
+    ("n_top-larger-than-trained-width",
+     edit("models.tiny.layers", {1: {"sae": {"train": {"width": 64, "k": 8}}}}), "sts.n_top"),
+    ("n_top-larger-than-local-sae-width", local_sae("sae_ok"), "sts.n_top"),
+    ("unknown-sae-eval-corpus",
+     edit("models.tiny.layers", {1: {"sae": {"train": {}, "eval_corpora": ["chemistry"]}}}),
+     "models.tiny.layers.1.sae.eval_corpora"),
+    ("lora-target-the-model-lacks",
+     edit("finetune", {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}),
+     "finetune.lora_targets"),
 ]
 
 
@@ -305,3 +345,126 @@ def test_cli_fails_before_any_job(cli_project, change, field):
     assert proc.returncode != 0, out[-4000:]
     assert f"{field}:" in out and "invalid config" in out, out[-4000:]
     assert not (workdir / "results").exists(), "nothing may run on an invalid config"
+
+
+# --- the SAE belongs to the model and layer; sizes the SAE cannot serve ---------------------------
+
+def test_sae_problems_name_the_fix(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sts"]["n_top"] = [5]
+    local_sae("sae_layer2")(cfg)
+    where = "models.tiny.layers.1.sae"
+    assert problems_of(cfg, workdir) == [
+        f"{where}.local.path: the SAE reads 'blocks.2.hook_resid_post', not the residual stream "
+        "after block 1 (blocks.1.hook_resid_post). Fix: use an SAE of blocks.1.hook_resid_post "
+        f"or move it to layer 2, or, if you know it fits, set {where}.accept_hook: "
+        "'blocks.2.hook_resid_post' (recorded in the SAE's provenance)"]
+    local_sae("sae_d16")(cfg)
+    assert problems_of(cfg, workdir) == [
+        f"{where}.local.path: the SAE's input width d_in=16 differs from the model's hidden size "
+        "32 (config.json). Fix: use an SAE trained on this model's residual stream (d_in 32)"]
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": {"train": {"width": 16, "k": 32}}}}
+    cfg["sts"]["n_top"] = [5, 20]
+    assert problems_of(cfg, workdir) == [
+        f"{where}.train.k: 32 active features asked of an SAE of width 16. Fix: set k to at "
+        "most width (TopK SAEs use k of 32 to 128 for thousands of features), or raise width",
+        f"sts.n_top: 20 larger than the width 16 of the SAE of {where}. Fix: use N <= 16, or a "
+        "wider SAE"]
+
+
+@pytest.mark.parametrize("sae", [
+    {"local": {"path": "sae_ok"}},
+    {"local": {"path": "sae_resid_pre"}},  # blocks.2.hook_resid_pre is the output of block 1
+    {"local": {"path": "sae_layer2"}, "accept_hook": "blocks.2.hook_resid_post"},
+    {"local": {"path": "sae_no_hook"}, "accept_hook": "unknown"},
+], ids=["resid-post-of-the-layer", "resid-pre-of-the-next-block", "accepted-hook",
+        "accepted-unknown-hook"])
+def test_local_sae_of_the_layer_or_accepted_validates(project, sae):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sts"]["n_top"] = [10, 64]
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": sae}}
+    out = stsconfig.validate(cfg, workdir)
+    assert out["models"]["tiny"]["layers"][1]["sae"]["accept_hook"] == sae.get("accept_hook")
+    assert out["models"]["tiny"]["layers"][1]["sae"]["eval_tokens"] == 4096
+
+
+@pytest.mark.parametrize("hook,layer", [
+    ("blocks.12.hook_resid_post", 12), ("blocks.13.hook_resid_pre", 12),
+    ("model.layers.12", 12), ("model.language_model.layers.7", 7),
+    ("blocks.12.hook_resid_mid", None), ("blocks.12.hook_mlp_out", None),
+    ("blocks.12.attn.hook_z", None), (None, None)])
+def test_residual_hook_names(hook, layer):
+    assert stsconfig.resid_layer(hook) == layer
+
+
+def test_n_top_is_checked_against_a_prepared_registry_sae(project):
+    """The registry YAML carries no widths: a prepared SAE's manifest tells it on later runs."""
+    if stsconfig.sae_registry() is None:
+        pytest.skip("sae-lens (and its registry file) is not installed")
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    reg = {"release": "gemma-scope-9b-it-res", "sae_id": "layer_20/width_16k/average_l0_14"}
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": {"registry": reg}}}
+    cfg["results"] = "results_registry"
+    cfg["sts"]["n_top"] = [100, 20000]
+    assert not [p for p in problems_of(cfg, workdir) if p.startswith("sts.n_top")]
+    manifest = workdir / "results_registry" / "sae" / "tiny" / "L1" / "stsflow_sae.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"kind": "registry", **reg, "width": 16384}))
+    assert [p.split(".")[0] for p in problems_of(cfg, workdir) if p.startswith("sts.n_top")] == \
+        ["sts"]
+    assert any("sts.n_top: 20000 larger than the width 16384" in p
+               for p in problems_of(cfg, workdir))
+
+
+def test_lora_targets_of_the_model_validate(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"],
+                       "lora_targets": ["q_proj", "self_attn.v_proj", "down_proj"]}
+    stsconfig.validate(cfg, workdir)
+    cfg["finetune"] = {"enabled": False, "lora_targets": ["c_attn"]}  # not fine-tuning: no check
+    stsconfig.validate(cfg, workdir)
+    cfg["finetune"] = {"enabled": True, "methods": ["full"], "lora_targets": ["c_attn"]}
+    stsconfig.validate(cfg, workdir)
+
+
+def test_lora_target_problem_lists_the_model_modules(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}
+    (problem,) = problems_of(cfg, workdir)
+    assert problem.startswith("finetune.lora_targets: 'c_attn' not in model 'tiny'. Fix: use "
+                              "module names of this model (its leaf modules: ")
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert name in problem
+
+
+# --- YAML syntax errors name the file and the line ----------------------------------------------
+
+BAD_YAML = "models:\n  tiny: {source: {local: {path: m}}\nsts:\n  t: 2\n"  # unclosed brace
+
+
+def test_cli_validate_names_the_file_and_line_of_a_yaml_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_YAML)
+    proc = subprocess.run([sys.executable, "-m", "stsflow.cli", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"{bad}, line 3, column 1: YAML syntax error: expected ',' or '}}'" in proc.stderr, \
+        proc.stderr
+    assert "started at line 2" in proc.stderr and "Fix: " in proc.stderr
+
+
+def test_snakemake_names_the_file_and_line_of_a_yaml_error(tmp_path):
+    """The workflow's own config.yaml (no --configfile) with a syntax error."""
+    (tmp_path / "config.yaml").write_text(BAD_YAML)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                           "--directory", str(tmp_path), "-n", "--cores", "1"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config.yaml, line 3, column 1: YAML syntax error" in out, out[-3000:]
