@@ -191,7 +191,60 @@ def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, 
     return model.get("n_layers"), "n_layers"
 
 
+def _module_cache_key(src: dict, base_dir: Path) -> str | None:
+    """A key that changes whenever the model's architecture could: the GGUF file's path, size
+    and mtime, the local config.json's bytes, or the hub id and revision; plus the transformers
+    version, which builds the modules."""
+    import hashlib
+    import json
+
+    from transformers import __version__ as tf_version
+
+    try:
+        if "gguf_package" in src:
+            f = package_file(src["gguf_package"])
+            ident = [str(f), f.stat().st_size, f.stat().st_mtime_ns]
+        elif "local" in src:
+            ident = [(base_dir / src["local"]["path"] / "config.json").read_text()]
+        else:
+            ident = [src["hf"]["id"], src["hf"]["revision"]]
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps([ident, tf_version]).encode()).hexdigest()[:32]
+
+
+def _module_cache_dir() -> Path:
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "stsflow" / "module-names"
+
+
 def model_module_names(model: dict, base_dir: Path) -> set[str] | None:
+    """Names of the leaf modules of a model, from a small disk cache (every Snakemake start and
+    every cluster job validates the config; building the names costs seconds of imports) or
+    built and cached; None where the config is not available offline."""
+    import json
+
+    key = _module_cache_key(model["source"], base_dir)
+    path = _module_cache_dir() / f"{key}.json" if key else None
+    if path is not None and path.exists():
+        try:
+            return set(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    names = _build_module_names(model, base_dir)
+    if names is not None and path is not None:
+        try:
+            from stsflow.storage import write_json
+
+            write_json(path, sorted(names))
+        except OSError:  # a read-only home only costs the time
+            pass
+    return names
+
+
+def _build_module_names(model: dict, base_dir: Path) -> set[str] | None:
     """Names of the leaf modules of a model, built on the meta device from its config (no
     weights are read); None where the config is not available offline.
 

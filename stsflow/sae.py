@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -45,28 +44,14 @@ import torch
 from stsflow.config import (ConfigError, n_top_problems, registry_model, resid_layer,
                             sae_cfg_facts, sae_fit_problems)
 from stsflow.encoder import SparseEncoder, export_checked
-from stsflow.storage import write_json
+from stsflow.models import pad_batch
+from stsflow.storage import atomic_dir, write_json
 
 MANIFEST = "stsflow_sae.json"
 EVAL_CONTEXT = 128  # tokens per held-out window of a pretrained SAE (as train.context_length)
 QUALITY_THRESHOLDS = {"fraction_variance_explained": 0.5, "loss_recovered": 0.7}
 FIGURES = ("l0", "fraction_variance_explained", "dead_fraction", "loss_recovered", "ce_clean",
            "ce_with_sae", "ce_zero_ablation", "eval_tokens")
-
-
-def _finish(tmp: Path, outdir: Path, info: dict) -> dict:
-    write_json(tmp / MANIFEST, info)
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    tmp.rename(outdir)
-    return info
-
-
-def _tmpdir(outdir: Path) -> Path:
-    tmp = outdir.with_name(outdir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def fetch_pretrained(spec: dict, *, layer: int, hidden_size: int, where: str,
@@ -114,19 +99,19 @@ def prepare_pretrained(sae, info: dict, outdir: Path | str, *, model, layer: int
                        model_batch: int = 8, provenance: dict | None = None, log=print) -> dict:
     """Save a fetched registry SAE (a local one is used in place), with its quality figures on
     held-out windows of this model and its exported encoder."""
-    outdir = Path(outdir)
-    tmp = _tmpdir(outdir)
-    if info["kind"] == "registry":
-        sae.save_inference_model(str(tmp))
-    sae.to(device)
-    figures, acts = evaluate_sae(model, layer, sae, held_out, model_batch=model_batch,
-                                 device=device)
-    info = {**info, **(provenance or {}), **_rounded(figures)}
-    info["warnings"] = (_declared_warnings(info["declared_model"], configured_model)
-                        + _accepted_warnings(info, layer) + quality_warnings(info))
-    info["fast_encoder"] = export_checked(sae, tmp, acts)
-    log(f"SAE L{layer}: {info}")
-    return _finish(tmp, outdir, info)
+    with atomic_dir(outdir) as tmp:
+        if info["kind"] == "registry":
+            sae.save_inference_model(str(tmp))
+        sae.to(device)
+        figures, acts = evaluate_sae(model, layer, sae, held_out, model_batch=model_batch,
+                                     device=device)
+        info = {**info, **(provenance or {}), **_rounded(figures)}
+        info["warnings"] = (_declared_warnings(info["declared_model"], configured_model)
+                            + _accepted_warnings(info, layer) + quality_warnings(info))
+        info["fast_encoder"] = export_checked(sae, tmp, acts)
+        log(f"SAE L{layer}: {info}")
+        write_json(tmp / MANIFEST, info)
+    return info
 
 
 def _describe(sae) -> dict:
@@ -149,6 +134,16 @@ def load_sae(prepared: Path | str, device: str = "cpu"):
     return sae, info
 
 
+def _window_batch(chunk: list[tuple[list[int], int]]):
+    """Padded ids and mask of token windows ``(ids, skip)``, and the positions to use: all but
+    each window's first ``skip`` (the chat head)."""
+    ids, mask = pad_batch([w for w, _ in chunk])
+    keep = mask.bool()
+    for r, (_, skip) in enumerate(chunk):
+        keep[r, :skip] = False
+    return ids, mask, keep
+
+
 def activation_batches(model, layer: int, windows: list[tuple[list[int], int]], *,
                        batch_tokens: int, total_tokens: int, model_batch: int, seed: int,
                        device: str):
@@ -168,14 +163,7 @@ def activation_batches(model, layer: int, windows: list[tuple[list[int], int]], 
         order = torch.randperm(len(windows), generator=gen).tolist()
         for start in range(0, len(order), model_batch):
             chunk = [windows[i] for i in order[start:start + model_batch]]
-            width = max(len(w) for w, _ in chunk)
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            mask = torch.zeros(len(chunk), width, dtype=torch.long)
-            keep = torch.zeros(len(chunk), width, dtype=torch.bool)
-            for r, (w, skip) in enumerate(chunk):
-                ids[r, :len(w)] = torch.tensor(w)
-                mask[r, :len(w)] = 1
-                keep[r, skip:len(w)] = True
+            ids, mask, keep = _window_batch(chunk)
             with torch.no_grad():
                 acts = tap.run(model, input_ids=ids.to(device), attention_mask=mask.to(device))
             buffer.append(acts[keep.to(device)].float().cpu())
@@ -226,25 +214,25 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: dic
     start = time.time()
     trained = SAETrainer(trainer_cfg, sae, data).fit()
     log(f"trained SAE L{layer}: {total} tokens in {time.time() - start:.1f}s")
-    outdir = Path(outdir)
-    tmp = _tmpdir(outdir)
-    trained.save_inference_model(str(tmp))
     from sae_lens import SAE
 
-    inference = SAE.load_from_disk(str(tmp), device=device)
-    # Held-out windows (never trained on): quality figures for provenance, and the check of the
-    # exported fast encoder.
-    figures, acts = evaluate_sae(model, layer, inference, held_out, model_batch=model_batch,
-                                 device=device)
-    info = {"kind": "train", "path": ".", "train": spec, "layer": layer, **(provenance or {}),
-            **_rounded(figures),
-            "seconds": round(time.time() - start, 1)}
-    info.update(_describe(inference))
-    info["hook_name"] = f"blocks.{layer}.hook_resid_post"  # LayerTap: the output of block L
-    info["warnings"] = quality_warnings(info)
-    info["fast_encoder"] = export_checked(inference, tmp, acts)
-    log(f"SAE L{layer}: {info}")
-    return _finish(tmp, outdir, info)
+    with atomic_dir(outdir) as tmp:
+        trained.save_inference_model(str(tmp))
+        inference = SAE.load_from_disk(str(tmp), device=device)
+        # Held-out windows (never trained on): quality figures for provenance, and the check of
+        # the exported fast encoder.
+        figures, acts = evaluate_sae(model, layer, inference, held_out, model_batch=model_batch,
+                                     device=device)
+        info = {"kind": "train", "path": ".", "train": spec, "layer": layer,
+                **(provenance or {}), **_rounded(figures),
+                "seconds": round(time.time() - start, 1)}
+        info.update(_describe(inference))
+        info["hook_name"] = f"blocks.{layer}.hook_resid_post"  # LayerTap: the output of block L
+        info["warnings"] = quality_warnings(info)
+        info["fast_encoder"] = export_checked(inference, tmp, acts)
+        log(f"SAE L{layer}: {info}")
+        write_json(tmp / MANIFEST, info)
+    return info
 
 
 def split_held_out(pool: dict[str, list], eval_names: list[str], train_names: list[str],
@@ -315,14 +303,7 @@ def evaluate_sae(model, layer: int, sae, windows: list, *, model_batch: int = 8,
     try:
         for start in range(0, len(windows), model_batch):
             chunk = windows[start:start + model_batch]
-            width = max(len(w) for w, _ in chunk)
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
-            mask = torch.zeros(len(chunk), width, dtype=torch.long)
-            keep = torch.zeros(len(chunk), width, dtype=torch.bool)
-            for r, (w, skip) in enumerate(chunk):
-                ids[r, :len(w)] = torch.tensor(w)
-                mask[r, :len(w)] = 1
-                keep[r, skip:len(w)] = True
+            ids, mask, keep = _window_batch(chunk)
             ids, mask, keep = ids.to(device), mask.to(device), keep.to(device)
             # targets: token p+1 predicted at p, for encoded positions p with a successor
             pred = keep.clone()

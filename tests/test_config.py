@@ -468,3 +468,26 @@ def test_snakemake_names_the_file_and_line_of_a_yaml_error(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "config.yaml, line 3, column 1: YAML syntax error" in out, out[-3000:]
+
+
+def test_module_names_are_cached_and_invalidated(tiny_model_dir, tmp_path, monkeypatch):
+    """Validation builds a model's module names once; a changed config.json builds them anew."""
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    spec = {"source": {"local": {"path": str(model_dir)}}}
+    names = stsconfig.model_module_names(spec, tmp_path)
+    assert "model.layers.0.self_attn.q_proj" in names
+
+    def boom(*a, **k):
+        raise AssertionError("built again although cached")
+
+    monkeypatch.setattr(stsconfig, "_build_module_names", boom)
+    assert stsconfig.model_module_names(spec, tmp_path) == names
+    cfg = (model_dir / "config.json").read_text()
+    (model_dir / "config.json").write_text(cfg.replace('"num_hidden_layers": 3',
+                                                       '"num_hidden_layers": 2'))
+    with pytest.raises(AssertionError, match="built again"):
+        stsconfig.model_module_names(spec, tmp_path)
