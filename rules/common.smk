@@ -159,6 +159,8 @@ def coverage_inputs(w):
 def report_inputs(w):
     inputs = {"sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet",
               "coverage": f"{R}/tables/{w.model}/{w.sft}/coverage.parquet"}
+    for layer in MODELS[w.model]["layers"]:  # the SAEs' quality figures and warnings
+        inputs[f"sae_L{layer}"] = f"{R}/sae/{w.model}/L{layer}"
     if FT["enabled"]:
         for name in ("observed", "sts_oracle", "overlap"):
             inputs[name] = f"{R}/tables/{w.model}/{w.sft}/{name}.parquet"

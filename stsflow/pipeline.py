@@ -309,7 +309,7 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
 
 def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg: dict,
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
-           overlap=None, coverage=None) -> None:
+           overlap=None, coverage=None, sae_dirs: dict | None = None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
     pre-declared primary analysis (stats.resolve_primary); every other tested row is exploratory,
@@ -342,6 +342,11 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg:
                          "finetune")
     extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
               pl.read_parquet(overlap))] if overlap is not None else []
+    if sae_dirs:
+        quality, warnings = sae_quality_table(sae_dirs)
+        extra.insert(0, ("SAE quality on held-out tokens of this model (L0, fraction of variance "
+                         "explained, next-token loss recovered with the SAE spliced in)", quality))
+        provenance = dict(provenance, sae_warnings=warnings or "none")
     if coverage is not None:
         extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
                       "SFT answers cut by finetune.max_length (fine-tuning)",
@@ -481,6 +486,29 @@ def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: lis
             rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
                          "layer": layer, "n_top": n, "overlap": scores.overlap(pred, tru, n)})
     write_parquet(pa.Table.from_pylist(rows), out)
+
+
+def sae_quality_table(sae_dirs: dict):
+    """(table, warnings): one row per layer's SAE with its identity and quality figures, and
+    every warning of its preparation (poor figures, declared model, accepted hook) as text."""
+    import polars as pl
+
+    from stsflow.sae import quality_summary
+
+    rows, warnings = [], []
+    for layer, path in sorted(sae_dirs.items()):
+        q = quality_summary(path)
+        ident = (f"{q['release']}/{q['sae_id']}" if q.get("kind") == "registry"
+                 else q.get("path") if q.get("kind") == "local" else "trained here")
+        rows.append({"layer": int(layer), "sae": ident, "hook": q.get("hook_name"),
+                     "width": q.get("width"), "l0": q.get("l0"),
+                     "variance_explained": q.get("fraction_variance_explained"),
+                     "loss_recovered": q.get("loss_recovered"), "ce_clean": q.get("ce_clean"),
+                     "ce_with_sae": q.get("ce_with_sae"),
+                     "ce_zero_ablation": q.get("ce_zero_ablation"),
+                     "eval_tokens": q.get("eval_tokens"), "warnings": len(q["warnings"])})
+        warnings += [f"L{layer}: {w['message']}" for w in q["warnings"]]
+    return pl.DataFrame(rows), warnings
 
 
 COVERAGE_COLUMNS = ["model", "sft", "corpus", "kind", "step", "n_items", "n_used",

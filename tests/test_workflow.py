@@ -164,7 +164,9 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert set(coverage["step"]) == {"extraction", "finetune lora-s0"}
     assert coverage.filter(pl.col("step") == "extraction").height == 1 + 3
     assert coverage["share_truncated"].is_between(0, 1).all()
-    assert "Coverage: queries used" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    summary = (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    assert "Coverage: queries used" in summary and "SAE quality on held-out tokens" in summary
+    assert "sae_warnings" in summary
     assert verify(tmp_path / "results") == []
 
 

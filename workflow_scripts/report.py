@@ -12,8 +12,10 @@ optional = {k: snakemake.input[k] for k in ("observed", "sts_oracle", "overlap",
 sources = [o.get("source") or o["metric"] for o in snakemake.params.observed]
 if "observed" in optional:
     sources.append("fine-tuning and evaluation by this workflow")
+sae_dirs = {int(k[len("sae_L"):]): snakemake.input[k] for k in snakemake.input.keys()
+            if k.startswith("sae_L")}
 pipeline.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
                 title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
                 report_cfg=snakemake.params.report, primary=dict(snakemake.params.primary),
                 provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
-                **optional)
+                sae_dirs=sae_dirs, **optional)
