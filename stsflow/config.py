@@ -197,8 +197,9 @@ def _module_cache_key(src: dict, base_dir: Path) -> str | None:
     version, which builds the modules."""
     import hashlib
     import json
+    from importlib.metadata import version
 
-    from transformers import __version__ as tf_version
+    tf_version = version("transformers")  # not an import of transformers: every parse pays it
 
     try:
         if "gguf_package" in src:

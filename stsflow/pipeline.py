@@ -76,21 +76,23 @@ def prepare_model(spec: dict, outdir: Path | str) -> None:
 
 
 def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str]],
-                         context_length: int) -> list[tuple[list[int], int]]:
+                         context_length: int, by_record: bool = False) -> list:
     """Token windows of the SAE training text: every record rendered as a full exchange after
-    the chat head, as ``(ids, skip)`` with the head positions to skip (see sae.py)."""
-    windows = []
+    the chat head, as ``(ids, skip)`` with the head positions to skip (see sae.py). With
+    ``by_record``, one list of windows per record (a held-out split must keep a record's windows
+    together: a long solution is cut into several)."""
+    records = []
     head = segmenter.head()
     for kind, path in corpus_files:
         for rec in corpora.read_records(path):
             body = segmenter.demo(rec, kind)
-            for i in range(0, len(body), context_length):
-                piece = body[i:i + context_length]
-                if len(piece) >= 8:
-                    windows.append((head + piece, len(head)))
-    if not windows:
+            pieces = [body[i:i + context_length] for i in range(0, len(body), context_length)]
+            windows = [(head + p, len(head)) for p in pieces if len(p) >= 8]
+            if windows:
+                records.append(windows)
+    if not records:
         raise ValueError("no SAE training text")
-    return windows
+    return records if by_record else [w for windows in records for w in windows]
 
 
 def prepare_sae(model_dir, mspec: dict, layer: int, sae_spec: dict, corpora_files: dict,
@@ -117,7 +119,7 @@ def prepare_sae(model_dir, mspec: dict, layer: int, sae_spec: dict, corpora_file
     seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
     spec = sae_spec.get("train")
     context = spec["context_length"] if spec else sae_mod.EVAL_CONTEXT
-    pool = {name: sae_training_windows(tok, seg, [corpora_files[name]], context)
+    pool = {name: sae_training_windows(tok, seg, [corpora_files[name]], context, by_record=True)
             for name in dict.fromkeys(plan["train"] + plan["eval"])}
     held_out, train_windows = sae_mod.split_held_out(
         pool, plan["eval"], plan["train"], sae_spec["eval_tokens"], spec["seed"] if spec else 0)

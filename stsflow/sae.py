@@ -237,11 +237,12 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: dic
 
 def split_held_out(pool: dict[str, list], eval_names: list[str], train_names: list[str],
                    eval_tokens: int, seed: int) -> tuple[list, list]:
-    """(held-out windows, training windows). ``pool`` maps a corpus name to its ``(ids, skip)``
-    windows. Held-out windows are drawn from ``eval_names`` in a seeded order until they hold
-    ``eval_tokens`` encoded tokens, taking at most a fifth of the training windows (small
-    corpora keep most of their text for training); training windows are those of
-    ``train_names`` minus the held-out ones."""
+    """(held-out windows, training windows). ``pool`` maps a corpus name to its records, each a
+    list of ``(ids, skip)`` windows. Whole records are held out (a record's windows share a
+    document, so splitting one would leak it into training): drawn from ``eval_names`` in a
+    seeded order until they hold ``eval_tokens`` encoded tokens, taking at most a fifth of the
+    training records (small corpora keep most of their text for training); training windows are
+    those of the records of ``train_names`` that are not held out."""
     gen = torch.Generator().manual_seed(seed)
     train_keys = {(name, i) for name in train_names for i in range(len(pool[name]))}
     cap = max(1, len(train_keys) // 5)
@@ -256,11 +257,10 @@ def split_held_out(pool: dict[str, list], eval_names: list[str], train_names: li
                 continue
             from_train += 1
         held.add(key)
-        ids, skip = pool[key[0]][key[1]]
-        tokens += len(ids) - skip
-    held_out = [pool[n][i] for n, i in sorted(held)]
-    train = [w for name in dict.fromkeys(train_names) for i, w in enumerate(pool[name])
-             if (name, i) not in held]
+        tokens += sum(len(ids) - skip for ids, skip in pool[key[0]][key[1]])
+    held_out = [w for n, i in sorted(held) for w in pool[n][i]]
+    train = [w for name in dict.fromkeys(train_names) for i, rec in enumerate(pool[name])
+             if (name, i) not in held for w in rec]
     return held_out, train
 
 

@@ -199,21 +199,25 @@ def test_quality_warnings(figures, kinds):
     assert all(w["message"] and w["threshold"] in (0.5, 0.7) for w in got)
 
 
-def test_held_out_windows_are_never_trained_on():
-    pool = {"a": [([1] * 20, 2)] * 30, "b": [([2] * 12, 4)] * 10}
+def test_held_out_records_are_never_trained_on():
+    # records of 1-3 windows; a window's first token names its record, the second its piece
+    pool = {"a": [[([i, j] + [0] * 18, 2) for j in range(1 + i % 3)] for i in range(30)],
+            "b": [[([100 + i, 0] + [0] * 10, 4)] for i in range(10)]}
     held, train = sae_mod.split_held_out(pool, ["a", "b"], ["a"], eval_tokens=100, seed=1)
-    held_keys, _ = sae_mod.split_held_out(pool, ["a", "b"], ["a"], eval_tokens=100, seed=1)
-    assert held == held_keys, "seeded"
+    again, _ = sae_mod.split_held_out(pool, ["a", "b"], ["a"], eval_tokens=100, seed=1)
+    assert held == again, "seeded"
     assert sum(len(w) - s for w, s in held) >= 100
-    # every window is either held out or trained on, never both (windows identified by position)
-    pool = {"a": [([i] * 20, 2) for i in range(30)], "b": [([100 + i] * 12, 4) for i in range(10)]}
-    held, train = sae_mod.split_held_out(pool, ["a", "b"], ["a"], eval_tokens=100, seed=1)
-    held_ids = {w[0] for w, _ in held}
-    assert not held_ids & {w[0] for w, _ in train}
-    assert {w[0] for w, _ in train} | {i for i in held_ids if i < 100} == set(range(30))
-    # at most a fifth of the training windows are held out, however many tokens are asked for
+    # a record is held out or trained on as a whole, never split between the two
+    held_recs, train_recs = {w[0] for w, _ in held}, {w[0] for w, _ in train}
+    assert not held_recs & train_recs
+    for rec in held_recs | train_recs:
+        side = held if rec in held_recs else train
+        n_pieces = 1 if rec >= 100 else 1 + rec % 3
+        assert sorted(w[1] for w, _ in side if w[0] == rec) == list(range(n_pieces))
+    assert train_recs | {r for r in held_recs if r < 100} == set(range(30))
+    # at most a fifth of the training records are held out, however many tokens are asked for
     held, train = sae_mod.split_held_out(pool, ["a"], ["a"], eval_tokens=10 ** 6, seed=0)
-    assert (len(held), len(train)) == (6, 24)
+    assert (len({w[0] for w, _ in held}), len({w[0] for w, _ in train})) == (6, 24)
 
 
 # --- the SAE must belong to the model and layer: the prepare_sae job ----------------------------
