@@ -11,6 +11,7 @@ import difflib
 import functools
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 
@@ -149,6 +150,35 @@ def _registry_problems(where: str, reg: dict, layer: int) -> list[str]:
     return []
 
 
+def registry_id_facts(release: str, sae_id: str, hidden_size: int | None) -> dict:
+    """Layer and width of a registry SAE read from its release and id alone (no download, no
+    sae-lens import), for the naming schemes of the residual-stream releases the presets use;
+    None where the id does not say (the prepare_sae job checks the SAE's own config anyway).
+
+    * Llama Scope ``l25r_8x``: layer 25, ``r`` residual (``a``/``m``: attention/MLP outputs),
+      width 8 × hidden size;
+    * Gemma Scope ``layer_31/width_131k/...`` in a ``-res`` release: width "131k" is 2^17 (the
+      ids round powers of two to thousands);
+    * andyrdt ``resid_post_layer_23_trainer_1``; ids that are hook names ``blocks.L.hook_resid_post``.
+    """
+    layer = width = None
+    if m := re.fullmatch(r"l(\d+)([ram])_(\d+)x", sae_id):
+        if m.group(2) == "r":
+            layer = int(m.group(1))
+            width = int(m.group(3)) * hidden_size if hidden_size else None
+    elif m := re.search(r"(?:^|/)layer_(\d+)(?:/|_|$)", sae_id):
+        if re.search(r"-res(?:-|$)", release) and "transcoder" not in sae_id:
+            layer = int(m.group(1))
+        if w := re.search(r"width_(\d+)([km])", sae_id):
+            approx = int(w.group(1)) * (1000 if w.group(2) == "k" else 1000 ** 2)
+            width = 2 ** round(math.log2(approx))
+    elif m := re.search(r"resid_post_layer_(\d+)", sae_id):
+        layer = int(m.group(1))
+    elif (found := resid_layer(sae_id.split("__")[0])) is not None:  # hook name (+ __trainer)
+        layer = found
+    return {"layer": layer, "width": width}
+
+
 @functools.lru_cache(maxsize=8)
 def gguf_fields(path: str) -> dict:
     """Scalar header fields of a GGUF file (read once per process: the reader maps the file)."""
@@ -211,7 +241,8 @@ def _module_cache_key(src: dict, base_dir: Path) -> str | None:
             ident = [src["hf"]["id"], src["hf"]["revision"]]
     except OSError:
         return None
-    return hashlib.sha256(json.dumps([ident, tf_version]).encode()).hexdigest()[:32]
+    # the last element versions what is cached (v2: only modules LoRA can wrap)
+    return hashlib.sha256(json.dumps([ident, tf_version, 2]).encode()).hexdigest()[:32]
 
 
 def _module_cache_dir() -> Path:
@@ -277,7 +308,21 @@ def _build_module_names(model: dict, base_dir: Path) -> set[str] | None:
             net = AutoModelForCausalLM.from_config(cfg)
     except Exception:
         return None
-    return {n for n, mod in net.named_modules() if n and not any(True for _ in mod.children())}
+    return {n for n, mod in net.named_modules()
+            if n and not any(True for _ in mod.children()) and _lora_wrappable(mod)}
+
+
+def _lora_wrappable(module) -> bool:
+    """Module types peft's LoRA can wrap (others, e.g. norms and activations, it refuses with
+    "Target module ... is not supported" only when the fine-tuning job starts)."""
+    import torch.nn as nn
+
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - every supported transformers has it
+        Conv1D = ()
+    return isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                               Conv1D))
 
 
 def _lora_problems(name: str, model: dict, targets: list[str], base_dir: Path) -> list[str]:
@@ -291,7 +336,7 @@ def _lora_problems(name: str, model: dict, targets: list[str], base_dir: Path) -
         return []
     leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
     return [f"finetune.lora_targets: {', '.join(map(repr, missing))} not in model {name!r}. Fix: "
-            f"use module names of this model (its leaf modules: {', '.join(leaves)})"]
+            f"use module names of this model that LoRA can wrap: {', '.join(leaves)}"]
 
 
 # -- SAE facts: hook, input width, width -------------------------------------------------------
@@ -407,11 +452,21 @@ def _sae_problems(config: dict, name: str, model: dict, layer: int, base_dir: Pa
             problems += sae_fit_problems(where, "local.path", sfacts, layer, hidden, origin,
                                          sae.get("accept_hook"))
     if "registry" in sae:
-        problems += _registry_problems(f"{where}.registry", sae["registry"], layer)
+        reg_problems = _registry_problems(f"{where}.registry", sae["registry"], layer)
+        problems += reg_problems
+        if not reg_problems:  # known id: what its name says is checked now, the rest in the job
+            id_facts = registry_id_facts(sae["registry"]["release"], sae["registry"]["sae_id"],
+                                         hidden)
+            width = id_facts["width"]
+            if id_facts["layer"] is not None and not sae.get("accept_hook"):
+                problems += sae_fit_problems(
+                    where, "registry.sae_id",
+                    {"hook_name": f"blocks.{id_facts['layer']}.hook_resid_post"}, layer, None,
+                    origin, None)
         # The registry YAML carries no widths: a prepared SAE tells it on later runs, and the
         # prepare_sae job checks it on the first.
         prepared = base_dir / config["results"] / "sae" / name / f"L{layer}" / "stsflow_sae.json"
-        if prepared.exists():
+        if width is None and prepared.exists():
             info = json.loads(prepared.read_text())
             if info.get("kind") == "registry" and all(
                     info.get(k) == v for k, v in sae["registry"].items()):

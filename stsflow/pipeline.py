@@ -344,6 +344,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg:
                          "finetune")
     extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
               pl.read_parquet(overlap))] if overlap is not None else []
+    warnings: list[str] = []
     if sae_dirs:
         quality, warnings = sae_quality_table(sae_dirs)
         extra.insert(0, ("SAE quality on held-out tokens of this model (L0, fraction of variance "
@@ -362,7 +363,8 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg:
     write_report(corr,
                  pl.concat(sts_frames, how="diagonal_relaxed"),
                  pl.concat(obs_frames, how="diagonal_relaxed"), Path(outdir), title=title,
-                 provenance=provenance, primary=primary, extra_tables=extra)
+                 provenance=provenance, primary=primary, extra_tables=extra,
+                 warnings=[f"SAE {w}" for w in warnings])
 
 
 # -- validation loop: fine-tune, evaluate, observed shift ---------------------------------------
@@ -508,7 +510,8 @@ def sae_quality_table(sae_dirs: dict):
                      "loss_recovered": q.get("loss_recovered"), "ce_clean": q.get("ce_clean"),
                      "ce_with_sae": q.get("ce_with_sae"),
                      "ce_zero_ablation": q.get("ce_zero_ablation"),
-                     "eval_tokens": q.get("eval_tokens"), "warnings": len(q["warnings"])})
+                     "eval_tokens": q.get("eval_tokens"),
+                     "warnings": "; ".join(w["kind"] for w in q["warnings"]) or "none"})
         warnings += [f"L{layer}: {w['message']}" for w in q["warnings"]]
     return pl.DataFrame(rows), warnings
 

@@ -426,11 +426,14 @@ def _noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) 
 
 def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
                  title: str, provenance: dict, primary: dict | None = None, ci: float = 0.95,
-                 extra_tables: list[tuple[str, pl.DataFrame]] = ()) -> dict[str, Path]:
+                 extra_tables: list[tuple[str, pl.DataFrame]] = (),
+                 warnings: list[str] = ()) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (stats.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
-    ``ci`` only labels the intervals (the level the correlation table was computed with)."""
+    ``ci`` only labels the intervals (the level the correlation table was computed with).
+    ``warnings`` (e.g. a poor SAE, a declared model, an accepted hook) are listed right under the
+    title, before any result."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     if "role" not in corr.columns:
@@ -456,6 +459,9 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         written[name] = path
 
     blocks: list[tuple] = [("h", 1, title)]
+    if warnings:
+        blocks.append(("h", 2, "Warnings"))
+        blocks.append(("ul", list(warnings)))
     blocks += _primary_blocks(corr, primary, corr_extra, ci)
     blocks += _noise_blocks(observed, corr, extra)
 

@@ -437,9 +437,21 @@ def test_lora_target_problem_lists_the_model_modules(project):
     cfg["finetune"] = {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}
     (problem,) = problems_of(cfg, workdir)
     assert problem.startswith("finetune.lora_targets: 'c_attn' not in model 'tiny'. Fix: use "
-                              "module names of this model (its leaf modules: ")
+                              "module names of this model that LoRA can wrap: ")
     for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
         assert name in problem
+    assert "input_layernorm" not in problem and "act_fn" not in problem
+
+
+def test_lora_target_that_peft_cannot_wrap_is_refused(project):
+    """A norm layer exists in the model but LoRA cannot wrap it: refused at validation, not in
+    the fine-tuning job (where peft raises "Target module ... is not supported")."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"],
+                       "lora_targets": ["q_proj", "input_layernorm"]}
+    (problem,) = problems_of(cfg, workdir)
+    assert "'input_layernorm' not in model 'tiny'" in problem
 
 
 # --- YAML syntax errors name the file and the line ----------------------------------------------
@@ -491,3 +503,48 @@ def test_module_names_are_cached_and_invalidated(tiny_model_dir, tmp_path, monke
                                                        '"num_hidden_layers": 2'))
     with pytest.raises(AssertionError, match="built again"):
         stsconfig.model_module_names(spec, tmp_path)
+
+
+@pytest.mark.parametrize("release,sae_id,layer,n_top,expect", [
+    ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13", 31, [100], []),
+    ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13", 20, [100],
+     ["models.big.layers.20.sae.registry.sae_id: the SAE reads 'blocks.31.hook_resid_post'"]),
+    ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13", 31, [200000],
+     ["sts.n_top: 200000 larger than the width 131072"]),
+    ("llama_scope_lxr_8x", "l25r_8x", 24, [100],
+     ["models.big.layers.24.sae.registry.sae_id: the SAE reads 'blocks.25.hook_resid_post'"]),
+    ("llama_scope_lxr_8x", "l25r_8x", 25, [40000], ["larger than the width 32768"]),
+    ("qwen2.5-7b-instruct-andyrdt", "resid_post_layer_23_trainer_1", 27, [100],
+     ["move it to layer 23"]),
+])
+def test_registry_sae_id_is_checked_before_any_job(tmp_path, release, sae_id, layer, n_top,
+                                                   expect):
+    """What a registry id says (layer, Gemma Scope width, Llama Scope width = 8 × hidden size) is
+    checked at validation, before the model is downloaded; a model config with 42 layers of width
+    4096 stands in for the real one."""
+    import json
+
+    from transformers import LlamaConfig
+
+    if stsconfig.sae_registry() is None or sae_id not in stsconfig.sae_registry().get(release, []):
+        pytest.skip("this sae-lens release list lacks the id")
+    model_dir = tmp_path / "big"
+    LlamaConfig(num_hidden_layers=42, hidden_size=4096, intermediate_size=64,
+                vocab_size=100).save_pretrained(model_dir)
+    write_jsonl(tmp_path / "sft.jsonl", sft_records(6))
+    write_jsonl(tmp_path / "t.jsonl", domain_records("law", 3))
+    write_jsonl(tmp_path / "d.jsonl", domain_records("law", 5, offset=50))
+    cfg = {"models": {"big": {"source": {"local": {"path": str(model_dir)}},
+                              "layers": {layer: {"sae": {"registry": {"release": release,
+                                                                       "sae_id": sae_id}}}}}},
+           "sft": {"s": {"source": {"local": {"path": "sft.jsonl"}}}},
+           "domains": {"law": {"test": {"local": {"path": "t.jsonl"}},
+                               "demos": {"local": {"path": "d.jsonl"}}}},
+           "sts": {"n_top": n_top}}
+    problems = problems_of(json.loads(json.dumps(cfg)), tmp_path)
+    assert len(problems) == len(expect)
+    for problem, text in zip(problems, expect):
+        assert text in problem and "Fix:" in problem
+    if expect and "reads" in expect[0]:  # the recorded override lets the job decide
+        cfg["models"]["big"]["layers"][layer]["sae"]["accept_hook"] = "blocks.x.hook_resid_post"
+        assert problems_of(cfg, tmp_path) == []

@@ -232,3 +232,37 @@ def test_config_rejects_a_primary_the_run_cannot_produce():
     ok = dict(cfg, report={"primary": {"variant": "sts_icl", "n_top": None, "layer": None,
                                        "metric": None, "protocol": "all", "target": "abs"}})
     assert config.report_primary_problems(ok) == []
+
+
+def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
+    """A prepared SAE's figures land in the quality table, and its warnings are listed under the
+    title, before the primary analysis."""
+    import json
+
+    from stsflow.pipeline import sae_quality_table
+
+    d = tmp_path / "L3"
+    d.mkdir()
+    warn = {"kind": "low_loss_recovered", "value": 0.4, "threshold": 0.7,
+            "message": "loss recovered 0.4 is below 0.7"}
+    (d / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "registry", "release": "rel", "sae_id": "layer_3", "hook_name":
+         "blocks.3.hook_resid_post", "width": 64, "l0": 12.5, "fraction_variance_explained": 0.8,
+         "loss_recovered": 0.4, "ce_clean": 2.0, "ce_with_sae": 3.2, "ce_zero_ablation": 4.0,
+         "eval_tokens": 900, "warnings": [warn]}))
+    table, warnings = sae_quality_table({3: d})
+    row = table.row(0, named=True)
+    assert (row["layer"], row["sae"], row["l0"], row["loss_recovered"], row["warnings"]) == \
+        (3, "rel/layer_3", 12.5, 0.4, "low_loss_recovered")
+    assert warnings == ["L3: loss recovered 0.4 is below 0.7"]
+    from stsflow.report import write_report
+
+    corr = pl.DataFrame({"model": ["m"], "sft": ["s"]})
+    sts = pl.DataFrame({"model": ["m"], "sft": ["s"], "layer": [3], "n_top": [5],
+                        "domain": ["law"], "sts_act": [1.0]})
+    obs = pl.DataFrame({"model": ["m"], "sft": ["s"], "domain": ["law"], "metric": ["given"],
+                        "delta": [0.1]})
+    write_report(corr.clear(), sts, obs, tmp_path / "out", title="T", provenance={},
+                 warnings=["SAE " + w for w in warnings])
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert md.index("## Warnings") < md.index("SAE L3: loss recovered 0.4") < md.index("## Prov")
