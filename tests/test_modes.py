@@ -371,3 +371,22 @@ def test_answer_cut_count(job):
     limit = sorted(lengths)[2]
     assert count_answer_cut(recs, seg, limit) == sum(n > limit for n in lengths)
     assert count_answer_cut(recs, seg, None) == 0
+
+
+def test_schema_methods_match_the_modes():
+    """The config schema's fine-tuning methods are exactly those modes and shifts can name, so a
+    method added in one place and forgotten in the other fails here."""
+    import re
+
+    import yaml
+
+    from stsflow.config import SCHEMA_PATH
+    from stsflow.finetune import METHODS
+    from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    enum = schema["properties"]["finetune"]["properties"]["methods"]["items"]["enum"]
+    assert tuple(enum) == FINETUNE_METHODS == METHODS
+    for method in enum:
+        assert re.fullmatch(MODE_PATTERN, f"tuned-{method}-s3")
+        assert re.fullmatch(SHIFT_PATTERN, f"true-{method}-s3")
