@@ -70,6 +70,9 @@ from __future__ import annotations
 import random
 import re
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -85,7 +88,6 @@ STOP_STRINGS = ("Question:",)
 HEADER_GAP = "\n\n\n\n"  # initial_prompt.txt ends with three newlines; the script adds one
 OFFICIAL_MAX_CONTEXT = 4096  # the script's max_model_length
 RANDOM_GUESS_SEED = 12345
-ACCURACY_METRICS = ("accuracy", "generate", "option_loglik")
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -411,12 +413,71 @@ def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "dom
 # ----------------------------------------------------------------------------- summaries
 
 
+# ----------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An evaluation metric: one function that scores a model on a domain's items, and what its
+    per-item values mean. ``run(model, tokenizer, items, demos, *, segmenter, settings,
+    subject, chat_template)`` returns one row per item; ``kind`` "accuracy" rows carry
+    ``correct``, "nll" rows ``nll``."""
+
+    name: str
+    run: Callable
+    kind: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, kind: str, higher_is_better: bool):
+    """Register an evaluation metric under ``name`` (the value users write in
+    ``evaluate.metrics``; the config schema's enum is checked against this registry)."""
+    if kind not in ("accuracy", "nll"):
+        raise ValueError(f"metric kind must be accuracy or nll, got {kind!r}")
+
+    def wrap(fn):
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRICS[name] = Metric(name, fn, kind, higher_is_better)
+        return fn
+    return wrap
+
+
+@register_metric("nll", kind="nll", higher_is_better=False)
+def _run_nll(model, tokenizer, items, demos, *, segmenter, settings, subject, chat_template):
+    return eval_nll(model, tokenizer, items, segmenter=segmenter,
+                    batch_size=settings["batch_size"])
+
+
+@register_metric("option_loglik", kind="accuracy", higher_is_better=True)
+def _run_option_loglik(model, tokenizer, items, demos, *, segmenter, settings, subject,
+                       chat_template):
+    k = settings["loglik_k_shot"]
+    return eval_option_loglik(model, tokenizer, items, demos[:k], segmenter=segmenter, k_shot=k,
+                              batch_size=settings["batch_size"])
+
+
+@register_metric("generate", kind="accuracy", higher_is_better=True)
+def _run_generate(model, tokenizer, items, demos, *, segmenter, settings, subject,
+                  chat_template):
+    # the raw official prompt unless evaluate.chat_template asks for the model's template
+    k = settings["k_shot"]
+    return eval_generate(model, tokenizer, items, demos[:k], subject=subject,
+                         use_chat_template=settings["chat_template"] and chat_template,
+                         max_new_tokens=settings["max_new_tokens"],
+                         batch_size=settings["batch_size"], k_shot=k,
+                         max_context=settings["max_context"])
+
+
 def _metric_kind(metric: str) -> str:
-    if metric in ACCURACY_METRICS:
+    if metric in METRICS:
+        return METRICS[metric].kind
+    if metric == "accuracy":  # accuracies measured elsewhere (observed: in the config)
         return "accuracy"
-    if metric == "nll":
-        return "nll"
-    raise ValueError(f"unknown metric {metric!r}; expected one of {ACCURACY_METRICS + ('nll',)}")
+    raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
 
 
 def item_values(rows: list[dict], metric: str) -> np.ndarray:

@@ -416,21 +416,9 @@ def evaluate(model_dir, mspec: dict, test_path, demos_path, ev: dict, variant: d
     seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
     items, demos = corpora.read_records(test_path), corpora.read_records(demos_path)
     rows = []
-    for metric in ev["metrics"]:
-        if metric == "nll":
-            res = ev_mod.eval_nll(model, tok, items, segmenter=seg, batch_size=ev["batch_size"])
-        elif metric == "option_loglik":
-            res = ev_mod.eval_option_loglik(model, tok, items, demos[: ev["loglik_k_shot"]],
-                                            segmenter=seg, k_shot=ev["loglik_k_shot"],
-                                            batch_size=ev["batch_size"])
-        else:
-            # the raw prompt unless evaluate.chat_template asks for the model's template
-            chat = ev["chat_template"] and mspec["chat_template"]
-            res = ev_mod.eval_generate(model, tok, items, demos[: ev["k_shot"]], subject=subject,
-                                       use_chat_template=chat,
-                                       max_new_tokens=ev["max_new_tokens"],
-                                       batch_size=ev["batch_size"], k_shot=ev["k_shot"],
-                                       max_context=ev["max_context"])
+    for metric in ev["metrics"]:  # each a registered metric (evaluate.METRICS)
+        res = ev_mod.METRICS[metric].run(model, tok, items, demos, segmenter=seg, settings=ev,
+                                         subject=subject, chat_template=mspec["chat_template"])
         values = ev_mod.item_values(res, metric)
         summary = ev_mod.accuracy_table(res, metric)
         log.info("%s %s: %s", variant, metric, summary)

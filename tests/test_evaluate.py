@@ -376,3 +376,21 @@ def test_paired_values_align_by_question_id():
     assert b.tolist() == [1.0, 0.0, 1.0] and a.tolist() == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError):
         ev.paired_values(before, after[:2], "accuracy")
+
+
+def test_schema_metrics_are_the_registered_ones():
+    """evaluate.metrics in the config schema lists exactly the registered metrics: a metric added
+    in one place and forgotten in the other fails here."""
+    import yaml
+
+    from stsflow.config import SCHEMA_PATH
+    from stsflow.evaluate import METRICS, register_metric
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    enum = schema["properties"]["evaluate"]["properties"]["metrics"]["items"]["enum"]
+    assert set(enum) == set(METRICS)
+    assert {m.name: (m.kind, m.higher_is_better) for m in METRICS.values()} == {
+        "nll": ("nll", False), "option_loglik": ("accuracy", True),
+        "generate": ("accuracy", True)}
+    with pytest.raises(ValueError, match="twice"):
+        register_metric("nll", kind="nll", higher_is_better=False)(lambda *a, **k: [])
