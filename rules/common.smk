@@ -2,6 +2,7 @@
 
 from stsflow import config as stsconfig
 from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode
+from stsflow.scores import PREDICTORS
 
 CONFIG = stsconfig.validate(config, base_dir=".")
 R = CONFIG["results"]
@@ -13,7 +14,7 @@ FT = CONFIG["finetune"]
 EVAL = CONFIG["evaluate"]
 SEEDS = STS["seeds"]  # one seed drives both the ICL demonstration draw and fine-tuning
 RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
-STS_VARIANTS = ["sts_act", "sts_icl", "sts_sq"]
+STS_VARIANTS = list(PREDICTORS)  # one column (and one scatter plot) per registered predictor
 if FT["enabled"]:
     STS_VARIANTS += [f"{v}_oracle" for v in STS_VARIANTS]
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"

@@ -287,7 +287,7 @@ def sts(shift_path, plain_stats, icl_stats, n_top: int, key: dict, out) -> None:
     write_parquet(pa.Table.from_pylist([row]), out, {"dims": dims.tolist()})
 
 
-STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", "sts_act", "sts_icl", "sts_sq",
+STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", *scores.PREDICTORS,
                "n_tokens"]
 
 
@@ -297,7 +297,7 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
 
     df = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
     if oracle:
-        df = df.rename({c: f"{c}_oracle" for c in ("sts_act", "sts_icl", "sts_sq")})
+        df = df.rename({c: f"{c}_oracle" for c in scores.PREDICTORS})
     keys = ["model", "sft", "layer", "n_top", "method", "seed", "domain"]
     df = df.sort([k for k in keys if k in df.columns])
     first = [c for c in STS_COLUMNS if c in df.columns]

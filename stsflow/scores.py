@@ -38,14 +38,42 @@ def top_dims(shift: pa.Table, n_top: int) -> np.ndarray:
     return np.sort(shift["dim"].to_numpy()[rank <= n_top])
 
 
+# Predictors of |Δ| from a domain's statistics and a dimension set, registered once each: the
+# STS table gets one column per predictor, in registration order, and the config schema's
+# report.primary.variant enum is checked against this registry.
+PREDICTORS: dict = {}
+
+
+def register_predictor(name: str):
+    def wrap(fn):
+        if name in PREDICTORS:
+            raise ValueError(f"predictor {name!r} is registered twice")
+        PREDICTORS[name] = fn
+        return fn
+    return wrap
+
+
+@register_predictor("sts_act")
+def _sts_act(dims: np.ndarray, plain: Stats, icl: Stats) -> float:
+    return float(plain.sum[dims].sum() / max(plain.n_tokens, 1))
+
+
+@register_predictor("sts_icl")
+def _sts_icl(dims: np.ndarray, plain: Stats, icl: Stats) -> float:
+    return float(icl.diff_sumsq[dims].sum() / max(icl.n_tokens, 1))
+
+
+@register_predictor("sts_sq")
+def _sts_sq(dims: np.ndarray, plain: Stats, icl: Stats) -> float:
+    return float((plain.sumsq[dims] / max(plain.n_tokens, 1)).mean())
+
+
 def sts_scores(dims: np.ndarray, plain: Stats, icl: Stats) -> dict:
-    """STS_act, STS_icl, STS_sq of one domain for the dimension set ``dims``."""
+    """Every registered predictor (STS_act, STS_icl, STS_sq) of one domain for the dimension set
+    ``dims``, and the domain's token count."""
     if icl.diff_sumsq is None:
         raise ValueError("ICL statistics have no paired differences")
-    t_plain, t_icl = max(plain.n_tokens, 1), max(icl.n_tokens, 1)
-    return {"sts_act": float(plain.sum[dims].sum() / t_plain),
-            "sts_icl": float(icl.diff_sumsq[dims].sum() / t_icl),
-            "sts_sq": float((plain.sumsq[dims] / t_plain).mean()),
+    return {**{name: fn(dims, plain, icl) for name, fn in PREDICTORS.items()},
             "n_tokens": int(plain.n_tokens)}
 
 

@@ -158,3 +158,19 @@ def test_true_shift_overlap_and_oracle_sts_match_direct_computation(run, tmp_pat
                                    ex.Stats.read(run["d"] / "dom_plain.stats.parquet"),
                                    ex.Stats.read(run["d"] / "dom_icl.stats.parquet"))
         assert oracle["sts_act"] == pytest.approx(plain[:, true_dims].sum(1).mean(), rel=1e-4)
+
+
+def test_schema_variants_are_the_registered_predictors():
+    """report.primary.variant in the config schema lists exactly the registered predictors and
+    their oracle rows; the STS table's columns follow the registry."""
+    import yaml
+
+    from stsflow.config import SCHEMA_PATH
+    from stsflow.pipeline import STS_COLUMNS
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    enum = schema["properties"]["report"]["properties"]["primary"]["properties"]["variant"]["enum"]
+    assert set(enum) == set(scores.PREDICTORS) | {f"{p}_oracle" for p in scores.PREDICTORS}
+    assert STS_COLUMNS[5:-1] == list(scores.PREDICTORS) == ["sts_act", "sts_icl", "sts_sq"]
+    with pytest.raises(ValueError, match="twice"):
+        scores.register_predictor("sts_act")(lambda *a: 0.0)
