@@ -206,12 +206,42 @@ def _checkpointing(model, enable: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
+@dataclass(frozen=True)
+class Method:
+    """A fine-tuning method: ``prepare(model, cfg)`` returns the module to train (its trainable
+    parameters marked), ``finish(trained)`` the plain model to save. Registered by name; the
+    names are ``stsflow.mode.FINETUNE_METHODS`` (a test keeps the two, and the schema, equal)."""
+
+    name: str
+    prepare: object
+    finish: object
+
+
+FINETUNE_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(name: str, prepare, finish) -> None:
+    if name in FINETUNE_REGISTRY:
+        raise ValueError(f"fine-tuning method {name!r} is registered twice")
+    FINETUNE_REGISTRY[name] = Method(name, prepare, finish)
+
+
+def _full_prepare(model, cfg: FinetuneConfig):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
 def _wrap_lora(model, cfg: FinetuneConfig):
     from peft import LoraConfig, get_peft_model
 
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lcfg)
+
+
+register_method("full", _full_prepare, lambda trained: trained)
+register_method("lora", _wrap_lora, lambda trained: trained.merge_and_unload())
 
 
 def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
@@ -250,10 +280,8 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
     t_start = time.perf_counter()
     with _deterministic(cfg.deterministic):
         torch.manual_seed(cfg.seed)
-        train_model = _wrap_lora(model, cfg) if cfg.method == "lora" else model
-        if cfg.method == "full":
-            for p in train_model.parameters():
-                p.requires_grad_(True)
+        method = FINETUNE_REGISTRY[cfg.method]
+        train_model = method.prepare(model, cfg)
         if cfg.gradient_checkpointing:
             _checkpointing(model, True)
         params = [p for p in train_model.parameters() if p.requires_grad]
@@ -305,7 +333,7 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
         if cfg.gradient_checkpointing:
             _checkpointing(model, False)
         opt.zero_grad(set_to_none=True)
-        final = train_model.merge_and_unload() if cfg.method == "lora" else train_model
+        final = method.finish(train_model)
     for name, p in final.named_parameters():
         p.requires_grad_(requires_grad_before.get(name, True))
     final.eval()

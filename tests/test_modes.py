@@ -381,12 +381,12 @@ def test_schema_methods_match_the_modes():
     import yaml
 
     from stsflow.config import SCHEMA_PATH
-    from stsflow.finetune import METHODS
+    from stsflow.finetune import FINETUNE_REGISTRY, METHODS
     from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     enum = schema["properties"]["finetune"]["properties"]["methods"]["items"]["enum"]
-    assert tuple(enum) == FINETUNE_METHODS == METHODS
+    assert tuple(enum) == FINETUNE_METHODS == METHODS == tuple(FINETUNE_REGISTRY)
     for method in enum:
         assert re.fullmatch(MODE_PATTERN, f"tuned-{method}-s3")
         assert re.fullmatch(SHIFT_PATTERN, f"true-{method}-s3")
