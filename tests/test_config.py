@@ -400,12 +400,14 @@ def test_residual_hook_names(hook, layer):
 
 
 def test_n_top_is_checked_against_a_prepared_registry_sae(project):
-    """The registry YAML carries no widths: a prepared SAE's manifest tells it on later runs."""
+    """The registry YAML carries no widths, and this id does not say it (Gemma Scope and Llama
+    Scope ids do, see test_registry_sae_id_is_checked_before_any_job): a prepared SAE's manifest
+    tells it on later runs."""
     if stsconfig.sae_registry() is None:
         pytest.skip("sae-lens (and its registry file) is not installed")
     workdir, cfg = project
     cfg = copy.deepcopy(cfg)
-    reg = {"release": "gemma-scope-9b-it-res", "sae_id": "layer_20/width_16k/average_l0_14"}
+    reg = {"release": "qwen2.5-7b-instruct-andyrdt", "sae_id": "resid_post_layer_3_trainer_1"}
     cfg["models"]["tiny"]["layers"] = {1: {"sae": {"registry": reg}}}
     cfg["results"] = "results_registry"
     cfg["sts"]["n_top"] = [100, 20000]
