@@ -390,3 +390,26 @@ def test_schema_methods_match_the_modes():
     for method in enum:
         assert re.fullmatch(MODE_PATTERN, f"tuned-{method}-s3")
         assert re.fullmatch(SHIFT_PATTERN, f"true-{method}-s3")
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_finetune_job_runs_each_registered_method(job, method):
+    """pipeline.finetune (what the rule runs) for every method: a checkpoint that records its
+    method and seed, a loss history, and weights that moved."""
+    from safetensors.torch import load_file
+
+    from stsflow.finetune import read_checkpoint_meta
+
+    d = job["d"]
+    recipe = {"epochs": 1, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "max_length": 128,
+              "lora_r": 4, "lora_alpha": 8, "lora_targets": ["q_proj", "v_proj"]}
+    out = d / f"ft-{method}"
+    pipeline.finetune(d / "model", MSPEC, d / "sft.parquet", recipe, method, 0, out,
+                      d / f"ft-{method}.history.parquet", threads=1)
+    meta = read_checkpoint_meta(out)
+    assert (meta["method"], meta["seed"], meta["n_answer_cut"]) == (method, 0, 0)
+    assert pq.read_table(d / f"ft-{method}.history.parquet").num_rows == 3
+    tuned = load_file(str(out / "model.safetensors"))
+    base = job["model"].state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(tuned[name], base[name])
