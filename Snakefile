@@ -10,7 +10,7 @@ min_version("9.0")
 if not workflow.overwrite_configfiles:
     # Snakemake's own message on a YAML syntax error names neither the file nor the line.
     from pathlib import Path
-    from stsflow.config import read_yaml
+    from stsflow.config.schema import read_yaml
 
     if Path("config.yaml").exists():
         read_yaml("config.yaml")

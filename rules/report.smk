@@ -1,6 +1,6 @@
 # Correlation of STS with observed accuracy changes: tables, plots, Markdown and HTML.
 
-from stsflow.stats import resolve_primary
+from stsflow.analysis.correlation import resolve_primary
 
 
 rule report:

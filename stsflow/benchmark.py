@@ -30,12 +30,14 @@ def _timed(fn, repeats: int = 2) -> float:
 
 def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_size: int,
         threads: int, chat_template: bool = True) -> dict:
-    from stsflow import extract as ex
-    from stsflow.models import LayerTap, load_model, pad_batch
-    from stsflow.pipeline import sft_demo_indices
-    from stsflow.sae import load_sae
-    from stsflow.segments import Segmenter
-    from stsflow.synthetic import sft_math
+    from stsflow.data.builtin import sft_math
+    from stsflow.features import extract as ex
+    from stsflow.models.batching import pad_batch
+    from stsflow.models.load import load_model
+    from stsflow.models.tap import LayerTap
+    from stsflow.sae.prepare import load_sae
+    from stsflow.text.demos import sft_demo_indices
+    from stsflow.text.segments import Segmenter
 
     torch.set_num_threads(threads)
     model, tok, info = load_model(model_dir, "float32", "cpu")

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "validate":
-        from stsflow.config import ConfigError, load
+        from stsflow.config import load
+        from stsflow.config.schema import ConfigError
 
         try:
             load(args.config, check_sources=not args.no_sources)
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.config}: valid")
         return 0
-    from stsflow.manifest import verify
+    from stsflow.io.manifest import verify
 
     problems = verify(args.results, args.manifest)
     for line in problems:

@@ -1,7 +1,8 @@
 """Rule coverage: queries used and truncated per corpus, answers cut per fine-tuning run."""
-from stsflow import pipeline
+from stsflow.jobs import reduce
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 extractions, finetunes = {}, {}
 for name in snakemake.input.keys():  # named inputs: "sft:<corpus>", "domain:<corpus>", "ft:<run>"
@@ -10,5 +11,5 @@ for name in snakemake.input.keys():  # named inputs: "sft:<corpus>", "domain:<co
         finetunes[item] = snakemake.input[name]
     else:
         extractions[(kind, item)] = snakemake.input[name]
-pipeline.coverage_table(w.model, w.sft, extractions, finetunes, snakemake.output.parquet,
-                        snakemake.output.csv)
+reduce.coverage_table(w.model, w.sft, extractions, finetunes, snakemake.output.parquet,
+                      snakemake.output.csv)

@@ -1,11 +1,12 @@
 """Rules evaluate_base / evaluate_tuned: one model variant on one domain, per-item results."""
-from stsflow import pipeline
+from stsflow.jobs import validate
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 variant = {"model": w.model, "domain": w.domain}
 if snakemake.rule == "evaluate_tuned":
     variant.update(sft=w.sft, method=w.method, seed=int(w.seed))
-pipeline.evaluate(snakemake.input.model, snakemake.params.model, snakemake.input.test,
+validate.evaluate(snakemake.input.model, snakemake.params.model, snakemake.input.test,
                   snakemake.input.demos, snakemake.params.evaluate, variant, snakemake.output[0],
                   subject=snakemake.params.subject, threads=snakemake.threads)

@@ -1,8 +1,9 @@
 """Rule finetune: fine-tune the base model on one SFT set (one method, one seed)."""
-from stsflow import pipeline
+from stsflow.jobs import validate
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 w = snakemake.wildcards
-pipeline.finetune(snakemake.input.model, snakemake.params.model, snakemake.input.sft_items,
+validate.finetune(snakemake.input.model, snakemake.params.model, snakemake.input.sft_items,
                   snakemake.params.recipe, w.method, int(w.seed), snakemake.output.ckpt,
                   snakemake.output.history, threads=snakemake.threads)

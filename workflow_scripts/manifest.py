@@ -1,7 +1,7 @@
 """Rule manifest: hash every result and record what produced it."""
-from stsflow import pipeline
-from stsflow.manifest import write_manifest
+from stsflow.io.manifest import write_manifest
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 write_manifest(snakemake.config.get("results", "results"), snakemake.params.config,
                snakemake.output[0])

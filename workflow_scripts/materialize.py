@@ -1,8 +1,9 @@
 """Rules materialize_sft / materialize_domain: a corpus as normalised Parquet records."""
-from stsflow import pipeline
+from stsflow.jobs import prepare
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 if snakemake.rule == "materialize_sft":
-    pipeline.materialize_sft(snakemake.params.spec, snakemake.output[0])
+    prepare.materialize_sft(snakemake.params.spec, snakemake.output[0])
 else:
-    pipeline.materialize_domain(snakemake.params.spec, snakemake.output.test, snakemake.output.demos)
+    prepare.materialize_domain(snakemake.params.spec, snakemake.output.test, snakemake.output.demos)

@@ -1,5 +1,6 @@
 """Rule prepare_model: a loadable model directory (GGUF packages are converted once)."""
-from stsflow import pipeline
+from stsflow.jobs import prepare
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
-pipeline.prepare_model(snakemake.params.spec, snakemake.output[0])
+setup_logging(snakemake.log[0])
+prepare.prepare_model(snakemake.params.spec, snakemake.output[0])

@@ -1,9 +1,10 @@
 """Rule report: correlation of STS with observed accuracy changes, with plots and summaries."""
 from pathlib import Path
 
-from stsflow import pipeline
+from stsflow.jobs import report
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 rows = [{"model": w.model, "sft": w.sft, "domain": d, "metric": o["metric"], "delta": float(v)}
         for o in snakemake.params.observed for d, v in o["deltas"].items()]
@@ -14,8 +15,8 @@ if "observed" in optional:
     sources.append("fine-tuning and evaluation by this workflow")
 sae_dirs = {int(k[len("sae_L"):]): snakemake.input[k] for k in snakemake.input.keys()
             if k.startswith("sae_L")}
-pipeline.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
-                title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
-                report_cfg=snakemake.params.report, primary=dict(snakemake.params.primary),
-                provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
-                sae_dirs=sae_dirs, **optional)
+report.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
+              title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
+              report_cfg=snakemake.params.report, primary=dict(snakemake.params.primary),
+              provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
+              sae_dirs=sae_dirs, **optional)

@@ -1,10 +1,11 @@
 """Rules shift / true_shift: E over aligned SFT query tokens of the squared feature change."""
-from stsflow import pipeline
+from stsflow.jobs import reduce
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
+setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 meta = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "seed": int(w.seed),
         "kind": "true" if snakemake.rule == "true_shift" else "icl"}
 if snakemake.rule == "true_shift":
     meta["method"] = w.method
-pipeline.shift(snakemake.input.stats, snakemake.output[0], meta)
+reduce.shift(snakemake.input.stats, snakemake.output[0], meta)

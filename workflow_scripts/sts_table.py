@@ -1,6 +1,7 @@
 """Rules sts_table / oracle_table: all STS rows of one (model, SFT set) as Parquet and CSV."""
-from stsflow import pipeline
+from stsflow.jobs import reduce
+from stsflow.jobs.common import setup_logging
 
-pipeline.setup_logging(snakemake.log[0])
-pipeline.sts_table(list(snakemake.input), snakemake.output.parquet, snakemake.output.csv,
-                   oracle=snakemake.rule == "oracle_table")
+setup_logging(snakemake.log[0])
+reduce.sts_table(list(snakemake.input), snakemake.output.parquet, snakemake.output.csv,
+                 oracle=snakemake.rule == "oracle_table")

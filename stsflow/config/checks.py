@@ -1,0 +1,271 @@
+"""Configuration: JSON-schema validation with defaults, then checks the schema cannot express
+(layer ranges, cross references, files, empty corpora, a local SAE's hook and input width against
+the model and layer, SAE sizes against ``k`` and ``sts.n_top``, LoRA targets against the model's
+modules). Runs when the Snakefile is parsed, so a bad config fails before any job starts, with
+every problem listed by field and with its fix; a YAML syntax error names the file and line."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from stsflow.config.facts import (
+    model_facts,
+    model_module_names,
+    model_n_layers,
+    package_file,
+    registry_id_facts,
+    resid_layer,
+    sae_cfg_facts,
+    sae_registry,
+)
+from stsflow.config.schema import SCHEMA_PATH
+
+
+def _registry_problems(where: str, reg: dict, layer: int) -> list[str]:
+    known = sae_registry()
+    if known is None:
+        return []
+    if reg["release"] not in known:
+        close = difflib.get_close_matches(reg["release"], list(known), n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        return [f"{where}.release: {reg['release']!r} is not in the sae-lens registry{hint}. Fix: "
+                "use a release from sae_lens/pretrained_saes.yaml, or a local SAE"]
+    ids = known[reg["release"]]
+    if reg["sae_id"] not in ids:
+        same_layer = [i for i in ids if str(layer) in re.findall(r"\d+", i)]
+        some = (same_layer or ids)[:6]
+        return [f"{where}.sae_id: {reg['sae_id']!r} is not in release {reg['release']!r}. Fix: one "
+                f"of {', '.join(some)}{', ...' if len(same_layer or ids) > 6 else ''}"]
+    return []
+
+
+def _lora_problems(name: str, model: dict, targets: list[str], base_dir: Path) -> list[str]:
+    names = model_module_names(model, base_dir)
+    if names is None:
+        return []
+    # peft matches a list entry against a module name by equality or as a dotted suffix, and
+    # fails only when no entry matches: a misspelt one next to valid ones would be ignored
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not missing:
+        return []
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
+    return [f"finetune.lora_targets: {', '.join(map(repr, missing))} not in model {name!r}. Fix: "
+            f"use module names of this model that LoRA can wrap: {', '.join(leaves)}"]
+
+
+def sae_fit_problems(where: str, field: str, facts: dict, layer: int, hidden_size: int | None,
+                     origin: str, accept_hook: str | None) -> list[str]:
+    """Does the SAE read the residual stream after block ``layer`` of this model? ``where`` is
+    the SAE config entry (``models.m.layers.L.sae``), ``field`` the key that names the SAE
+    (``local.path`` or ``registry.sae_id``). Used at validation (local SAEs) and at the start of
+    prepare_sae (every pretrained SAE), with the same wording.
+
+    A hook mismatch can be accepted with ``accept_hook:`` naming exactly the hook shown (so a
+    later change of SAE is checked again); an input-width mismatch cannot: the encoder's matrix
+    product with the model's residual stream is undefined."""
+    problems = []
+    hook = facts.get("hook_name") or "unknown"
+    want = f"blocks.{layer}.hook_resid_post"
+    if resid_layer(facts.get("hook_name")) != layer and accept_hook != hook:
+        why = ("the SAE does not record its hook (no metadata.hook_name in its cfg.json)"
+               if hook == "unknown" else f"the SAE reads {hook!r}")
+        problems.append(
+            f"{where}.{field}: {why}, not the residual stream after block {layer} ({want}). Fix: "
+            f"use an SAE of {want}" + (f" or move it to layer {resid_layer(hook)}"
+                                       if resid_layer(hook) is not None else "")
+            + f", or, if you know it fits, set {where}.accept_hook: {hook!r} (recorded in the "
+            "SAE's provenance)")
+    d_in = facts.get("d_in")
+    if hidden_size is not None and d_in is not None and int(d_in) != int(hidden_size):
+        problems.append(
+            f"{where}.{field}: the SAE's input width d_in={d_in} differs from the model's hidden "
+            f"size {hidden_size} ({origin}). Fix: use an SAE trained on this model's residual "
+            f"stream (d_in {hidden_size})")
+    return problems
+
+
+def n_top_problems(n_top: list[int], width: int | None, where: str) -> list[str]:
+    too_big = [n for n in n_top if width is not None and n > int(width)]
+    if not too_big:
+        return []
+    return [f"sts.n_top: {', '.join(map(str, too_big))} larger than the width {width} of the "
+            f"SAE of {where}. Fix: use N <= {width}, or a wider SAE"]
+
+
+def n_top_of(raw_config: dict) -> list[int]:
+    """``sts.n_top`` of an unvalidated config, with the schema default."""
+    default = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["sts"]["properties"]
+    return list((raw_config.get("sts") or {}).get("n_top") or default["n_top"]["default"])
+
+
+def _sae_problems(config: dict, name: str, model: dict, layer: int, base_dir: Path,
+                  facts: dict | None, origin: str) -> list[str]:
+    where = f"models.{name}.layers.{layer}.sae"
+    sae = model["layers"][layer]["sae"]
+    problems, width = [], None
+    hidden = (facts or {}).get("hidden_size")
+    if "train" in sae:
+        spec = sae["train"]
+        width = spec["width"]
+        for c in spec.get("corpora") or []:
+            if c not in config["sft"] and c not in config["domains"]:
+                problems.append(f"{where}.train.corpora: unknown corpus {c!r}. Fix: name an SFT "
+                                "set or a domain")
+        if spec["architecture"] == "topk" and spec["k"] > spec["width"]:
+            problems.append(f"{where}.train.k: {spec['k']} active features asked of an SAE of "
+                            f"width {spec['width']}. Fix: set k to at most width (TopK SAEs use "
+                            "k of 32 to 128 for thousands of features), or raise width")
+    for c in sae.get("eval_corpora") or []:
+        if c not in config["sft"] and c not in config["domains"]:
+            problems.append(f"{where}.eval_corpora: unknown corpus {c!r}. Fix: name an SFT set "
+                            "or a domain")
+    if "local" in sae:
+        cfg_path = base_dir / sae["local"]["path"] / "cfg.json"
+        if not cfg_path.exists():
+            problems.append(f"{where}.local.path: no sae-lens cfg.json in {sae['local']['path']}. "
+                            "Fix: point it at a folder written by sae-lens (SAE.save_model or "
+                            "save_inference_model)")
+        else:
+            sfacts = sae_cfg_facts(json.loads(cfg_path.read_text()))
+            width = sfacts["width"]
+            problems += sae_fit_problems(where, "local.path", sfacts, layer, hidden, origin,
+                                         sae.get("accept_hook"))
+    if "registry" in sae:
+        reg_problems = _registry_problems(f"{where}.registry", sae["registry"], layer)
+        problems += reg_problems
+        if not reg_problems:  # known id: what its name says is checked now, the rest in the job
+            id_facts = registry_id_facts(sae["registry"]["release"], sae["registry"]["sae_id"],
+                                         hidden)
+            width = id_facts["width"]
+            if id_facts["layer"] is not None and not sae.get("accept_hook"):
+                problems += sae_fit_problems(
+                    where, "registry.sae_id",
+                    {"hook_name": f"blocks.{id_facts['layer']}.hook_resid_post"}, layer, None,
+                    origin, None)
+        # The registry YAML carries no widths: a prepared SAE tells it on later runs, and the
+        # prepare_sae job checks it on the first.
+        prepared = base_dir / config["results"] / "sae" / name / f"L{layer}" / "stsflow_sae.json"
+        if width is None and prepared.exists():
+            info = json.loads(prepared.read_text())
+            if info.get("kind") == "registry" and all(
+                    info.get(k) == v for k, v in sae["registry"].items()):
+                width = info.get("width")
+    return problems + n_top_problems(config["sts"]["n_top"], width, where)
+
+
+def _source_problems(where: str, source: dict, schema: str, fields: dict, base_dir: Path,
+                     min_rows: int = 1) -> list[str]:
+    from stsflow.data import corpora
+
+    if "hub" in source:
+        return []  # checked when materialised: the hub is not reachable everywhere
+    if "local" in source:
+        path = Path(source["local"]["path"])
+        path = path if path.is_absolute() else base_dir / path
+        if not path.exists():
+            return [f"{where}.local.path: {path} does not exist. Fix: point it at a Parquet, "
+                    "JSONL, JSON or CSV file"]
+    try:
+        rows = corpora.load_corpus(source, schema, fields, base_dir=base_dir)
+    except corpora.CorpusError as exc:
+        return [f"{where}: {exc}"]
+    if len(rows) < min_rows:
+        filt = source.get("filter")
+        hint = f" after filter {filt}" if filt else ""
+        return [f"{where}: {len(rows)} rows{hint}, need at least {min_rows}. Fix: check the file "
+                "and the filter"]
+    return []
+
+
+def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) -> list[str]:
+    problems = []
+    sts = config["sts"]
+    for name, model in config["models"].items():
+        src = model["source"]
+        found = True  # a missing model is reported once, not again as an unknown layer count
+        if "gguf_package" in src:
+            try:
+                if not package_file(src["gguf_package"]).exists():
+                    found = False
+                    problems.append(f"models.{name}.source.gguf_package.file: "
+                                    f"{src['gguf_package']['file']} is not in the package")
+            except FileNotFoundError as exc:
+                found = False
+                problems.append(f"models.{name}.source.gguf_package.package: {exc}. Fix: pip "
+                                "install it (--no-deps)")
+        if "local" in src and not (base_dir / src["local"]["path"]).is_dir():
+            found = False
+            problems.append(f"models.{name}.source.local.path: {src['local']['path']} is not a "
+                            "directory. Fix: point it at a saved Hugging Face model (config.json "
+                            "and weights)")
+        n_layers, origin = model_n_layers(name, model, base_dir)
+        facts, facts_origin = model_facts(model, base_dir)
+        if n_layers is None and found:
+            problems.append(f"models.{name}.n_layers: the layer count cannot be read offline. "
+                            "Fix: set n_layers")
+        for layer in model["layers"]:
+            if n_layers is not None and not 0 <= int(layer) < n_layers:
+                problems.append(f"models.{name}.layers.{layer}: out of range, the model has "
+                                f"{n_layers} layers ({origin}). Fix: use 0..{n_layers - 1}")
+            problems += _sae_problems(config, name, model, int(layer), base_dir, facts,
+                                      facts_origin)
+        ft = config["finetune"]
+        if found and ft["enabled"] and "lora" in ft["methods"]:
+            problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
+    if check_sources:
+        for name, c in config["sft"].items():
+            problems += _source_problems(f"sft.{name}.source", c["source"], c["schema"],
+                                         c["fields"], base_dir, min_rows=sts["t"] + 1)
+        for name, d in config["domains"].items():
+            problems += _source_problems(f"domains.{name}.test", d["test"], d["schema"],
+                                         d["fields"], base_dir)
+            problems += _source_problems(f"domains.{name}.demos", d["demos"], d["schema"],
+                                         d["fields"], base_dir, min_rows=sts["m"])
+    for i, obs in enumerate(config.get("observed", [])):
+        if obs["model"] not in config["models"]:
+            problems.append(f"observed[{i}].model: unknown model {obs['model']!r}. Fix: one of "
+                            f"{', '.join(config['models'])}")
+        if obs["sft"] not in config["sft"]:
+            problems.append(f"observed[{i}].sft: unknown SFT set {obs['sft']!r}. Fix: one of "
+                            f"{', '.join(config['sft'])}")
+        for dom in obs["deltas"]:
+            if dom not in config["domains"]:
+                problems.append(f"observed[{i}].deltas.{dom}: unknown domain. Fix: define it under "
+                                "domains: or remove it")
+    problems += report_primary_problems(config)
+    return problems
+
+
+def report_primary_problems(config: dict) -> list[str]:
+    """A declared primary analysis (report.primary) the run cannot produce. Only explicit values
+    are checked: the defaults (null n_top = the paper's 100, null layer and metric) are resolved
+    at report time, and a default the config cannot produce is stated in the report."""
+    p, where = config["report"]["primary"], "report.primary"
+    problems = []
+    if p["n_top"] is not None and p["n_top"] not in config["sts"]["n_top"]:
+        problems.append(f"{where}.n_top: {p['n_top']} is not computed (sts.n_top is "
+                        f"{config['sts']['n_top']}). Fix: add it to sts.n_top or declare one of "
+                        "those")
+    for name, model in config["models"].items():
+        if p["layer"] is not None and int(p["layer"]) not in {int(k) for k in model["layers"]}:
+            problems.append(f"{where}.layer: model {name!r} has no layer {p['layer']} (it has "
+                            f"{sorted(int(k) for k in model['layers'])}). Fix: configure it "
+                            f"under models.{name}.layers or declare a configured layer")
+    if p["protocol"] == "extremes":
+        problems.append(f"{where}.protocol: extremes selects domains on Δ, so no test of it is "
+                        "valid. Fix: use all (extremes rows stay in the report, as descriptive)")
+    finetune = config["finetune"]["enabled"]
+    if p["variant"].endswith("_oracle") and not finetune:
+        problems.append(f"{where}.variant: {p['variant']} needs the fine-tuned model. Fix: set "
+                        "finetune.enabled: true or declare a variant without _oracle")
+    metrics = (list(config["evaluate"]["metrics"]) if finetune else []) + \
+        [o["metric"] for o in config.get("observed", [])]
+    if p["metric"] is not None and p["metric"] not in metrics:
+        problems.append(f"{where}.metric: {p['metric']!r} is not measured (available: "
+                        f"{sorted(set(metrics))}). Fix: declare one of them or null")
+    return problems

@@ -1,0 +1,30 @@
+"""FIXME-DOC config/load (from config)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from stsflow.config.checks import semantic_problems
+from stsflow.config.schema import ConfigError, canonical, read_yaml, schema_errors
+
+
+def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
+    """Return a validated copy of ``config`` with defaults filled; raise ConfigError otherwise."""
+    config = copy.deepcopy(config)
+    problems = schema_errors(config)
+    if problems:
+        raise ConfigError(problems)
+    # YAML gives integer layer keys; the schema wants strings. Normalise to int.
+    for model in config["models"].values():
+        model["layers"] = {int(k): v for k, v in model["layers"].items()}
+    problems = semantic_problems(config, Path(base_dir), check_sources)
+    if problems:
+        raise ConfigError(problems)
+    return canonical(config)
+
+
+def load(path: Path | str, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
+    """Load and validate a YAML config; relative paths in it are relative to ``base_dir`` (the
+    working directory, as everywhere in Snakemake)."""
+    return validate(read_yaml(path) or {}, base_dir, check_sources)

@@ -1,0 +1,170 @@
+"""Extraction: SAE features of every query token, as a Parquet shard plus per-dimension sums.
+
+One call handles one (model, layer, corpus, mode). The prefix shared by every query (the chat
+head in plain mode; head + demonstrations in ICL mode) is run once and its key/value cache reused
+for every batch of queries, and the forward pass stops after the hooked layer.
+
+When a reference shard is given (the plain run of the same corpus), each token's features are
+paired with the reference features of the same (doc_id, pos): the query token ids must match, and
+the job also accumulates sum and sum of squares of (h - h_ref) per dimension, which is all the
+shift vector and STS_icl need.
+
+Storage contract, one row per query token:
+    doc_id int32, pos int32, token_id int32, feat_idx list<int32> (sorted), feat_val list<float16|32>,
+    counted bool
+Every token of the query turn is stored; ``counted`` marks the tokens that enter the statistics
+(``sts.query_tokens``: only the user's text, ``content``, or the whole turn with its chat-template
+scaffolding, ``turn``). Statistics, shifts and scores use counted tokens only.
+
+Which queries: ``select_queries`` visits the corpus in a seeded random order (``sts.sample_seed``;
+real benchmark files are ordered by source, so a prefix would be a biased sample) and takes whole
+queries until the token budget of counted tokens is reached; the selection does not depend on the
+mode, so plain and ICL runs of a corpus see the same queries.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from stsflow.features.queries import _counted
+from stsflow.features.shards import (
+    FEAT_DTYPES,
+    _json,
+    _to_table,
+    read_shard,
+    sae_dtype,
+    sae_width,
+    shard_schema,
+)
+from stsflow.features.stats import Stats
+from stsflow.io.files import atomic_path, write_parquet
+from stsflow.models.batching import pad_batch
+from stsflow.models.cache import cache_kwarg, copy_cache, prefix_cache
+from stsflow.models.tap import LayerTap
+
+
+class Reference:
+    """Features of a finished shard, looked up by (doc_id, pos)."""
+
+    def __init__(self, path: Path | str, width: int):
+        self.doc, self.pos, self.tok, self.csr = read_shard(path, width)
+        starts = np.flatnonzero(np.r_[True, self.doc[1:] != self.doc[:-1]])
+        self.row_of = {int(self.doc[s]): int(s) for s in starts}
+
+    def rows(self, doc_id: int, n: int) -> np.ndarray:
+        if doc_id not in self.row_of:
+            raise ValueError(f"document {doc_id} is not in the reference shard")
+        start = self.row_of[doc_id]
+        return np.arange(start, start + n)
+
+
+@torch.no_grad()
+def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix: list[int],
+            out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
+            feat_dtype: str = "float16", reference: Path | str | None = None,
+            metadata: dict | None = None, row_group_rows: int = 65536, log=print) -> Stats:
+    """Run ``prefix + query`` for every query, encode the layer's residual stream with the SAE,
+    and write the shard and its statistics. Returns the statistics."""
+    device = next(model.parameters()).device
+    tdtype, _, _ = FEAT_DTYPES[feat_dtype]
+    width = sae_width(sae)
+    tap = LayerTap(model, layer)
+    cache = prefix_cache(model, prefix, tap)
+    ref = Reference(reference, width) if reference is not None else None
+    stats = Stats(width)
+    sums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(3)]
+    dsums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(2)]
+    queries = [(q[0], list(q[1]), _counted(q)) for q in queries]
+    n_total = sum(len(ids) for _, ids, _ in queries)
+    n_counted = sum(sum(c) for _, _, c in queries)
+    meta = dict(metadata or {}, width=width, layer=layer, feat_dtype=feat_dtype,
+                prefix_tokens=len(prefix), n_queries=len(queries), n_query_tokens=n_total,
+                n_tokens=n_counted)
+    schema = shard_schema(feat_dtype)
+    schema = schema.with_metadata({f"stsflow.{k}".encode(): _json(v) for k, v in meta.items()})
+    # Longest queries first keeps padding low; rows are written back in query order per batch.
+    order = sorted(range(len(queries)), key=lambda i: -len(queries[i][1]))
+    start, done, n_used, last_log = time.time(), 0, 0, 0.0
+    with atomic_path(out_path) as tmp:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for b in range(0, len(order), batch_size):
+            batch = [queries[i] for i in sorted(order[b:b + batch_size])]
+            feats, mask, ids = _encode_batch(model, sae, tap, cache, prefix, batch, device)
+            feats = feats.to(tdtype).float()  # stats use exactly the stored values
+            m = mask.bool()
+            flat = feats[m]  # (tokens, width), rows in (query, pos) order
+            counted = torch.from_numpy(np.concatenate(
+                [np.asarray(c, dtype=bool) for _, _, c in batch])).to(device)
+            used = flat[counted]
+            sums[0] += used.sum(0, dtype=torch.float64)
+            sums[1] += (used.double() ** 2).sum(0)
+            sums[2] += (used != 0).sum(0).double()
+            if ref is not None:
+                ref_flat = _reference_rows(ref, batch, ids, mask)
+                diff = (used.double()
+                        - torch.from_numpy(ref_flat).to(device).double()[counted])
+                dsums[0] += diff.sum(0)
+                dsums[1] += (diff ** 2).sum(0)
+            table = _to_table(batch, ids, mask, flat, schema)
+            pending.append(table)
+            pending_rows += table.num_rows
+            if pending_rows >= row_group_rows:
+                writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
+                pending, pending_rows = [], 0
+            done += int(m.sum())
+            n_used += int(counted.sum())
+            now = time.time()
+            if now - last_log > 10 or done == n_total:
+                last_log = now
+                log(f"[extract L{layer}] {done}/{n_total} tokens, "
+                    f"{done / max(now - start, 1e-9):.0f} tok/s")
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
+        writer.close()
+    stats.n_tokens = n_used
+    stats.sum, stats.sumsq, stats.nnz = (s.cpu().numpy() for s in sums)
+    if ref is not None:
+        stats.diff_sum, stats.diff_sumsq = (s.cpu().numpy() for s in dsums)
+    write_parquet(stats.table(), stats_path, dict(meta, n_tokens=n_used,
+                                                  seconds=round(time.time() - start, 2)))
+    return stats
+
+
+def _encode_batch(model, sae, tap, cache, prefix, batch, device):
+    """SAE features (B, T, width) of right-padded queries after the shared prefix."""
+    ids, mask = pad_batch([q for _, q, _ in batch])
+    width_t = ids.shape[1]
+    ids, mask = ids.to(device), mask.to(device)
+    p = len(prefix)
+    inputs = {"input_ids": ids}
+    if cache is not None:
+        inputs.update({cache_kwarg(model): copy_cache(cache, len(batch))})
+        inputs.update(
+                      attention_mask=torch.cat([torch.ones(len(batch), p, dtype=mask.dtype,
+                                                           device=device), mask], dim=1),
+                      position_ids=torch.arange(p, p + width_t, device=device).expand(len(batch), -1))
+    else:
+        inputs["attention_mask"] = mask
+    resid = tap.run(model, **inputs)
+    feats = sae.encode(resid.to(sae_dtype(sae)))
+    return feats, mask, ids
+
+
+def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:
+    rows = []
+    for r, (doc_id, q, _) in enumerate(batch):
+        rr = ref.rows(doc_id, len(q))
+        if not np.array_equal(ref.tok[rr], np.asarray(q)) or not np.array_equal(
+                ref.pos[rr], np.arange(len(q))):
+            raise ValueError(f"document {doc_id}: query tokens differ from the reference run; "
+                             "the ICL and plain inputs are not aligned")
+        rows.append(rr)
+    return ref.csr[np.concatenate(rows)].toarray()

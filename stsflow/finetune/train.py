@@ -1,0 +1,260 @@
+"""Supervised fine-tuning of a causal LM on SFT records (SPEC §5.1), and atomic checkpoints.
+
+The paper's recipe: full fine-tuning, AdamW β=(0.9, 0.95), weight decay 0.01, cosine schedule with
+10 % linear warm-up, gradient clipping at 1.0, effective batch 256, fp32. LoRA is an option.
+
+Choices made here (the paper is silent):
+
+* **Examples.** ``input = head + query + response`` built from the token segments STS uses
+  (``stsflow.segments``), so the model is tuned on exactly the token sequences whose features were
+  analysed. Loss on response tokens only (labels -100 on head and query). With a chat template the
+  response ends with the template's end-of-turn text; without one it ends with the plain layout's
+  ``"\\n\\n"``; no extra EOS token is appended. Sequences longer than ``max_length`` are cut on
+  the right; an example left without a response token is dropped (``n_dropped``).
+* **Batches.** Each epoch visits the examples in a fresh permutation drawn from
+  ``numpy.random.default_rng([seed, epoch])``. An optimizer step takes ``batch_size`` examples
+  (the last step of an epoch takes the remainder; nothing is dropped); they are sorted by length
+  and cut into micro-batches of ``micro_batch_size`` (right padding, label -100 on padding). The
+  loss of a step is the mean over all response tokens of the step: each micro-batch contributes
+  ``sum(CE) / n_response_tokens(step)``, so the gradient does not depend on the micro-batch split.
+* **Optimizer.** torch AdamW on trainable parameters; weight decay only on parameters with >= 2
+  dimensions (no decay on biases and norm gains, the Hugging Face Trainer convention), eps 1e-8.
+  ``transformers.get_cosine_schedule_with_warmup`` with ``ceil(warmup_ratio * total_steps)``
+  warm-up steps (as the HF Trainer counts them; the first step runs at lr 0 when warm-up > 0);
+  ``total_steps = epochs * ceil(n / batch_size)``, capped by ``max_steps``.
+* **Determinism.** ``torch.manual_seed(seed)`` before anything random (LoRA initialisation,
+  dropout); ``torch.use_deterministic_algorithms(True, warn_only=True)`` for the duration of
+  training (previous setting restored; ``CUBLAS_WORKSPACE_CONFIG`` defaulted to ``:4096:8``); fp32
+  (a model in another dtype is converted in place). Optional non-reentrant activation
+  checkpointing (``gradient_checkpointing``) gives the same numbers with less memory.
+* **LoRA.** ``peft.get_peft_model`` with the configured rank/alpha/dropout/targets; after training
+  the adapters are merged (``merge_and_unload``) and the plain model is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stsflow.finetune.methods import FINETUNE_REGISTRY
+from stsflow.finetune.recipe import FinetuneConfig
+from stsflow.models.batching import pad_batch, pad_id_of
+from stsflow.text.segments import Segmenter
+
+IGNORE = -100
+
+
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def _record_kind(record: dict, kind: str) -> str:
+    if kind != "auto":
+        return kind
+    return "domain" if "options" in record and "solution" not in record else "sft"
+
+
+def build_examples(records: list[dict], segmenter: Segmenter, max_length: int | None = None,
+                   kind: str = "sft") -> list[tuple[list[int], list[int]]]:
+    """``(input_ids, labels)`` per record: input = head + query + response; labels = -100 on head
+    and query, the token ids on the response. Truncated to ``max_length`` tokens; records left
+    without a response token are dropped. ``kind``: "sft", "domain", or "auto" (per record:
+    "domain" when it has ``options`` and no ``solution``)."""
+    head = segmenter.head()
+    out = []
+    for rec in records:
+        k = _record_kind(rec, kind)
+        prompt = head + segmenter.query(rec, k)
+        resp = segmenter.response(rec, k)
+        ids = prompt + resp
+        labels = [IGNORE] * len(prompt) + list(resp)
+        if max_length is not None:
+            ids, labels = ids[:max_length], labels[:max_length]
+        if any(lab != IGNORE for lab in labels[1:]):  # position 0 is never predicted
+            out.append((ids, labels))
+    return out
+
+
+def count_answer_cut(records: list[dict], segmenter: Segmenter, max_length: int | None,
+                     kind: str = "sft") -> int:
+    """How many records lose part of their response to the ``max_length`` cut (the model is then
+    tuned on truncated answers; reported beside the results)."""
+    if max_length is None:
+        return 0
+    n_head = len(segmenter.head())
+    return sum(n_head + len(segmenter.query(r, _record_kind(r, kind)))
+               + len(segmenter.response(r, _record_kind(r, kind))) > max_length for r in records)
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int, device=None):
+    """Right-padded ``input_ids, attention_mask, labels`` tensors (labels -100 on padding)."""
+    input_ids, attention = pad_batch([ids for ids, _ in examples], pad_id)
+    labels, _ = pad_batch([lab for _, lab in examples], IGNORE)
+    if device is not None:
+        input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
+    return input_ids, attention, labels
+
+
+def response_loss_sum(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over labelled positions, and their number."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+    return loss, int((target != IGNORE).sum())
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    if not enabled:
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def total_steps(n_examples: int, cfg: FinetuneConfig) -> int:
+    steps = cfg.epochs * math.ceil(n_examples / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
+
+
+def _checkpointing(model, enable: bool) -> None:
+    """Activation (gradient) checkpointing on the underlying transformers model, non-reentrant."""
+    if enable:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
+             use_chat_template: bool, log=print, kind: str = "sft") -> dict:
+    """Fine-tune ``model`` in place on ``records``; return the training history and the final model
+    (for LoRA: the merged plain model) under ``"model"``."""
+    segmenter = Segmenter.for_tokenizer(tokenizer, use_chat_template)
+    examples = build_examples(records, segmenter, cfg.max_length, kind=kind)
+    n_dropped = len(records) - len(examples)
+    n_cut = count_answer_cut(records, segmenter, cfg.max_length, kind)
+    if n_cut:
+        log(f"finetune: {n_cut} of {len(records)} answer(s) cut by max_length={cfg.max_length}")
+    if not examples:
+        raise ValueError("no training example keeps a response token (check max_length)")
+    if n_dropped:
+        log(f"finetune: dropped {n_dropped} record(s) with no response token within "
+            f"max_length={cfg.max_length}")
+    pad_id = pad_id_of(tokenizer)
+    n_total = total_steps(len(examples), cfg)
+    warmup = math.ceil(cfg.warmup_ratio * n_total)
+
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        log("finetune: converting the model to float32")
+        model.to(torch.float32)
+    device = next(model.parameters()).device
+    requires_grad_before = {n: p.requires_grad for n, p in model.named_parameters()}
+
+    history = {"losses": [], "lrs": [], "grad_norms": [], "n_steps": 0, "tokens_seen": 0,
+               "response_tokens_seen": 0, "wall_time_s": 0.0, "n_examples": len(examples),
+               "n_dropped": n_dropped, "n_answer_cut": n_cut, "n_records": len(records),
+               "total_steps": n_total, "warmup_steps": warmup,
+               "method": cfg.method, "seed": cfg.seed}
+    log(f"finetune: {cfg.method}, {len(examples)} examples, {n_total} steps ({warmup} warm-up), "
+        f"batch {cfg.batch_size} = {cfg.grad_accum} x {cfg.micro_batch_size}, lr {cfg.lr:g}, "
+        f"seed {cfg.seed}")
+    t_start = time.perf_counter()
+    with _deterministic(cfg.deterministic):
+        torch.manual_seed(cfg.seed)
+        method = FINETUNE_REGISTRY[cfg.method]
+        train_model = method.prepare(model, cfg)
+        if cfg.gradient_checkpointing:
+            _checkpointing(model, True)
+        params = [p for p in train_model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(_param_groups(train_model, cfg.weight_decay), lr=cfg.lr,
+                                betas=cfg.betas, eps=1e-8)
+        from transformers import get_cosine_schedule_with_warmup
+
+        sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=warmup,
+                                                num_training_steps=n_total)
+        train_model.train()
+        step = 0
+        for epoch in range(cfg.epochs):
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))
+            for start in range(0, len(order), cfg.batch_size):
+                if step >= n_total:
+                    break
+                t0 = time.perf_counter()
+                batch = sorted((examples[i] for i in order[start:start + cfg.batch_size]),
+                               key=lambda ex: len(ex[0]))
+                n_resp = sum(sum(1 for lab in lab_[1:] if lab != IGNORE) for _, lab_ in batch)
+                n_tok = sum(len(ids) for ids, _ in batch)
+                opt.zero_grad(set_to_none=True)
+                loss_sum = 0.0
+                for m in range(0, len(batch), cfg.micro_batch_size):
+                    ids, att, lab = collate(batch[m:m + cfg.micro_batch_size], pad_id, device)
+                    s, _ = response_loss_sum(train_model, ids, att, lab)
+                    (s / n_resp).backward()
+                    loss_sum += float(s.detach())
+                if cfg.grad_clip:
+                    gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                else:
+                    gnorm = float(torch.linalg.vector_norm(
+                        torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+                lr = sched.get_last_lr()[0]
+                opt.step()
+                sched.step()
+                step += 1
+                dt = time.perf_counter() - t0
+                loss = loss_sum / n_resp
+                history["losses"].append(loss)
+                history["lrs"].append(lr)
+                history["grad_norms"].append(gnorm)
+                history["tokens_seen"] += n_tok
+                history["response_tokens_seen"] += n_resp
+                log(f"step {step}/{n_total} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} "
+                    f"lr {lr:.3e} grad_norm {gnorm:.3f} tokens {n_tok} tok/s {n_tok / dt:.0f}")
+            if step >= n_total:
+                break
+        if cfg.gradient_checkpointing:
+            _checkpointing(model, False)
+        opt.zero_grad(set_to_none=True)
+        final = method.finish(train_model)
+    for name, p in final.named_parameters():
+        p.requires_grad_(requires_grad_before.get(name, True))
+    final.eval()
+    history["n_steps"] = step
+    history["wall_time_s"] = time.perf_counter() - t_start
+    history["model"] = final
+    return history

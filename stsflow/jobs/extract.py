@@ -1,0 +1,86 @@
+"""FIXME-DOC jobs/extract (from pipeline)."""
+
+from __future__ import annotations
+
+from stsflow.data import corpora
+from stsflow.features.queries import build_queries
+from stsflow.io.files import package_versions, read_metadata
+from stsflow.jobs.common import _load, _model_identity, _sae_identity, log
+from stsflow.text.demos import demonstration_context
+
+
+class ContextError(ValueError):
+    pass
+
+
+def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest_query: int,
+                  where: str, knob: str, model: str = "<model>", action: str = "error"
+                  ) -> list[str]:
+    """Head + demonstrations + the longest query must fit the model's context (SPEC §3 assumes
+    every query token sees every demonstration). ``prefixes`` maps a run to its prefix length.
+    ``action`` "error" raises ContextError; "warn" (sts.context_check) returns the problems, which
+    the shard then records."""
+    problems = []
+    for run, n_prefix in prefixes.items():
+        if limit and n_prefix + longest_query > limit:
+            problems.append(
+                f"{where}: the {run} input does not fit the model's context: prefix (head + "
+                f"demonstrations) {n_prefix} tokens + longest query {longest_query} tokens = "
+                f"{n_prefix + longest_query} > {limit} ({why}). Fix: lower {knob} (fewer "
+                f"demonstrations), or models.{model}.max_length (queries are cut to it), or "
+                "shorten the demonstrations in the data; sts.context_check: warn goes on anyway")
+    if problems and action == "error":
+        raise ContextError("\n".join(problems))
+    for p in problems:
+        log.warning(p)
+    return problems
+
+
+def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: dict,
+            sts: dict, out, stats_out, reference=None, provenance: dict | None = None,
+            threads: int | None = None, corpus: str | None = None,
+            model_name: str | None = None) -> None:
+    """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
+    string. ``kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or "test"/"demos"
+    (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
+    before the model is loaded; a domain's plain run checks its ICL prefix too, so a domain
+    whose demonstrations cannot fit fails at its first job."""
+    from stsflow.features import extract as ex
+    from stsflow.mode import Mode
+    from stsflow.models.load import context_limit, load_tokenizer
+    from stsflow.sae.prepare import load_sae
+    from stsflow.text.segments import Segmenter
+
+    mode = Mode.parse(str(mode))
+    mode.check_corpus(kind)
+    corpus = corpus or (provenance or {}).get("corpus", "?")
+    tok, model_cfg = load_tokenizer(model_dir)
+    seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
+    records = corpora.read_records(data["sft_items"] if kind == "sft" else data["test"])
+    queries, selection = build_queries(seg, records, kind, sts, mspec["max_length"])
+    prefix, demo_ids, excluded = demonstration_context(seg, mode, kind, records, data, sts)
+    queries = [q for q in queries if q[0] not in excluded]
+    if not queries:
+        raise ValueError(f"{corpus}: no query left to extract")
+    prefixes = {str(mode): len(prefix)}
+    if kind == "domain" and mode.kind == "plain":
+        prefixes[str(Mode.domain_icl())] = len(
+            demonstration_context(seg, Mode.domain_icl(), kind, records, data, sts)[0])
+    limit, why = context_limit(model_cfg, layer)
+    where = f"sft.{corpus}" if kind == "sft" else f"domains.{corpus}"
+    overflow = check_context(limit, why, prefixes, max(len(q[1]) for q in queries), where,
+                             "sts.t" if kind == "sft" else "sts.m", model_name or "<model>",
+                             sts.get("context_check", "error"))
+
+    model, tok, minfo = _load(model_dir, mspec, threads)
+    sae, sinfo = load_sae(sae_dir, device=str(next(model.parameters()).device))
+    meta = dict(provenance or {}, model=_model_identity(minfo), sae=_sae_identity(sinfo),
+                dtype=mspec["dtype"], chat_template=mspec["chat_template"],
+                prompt_head=seg.layout.head, mode=str(mode), demonstrations_from=mode.demonstrations,
+                kind=kind, demonstrations=demo_ids, query_tokens=sts["query_tokens"],
+                selection=dict(selection, context_limit=limit), context_overflow=overflow,
+                dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
+                packages=package_versions())
+    ex.extract(model, sae, layer, queries, prefix, out, stats_out,
+               batch_size=mspec["batch_size"], feat_dtype=sts["feat_dtype"], reference=reference,
+               metadata=meta, row_group_rows=sts["row_group_rows"], log=log.info)

@@ -1,0 +1,140 @@
+"""FIXME-DOC jobs/reduce (from pipeline)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stsflow import scores
+from stsflow.features.stats import Stats
+from stsflow.io.files import read_metadata, write_parquet
+
+# -- reductions ---------------------------------------------------------------------------------
+
+def shift(icl_stats, out, meta: dict) -> None:
+    table = scores.shift_table(Stats.read(icl_stats))
+    write_parquet(table, out, dict(meta, n_tokens=Stats.read(icl_stats).n_tokens))
+
+
+def sts(shift_path, plain_stats, icl_stats, n_top: int, key: dict, out) -> None:
+    dims = scores.top_dims(pq.read_table(shift_path), n_top)
+    row = dict(key, n_top=n_top, **scores.sts_scores(dims, Stats.read(plain_stats),
+                                                     Stats.read(icl_stats)))
+    write_parquet(pa.Table.from_pylist([row]), out, {"dims": dims.tolist()})
+
+
+STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", *scores.PREDICTORS,
+               "n_tokens"]
+
+
+def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
+    """Concatenate STS rows; ``oracle`` rows (true shifted dimensions) get ``_oracle`` names."""
+    import polars as pl
+
+    df = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    if oracle:
+        df = df.rename({c: f"{c}_oracle" for c in scores.PREDICTORS})
+    keys = ["model", "sft", "layer", "n_top", "method", "seed", "domain"]
+    df = df.sort([k for k in keys if k in df.columns])
+    first = [c for c in STS_COLUMNS if c in df.columns]
+    cols = first + [c for c in df.columns if c not in first]
+    df = df.select(cols)
+    write_parquet(df.to_arrow(), out_parquet)
+    from stsflow.io.files import write_text
+
+    write_text(out_csv, df.write_csv())
+
+
+OBSERVED_COLUMNS = ["model", "sft", "method", "seed", "domain", "metric", "before", "after",
+                    "delta", "abs_delta", "ci_low", "ci_high", "delta_se", "n_items"]
+
+
+def observed_table(model: str, sft: str, base: dict, tuned: dict, out, out_csv,
+                   n_boot: int) -> None:
+    """Δ per (method, seed, domain, metric) with a paired bootstrap CI over items and the paired
+    standard error of Δ (sd of the per-item differences / √n), which the report's noise ceiling
+    uses.
+
+    ``base`` maps domain -> base eval file; ``tuned`` maps (method, seed, domain) -> eval file."""
+    import polars as pl
+
+    from stsflow.analysis.observed import bootstrap_delta_ci, delta_se
+
+    rows = []
+    for (method, seed, domain), path in sorted(tuned.items()):
+        before_df, after_df = pl.read_parquet(base[domain]), pl.read_parquet(path)
+        for metric in sorted(set(after_df["metric"])):
+            b = before_df.filter(pl.col("metric") == metric).sort("question_id")
+            a = after_df.filter(pl.col("metric") == metric).sort("question_id")
+            if b["question_id"].to_list() != a["question_id"].to_list():
+                raise ValueError(f"{domain}/{metric}: base and tuned runs cover different items")
+            bv, av = b["value"].to_numpy(), a["value"].to_numpy()
+            lo, hi = bootstrap_delta_ci(bv, av, n_boot=n_boot, seed=seed)
+            delta = float(av.mean() - bv.mean())
+            rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
+                         "domain": domain, "metric": metric, "before": float(bv.mean()),
+                         "after": float(av.mean()), "delta": delta, "abs_delta": abs(delta),
+                         "ci_low": float(lo), "ci_high": float(hi),
+                         "delta_se": delta_se(bv, av), "n_items": int(bv.size)})
+    write_parquet(pa.Table.from_pylist(rows), out)
+    from stsflow.io.files import write_text
+
+    write_text(out_csv, pl.DataFrame(rows).write_csv())
+
+
+def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: list[int],
+                  out) -> None:
+    """|D_N ∩ D_N^true| / N per (method, seed, layer, N). ``predicted`` maps (layer, seed) ->
+    shift file; ``true`` maps (method, seed, layer) -> true shift file."""
+    rows = []
+    for (method, seed, layer), path in sorted(true.items()):
+        pred = pq.read_table(predicted[(layer, seed)])
+        tru = pq.read_table(path)
+        for n in n_tops:
+            rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
+                         "layer": layer, "n_top": n, "overlap": scores.overlap(pred, tru, n)})
+    write_parquet(pa.Table.from_pylist(rows), out)
+
+
+COVERAGE_COLUMNS = ["model", "sft", "corpus", "kind", "step", "n_items", "n_used",
+                    "n_truncated", "share_truncated", "counted_tokens", "turn_tokens"]
+
+
+def coverage_table(model: str, sft: str, extractions: dict, finetunes: dict, out,
+                   out_csv) -> None:
+    """What the numbers rest on, per corpus: queries available and used, the share cut by
+    ``max_length`` at extraction, counted vs all query tokens; per fine-tuning run, the share of
+    SFT examples whose answer ``finetune.max_length`` cut. ``extractions`` maps (kind, corpus)
+    to a plain extraction's statistics file; ``finetunes`` maps a run name to its history."""
+    import polars as pl
+
+    from stsflow.io.files import write_text
+
+    rows = []
+    for (kind, corpus), path in sorted(extractions.items()):
+        meta = read_metadata(path)
+        sel = meta.get("selection") or {}
+        n_used = int(sel.get("n_selected", meta.get("n_queries", 0)))
+        n_cut = int(sel.get("n_truncated", 0))
+        rows.append({"model": model, "sft": sft, "corpus": corpus, "kind": kind,
+                     "step": "extraction", "n_items": int(sel.get("n_available", n_used)),
+                     "n_used": n_used, "n_truncated": n_cut,
+                     "share_truncated": n_cut / max(n_used, 1),
+                     "counted_tokens": int(meta["n_tokens"]),
+                     "turn_tokens": int(meta.get("n_query_tokens", meta["n_tokens"]))})
+    for run, path in sorted(finetunes.items()):
+        meta = read_metadata(path)
+        n_cut = int(meta.get("n_answer_cut", 0))
+        n_used = int(meta.get("n_examples", 0))  # records left with a response token
+        rows.append({"model": model, "sft": sft, "corpus": sft, "kind": "sft",
+                     "step": f"finetune {run}", "n_items": int(meta.get("n_records", n_used)),
+                     "n_used": n_used,
+                     "n_truncated": n_cut, "share_truncated": float(meta.get(
+                         "share_answer_cut", n_cut / max(n_used, 1))),
+                     "counted_tokens": None, "turn_tokens": None})
+    df = pl.DataFrame(rows, schema={c: (pl.String if c in ("model", "sft", "corpus", "kind",
+                                                             "step")
+                                        else pl.Float64 if c == "share_truncated" else pl.Int64)
+                                    for c in COVERAGE_COLUMNS})
+    write_parquet(df.to_arrow(), out)
+    write_text(out_csv, df.write_csv())

@@ -1,0 +1,87 @@
+"""FIXME-DOC jobs/report (from pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg: dict,
+           provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
+           overlap=None, coverage=None, sae_dirs: dict | None = None) -> None:
+    """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
+    and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
+    pre-declared primary analysis (stats.resolve_primary); every other tested row is exploratory,
+    Holm-adjusted within its family."""
+    import polars as pl
+
+    from stsflow.analysis import correlation as st
+    from stsflow.report.summary import write_report
+
+    kw = dict(n_boot=report_cfg["n_boot"], n_perm=report_cfg["n_perm"], seed=report_cfg["seed"])
+    sts_df = pl.read_parquet(sts_path)
+    corr, obs_frames, sts_frames = [], [], [sts_df]
+    if config_rows:
+        given = pl.DataFrame(config_rows)
+        obs_frames.append(given)
+        corr.append(st.correlation_table(sts_df, given, **kw))
+    if observed is not None:
+        tuned = pl.read_parquet(observed)
+        tuned = tuned.select(c for c in ("model", "sft", "method", "seed", "domain", "metric",
+                                         "delta", "delta_se", "ci_low", "ci_high")
+                             if c in tuned.columns)
+        obs_frames.append(tuned)
+        corr.append(st.correlation_table(sts_df, tuned, **kw))
+        if sts_oracle is not None:
+            oracle = pl.read_parquet(sts_oracle)
+            sts_frames.append(oracle)
+            corr.append(st.correlation_table(oracle, tuned, **kw))
+    if not corr:
+        raise ValueError("no observed accuracy changes: give observed: in the config or enable "
+                         "finetune")
+    extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
+              pl.read_parquet(overlap))] if overlap is not None else []
+    warnings: list[str] = []
+    if sae_dirs:
+        quality, warnings = sae_quality_table(sae_dirs)
+        extra.insert(0, ("SAE quality on held-out tokens of this model (L0, fraction of variance "
+                         "explained, next-token loss recovered with the SAE spliced in)", quality))
+        provenance = dict(provenance, sae_warnings=warnings or "none")
+    if coverage is not None:
+        extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
+                      "SFT answers cut by finetune.max_length (fine-tuning)",
+                      pl.read_parquet(coverage).drop("model", "sft")))
+    corr = pl.concat(corr, how="diagonal_relaxed")
+    keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
+            "method", "seed"]
+    corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS)
+                       + list(st.ROW_COLUMNS))
+    corr = st.assign_roles(corr, primary)
+    write_report(corr,
+                 pl.concat(sts_frames, how="diagonal_relaxed"),
+                 pl.concat(obs_frames, how="diagonal_relaxed"), Path(outdir), title=title,
+                 provenance=provenance, primary=primary, extra_tables=extra,
+                 warnings=[f"SAE {w}" for w in warnings])
+
+
+def sae_quality_table(sae_dirs: dict):
+    """(table, warnings): one row per layer's SAE with its identity and quality figures, and
+    every warning of its preparation (poor figures, declared model, accepted hook) as text."""
+    import polars as pl
+
+    from stsflow.sae.info import quality_summary
+
+    rows, warnings = [], []
+    for layer, path in sorted(sae_dirs.items()):
+        q = quality_summary(path)
+        ident = (f"{q['release']}/{q['sae_id']}" if q.get("kind") == "registry"
+                 else q.get("path") if q.get("kind") == "local" else "trained here")
+        rows.append({"layer": int(layer), "sae": ident, "hook": q.get("hook_name"),
+                     "width": q.get("width"), "l0": q.get("l0"),
+                     "variance_explained": q.get("fraction_variance_explained"),
+                     "loss_recovered": q.get("loss_recovered"), "ce_clean": q.get("ce_clean"),
+                     "ce_with_sae": q.get("ce_with_sae"),
+                     "ce_zero_ablation": q.get("ce_zero_ablation"),
+                     "eval_tokens": q.get("eval_tokens"),
+                     "warnings": "; ".join(w["kind"] for w in q["warnings"]) or "none"})
+        warnings += [f"L{layer}: {w['message']}" for w in q["warnings"]]
+    return pl.DataFrame(rows), warnings

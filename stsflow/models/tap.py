@@ -1,0 +1,48 @@
+"""FIXME-DOC models/tap (from models)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The list of decoder blocks of a causal LM (Llama, Qwen, Gemma, Mistral, GPT-2 style)."""
+    for path in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+class _Stop(Exception):
+    pass
+
+
+class LayerTap:
+    """Capture the residual stream after block ``layer`` (its first output) and stop the forward
+    pass there: later blocks and the LM head are never computed."""
+
+    def __init__(self, model, layer: int):
+        self.block = decoder_layers(model)[layer]
+        self.output: torch.Tensor | None = None
+
+    def _hook(self, module, args, output):
+        self.output = output[0] if isinstance(output, tuple) else output
+        raise _Stop
+
+    def run(self, model, **inputs) -> torch.Tensor:
+        handle = self.block.register_forward_hook(self._hook)
+        try:
+            model(**inputs, use_cache="past_key_values" in inputs or "cache" in inputs)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if self.output is None:
+            raise RuntimeError("the hooked layer did not run")
+        out, self.output = self.output, None
+        return out

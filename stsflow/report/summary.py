@@ -1,0 +1,538 @@
+"""Report of the validation step: correlations table, scatter plots, Markdown and HTML summaries.
+
+The HTML is self-contained (plots embedded as base64 PNG) so it can be mailed or archived alone;
+the Markdown references the PNG files next to it. Every file is written atomically.
+
+The summary leads with the pre-declared primary analysis (its ρ, BCa and Fisher intervals,
+unadjusted permutation p, noise ceiling and a plain-language verdict), or says plainly that the
+declared analysis is not in the data and which part is missing; then the noise in Δ; then every
+other row, labelled exploratory (Holm p) or descriptive (extremes). The statistical choices are
+recorded in ``stsflow.stats``. Scatter plots show every seed (one panel row per layer and run),
+never a single seed standing for all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from stsflow.analysis import correlation as st
+from stsflow.io.files import atomic_path, write_parquet, write_text
+
+_NA = "n/a"
+
+
+# ---------------------------------------------------------------- formatting
+
+def _isnum(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _fmt(v, spec: str = ".4g") -> str:
+    if v is None:
+        return _NA
+    if isinstance(v, (float, np.floating)):
+        return _NA if not math.isfinite(v) else format(float(v), spec)
+    return str(v)
+
+
+def _fmt_rho(row: dict) -> str:
+    rho = _fmt(row["pearson"], ".2f")
+    lo, hi = row["pearson_ci_low"], row["pearson_ci_high"]
+    if rho == _NA or not (_isnum(lo) and _isnum(hi) and math.isfinite(lo) and math.isfinite(hi)):
+        return rho
+    return f"{rho} [{lo:.2f}, {hi:.2f}]"
+
+
+def _finite(v) -> bool:
+    return _isnum(v) and math.isfinite(v)
+
+
+def _fmt_ci(lo, hi) -> str:
+    return f"[{lo:.2f}, {hi:.2f}]" if _finite(lo) and _finite(hi) else _NA
+
+
+def _ceiling_txt(row: dict) -> str:
+    c = row.get("noise_ceiling")
+    return (f"; noise ceiling {c:.2f}" if _finite(c)
+            else "; noise ceiling n/a (no per-item data for Δ)")
+
+
+def interpret(row: dict, ci: float = 0.95) -> str:
+    """One honest sentence from a correlation row: what the numbers support, nothing more.
+    Exploratory rows quote their Holm-adjusted p, descriptive (extremes) rows no p at all."""
+    n = row["n_domains"]
+    rho, lo, hi = row["pearson"], row["pearson_ci_low"], row["pearson_ci_high"]
+    descriptive = row.get("protocol") == "extremes"
+    caveat = (" (descriptive: extreme-groups selection on Δ, which inflates ρ; no test)"
+              if descriptive else "")
+    if rho is None or not math.isfinite(rho):
+        return (f"ρ undefined over {n} domains (fewer than 3 domains or a constant variable)"
+                f"{caveat}.")
+    p_name, p = ("Holm-adjusted p", row.get("holm_p")) if "holm_p" in row else \
+        ("permutation p", row.get("perm_p"))
+    if row.get("role") == "primary":
+        p_name, p = "permutation p (unadjusted, pre-declared)", row.get("perm_p")
+    perm_txt = "" if descriptive or not _finite(p) else f", {p_name} = {p:.2g}"
+    ceil = _ceiling_txt(row) if "noise_ceiling" in row else ""
+    if not (_finite(lo) and _finite(hi)):
+        return (f"ρ = {rho:.2f} over {n} domains{perm_txt}{ceil}; no bootstrap CI (too few "
+                f"usable resamples), so the sign is not established{caveat}.")
+    head = f"ρ = {rho:.2f}, {ci:.0%} CI [{lo:.2f}, {hi:.2f}] over {n} domains"
+    if lo <= 0.0 <= hi:
+        return (f"{head}: not distinguishable from zero at this sample size{perm_txt}{ceil}"
+                f"{caveat}.")
+    if lo > 0.0:
+        return (f"{head}: positive correlation, higher STS goes with larger |Δ| as predicted"
+                f"{perm_txt}{ceil}{caveat}.")
+    return (f"{head}: negative correlation, higher STS goes with smaller |Δ|, opposite to the "
+            f"prediction{perm_txt}{ceil}{caveat}.")
+
+
+def primary_verdict(row: dict, ci: float = 0.95) -> str:
+    """Plain-language verdict of the pre-declared primary analysis: supported only when the BCa
+    interval excludes 0 on the predicted side AND the permutation p is below 1 − ci; the noise
+    ceiling says how much the Δ noise lets ρ show at all."""
+    rho, lo, hi, p = row["pearson"], row["pearson_ci_low"], row["pearson_ci_high"], row["perm_p"]
+    alpha = 1.0 - ci
+    if not _finite(rho):
+        return (f"Undefined: ρ cannot be computed over {row['n_domains']} domains (fewer than 3, "
+                "or a constant variable).")
+    nums = (f"ρ = {rho:.2f}, {ci:.0%} BCa CI {_fmt_ci(lo, hi)}, permutation p = "
+            f"{_fmt(p, '.2g')}, {row['n_domains']} domains")
+    sig = _finite(p) and p < alpha
+    if _finite(lo) and lo > 0 and sig:
+        out = f"Supported: STS goes with larger |Δ| as predicted ({nums})."
+    elif _finite(hi) and hi < 0 and sig:
+        out = f"Contradicted: STS goes with smaller |Δ|, opposite to the prediction ({nums})."
+    else:
+        out = (f"Not established: the data cannot tell this correlation from zero ({nums})."
+               if not (_finite(lo) and (lo > 0 or hi < 0)) else
+               f"Not established: the interval excludes 0 but the permutation test does not "
+               f"reject at {alpha:.2g} ({nums}).")
+    c = row.get("noise_ceiling")
+    if _finite(c):
+        out += f" Noise in Δ alone caps ρ at about {c:.2f}"
+        out += (": the Δ are too noisy for this test to say much either way." if c < 0.5
+                else ".")
+    else:
+        out += " Noise ceiling n/a: Δ given without per-item data."
+    return out
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+
+
+# ---------------------------------------------------------------- document model
+# A summary is a list of blocks rendered twice (Markdown, HTML), so both always say the same.
+
+def _table_block(headers: list[str], rows: list[list]) -> tuple:
+    return ("table", headers, [[_fmt(v) for v in r] for r in rows])
+
+
+def _df_block(df: pl.DataFrame) -> tuple:
+    return _table_block(df.columns, [list(r) for r in df.iter_rows()])
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h":
+            out.append("#" * b[1] + " " + b[2])
+        elif kind == "p":
+            out.append(b[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in b[1]) if b[1] else "_none_")
+        elif kind == "table":
+            headers, rows = b[1], b[2]
+            if not rows:
+                out.append("_no rows_")
+                continue
+            lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
+                     "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+            out.append("\n".join(lines))
+        elif kind == "img":
+            out.append(f"![{b[2]}]({b[1]})")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = ("body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+        "th,td{border:1px solid #bbb;padding:.2em .5em;text-align:left}"
+        "th{background:#eee}img{max-width:100%}")
+
+
+def _to_html(title: str, blocks: list[tuple], images: dict[str, bytes]) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
+           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        kind = b[0]
+        if kind == "h":
+            out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{e(b[1])}</p>")
+        elif kind == "ul":
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b[1]) + "</ul>"
+                       if b[1] else "<p><em>none</em></p>")
+        elif kind == "table":
+            headers, rows = b[1], b[2]
+            if not rows:
+                out.append("<p><em>no rows</em></p>")
+                continue
+            out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers)
+                       + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>"
+                                 for r in rows)
+                       + "</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode(images[b[1]]).decode("ascii")
+            out.append(f"<figure><img alt=\"{e(b[2])}\" src=\"data:image/png;base64,{data}\">"
+                       f"<figcaption>{e(b[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- plots
+
+def _filter_eq(df: pl.DataFrame, values: dict) -> pl.DataFrame:
+    for c, v in values.items():
+        if c in df.columns:
+            df = df.filter(pl.col(c).eq_missing(pl.lit(v, dtype=df.schema[c])))
+    return df
+
+
+def _plot_metric(observed: pl.DataFrame, primary: dict | None) -> str | None:
+    """The metric the scatter plots show: the primary one when the data has it, else the first
+    metric in table order."""
+    if observed.height == 0:
+        return None
+    metrics = observed["metric"].unique(maintain_order=True).to_list()
+    want = (primary or {}).get("metric")
+    return want if want in metrics else metrics[0]
+
+
+def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: pl.DataFrame,
+                 metric: str | None) -> bytes:
+    """One panel per (model, sft, layer, run) row and N column, a run being one fine-tuning
+    method × seed (or ICL seed): every seed is shown, none averaged away."""
+    if metric is not None:
+        obs = observed.filter(pl.col("metric") == metric)
+        data, keys = st.pair_tables(sts.select([c for c in sts.columns if not c.startswith(
+            st.STS_PREFIX) or c == variant]), obs)
+        data = data.with_columns(x=pl.col(variant), y=pl.col("delta").abs())
+    else:
+        data, keys = pl.DataFrame(schema={"model": pl.String, "sft": pl.String,
+                                          "layer": pl.Int64, "n_top": pl.Int64,
+                                          "metric": pl.String, "domain": pl.String,
+                                          "x": pl.Float64, "y": pl.Float64}), \
+            ["model", "sft", "layer", "n_top", "metric"]
+    run_keys = keys[5:]
+    row_keys = ["model", "sft", "layer", *run_keys]
+    rows = data.select(row_keys).unique().sort(row_keys, nulls_last=True).rows(named=True)
+    cols = sorted(data["n_top"].unique().to_list())
+    multi = data.select("model", "sft").unique().height > 1
+    nr, nc = max(len(rows), 1), max(len(cols), 1)
+
+    fig = Figure(figsize=(4.6 * nc, 4.2 * nr), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg explicitly, without touching pyplot's global backend
+    axes = fig.subplots(nr, nc, squeeze=False)
+    fig.suptitle(f"{variant} vs |Δ| (metric={metric}), one row per layer and run"
+                 if metric else f"{variant}: no observed Δ")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, rk in enumerate(rows):
+        for j, n_top in enumerate(cols):
+            ax = axes[i, j]
+            p = _filter_eq(data, {**rk, "n_top": n_top}).sort("domain")
+            if p.height == 0:
+                continue
+            ax.set_axis_on()
+            x, y = p["x"].to_numpy(), p["y"].to_numpy()
+            ax.scatter(x, y, s=18)
+            for xi, yi, d in zip(x, y, p["domain"].to_list()):
+                if math.isfinite(xi) and math.isfinite(yi):
+                    ax.annotate(d, (xi, yi), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+            ok = np.isfinite(x) & np.isfinite(y)
+            if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+                slope, icpt = np.polyfit(x[ok], y[ok], 1)
+                xs = np.array([x[ok].min(), x[ok].max()])
+                ax.plot(xs, slope * xs + icpt, lw=1, color="0.4")
+            ax.set_xlabel(variant)
+            ax.set_ylabel("|Δ|")
+            head = f"{rk['model']}/{rk['sft']} " if multi else ""
+            run = " ".join(f"{k}={rk[k]}" for k in run_keys if rk[k] is not None)
+            lines = [f"{head}L{rk['layer']} N={n_top} {run}".rstrip()]
+            for protocol in st.PROTOCOLS:
+                r = _filter_eq(corr, {**rk, "n_top": n_top, "variant": variant,
+                                      "target": "abs", "protocol": protocol, "metric": metric})
+                if r.height:
+                    rr = r.row(0, named=True)
+                    tag = {"primary": " (primary)", "descriptive": " (descriptive)"}.get(
+                        rr.get("role"), "")
+                    lines.append(f"{protocol}{tag}: ρ = {_fmt_rho(rr)}, ceiling "
+                                 f"{_fmt(rr.get('noise_ceiling'), '.2f')}, n = "
+                                 f"{rr['n_domains']}")
+            ax.set_title("\n".join(lines), fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- report
+
+def _headline_rows(corr: pl.DataFrame, variants: list[str], keys: list[str]) -> list[dict]:
+    """target=abs rows ordered variant-major (in STS column order), then layer, n_top, protocol
+    (all before extremes), metric, method, seed, so each variant's results read as one block."""
+    if corr.height == 0 or "target" not in corr.columns:
+        return []
+    order = {v: i for i, v in enumerate(variants)}
+    prot = {p: i for i, p in enumerate(st.PROTOCOLS)}
+    df = corr.filter(pl.col("target") == "abs").with_columns(
+        _v=pl.col("variant").replace_strict(order, default=len(order), return_dtype=pl.Int64),
+        _p=pl.col("protocol").replace_strict(prot, default=len(prot), return_dtype=pl.Int64))
+    by = ["model", "sft", "_v", "variant", "layer", "n_top", "_p", "protocol",
+          *[k for k in keys if k not in ("model", "sft", "variant", "layer", "n_top",
+                                         "protocol")]]
+    return df.sort(by, nulls_last=True, maintain_order=True).drop("_v", "_p").to_dicts()
+
+
+def _row_label(r: dict, extra: list[str]) -> str:
+    parts = [f"{r['model']}/{r['sft']}", str(r["variant"]), f"layer {r['layer']}",
+             f"N={r['n_top']}", f"{r['protocol']} domains"]
+    return ", ".join(parts + [f"{k}={r[k]}" for k in extra])
+
+
+def _declaration(primary: dict) -> str:
+    target = "|Δ|" if primary.get("target") == "abs" else "signed Δ"
+    return (f"variant {primary.get('variant')}, N = {primary.get('n_top')}, layer "
+            f"{primary.get('layer')}, metric {primary.get('metric')}, {primary.get('protocol')} "
+            f"domains, target {target}")
+
+
+def _primary_missing(corr: pl.DataFrame, primary: dict | None) -> str:
+    """Why no row of the table is the declared primary analysis, naming the missing part."""
+    if not primary:
+        return "No primary analysis was declared (report.primary); every row is exploratory."
+    fixes = {"n_top": "add it to sts.n_top or set report.primary.n_top",
+             "layer": "configure that layer or set report.primary.layer",
+             "metric": "set report.primary.metric to a metric of the observed Δ",
+             "variant": "set report.primary.variant to a computed variant"}
+    parts = []
+    for k in st.PRIMARY_KEYS:
+        have = sorted({str(v) for v in corr[k].to_list()}) if k in corr.columns else []
+        if primary.get(k) is None or str(primary.get(k)) not in have:
+            parts.append(f"{k} = {primary.get(k)} is not among the computed values "
+                         f"[{', '.join(have)}] (fix: {fixes.get(k, 'change report.primary')})")
+    if not parts:
+        parts.append("each part exists, but no correlation row combines them all")
+    return ("THE PRE-DECLARED PRIMARY ANALYSIS IS NOT IN THE DATA: " + "; ".join(parts)
+            + ". Every row of this report is therefore exploratory.")
+
+
+def _primary_blocks(corr: pl.DataFrame, primary: dict | None, run_keys: list[str],
+                    ci: float) -> list[tuple]:
+    blocks: list[tuple] = [("h", 2, "Primary analysis (pre-declared)")]
+    if primary:
+        blocks.append(("p", f"Declared in the config before the data: {_declaration(primary)}. "
+                            "Its permutation p is the one test of this report and is not "
+                            f"adjusted. Intervals: {ci:.0%} BCa bootstrap over domains, with the "
+                            "Fisher z interval beside it. Noise ceiling: the highest ρ the "
+                            "measurement noise of Δ allows (even a perfect predictor of the true "
+                            "|Δ| would not exceed it)."))
+    rows = (corr.filter(pl.col("role") == "primary").sort(["model", "sft", *run_keys],
+                                                          nulls_last=True).to_dicts()
+            if corr.height else [])
+    if not rows:
+        blocks.append(("p", _primary_missing(corr, primary)))
+        return blocks
+    keys = ["model", "sft", *run_keys]
+    blocks.append(_table_block(
+        [*keys, "n", f"Pearson ρ [{ci:.0%} BCa CI]", "Fisher z CI", "perm p (unadjusted)",
+         "noise ceiling"],
+        [[*(r[k] for k in keys), r["n_domains"], _fmt_rho(r),
+          _fmt_ci(r["pearson_fisher_low"], r["pearson_fisher_high"]), _fmt(r["perm_p"], ".2g"),
+          _fmt(r["noise_ceiling"], ".2f")] for r in rows]))
+    blocks.append(("ul", [(", ".join(f"{k}={r[k]}" for k in run_keys if r[k] is not None)
+                           + ": " if any(r[k] is not None for k in run_keys) else "")
+                          + primary_verdict(r, ci) for r in rows]))
+    if "seed" in corr.columns:
+        for g in corr.filter(pl.col("role") == "primary").partition_by(
+                [k for k in ("model", "sft", "method") if k in corr.columns],
+                maintain_order=True):
+            vals = g["pearson"].filter(g["pearson"].is_finite()).to_numpy()
+            if vals.size > 1:
+                who = ", ".join(f"{k}={g[k][0]}" for k in ("method",) if k in g.columns
+                                and g[k][0] is not None)
+                blocks.append(("p", f"Across {vals.size} seeds{' (' + who + ')' if who else ''}"
+                                    f": ρ mean ± sd = {vals.mean():.2f} ± "
+                                    f"{vals.std(ddof=1):.2f}, as the paper reports."))
+    return blocks
+
+
+def _noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) -> list[tuple]:
+    """Per run and metric: how noisy Δ is, how many domains move beyond their noise, and the
+    ceiling that noise puts on ρ (target |Δ|, all domains)."""
+    blocks: list[tuple] = [("h", 2, "Noise in Δ")]
+    blocks.append(("p", "SE: paired standard error of Δ over items (sd of per-item differences / "
+                        "√n), per domain in the Observed Δ table below. 'Δ CI excludes 0' counts "
+                        "the domains whose paired bootstrap CI of Δ lies on one side of 0. Noise "
+                        "ceiling: mean over simulations of corr(|Δ|, |Δ + ε|), ε ~ N(0, SE²) — "
+                        "the highest ρ with |Δ| the noise allows. Δ given in the config have no "
+                        "per-item data: SE and ceiling n/a."))
+    keys = ["model", "sft", "metric", *extra]
+    has = {c: c in observed.columns for c in ("delta_se", "ci_low", "ci_high")}
+    rows = []
+    for g in observed.partition_by(keys, maintain_order=True):
+        kv = {k: g[k][0] for k in keys}
+        se = (g["delta_se"].cast(pl.Float64).fill_null(math.nan).to_numpy() if has["delta_se"]
+              else np.full(g.height, math.nan))
+        if has["ci_low"] and has["ci_high"]:
+            lo = g["ci_low"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            hi = g["ci_high"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            known = np.isfinite(lo) & np.isfinite(hi)
+            excl = (f"{int(((lo > 0) | (hi < 0))[known].sum())} of {int(known.sum())}"
+                    if known.any() else _NA)
+        else:
+            excl = _NA
+        c = _filter_eq(corr, {**kv, "target": "abs", "protocol": "all"}) if corr.height else corr
+        ceiling = c["noise_ceiling"][0] if c.height else math.nan
+        rows.append([*kv.values(), g.height,
+                     _fmt(float(np.mean(se)), ".3g") if np.isfinite(se).all() else _NA,
+                     _fmt(float(np.max(se)), ".3g") if np.isfinite(se).all() else _NA,
+                     excl, _fmt(ceiling, ".2f")])
+    blocks.append(_table_block([*keys, "domains", "mean SE", "max SE", "Δ CI excludes 0",
+                                "noise ceiling (|Δ|, all)"], rows))
+    return blocks
+
+
+def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
+                 title: str, provenance: dict, primary: dict | None = None, ci: float = 0.95,
+                 extra_tables: list[tuple[str, pl.DataFrame]] = (),
+                 warnings: list[str] = ()) -> dict[str, Path]:
+    """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
+    ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
+    analysis (stats.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
+    ``ci`` only labels the intervals (the level the correlation table was computed with).
+    ``warnings`` (e.g. a poor SAE, a declared model, an accepted hook) are listed right under the
+    title, before any result."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if "role" not in corr.columns:
+        corr = st.assign_roles(corr, primary)
+    variants = st.sts_variants(sts)
+    extra = [c for c in st.EXTRA_KEYS if c in observed.columns]
+    corr_extra = [c for c in st.EXTRA_KEYS if c in corr.columns]
+    written: dict[str, Path] = {}
+
+    path = outdir / "correlations.parquet"
+    write_parquet(corr.to_arrow(), path, metadata={"title": title, "provenance": provenance,
+                                                   "primary": primary})
+    written[path.name] = path
+
+    metric = _plot_metric(observed, primary)
+    images: dict[str, bytes] = {}
+    for v in variants:
+        name = f"scatter_{_safe_name(v)}.png"
+        images[name] = _scatter_png(v, sts, observed, corr, metric)
+        path = outdir / name
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(images[name])
+        written[name] = path
+
+    blocks: list[tuple] = [("h", 1, title)]
+    if warnings:
+        blocks.append(("h", 2, "Warnings"))
+        blocks.append(("ul", list(warnings)))
+    blocks += _primary_blocks(corr, primary, corr_extra, ci)
+    blocks += _noise_blocks(observed, corr, extra)
+
+    blocks.append(("h", 2, "Provenance"))
+    blocks.append(_table_block(["key", "value"], [
+        [str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)]
+        for k, v in provenance.items()]))
+
+    head_keys = ["model", "sft", "variant", "layer", "n_top", "protocol", "metric", *corr_extra]
+    abs_rows = _headline_rows(corr, variants, head_keys)
+    blocks.append(("h", 2, "Exploratory analyses"))
+    blocks.append(("p", "Every row other than the primary one is exploratory: its p-value is the "
+                        "permutation p Holm-adjusted over its family, all exploratory rows of one "
+                        "(model, sft, target, method, seed): every variant, layer, N and metric. "
+                        "Extreme-groups rows (the 4 largest and 4 smallest |Δ|) select domains on "
+                        "Δ: their intervals are descriptive and they carry no p-value. Intervals "
+                        f"are {ci:.0%} BCa bootstrap over domains; Fisher z beside them. "
+                        f"Sentences below: metric {metric}."))
+    blocks.append(("ul", [
+        f"{_row_label(r, corr_extra)} [{r['role']}]: {interpret(r, ci)}"
+        for r in abs_rows if r["metric"] == metric]))
+
+    blocks.append(("h", 2, "Correlation with |Δ|"))
+    blocks.append(_table_block(
+        [*head_keys, "role", "n", f"Pearson ρ [{ci:.0%} CI]", "CI method", "Fisher z CI",
+         "noise ceiling", "Spearman", "perm p", "Holm p"],
+        [[*(r[k] for k in head_keys), r["role"], r["n_domains"], _fmt_rho(r),
+          "descriptive (domains selected on Δ)" if r["role"] == "descriptive" else r["ci_method"],
+          _fmt_ci(r["pearson_fisher_low"], r["pearson_fisher_high"]),
+          _fmt(r["noise_ceiling"], ".2f"), _fmt(r["spearman"], ".2f"), _fmt(r["perm_p"], ".2g"),
+          _fmt(r["holm_p"], ".2g")] for r in abs_rows]))
+
+    if "seed" in corr.columns:
+        summ = st.seed_summary(corr.filter(pl.col("target") == "abs"))
+        keys = [c for c in summ.columns if c not in ("target", "ci_method", "n_seeds",
+                                                     "pearson_mean", "pearson_std")]
+        blocks.append(("h", 2, "Pearson ρ across seeds (|Δ|)"))
+        blocks.append(("p", "Mean ± sd (ddof = 1) of the per-seed ρ, as the paper reports; the "
+                            "scatter plots show every seed."))
+        blocks.append(_table_block([*keys, "seeds", "ρ mean ± sd"], [
+            [*(r[k] for k in keys), r["n_seeds"],
+             f"{_fmt(r['pearson_mean'], '.2f')} ± {_fmt(r['pearson_std'], '.2f')}"]
+            for r in summ.to_dicts()]))
+
+    if images:
+        blocks.append(("h", 2, "Scatter plots"))
+        for name in images:
+            blocks.append(("img", name, name[len("scatter_"):-len(".png")]
+                           + f" vs |Δ|, metric {metric}, one row per layer and seed"))
+
+    for heading, table in extra_tables:
+        blocks.append(("h", 2, heading))
+        blocks.append(_df_block(table))
+
+    blocks.append(("h", 2, "Observed Δ"))
+    obs_keys = ["model", "sft", "metric", *extra]
+    noise_cols = [c for c in ("delta_se", "ci_low", "ci_high") if c in observed.columns]
+    obs_tab = (observed.select([*obs_keys, "domain", pl.col("delta").cast(pl.Float64),
+                                *[pl.col(c).cast(pl.Float64) for c in noise_cols]])
+               .with_columns(abs_delta=pl.col("delta").abs())
+               .sort([*obs_keys, "abs_delta", "domain"], descending=[False] * len(obs_keys)
+                     + [True, False], nulls_last=True))
+    blocks.append(_df_block(obs_tab))
+
+    blocks.append(("h", 2, "STS scores"))
+    sort_cols = [c for c in ("model", "sft", "layer", "n_top", "domain") if c in sts.columns]
+    blocks.append(_df_block(sts.sort(sort_cols) if sort_cols else sts))
+
+    for name, text in (("summary.md", _to_markdown(blocks)),
+                       ("summary.html", _to_html(title, blocks, images))):
+        path = outdir / name
+        write_text(path, text)
+        written[name] = path
+    return written

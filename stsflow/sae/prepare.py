@@ -1,0 +1,133 @@
+"""Sparse autoencoders: from the sae-lens registry, a local sae-lens directory, or trained here.
+
+A prepared SAE is a directory with ``stsflow_sae.json`` (identity, provenance, quality figures,
+warnings) and, for registry and trained SAEs, the sae-lens inference files (``cfg.json``,
+``sae_weights.safetensors``).
+
+Choices the paper leaves open, made here:
+
+* **The SAE must belong to the model and layer.** A pretrained SAE must read the residual stream
+  after block L (sae-lens hook ``blocks.L.hook_resid_post``, or ``blocks.{L+1}.hook_resid_pre``,
+  the same tensor) and take vectors of the model's hidden size. Both are checked before any other
+  work (a registry SAE's config is fetched and checked before its weights), with the wording of
+  config validation (``stsflow.config.sae_fit_problems``). ``accept_hook:`` accepts one named
+  other hook and is recorded as ``accepted_hook``; an input-width mismatch has no override (the
+  encoder cannot be applied at all).
+* **A declared model that differs from the configured one is a warning**, not an error: Gemma
+  Scope's SAEs for gemma-2-9b-it are listed under ``gemma-2-9b``, Llama Scope was trained on the
+  base Llama-3.1-8B, and both are used with the instruct models. It is recorded as a structured
+  entry of ``warnings``.
+* **Quality figures on held-out tokens**, for every SAE: windows of the corpus text rendered after
+  the chat head (``EVAL_CONTEXT`` tokens for pretrained SAEs, ``train.context_length`` for trained
+  ones), drawn with a seed until ``eval_tokens`` tokens; a trained SAE never trains on them.
+  ``l0`` (mean active features per token), ``fraction_variance_explained``
+  (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), ``dead_fraction`` (features never active on these tokens; noisy
+  for wide SAEs, so never warned about), and ``loss_recovered`` =
+  (CE_zero − CE_sae) / (CE_zero − CE_clean), with the next-token cross-entropies
+  ``ce_clean``, ``ce_with_sae`` and ``ce_zero_ablation`` recorded too.
+* **Warnings** when ``fraction_variance_explained`` < 0.5 or ``loss_recovered`` < 0.7
+  (``QUALITY_THRESHOLDS``): published residual SAEs are well above both (variance explained
+  about 0.7-0.9, loss recovered above 0.9); below them the SAE misses much of what the layer
+  carries and STS describes the SAE more than the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stsflow.config.checks import n_top_problems, sae_fit_problems
+from stsflow.config.facts import registry_model, resid_layer, sae_cfg_facts
+from stsflow.config.schema import ConfigError
+from stsflow.io.files import atomic_dir, write_json
+from stsflow.sae.encoder import SparseEncoder, export_checked
+from stsflow.sae.info import (
+    MANIFEST,
+    _accepted_warnings,
+    _declared_warnings,
+    _rounded,
+    quality_warnings,
+)
+from stsflow.sae.quality import evaluate_sae
+
+
+def fetch_pretrained(spec: dict, *, layer: int, hidden_size: int, where: str,
+                     n_top: list[int] | None = None):
+    """(sae, info) of a registry or local SAE, refused (ConfigError) unless it reads the residual
+    stream after block ``layer`` with the model's hidden size; ``where`` is its config entry
+    (``models.m.layers.L.sae``). A registry SAE's config is fetched and checked before its
+    weights. ``n_top`` is checked against the width here because the registry YAML does not
+    carry widths."""
+    from sae_lens import SAE
+
+    if "registry" in spec:
+        from sae_lens.loading.pretrained_sae_loaders import (
+            load_sae_config_from_huggingface,
+        )
+
+        reg = spec["registry"]
+        facts = sae_cfg_facts(load_sae_config_from_huggingface(reg["release"], reg["sae_id"]))
+        field, declared = "registry.sae_id", {"registry": registry_model(reg["release"])}
+        info = {"kind": "registry", **reg, "path": "."}
+    else:
+        path = Path(spec["local"]["path"]).resolve()
+        facts = sae_cfg_facts(json.loads((path / "cfg.json").read_text()))
+        field, declared = "local.path", {}
+        info = {"kind": "local", "path": str(path)}
+    problems = sae_fit_problems(where, field, facts, layer, hidden_size, "the prepared model",
+                                spec.get("accept_hook"))
+    problems += n_top_problems(n_top or [], facts["width"], where)
+    if problems:
+        raise ConfigError(problems)
+    if "registry" in spec:
+        sae = SAE.from_pretrained(reg["release"], reg["sae_id"])
+    else:
+        sae = SAE.load_from_disk(str(path))
+    sae.eval()
+    info.update(_describe(sae))
+    info["hook_name"] = info.get("hook_name") or facts["hook_name"]
+    if resid_layer(facts["hook_name"]) != layer:  # passed the check: accepted by accept_hook
+        info["accepted_hook"] = spec["accept_hook"]
+    declared["cfg.json"] = facts["model_name"]
+    info["declared_model"] = {k: v for k, v in declared.items() if v}
+    return sae, info
+
+
+def prepare_pretrained(sae, info: dict, outdir: Path | str, *, model, layer: int,
+                       held_out: list, configured_model: str, device: str,
+                       model_batch: int = 8, provenance: dict | None = None, log=print) -> dict:
+    """Save a fetched registry SAE (a local one is used in place), with its quality figures on
+    held-out windows of this model and its exported encoder."""
+    with atomic_dir(outdir) as tmp:
+        if info["kind"] == "registry":
+            sae.save_inference_model(str(tmp))
+        sae.to(device)
+        figures, acts = evaluate_sae(model, layer, sae, held_out, model_batch=model_batch,
+                                     device=device)
+        info = {**info, **(provenance or {}), **_rounded(figures)}
+        info["warnings"] = (_declared_warnings(info["declared_model"], configured_model)
+                            + _accepted_warnings(info, layer) + quality_warnings(info))
+        info["fast_encoder"] = export_checked(sae, tmp, acts)
+        log(f"SAE L{layer}: {info}")
+        write_json(tmp / MANIFEST, info)
+    return info
+
+
+def _describe(sae) -> dict:
+    cfg = sae.cfg
+    meta = getattr(cfg, "metadata", None)
+    return {"d_in": int(cfg.d_in), "width": int(cfg.d_sae), "architecture": cfg.architecture(),
+            "hook_name": getattr(meta, "hook_name", None) if meta else None}
+
+
+def load_sae(prepared: Path | str, device: str = "cpu"):
+    """(encoder, info): the exported encoder when prepare_sae verified one, else sae-lens."""
+    info = json.loads((Path(prepared) / MANIFEST).read_text())
+    if info.get("fast_encoder"):
+        return SparseEncoder.load(prepared, device), info
+    from sae_lens import SAE
+
+    path = Path(prepared) / info["path"] if info["kind"] != "local" else Path(info["path"])
+    sae = SAE.load_from_disk(str(path), device=device)
+    sae.eval()
+    return sae, info

@@ -1,0 +1,36 @@
+"""FIXME-DOC scores/shift (from scores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from stsflow.features.stats import Stats
+
+
+def shift_table(paired: Stats) -> pa.Table:
+    """Shift vector of an ICL-vs-plain (or tuned-vs-base) pairing: ``dim, shift, mean_diff,
+    rank`` with rank 1 = largest shift; ties broken by the lower dimension index."""
+    if paired.diff_sumsq is None:
+        raise ValueError("statistics have no paired differences (not an ICL or tuned run)")
+    n = max(paired.n_tokens, 1)
+    shift = paired.diff_sumsq / n
+    mean_diff = paired.diff_sum / n
+    order = np.lexsort((np.arange(len(shift)), -shift))
+    rank = np.empty(len(shift), dtype=np.int32)
+    rank[order] = np.arange(1, len(shift) + 1, dtype=np.int32)
+    return pa.table({"dim": np.arange(len(shift), dtype=np.int32), "shift": shift,
+                     "mean_diff": mean_diff, "rank": rank})
+
+
+def top_dims(shift: pa.Table, n_top: int) -> np.ndarray:
+    """D_N: the dimensions of rank 1..N."""
+    rank = shift["rank"].to_numpy()
+    if n_top > len(rank):
+        raise ValueError(f"n_top={n_top} exceeds the SAE width {len(rank)}")
+    return np.sort(shift["dim"].to_numpy()[rank <= n_top])
+
+
+def overlap(predicted: pa.Table, true: pa.Table, n_top: int) -> float:
+    """|D_N ∩ D_N^true| / N."""
+    return len(np.intersect1d(top_dims(predicted, n_top), top_dims(true, n_top))) / n_top

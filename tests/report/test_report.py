@@ -1,0 +1,268 @@
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from stsflow.analysis import correlation as st
+from stsflow.io.files import read_metadata
+from stsflow.report.summary import interpret, primary_verdict, write_report
+
+DOMAINS = ["biology", "business", "chemistry", "engineering", "health", "law", "math", "physics",
+           "history", "other"]
+VARIANTS = ["sts_act", "sts_icl", "sts_sq", "sts_act_oracle"]
+
+
+PRIMARY = {"variant": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc", "protocol": "all",
+           "target": "abs"}
+
+
+def _inputs(seeds=None, se=False):
+    rng = np.random.default_rng(0)
+    delta = dict(zip(DOMAINS, rng.normal(scale=3, size=len(DOMAINS)).tolist()))
+    rows = [{"model": "qwen", "layer": layer, "sft": "limo", "domain": d, "n_top": n_top,
+             **{v: float(abs(delta[d]) + rng.normal()) for v in VARIANTS}, "n_tokens": 500}
+            for layer in (3, 7) for n_top in (10, 100) for d in DOMAINS]
+    sts = pl.DataFrame(rows)
+    obs = pl.DataFrame({"model": "qwen", "sft": "limo", "domain": list(delta),
+                        "metric": "acc", "delta": list(delta.values())})
+    if se:  # a workflow-measured Δ: per-domain SE and CI
+        s = rng.uniform(0.2, 1.5, size=len(DOMAINS))
+        obs = obs.with_columns(delta_se=pl.Series(s), ci_low=pl.col("delta") - 1.96 * s,
+                               ci_high=pl.col("delta") + 1.96 * s)
+    if seeds:
+        obs = pl.concat([obs.with_columns(seed=pl.lit(s), method=pl.lit("full"),
+                                          delta=pl.col("delta") + 0.3 * s) for s in seeds])
+        sts = pl.concat([sts.with_columns(seed=pl.lit(s)) for s in seeds])
+    return sts, obs
+
+
+def _report(tmp_path, seeds=None, primary=PRIMARY, se=False):
+    sts, obs = _inputs(seeds, se)
+    corr = st.correlation_table(sts, obs, n_boot=200, n_perm=200, seed=0)
+    out = tmp_path / "rep"
+    paths = write_report(corr, sts, obs, out, title="Qwen | LIMO <test>", primary=primary,
+                         provenance={"model": "qwen", "config": {"n_top": [10, 100]}})
+    return st.assign_roles(corr, primary), out, paths
+
+
+def test_write_report_files(tmp_path):
+    corr, out, paths = _report(tmp_path)
+    expected = {"correlations.parquet", "summary.md", "summary.html",
+                *(f"scatter_{v}.png" for v in VARIANTS)}
+    assert set(paths) == expected
+    assert all(p.parent == out and p.is_file() for p in paths.values())
+    # atomic writes: nothing but the final files, no leftover temporaries
+    assert {p.name for p in out.iterdir()} == expected
+    for v in VARIANTS:
+        assert paths[f"scatter_{v}.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    back = pl.read_parquet(paths["correlations.parquet"])
+    assert back.equals(corr)
+    assert read_metadata(paths["correlations.parquet"])["provenance"]["model"] == "qwen"
+
+    html = paths["summary.html"].read_text()
+    assert html.count("data:image/png;base64,") == len(VARIANTS)
+    assert "Qwen | LIMO &lt;test&gt;" in html  # escaped
+    md = paths["summary.md"].read_text()
+    for v in VARIANTS:
+        assert v in md and f"(scatter_{v}.png)" in md
+    assert "Provenance" in md and "Observed Δ" in md and "STS scores" in md
+    assert "engineering" in md
+    assert "CI [" in md
+    assert "across seeds" not in md
+    assert read_metadata(paths["correlations.parquet"])["primary"] == PRIMARY
+
+
+def test_write_report_with_seeds_and_rewrite(tmp_path):
+    corr, out, paths = _report(tmp_path, seeds=[0, 1, 2])
+    md = paths["summary.md"].read_text()
+    assert "across seeds" in md and " ± " in md
+    # overwriting an existing report stays clean too
+    _report(tmp_path, seeds=[0, 1, 2])
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def _row(rho, lo, hi, n=8, protocol="all"):
+    return {"pearson": rho, "pearson_ci_low": lo, "pearson_ci_high": hi, "n_domains": n,
+            "perm_p": 0.2, "protocol": protocol}
+
+
+def test_interpret_follows_the_numbers():
+    s = interpret(_row(0.31, -0.40, 0.80))
+    assert s.startswith("ρ = 0.31, 95% CI [-0.40, 0.80] over 8 domains")
+    assert "not distinguishable from zero" in s
+    assert "positive correlation" in interpret(_row(0.8, 0.3, 0.95))
+    assert "negative correlation" in interpret(_row(-0.8, -0.95, -0.3))
+    assert "inflates" in interpret(_row(0.8, 0.3, 0.95, protocol="extremes"))
+    assert "undefined" in interpret(_row(math.nan, math.nan, math.nan, n=2))
+    assert "no bootstrap CI" in interpret(_row(0.5, math.nan, math.nan))
+
+
+def test_write_report_empty_correlations(tmp_path):
+    sts, obs = _inputs()
+    corr = st.correlation_table(sts, obs.with_columns(sft=pl.lit("x")), n_boot=0, n_perm=0)
+    paths = write_report(corr, sts, obs.with_columns(sft=pl.lit("x")), tmp_path, title="t",
+                         provenance={})
+    assert "_no rows_" in paths["summary.md"].read_text()
+
+
+def test_write_report_failure_leaves_no_partial_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    sts, obs = _inputs()
+    corr = st.correlation_table(sts, obs, n_boot=0, n_perm=0)
+
+    def half_then_fail(self, data):  # a crash halfway through writing a plot
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError):
+        write_report(corr, sts, obs, tmp_path, title="t", provenance={})
+    assert {p.name for p in tmp_path.iterdir()} == {"correlations.parquet"}
+
+
+def _sections(md: str) -> list[str]:
+    return [line[3:] for line in md.splitlines() if line.startswith("## ")]
+
+
+def test_primary_analysis_leads_the_summary(tmp_path):
+    corr, _, paths = _report(tmp_path, se=True)
+    md = paths["summary.md"].read_text()
+    assert _sections(md)[:3] == ["Primary analysis (pre-declared)", "Noise in Δ", "Provenance"]
+    prim = corr.filter(pl.col("role") == "primary")
+    assert prim.height == 1
+    r = prim.row(0, named=True)
+    assert (r["variant"], r["n_top"], r["layer"], r["protocol"]) == ("sts_icl", 100, 3, "all")
+    lead = md.split("## Noise in Δ")[0]
+    # the primary row's own numbers, written out independently of the report's formatting
+    assert f"{r['pearson']:.2f} [{r['pearson_ci_low']:.2f}, {r['pearson_ci_high']:.2f}]" in lead
+    assert f"[{r['pearson_fisher_low']:.2f}, {r['pearson_fisher_high']:.2f}]" in lead
+    assert f"{r['perm_p']:.2g}" in lead and f"{r['noise_ceiling']:.2f}" in lead
+    assert "variant sts_icl, N = 100, layer 3, metric acc, all domains" in lead
+    assert any(w in lead for w in ("Supported:", "Not established:", "Contradicted:"))
+    # every other row is labelled, none of them primary
+    roles = set(corr.filter(pl.col("role") != "primary")["role"])
+    assert roles == {"exploratory", "descriptive"}
+    # noise section: the count of domains whose Δ CI excludes 0, computed here directly
+    _, obs = _inputs(se=True)
+    n_excl = int(((obs["ci_low"] > 0) | (obs["ci_high"] < 0)).sum())
+    assert f"{n_excl} of {len(DOMAINS)}" in md.split("## Provenance")[0]
+    assert "delta_se" in md.split("## Observed Δ")[1]
+
+
+def test_missing_primary_is_stated_plainly(tmp_path):
+    _, _, paths = _report(tmp_path, primary=dict(PRIMARY, n_top=50))
+    md = paths["summary.md"].read_text()
+    lead = md.split("## Noise in Δ")[0]
+    assert "NOT IN THE DATA" in lead and "n_top = 50 is not among the computed values [10, 100]" \
+        in lead
+    corr = pl.read_parquet(paths["correlations.parquet"])
+    assert "primary" not in corr["role"].to_list()
+
+
+def test_extremes_rows_are_descriptive_and_exploratory_rows_holm_adjusted(tmp_path):
+    corr, _, paths = _report(tmp_path)
+    md = paths["summary.md"].read_text()
+    table = md.split("## Correlation with |Δ|")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| qwen")]
+    ext = [line for line in rows if "| extremes |" in line]
+    assert ext and all("descriptive (domains selected on Δ)" in line for line in ext)
+    assert all(line.rstrip(" |").endswith("n/a | n/a") for line in ext)  # no perm p, no Holm p
+    expl = corr.filter(pl.col("role") == "exploratory")
+    assert expl.height == corr.filter(pl.col("protocol") == "all").height - 1
+    # Holm within the family (model, sft, target): here all abs rows but the primary one
+    fam = expl.filter(pl.col("target") == "abs")
+    p = fam["perm_p"].to_numpy()
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    expected = np.empty(m)
+    running = 0.0
+    for i, j in enumerate(order):  # the textbook step-down loop
+        running = max(running, min(1.0, (m - i) * p[j]))
+        expected[j] = running
+    assert fam["holm_p"].to_numpy() == pytest.approx(expected)
+    assert (fam["holm_p"] >= fam["perm_p"]).all()
+
+
+def test_report_per_seed_scatter_and_mean_sd(tmp_path):
+    corr, out, paths = _report(tmp_path, seeds=[0, 1, 2])
+    md = paths["summary.md"].read_text()
+    prim = corr.filter(pl.col("role") == "primary")
+    assert prim.height == 3  # one per seed, replicates of the one hypothesis
+    vals = prim["pearson"].to_numpy()
+    assert f"ρ mean ± sd = {vals.mean():.2f} ± {vals.std(ddof=1):.2f}" in md
+    # one panel row per (layer, seed): 2 layers x 3 seeds rows, 2 N columns
+    from PIL import Image
+
+    _report(tmp_path / "one", seeds=[0])
+    h3 = Image.open(paths["scatter_sts_icl.png"]).size[1]
+    h1 = Image.open(tmp_path / "one" / "rep" / "scatter_sts_icl.png").size[1]
+    assert h3 == pytest.approx(3 * h1, rel=0.02)
+
+
+def test_primary_verdict_wording():
+    row = {"pearson": 0.7, "pearson_ci_low": 0.3, "pearson_ci_high": 0.9, "perm_p": 0.01,
+           "n_domains": 10, "noise_ceiling": 0.8}
+    assert primary_verdict(row).startswith("Supported:")
+    assert "caps ρ at about 0.80." in primary_verdict(row)
+    assert primary_verdict(dict(row, perm_p=0.2)).startswith("Not established: the interval")
+    assert primary_verdict(dict(row, pearson_ci_low=-0.1)).startswith("Not established:")
+    neg = dict(row, pearson=-0.7, pearson_ci_low=-0.9, pearson_ci_high=-0.3)
+    assert primary_verdict(neg).startswith("Contradicted:")
+    assert "too noisy" in primary_verdict(dict(row, noise_ceiling=0.3))
+    assert "n/a" in primary_verdict(dict(row, noise_ceiling=math.nan))
+
+
+def test_config_rejects_a_primary_the_run_cannot_produce():
+    from stsflow.config import checks as config
+
+    cfg = {"models": {"m": {"layers": {3: {}, 7: {}}}}, "sts": {"n_top": [10, 100]},
+           "finetune": {"enabled": False}, "evaluate": {"metrics": ["nll"]},
+           "observed": [{"metric": "given"}],
+           "report": {"primary": {"variant": "sts_icl_oracle", "n_top": 50, "layer": 5,
+                                  "metric": "nll", "protocol": "extremes", "target": "abs"}}}
+    problems = config.report_primary_problems(cfg)
+    fields = [p.split(":")[0] for p in problems]
+    assert fields == ["report.primary.n_top", "report.primary.layer", "report.primary.protocol",
+                      "report.primary.variant", "report.primary.metric"]
+    assert all("Fix:" in p for p in problems)
+    ok = dict(cfg, report={"primary": {"variant": "sts_icl", "n_top": None, "layer": None,
+                                       "metric": None, "protocol": "all", "target": "abs"}})
+    assert config.report_primary_problems(ok) == []
+
+
+def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
+    """A prepared SAE's figures land in the quality table, and its warnings are listed under the
+    title, before the primary analysis."""
+    import json
+
+    from stsflow.jobs.report import sae_quality_table
+
+    d = tmp_path / "L3"
+    d.mkdir()
+    warn = {"kind": "low_loss_recovered", "value": 0.4, "threshold": 0.7,
+            "message": "loss recovered 0.4 is below 0.7"}
+    (d / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "registry", "release": "rel", "sae_id": "layer_3", "hook_name":
+         "blocks.3.hook_resid_post", "width": 64, "l0": 12.5, "fraction_variance_explained": 0.8,
+         "loss_recovered": 0.4, "ce_clean": 2.0, "ce_with_sae": 3.2, "ce_zero_ablation": 4.0,
+         "eval_tokens": 900, "warnings": [warn]}))
+    table, warnings = sae_quality_table({3: d})
+    row = table.row(0, named=True)
+    assert (row["layer"], row["sae"], row["l0"], row["loss_recovered"], row["warnings"]) == \
+        (3, "rel/layer_3", 12.5, 0.4, "low_loss_recovered")
+    assert warnings == ["L3: loss recovered 0.4 is below 0.7"]
+    from stsflow.report.summary import write_report
+
+    corr = pl.DataFrame({"model": ["m"], "sft": ["s"]})
+    sts = pl.DataFrame({"model": ["m"], "sft": ["s"], "layer": [3], "n_top": [5],
+                        "domain": ["law"], "sts_act": [1.0]})
+    obs = pl.DataFrame({"model": ["m"], "sft": ["s"], "domain": ["law"], "metric": ["given"],
+                        "delta": [0.1]})
+    write_report(corr.clear(), sts, obs, tmp_path / "out", title="T", provenance={},
+                 warnings=["SAE " + w for w in warnings])
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert md.index("## Warnings") < md.index("SAE L3: loss recovered 0.4") < md.index("## Prov")

@@ -1,0 +1,195 @@
+"""End to end: the workflow on a tiny project through the Snakemake CLI, reruns, incremental
+scheduling, reproducibility and the manifest."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from collections import Counter
+
+import polars as pl
+import pytest
+from conftest import domain_records, write_jsonl
+from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+
+from stsflow.analysis.correlation import STAT_COLUMNS
+from stsflow.io.files import read_metadata
+from stsflow.io.manifest import verify
+from stsflow.jobs.reduce import STS_COLUMNS
+
+pytestmark = pytest.mark.slow
+AGGREGATES = {"sts_table": 1, "report": 1, "manifest": 1, "all": 1}
+# the coverage table reads each corpus's plain run at the first layer: a domain edit reruns it,
+# a new layer or N does not
+WITH_COVERAGE = dict(AGGREGATES, coverage=1)
+
+
+@pytest.fixture(scope="module")
+def project(tiny_model_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("project")
+    cfg = tiny_config(workdir, tiny_model_dir)
+    write_config(workdir, cfg)
+    snakemake(workdir, "--cores", "2")
+    return workdir, cfg
+
+
+@pytest.fixture
+def edit(project):
+    """Write a modified config for one test and put the original back afterwards."""
+    workdir, cfg = project
+
+    def apply(fn):
+        new = copy.deepcopy(cfg)
+        fn(new)
+        write_config(workdir, new)
+    yield apply
+    write_config(workdir, cfg)
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_run_produces_tables_report_and_manifest(project):
+    workdir, _ = project
+    res = workdir / "results"
+    sts = pl.read_parquet(res / "tables/tiny/arith/sts.parquet")
+    assert sts.columns[: len(STS_COLUMNS)] == STS_COLUMNS
+    assert sts.height == 3 * 2  # domains x N
+    assert (sts["n_tokens"] > 0).all() and (sts["sts_act"] > 0).all()
+    assert pl.read_csv(res / "tables/tiny/arith/sts.csv").height == sts.height
+    corr = pl.read_parquet(res / "reports/tiny/arith/correlations.parquet")
+    assert {"model", "sft", "layer", "n_top", "variant", "target", "protocol",
+            "metric"} <= set(corr.columns) and set(STAT_COLUMNS) <= set(corr.columns)
+    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq"}
+    html = (res / "reports/tiny/arith/summary.html").read_text()
+    assert "data:image/png;base64" in html
+    assert verify(res) == []
+
+
+def test_unchanged_rerun_does_nothing(project):
+    assert planned_jobs(project[0]) == Counter()
+
+
+def test_adding_a_domain_schedules_only_its_jobs(project, edit):
+    workdir, _ = project
+    write_jsonl(workdir / "data/biology.test.jsonl", domain_records("biology", 5))
+    write_jsonl(workdir / "data/biology.demos.jsonl", domain_records("biology", 2, offset=50))
+    edit(lambda c: c["domains"].update(biology={
+        "test": {"local": {"path": "data/biology.test.jsonl"}},
+        "demos": {"local": {"path": "data/biology.demos.jsonl"}}}))
+    assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, sts=2, **WITH_COVERAGE)
+
+
+def test_adding_a_layer_schedules_only_that_layer(project, edit):
+    workdir, cfg = project
+    edit(lambda c: c["models"]["tiny"]["layers"].update({2: cfg["models"]["tiny"]["layers"][1]}))
+    # SAE, 2 SFT runs + 3 domains x 2 modes, the shift vector, 3 domains x 2 N.
+    assert planned_jobs(workdir) == Counter(prepare_sae=1, extract=8, shift=1, sts=6, **AGGREGATES)
+
+
+def test_adding_an_n_value_schedules_only_its_scores(project, edit):
+    edit(lambda c: c["sts"].update(n_top=[5, 10, 7]))
+    assert planned_jobs(project[0]) == Counter(sts=3, **AGGREGATES)
+
+
+def test_changing_one_domain_reruns_only_that_domain(project, edit):
+    edit(lambda c: c["domains"]["law"].update(max_items=4))
+    assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, sts=2,
+                                               **WITH_COVERAGE)
+
+
+def test_two_clean_runs_give_identical_tables(project, tiny_model_dir, tmp_path):
+    workdir, cfg = project
+    shutil.copytree(workdir / "data", tmp_path / "data")
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    for rel in ("tables/tiny/arith/sts.parquet", "tables/tiny/arith/sts.csv",
+                "reports/tiny/arith/correlations.parquet"):
+        assert sha(workdir / "results" / rel) == sha(tmp_path / "results" / rel), rel
+
+
+def test_verify_reports_tampering(project, tmp_path):
+    res = tmp_path / "results"
+    shutil.copytree(project[0] / "results", res)
+    csv = res / "tables/tiny/arith/sts.csv"
+    csv.write_text(csv.read_text().replace("law", "LAW", 1))
+    (res / "reports/tiny/arith/scatter_sts_act.png").unlink()
+    (res / "extra.txt").write_text("x")
+    problems = verify(res)
+    assert "modified  tables/tiny/arith/sts.csv" in problems
+    assert "missing   reports/tiny/arith/scatter_sts_act.png" in problems
+    assert "unlisted  extra.txt" in problems
+
+
+def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
+    """Fine-tune (LoRA), evaluate before/after, observed Δ with CIs, true shift, oracle STS,
+    overlap, and a report that correlates all of it."""
+    write_config(tmp_path, tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True))
+    snakemake(tmp_path, "--cores", "2")
+    tables = tmp_path / "results/tables/tiny/arith"
+    observed = pl.read_parquet(tables / "observed.parquet")
+    assert observed.columns == ["model", "sft", "method", "seed", "domain", "metric", "before",
+                                "after", "delta", "abs_delta", "ci_low", "ci_high", "delta_se",
+                                "n_items"]
+    assert set(observed["metric"]) == {"nll", "option_loglik"} and observed.height == 3 * 2
+    assert ((observed["ci_low"] <= observed["delta"]) & (observed["delta"] <= observed["ci_high"])).all()
+    assert (observed["delta"] - (observed["after"] - observed["before"])).abs().max() < 1e-12
+    overlap = pl.read_parquet(tables / "overlap.parquet")
+    assert overlap.columns == ["model", "sft", "method", "seed", "layer", "n_top", "overlap"]
+    assert overlap.height == 2 and overlap["overlap"].is_between(0, 1).all()
+    oracle = pl.read_parquet(tables / "sts_oracle.parquet")
+    assert {"sts_act_oracle", "sts_icl_oracle", "sts_sq_oracle", "method", "seed"} <= set(oracle.columns)
+    corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
+    assert {"sts_act", "sts_act_oracle"} <= set(corr["variant"])
+    assert set(corr["metric"]) == {"nll", "option_loglik"} and set(corr["method"]) == {"lora"}
+    history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/lora-s0.history.parquet")
+    assert history.height >= 1 and history["loss"].is_finite().all()
+    assert "Overlap of predicted and true" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    # the rules' shards: the tuned model on the plain input (no demonstrations), ICL with t of them
+    acts = tmp_path / "results/acts/tiny/L1"
+    meta = {m: read_metadata(acts / f"sft/arith/{m}.parquet") for m in ("plain", "icl-s0",
+                                                                         "tuned-lora-s0")}
+    assert meta["tuned-lora-s0"]["prefix_tokens"] == meta["plain"]["prefix_tokens"]
+    assert meta["tuned-lora-s0"]["demonstrations"] == [] and meta["plain"]["demonstrations"] == []
+    assert meta["tuned-lora-s0"]["model"]["kind"] == "checkpoint"
+    assert meta["tuned-lora-s0"]["model"]["method"] == "lora"
+    assert meta["plain"]["model"]["kind"] == meta["icl-s0"]["model"]["kind"] == "local"
+    assert len(meta["icl-s0"]["demonstrations"]) == 2
+    assert meta["icl-s0"]["prefix_tokens"] > meta["plain"]["prefix_tokens"]
+    law = read_metadata(acts / "domain/law/icl.parquet")
+    assert len(law["demonstrations"]) == 2 and law["mode"] == "icl"
+    coverage = pl.read_parquet(tables / "coverage.parquet")
+    assert set(coverage["step"]) == {"extraction", "finetune lora-s0"}
+    assert coverage.filter(pl.col("step") == "extraction").height == 1 + 3
+    assert coverage["share_truncated"].is_between(0, 1).all()
+    summary = (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    assert "Coverage: queries used" in summary and "SAE quality on held-out tokens" in summary
+    assert "sae_warnings" in summary
+    assert verify(tmp_path / "results") == []
+
+
+def test_snakemake_report_is_self_contained(project, tmp_path):
+    workdir, _ = project
+    out = tmp_path / "report.html"
+    snakemake(workdir, "--report", str(out))
+    text = out.read_text(errors="replace")
+    assert out.stat().st_size > 10_000
+    for needle in ("summary.html", "correlations.parquet", "scatter_sts_act.png"):
+        assert needle in text, needle
+
+
+def test_reordering_config_keys_reruns_nothing(project, edit):
+    """Params are compared as text by Snakemake; the validated config has canonical key order."""
+    def reverse(obj):
+        if isinstance(obj, dict):
+            return {k: reverse(obj[k]) for k in reversed(list(obj))}
+        return [reverse(v) for v in obj] if isinstance(obj, list) else obj
+
+    def apply(c):
+        r = reverse(c)
+        c.clear()
+        c.update(r)
+    edit(apply)
+    assert planned_jobs(project[0]) == Counter()
