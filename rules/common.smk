@@ -1,6 +1,7 @@
 # Configuration, paths and the per-item slices of the config each rule receives.
 
 from stsflow import config as stsconfig
+from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode
 from stsflow.scores import PREDICTORS
 
@@ -35,9 +36,8 @@ wildcard_constraints:
 
 
 def model_spec(w):
-    """The slice of a model's config that its jobs depend on (not its layer list)."""
-    m = MODELS[w.model]
-    return {k: m[k] for k in ("source", "dtype", "device", "chat_template", "batch_size", "max_length")}
+    """The slice of a model's config that its jobs depend on (ModelSettings: not its layers)."""
+    return {k: MODELS[w.model][k] for k in ModelSettings.keys()}
 
 
 def sae_spec(w):
@@ -57,9 +57,14 @@ def sae_corpora(w):
     return [("sft" if n in SFTS else "domain", n) for n in names]
 
 
-def sae_corpus_files(w):
-    return [f"{R}/data/sft/{n}.parquet" if k == "sft" else f"{R}/data/domain/{n}.test.parquet"
-            for k, n in sae_corpora(w)]
+def sae_inputs(w):
+    """Named inputs of prepare_sae: the model, and each corpus that trains or evaluates the SAE
+    as "<kind>:<name>" (the script reads kind and name from the key, never from list order)."""
+    inputs = {"model": f"{R}/models/{w.model}"}
+    for kind, name in sae_corpora(w):
+        inputs[f"{kind}:{name}"] = (f"{R}/data/sft/{name}.parquet" if kind == "sft"
+                                    else f"{R}/data/domain/{name}.test.parquet")
+    return inputs
 
 
 def data_files(kind, corpus):
@@ -128,9 +133,7 @@ def extract_inputs(w):
 
 
 def extract_settings(w):
-    keys = ("sft_tokens", "t") if w.kind == "sft" else ("domain_tokens", "m")
-    return {k: STS[k] for k in keys + ("feat_dtype", "row_group_rows", "query_tokens", "sample_seed",
-                                       "context_check")}
+    return ExtractSettings.params(w.kind, STS)
 
 
 def corpus_spec(corpora, name):

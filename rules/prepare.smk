@@ -49,14 +49,12 @@ rule prepare_sae:
     """Registry or local SAE (checked against the model and layer), or one trained here with
     sae-lens on the model's activations; then its quality on held-out corpus tokens."""
     input:
-        model=f"{R}/models/{{model}}",
-        corpora=sae_corpus_files,
+        unpack(sae_inputs),
     output:
         directory(f"{R}/sae/{{model}}/L{{layer}}"),
     params:
         model=model_spec,
         sae=sae_spec,
-        corpora=sae_corpora,
         plan=sae_plan,
     threads: 2
     resources:

@@ -1,4 +1,5 @@
 """Rule extract: SAE features of one (model, layer, corpus, mode) as a shard plus statistics."""
+from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.jobs import extract
 from stsflow.jobs.common import setup_logging
 
@@ -6,8 +7,10 @@ setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 data = {k: snakemake.input[k] for k in ("sft_items", "test", "demos") if k in snakemake.input.keys()}
 reference = snakemake.input.reference if "reference" in snakemake.input.keys() else None
-extract.extract(snakemake.input.model, snakemake.input.sae, snakemake.params.model, int(w.layer),
-                w.kind, w.mode, data, snakemake.params.sts, snakemake.output.shard,
+extract.extract(snakemake.input.model, snakemake.input.sae,
+                ModelSettings.from_config(snakemake.params.model), int(w.layer), w.kind, w.mode,
+                data, ExtractSettings.from_params(w.kind, snakemake.params.sts),
+                snakemake.output.shard,
                 snakemake.output.stats, reference=reference,
                 provenance={"corpus": w.corpus}, threads=snakemake.threads, corpus=w.corpus,
                 model_name=w.model)

@@ -1,9 +1,12 @@
 """Rule finetune: fine-tune the base model on one SFT set (one method, one seed)."""
+from stsflow.config.settings import FinetuneSettings, ModelSettings
 from stsflow.jobs import validate
 from stsflow.jobs.common import setup_logging
 
 setup_logging(snakemake.log[0])
 w = snakemake.wildcards
-validate.finetune(snakemake.input.model, snakemake.params.model, snakemake.input.sft_items,
-                  snakemake.params.recipe, w.method, int(w.seed), snakemake.output.ckpt,
+validate.finetune(snakemake.input.model, ModelSettings.from_config(snakemake.params.model),
+                  snakemake.input.sft_items,
+                  FinetuneSettings.from_recipe(snakemake.params.recipe, w.method, int(w.seed)),
+                  snakemake.output.ckpt,
                   snakemake.output.history, threads=snakemake.threads)

@@ -1,15 +1,21 @@
 """Rule prepare_sae: fetch, check or train the SAE of one (model, layer); its quality figures."""
 from stsflow.config.checks import n_top_of
+from stsflow.config.settings import ModelSettings, SaeSettings
 from stsflow.jobs import prepare
 from stsflow.jobs.common import setup_logging
 
 setup_logging(snakemake.log[0])
 layer = int(snakemake.wildcards.layer)
-files = dict(zip([n for _, n in snakemake.params.corpora], snakemake.input.corpora))
+corpora = {}  # corpus name -> (kind, materialised file), from the named inputs "<kind>:<name>"
+for key in snakemake.input.keys():
+    if ":" in key:
+        kind, name = key.split(":", 1)
+        corpora[name] = (kind, snakemake.input[key])
+plan = snakemake.params.plan
 # sts.n_top is read from the config, not passed as a parameter: it only checks a registry SAE's
 # width (unknown before it is fetched) and must not re-prepare the SAE when an N is added.
-prepare.prepare_sae(snakemake.input.model, snakemake.params.model, layer, snakemake.params.sae,
-                    {name: (kind, files[name]) for kind, name in snakemake.params.corpora},
-                    snakemake.params.plan, snakemake.output[0], threads=snakemake.threads,
-                    where=f"models.{snakemake.wildcards.model}.layers.{layer}.sae",
-                    n_top=n_top_of(snakemake.config))
+where = f"models.{snakemake.wildcards.model}.layers.{layer}.sae"
+prepare.prepare_sae(snakemake.input.model, ModelSettings.from_config(snakemake.params.model),
+                    layer, SaeSettings.from_config(snakemake.params.sae, where), corpora,
+                    plan["train"], plan["eval"], snakemake.output[0], threads=snakemake.threads,
+                    where=where, n_top=n_top_of(snakemake.config))

@@ -1,6 +1,7 @@
 """Rule report: correlation of STS with observed accuracy changes, with plots and summaries."""
 from pathlib import Path
 
+from stsflow.config.settings import ReportSettings
 from stsflow.jobs import report
 from stsflow.jobs.common import setup_logging
 
@@ -17,6 +18,6 @@ sae_dirs = {int(k[len("sae_L"):]): snakemake.input[k] for k in snakemake.input.k
             if k.startswith("sae_L")}
 report.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
               title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
-              report_cfg=snakemake.params.report, primary=dict(snakemake.params.primary),
+              settings=ReportSettings.from_config(snakemake.params.report), primary=dict(snakemake.params.primary),
               provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
               sae_dirs=sae_dirs, **optional)

@@ -1,4 +1,5 @@
-"""FIXME-DOC analysis/observed (from evaluate, stats)."""
+"""Observed change Δ of a domain after fine-tuning, per item pair: its paired bootstrap interval
+and paired standard error (what the report's noise ceiling de-noises with)."""
 
 from __future__ import annotations
 

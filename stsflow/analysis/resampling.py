@@ -1,4 +1,6 @@
-"""FIXME-DOC analysis/resampling (from stats)."""
+"""Resampling estimators for one correlation: BCa bootstrap and Fisher intervals, permutation
+p-values, Holm's adjustment and the noise ceiling of a correlation with a noisy Δ. Vectorised
+over resamples in bounded chunks so a large bootstrap never holds more than a few MB."""
 
 from __future__ import annotations
 

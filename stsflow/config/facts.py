@@ -1,4 +1,6 @@
-"""FIXME-DOC config/facts (from config)."""
+"""Facts about what a config names, read without loading weights: a model's config (hub, local or
+GGUF), its module names (cached on disk), the sae-lens registry, and what an SAE's config says
+about its hook, width and model. The checks in ``checks`` compare these with the config."""
 
 from __future__ import annotations
 

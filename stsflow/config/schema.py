@@ -1,4 +1,6 @@
-"""FIXME-DOC config/schema (from config)."""
+"""Schema validation of a config with every problem named (``field.path: message. Fix: ...``),
+YAML parsing that names the file and line of a syntax error, and the canonical key order that
+keeps Snakemake's parameter comparison independent of how the YAML was written."""
 
 from __future__ import annotations
 

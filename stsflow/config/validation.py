@@ -1,4 +1,6 @@
-"""FIXME-DOC config/load (from config)."""
+"""The entry points: validate a config (schema, then the checks against the models, SAEs and data
+it names) and return it with the schema's defaults filled, or raise one ConfigError listing
+every problem."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the 
   the tokenizer's BOS, as the script sends it to vLLM. With ``evaluate.chat_template: true`` (and
   the model's ``chat_template`` on) the whole prompt is one user turn followed by the generation
   prompt, nothing pre-filled in the assistant turn, rendered with the layout of
-  ``stsflow.segments`` (equal to ``apply_chat_template``). The model's ``chat_template`` setting
+  ``stsflow.text.segments`` (equal to ``apply_chat_template``). The model's ``chat_template`` setting
   alone still governs STS extraction, ``option_loglik`` and ``nll``.
 * **Context.** Demonstrations are dropped from the end until prompt tokens (BOS included) +
   ``max_new_tokens`` < ``evaluate.max_context`` (default 4096, the script's
@@ -351,24 +351,24 @@ def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "dom
 @register_metric("nll", kind="nll", higher_is_better=False)
 def _run_nll(model, tokenizer, items, demos, *, segmenter, settings, subject, chat_template):
     return eval_nll(model, tokenizer, items, segmenter=segmenter,
-                    batch_size=settings["batch_size"])
+                    batch_size=settings.batch_size)
 
 
 @register_metric("option_loglik", kind="accuracy", higher_is_better=True)
 def _run_option_loglik(model, tokenizer, items, demos, *, segmenter, settings, subject,
                        chat_template):
-    k = settings["loglik_k_shot"]
+    k = settings.loglik_k_shot
     return eval_option_loglik(model, tokenizer, items, demos[:k], segmenter=segmenter, k_shot=k,
-                              batch_size=settings["batch_size"])
+                              batch_size=settings.batch_size)
 
 
 @register_metric("generate", kind="accuracy", higher_is_better=True)
 def _run_generate(model, tokenizer, items, demos, *, segmenter, settings, subject,
                   chat_template):
     # the raw official prompt unless evaluate.chat_template asks for the model's template
-    k = settings["k_shot"]
+    k = settings.k_shot
     return eval_generate(model, tokenizer, items, demos[:k], subject=subject,
-                         use_chat_template=settings["chat_template"] and chat_template,
-                         max_new_tokens=settings["max_new_tokens"],
-                         batch_size=settings["batch_size"], k_shot=k,
-                         max_context=settings["max_context"])
+                         use_chat_template=settings.chat_template and chat_template,
+                         max_new_tokens=settings.max_new_tokens,
+                         batch_size=settings.batch_size, k_shot=k,
+                         max_context=settings.max_context)

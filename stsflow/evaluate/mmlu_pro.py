@@ -1,4 +1,5 @@
-"""FIXME-DOC evaluate/mmlu_pro (from evaluate)."""
+"""MMLU-Pro's official evaluation, as its evaluator script does it: the chain-of-thought prompt,
+the answer-extraction cascade, and the seeded random guess when no answer is found."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""FIXME-DOC evaluate/registry (from evaluate)."""
+"""The registry of evaluation metrics: each one function registered with its kind (accuracy or
+nll) and direction. The evaluate job runs whatever ``evaluate.metrics`` names from here, and a
+test keeps the schema's enum equal to this registry."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def register_metric(name: str, *, kind: str, higher_is_better: bool):
     return wrap
 
 
-def _metric_kind(metric: str) -> str:
+def metric_kind(metric: str) -> str:
     if metric in METRICS:
         return METRICS[metric].kind
     if metric == "accuracy":  # accuracies measured elsewhere (observed: in the config)

@@ -1,15 +1,16 @@
-"""FIXME-DOC evaluate/summary (from evaluate)."""
+"""Per-item evaluation rows reduced to one value per item and a summary per metric, and the
+alignment of a base and a tuned run by question id."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from stsflow.evaluate.registry import _metric_kind
+from stsflow.evaluate.registry import metric_kind
 
 
 def item_values(rows: list[dict], metric: str) -> np.ndarray:
     """Per-item values: 1.0/0.0 for correctness, or the per-item mean NLL."""
-    if _metric_kind(metric) == "accuracy":
+    if metric_kind(metric) == "accuracy":
         return np.array([1.0 if r["correct"] else 0.0 for r in rows], dtype=float)
     return np.array([r["nll"] for r in rows], dtype=float)
 
@@ -21,7 +22,7 @@ def accuracy_table(rows: list[dict], metric: str) -> dict:
     ``generate``, ``n_fallback`` counts answers found by a fallback rule and ``n_random_guess``
     unparsed answers scored as the seeded random guess. Deltas between models are always
     after − before."""
-    kind = _metric_kind(metric)
+    kind = metric_kind(metric)
     hows = [r.get("how") for r in rows]
     out = {"metric": metric, "n_items": len(rows),
            "n_fallback": sum(h in ("fallback_answer", "fallback_last_letter") for h in hows),

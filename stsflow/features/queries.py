@@ -1,8 +1,14 @@
-"""FIXME-DOC features/queries (from extract, pipeline)."""
+"""The queries of a corpus and their counted tokens: seeded selection under a token budget, with
+queries cut to the model's max_length recorded as such."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from stsflow.config.settings import ExtractSettings
 
 
 def _counted(query) -> list[bool]:
@@ -31,12 +37,11 @@ def select_queries(queries: list[tuple], budget: int, max_len: int, seed: int | 
                  "sample_seed": seed, "max_query_tokens": max_len}
 
 
-def build_queries(seg, records: list[dict], kind: str, sts: dict, max_len: int):
-    """The queries of a corpus as ``(doc_id, ids, counted)``, sampled per ``sts`` (budget,
-    ``sample_seed``, ``query_tokens``), and the selection summary (see extract.select_queries)."""
-    from stsflow.features.queries import select_queries
-
-    content = sts["query_tokens"] == "content"
+def build_queries(seg, records: list[dict], settings: ExtractSettings, max_len: int):
+    """The queries of a corpus as ``(doc_id, ids, counted)``, sampled per ``settings`` (token
+    budget, ``sample_seed``, ``query_tokens``), and the selection summary (see select_queries)."""
+    kind = settings.kind
+    content = settings.query_tokens == "content"
     queries = []
     for i, rec in enumerate(records):
         if content:
@@ -45,5 +50,4 @@ def build_queries(seg, records: list[dict], kind: str, sts: dict, max_len: int):
             ids = seg.query(rec, kind)
             counted = [True] * len(ids)
         queries.append((i, ids, counted))
-    budget = sts["sft_tokens"] if kind == "sft" else sts["domain_tokens"]
-    return select_queries(queries, budget, max_len, sts["sample_seed"])
+    return select_queries(queries, settings.tokens, max_len, settings.sample_seed)

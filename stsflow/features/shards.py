@@ -1,4 +1,5 @@
-"""FIXME-DOC features/shards (from extract)."""
+"""The shard format: one row per counted query token with its sparse SAE features, written in row
+groups with the run's metadata, and read back as a sparse matrix."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ FEAT_DTYPES = {"float16": (torch.float16, pa.float16(), np.float16),
 
 
 def sae_width(sae) -> int:
-    """Width of a fast encoder (stsflow.encoder) or a sae-lens SAE."""
+    """Width of a fast encoder (stsflow.sae.encoder) or a sae-lens SAE."""
     return int(sae.width) if hasattr(sae, "width") else int(sae.cfg.d_sae)
 
 

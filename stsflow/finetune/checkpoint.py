@@ -1,4 +1,5 @@
-"""FIXME-DOC finetune/checkpoint (from finetune)."""
+"""Fine-tuned checkpoints written atomically with their metadata (method, seed, recipe, base),
+and the checks that a checkpoint is complete before anything reads it."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ The paper's recipe: full fine-tuning, AdamW β=(0.9, 0.95), weight decay 0.01, c
 Choices made here (the paper is silent):
 
 * **Examples.** ``input = head + query + response`` built from the token segments STS uses
-  (``stsflow.segments``), so the model is tuned on exactly the token sequences whose features were
+  (``stsflow.text.segments``), so the model is tuned on exactly the token sequences whose features were
   analysed. Loss on response tokens only (labels -100 on head and query). With a chat template the
   response ends with the template's end-of-turn text; without one it ends with the plain layout's
   ``"\\n\\n"``; no extra EOS token is appended. Sequences longer than ``max_length`` are cut on
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stsflow.config.settings import FinetuneSettings
 from stsflow.finetune.methods import FINETUNE_REGISTRY
-from stsflow.finetune.recipe import FinetuneConfig
 from stsflow.models.batching import pad_batch, pad_id_of
 from stsflow.text.segments import Segmenter
 
@@ -141,7 +141,7 @@ def _param_groups(model, weight_decay: float):
     return groups
 
 
-def total_steps(n_examples: int, cfg: FinetuneConfig) -> int:
+def total_steps(n_examples: int, cfg: FinetuneSettings) -> int:
     steps = cfg.epochs * math.ceil(n_examples / cfg.batch_size)
     return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
 
@@ -161,7 +161,7 @@ def _checkpointing(model, enable: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
-def finetune(model, tokenizer, records: list[dict], cfg: FinetuneConfig, *,
+def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
              use_chat_template: bool, log=print, kind: str = "sft") -> dict:
     """Fine-tune ``model`` in place on ``records``; return the training history and the final model
     (for LoRA: the merged plain model) under ``"model"``."""

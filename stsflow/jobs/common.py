@@ -1,7 +1,9 @@
-"""Job bodies: what each workflow rule does, as plain functions of paths and config slices.
+"""What every job shares: its log, loading the model it runs, the identities it records.
 
-Rules call these through the thin scripts in ``workflow_scripts/``; tests call them directly.
-Each job receives only its own slice of the config, so adding a domain never changes the inputs or
+The jobs (one module per rule family: ``prepare``, ``extract``, ``reduce``, ``validate``,
+``report``) are plain functions of paths and typed settings (``stsflow.config.settings``). Rules
+call them through the thin scripts in ``workflow_scripts/``; tests call them directly. Each job
+receives only its own slice of the config, so adding a domain never changes the inputs or
 parameters of another domain's jobs.
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+from stsflow.config.settings import ModelSettings
 
 log = logging.getLogger("stsflow")
 
@@ -23,7 +27,10 @@ def setup_logging(log_path: str | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(message)s")
 
 
-def _load(model_dir, mspec, threads: int | None = None):
+def load_job_model(model_dir, model: ModelSettings, threads: int | None = None):
+    """(model, tokenizer, info) of a prepared model directory, with the job's thread count and a
+    fixed torch seed. Torch is imported here, not at module level: the reduction jobs that share
+    this module run without it."""
     import torch
 
     from stsflow.models.load import load_model
@@ -31,16 +38,16 @@ def _load(model_dir, mspec, threads: int | None = None):
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    return load_model(model_dir, mspec["dtype"], mspec["device"])
+    return load_model(model_dir, model.dtype, model.device)
 
 
-def _model_identity(info: dict) -> dict:
+def model_identity(info: dict) -> dict:
     keys = ("kind", "id", "package", "file", "revision", "sha256", "architecture", "n_layers",
             "base", "method", "seed")  # the last three: a fine-tuned checkpoint's origin
     return {k: info[k] for k in keys if k in info}
 
 
-def _sae_identity(info: dict) -> dict:
+def sae_identity(info: dict) -> dict:
     keys = ("kind", "release", "sae_id", "hook_name", "width", "architecture", "train",
             "fraction_variance_explained")
     return {k: info[k] for k in keys if k in info}

@@ -1,11 +1,13 @@
-"""FIXME-DOC jobs/extract (from pipeline)."""
+"""Job of the extract rule: SAE features of one (model, layer, corpus, mode) as a shard plus
+per-dimension statistics, after checking that every input fits the model's context."""
 
 from __future__ import annotations
 
+from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.data import corpora
 from stsflow.features.queries import build_queries
 from stsflow.io.files import package_versions, read_metadata
-from stsflow.jobs.common import _load, _model_identity, _sae_identity, log
+from stsflow.jobs.common import load_job_model, log, model_identity, sae_identity
 from stsflow.text.demos import demonstration_context
 
 
@@ -36,8 +38,8 @@ def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest
     return problems
 
 
-def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: dict,
-            sts: dict, out, stats_out, reference=None, provenance: dict | None = None,
+def extract(model_dir, sae_dir, model: ModelSettings, layer: int, kind: str, mode, data: dict,
+            settings: ExtractSettings, out, stats_out, reference=None, provenance: dict | None = None,
             threads: int | None = None, corpus: str | None = None,
             model_name: str | None = None) -> None:
     """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
@@ -55,32 +57,33 @@ def extract(model_dir, sae_dir, mspec: dict, layer: int, kind: str, mode, data: 
     mode.check_corpus(kind)
     corpus = corpus or (provenance or {}).get("corpus", "?")
     tok, model_cfg = load_tokenizer(model_dir)
-    seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
+    seg = Segmenter.for_tokenizer(tok, model.chat_template)
     records = corpora.read_records(data["sft_items"] if kind == "sft" else data["test"])
-    queries, selection = build_queries(seg, records, kind, sts, mspec["max_length"])
-    prefix, demo_ids, excluded = demonstration_context(seg, mode, kind, records, data, sts)
+    queries, selection = build_queries(seg, records, settings, model.max_length)
+    prefix, demo_ids, excluded = demonstration_context(seg, mode, kind, records, data, settings.demonstrations)
     queries = [q for q in queries if q[0] not in excluded]
     if not queries:
         raise ValueError(f"{corpus}: no query left to extract")
     prefixes = {str(mode): len(prefix)}
     if kind == "domain" and mode.kind == "plain":
         prefixes[str(Mode.domain_icl())] = len(
-            demonstration_context(seg, Mode.domain_icl(), kind, records, data, sts)[0])
+            demonstration_context(seg, Mode.domain_icl(), kind, records, data,
+                                  settings.demonstrations)[0])
     limit, why = context_limit(model_cfg, layer)
     where = f"sft.{corpus}" if kind == "sft" else f"domains.{corpus}"
     overflow = check_context(limit, why, prefixes, max(len(q[1]) for q in queries), where,
                              "sts.t" if kind == "sft" else "sts.m", model_name or "<model>",
-                             sts.get("context_check", "error"))
+                             settings.context_check)
 
-    model, tok, minfo = _load(model_dir, mspec, threads)
-    sae, sinfo = load_sae(sae_dir, device=str(next(model.parameters()).device))
-    meta = dict(provenance or {}, model=_model_identity(minfo), sae=_sae_identity(sinfo),
-                dtype=mspec["dtype"], chat_template=mspec["chat_template"],
+    lm, tok, minfo = load_job_model(model_dir, model, threads)
+    sae, sinfo = load_sae(sae_dir, device=str(next(lm.parameters()).device))
+    meta = dict(provenance or {}, model=model_identity(minfo), sae=sae_identity(sinfo),
+                dtype=model.dtype, chat_template=model.chat_template,
                 prompt_head=seg.layout.head, mode=str(mode), demonstrations_from=mode.demonstrations,
-                kind=kind, demonstrations=demo_ids, query_tokens=sts["query_tokens"],
+                kind=kind, demonstrations=demo_ids, query_tokens=settings.query_tokens,
                 selection=dict(selection, context_limit=limit), context_overflow=overflow,
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
-    ex.extract(model, sae, layer, queries, prefix, out, stats_out,
-               batch_size=mspec["batch_size"], feat_dtype=sts["feat_dtype"], reference=reference,
-               metadata=meta, row_group_rows=sts["row_group_rows"], log=log.info)
+    ex.extract(lm, sae, layer, queries, prefix, out, stats_out,
+               batch_size=model.batch_size, feat_dtype=settings.feat_dtype, reference=reference,
+               metadata=meta, row_group_rows=settings.row_group_rows, log=log.info)

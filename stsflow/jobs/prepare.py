@@ -1,48 +1,51 @@
-"""FIXME-DOC jobs/prepare (from pipeline)."""
+"""Jobs of the prepare rules: corpora materialised as normalised Parquet records, a loadable
+model directory, and the SAE of one (model, layer) with its quality figures."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from stsflow.config.settings import CorpusSettings, ModelSettings, SaeSettings
 from stsflow.data import corpora
-from stsflow.jobs.common import _load, log
+from stsflow.jobs.common import load_job_model, log
 
 # -- data ---------------------------------------------------------------------------------------
 
-def _materialize(source: dict, spec: dict, limit: int | None, out, what: str) -> None:
-    records = corpora.load_corpus(source, spec["schema"], spec["fields"])
-    records, sample = corpora.sample_records(records, limit, spec.get("sample_seed", 0))
+def _materialize(source: dict, corpus: CorpusSettings, limit: int | None, out, what: str) -> None:
+    records = corpora.load_corpus(source, corpus.schema, corpus.fields)
+    records, sample = corpora.sample_records(records, limit, corpus.sample_seed)
     if not records:
         raise ValueError(f"{what} source {source} gave no records")
-    corpora.write_records(records, out, {"source": source, "schema": spec["schema"],
+    corpora.write_records(records, out, {"source": source, "schema": corpus.schema,
                                          "n_records": len(records), "sample": sample})
 
 
-def materialize_sft(spec: dict, out: Path | str) -> None:
-    _materialize(spec["source"], spec, spec.get("max_items"), out, "SFT")
+def materialize_sft(corpus: CorpusSettings, out: Path | str) -> None:
+    _materialize(corpus.source, corpus, corpus.max_items, out, "SFT")
 
 
-def materialize_domain(spec: dict, out_test: Path | str, out_demos: Path | str) -> None:
+def materialize_domain(corpus: CorpusSettings, out_test: Path | str,
+                       out_demos: Path | str) -> None:
     """The test split (``max_items``: a seeded sample) and the demonstration split (whole: its
     first m items are the worked examples)."""
-    _materialize(spec["test"], spec, spec.get("max_items"), out_test, "domain test")
-    _materialize(spec["demos"], spec, None, out_demos, "domain demos")
+    _materialize(corpus.test, corpus, corpus.max_items, out_test, "domain test")
+    _materialize(corpus.demos, corpus, None, out_demos, "domain demos")
 
 
 # -- models and SAEs ----------------------------------------------------------------------------
 
-def prepare_model(spec: dict, outdir: Path | str) -> None:
+def prepare_model(model: ModelSettings, outdir: Path | str) -> None:
     from stsflow.models.load import prepare_model as prep
 
-    info = prep(spec, outdir)
+    info = prep(model.source, outdir)
     log.info("prepared model: %s", json.dumps(info))
 
 
 def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str]],
                          context_length: int, by_record: bool = False) -> list:
     """Token windows of the SAE training text: every record rendered as a full exchange after
-    the chat head, as ``(ids, skip)`` with the head positions to skip (see sae.py). With
+    the chat head, as ``(ids, skip)`` with the head positions to skip (see stsflow.sae). With
     ``by_record``, one list of windows per record (a held-out split must keep a record's windows
     together: a long solution is cut into several)."""
     records = []
@@ -59,14 +62,14 @@ def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str
     return records if by_record else [w for windows in records for w in windows]
 
 
-def prepare_sae(model_dir, mspec: dict, layer: int, sae_spec: dict, corpora_files: dict,
-                plan: dict, outdir, *, where: str, threads: int | None = None,
-                n_top: list[int] | None = None) -> None:
+def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
+                corpora_files: dict, train_corpora: list[str], eval_corpora: list[str], outdir, *,
+                where: str, threads: int | None = None, n_top: list[int] | None = None) -> None:
     """Fetch (registry), check (registry, local) or train the SAE of one layer, then measure its
     quality on held-out corpus tokens (see stsflow.sae).
 
-    ``corpora_files`` maps a corpus name to ``(kind, materialised file)``; ``plan`` names the
-    corpora that train (``train``, empty for pretrained SAEs) and evaluate it (``eval``).
+    ``corpora_files`` maps a corpus name to ``(kind, materialised file)``; ``train_corpora`` (empty
+    for a pretrained SAE) and ``eval_corpora`` name the corpora that train and evaluate it.
     ``where`` is the SAE's config entry for error messages; ``n_top`` the STS sizes to check
     against a registry SAE's width (the registry YAML does not carry widths)."""
     from stsflow.models.load import model_info
@@ -75,31 +78,31 @@ def prepare_sae(model_dir, mspec: dict, layer: int, sae_spec: dict, corpora_file
 
     minfo = model_info(model_dir)
     fetched = None
-    if "train" not in sae_spec:  # refused before the model is loaded or weights are fetched
-        fetched = prepare.fetch_pretrained(sae_spec, layer=layer,
+    if sae.train is None:  # refused before the model is loaded or weights are fetched
+        fetched = prepare.fetch_pretrained(sae, layer=layer,
                                            hidden_size=minfo["hidden_size"], where=where,
                                            n_top=n_top)
-    model, tok, info = _load(model_dir, mspec, threads)
-    seg = Segmenter.for_tokenizer(tok, mspec["chat_template"])
-    spec = sae_spec.get("train")
-    context = spec["context_length"] if spec else quality.EVAL_CONTEXT
+    lm, tok, info = load_job_model(model_dir, model, threads)
+    seg = Segmenter.for_tokenizer(tok, model.chat_template)
+    spec = sae.train
+    context = spec.context_length if spec else quality.EVAL_CONTEXT
     pool = {name: sae_training_windows(tok, seg, [corpora_files[name]], context, by_record=True)
-            for name in dict.fromkeys(plan["train"] + plan["eval"])}
+            for name in dict.fromkeys(list(train_corpora) + list(eval_corpora))}
     held_out, train_windows = quality.split_held_out(
-        pool, plan["eval"], plan["train"], sae_spec["eval_tokens"], spec["seed"] if spec else 0)
-    log.info("SAE L%d: %d held-out windows from %s", layer, len(held_out), plan["eval"])
-    device = str(next(model.parameters()).device)
-    provenance = {"eval_corpora": plan["eval"], "eval_windows": len(held_out)}
+        pool, list(eval_corpora), list(train_corpora), sae.eval_tokens, spec.seed if spec else 0)
+    log.info("SAE L%d: %d held-out windows from %s", layer, len(held_out), list(eval_corpora))
+    device = str(next(lm.parameters()).device)
+    provenance = {"eval_corpora": list(eval_corpora), "eval_windows": len(held_out)}
     if spec:
         if not train_windows:
             raise ValueError(f"{where}.train.corpora: {len(held_out)} token window(s), too few "
                              "to train an SAE and hold some out. Fix: add corpora")
-        train.train_sae(model, layer, train_windows, spec, outdir, d_in=info["hidden_size"],
-                          device=device, held_out=held_out, model_batch=mspec["batch_size"],
+        train.train_sae(lm, layer, train_windows, spec, outdir, d_in=info["hidden_size"],
+                        device=device, held_out=held_out, model_batch=model.batch_size,
                           provenance=provenance, log=log.info)
     else:
         configured = info.get("id") or info.get("file") or Path(info.get("path", "")).name
-        prepare.prepare_pretrained(*fetched, outdir, model=model, layer=layer, held_out=held_out,
+        prepare.prepare_pretrained(*fetched, outdir, model=lm, layer=layer, held_out=held_out,
                                    configured_model=configured, device=device,
-                                   model_batch=mspec["batch_size"], provenance=provenance,
+                                   model_batch=model.batch_size, provenance=provenance,
                                    log=log.info)

@@ -1,4 +1,6 @@
-"""FIXME-DOC jobs/reduce (from pipeline)."""
+"""Jobs of the reduction rules: shift vectors, one STS row per (domain, N), the STS tables, the
+observed Δ table, the overlap of predicted and true shifted dimensions, and the coverage table.
+Torch-free: these rules run in the small reduction environment."""
 
 from __future__ import annotations
 

@@ -1,23 +1,26 @@
-"""FIXME-DOC jobs/report (from pipeline)."""
+"""Job of the report rule: correlate STS with observed accuracy changes (given in the config or
+measured by the validation loop) and write the summary with its tables and plots. Torch-free."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from stsflow.config.settings import ReportSettings
 
-def report(sts_path, config_rows: list[dict], outdir, *, title: str, report_cfg: dict,
+
+def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: ReportSettings,
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
            overlap=None, coverage=None, sae_dirs: dict | None = None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
-    pre-declared primary analysis (stats.resolve_primary); every other tested row is exploratory,
+    pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row is exploratory,
     Holm-adjusted within its family."""
     import polars as pl
 
     from stsflow.analysis import correlation as st
     from stsflow.report.summary import write_report
 
-    kw = dict(n_boot=report_cfg["n_boot"], n_perm=report_cfg["n_perm"], seed=report_cfg["seed"])
+    kw = dict(n_boot=settings.n_boot, n_perm=settings.n_perm, seed=settings.seed)
     sts_df = pl.read_parquet(sts_path)
     corr, obs_frames, sts_frames = [], [], [sts_df]
     if config_rows:

@@ -1,4 +1,5 @@
-"""FIXME-DOC models/batching (from models)."""
+"""The one batch-padding helper: a list of token sequences as padded ids and an attention mask
+(left or right padding), and the pad id of a tokenizer."""
 
 from __future__ import annotations
 

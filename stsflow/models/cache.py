@@ -1,4 +1,5 @@
-"""FIXME-DOC models/cache (from models)."""
+"""The one prefix-cache helper: run a shared prefix (chat head, demonstrations) once and hand each
+batch its own copy of the key/value cache, across the transformers cache APIs."""
 
 from __future__ import annotations
 

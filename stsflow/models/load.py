@@ -12,6 +12,7 @@ A prepared model is a directory with ``stsflow_model.json`` that says how to loa
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -28,10 +29,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def prepare_model(spec: dict, outdir: Path | str) -> dict:
-    """Make ``outdir`` a loadable model directory for a configured model source."""
+def prepare_model(src: Mapping, outdir: Path | str) -> dict:
+    """Make ``outdir`` a loadable model directory for a configured model source
+    (``models.<name>.source``)."""
     outdir = Path(outdir)
-    src = spec["source"]
     with atomic_dir(outdir) as tmp:
         info = _prepare_into(src, tmp)
         write_json(tmp / MANIFEST, info)

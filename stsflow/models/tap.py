@@ -1,4 +1,5 @@
-"""FIXME-DOC models/tap (from models)."""
+"""The residual stream after a decoder block, captured with a forward hook; the forward pass can
+stop there (nothing after the tapped layer runs)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ The summary leads with the pre-declared primary analysis (its ρ, BCa and Fisher
 unadjusted permutation p, noise ceiling and a plain-language verdict), or says plainly that the
 declared analysis is not in the data and which part is missing; then the noise in Δ; then every
 other row, labelled exploratory (Holm p) or descriptive (extremes). The statistical choices are
-recorded in ``stsflow.stats``. Scatter plots show every seed (one panel row per layer and run),
+recorded in ``stsflow.analysis.correlation``. Scatter plots show every seed (one panel row per layer and run),
 never a single seed standing for all.
 """
 
@@ -430,7 +430,7 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  warnings: list[str] = ()) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
-    analysis (stats.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
+    analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
     ``ci`` only labels the intervals (the level the correlation table was computed with).
     ``warnings`` (e.g. a poor SAE, a declared model, an accepted hook) are listed right under the
     title, before any result."""

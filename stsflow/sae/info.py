@@ -1,4 +1,6 @@
-"""FIXME-DOC sae/info (from sae)."""
+"""What a prepared SAE directory says about itself, read without torch: its manifest, quality
+figures and the warnings they raise (poor reconstruction, another declared model, an accepted
+hook mismatch)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""FIXME-DOC sae/quality (from sae)."""
+"""Quality of an SAE on held-out whole records of this model: L0, fraction of variance explained,
+dead fraction, and next-token loss recovered with the SAE spliced into the residual stream."""
 
 from __future__ import annotations
 

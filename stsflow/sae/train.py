@@ -1,10 +1,13 @@
-"""FIXME-DOC sae/train (from sae)."""
+"""An SAE trained here with sae-lens on this model's residual stream, saved as a prepared SAE with
+its quality figures and exported encoder."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,8 +18,11 @@ from stsflow.sae.info import MANIFEST, _rounded, quality_warnings
 from stsflow.sae.prepare import _describe
 from stsflow.sae.quality import evaluate_sae
 
+if TYPE_CHECKING:
+    from stsflow.config.settings import SaeTrainSettings
 
-def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: dict,
+
+def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: SaeTrainSettings,
               outdir: Path | str, *, d_in: int, device: str, held_out: list,
               model_batch: int = 8, provenance: dict | None = None, log=print) -> dict:
     """Train an SAE with sae-lens on this model's activations over ``windows`` and save it as a
@@ -31,27 +37,27 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: dic
     )
     from sae_lens.config import SAETrainerConfig
 
-    torch.manual_seed(spec["seed"])
-    if spec["architecture"] == "topk":
+    torch.manual_seed(spec.seed)
+    if spec.architecture == "topk":
         # Inputs are scaled to norm sqrt(d_in) during training (the factor is folded into the
         # weights afterwards): residual streams have model-specific norms far from the init.
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-            d_in=d_in, d_sae=spec["width"], k=spec["k"], device=device,
+            d_in=d_in, d_sae=spec.width, k=spec.k, device=device,
             normalize_activations="expected_average_only_in"))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(
-            d_in=d_in, d_sae=spec["width"], l1_coefficient=spec["l1_coefficient"], device=device,
+            d_in=d_in, d_sae=spec.width, l1_coefficient=spec.l1_coefficient, device=device,
             normalize_activations="expected_average_only_in"))
-    total = spec["tokens"]
+    total = spec.tokens
     trainer_cfg = SAETrainerConfig(total_training_samples=total,
-                                   train_batch_size_samples=spec["batch_tokens"], lr=spec["lr"],
-                                   lr_end=spec["lr"] / 10, lr_scheduler_name="cosineannealing",
-                                   lr_decay_steps=total // spec["batch_tokens"],
+                                   train_batch_size_samples=spec.batch_tokens, lr=spec.lr,
+                                   lr_end=spec.lr / 10, lr_scheduler_name="cosineannealing",
+                                   lr_decay_steps=total // spec.batch_tokens,
                                    n_batches_for_norm_estimate=10, device=device,
                                    dead_feature_window=50, feature_sampling_window=100)
-    data = activation_batches(model, layer, windows, batch_tokens=spec["batch_tokens"],
-                              total_tokens=total + 20 * spec["batch_tokens"],
-                              model_batch=model_batch, seed=spec["seed"], device=device)
+    data = activation_batches(model, layer, windows, batch_tokens=spec.batch_tokens,
+                              total_tokens=total + 20 * spec.batch_tokens,
+                              model_batch=model_batch, seed=spec.seed, device=device)
     start = time.time()
     trained = SAETrainer(trainer_cfg, sae, data).fit()
     log(f"trained SAE L{layer}: {total} tokens in {time.time() - start:.1f}s")
@@ -64,7 +70,7 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: dic
         # the exported fast encoder.
         figures, acts = evaluate_sae(model, layer, inference, held_out, model_batch=model_batch,
                                      device=device)
-        info = {"kind": "train", "path": ".", "train": spec, "layer": layer,
+        info = {"kind": "train", "path": ".", "train": dict(sorted(dataclasses.asdict(spec).items())), "layer": layer,
                 **(provenance or {}), **_rounded(figures),
                 "seconds": round(time.time() - start, 1)}
         info.update(_describe(inference))

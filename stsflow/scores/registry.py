@@ -1,4 +1,6 @@
-"""FIXME-DOC scores/registry (from scores)."""
+"""The registry of predictors: each a function of the top-N shifted dimensions and a domain's
+plain and ICL statistics, registered once; the STS tables get one column per entry and a test
+keeps the schema's enum (report.primary.variant) equal to it."""
 
 from __future__ import annotations
 

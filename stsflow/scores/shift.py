@@ -1,4 +1,5 @@
-"""FIXME-DOC scores/shift (from scores)."""
+"""Shift vectors (the per-dimension mean squared feature change on the SFT queries), their top-N
+dimensions, and the overlap of two dimension sets."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How records become text: the one place that fixes prompt wording.
 
-Two record kinds flow through the workflow (see ``stsflow.corpora``):
+Two record kinds flow through the workflow (see ``stsflow.data.corpora``):
 
 * SFT records (LIMO schema): ``id, question, solution, answer``.
   The user turn is the question; the assistant turn is the solution (which ends with the answer).

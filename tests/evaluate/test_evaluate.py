@@ -292,30 +292,32 @@ def test_generate_drops_demos_to_fit_context(model, tok):
 
 
 def test_generate_end_to_end_raw_prompt_by_default(model, tok, tiny_model_dir, tmp_path):
-    """The configured evaluation through pipeline.evaluate: by default the model sees BOS + the
+    """The configured evaluation through the evaluate job: by default the model sees BOS + the
     official prompt text, one token per character with this tokenizer; with
     evaluate.chat_template it sees the ChatML turn instead."""
     import json
 
     import pyarrow.parquet as pq
 
+    from stsflow.config.settings import EvalSettings, ModelSettings
     from stsflow.data import corpora
-    from stsflow.jobs import validate as pipeline
+    from stsflow.jobs import validate
     from stsflow.models.load import prepare_model
 
     prepared = tmp_path / "model"
-    prepare_model({"source": {"local": {"path": str(tiny_model_dir)}}}, prepared)
+    source = {"local": {"path": str(tiny_model_dir)}}
+    prepare_model(source, prepared)
     item = {**OFFICIAL_ITEM, "question_id": 2}
     corpora.write_records([item], tmp_path / "test.parquet")
     corpora.write_records([OFFICIAL_DEMO], tmp_path / "demos.parquet")
-    mspec = {"dtype": "float32", "device": "cpu", "chat_template": True}
-    base = {"metrics": ["generate"], "k_shot": 5, "loglik_k_shot": 0, "max_new_tokens": 4,
-            "batch_size": 2, "max_context": 4096, "n_boot": 100, "chat_template": False}
+    mspec = ModelSettings.with_defaults(source=source, device="cpu")
+    base = {"metrics": ["generate"], "max_new_tokens": 4, "batch_size": 2}
     details = {}
     for chat in (False, True):
         out = tmp_path / f"eval-{chat}.parquet"
-        pipeline.evaluate(prepared, mspec, tmp_path / "test.parquet",
-                          tmp_path / "demos.parquet", {**base, "chat_template": chat},
+        validate.evaluate(prepared, mspec, tmp_path / "test.parquet",
+                          tmp_path / "demos.parquet",
+                          EvalSettings.with_defaults(**base, chat_template=chat),
                           {"model": "tiny"}, out, subject="math")
         details[chat] = json.loads(pq.read_table(out).column("detail")[0].as_py())
     raw = details[False]

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from conftest import make_model, make_tokenizer, sft_records
 
+from stsflow.config.settings import FinetuneSettings
 from stsflow.finetune import checkpoint as ft
 from stsflow.finetune.checkpoint import save_checkpoint
-from stsflow.finetune.recipe import FinetuneConfig
 from stsflow.finetune.train import build_examples, finetune
 from stsflow.text.segments import Segmenter
 
@@ -46,10 +46,11 @@ def direct_loss(model, examples) -> float:
 
 
 def cfg(**kw):
+    """The schema's recipe, made small for a tiny model."""
     base_kw = dict(method="full", epochs=1, lr=1e-2, batch_size=8, micro_batch_size=4,
                    max_length=256, warmup_ratio=0.1, seed=0)
     base_kw.update(kw)
-    return FinetuneConfig(**base_kw)
+    return FinetuneSettings.with_defaults(**base_kw)
 
 
 @pytest.mark.parametrize("chat", [True, False])
@@ -170,10 +171,10 @@ def test_schedule_warmup_then_cosine(tok, base):
 
 def test_config_validation():
     with pytest.raises(ValueError):
-        FinetuneConfig(batch_size=6, micro_batch_size=4)
+        FinetuneSettings.with_defaults(batch_size=6, micro_batch_size=4)
     with pytest.raises(ValueError):
-        FinetuneConfig(method="qlora")
-    c = FinetuneConfig(batch_size=256, micro_batch_size=4)
+        FinetuneSettings.with_defaults(method="qlora")
+    c = FinetuneSettings.with_defaults(batch_size=256, micro_batch_size=4)
     assert c.grad_accum == 64 and c.betas == (0.9, 0.95) and c.weight_decay == 0.01
 
 

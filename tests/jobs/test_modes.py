@@ -1,4 +1,4 @@
-"""Extraction modes through the job path (stsflow.pipeline.extract, what the rule runs): which
+"""Extraction modes through the job path (stsflow.jobs.extract.extract, what the rule runs): which
 model, which prefix, which tokens count, which queries; the true shift on plain inputs; the
 context guard. References are direct dense computations, independent of the extraction code."""
 
@@ -13,6 +13,12 @@ import torch
 from conftest import domain_records, make_sae, sft_records
 
 from stsflow import scores
+from stsflow.config.settings import (
+    CorpusSettings,
+    ExtractSettings,
+    FinetuneSettings,
+    ModelSettings,
+)
 from stsflow.data import corpora
 from stsflow.features.stats import Stats
 from stsflow.io.files import read_metadata
@@ -25,7 +31,8 @@ from stsflow.text import demos
 from stsflow.text.segments import Segmenter
 
 LAYER = 1
-MSPEC = {"dtype": "float32", "device": "cpu", "chat_template": True, "batch_size": 3,
+MSPEC = {"source": {"local": {"path": "unused: the jobs read the prepared directory"}},
+         "dtype": "float32", "device": "cpu", "chat_template": True, "batch_size": 3,
          "max_length": 512}
 STS = {"sft_tokens": 100000, "domain_tokens": 100000, "t": 2, "m": 2, "feat_dtype": "float32",
        "row_group_rows": 65536, "query_tokens": "content", "sample_seed": 0}
@@ -84,7 +91,8 @@ def job(tiny, tiny_model_dir, tmp_path_factory):
 
     model, tok = tiny
     d = tmp_path_factory.mktemp("modes")
-    prepare_job.prepare_model({"source": {"local": {"path": str(tiny_model_dir)}}}, d / "model")
+    prepare_job.prepare_model(ModelSettings.with_defaults(
+        source={"local": {"path": str(tiny_model_dir)}}), d / "model")
     sae = make_sae(width=64, k=6)
     sae.save_model(str(d / "sae_files"))
     (d / "sae").mkdir()
@@ -103,8 +111,9 @@ def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, m
     data = ({"sft_items": d / "sft.parquet"} if kind == "sft"
             else {"test": d / "law.test.parquet", "demos": d / "law.demos.parquet"})
     out = d / f"{name}.parquet"
-    extract_job.extract(d / model, d / "sae", mspec or MSPEC, LAYER, kind, mode, data,
-                     sts or STS, out, d / f"{name}.stats.parquet",
+    settings = ExtractSettings.with_defaults(kind, **(sts or STS))
+    extract_job.extract(d / model, d / "sae", ModelSettings.with_defaults(**(mspec or MSPEC)),
+                        LAYER, kind, mode, data, settings, out, d / f"{name}.stats.parquet",
                      reference=d / f"{reference}.parquet" if reference else None,
                      corpus="arith" if kind == "sft" else "law", threads=1)
     return out
@@ -317,7 +326,8 @@ def test_materialized_domain_records_the_sample(tmp_path):
     spec = {"test": {"local": {"path": str(tmp_path / "t.jsonl")}},
             "demos": {"local": {"path": str(tmp_path / "d.jsonl")}}, "schema": "mmlu_pro",
             "fields": {}, "max_items": 5, "sample_seed": 1}
-    prepare_job.materialize_domain(spec, tmp_path / "t.parquet", tmp_path / "d.parquet")
+    prepare_job.materialize_domain(CorpusSettings.from_config(spec, "domains.law"),
+                                   tmp_path / "t.parquet", tmp_path / "d.parquet")
     meta = read_metadata(tmp_path / "t.parquet")
     assert meta["sample"]["seed"] == 1 and len(meta["sample"]["rows"]) == 5
     assert len(corpora.read_records(tmp_path / "d.parquet")) == 6  # demos are never sampled
@@ -411,7 +421,8 @@ def test_finetune_job_runs_each_registered_method(job, method):
     recipe = {"epochs": 1, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "max_length": 128,
               "lora_r": 4, "lora_alpha": 8, "lora_targets": ["q_proj", "v_proj"]}
     out = d / f"ft-{method}"
-    validate_job.finetune(d / "model", MSPEC, d / "sft.parquet", recipe, method, 0, out,
+    validate_job.finetune(d / "model", ModelSettings.with_defaults(**MSPEC), d / "sft.parquet",
+                          FinetuneSettings.with_defaults(method, 0, **recipe), out,
                       d / f"ft-{method}.history.parquet", threads=1)
     meta = read_checkpoint_meta(out)
     assert (meta["method"], meta["seed"], meta["n_answer_cut"]) == (method, 0, 0)

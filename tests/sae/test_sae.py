@@ -18,7 +18,8 @@ from conftest import make_model, make_tokenizer, sft_records
 from stsflow import config as stsconfig
 from stsflow.config import facts
 from stsflow.config.schema import ConfigError
-from stsflow.jobs import prepare as pipeline
+from stsflow.config.settings import ModelSettings, SaeSettings
+from stsflow.jobs import prepare as prepare_job
 from stsflow.sae import info as sae_info
 from stsflow.sae import prepare, quality
 
@@ -230,20 +231,18 @@ def job(tiny_model_dir, tmp_path_factory):
     from stsflow.data import corpora
 
     root = tmp_path_factory.mktemp("sae_job")
-    pipeline.prepare_model({"source": {"local": {"path": str(tiny_model_dir)}}},
-                           root / "model")
+    source = {"local": {"path": str(tiny_model_dir)}}
+    prepare_job.prepare_model(ModelSettings.with_defaults(source=source), root / "model")
     corpora.write_records(sft_records(12), root / "sft.parquet", {"source": "test"})
-    mspec = {"source": {"local": {"path": str(tiny_model_dir)}}, "dtype": "float32",
-             "device": "cpu", "chat_template": True, "batch_size": 4, "max_length": 256}
+    mspec = ModelSettings.with_defaults(source=source, device="cpu", batch_size=4, max_length=256)
     return root, mspec
 
 
 def run_job(job, sae, out, *, layer=LAYER, n_top=None, train=()):
     root, mspec = job
-    spec = {"accept_hook": None, "eval_tokens": 300, "eval_corpora": None, **sae}
-    pipeline.prepare_sae(root / "model", mspec, layer, spec,
-                         {"arith": ("sft", root / "sft.parquet")},
-                         {"train": list(train), "eval": ["arith"]}, out,
+    spec = SaeSettings.with_defaults(**dict({"eval_tokens": 300}, **sae))
+    prepare_job.prepare_sae(root / "model", mspec, layer, spec,
+                         {"arith": ("sft", root / "sft.parquet")}, list(train), ["arith"], out,
                          where=f"models.tiny.layers.{layer}.sae", n_top=n_top)
     return json.loads((out / sae_info.MANIFEST).read_text())
 
@@ -368,7 +367,7 @@ def test_registry_sae_is_refused_before_its_weights_are_fetched(fake_registry):
     fake_registry["cfg"] = {"d_in": 3584, "d_sae": 16384, "metadata": {
         "hook_name": "blocks.20.hook_resid_post", "model_name": "gemma-2-9b"}}
     with pytest.raises(ConfigError) as exc:
-        prepare.fetch_pretrained({"registry": GEMMA_IT, "accept_hook": None}, layer=LAYER,
+        prepare.fetch_pretrained(SaeSettings.with_defaults(registry=GEMMA_IT), layer=LAYER,
                                  hidden_size=32, where=WHERE, n_top=[100, 20000])
     problems = exc.value.problems
     assert [p.split(":")[0] for p in problems] == [f"{WHERE}.registry.sae_id"] * 2 + ["sts.n_top"]
@@ -381,7 +380,7 @@ def test_registry_sae_is_refused_before_its_weights_are_fetched(fake_registry):
 def test_registry_sae_of_the_layer_records_the_declared_model(fake_registry):
     fake_registry.update(weights=True, cfg={"d_in": 32, "d_sae": 64, "metadata": {
         "hook_name": f"blocks.{LAYER}.hook_resid_post", "model_name": "gemma-2-9b"}})
-    sae, info = prepare.fetch_pretrained({"registry": GEMMA_IT, "accept_hook": None},
+    sae, info = prepare.fetch_pretrained(SaeSettings.with_defaults(registry=GEMMA_IT),
                                          layer=LAYER, hidden_size=32, where=WHERE, n_top=[64])
     assert info["declared_model"] == {"registry": "gemma-2-9b", "cfg.json": "gemma-2-9b"}
     assert info["hook_name"] == f"blocks.{LAYER}.hook_resid_post" and "accepted_hook" not in info

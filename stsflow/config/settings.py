@@ -1,0 +1,336 @@
+"""Typed settings: the slice of the validated config that each job receives, as frozen dataclasses.
+
+The JSON schema (``stsflow/schemas/config.schema.yaml``) is the only copy of every default: it
+documents them next to each key, and validation fills them in. These classes therefore declare
+no defaults for config keys. A job's settings are built from the (already filled) config slice
+with ``build``, which refuses a missing or unknown key with the field named, and
+``tests/config/test_settings.py`` checks each class's fields against the schema section it
+mirrors, so a key cannot be added in one place and forgotten in the other. Tests and library
+callers that want "the defaults plus a change" use ``defaults(section)`` (read from the schema).
+
+Why not hold the defaults here and drop them from the schema: the schema is what users read and
+what Snakemake's validator fills; one more source of defaults would be the second copy the
+package had before (the fine-tuning recipe repeated all eighteen of its defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import yaml
+
+from stsflow.config.schema import SCHEMA_PATH, ConfigError
+
+
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _resolve(node: dict) -> dict:
+    ref = node.get("$ref")
+    if ref:
+        node = _schema()["$defs"][ref.split("/")[-1]]
+    return node
+
+
+def schema_section(path: str) -> dict:
+    """The schema node of a dotted config path; ``*`` steps into a mapping's values
+    (``models.*``), ``$defs.<name>`` names a shared definition (``$defs.sae.train``)."""
+    parts = path.split(".")
+    if parts[0] == "$defs":
+        node, parts = _schema()["$defs"][parts[1]], parts[2:]
+    else:
+        node = _schema()
+    for part in parts:
+        node = _resolve(node)
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return _resolve(node)
+
+
+def defaults(path: str) -> dict:
+    """The schema's defaults of one section (keys without a default are left out)."""
+    props = schema_section(path).get("properties", {})
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def with_defaults(cls, section: str, **changes):
+    """``cls`` from the schema's defaults of ``section`` (those that are fields of ``cls``) with
+    ``changes``: for tests and library callers, never a second copy of a default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    base = {k: v for k, v in defaults(section).items() if k in names}
+    return build(cls, dict(base, **changes), section)
+
+
+def _tuple_field(tp) -> bool:
+    tp = typing.get_origin(tp) or tp
+    return tp is tuple
+
+
+def build(cls, mapping: Mapping, where: str):
+    """``cls`` from a config slice, every field present (validation filled the defaults), no key
+    left over. Lists become tuples where the field is a tuple (settings are frozen and
+    hashable)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}
+    problems = [f"{where}.{k}: unknown setting for {cls.__name__}. Fix: remove it"
+                for k in mapping if k not in fields]
+    problems += [f"{where}.{k}: missing (the schema's default was not filled). Fix: validate the "
+                 "config with stsflow.config.validate first, or give it"
+                 for k in sorted(required - set(mapping))]
+    if problems:
+        raise ConfigError(problems)
+    values = {}
+    for k, v in mapping.items():
+        tp = hints[k]
+        if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = inner[0] if len(inner) == 1 else tp
+        if dataclasses.is_dataclass(tp) and isinstance(v, Mapping):
+            v = build(tp, v, f"{where}.{k}")
+        elif _tuple_field(tp) and isinstance(v, list):
+            v = tuple(v)
+        values[k] = v
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What the jobs of a model depend on (``models.<name>`` without its layer list, so adding a
+    layer changes no other job's parameters)."""
+    SECTION: typing.ClassVar[str] = "models.*"
+    NOT_PASSED: typing.ClassVar[tuple] = ("layers", "n_layers")  # read by the rules only
+
+    source: dict
+    dtype: str
+    device: str
+    chat_template: bool
+    batch_size: int
+    max_length: int | None
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The config keys of ``models.<name>`` that the jobs receive."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_config(cls, mapping: Mapping, where: str = "models.<model>") -> ModelSettings:
+        return build(cls, mapping, where)
+
+    @classmethod
+    def with_defaults(cls, **changes) -> ModelSettings:
+        return with_defaults(cls, cls.SECTION, **changes)
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """One corpus's extraction: its token budget and demonstrations (``sts.sft_tokens`` and
+    ``sts.t`` for an SFT set, ``sts.domain_tokens`` and ``sts.m`` for a domain), and the shard
+    format. Built from the rule's parameter slice, which carries only the keys of its kind so that
+    changing an SFT budget never reruns a domain's extraction."""
+    SECTION: typing.ClassVar[str] = "sts"
+    KIND_KEYS: typing.ClassVar[dict] = {"sft": ("sft_tokens", "t"), "domain": ("domain_tokens", "m")}
+    SHARED: typing.ClassVar[tuple] = ("feat_dtype", "row_group_rows", "query_tokens",
+                                      "sample_seed", "context_check")
+
+    kind: str
+    tokens: int
+    demonstrations: int
+    feat_dtype: str
+    row_group_rows: int
+    query_tokens: str
+    sample_seed: int
+    context_check: str
+
+    @classmethod
+    def params(cls, kind: str, sts: Mapping) -> dict:
+        """The rule parameter: the slice of ``sts`` that a ``kind`` extraction depends on."""
+        return {k: sts[k] for k in cls.KIND_KEYS[kind] + cls.SHARED}
+
+    @classmethod
+    def with_defaults(cls, kind: str, **changes) -> ExtractSettings:
+        """A ``kind`` extraction from the schema's ``sts`` defaults with ``changes`` (config keys:
+        ``t``, ``sft_tokens``, ...)."""
+        return cls.from_params(kind, cls.params(kind, dict(defaults("sts"), **changes)))
+
+    @classmethod
+    def from_params(cls, kind: str, params: Mapping) -> ExtractSettings:
+        budget, demos = cls.KIND_KEYS[kind]
+        rest = {k: v for k, v in params.items() if k not in (budget, demos)}
+        return build(cls, dict(rest, kind=kind, tokens=params[budget],
+                               demonstrations=params[demos]), "sts")
+
+
+@dataclass(frozen=True)
+class CorpusSettings:
+    """An SFT set (``sft.<name>``) or a domain (``domains.<name>``) to materialise: its sources,
+    record schema, field mapping, ``max_items`` and the seed of that sample (``sts.sample_seed``).
+    An SFT set has ``source``; a domain has ``test`` and ``demos`` (and ``subject``)."""
+    schema: str
+    fields: dict
+    max_items: int | None
+    sample_seed: int
+    source: dict | None = None  # SFT sets only
+    test: dict | None = None  # domains only
+    demos: dict | None = None  # domains only
+    subject: str | None = None  # domains only
+
+    @classmethod
+    def from_config(cls, mapping: Mapping, where: str) -> CorpusSettings:
+        return build(cls, mapping, where)
+
+
+@dataclass(frozen=True)
+class SaeTrainSettings:
+    """``models.<m>.layers.<L>.sae.train``: an SAE trained here with sae-lens."""
+    SECTION: typing.ClassVar[str] = "$defs.sae.train"
+
+    architecture: str
+    width: int
+    k: int
+    l1_coefficient: float
+    tokens: int
+    batch_tokens: int
+    lr: float
+    context_length: int
+    seed: int
+    corpora: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SaeSettings:
+    """``models.<m>.layers.<L>.sae``: exactly one of ``registry``, ``local``, ``train``, plus what
+    every SAE shares (held-out evaluation, an accepted hook mismatch)."""
+    SECTION: typing.ClassVar[str] = "$defs.sae"
+
+    accept_hook: str | None
+    eval_tokens: int
+    eval_corpora: tuple[str, ...] | None
+    registry: dict | None = None
+    local: dict | None = None
+    train: SaeTrainSettings | None = None
+
+    @classmethod
+    def from_config(cls, mapping: Mapping, where: str = "sae") -> SaeSettings:
+        return build(cls, mapping, where)
+
+    @classmethod
+    def with_defaults(cls, **changes) -> SaeSettings:
+        """Defaults of ``$defs.sae`` with ``changes``; a ``train`` mapping gets the defaults of
+        ``$defs.sae.train`` under its own changes."""
+        if isinstance(changes.get("train"), Mapping):
+            changes["train"] = dict(defaults(SaeTrainSettings.SECTION), **changes["train"])
+        return with_defaults(cls, cls.SECTION, **changes)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """``evaluate``: the metrics run on every domain and how."""
+    SECTION: typing.ClassVar[str] = "evaluate"
+
+    metrics: tuple[str, ...]
+    k_shot: int
+    loglik_k_shot: int
+    max_new_tokens: int
+    max_context: int
+    chat_template: bool
+    batch_size: int
+    n_boot: int
+
+    @classmethod
+    def from_config(cls, mapping: Mapping) -> EvalSettings:
+        return build(cls, mapping, "evaluate")
+
+    @classmethod
+    def with_defaults(cls, **changes) -> EvalSettings:
+        return with_defaults(cls, cls.SECTION, **changes)
+
+    def as_dict(self) -> dict:
+        """As the config gives it (keys sorted, lists): recorded in the evaluation's metadata."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in sorted(dataclasses.asdict(self).items())}
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """``report`` without ``primary`` (resolved against the run by analysis.correlation)."""
+    SECTION: typing.ClassVar[str] = "report"
+    NOT_PASSED: typing.ClassVar[tuple] = ("primary",)
+
+    n_boot: int
+    n_perm: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, mapping: Mapping) -> ReportSettings:
+        return build(cls, {k: v for k, v in mapping.items() if k != "primary"}, "report")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """One fine-tuning run: the ``finetune`` recipe for one method and seed. ``sample_seed`` is
+    ``sts.sample_seed`` (only passed when ``max_items`` draws a sample); ``deterministic`` is not a
+    config key (always on in the workflow; tests may turn it off)."""
+    SECTION: typing.ClassVar[str] = "finetune"
+    NOT_PASSED: typing.ClassVar[tuple] = ("enabled", "methods")  # read by the rules only
+
+    method: str
+    seed: int
+    epochs: int
+    lr: float
+    batch_size: int  # effective batch (examples per optimizer step)
+    micro_batch_size: int  # examples per forward pass; accumulation = batch / micro
+    max_length: int
+    weight_decay: float
+    betas: tuple[float, float]
+    warmup_ratio: float
+    grad_clip: float | None  # None or 0: no clipping
+    max_steps: int | None  # cap on optimizer steps; None = no cap
+    max_items: int | None
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: tuple[str, ...]
+    gradient_checkpointing: bool
+    sample_seed: int = 0  # only meaningful with max_items (then the rule passes sts.sample_seed)
+    deterministic: bool = True  # torch.use_deterministic_algorithms during training
+
+    def __post_init__(self):
+        from stsflow.mode import FINETUNE_METHODS
+
+        if self.method not in FINETUNE_METHODS:
+            raise ValueError(f"method must be one of {FINETUNE_METHODS}, got {self.method!r}")
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("batch_size and micro_batch_size must be >= 1")
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of "
+                             f"micro_batch_size ({self.micro_batch_size})")
+        if self.epochs < 1:
+            raise ValueError("epochs must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 or None")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+        # frozen: normalise through object.__setattr__ (YAML gives lists and ints)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping, method: str, seed: int) -> FinetuneSettings:
+        return build(cls, dict(recipe, method=method, seed=seed), "finetune")
+
+    @classmethod
+    def with_defaults(cls, method: str = "lora", seed: int = 0, **changes) -> FinetuneSettings:
+        """The schema's recipe with ``changes`` (tests, library use)."""
+        return with_defaults(cls, cls.SECTION, method=method, seed=seed, **changes)
+
+    @property
+    def grad_accum(self) -> int:
+        return self.batch_size // self.micro_batch_size
