@@ -30,5 +30,5 @@ include: "rules/report.smk"
 rule all:
     input:
         all_targets(),
-        f"{R}/manifest.json",
+        MANIFEST,
     default_target: True

@@ -35,6 +35,61 @@ wildcard_constraints:
     shift=SHIFT_PATTERN,
 
 
+# -- artifact paths: each written once, here. Rules pass wildcard patterns ("{model}"), input
+# functions pass values; scripts receive the files as named inputs.
+
+
+def model_dir(model):
+    return f"{R}/models/{model}"
+
+
+def sae_dir(model, layer):
+    return f"{R}/sae/{model}/L{layer}"
+
+
+def sft_file(corpus):
+    return f"{R}/data/sft/{corpus}.parquet"
+
+
+def domain_file(corpus, split):
+    """A domain's materialised ``test`` or ``demos`` split."""
+    return f"{R}/data/domain/{corpus}.{split}.parquet"
+
+
+def acts(model, layer, kind, corpus, mode, stats=False):
+    ext = "stats.parquet" if stats else "parquet"
+    return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.{ext}"
+
+
+def shift_file(model, layer, sft, shift):
+    """A shift vector: predicted (``s<seed>``) or true (``true-<method>-s<seed>``)."""
+    return f"{R}/shift/{model}/L{layer}/{sft}/{shift}.parquet"
+
+
+def sts_part(model, layer, sft, shift, n, domain):
+    return f"{R}/sts/{model}/L{layer}/{sft}/{shift}/N{n}/{domain}.parquet"
+
+
+def ckpt_dir(model, sft, method, seed):
+    return f"{R}/finetune/{model}/{sft}/{method}-s{seed}"
+
+
+def eval_file(model, run, domain):
+    """Per-item evaluation of a domain: ``run`` is ``base`` or ``<sft>/<method>-s<seed>``."""
+    return f"{R}/eval/{model}/{run}/{domain}.parquet"
+
+
+def table(model, sft, name, ext="parquet"):
+    return f"{R}/tables/{model}/{sft}/{name}.{ext}"
+
+
+def report_file(model, sft, name):
+    return f"{R}/reports/{model}/{sft}/{name}"
+
+
+MANIFEST = f"{R}/manifest.json"
+
+
 def model_spec(w):
     """The slice of a model's config that its jobs depend on (ModelSettings: not its layers)."""
     return {k: MODELS[w.model][k] for k in ModelSettings.keys()}
@@ -60,28 +115,21 @@ def sae_corpora(w):
 def sae_inputs(w):
     """Named inputs of prepare_sae: the model, and each corpus that trains or evaluates the SAE
     as "<kind>:<name>" (the script reads kind and name from the key, never from list order)."""
-    inputs = {"model": f"{R}/models/{w.model}"}
+    inputs = {"model": model_dir(w.model)}
     for kind, name in sae_corpora(w):
-        inputs[f"{kind}:{name}"] = (f"{R}/data/sft/{name}.parquet" if kind == "sft"
-                                    else f"{R}/data/domain/{name}.test.parquet")
+        inputs[f"{kind}:{name}"] = sft_file(name) if kind == "sft" else domain_file(name, "test")
     return inputs
 
 
 def data_files(kind, corpus):
     if kind == "sft":
-        return {"sft_items": f"{R}/data/sft/{corpus}.parquet"}
-    return {"test": f"{R}/data/domain/{corpus}.test.parquet",
-            "demos": f"{R}/data/domain/{corpus}.demos.parquet"}
-
-
-def acts(model, layer, kind, corpus, mode, stats=False):
-    ext = "stats.parquet" if stats else "parquet"
-    return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.{ext}"
+        return {"sft_items": sft_file(corpus)}
+    return {"test": domain_file(corpus, "test"), "demos": domain_file(corpus, "demos")}
 
 
 def sts_parts(model, sft, shifts=None):
     shifts = shifts or [f"s{seed}" for seed in SEEDS]
-    return [f"{R}/sts/{model}/L{layer}/{sft}/{shift}/N{n}/{domain}.parquet"
+    return [sts_part(model, layer, sft, shift, n, domain)
             for layer in MODELS[model]["layers"] for shift in shifts
             for n in STS["n_top"] for domain in DOMAINS]
 
@@ -90,14 +138,10 @@ def oracle_parts(model, sft):
     return sts_parts(model, sft, [f"true-{m}-s{s}" for m, s in RUNS])
 
 
-def ckpt_dir(model, sft, method, seed):
-    return f"{R}/finetune/{model}/{sft}/{method}-s{seed}"
-
-
 def validation_outputs(model, sft):
     if not FT["enabled"]:
         return []
-    return [f"{R}/tables/{model}/{sft}/{name}.parquet" for name in ("observed", "sts_oracle", "overlap")]
+    return [table(model, sft, name) for name in ("observed", "sts_oracle", "overlap")]
 
 
 def has_observed(model, sft):
@@ -108,11 +152,11 @@ def all_targets():
     out = []
     for model in MODELS:
         for sft in SFTS:
-            out += [f"{R}/tables/{model}/{sft}/sts.parquet", f"{R}/tables/{model}/{sft}/sts.csv",
-                    f"{R}/tables/{model}/{sft}/coverage.parquet"]
+            out += [table(model, sft, "sts"), table(model, sft, "sts", "csv"),
+                    table(model, sft, "coverage")]
             out += validation_outputs(model, sft)
             if has_observed(model, sft) or FT["enabled"]:
-                out.append(f"{R}/reports/{model}/{sft}/summary.html")
+                out.append(report_file(model, sft, "summary.html"))
     return out
 
 
@@ -122,10 +166,10 @@ def all_targets():
 def extract_inputs(w):
     mode = Mode.parse(w.mode)
     mode.check_corpus(w.kind)
-    model = f"{R}/models/{w.model}"
+    model = model_dir(w.model)
     if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
         model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
-    inputs = {"model": model, "sae": f"{R}/sae/{w.model}/L{w.layer}",
+    inputs = {"model": model, "sae": sae_dir(w.model, w.layer),
               **data_files(w.kind, w.corpus)}
     if mode.paired:
         inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
@@ -161,11 +205,10 @@ def coverage_inputs(w):
 
 
 def report_inputs(w):
-    inputs = {"sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet",
-              "coverage": f"{R}/tables/{w.model}/{w.sft}/coverage.parquet"}
+    inputs = {"sts": table(w.model, w.sft, "sts"), "coverage": table(w.model, w.sft, "coverage")}
     for layer in MODELS[w.model]["layers"]:  # the SAEs' quality figures and warnings
-        inputs[f"sae_L{layer}"] = f"{R}/sae/{w.model}/L{layer}"
+        inputs[f"sae_L{layer}"] = sae_dir(w.model, layer)
     if FT["enabled"]:
         for name in ("observed", "sts_oracle", "overlap"):
-            inputs[name] = f"{R}/tables/{w.model}/{w.sft}/{name}.parquet"
+            inputs[name] = table(w.model, w.sft, name)
     return inputs

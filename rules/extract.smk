@@ -6,8 +6,8 @@ rule extract:
     input:
         unpack(extract_inputs),
     output:
-        shard=f"{R}/acts/{{model}}/L{{layer}}/{{kind}}/{{corpus}}/{{mode}}.parquet",
-        stats=f"{R}/acts/{{model}}/L{{layer}}/{{kind}}/{{corpus}}/{{mode}}.stats.parquet",
+        shard=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}"),
+        stats=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}", stats=True),
     params:
         model=model_spec,
         sts=extract_settings,

@@ -3,7 +3,7 @@
 
 rule materialize_sft:
     output:
-        f"{R}/data/sft/{{corpus}}.parquet",
+        sft_file("{corpus}"),
     params:
         spec=lambda w: corpus_spec(SFTS, w.corpus),
     log:
@@ -16,8 +16,8 @@ rule materialize_sft:
 
 rule materialize_domain:
     output:
-        test=f"{R}/data/domain/{{corpus}}.test.parquet",
-        demos=f"{R}/data/domain/{{corpus}}.demos.parquet",
+        test=domain_file("{corpus}", "test"),
+        demos=domain_file("{corpus}", "demos"),
     params:
         spec=lambda w: corpus_spec(DOMAINS, w.corpus),
     log:
@@ -30,7 +30,7 @@ rule materialize_domain:
 
 rule prepare_model:
     output:
-        directory(f"{R}/models/{{model}}"),
+        directory(model_dir("{model}")),
     params:
         spec=model_spec,
     threads: 2
@@ -51,7 +51,7 @@ rule prepare_sae:
     input:
         unpack(sae_inputs),
     output:
-        directory(f"{R}/sae/{{model}}/L{{layer}}"),
+        directory(sae_dir("{model}", "{layer}")),
     params:
         model=model_spec,
         sae=sae_spec,

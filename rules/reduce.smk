@@ -6,7 +6,7 @@ rule shift:
     input:
         stats=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}", stats=True),
     output:
-        f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.parquet",
+        shift_file("{model}", "{layer}", "{sft}", "s{seed}"),
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
     conda:
@@ -19,7 +19,7 @@ use rule shift as true_shift with:
     input:
         stats=acts("{model}", "{layer}", "sft", "{sft}", "tuned-{method}-s{seed}", stats=True),
     output:
-        f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/true-{{method}}-s{{seed}}.parquet",
+        shift_file("{model}", "{layer}", "{sft}", "true-{method}-s{seed}"),
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/true-{{method}}-s{{seed}}.log",
 
@@ -27,11 +27,11 @@ use rule shift as true_shift with:
 rule sts:
     """One domain's scores for the top-N dimensions of a shift vector (predicted or true)."""
     input:
-        shift=f"{R}/shift/{{model}}/L{{layer}}/{{sft}}/{{shift}}.parquet",
+        shift=shift_file("{model}", "{layer}", "{sft}", "{shift}"),
         plain=acts("{model}", "{layer}", "domain", "{domain}", "plain", stats=True),
         icl=acts("{model}", "{layer}", "domain", "{domain}", "icl", stats=True),
     output:
-        f"{R}/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.parquet",
+        sts_part("{model}", "{layer}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:
         f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
     conda:
@@ -44,8 +44,8 @@ rule sts_table:
     input:
         lambda w: sts_parts(w.model, w.sft),
     output:
-        parquet=f"{R}/tables/{{model}}/{{sft}}/sts.parquet",
-        csv=f"{R}/tables/{{model}}/{{sft}}/sts.csv",
+        parquet=table("{model}", "{sft}", "sts"),
+        csv=table("{model}", "{sft}", "sts", "csv"),
     log:
         f"{R}/logs/sts_table/{{model}}/{{sft}}.log",
     conda:
@@ -58,8 +58,8 @@ use rule sts_table as oracle_table with:
     input:
         lambda w: oracle_parts(w.model, w.sft),
     output:
-        parquet=f"{R}/tables/{{model}}/{{sft}}/sts_oracle.parquet",
-        csv=f"{R}/tables/{{model}}/{{sft}}/sts_oracle.csv",
+        parquet=table("{model}", "{sft}", "sts_oracle"),
+        csv=table("{model}", "{sft}", "sts_oracle", "csv"),
     log:
         f"{R}/logs/oracle_table/{{model}}/{{sft}}.log",
 
@@ -67,12 +67,12 @@ use rule sts_table as oracle_table with:
 rule overlap:
     """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
     input:
-        predicted=lambda w: [f"{R}/shift/{w.model}/L{layer}/{w.sft}/s{seed}.parquet"
+        predicted=lambda w: [shift_file(w.model, layer, w.sft, f"s{seed}")
                              for layer in MODELS[w.model]["layers"] for seed in SEEDS],
-        true=lambda w: [f"{R}/shift/{w.model}/L{layer}/{w.sft}/true-{m}-s{seed}.parquet"
+        true=lambda w: [shift_file(w.model, layer, w.sft, f"true-{m}-s{seed}")
                         for m, seed in RUNS for layer in MODELS[w.model]["layers"]],
     output:
-        f"{R}/tables/{{model}}/{{sft}}/overlap.parquet",
+        table("{model}", "{sft}", "overlap"),
     params:
         n_top=STS["n_top"],
     log:
@@ -88,8 +88,8 @@ rule coverage:
     input:
         unpack(coverage_inputs),
     output:
-        parquet=f"{R}/tables/{{model}}/{{sft}}/coverage.parquet",
-        csv=f"{R}/tables/{{model}}/{{sft}}/coverage.csv",
+        parquet=table("{model}", "{sft}", "coverage"),
+        csv=table("{model}", "{sft}", "coverage", "csv"),
     log:
         f"{R}/logs/coverage/{{model}}/{{sft}}.log",
     conda:

@@ -7,21 +7,21 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        html=report(f"{R}/reports/{{model}}/{{sft}}/summary.html", category="{model} / {sft}",
+        html=report(report_file("{model}", "{sft}", "summary.html"), category="{model} / {sft}",
                     subcategory="Summary", caption="captions/summary.rst",
                     labels={"model": "{model}", "sft": "{sft}", "figure": "summary"}),
-        md=f"{R}/reports/{{model}}/{{sft}}/summary.md",
-        corr=report(f"{R}/reports/{{model}}/{{sft}}/correlations.parquet", category="{model} / {sft}",
+        md=report_file("{model}", "{sft}", "summary.md"),
+        corr=report(report_file("{model}", "{sft}", "correlations.parquet"), category="{model} / {sft}",
                     subcategory="Tables", caption="captions/correlations.rst",
                     labels={"model": "{model}", "sft": "{sft}", "figure": "correlations"}),
-        plots=[report(f"{R}/reports/{{model}}/{{sft}}/scatter_{v}.png", category="{model} / {sft}",
+        plots=[report(report_file("{model}", "{sft}", f"scatter_{v}.png"), category="{model} / {sft}",
                       subcategory="Scatter plots", caption="captions/scatter.rst",
                       labels={"model": "{model}", "sft": "{sft}", "figure": v})
                for v in STS_VARIANTS],
     params:
         observed=lambda w: [o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft],
         report=CONFIG["report"],
-        # report.primary with its defaults resolved for this model (stats.resolve_primary)
+        # report.primary with its defaults resolved for this model (analysis.correlation)
         primary=lambda w: resolve_primary(
             CONFIG["report"]["primary"], MODELS[w.model]["layers"],
             EVAL["metrics"] if FT["enabled"] else
@@ -40,7 +40,7 @@ rule manifest:
     input:
         all_targets(),
     output:
-        f"{R}/manifest.json",
+        MANIFEST,
     params:
         config=CONFIG,
     log:

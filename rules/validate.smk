@@ -4,11 +4,11 @@
 
 rule finetune:
     input:
-        model=f"{R}/models/{{model}}",
-        sft_items=f"{R}/data/sft/{{sft}}.parquet",
+        model=model_dir("{model}"),
+        sft_items=sft_file("{sft}"),
     output:
-        ckpt=directory(f"{R}/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}"),
-        history=f"{R}/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.history.parquet",
+        ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
+        history=ckpt_dir("{model}", "{sft}", "{method}", "{seed}") + ".history.parquet",
     params:
         model=model_spec,
         recipe=recipe,
@@ -27,11 +27,11 @@ rule finetune:
 rule evaluate_base:
     """One domain, the untouched model, every configured metric; per-item Parquet."""
     input:
-        model=f"{R}/models/{{model}}",
-        test=f"{R}/data/domain/{{domain}}.test.parquet",
-        demos=f"{R}/data/domain/{{domain}}.demos.parquet",
+        model=model_dir("{model}"),
+        test=domain_file("{domain}", "test"),
+        demos=domain_file("{domain}", "demos"),
     output:
-        f"{R}/eval/{{model}}/base/{{domain}}.parquet",
+        eval_file("{model}", "base", "{domain}"),
     params:
         model=model_spec,
         evaluate=EVAL,
@@ -51,10 +51,10 @@ rule evaluate_base:
 use rule evaluate_base as evaluate_tuned with:
     input:
         model=ckpt_dir("{model}", "{sft}", "{method}", "{seed}"),
-        test=f"{R}/data/domain/{{domain}}.test.parquet",
-        demos=f"{R}/data/domain/{{domain}}.demos.parquet",
+        test=domain_file("{domain}", "test"),
+        demos=domain_file("{domain}", "demos"),
     output:
-        f"{R}/eval/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.parquet",
+        eval_file("{model}", "{sft}/{method}-s{seed}", "{domain}"),
     log:
         f"{R}/logs/evaluate/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.log",
 
@@ -62,12 +62,11 @@ use rule evaluate_base as evaluate_tuned with:
 rule observed:
     """Δ = after − before per (method, seed, domain, metric), paired bootstrap CI over items."""
     input:
-        base=lambda w: [f"{R}/eval/{w.model}/base/{d}.parquet" for d in DOMAINS],
-        tuned=lambda w: [f"{R}/eval/{w.model}/{w.sft}/{m}-s{s}/{d}.parquet"
-                         for m, s in RUNS for d in DOMAINS],
+        base=lambda w: [eval_file(w.model, "base", d) for d in DOMAINS],
+        tuned=lambda w: [eval_file(w.model, f"{w.sft}/{m}-s{s}", d) for m, s in RUNS for d in DOMAINS],
     output:
-        parquet=f"{R}/tables/{{model}}/{{sft}}/observed.parquet",
-        csv=f"{R}/tables/{{model}}/{{sft}}/observed.csv",
+        parquet=table("{model}", "{sft}", "observed"),
+        csv=table("{model}", "{sft}", "observed", "csv"),
     params:
         n_boot=EVAL["n_boot"],
     log:

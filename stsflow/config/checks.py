@@ -1,4 +1,4 @@
-"""Configuration: JSON-schema validation with defaults, then checks the schema cannot express
+"""Checks of a schema-valid config that the schema cannot express
 (layer ranges, cross references, files, empty corpora, a local SAE's hook and input width against
 the model and layer, SAE sizes against ``k`` and ``sts.n_top``, LoRA targets against the model's
 modules). Runs when the Snakefile is parsed, so a bad config fails before any job starts, with

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of a causal LM on SFT records (SPEC §5.1), and atomic checkpoints.
+"""Supervised fine-tuning of a causal LM on SFT records (SPEC §5.1): the training loop.
 
 The paper's recipe: full fine-tuning, AdamW β=(0.9, 0.95), weight decay 0.01, cosine schedule with
 10 % linear warm-up, gradient clipping at 1.0, effective batch 256, fp32. LoRA is an option.

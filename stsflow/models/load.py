@@ -1,4 +1,4 @@
-"""Models: resolve a configured source, prepare it once, load it, and run it up to a layer.
+"""Models: resolve a configured source, prepare it once, load it (the layer tap is in ``tap``).
 
 A prepared model is a directory with ``stsflow_model.json`` that says how to load it:
 * GGUF shipped in a PyPI package: dequantised once and re-saved as safetensors in the directory

@@ -32,5 +32,5 @@ Choices the paper leaves open, made here:
 
 Modules: ``prepare`` (registry and local SAEs), ``train`` (trained here), ``quality`` and
 ``activations`` (figures on held-out tokens), ``info`` (the manifest, torch-free), ``encoder``
-(the fast exported encoder).
+(the fast exported encoder), ``architectures`` (the registry of SAE architectures).
 """

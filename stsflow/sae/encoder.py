@@ -6,7 +6,7 @@ encoder weights of the sae-lens SAE once (``encoder.safetensors`` + ``encoder.js
 on real activations that this module's ``encode`` equals sae-lens's; architectures or options it
 does not cover are refused at that point and extraction falls back to sae-lens.
 
-Covered: ReLU (standard), TopK and JumpReLU SAEs; ``apply_b_dec_to_input``; TopK's
+Covered: the architectures of ``stsflow.sae.architectures`` (standard ReLU, TopK, JumpReLU); ``apply_b_dec_to_input``; TopK's
 ``rescale_acts_by_decoder_norm``; ``normalize_activations`` none.
 """
 
@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 
 import torch
+
+from stsflow.sae.architectures import ARCHITECTURES, by_activation
 
 WEIGHTS, CONFIG = "encoder.safetensors", "encoder.json"
 
@@ -51,12 +53,7 @@ class SparseEncoder:
         pre = x @ self.W_enc + self.b_enc
         if self.scale is not None:
             pre = pre * self.scale
-        if self.activation == "relu":
-            return pre.relu()
-        if self.activation == "jumprelu":
-            return pre.relu() * (pre > self.threshold).to(pre.dtype)
-        values, indices = torch.topk(pre, k=self.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+        return by_activation(self.activation).activate(pre, self)
 
     @classmethod
     def from_sae(cls, sae) -> "SparseEncoder":
@@ -67,17 +64,11 @@ class SparseEncoder:
         if getattr(cfg, "reshape_activations", "none") not in ("none", None):
             raise UnsupportedSAE(f"reshape_activations={cfg.reshape_activations}")
         p = {n: t.detach().clone() for n, t in sae.named_parameters()}
-        kw = dict(apply_b_dec=bool(cfg.apply_b_dec_to_input))
-        if arch == "standard":
-            kw["activation"] = "relu"
-        elif arch == "topk":
-            kw.update(activation="topk", k=int(cfg.k))
-            if getattr(cfg, "rescale_acts_by_decoder_norm", False):
-                kw["scale"] = p["W_dec"].norm(dim=-1)
-        elif arch == "jumprelu":
-            kw.update(activation="jumprelu", threshold=p["threshold"])
-        else:
+        if arch not in ARCHITECTURES:
             raise UnsupportedSAE(f"architecture {arch!r}")
+        kw = dict(apply_b_dec=bool(cfg.apply_b_dec_to_input),
+                  activation=ARCHITECTURES[arch].activation,
+                  **ARCHITECTURES[arch].encoder_params(cfg, p))
         return cls(p["W_enc"], p["b_enc"], p["b_dec"], **kw)
 
     def save(self, directory: Path | str) -> None:

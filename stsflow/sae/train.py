@@ -13,6 +13,7 @@ import torch
 
 from stsflow.io.files import atomic_dir, write_json
 from stsflow.sae.activations import activation_batches
+from stsflow.sae.architectures import ARCHITECTURES
 from stsflow.sae.encoder import export_checked
 from stsflow.sae.info import MANIFEST, _rounded, quality_warnings
 from stsflow.sae.prepare import _describe
@@ -28,26 +29,11 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: Sae
     """Train an SAE with sae-lens on this model's activations over ``windows`` and save it as a
     prepared SAE with its quality figures on the ``held_out`` windows."""
     os.environ.setdefault("WANDB_MODE", "disabled")
-    from sae_lens import (
-        SAETrainer,
-        StandardTrainingSAE,
-        StandardTrainingSAEConfig,
-        TopKTrainingSAE,
-        TopKTrainingSAEConfig,
-    )
+    from sae_lens import SAETrainer
     from sae_lens.config import SAETrainerConfig
 
     torch.manual_seed(spec.seed)
-    if spec.architecture == "topk":
-        # Inputs are scaled to norm sqrt(d_in) during training (the factor is folded into the
-        # weights afterwards): residual streams have model-specific norms far from the init.
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-            d_in=d_in, d_sae=spec.width, k=spec.k, device=device,
-            normalize_activations="expected_average_only_in"))
-    else:
-        sae = StandardTrainingSAE(StandardTrainingSAEConfig(
-            d_in=d_in, d_sae=spec.width, l1_coefficient=spec.l1_coefficient, device=device,
-            normalize_activations="expected_average_only_in"))
+    sae = ARCHITECTURES[spec.architecture].training(d_in, spec, device)
     total = spec.tokens
     trainer_cfg = SAETrainerConfig(total_training_samples=total,
                                    train_batch_size_samples=spec.batch_tokens, lr=spec.lr,

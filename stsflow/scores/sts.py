@@ -1,4 +1,5 @@
-"""Reductions: shift vectors and STS scores from per-dimension statistics (SPEC §3-§5).
+"""The paper's three STS variants, registered as predictors, from per-dimension statistics
+(SPEC §3-§5); the shift vector and D_N are computed in ``scores.shift``.
 
     shift_j   = E_tokens (h_j(C, x) - h_j(x))^2          over aligned SFT query tokens
     D_N       = the N dimensions with the largest shift_j

@@ -53,3 +53,15 @@ def test_unsupported_options_fall_back_to_sae_lens(tmp_path):
         SparseEncoder.from_sae(sae)
     assert not export_checked(sae, tmp_path, torch.randn(10, 16))
     assert not (tmp_path / "encoder.json").exists()
+
+
+def test_schema_architectures_are_the_trainable_registry_entries():
+    """The schema's sae.train.architecture enum equals the registered architectures that stsflow
+    can train; every registered architecture has a fast-encoder activation."""
+    from stsflow.config.settings import schema_section
+    from stsflow.sae.architectures import ARCHITECTURES, by_activation, trainable
+
+    enum = schema_section("$defs.sae.train")["properties"]["architecture"]["enum"]
+    assert sorted(enum) == sorted(trainable())
+    for name, arch in ARCHITECTURES.items():
+        assert by_activation(arch.activation) is arch, name
