@@ -136,7 +136,8 @@ class ExtractSettings:
     format. Built from the rule's parameter slice, which carries only the keys of its kind so that
     changing an SFT budget never reruns a domain's extraction."""
     SECTION: typing.ClassVar[str] = "sts"
-    KIND_KEYS: typing.ClassVar[dict] = {"sft": ("sft_tokens", "t"), "domain": ("domain_tokens", "m")}
+    KIND_KEYS: typing.ClassVar[dict] = {"sft": ("sft_tokens", "t"),
+                                        "domain": ("domain_tokens", "m")}
     SHARED: typing.ClassVar[tuple] = ("feat_dtype", "row_group_rows", "query_tokens",
                                       "sample_seed", "context_check")
 

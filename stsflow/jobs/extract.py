@@ -39,7 +39,8 @@ def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest
 
 
 def extract(model_dir, sae_dir, model: ModelSettings, layer: int, kind: str, mode, data: dict,
-            settings: ExtractSettings, out, stats_out, reference=None, provenance: dict | None = None,
+            settings: ExtractSettings, out, stats_out, reference=None,
+            provenance: dict | None = None,
             threads: int | None = None, corpus: str | None = None,
             model_name: str | None = None) -> None:
     """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
@@ -60,7 +61,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, kind: str, mod
     seg = Segmenter.for_tokenizer(tok, model.chat_template)
     records = corpora.read_records(data["sft_items"] if kind == "sft" else data["test"])
     queries, selection = build_queries(seg, records, settings, model.max_length)
-    prefix, demo_ids, excluded = demonstration_context(seg, mode, kind, records, data, settings.demonstrations)
+    prefix, demo_ids, excluded = demonstration_context(seg, mode, kind, records, data,
+                                                       settings.demonstrations)
     queries = [q for q in queries if q[0] not in excluded]
     if not queries:
         raise ValueError(f"{corpus}: no query left to extract")
@@ -79,7 +81,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, kind: str, mod
     sae, sinfo = load_sae(sae_dir, device=str(next(lm.parameters()).device))
     meta = dict(provenance or {}, model=model_identity(minfo), sae=sae_identity(sinfo),
                 dtype=model.dtype, chat_template=model.chat_template,
-                prompt_head=seg.layout.head, mode=str(mode), demonstrations_from=mode.demonstrations,
+                prompt_head=seg.layout.head, mode=str(mode),
+                demonstrations_from=mode.demonstrations,
                 kind=kind, demonstrations=demo_ids, query_tokens=settings.query_tokens,
                 selection=dict(selection, context_limit=limit), context_overflow=overflow,
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),

@@ -99,7 +99,7 @@ def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
                              "to train an SAE and hold some out. Fix: add corpora")
         train.train_sae(lm, layer, train_windows, spec, outdir, d_in=info["hidden_size"],
                         device=device, held_out=held_out, model_batch=model.batch_size,
-                          provenance=provenance, log=log.info)
+                        provenance=provenance, log=log.info)
     else:
         configured = info.get("id") or info.get("file") or Path(info.get("path", "")).name
         prepare.prepare_pretrained(*fetched, outdir, model=lm, layer=layer, held_out=held_out,

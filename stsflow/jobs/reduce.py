@@ -135,7 +135,7 @@ def coverage_table(model: str, sft: str, extractions: dict, finetunes: dict, out
                          "share_answer_cut", n_cut / max(n_used, 1))),
                      "counted_tokens": None, "turn_tokens": None})
     df = pl.DataFrame(rows, schema={c: (pl.String if c in ("model", "sft", "corpus", "kind",
-                                                             "step")
+                                                           "step")
                                         else pl.Float64 if c == "share_truncated" else pl.Int64)
                                     for c in COVERAGE_COLUMNS})
     write_parquet(df.to_arrow(), out)

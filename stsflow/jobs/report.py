@@ -13,8 +13,8 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
            overlap=None, coverage=None, sae_dirs: dict | None = None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
-    pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row is exploratory,
-    Holm-adjusted within its family."""
+    pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row
+    is exploratory, Holm-adjusted within its family."""
     import polars as pl
 
     from stsflow.analysis import correlation as st

@@ -60,11 +60,12 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     rows = []
     for metric in settings.metrics:  # each a registered metric (evaluate.METRICS)
         res = METRICS[metric].run(lm, tok, items, demos, segmenter=seg, settings=settings,
-                                         subject=subject, chat_template=model.chat_template)
+                                  subject=subject, chat_template=model.chat_template)
         values = summary.item_values(res, metric)
-        summary = summary.accuracy_table(res, metric)
-        log.info("%s %s: %s", variant, metric, summary)
+        overview = summary.accuracy_table(res, metric)
+        log.info("%s %s: %s", variant, metric, overview)
         for r, v in zip(res, values):
             rows.append({"question_id": int(r["question_id"]), "metric": metric,
                          "value": float(v), "detail": json.dumps(r, default=str)})
-    write_parquet(pa.Table.from_pylist(rows), out, {"variant": variant, "evaluate": settings.as_dict()})
+    write_parquet(pa.Table.from_pylist(rows), out,
+                  {"variant": variant, "evaluate": settings.as_dict()})

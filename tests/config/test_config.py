@@ -539,7 +539,7 @@ def test_registry_sae_id_is_checked_before_any_job(tmp_path, release, sae_id, la
     write_jsonl(tmp_path / "d.jsonl", domain_records("law", 5, offset=50))
     cfg = {"models": {"big": {"source": {"local": {"path": str(model_dir)}},
                               "layers": {layer: {"sae": {"registry": {"release": release,
-                                                                       "sae_id": sae_id}}}}}},
+                                                                      "sae_id": sae_id}}}}}},
            "sft": {"s": {"source": {"local": {"path": "sft.jsonl"}}}},
            "domains": {"law": {"test": {"local": {"path": "t.jsonl"}},
                                "demos": {"local": {"path": "d.jsonl"}}}},

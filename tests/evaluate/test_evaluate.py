@@ -205,7 +205,7 @@ def test_option_loglik_matches_direct(model, tok, chat, k_shot, reuse_cache):
     demos = domain_records("law", 3, offset=10)
     items = items_with_edge_cases()
     rows = metrics.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,
-                                 batch_size=3, reuse_cache=reuse_cache)
+                                      batch_size=3, reuse_cache=reuse_cache)
     assert [r["question_id"] for r in rows] == [i["question_id"] for i in items]
     n_correct = 0
     for item, row in zip(items, rows):
@@ -279,13 +279,13 @@ def test_generate_drops_demos_to_fit_context(model, tok):
     items = domain_records("law", 1)
     demos = domain_records("law", 3, offset=4)
     full = len(metrics.prompt_ids(Segmenter.for_tokenizer(tok, False),
-                             mmlu_pro.mmlu_pro_prompt(demos, items[0], "law"), False))
+                                  mmlu_pro.mmlu_pro_prompt(demos, items[0], "law"), False))
     two = len(metrics.prompt_ids(Segmenter.for_tokenizer(tok, False),
-                            mmlu_pro.mmlu_pro_prompt(demos[:2], items[0], "law"), False))
+                                 mmlu_pro.mmlu_pro_prompt(demos[:2], items[0], "law"), False))
     # official: keep k demonstrations while prompt tokens < max_model_length - max_new_tokens
     for limit, k in ((full + 3, 3), (full + 2, 2), (two + 3, 2), (two + 2, 1)):
         rows = metrics.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2,
-                                batch_size=1, max_context=limit)
+                                     batch_size=1, max_context=limit)
         assert rows[0]["k_shot"] == k
     with pytest.raises(ValueError, match="evaluate.max_new_tokens"):
         metrics.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2048)
@@ -311,7 +311,8 @@ def test_generate_end_to_end_raw_prompt_by_default(model, tok, tiny_model_dir, t
     corpora.write_records([item], tmp_path / "test.parquet")
     corpora.write_records([OFFICIAL_DEMO], tmp_path / "demos.parquet")
     mspec = ModelSettings.with_defaults(source=source, device="cpu")
-    base = {"metrics": ["generate"], "max_new_tokens": 4, "batch_size": 2}
+    # two metrics: the job runs each registered metric in turn and keeps every item's row
+    base = {"metrics": ["generate", "nll"], "max_new_tokens": 4, "batch_size": 2}
     details = {}
     for chat in (False, True):
         out = tmp_path / f"eval-{chat}.parquet"
@@ -319,7 +320,9 @@ def test_generate_end_to_end_raw_prompt_by_default(model, tok, tiny_model_dir, t
                           tmp_path / "demos.parquet",
                           EvalSettings.with_defaults(**base, chat_template=chat),
                           {"model": "tiny"}, out, subject="math")
-        details[chat] = json.loads(pq.read_table(out).column("detail")[0].as_py())
+        rows = pq.read_table(out)
+        assert rows.column("metric").to_pylist() == ["generate", "nll"]
+        details[chat] = json.loads(rows.column("detail")[0].as_py())
     raw = details[False]
     assert raw["n_prompt_tokens"] == 1 + len(OFFICIAL_PROMPT) and raw["k_shot"] == 1
     chatml = tok.apply_chat_template([{"role": "user", "content": OFFICIAL_PROMPT}],
@@ -336,9 +339,9 @@ def test_finish_cuts_at_eos_and_stop_string(tok):
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     eos, pad = [tok.eos_token_id], tok.pad_token_id
     assert metrics._finish(tok, ids("the answer is (B)") + eos + [pad] * 3, eos, pad, ["Question:"],
-                      30) == ("the answer is (B)", 18, "eos")
+                           30) == ("the answer is (B)", 18, "eos")
     text, n, why = metrics._finish(tok, ids("so B.\n\nQuestion: next") + [pad] * 2, eos, pad,
-                              ["Question:"], 30)
+                                   ["Question:"], 30)
     assert (text, n, why) == ("so B.\n\n", 21, "stop")
     assert metrics._finish(tok, ids("abc"), eos, pad, ["Question:"], 3) == ("abc", 3, "length")
 

@@ -114,8 +114,8 @@ def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, m
     settings = ExtractSettings.with_defaults(kind, **(sts or STS))
     extract_job.extract(d / model, d / "sae", ModelSettings.with_defaults(**(mspec or MSPEC)),
                         LAYER, kind, mode, data, settings, out, d / f"{name}.stats.parquet",
-                     reference=d / f"{reference}.parquet" if reference else None,
-                     corpus="arith" if kind == "sft" else "law", threads=1)
+                        reference=d / f"{reference}.parquet" if reference else None,
+                        corpus="arith" if kind == "sft" else "law", threads=1)
     return out
 
 
@@ -423,7 +423,7 @@ def test_finetune_job_runs_each_registered_method(job, method):
     out = d / f"ft-{method}"
     validate_job.finetune(d / "model", ModelSettings.with_defaults(**MSPEC), d / "sft.parquet",
                           FinetuneSettings.with_defaults(method, 0, **recipe), out,
-                      d / f"ft-{method}.history.parquet", threads=1)
+                          d / f"ft-{method}.history.parquet", threads=1)
     meta = read_checkpoint_meta(out)
     assert (meta["method"], meta["seed"], meta["n_answer_cut"]) == (method, 0, 0)
     assert pq.read_table(d / f"ft-{method}.history.parquet").num_rows == 3

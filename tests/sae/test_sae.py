@@ -242,13 +242,13 @@ def run_job(job, sae, out, *, layer=LAYER, n_top=None, train=()):
     root, mspec = job
     spec = SaeSettings.with_defaults(**dict({"eval_tokens": 300}, **sae))
     prepare_job.prepare_sae(root / "model", mspec, layer, spec,
-                         {"arith": ("sft", root / "sft.parquet")}, list(train), ["arith"], out,
-                         where=f"models.tiny.layers.{layer}.sae", n_top=n_top)
+                            {"arith": ("sft", root / "sft.parquet")}, list(train), ["arith"], out,
+                            where=f"models.tiny.layers.{layer}.sae", n_top=n_top)
     return json.loads((out / sae_info.MANIFEST).read_text())
 
 
 def test_local_sae_gets_quality_figures_and_a_declared_model_warning(job, tiny_model_dir,
-                                                                      tmp_path):
+                                                                     tmp_path):
     path = saved_sae(tmp_path / "sae", model_name="google/gemma-2-9b")
     info = run_job(job, {"local": {"path": str(path)}}, tmp_path / "out")
     for key in sae_info.FIGURES:

@@ -51,7 +51,7 @@ def run(tiny, tmp_path_factory):
             ("dom_icl", dom_q, dom_ctx, "dom_plain")):
         paths[name] = d / f"{name}.parquet"
         extract.extract(model, sae, LAYER, queries, prefix, paths[name], d / f"{name}.stats.parquet",
-                   reference=paths[ref] if ref else None, **kw)
+                        reference=paths[ref] if ref else None, **kw)
     return dict(model=model, sae=sae, seg=seg, d=d, paths=paths, sft_q=sft_icl_q, sft_ctx=sft_ctx,
                 dom_q=dom_q, dom_ctx=dom_ctx)
 
@@ -98,8 +98,8 @@ def test_misaligned_reference_is_rejected(run, tmp_path):
     shifted = [(doc, q[1:] + q[:1]) for doc, q in run["dom_q"]]  # same docs, other tokens
     with pytest.raises(ValueError, match="not aligned"):
         extract.extract(model, sae, LAYER, shifted, run["dom_ctx"], tmp_path / "x.parquet",
-                   tmp_path / "x.stats.parquet", reference=run["paths"]["dom_plain"],
-                   feat_dtype="float32", log=lambda *a: None)
+                        tmp_path / "x.stats.parquet", reference=run["paths"]["dom_plain"],
+                        feat_dtype="float32", log=lambda *a: None)
     assert not (tmp_path / "x.parquet").exists()  # nothing half-written is left behind
     assert not list(tmp_path.glob(".x.parquet*"))
 
@@ -122,7 +122,7 @@ def test_float16_shards_and_stats_agree(run, tmp_path):
     """Statistics are computed from exactly the stored (rounded) values."""
     model, sae, seg = run["model"], run["sae"], run["seg"]
     stats = extract.extract(model, sae, LAYER, run["dom_q"], seg.head(), tmp_path / "h.parquet",
-                       tmp_path / "h.stats.parquet", feat_dtype="float16", log=lambda *a: None)
+                            tmp_path / "h.stats.parquet", feat_dtype="float16", log=lambda *a: None)
     _, _, _, csr = shards.read_shard(tmp_path / "h.parquet")
     np.testing.assert_allclose(np.asarray(csr.sum(0)).ravel(), stats.sum, rtol=1e-6, atol=1e-6)
     assert pq.read_table(tmp_path / "h.parquet").schema.field("feat_val").type.value_type == pa.float16()
@@ -142,8 +142,8 @@ def test_true_shift_overlap_and_oracle_sts_match_direct_computation(run, tmp_pat
     head = seg.head()
     queries = run["sft_q"]
     extract.extract(tuned, sae, LAYER, queries, head, tmp_path / "tuned.parquet",
-               tmp_path / "tuned.stats.parquet", reference=run["paths"]["sft_plain"],
-               feat_dtype="float32", log=lambda *a: None)
+                    tmp_path / "tuned.stats.parquet", reference=run["paths"]["sft_plain"],
+                    feat_dtype="float32", log=lambda *a: None)
     true = scores.shift_table(Stats.read(tmp_path / "tuned.stats.parquet"))
     diffs = np.concatenate([dense_features(tuned, sae, head, q) - dense_features(model, sae, head, q)
                             for _, q in queries])

@@ -150,7 +150,7 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     # the rules' shards: the tuned model on the plain input (no demonstrations), ICL with t of them
     acts = tmp_path / "results/acts/tiny/L1"
     meta = {m: read_metadata(acts / f"sft/arith/{m}.parquet") for m in ("plain", "icl-s0",
-                                                                         "tuned-lora-s0")}
+                                                                        "tuned-lora-s0")}
     assert meta["tuned-lora-s0"]["prefix_tokens"] == meta["plain"]["prefix_tokens"]
     assert meta["tuned-lora-s0"]["demonstrations"] == [] and meta["plain"]["demonstrations"] == []
     assert meta["tuned-lora-s0"]["model"]["kind"] == "checkpoint"
