@@ -10,7 +10,7 @@ rule shift:
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/shift.py"
 
@@ -35,7 +35,7 @@ rule sts:
     log:
         f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/sts.py"
 
@@ -49,7 +49,7 @@ rule sts_table:
     log:
         f"{R}/logs/sts_table/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/sts_table.py"
 
@@ -78,7 +78,7 @@ rule overlap:
     log:
         f"{R}/logs/overlap/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/overlap.py"
 
@@ -93,6 +93,6 @@ rule coverage:
     log:
         f"{R}/logs/coverage/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/coverage.py"

@@ -30,7 +30,7 @@ rule report:
     log:
         f"{R}/logs/report/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/report.py"
 
@@ -46,6 +46,6 @@ rule manifest:
     log:
         f"{R}/logs/manifest.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/manifest.py"

@@ -73,6 +73,6 @@ rule observed:
     log:
         f"{R}/logs/observed/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/observed.py"
