@@ -38,8 +38,12 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
+# Snakefile and rules/ formatted as snakefmt formats them (settings: [tool.snakefmt] in
+# pyproject.toml; `$(BIN)/snakefmt Snakefile rules/` applies it), and no `snakemake --lint` finding.
+# Fails (exit 1) on either; .ci/run runs it before the tests.
 lint: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check --diff Snakefile rules/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint --cores 1
 
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html

@@ -62,16 +62,21 @@ def sae_inputs(w):
     as "<kind>:<name>" (the script reads kind and name from the key, never from list order)."""
     inputs = {"model": f"{R}/models/{w.model}"}
     for kind, name in sae_corpora(w):
-        inputs[f"{kind}:{name}"] = (f"{R}/data/sft/{name}.parquet" if kind == "sft"
-                                    else f"{R}/data/domain/{name}.test.parquet")
+        inputs[f"{kind}:{name}"] = (
+            f"{R}/data/sft/{name}.parquet"
+            if kind == "sft"
+            else f"{R}/data/domain/{name}.test.parquet"
+        )
     return inputs
 
 
 def data_files(kind, corpus):
     if kind == "sft":
         return {"sft_items": f"{R}/data/sft/{corpus}.parquet"}
-    return {"test": f"{R}/data/domain/{corpus}.test.parquet",
-            "demos": f"{R}/data/domain/{corpus}.demos.parquet"}
+    return {
+        "test": f"{R}/data/domain/{corpus}.test.parquet",
+        "demos": f"{R}/data/domain/{corpus}.demos.parquet",
+    }
 
 
 def acts(model, layer, kind, corpus, mode, stats=False):
@@ -81,9 +86,13 @@ def acts(model, layer, kind, corpus, mode, stats=False):
 
 def sts_parts(model, sft, shifts=None):
     shifts = shifts or [f"s{seed}" for seed in SEEDS]
-    return [f"{R}/sts/{model}/L{layer}/{sft}/{shift}/N{n}/{domain}.parquet"
-            for layer in MODELS[model]["layers"] for shift in shifts
-            for n in STS["n_top"] for domain in DOMAINS]
+    return [
+        f"{R}/sts/{model}/L{layer}/{sft}/{shift}/N{n}/{domain}.parquet"
+        for layer in MODELS[model]["layers"]
+        for shift in shifts
+        for n in STS["n_top"]
+        for domain in DOMAINS
+    ]
 
 
 def oracle_parts(model, sft):
@@ -97,7 +106,9 @@ def ckpt_dir(model, sft, method, seed):
 def validation_outputs(model, sft):
     if not FT["enabled"]:
         return []
-    return [f"{R}/tables/{model}/{sft}/{name}.parquet" for name in ("observed", "sts_oracle", "overlap")]
+    return [
+        f"{R}/tables/{model}/{sft}/{name}.parquet" for name in ("observed", "sts_oracle", "overlap")
+    ]
 
 
 def has_observed(model, sft):
@@ -108,8 +119,11 @@ def all_targets():
     out = []
     for model in MODELS:
         for sft in SFTS:
-            out += [f"{R}/tables/{model}/{sft}/sts.parquet", f"{R}/tables/{model}/{sft}/sts.csv",
-                    f"{R}/tables/{model}/{sft}/coverage.parquet"]
+            out += [
+                f"{R}/tables/{model}/{sft}/sts.parquet",
+                f"{R}/tables/{model}/{sft}/sts.csv",
+                f"{R}/tables/{model}/{sft}/coverage.parquet",
+            ]
             out += validation_outputs(model, sft)
             if has_observed(model, sft) or FT["enabled"]:
                 out.append(f"{R}/reports/{model}/{sft}/summary.html")
@@ -125,8 +139,11 @@ def extract_inputs(w):
     model = f"{R}/models/{w.model}"
     if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
         model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
-    inputs = {"model": model, "sae": f"{R}/sae/{w.model}/L{w.layer}",
-              **data_files(w.kind, w.corpus)}
+    inputs = {
+        "model": model,
+        "sae": f"{R}/sae/{w.model}/L{w.layer}",
+        **data_files(w.kind, w.corpus),
+    }
     if mode.paired:
         inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
     return inputs
@@ -161,8 +178,10 @@ def coverage_inputs(w):
 
 
 def report_inputs(w):
-    inputs = {"sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet",
-              "coverage": f"{R}/tables/{w.model}/{w.sft}/coverage.parquet"}
+    inputs = {
+        "sts": f"{R}/tables/{w.model}/{w.sft}/sts.parquet",
+        "coverage": f"{R}/tables/{w.model}/{w.sft}/coverage.parquet",
+    }
     for layer in MODELS[w.model]["layers"]:  # the SAEs' quality figures and warnings
         inputs[f"sae_L{layer}"] = f"{R}/sae/{w.model}/L{layer}"
     if FT["enabled"]:

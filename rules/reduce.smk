@@ -67,18 +67,24 @@ use rule sts_table as oracle_table with:
 rule overlap:
     """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
     input:
-        predicted=lambda w: [f"{R}/shift/{w.model}/L{layer}/{w.sft}/s{seed}.parquet"
-                             for layer in MODELS[w.model]["layers"] for seed in SEEDS],
-        true=lambda w: [f"{R}/shift/{w.model}/L{layer}/{w.sft}/true-{m}-s{seed}.parquet"
-                        for m, seed in RUNS for layer in MODELS[w.model]["layers"]],
+        predicted=lambda w: [
+            f"{R}/shift/{w.model}/L{layer}/{w.sft}/s{seed}.parquet"
+            for layer in MODELS[w.model]["layers"]
+            for seed in SEEDS
+        ],
+        true=lambda w: [
+            f"{R}/shift/{w.model}/L{layer}/{w.sft}/true-{m}-s{seed}.parquet"
+            for m, seed in RUNS
+            for layer in MODELS[w.model]["layers"]
+        ],
     output:
         f"{R}/tables/{{model}}/{{sft}}/overlap.parquet",
-    params:
-        n_top=STS["n_top"],
     log:
         f"{R}/logs/overlap/{{model}}/{{sft}}.log",
     conda:
         "../envs/reduce.yaml"
+    params:
+        n_top=STS["n_top"],
     script:
         "../workflow_scripts/overlap.py"
 
