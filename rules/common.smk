@@ -129,9 +129,13 @@ def data_files(kind, corpus):
 
 def sts_parts(model, sft, shifts=None):
     shifts = shifts or [f"s{seed}" for seed in SEEDS]
-    return [sts_part(model, layer, sft, shift, n, domain)
-            for layer in MODELS[model]["layers"] for shift in shifts
-            for n in STS["n_top"] for domain in DOMAINS]
+    return [
+        sts_part(model, layer, sft, shift, n, domain)
+        for layer in MODELS[model]["layers"]
+        for shift in shifts
+        for n in STS["n_top"]
+        for domain in DOMAINS
+    ]
 
 
 def oracle_parts(model, sft):
@@ -152,8 +156,11 @@ def all_targets():
     out = []
     for model in MODELS:
         for sft in SFTS:
-            out += [table(model, sft, "sts"), table(model, sft, "sts", "csv"),
-                    table(model, sft, "coverage")]
+            out += [
+                table(model, sft, "sts"),
+                table(model, sft, "sts", "csv"),
+                table(model, sft, "coverage"),
+            ]
             out += validation_outputs(model, sft)
             if has_observed(model, sft) or FT["enabled"]:
                 out.append(report_file(model, sft, "summary.html"))
@@ -169,8 +176,7 @@ def extract_inputs(w):
     model = model_dir(w.model)
     if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
         model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
-    inputs = {"model": model, "sae": sae_dir(w.model, w.layer),
-              **data_files(w.kind, w.corpus)}
+    inputs = {"model": model, "sae": sae_dir(w.model, w.layer), **data_files(w.kind, w.corpus)}
     if mode.paired:
         inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
     return inputs

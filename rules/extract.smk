@@ -8,16 +8,16 @@ rule extract:
     output:
         shard=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}"),
         stats=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}", stats=True),
-    params:
-        model=model_spec,
-        sts=extract_settings,
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/extract/{{model}}/L{{layer}}/{{kind}}/{{corpus}}/{{mode}}.log",
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        model=model_spec,
+        sts=extract_settings,
     script:
         "../workflow_scripts/extract.py"

@@ -4,12 +4,12 @@
 rule materialize_sft:
     output:
         sft_file("{corpus}"),
-    params:
-        spec=lambda w: corpus_spec(SFTS, w.corpus),
     log:
         f"{R}/logs/materialize_sft/{{corpus}}.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        spec=lambda w: corpus_spec(SFTS, w.corpus),
     script:
         "../workflow_scripts/materialize.py"
 
@@ -18,12 +18,12 @@ rule materialize_domain:
     output:
         test=domain_file("{corpus}", "test"),
         demos=domain_file("{corpus}", "demos"),
-    params:
-        spec=lambda w: corpus_spec(DOMAINS, w.corpus),
     log:
         f"{R}/logs/materialize_domain/{{corpus}}.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        spec=lambda w: corpus_spec(DOMAINS, w.corpus),
     script:
         "../workflow_scripts/materialize.py"
 
@@ -31,16 +31,16 @@ rule materialize_domain:
 rule prepare_model:
     output:
         directory(model_dir("{model}")),
-    params:
-        spec=model_spec,
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/prepare_model/{{model}}.log",
     conda:
         "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        spec=model_spec,
     script:
         "../workflow_scripts/prepare_model.py"
 
@@ -52,17 +52,17 @@ rule prepare_sae:
         unpack(sae_inputs),
     output:
         directory(sae_dir("{model}", "{layer}")),
-    params:
-        model=model_spec,
-        sae=sae_spec,
-        plan=sae_plan,
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/prepare_sae/{{model}}/L{{layer}}.log",
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        model=model_spec,
+        sae=sae_spec,
+        plan=sae_plan,
     script:
         "../workflow_scripts/prepare_sae.py"

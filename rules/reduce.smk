@@ -10,7 +10,7 @@ rule shift:
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/shift.py"
 
@@ -35,7 +35,7 @@ rule sts:
     log:
         f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/sts.py"
 
@@ -49,7 +49,7 @@ rule sts_table:
     log:
         f"{R}/logs/sts_table/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/sts_table.py"
 
@@ -67,18 +67,24 @@ use rule sts_table as oracle_table with:
 rule overlap:
     """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
     input:
-        predicted=lambda w: [shift_file(w.model, layer, w.sft, f"s{seed}")
-                             for layer in MODELS[w.model]["layers"] for seed in SEEDS],
-        true=lambda w: [shift_file(w.model, layer, w.sft, f"true-{m}-s{seed}")
-                        for m, seed in RUNS for layer in MODELS[w.model]["layers"]],
+        predicted=lambda w: [
+            shift_file(w.model, layer, w.sft, f"s{seed}")
+            for layer in MODELS[w.model]["layers"]
+            for seed in SEEDS
+        ],
+        true=lambda w: [
+            shift_file(w.model, layer, w.sft, f"true-{m}-s{seed}")
+            for m, seed in RUNS
+            for layer in MODELS[w.model]["layers"]
+        ],
     output:
         table("{model}", "{sft}", "overlap"),
-    params:
-        n_top=STS["n_top"],
     log:
         f"{R}/logs/overlap/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
+    params:
+        n_top=STS["n_top"],
     script:
         "../workflow_scripts/overlap.py"
 
@@ -93,6 +99,6 @@ rule coverage:
     log:
         f"{R}/logs/coverage/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
     script:
         "../workflow_scripts/coverage.py"

@@ -7,30 +7,55 @@ rule report:
     input:
         unpack(report_inputs),
     output:
-        html=report(report_file("{model}", "{sft}", "summary.html"), category="{model} / {sft}",
-                    subcategory="Summary", caption="captions/summary.rst",
-                    labels={"model": "{model}", "sft": "{sft}", "figure": "summary"}),
+        html=report(
+            report_file("{model}", "{sft}", "summary.html"),
+            category="{model} / {sft}",
+            subcategory="Summary",
+            caption="captions/summary.rst",
+            labels={"model": "{model}", "sft": "{sft}", "figure": "summary"},
+        ),
         md=report_file("{model}", "{sft}", "summary.md"),
-        corr=report(report_file("{model}", "{sft}", "correlations.parquet"), category="{model} / {sft}",
-                    subcategory="Tables", caption="captions/correlations.rst",
-                    labels={"model": "{model}", "sft": "{sft}", "figure": "correlations"}),
-        plots=[report(report_file("{model}", "{sft}", f"scatter_{v}.png"), category="{model} / {sft}",
-                      subcategory="Scatter plots", caption="captions/scatter.rst",
-                      labels={"model": "{model}", "sft": "{sft}", "figure": v})
-               for v in STS_VARIANTS],
-    params:
-        observed=lambda w: [o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft],
-        report=CONFIG["report"],
-        # report.primary with its defaults resolved for this model (analysis.correlation)
-        primary=lambda w: resolve_primary(
-            CONFIG["report"]["primary"], MODELS[w.model]["layers"],
-            EVAL["metrics"] if FT["enabled"] else
-            [o["metric"] for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft],
-            STS["n_top"]),
+        corr=report(
+            report_file("{model}", "{sft}", "correlations.parquet"),
+            category="{model} / {sft}",
+            subcategory="Tables",
+            caption="captions/correlations.rst",
+            labels={"model": "{model}", "sft": "{sft}", "figure": "correlations"},
+        ),
+        plots=[
+            report(
+                report_file("{model}", "{sft}", f"scatter_{v}.png"),
+                category="{model} / {sft}",
+                subcategory="Scatter plots",
+                caption="captions/scatter.rst",
+                labels={"model": "{model}", "sft": "{sft}", "figure": v},
+            )
+            for v in STS_VARIANTS
+        ],
     log:
         f"{R}/logs/report/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
+    params:
+        observed=lambda w: [
+            o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft
+        ],
+        report=CONFIG["report"],
+        # report.primary with its defaults resolved for this model (analysis.correlation)
+        primary=lambda w: resolve_primary(
+            CONFIG["report"]["primary"],
+            MODELS[w.model]["layers"],
+            (
+                EVAL["metrics"]
+                if FT["enabled"]
+                else [
+                    o["metric"]
+                    for o in CONFIG["observed"]
+                    if o["model"] == w.model and o["sft"] == w.sft
+                ]
+            ),
+            STS["n_top"],
+        ),
     script:
         "../workflow_scripts/report.py"
 
@@ -41,11 +66,11 @@ rule manifest:
         all_targets(),
     output:
         MANIFEST,
-    params:
-        config=CONFIG,
     log:
         f"{R}/logs/manifest.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
+    params:
+        config=CONFIG,
     script:
         "../workflow_scripts/manifest.py"

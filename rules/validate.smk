@@ -9,17 +9,17 @@ rule finetune:
     output:
         ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
         history=ckpt_dir("{model}", "{sft}", "{method}", "{seed}") + ".history.parquet",
-    params:
-        model=model_spec,
-        recipe=recipe,
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: 240 * attempt,
     log:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+    params:
+        model=model_spec,
+        recipe=recipe,
     script:
         "../workflow_scripts/finetune.py"
 
@@ -32,18 +32,18 @@ rule evaluate_base:
         demos=domain_file("{domain}", "demos"),
     output:
         eval_file("{model}", "base", "{domain}"),
-    params:
-        model=model_spec,
-        evaluate=EVAL,
-        subject=lambda w: DOMAINS[w.domain]["subject"] or w.domain.replace("_", " "),
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
     log:
         f"{R}/logs/evaluate/{{model}}/base/{{domain}}.log",
     conda:
         "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        model=model_spec,
+        evaluate=EVAL,
+        subject=lambda w: DOMAINS[w.domain]["subject"] or w.domain.replace("_", " "),
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -63,15 +63,17 @@ rule observed:
     """Δ = after − before per (method, seed, domain, metric), paired bootstrap CI over items."""
     input:
         base=lambda w: [eval_file(w.model, "base", d) for d in DOMAINS],
-        tuned=lambda w: [eval_file(w.model, f"{w.sft}/{m}-s{s}", d) for m, s in RUNS for d in DOMAINS],
+        tuned=lambda w: [
+            eval_file(w.model, f"{w.sft}/{m}-s{s}", d) for m, s in RUNS for d in DOMAINS
+        ],
     output:
         parquet=table("{model}", "{sft}", "observed"),
         csv=table("{model}", "{sft}", "observed", "csv"),
-    params:
-        n_boot=EVAL["n_boot"],
     log:
         f"{R}/logs/observed/{{model}}/{{sft}}.log",
     conda:
-        "../envs/cpu.yaml"
+        "../envs/reduce.yaml"
+    params:
+        n_boot=EVAL["n_boot"],
     script:
         "../workflow_scripts/observed.py"

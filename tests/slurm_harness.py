@@ -1,6 +1,6 @@
 """Helpers for pytest tests that run the workflow through a real SLURM cluster.
 
-Typical use (cluster from ``workflow_scripts/slurm_cluster.sh start``)::
+Typical use (cluster from ``profiles/admin/slurm_cluster.sh start``)::
 
     from slurm_harness import slurm_available, run_with_profile, submitted_job_count
     # (pytest's default "prepend" import mode puts tests/ on sys.path for test

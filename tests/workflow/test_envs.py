@@ -1,6 +1,7 @@
-"""The conda environments in envs/ list exactly pyproject.toml's runtime dependencies, with the same
-version bounds (torch as the conda package `pytorch`), plus python, pip and the PyTorch build
-selector."""
+"""The conda environments in envs/: cpu.yaml and gpu.yaml list exactly pyproject.toml's runtime
+dependencies, with the same version bounds (torch as the conda package `pytorch`), plus python, pip
+and the PyTorch build selector; reduce.yaml (the reduction rules) lists a subset of them with the
+same bounds and none of the heavy model packages."""
 
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-ENVS = ["cpu", "gpu"]
+FULL_ENVS = ["cpu", "gpu"]  # every runtime dependency of pyproject.toml
+ENVS = [*FULL_ENVS, "reduce"]
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda package name
 # conda-only packages allowed beside pyproject's dependencies: the interpreter, pip, and the
 # metapackages / CUDA stack that select a PyTorch build
 EXTRA_OK = {"python", "pip", "pytorch-cpu", "pytorch-gpu", "pytorch-cuda", "cpuonly",
             "cuda-version", "cudatoolkit"}
 GPU_SELECTORS = {"pytorch-gpu", "pytorch-cuda"}
+# what the reduction environment must not contain (PyPI and conda names), and what the reduction
+# and report jobs import
+HEAVY = ({"torch", "pytorch", "transformers", "sae-lens", "peft", "datasets", "gguf"}
+         | (EXTRA_OK - {"python", "pip"}))
+REDUCE_NEEDS = {"pyarrow", "polars", "numpy", "scipy", "matplotlib", "pyyaml", "jsonschema"}
 
 
 def pyproject_deps() -> dict[str, SpecifierSet]:
@@ -65,15 +72,24 @@ def env_deps(env: str) -> tuple[dict, dict[str, SpecifierSet]]:
     return conda, pip
 
 
+def load_env(name: str):
+    conda, pip = env_deps(name)
+    data = yaml.safe_load((REPO / "envs" / f"{name}.yaml").read_text())
+    return name, data, conda, pip
+
+
 @pytest.fixture(scope="module", params=ENVS)
+def any_env(request):
+    return load_env(request.param)
+
+
+@pytest.fixture(scope="module", params=FULL_ENVS)
 def env(request):
-    conda, pip = env_deps(request.param)
-    data = yaml.safe_load((REPO / "envs" / f"{request.param}.yaml").read_text())
-    return request.param, data, conda, pip
+    return load_env(request.param)
 
 
-def test_env_header_and_channels(env):
-    name, data, conda, _ = env
+def test_env_header_and_channels(any_env):
+    name, data, conda, _ = any_env
     text = (REPO / "envs" / f"{name}.yaml").read_text()
     assert text.startswith("#") and "pip install" in text and "PYTHONPATH" in text
     assert data["name"] == f"stsflow-{name}"
@@ -115,6 +131,30 @@ def test_pytorch_build_matches_the_env(env):
         assert "cudatoolkit" not in conda and "cuda-version" not in conda
     else:
         assert selectors & GPU_SELECTORS, "gpu.yaml must select a CUDA build of pytorch"
+
+
+def test_reduce_env_is_a_subset_of_pyproject_with_the_same_bounds():
+    _, _, conda, pip = load_env("reduce")
+    assert set(conda) == {"python", "pip"}, f"reduce.yaml: conda packages {sorted(conda)}"
+    deps = pyproject_deps()
+    for dep, spec in pip.items():
+        assert dep in deps, f"reduce.yaml: {dep} is not a pyproject dependency"
+        assert spec == deps[dep], f"reduce.yaml: {dep} has {spec}, pyproject has {deps[dep]}"
+
+
+def test_reduce_env_has_no_heavy_packages_and_what_the_reductions_import():
+    _, _, conda, pip = load_env("reduce")
+    assert not (set(conda) | set(pip)) & HEAVY, \
+        f"reduce.yaml lists {sorted((set(conda) | set(pip)) & HEAVY)}"
+    assert REDUCE_NEEDS <= set(pip), f"reduce.yaml lacks {sorted(REDUCE_NEEDS - set(pip))}"
+
+
+def test_every_rule_env_exists():
+    named = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        named |= set(re.findall(r"^    conda:\s*\n\s*\"\.\./envs/([^\"]+)\.yaml\"",
+                                smk.read_text(), flags=re.MULTILINE))
+    assert named == set(ENVS), f"rules name envs {sorted(named)}, envs/ has {ENVS}"
 
 
 def test_conda_spec_parser():

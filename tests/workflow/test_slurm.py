@@ -1,5 +1,5 @@
 """`snakemake --profile slurm` on a real SLURM cluster (started by .ci/run with
-workflow_scripts/slurm_cluster.sh): every job goes through sbatch, finishes, and the outputs
+profiles/admin/slurm_cluster.sh): every job goes through sbatch, finishes, and the outputs
 equal a local run's. Skipped, with the reason, where no SLURM is reachable."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_profile_slurm_runs_the_workflow_through_sbatch(tiny_model_dir, tmp_path
     # link the way `make venv` does, into a config home of this test's own.
     env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    subprocess.run(["bash", str(REPO / "workflow_scripts/install_profile.sh"), "slurm"],
+    subprocess.run(["bash", str(REPO / "profiles/admin/install_profile.sh"), "slurm"],
                    check=True, capture_output=True, text=True, env=env)
     assert (tmp_path / "config/snakemake/slurm").resolve() == REPO / "profiles/slurm"
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"

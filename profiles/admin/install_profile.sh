@@ -17,7 +17,7 @@
 # or a site-wide profile <name> exists (which the link would shadow for all your
 # workflows), it fails and tells you what to do (e.g. --name stsflow-slurm).
 #
-# Usage: workflow_scripts/install_profile.sh [--name NAME] [--uninstall] [--check] [PROFILE]
+# Usage: profiles/admin/install_profile.sh [--name NAME] [--uninstall] [--check] [PROFILE]
 #   PROFILE      profile directory under profiles/ (default: slurm; also: local)
 #   --name NAME  install under another name, e.g. --name stsflow-slurm, then use
 #                snakemake --profile stsflow-slurm
@@ -30,7 +30,7 @@ set -euo pipefail
 die() { echo "install_profile.sh: ERROR: $*" >&2; exit 1; }
 say() { echo "install_profile.sh: $*" >&2; }
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"  # profiles/admin/ -> repository root
 PROFILE=slurm
 NAME=""
 MODE=install

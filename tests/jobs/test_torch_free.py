@@ -1,0 +1,194 @@
+"""The reduction rules run in envs/reduce.yaml, which has no torch, transformers, sae-lens, peft,
+datasets or gguf. A subprocess that refuses those packages imports the reduction and report jobs
+and the imports of every rule script run in that environment, then runs the real reductions and
+the report on tiny inputs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+from conftest import REPO
+
+HEAVY = ["torch", "transformers", "sae_lens", "peft", "datasets", "gguf"]
+
+# Installed first in the subprocess: every import of a heavy package fails as if it were not
+# installed (ModuleNotFoundError, also from importlib.util.find_spec, which polars uses to probe
+# for torch). Imports made by stsflow itself are recorded; libraries that merely probe for an
+# optional torch (polars does) are not our concern.
+BLOCKER = textwrap.dedent("""
+    import importlib.abc, os, sys, traceback
+    HEAVY = set(sys.argv[1].split(","))
+    OURS = tuple(os.path.join(sys.argv[3], d) + os.sep for d in ("stsflow", "workflow_scripts"))
+    ATTEMPTS = []
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in HEAVY:
+                # the importer: the innermost frame outside importlib and this finder
+                importer = next(f for f in reversed(traceback.extract_stack()[:-1])
+                                if not f.filename.startswith("<frozen")
+                                and not f.filename.endswith("importlib/util.py"))
+                if os.path.abspath(importer.filename).startswith(OURS):
+                    ATTEMPTS.append((name, f"{importer.filename}:{importer.lineno}"))
+                raise ModuleNotFoundError(f"No module named {name!r} (refused)", name=name)
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+""")
+
+RUN = textwrap.dedent("""
+    import importlib, json, os
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow as pa
+
+    for module in sys.argv[2].split(","):
+        importlib.import_module(module)
+
+    from stsflow.features.stats import Stats
+    from stsflow.io.files import write_parquet
+    from stsflow.io.manifest import write_manifest
+    from stsflow.jobs import reduce, report
+    from stsflow.config.settings import ReportSettings
+
+    rng = np.random.default_rng(0)
+    width, root = 16, Path("results")
+
+    def stats(path, paired, n_tokens=40):
+        s = Stats(width=width, n_tokens=n_tokens, sum=rng.uniform(0, 5, width),
+                  sumsq=rng.uniform(5, 20, width), nnz=rng.integers(0, n_tokens, width))
+        if paired:
+            s.diff_sum, s.diff_sumsq = rng.normal(size=width), rng.uniform(0, 3, width)
+        write_parquet(s.table(), path, {"n_tokens": n_tokens, "n_queries": 4,
+                                        "selection": {"n_available": 5, "n_selected": 4,
+                                                      "n_truncated": 1}})
+        return path
+
+    a = root / "acts"
+    sft_icl = stats(a / "sft_icl.stats.parquet", True)
+    sft_tuned = stats(a / "sft_tuned.stats.parquet", True)
+    sft_plain = stats(a / "sft_plain.stats.parquet", False)
+    domains = ["law", "math", "physics", "biology"]
+    plain = {d: stats(a / f"{d}_plain.stats.parquet", False) for d in domains}
+    icl = {d: stats(a / f"{d}_icl.stats.parquet", True) for d in domains}
+
+    meta = {"model": "m", "layer": 1, "sft": "s", "seed": 0}
+    reduce.shift(sft_icl, root / "shift/s0.parquet", dict(meta, kind="icl"))
+    reduce.shift(sft_tuned, root / "shift/true-full-s0.parquet",
+                 dict(meta, kind="true", method="full"))
+    parts, oracle_parts = [], []
+    for shift, out in (("s0", parts), ("true-full-s0", oracle_parts)):
+        extra = {"seed": 0} if shift == "s0" else {"method": "full", "seed": 0}
+        for d in domains:
+            p = root / f"sts/{shift}/{d}.parquet"
+            reduce.sts(root / f"shift/{shift}.parquet", plain[d], icl[d], 4,
+                       {"model": "m", "layer": 1, "sft": "s", "domain": d, **extra}, p)
+            out.append(p)
+    t = root / "tables"
+    reduce.sts_table(parts, t / "sts.parquet", t / "sts.csv")
+    reduce.sts_table(oracle_parts, t / "sts_oracle.parquet", t / "sts_oracle.csv", oracle=True)
+    reduce.overlap_table("m", "s", {(1, 0): root / "shift/s0.parquet"},
+                         {("full", 0, 1): root / "shift/true-full-s0.parquet"}, [2, 4],
+                         t / "overlap.parquet")
+
+    def evaluation(path, shift):
+        write_parquet(pa.Table.from_pylist(
+            [{"question_id": i, "metric": "acc", "value": float((i + shift) % 2)}
+             for i in range(6)]), path)
+        return path
+
+    e = root / "eval"
+    base = {d: evaluation(e / f"base/{d}.parquet", 0) for d in domains}
+    tuned = {("full", 0, d): evaluation(e / f"full-s0/{d}.parquet", i)
+             for i, d in enumerate(domains)}
+    reduce.observed_table("m", "s", base, tuned, t / "observed.parquet", t / "observed.csv", 50)
+
+    history = root / "finetune/full-s0.history.parquet"
+    write_parquet(pa.table({"step": [1], "loss": [1.0]}), history,
+                  {"n_records": 5, "n_examples": 5, "n_answer_cut": 1})
+    reduce.coverage_table("m", "s", {("sft", "s"): sft_plain,
+                                     **{("domain", d): plain[d] for d in domains}},
+                          {"full-s0": history}, t / "coverage.parquet", t / "coverage.csv")
+
+    sae = root / "sae/L1"
+    sae.mkdir(parents=True)
+    (sae / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "registry", "release": "rel", "sae_id": "layer_1", "width": width, "l0": 3.0,
+         "fraction_variance_explained": 0.8, "loss_recovered": 0.9, "warnings": []}))
+    rows = [{"model": "m", "sft": "s", "domain": d, "metric": "given", "delta": float(i)}
+            for i, d in enumerate(domains)]
+    primary = {"variant": "sts_icl", "n_top": 4, "layer": 1, "metric": "acc",
+               "protocol": "all", "target": "abs"}
+    report.report(t / "sts.parquet", rows, root / "reports", title="T",
+                  settings=ReportSettings(n_boot=20, n_perm=20, seed=0), primary=primary,
+                  provenance={"model": "m", "sft": "s"}, observed=t / "observed.parquet",
+                  sts_oracle=t / "sts_oracle.parquet", overlap=t / "overlap.parquet",
+                  coverage=t / "coverage.parquet", sae_dirs={1: sae})
+    manifest = write_manifest(root, {"results": str(root)})
+
+    print(json.dumps({
+        "attempts": ATTEMPTS,
+        "loaded": sorted(m for m in sys.modules if m.partition(".")[0] in HEAVY),
+        "reports": sorted(p.name for p in (root / "reports").iterdir()),
+        "manifest_files": len(manifest["files"]),
+    }))
+""")
+
+
+def rules_in_env(env: str) -> dict[str, str]:
+    """rule name -> script, for every rule of rules/*.smk whose conda: directive names ``env``
+    (rules derived with ``use rule ... with:`` inherit their parent's environment and script)."""
+    out = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        blocks = re.split(r"^(?=rule |use rule )", smk.read_text(), flags=re.MULTILINE)
+        for block in blocks:
+            m = re.match(r"rule (\w+):", block)
+            conda = re.search(r"^    conda:\s*\n\s*\"([^\"]+)\"", block, flags=re.MULTILINE)
+            script = re.search(r"^    script:\s*\n\s*\"([^\"]+)\"", block, flags=re.MULTILINE)
+            if m and conda and conda.group(1) == f"../envs/{env}.yaml":
+                out[m.group(1)] = script.group(1)
+    return out
+
+
+def script_imports(script: str) -> set[str]:
+    tree = ast.parse((REPO / "rules" / script).resolve().read_text())
+    mods = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+            # `from stsflow.jobs import reduce`: the names may be submodules
+            mods |= {f"{node.module}.{a.name}" for a in node.names
+                     if (REPO / node.module.replace(".", "/") / f"{a.name}.py").exists()}
+    return mods
+
+
+def test_reduction_rules_use_the_reduce_env():
+    rules = rules_in_env("reduce")
+    assert set(rules) == {"shift", "sts", "sts_table", "overlap", "coverage", "observed",
+                          "report", "manifest"}
+
+
+def test_reductions_and_report_run_without_torch(tmp_path):
+    modules = {"stsflow.jobs.reduce", "stsflow.jobs.report", "stsflow.io.manifest"}
+    for script in rules_in_env("reduce").values():
+        modules |= script_imports(script)
+    assert not {m.partition(".")[0] for m in modules} & set(HEAVY)
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+    args = [",".join(HEAVY), ",".join(sorted(modules)), str(REPO)]
+    proc = subprocess.run([sys.executable, "-c", BLOCKER + RUN, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["attempts"] == [], f"stsflow imported heavy packages: {result['attempts']}"
+    assert result["loaded"] == []
+    assert "summary.html" in result["reports"] and "correlations.parquet" in result["reports"]
+    assert result["manifest_files"] > 10
