@@ -52,15 +52,15 @@ def _read_hub(spec: dict) -> list[dict]:
 
 
 def _read_builtin(spec: dict) -> list[dict]:
-    from stsflow.data import builtin as synthetic
+    from stsflow.data import builtin
 
     name, split = spec["name"], spec.get("split", "train")
     if name == "sft_math":
-        return synthetic.sft_math()
-    if name in synthetic.DOMAINS:
-        test, demos = synthetic.domain_items(name)
+        return builtin.sft_math()
+    if name in builtin.DOMAINS:
+        test, demos = builtin.domain_items(name)
         return demos if split == "demos" else test
-    raise CorpusError(f"unknown builtin corpus {name!r}; known: sft_math, {', '.join(synthetic.DOMAINS)}")
+    raise CorpusError(f"unknown builtin corpus {name!r}; known: sft_math, {', '.join(builtin.DOMAINS)}")
 
 
 def read_rows(source: dict, base_dir: Path | str = ".") -> list[dict]:

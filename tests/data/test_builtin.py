@@ -8,7 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from stsflow.data import builtin as synthetic
+from stsflow.data import builtin
+from stsflow.data.builtin import math_sft
 from stsflow.text.prompts import LETTERS
 
 # `a op b (op c ...) = d` with bare numbers (optionally $-prefixed); a number glued to a letter,
@@ -40,18 +41,18 @@ def checked_equations(text: str) -> list[tuple[str, Fraction, Fraction]]:
 
 @pytest.fixture(scope="module")
 def math_cases():
-    return synthetic._math_cases(400, 0)
+    return math_sft._math_cases(400, 0)
 
 
 @pytest.fixture(scope="module")
 def domains():
-    return {name: synthetic.domain_items(name) for name in synthetic.DOMAINS}
+    return {name: builtin.domain_items(name) for name in builtin.DOMAINS}
 
 
 # --- SFT math --------------------------------------------------------------------------------
 
 def test_sft_counts_schema_and_ids(math_cases):
-    recs = synthetic.sft_math()
+    recs = builtin.sft_math()
     assert recs == [r for r, _, _ in math_cases]
     assert len(recs) >= 300
     for r in recs:
@@ -125,18 +126,18 @@ def test_sft_answers_match_recomputation(math_cases):
 
 
 def test_sft_determinism():
-    assert synthetic.sft_math(50, seed=3) == synthetic.sft_math(50, seed=3)
-    assert synthetic.sft_math(50, seed=3) != synthetic.sft_math(50, seed=4)
+    assert builtin.sft_math(50, seed=3) == builtin.sft_math(50, seed=3)
+    assert builtin.sft_math(50, seed=3) != builtin.sft_math(50, seed=4)
 
 
 # --- Domains ---------------------------------------------------------------------------------
 
 def test_domain_list():
-    assert len(synthetic.DOMAINS) >= 8 and len(set(synthetic.DOMAINS)) == len(synthetic.DOMAINS)
-    assert set(synthetic.NUMERIC_DOMAINS) | set(synthetic.KNOWLEDGE_DOMAINS) == set(synthetic.DOMAINS)
-    assert {"law", "history", "philosophy", "biology", "psychology"} <= set(synthetic.DOMAINS)
+    assert len(builtin.DOMAINS) >= 8 and len(set(builtin.DOMAINS)) == len(builtin.DOMAINS)
+    assert set(builtin.NUMERIC_DOMAINS) | set(builtin.KNOWLEDGE_DOMAINS) == set(builtin.DOMAINS)
+    assert {"law", "history", "philosophy", "biology", "psychology"} <= set(builtin.DOMAINS)
     with pytest.raises(ValueError):
-        synthetic.domain_items("astrology")
+        builtin.domain_items("astrology")
 
 
 def test_domain_counts_and_schema(domains):
@@ -172,14 +173,14 @@ def test_no_duplicate_questions_or_ids(domains):
 
 def test_demo_facts_not_in_test(domains):
     # Knowledge items explain one fact each; a demo must not give away a test item's answer.
-    for name in synthetic.KNOWLEDGE_DOMAINS:
+    for name in builtin.KNOWLEDGE_DOMAINS:
         test, demos = domains[name]
         demo_expl = {d["cot_content"].rsplit(" The answer is", 1)[0] for d in demos}
         assert not any(t["cot_content"].rsplit(" The answer is", 1)[0] in demo_expl for t in test)
 
 
 def test_numeric_domain_computations(domains):
-    for name in synthetic.NUMERIC_DOMAINS:
+    for name in builtin.NUMERIC_DOMAINS:
         test, demos = domains[name]
         for r in test + demos:
             eqs = checked_equations(r["cot_content"])
@@ -197,10 +198,10 @@ def test_answer_positions_spread(domains):
 
 def test_domain_determinism():
     for name in ("arithmetic", "law"):
-        assert synthetic.domain_items(name, seed=2) == synthetic.domain_items(name, seed=2)
-        assert synthetic.domain_items(name, seed=2) != synthetic.domain_items(name, seed=3)
+        assert builtin.domain_items(name, seed=2) == builtin.domain_items(name, seed=2)
+        assert builtin.domain_items(name, seed=2) != builtin.domain_items(name, seed=3)
     # Demos do not depend on how many test items are asked for.
-    assert synthetic.domain_items("history", n_test=10)[1] == synthetic.domain_items("history")[1]
+    assert builtin.domain_items("history", n_test=10)[1] == builtin.domain_items("history")[1]
 
 
 def test_records_pass_corpus_normalisation(domains):
@@ -208,7 +209,7 @@ def test_records_pass_corpus_normalisation(domains):
 
     test, demos = domains["law"]
     assert normalise(test + demos, "mmlu_pro") == test + demos
-    sft = synthetic.sft_math(20)
+    sft = builtin.sft_math(20)
     assert normalise(sft, "limo") == sft
 
 
@@ -217,17 +218,17 @@ def test_records_pass_corpus_normalisation(domains):
 def test_write_default_data(tmp_path):
     import json
 
-    a = synthetic.write_default_data(tmp_path / "a")
-    b = synthetic.write_default_data(tmp_path / "b")
-    c = synthetic.write_default_data(tmp_path / "c", seed=1)
-    assert set(a) == {"sft_math"} | {f"{d}.{s}" for d in synthetic.DOMAINS for s in ("test", "demos")}
+    a = builtin.write_default_data(tmp_path / "a")
+    b = builtin.write_default_data(tmp_path / "b")
+    c = builtin.write_default_data(tmp_path / "c", seed=1)
+    assert set(a) == {"sft_math"} | {f"{d}.{s}" for d in builtin.DOMAINS for s in ("test", "demos")}
     for key, path in a.items():
         assert path.exists() and path.name == f"{key}.jsonl"
         assert path.read_bytes() == b[key].read_bytes()
     assert a["sft_math"].read_bytes() != c["sft_math"].read_bytes()
     lines = a["sft_math"].read_text(encoding="utf-8").splitlines()
     assert len(lines) == 400
-    assert [json.loads(line) for line in lines] == synthetic.sft_math()
+    assert [json.loads(line) for line in lines] == builtin.sft_math()
     first = a["law.demos"].read_text(encoding="utf-8").splitlines()[0]
     assert list(json.loads(first)) == sorted(json.loads(first))  # keys are sorted
     assert len(a["law.test"].read_text(encoding="utf-8").splitlines()) == 40
