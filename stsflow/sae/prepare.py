@@ -75,7 +75,7 @@ def prepare_pretrained(sae, info: dict, outdir: Path | str, *, model, layer: int
     held-out windows of this model and its exported encoder."""
     with atomic_dir(outdir) as tmp:
         if info["kind"] == "registry":
-            sae.save_inference_model(str(tmp))
+            sae.save_model(str(tmp))  # an inference SAE (SAE.from_pretrained)
         sae.to(device)
         figures, acts = evaluate_sae(model, layer, sae, held_out, model_batch=model_batch,
                                      device=device)

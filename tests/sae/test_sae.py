@@ -385,3 +385,20 @@ def test_registry_sae_of_the_layer_records_the_declared_model(fake_registry):
     assert info["declared_model"] == {"registry": "gemma-2-9b", "cfg.json": "gemma-2-9b"}
     assert info["hook_name"] == f"blocks.{LAYER}.hook_resid_post" and "accepted_hook" not in info
     assert (info["kind"], info["release"], info["sae_id"]) == ("registry", *GEMMA_IT.values())
+
+
+def test_registry_sae_through_the_job_is_saved_and_loads_back(job, fake_registry, tmp_path):
+    """prepare_sae on a registry SAE (what the presets use): checked, saved into the prepared
+    directory, measured, and loadable by extraction with the same encoder output."""
+    from stsflow.sae.prepare import load_sae
+
+    fake_registry.update(weights=True, cfg={"d_in": 32, "d_sae": 64, "metadata": {
+        "hook_name": f"blocks.{LAYER}.hook_resid_post", "model_name": "gemma-2-9b"}})
+    out = tmp_path / "out"
+    info = run_job(job, {"registry": GEMMA_IT}, out, n_top=[8])
+    assert (info["kind"], info["release"], info["sae_id"]) == ("registry", *GEMMA_IT.values())
+    assert (out / "cfg.json").is_file() and math.isfinite(info["fraction_variance_explained"])
+    assert any(w["kind"] == "declared_model" for w in info["warnings"])
+    sae, sinfo = load_sae(out)
+    x = torch.randn(5, 32)
+    assert sae.encode(x).shape == (5, 64) and sinfo["kind"] == "registry"
