@@ -2,7 +2,7 @@
 
 from stsflow import config as stsconfig
 from stsflow.config.settings import ExtractSettings, ModelSettings
-from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode
+from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode, Shift
 from stsflow.scores import PREDICTORS
 
 CONFIG = stsconfig.validate(config, base_dir=".")
@@ -74,9 +74,19 @@ def ckpt_dir(model, sft, method, seed):
     return f"{R}/finetune/{model}/{sft}/{method}-s{seed}"
 
 
+def history_file(model, sft, method, seed):
+    """A fine-tuning run's loss history (its metadata: recipe, sample, answers cut)."""
+    return ckpt_dir(model, sft, method, seed) + ".history.parquet"
+
+
 def eval_file(model, run, domain):
-    """Per-item evaluation of a domain: ``run`` is ``base`` or ``<sft>/<method>-s<seed>``."""
+    """Per-item evaluation of a domain: ``run`` is ``base`` or tuned_run(...)."""
     return f"{R}/eval/{model}/{run}/{domain}.parquet"
+
+
+def tuned_run(sft, method, seed):
+    """The evaluation run name of a fine-tuned model."""
+    return f"{sft}/{method}-s{seed}"
 
 
 def table(model, sft, name, ext="parquet"):
@@ -128,7 +138,7 @@ def data_files(kind, corpus):
 
 
 def sts_parts(model, sft, shifts=None):
-    shifts = shifts or [f"s{seed}" for seed in SEEDS]
+    shifts = shifts or [str(Shift(seed)) for seed in SEEDS]
     return [
         sts_part(model, layer, sft, shift, n, domain)
         for layer in MODELS[model]["layers"]
@@ -139,7 +149,7 @@ def sts_parts(model, sft, shifts=None):
 
 
 def oracle_parts(model, sft):
-    return sts_parts(model, sft, [f"true-{m}-s{s}" for m, s in RUNS])
+    return sts_parts(model, sft, [str(Shift(s, m)) for m, s in RUNS])
 
 
 def validation_outputs(model, sft):
@@ -178,7 +188,7 @@ def extract_inputs(w):
         model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
     inputs = {"model": model, "sae": sae_dir(w.model, w.layer), **data_files(w.kind, w.corpus)}
     if mode.paired:
-        inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, "plain")
+        inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
     return inputs
 
 
@@ -202,11 +212,12 @@ def coverage_inputs(w):
     """Named inputs of the coverage table: each corpus's plain extraction (first layer: the query
     selection does not depend on the layer) and each fine-tuning run's history."""
     layer = min(MODELS[w.model]["layers"])
-    inputs = {f"sft:{w.sft}": acts(w.model, layer, "sft", w.sft, "plain", stats=True)}
+    plain = str(Mode.plain())
+    inputs = {f"sft:{w.sft}": acts(w.model, layer, "sft", w.sft, plain, stats=True)}
     for d in DOMAINS:
-        inputs[f"domain:{d}"] = acts(w.model, layer, "domain", d, "plain", stats=True)
+        inputs[f"domain:{d}"] = acts(w.model, layer, "domain", d, plain, stats=True)
     for m, s in RUNS:
-        inputs[f"ft:{m}-s{s}"] = f"{ckpt_dir(w.model, w.sft, m, s)}.history.parquet"
+        inputs[f"ft:{m}-s{s}"] = history_file(w.model, w.sft, m, s)
     return inputs
 
 

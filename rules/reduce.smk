@@ -68,12 +68,12 @@ rule overlap:
     """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
     input:
         predicted=lambda w: [
-            shift_file(w.model, layer, w.sft, f"s{seed}")
+            shift_file(w.model, layer, w.sft, str(Shift(seed)))
             for layer in MODELS[w.model]["layers"]
             for seed in SEEDS
         ],
         true=lambda w: [
-            shift_file(w.model, layer, w.sft, f"true-{m}-s{seed}")
+            shift_file(w.model, layer, w.sft, str(Shift(seed, m)))
             for m, seed in RUNS
             for layer in MODELS[w.model]["layers"]
         ],

@@ -8,7 +8,7 @@ rule finetune:
         sft_items=sft_file("{sft}"),
     output:
         ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
-        history=ckpt_dir("{model}", "{sft}", "{method}", "{seed}") + ".history.parquet",
+        history=history_file("{model}", "{sft}", "{method}", "{seed}"),
     log:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
     conda:
@@ -54,7 +54,7 @@ use rule evaluate_base as evaluate_tuned with:
         test=domain_file("{domain}", "test"),
         demos=domain_file("{domain}", "demos"),
     output:
-        eval_file("{model}", "{sft}/{method}-s{seed}", "{domain}"),
+        eval_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
     log:
         f"{R}/logs/evaluate/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.log",
 
@@ -64,7 +64,7 @@ rule observed:
     input:
         base=lambda w: [eval_file(w.model, "base", d) for d in DOMAINS],
         tuned=lambda w: [
-            eval_file(w.model, f"{w.sft}/{m}-s{s}", d) for m, s in RUNS for d in DOMAINS
+            eval_file(w.model, tuned_run(w.sft, m, s), d) for m, s in RUNS for d in DOMAINS
         ],
     output:
         parquet=table("{model}", "{sft}", "observed"),

@@ -8,7 +8,7 @@ w = snakemake.wildcards
 data = {k: snakemake.input[k] for k in ("sft_items", "test", "demos") if k in snakemake.input.keys()}
 reference = snakemake.input.reference if "reference" in snakemake.input.keys() else None
 extract.extract(snakemake.input.model, snakemake.input.sae,
-                ModelSettings.from_config(snakemake.params.model), int(w.layer), w.kind, w.mode,
+                ModelSettings.from_config(snakemake.params.model), int(w.layer), w.mode,
                 data, ExtractSettings.from_params(w.kind, snakemake.params.sts),
                 snakemake.output.shard,
                 snakemake.output.stats, reference=reference,

@@ -74,8 +74,8 @@ def _tuple_field(tp) -> bool:
 
 def build(cls, mapping: Mapping, where: str):
     """``cls`` from a config slice, every field present (validation filled the defaults), no key
-    left over. Lists become tuples where the field is a tuple (settings are frozen and
-    hashable)."""
+    left over. Lists become tuples where the field is a tuple (settings are frozen: a job
+    cannot change what it was given)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     required = {n for n, f in fields.items() if f.default is dataclasses.MISSING

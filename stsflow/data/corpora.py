@@ -1,5 +1,5 @@
 """Corpora: load SFT sets and domains from the hub, local files or the built-in generators, and
-normalise them to one of two record schemas (see ``stsflow.prompts``)."""
+normalise them to one of two record schemas (see ``stsflow.text.prompts``)."""
 
 from __future__ import annotations
 

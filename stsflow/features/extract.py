@@ -9,17 +9,17 @@ paired with the reference features of the same (doc_id, pos): the query token id
 the job also accumulates sum and sum of squares of (h - h_ref) per dimension, which is all the
 shift vector and STS_icl need.
 
-Storage contract, one row per query token:
+Storage contract (written by ``features.shards``), one row per query token:
     doc_id int32, pos int32, token_id int32, feat_idx list<int32> (sorted), feat_val list<float16|32>,
     counted bool
 Every token of the query turn is stored; ``counted`` marks the tokens that enter the statistics
 (``sts.query_tokens``: only the user's text, ``content``, or the whole turn with its chat-template
 scaffolding, ``turn``). Statistics, shifts and scores use counted tokens only.
 
-Which queries: ``select_queries`` visits the corpus in a seeded random order (``sts.sample_seed``;
-real benchmark files are ordered by source, so a prefix would be a biased sample) and takes whole
-queries until the token budget of counted tokens is reached; the selection does not depend on the
-mode, so plain and ICL runs of a corpus see the same queries.
+Which queries (``features.queries.select_queries``): the corpus in a seeded random order
+(``sts.sample_seed``; real benchmark files are ordered by source, so a prefix would be a biased
+sample), whole queries until the token budget of counted tokens is reached; the selection does
+not depend on the mode, so plain and ICL runs of a corpus see the same queries.
 """
 
 from __future__ import annotations

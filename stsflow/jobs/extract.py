@@ -38,13 +38,13 @@ def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest
     return problems
 
 
-def extract(model_dir, sae_dir, model: ModelSettings, layer: int, kind: str, mode, data: dict,
+def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: dict,
             settings: ExtractSettings, out, stats_out, reference=None,
             provenance: dict | None = None,
             threads: int | None = None, corpus: str | None = None,
             model_name: str | None = None) -> None:
     """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
-    string. ``kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or "test"/"demos"
+    string. ``settings.kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or "test"/"demos"
     (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
     before the model is loaded; a domain's plain run checks its ICL prefix too, so a domain
     whose demonstrations cannot fit fails at its first job."""
@@ -55,6 +55,7 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, kind: str, mod
     from stsflow.text.segments import Segmenter
 
     mode = Mode.parse(str(mode))
+    kind = settings.kind
     mode.check_corpus(kind)
     corpus = corpus or (provenance or {}).get("corpus", "?")
     tok, model_cfg = load_tokenizer(model_dir)

@@ -113,7 +113,7 @@ def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, m
     out = d / f"{name}.parquet"
     settings = ExtractSettings.with_defaults(kind, **(sts or STS))
     extract_job.extract(d / model, d / "sae", ModelSettings.with_defaults(**(mspec or MSPEC)),
-                        LAYER, kind, mode, data, settings, out, d / f"{name}.stats.parquet",
+                        LAYER, mode, data, settings, out, d / f"{name}.stats.parquet",
                         reference=d / f"{reference}.parquet" if reference else None,
                         corpus="arith" if kind == "sft" else "law", threads=1)
     return out
