@@ -431,3 +431,44 @@ def test_finetune_job_runs_each_registered_method(job, method):
     base = job["model"].state_dict()
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(tuned[name], base[name])
+
+
+def test_finetune_job_draws_max_items_with_the_sample_seed(job):
+    """finetune.max_items through the job: a seeded sample of the SFT set (sts.sample_seed, passed
+    as the recipe's sample_seed), recorded in the checkpoint, and fewer optimizer steps."""
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+
+    d = job["d"]
+    recipe = {"epochs": 1, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "max_length": 128,
+              "lora_r": 4, "lora_alpha": 8, "lora_targets": ["q_proj", "v_proj"], "max_items": 8}
+    rows = {}
+    for seed in (3, 4):
+        out = d / f"ft-sample-{seed}"
+        validate_job.finetune(d / "model", ModelSettings.with_defaults(**MSPEC),
+                              d / "sft.parquet",
+                              FinetuneSettings.with_defaults("lora", 0, sample_seed=seed,
+                                                             **recipe),
+                              out, d / f"ft-sample-{seed}.history.parquet", threads=1)
+        meta = read_checkpoint_meta(out)
+        sample = meta["sample"]
+        assert (sample["seed"], sample["n_source"], sample["n_kept"]) == (seed, 12, 8)
+        assert sample["rows"] == sorted(set(sample["rows"])) and len(sample["rows"]) == 8
+        assert all(0 <= r < 12 for r in sample["rows"])
+        assert meta["n_records"] == 8 and meta["recipe"]["sample_seed"] == seed
+        assert pq.read_table(d / f"ft-sample-{seed}.history.parquet").num_rows == 2  # 8 / 4
+        rows[seed] = sample["rows"]
+    assert rows[3] != rows[4]
+
+
+def test_materialized_sft_set_records_the_sample(tmp_path):
+    """materialize_sft through the job with an SFT set's settings (source, max_items, seed)."""
+    from conftest import write_jsonl
+
+    write_jsonl(tmp_path / "s.jsonl", sft_records(20))
+    spec = {"source": {"local": {"path": str(tmp_path / "s.jsonl")}}, "schema": "limo",
+            "fields": {}, "max_items": 6, "sample_seed": 2}
+    prepare_job.materialize_sft(CorpusSettings.from_config(spec, "sft.arith"),
+                                tmp_path / "s.parquet")
+    meta = read_metadata(tmp_path / "s.parquet")
+    assert meta["sample"]["seed"] == 2 and len(meta["sample"]["rows"]) == 6
+    assert len(corpora.read_records(tmp_path / "s.parquet")) == 6
