@@ -399,6 +399,11 @@ def test_registry_sae_through_the_job_is_saved_and_loads_back(job, fake_registry
     assert (info["kind"], info["release"], info["sae_id"]) == ("registry", *GEMMA_IT.values())
     assert (out / "cfg.json").is_file() and math.isfinite(info["fraction_variance_explained"])
     assert any(w["kind"] == "declared_model" for w in info["warnings"])
-    sae, sinfo = load_sae(out)
+    sae, sinfo = load_sae(out)  # the exported fast encoder
+    from sae_lens import SAE
+
+    saved = SAE.load_from_disk(str(out))  # the sae-lens files save_model wrote
     x = torch.randn(5, 32)
-    assert sae.encode(x).shape == (5, 64) and sinfo["kind"] == "registry"
+    got = sae.encode(x)
+    assert got.shape == (5, 64) and sinfo["kind"] == "registry"
+    assert torch.allclose(got, saved.encode(x).to(got.dtype), atol=1e-5)
