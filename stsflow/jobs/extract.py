@@ -44,8 +44,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
             threads: int | None = None, corpus: str | None = None,
             model_name: str | None = None) -> None:
     """One (model, layer, corpus, mode) extraction; ``mode`` a ``stsflow.mode.Mode`` or its
-    string. ``settings.kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or "test"/"demos"
-    (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
+    string. ``settings.kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or
+    "test"/"demos" (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
     before the model is loaded; a domain's plain run checks its ICL prefix too, so a domain
     whose demonstrations cannot fit fails at its first job."""
     from stsflow.features import extract as ex
