@@ -3,7 +3,7 @@
 from stsflow import config as stsconfig
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode, Shift
-from stsflow.scores import PREDICTORS
+from stsflow.scores import PREDICTORS, SPACES, oracle_predictors
 
 CONFIG = stsconfig.validate(config, base_dir=".")
 R = CONFIG["results"]
@@ -17,7 +17,7 @@ SEEDS = STS["seeds"]  # one seed drives both the ICL demonstration draw and fine
 RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
 STS_VARIANTS = list(PREDICTORS)  # one column (and one scatter plot) per registered predictor
 if FT["enabled"]:
-    STS_VARIANTS += [f"{v}_oracle" for v in STS_VARIANTS]
+    STS_VARIANTS += [f"{v}_oracle" for v in oracle_predictors()]
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 
 
@@ -61,9 +61,21 @@ def acts(model, layer, kind, corpus, mode, stats=False):
     return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.{ext}"
 
 
-def shift_file(model, layer, sft, shift):
-    """A shift vector: predicted (``s<seed>``) or true (``true-<method>-s<seed>``)."""
-    return f"{R}/shift/{model}/L{layer}/{sft}/{shift}.parquet"
+def panel_dir(model, layer, kind, corpus, mode):
+    """The baseline predictors' statistics of an extraction (stsflow.features.panel)."""
+    return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.panel"
+
+
+def shift_file(model, layer, sft, shift, space="sae"):
+    """A shift vector: predicted (``s<seed>``) or true (``true-<method>-s<seed>``), of the SAE's
+    features or of another feature space of the panel (stsflow.scores.SPACES)."""
+    suffix = "" if space == "sae" else f".{space}"
+    return f"{R}/shift/{model}/L{layer}/{sft}/{shift}{suffix}.parquet"
+
+
+def shift_files(model, layer, sft, shift):
+    """Named shift files of every feature space, as the shift rule writes them."""
+    return {space: shift_file(model, layer, sft, shift, space) for space in SPACES}
 
 
 def sts_part(model, layer, sft, shift, n, domain):
@@ -189,6 +201,7 @@ def extract_inputs(w):
     inputs = {"model": model, "sae": sae_dir(w.model, w.layer), **data_files(w.kind, w.corpus)}
     if mode.paired:
         inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
+        inputs["panel_ref"] = panel_dir(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
     return inputs
 
 

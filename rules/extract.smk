@@ -8,6 +8,8 @@ rule extract:
     output:
         shard=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}"),
         stats=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}", stats=True),
+        # the baseline predictors' statistics, from the same forward pass (features.panel)
+        panel=directory(panel_dir("{model}", "{layer}", "{kind}", "{corpus}", "{mode}")),
     log:
         f"{R}/logs/extract/{{model}}/L{{layer}}/{{kind}}/{{corpus}}/{{mode}}.log",
     conda:

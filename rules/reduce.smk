@@ -2,11 +2,13 @@
 
 
 rule shift:
-    """Predicted shift: ICL with t demonstrations vs plain, on the SFT queries."""
+    """Predicted shift: ICL with t demonstrations vs plain, on the SFT queries; one file per
+    feature space (the SAE's, and the panel's raw residual and random encoder)."""
     input:
         stats=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}", stats=True),
+        panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}"),
     output:
-        shift_file("{model}", "{layer}", "{sft}", "s{seed}"),
+        **shift_files("{model}", "{layer}", "{sft}", "s{seed}"),
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
     conda:
@@ -18,24 +20,34 @@ rule shift:
 use rule shift as true_shift with:
     input:
         stats=acts("{model}", "{layer}", "sft", "{sft}", "tuned-{method}-s{seed}", stats=True),
+        panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "tuned-{method}-s{seed}"),
     output:
-        shift_file("{model}", "{layer}", "{sft}", "true-{method}-s{seed}"),
+        **shift_files("{model}", "{layer}", "{sft}", "true-{method}-s{seed}"),
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/true-{{method}}-s{{seed}}.log",
 
 
 rule sts:
-    """One domain's scores for the top-N dimensions of a shift vector (predicted or true)."""
+    """One domain's scores for the top-N dimensions of a shift vector (predicted or true): every
+    registered predictor, and the random-dimension draws."""
     input:
-        shift=shift_file("{model}", "{layer}", "{sft}", "{shift}"),
+        **{
+            f"shift_{space}": path
+            for space, path in shift_files("{model}", "{layer}", "{sft}", "{shift}").items()
+        },
         plain=acts("{model}", "{layer}", "domain", "{domain}", "plain", stats=True),
         icl=acts("{model}", "{layer}", "domain", "{domain}", "icl", stats=True),
+        plain_panel=panel_dir("{model}", "{layer}", "domain", "{domain}", "plain"),
+        icl_panel=panel_dir("{model}", "{layer}", "domain", "{domain}", "icl"),
+        sft_panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "plain"),
     output:
         sts_part("{model}", "{layer}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:
         f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
     conda:
         "../envs/reduce.yaml"
+    params:
+        controls={k: STS[k] for k in ("control_seed", "random_draws", "probe_folds")},
     script:
         "../workflow_scripts/sts.py"
 

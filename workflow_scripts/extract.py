@@ -7,10 +7,12 @@ setup_logging(snakemake.log[0])
 w = snakemake.wildcards
 data = {k: snakemake.input[k] for k in ("sft_items", "test", "demos") if k in snakemake.input.keys()}
 reference = snakemake.input.reference if "reference" in snakemake.input.keys() else None
+panel_ref = snakemake.input.panel_ref if "panel_ref" in snakemake.input.keys() else None
 extract.extract(snakemake.input.model, snakemake.input.sae,
                 ModelSettings.from_config(snakemake.params.model), int(w.layer), w.mode,
                 data, ExtractSettings.from_params(w.kind, snakemake.params.sts),
                 snakemake.output.shard,
-                snakemake.output.stats, reference=reference,
+                snakemake.output.stats, reference=reference, panel_out=snakemake.output.panel,
+                panel_reference=panel_ref,
                 provenance={"corpus": w.corpus}, threads=snakemake.threads, corpus=w.corpus,
                 model_name=w.model)

@@ -1,6 +1,8 @@
-"""Rules shift / true_shift: E over aligned SFT query tokens of the squared feature change."""
+"""Rules shift / true_shift: E over aligned SFT query tokens of the squared feature change, for
+every feature space."""
 from stsflow.jobs import reduce
 from stsflow.jobs.common import setup_logging
+from stsflow.scores import SPACES
 
 setup_logging(snakemake.log[0])
 w = snakemake.wildcards
@@ -8,4 +10,5 @@ meta = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "seed": int(w.see
         "kind": "true" if snakemake.rule == "true_shift" else "icl"}
 if snakemake.rule == "true_shift":
     meta["method"] = w.method
-reduce.shift(snakemake.input.stats, snakemake.output[0], meta)
+reduce.shift(snakemake.input.stats, snakemake.input.panel,
+             {space: snakemake.output[space] for space in SPACES}, meta)

@@ -1,11 +1,15 @@
-"""Rule sts: STS_act, STS_icl, STS_sq of one domain for one shift vector and N."""
+"""Rule sts: every registered predictor of one domain for one shift vector and N."""
 from stsflow.jobs import reduce
 from stsflow.jobs.common import setup_logging
 from stsflow.mode import Shift
+from stsflow.scores import SPACES
 
 setup_logging(snakemake.log[0])
 w = snakemake.wildcards
+i = snakemake.input
 shift = Shift.parse(w.shift)  # predicted (s<seed>) or true (true-<method>-s<seed>: oracle rows)
 key = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "domain": w.domain, **shift.key()}
-reduce.sts(snakemake.input.shift, snakemake.input.plain, snakemake.input.icl, int(w.n), key,
-           snakemake.output[0])
+reduce.sts({space: i[f"shift_{space}"] for space in SPACES},
+           {"stats": i.plain, "panel": i.plain_panel, "sft_panel": i.sft_panel},
+           {"stats": i.icl, "panel": i.icl_panel}, int(w.n), key, snakemake.output[0],
+           oracle=shift.true, settings=snakemake.params.controls)

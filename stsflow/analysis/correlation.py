@@ -61,7 +61,6 @@ EXTRA_KEYS = ("method", "seed")  # observed columns that split results when pres
 FAMILY_KEYS = ("model", "sft", "target", "method", "seed")
 PRIMARY_KEYS = ("variant", "n_top", "layer", "metric", "protocol", "target")
 PRIMARY_DEFAULT_N = 100  # the paper's N, used when report.primary.n_top is null
-STS_PREFIX = "sts_"
 CI_METHODS = {"all": "BCa bootstrap",
               "extremes": "BCa bootstrap, descriptive (domains selected on Δ)"}
 
@@ -93,9 +92,17 @@ def _check_unique(df: pl.DataFrame, keys: list[str], name: str) -> None:
                          f"{dup.drop('len').row(0, named=True)}; there must be one row per key")
 
 
+def predictor_names() -> set[str]:
+    """Every registered predictor and its ``_oracle`` row (scored on the true shift)."""
+    from stsflow.scores import PREDICTORS
+
+    return set(PREDICTORS) | {f"{n}_oracle" for n in PREDICTORS}
+
+
 def sts_variants(sts: pl.DataFrame) -> list[str]:
-    """STS variant columns (every column named ``sts_*``), in table order."""
-    return [c for c in sts.columns if c.startswith(STS_PREFIX)]
+    """Predictor columns (registered predictors and their ``_oracle`` rows), in table order."""
+    names = predictor_names()
+    return [c for c in sts.columns if c in names]
 
 
 def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
@@ -113,7 +120,7 @@ def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
     _require(observed, ["model", "sft", "domain", "metric", "delta"], "observed")
     variants = sts_variants(sts)
     if not variants:
-        raise ValueError(f"sts table has no '{STS_PREFIX}*' column; it has {sts.columns}")
+        raise ValueError(f"sts table has no predictor column; it has {sts.columns}")
     extra = [c for c in EXTRA_KEYS if c in observed.columns]
     sts_extra = [c for c in EXTRA_KEYS if c in sts.columns]
     shared = [c for c in sts_extra if c in extra]

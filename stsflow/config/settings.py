@@ -139,7 +139,7 @@ class ExtractSettings:
     KIND_KEYS: typing.ClassVar[dict] = {"sft": ("sft_tokens", "t"),
                                         "domain": ("domain_tokens", "m")}
     SHARED: typing.ClassVar[tuple] = ("feat_dtype", "row_group_rows", "query_tokens",
-                                      "sample_seed", "context_check")
+                                      "sample_seed", "context_check", "control_seed")
 
     kind: str
     tokens: int
@@ -149,6 +149,7 @@ class ExtractSettings:
     query_tokens: str
     sample_seed: int
     context_check: str
+    control_seed: int  # seed of the random-direction encoder (features.panel)
 
     @classmethod
     def params(cls, kind: str, sts: Mapping) -> dict:

@@ -68,9 +68,12 @@ class Reference:
 def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix: list[int],
             out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
             feat_dtype: str = "float16", reference: Path | str | None = None,
-            metadata: dict | None = None, row_group_rows: int = 65536, log=print) -> Stats:
+            metadata: dict | None = None, row_group_rows: int = 65536, log=print,
+            panel=None, panel_out: Path | str | None = None) -> Stats:
     """Run ``prefix + query`` for every query, encode the layer's residual stream with the SAE,
-    and write the shard and its statistics. Returns the statistics."""
+    and write the shard and its statistics. Returns the statistics. ``panel`` (a
+    ``features.panel_gather.PanelAccumulator``) gathers the baseline predictors' statistics from the
+    same forward pass and is written to ``panel_out``."""
     device = next(model.parameters()).device
     tdtype, _, _ = FEAT_DTYPES[feat_dtype]
     width = sae_width(sae)
@@ -97,13 +100,16 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
         pending_rows = 0
         for b in range(0, len(order), batch_size):
             batch = [queries[i] for i in sorted(order[b:b + batch_size])]
-            feats, mask, ids = _encode_batch(model, sae, tap, cache, prefix, batch, device)
+            feats, mask, ids, resid = _encode_batch(model, sae, tap, cache, prefix, batch, device,
+                                                    panel)
             feats = feats.to(tdtype).float()  # stats use exactly the stored values
             m = mask.bool()
             flat = feats[m]  # (tokens, width), rows in (query, pos) order
             counted = torch.from_numpy(np.concatenate(
                 [np.asarray(c, dtype=bool) for _, _, c in batch])).to(device)
             used = flat[counted]
+            if panel is not None:
+                panel.update(batch, resid[m][counted], used)
             sums[0] += used.sum(0, dtype=torch.float64)
             sums[1] += (used.double() ** 2).sum(0)
             sums[2] += (used != 0).sum(0).double()
@@ -135,11 +141,16 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
         stats.diff_sum, stats.diff_sumsq = (s.cpu().numpy() for s in dsums)
     write_parquet(stats.table(), stats_path, dict(meta, n_tokens=n_used,
                                                   seconds=round(time.time() - start, 2)))
+    if panel is not None:
+        panel.write(panel_out, meta)
     return stats
 
 
-def _encode_batch(model, sae, tap, cache, prefix, batch, device):
-    """SAE features (B, T, width) of right-padded queries after the shared prefix."""
+def _encode_batch(model, sae, tap, cache, prefix, batch, device, panel=None):
+    """SAE features (B, T, width) of right-padded queries after the shared prefix, with the
+    residual they encode (for the panel, rounded to the stored dtype: the raw and random-encoder
+    statistics must use what a plain run stores as their reference; the SAE sees it unrounded,
+    as without a panel)."""
     ids, mask = pad_batch([q for _, q, _ in batch])
     width_t = ids.shape[1]
     ids, mask = ids.to(device), mask.to(device)
@@ -155,7 +166,7 @@ def _encode_batch(model, sae, tap, cache, prefix, batch, device):
         inputs["attention_mask"] = mask
     resid = tap.run(model, **inputs)
     feats = sae.encode(resid.to(sae_dtype(sae)))
-    return feats, mask, ids
+    return feats, mask, ids, (panel.rounded(resid) if panel is not None else None)
 
 
 def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:

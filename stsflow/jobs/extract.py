@@ -3,6 +3,8 @@ per-dimension statistics, after checking that every input fits the model's conte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.data import corpora
 from stsflow.features.queries import build_queries
@@ -39,7 +41,8 @@ def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest
 
 
 def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: dict,
-            settings: ExtractSettings, out, stats_out, reference=None,
+            settings: ExtractSettings, out, stats_out, reference=None, panel_out=None,
+            panel_reference=None,
             provenance: dict | None = None,
             threads: int | None = None, corpus: str | None = None,
             model_name: str | None = None) -> None:
@@ -47,7 +50,9 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
     string. ``settings.kind`` is "sft" or "domain"; ``data`` maps "sft_items" (SFT) or
     "test"/"demos" (domain) to materialised Parquet files. The context check runs on the tokenizer alone,
     before the model is loaded; a domain's plain run checks its ICL prefix too, so a domain
-    whose demonstrations cannot fit fails at its first job."""
+    whose demonstrations cannot fit fails at its first job. With ``panel_out`` the same pass
+    gathers the baseline predictors' statistics (``features.panel``); a paired run then needs
+    ``panel_reference``, the plain run's panel directory."""
     from stsflow.features import extract as ex
     from stsflow.mode import Mode
     from stsflow.models.load import context_limit, load_tokenizer
@@ -88,6 +93,22 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
                 selection=dict(selection, context_limit=limit), context_overflow=overflow,
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
+    panel = None
+    if panel_out is not None:
+        from stsflow.features import panel as pn
+        from stsflow.features import panel_gather as pg
+        from stsflow.features.shards import FEAT_DTYPES, sae_width
+
+        device = next(lm.parameters()).device
+        enc = pg.RandomEncoder.for_sae(sae, int(lm.config.hidden_size), sae_width(sae),
+                                       sinfo.get("l0"), settings.control_seed, device=device)
+        if mode.paired and panel_reference is None:
+            raise ValueError(f"{mode} extraction: the panel needs the plain run's panel")
+        panel = pg.PanelAccumulator(
+            int(lm.config.hidden_size), sae_width(sae), enc, device,
+            reference=(None if not mode.paired else Path(panel_reference) / pn.RESID_TOKENS),
+            keep_tokens=mode.kind == "plain", resid_dtype=FEAT_DTYPES[settings.feat_dtype][0])
     ex.extract(lm, sae, layer, queries, prefix, out, stats_out,
                batch_size=model.batch_size, feat_dtype=settings.feat_dtype, reference=reference,
-               metadata=meta, row_group_rows=settings.row_group_rows, log=log.info)
+               metadata=meta, row_group_rows=settings.row_group_rows, log=log.info,
+               panel=panel, panel_out=panel_out)

@@ -13,20 +13,43 @@ from stsflow.io.files import read_metadata, write_parquet
 
 # -- reductions ---------------------------------------------------------------------------------
 
-def shift(icl_stats, out, meta: dict) -> None:
-    table = scores.shift_table(Stats.read(icl_stats))
-    write_parquet(table, out, dict(meta, n_tokens=Stats.read(icl_stats).n_tokens))
+def shift(icl_stats, panel, outs: dict, meta: dict) -> None:
+    """The shift vector of every feature space (scores.SPACES): ``outs`` maps a space to its
+    file; the SAE's from the extraction statistics, the others from its panel."""
+    from stsflow.features.panel import read_space_stats
+
+    for space, out in outs.items():
+        stats = Stats.read(icl_stats) if space == "sae" else read_space_stats(panel, space)
+        write_parquet(scores.shift_table(stats), out, dict(meta, space=space,
+                                                           n_tokens=stats.n_tokens))
 
 
-def sts(shift_path, plain_stats, icl_stats, n_top: int, key: dict, out) -> None:
-    dims = scores.top_dims(pq.read_table(shift_path), n_top)
-    row = dict(key, n_top=n_top, **scores.sts_scores(dims, Stats.read(plain_stats),
-                                                     Stats.read(icl_stats)))
-    write_parquet(pa.Table.from_pylist([row]), out, {"dims": dims.tolist()})
+def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, oracle: bool,
+        settings: dict) -> None:
+    """One domain's row: every registered predictor (only those that read a shift vector for a
+    true shift, ``oracle``) and, for a predicted shift, the random-dimension draws.
 
+    ``shifts`` maps a space to its shift file; ``plain`` and ``icl`` map "stats" to the domain's
+    SAE statistics and "panel" to its panel; ``plain`` also has "sft_panel", the SFT set's plain
+    panel. ``settings``: control_seed, random_draws, probe_folds (sts.*)."""
+    from stsflow.features.panel import read_space_stats
+    from stsflow.scores.controls import random_dim_scores
 
-STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", *scores.PREDICTORS,
-               "n_tokens"]
+    def spaces(side):
+        return {sp: (Stats.read(side["stats"]) if sp == "sae"
+                     else read_space_stats(side["panel"], sp)) for sp in scores.SPACES}
+
+    x = scores.ScoreInputs(n_top=n_top,
+                           shifts={sp: pq.read_table(p) for sp, p in shifts.items()},
+                           plain=spaces(plain), icl=spaces(icl), domain_panel=plain["panel"],
+                           sft_panel=plain["sft_panel"],
+                           control_seed=settings["control_seed"],
+                           probe_folds=settings["probe_folds"])
+    names = scores.oracle_predictors() if oracle else list(scores.PREDICTORS)
+    row = dict(key, n_top=n_top, **scores.score(x, names))
+    if not oracle:
+        row.update(random_dim_scores(x, settings["random_draws"]))
+    write_parquet(pa.Table.from_pylist([row]), out, {"dims": x.dims("sae").tolist()})
 
 
 def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
@@ -35,7 +58,7 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
 
     df = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
     if oracle:
-        df = df.rename({c: f"{c}_oracle" for c in scores.PREDICTORS})
+        df = df.rename({c: f"{c}_oracle" for c in scores.oracle_predictors()})
     keys = ["model", "sft", "layer", "n_top", "method", "seed", "domain"]
     df = df.sort([k for k in keys if k in df.columns])
     first = [c for c in STS_COLUMNS if c in df.columns]

@@ -235,8 +235,8 @@ def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: 
     method × seed (or ICL seed): every seed is shown, none averaged away."""
     if metric is not None:
         obs = observed.filter(pl.col("metric") == metric)
-        data, keys = st.pair_tables(sts.select([c for c in sts.columns if not c.startswith(
-            st.STS_PREFIX) or c == variant]), obs)
+        others = st.predictor_names() - {variant}
+        data, keys = st.pair_tables(sts.select([c for c in sts.columns if c not in others]), obs)
         data = data.with_columns(x=pl.col(variant), y=pl.col("delta").abs())
     else:
         data, keys = pl.DataFrame(schema={"model": pl.String, "sft": pl.String,

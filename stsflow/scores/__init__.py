@@ -1,9 +1,23 @@
 """Predictors of how fine-tuning on an SFT set changes a domain: each registered once
-(``register_predictor``) and scored from the per-dimension statistics of the extraction shards.
-``sts`` holds the paper's three STS variants; a new predictor is a new module registered here."""
+(``register_predictor``) and scored from the statistics the extraction pass gathers. ``sts``
+holds the paper's STS variants and their raw-residual and random-encoder counterparts,
+``similarity`` and ``probes`` the cheap baselines, ``controls`` the random-dimension draws; a new
+predictor is a new module imported here."""
 
-from stsflow.scores import sts  # noqa: F401  (registers the STS variants)
-from stsflow.scores.registry import PREDICTORS, register_predictor, sts_scores
+# registration order is column order: the paper's STS first, then the baselines
+from stsflow.scores import sts  # noqa: F401,I001
+from stsflow.scores import similarity  # noqa: F401
+from stsflow.scores import probes  # noqa: F401
+from stsflow.scores.registry import (
+    PREDICTORS,
+    SPACES,
+    ScoreInputs,
+    oracle_predictors,
+    register_predictor,
+    score,
+)
 from stsflow.scores.shift import overlap, shift_table, top_dims
+from stsflow.scores.sts import sts_scores
 
-__all__ = ["PREDICTORS", "overlap", "register_predictor", "shift_table", "sts_scores", "top_dims"]
+__all__ = ["PREDICTORS", "SPACES", "ScoreInputs", "oracle_predictors", "overlap",
+           "register_predictor", "score", "shift_table", "sts_scores", "top_dims"]

@@ -1,32 +1,79 @@
-"""The registry of predictors: each a function of the top-N shifted dimensions and a domain's
-plain and ICL statistics, registered once; the STS tables get one column per entry and a test
-keeps the schema's enum (report.primary.variant) equal to it."""
+"""The registry of predictors. Each is registered once with what it needs, and scored per
+(model, SFT set, layer, shift, N, domain) from a ``ScoreInputs``: the STS tables get one column
+per entry (in registration order), the report one scatter plot and one forest-plot row each, and a
+test keeps the schema's enum (report.primary.variant) equal to the registry."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
+import pyarrow as pa
 
 from stsflow.features.stats import Stats
 
-# Predictors of |Δ| from a domain's statistics and a dimension set, registered once each: the
-# STS table gets one column per predictor, in registration order, and the config schema's
-# report.primary.variant enum is checked against this registry.
-PREDICTORS: dict = {}
+# Feature spaces a predictor can read: the SAE's features, the raw residual stream, and the
+# random-direction encoder of the SAE's width and k (features.panel).
+SPACES = ("sae", "resid", "randenc")
 
 
-def register_predictor(name: str):
+@dataclass(frozen=True)
+class Predictor:
+    name: str
+    fn: Callable
+    family: str  # "sts" (the paper's), "raw", "random", "similarity", "probe"
+    uses_shift: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
+    about: str
+
+
+PREDICTORS: dict[str, Predictor] = {}
+
+
+def register_predictor(name: str, *, family: str, uses_shift: bool, about: str):
     def wrap(fn):
         if name in PREDICTORS:
             raise ValueError(f"predictor {name!r} is registered twice")
-        PREDICTORS[name] = fn
+        PREDICTORS[name] = Predictor(name, fn, family, uses_shift, about)
         return fn
     return wrap
 
 
-def sts_scores(dims: np.ndarray, plain: Stats, icl: Stats) -> dict:
-    """Every registered predictor (STS_act, STS_icl, STS_sq) of one domain for the dimension set
-    ``dims``, and the domain's token count."""
-    if icl.diff_sumsq is None:
-        raise ValueError("ICL statistics have no paired differences")
-    return {**{name: fn(dims, plain, icl) for name, fn in PREDICTORS.items()},
-            "n_tokens": int(plain.n_tokens)}
+def oracle_predictors() -> list[str]:
+    """Predictors that read a shift vector, so the true shift gives them an ``_oracle`` row."""
+    return [n for n, p in PREDICTORS.items() if p.uses_shift]
+
+
+@dataclass
+class ScoreInputs:
+    """What one domain's scores read: the shift vector of each space, the domain's plain and ICL
+    statistics of each space, and the panels (per-query pooled vectors, mean residual) of the
+    domain's and the SFT set's plain runs."""
+
+    n_top: int
+    shifts: dict[str, pa.Table]
+    plain: dict[str, Stats]
+    icl: dict[str, Stats]
+    domain_panel: Path | None = None
+    sft_panel: Path | None = None
+    control_seed: int = 0
+    probe_folds: int = 5
+    _dims: dict = field(default_factory=dict)
+
+    def dims(self, space: str = "sae") -> np.ndarray:
+        """D_N of a space (N = n_top); empty when N exceeds the space's width."""
+        from stsflow.scores.shift import top_dims
+
+        if space not in self._dims:
+            shift = self.shifts[space]
+            self._dims[space] = (top_dims(shift, self.n_top) if self.n_top <= shift.num_rows
+                                 else np.array([], dtype=np.int64))
+        return self._dims[space]
+
+
+def score(inputs: ScoreInputs, names: list[str]) -> dict:
+    """The named predictors of one domain (NaN where a predictor is undefined, e.g. N above the
+    residual width), and the domain's token count."""
+    out = {name: float(PREDICTORS[name].fn(inputs)) for name in names}
+    return dict(out, n_tokens=int(inputs.plain["sae"].n_tokens))

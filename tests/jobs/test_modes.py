@@ -115,6 +115,8 @@ def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, m
     extract_job.extract(d / model, d / "sae", ModelSettings.with_defaults(**(mspec or MSPEC)),
                         LAYER, mode, data, settings, out, d / f"{name}.stats.parquet",
                         reference=d / f"{reference}.parquet" if reference else None,
+                        panel_out=d / f"{name}.panel",
+                        panel_reference=d / f"{reference}.panel" if reference else None,
                         corpus="arith" if kind == "sft" else "law", threads=1)
     return out
 
@@ -167,10 +169,12 @@ def test_tuned_model_identical_to_base_gives_zero_true_shift(job):
                                    ("z_tuned", "tuned-lora-s0", "tuned", "z_plain")):
         run_job(job, "sft", mode, name, model=model, reference=ref)
     out = d / "z_true_shift.parquet"
-    reduce_job.shift(d / "z_tuned.stats.parquet", out, {"kind": "true"})
-    shift = pq.read_table(out)
-    assert shift["shift"].to_numpy().max() == 0.0  # exactly: same weights, same inputs
-    assert np.all(shift["mean_diff"].to_numpy() == 0.0)
+    outs = {space: d / f"z_true_shift.{space}.parquet" for space in scores.SPACES}
+    reduce_job.shift(d / "z_tuned.stats.parquet", d / "z_tuned.panel", outs, {"kind": "true"})
+    for space, out in outs.items():  # the SAE's, the raw residual's and the random encoder's
+        shift = pq.read_table(out)
+        assert shift["shift"].to_numpy().max() == 0.0, space  # exactly: same weights and inputs
+        assert np.all(shift["mean_diff"].to_numpy() == 0.0), space
     assert Stats.read(d / "z_tuned.stats.parquet").n_tokens > 0
 
 
@@ -189,7 +193,8 @@ def test_true_shift_is_tuned_plain_against_base_plain(job, tiny_model_dir, tmp_p
     save_checkpoint(tuned, tok, job["d"] / "tuned_p", {"method": "full", "seed": 1})
     run_job(job, "sft", "plain", "p_plain")
     run_job(job, "sft", "tuned-full-s1", "p_tuned", model="tuned_p", reference="p_plain")
-    reduce_job.shift(job["d"] / "p_tuned.stats.parquet", tmp_path / "true.parquet", {})
+    reduce_job.shift(job["d"] / "p_tuned.stats.parquet", job["d"] / "p_tuned.panel",
+                     {"sae": tmp_path / "true.parquet"}, {})
     got = pq.read_table(tmp_path / "true.parquet")["shift"].to_numpy()
     head = seg.head()
     diffs, masks = [], []
@@ -232,7 +237,8 @@ def test_query_tokens_setting_against_dense_computation(job, query_tokens):
     run_job(job, "domain", "plain", f"{tag}_law_plain", sts=sts)
     run_job(job, "domain", "icl", f"{tag}_law_icl", reference=f"{tag}_law_plain", sts=sts)
     d = job["d"]
-    reduce_job.shift(d / f"{tag}_sft_icl.stats.parquet", d / f"{tag}_shift.parquet", {})
+    reduce_job.shift(d / f"{tag}_sft_icl.stats.parquet", d / f"{tag}_sft_icl.panel",
+                     {"sae": d / f"{tag}_shift.parquet"}, {})
     shift = pq.read_table(d / f"{tag}_shift.parquet")
 
     head, sft = seg.head(), sft_records(12)
@@ -270,6 +276,94 @@ def test_query_tokens_setting_against_dense_computation(job, query_tokens):
     table = pq.read_table(d / f"{tag}_law_plain.parquet")
     assert table.num_rows == sum(len(seg.query(r, "domain")) for r in domain_records("law", 7))
     assert int(np.sum(table["counted"].to_numpy())) == plain.shape[0]
+
+
+def resid(model, prefix, query):
+    """Residual after block LAYER of one uncached full forward (output_hidden_states), float64."""
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
+        return out.hidden_states[LAYER + 1][0, len(prefix):].double().numpy()
+
+
+def test_baseline_predictors_against_dense_computation(job):
+    """Raw-residual STS, random-encoder STS, representation similarity, the probes and the
+    random-dimension draws, scored by the reduction job from the panels the extraction job
+    wrote, against the same definitions computed from a direct dense forward pass."""
+    from stsflow.features.panel_gather import RandomEncoder
+    from stsflow.scores.controls import random_dim_sets
+    from stsflow.scores.probes import probe_score
+
+    model, sae, seg = job["model"], job["sae"], job["seg"]
+    d = job["d"]
+    run_job(job, "sft", "plain", "bp_sft_plain")
+    run_job(job, "sft", "icl-s0", "bp_sft_icl", reference="bp_sft_plain")
+    run_job(job, "domain", "plain", "bp_law_plain")
+    run_job(job, "domain", "icl", "bp_law_icl", reference="bp_law_plain")
+    shifts = {sp: d / f"bp_shift.{sp}.parquet" for sp in scores.SPACES}
+    reduce_job.shift(d / "bp_sft_icl.stats.parquet", d / "bp_sft_icl.panel", shifts, {})
+
+    head, sft = seg.head(), sft_records(12)
+    demo_idx = demos.sft_demo_indices(12, 2, 0)
+    ctx = seg.context([sft[i] for i in demo_idx], "sft")
+    law_ctx = seg.context(domain_records("law", 3, offset=50)[:2], "domain")
+    enc = RandomEncoder(32, 64, 6, seed=0, b_dec=sae.b_dec)  # the SAE's width, k and input
+
+    def rows(records, kind, prefix):
+        """(token rows, per-query mean rows) of the counted tokens of each record."""
+        toks, pooled, pooled_sae = [], [], []
+        for rec in records:
+            ids, mask = _user_text_mask(seg, rec, kind)
+            z = resid(model, prefix, ids)[mask]
+            toks.append(z)
+            pooled.append(z.mean(0))
+            pooled_sae.append(dense(model, sae, prefix, ids)[mask].mean(0))
+        return np.concatenate(toks), np.array(pooled), np.array(pooled_sae)
+
+    sft_q = [r for i, r in enumerate(sft) if i not in demo_idx]
+    z_sft, _, _ = rows(sft_q, "sft", head)
+    z_sft_icl, _, _ = rows(sft_q, "sft", ctx)
+    _, pooled_sft, pooled_sft_sae = rows(sft, "sft", head)
+    law = domain_records("law", 7)
+    z_law, pooled_law, pooled_law_sae = rows(law, "domain", head)
+    z_law_icl, _, _ = rows(law, "domain", law_ctx)
+
+    def encode(z):
+        return enc.encode(torch.from_numpy(z).float()).double().numpy()
+
+    shift_direct = {"resid": ((z_sft_icl - z_sft) ** 2).mean(0),
+                    "randenc": ((encode(z_sft_icl) - encode(z_sft)) ** 2).mean(0)}
+    for sp, direct in shift_direct.items():
+        np.testing.assert_allclose(pq.read_table(shifts[sp])["shift"].to_numpy(), direct,
+                                   rtol=1e-4, atol=1e-7, err_msg=sp)
+    out = d / "bp_sts.parquet"
+    settings = {"control_seed": 0, "random_draws": 4, "probe_folds": 3}
+    n_top = 5
+    reduce_job.sts(shifts, {"stats": d / "bp_law_plain.stats.parquet",
+                            "panel": d / "bp_law_plain.panel",
+                            "sft_panel": d / "bp_sft_plain.panel"},
+                   {"stats": d / "bp_law_icl.stats.parquet", "panel": d / "bp_law_icl.panel"},
+                   n_top, {"domain": "law"}, out, oracle=False, settings=settings)
+    got = pq.read_table(out).to_pylist()[0]
+    values = {"resid": (np.abs(z_law), z_law_icl - z_law),
+              "randenc": (encode(z_law), encode(z_law_icl) - encode(z_law))}
+    for sp, (act_rows, diff_rows) in values.items():
+        dims = np.argsort(-shift_direct[sp], kind="stable")[:n_top]
+        assert got[f"sts_act_{sp}"] == pytest.approx(act_rows[:, dims].sum(1).mean(), rel=1e-4)
+        assert got[f"sts_icl_{sp}"] == pytest.approx(
+            (diff_rows[:, dims] ** 2).sum(1).mean(), rel=1e-4)
+    mean_law, mean_sft = z_law.mean(0), rows(sft, "sft", head)[0].mean(0)
+    cos = mean_law @ mean_sft / np.linalg.norm(mean_law) / np.linalg.norm(mean_sft)
+    assert got["repsim"] == pytest.approx(cos, rel=1e-5)
+    assert got["probe_resid"] == pytest.approx(probe_score(pooled_sft, pooled_law, 3, 0),
+                                               rel=1e-4, abs=1e-6)
+    assert got["probe_sae"] == pytest.approx(probe_score(pooled_sft_sae, pooled_law_sae, 3, 0),
+                                             rel=1e-4, abs=1e-6)
+    plain_sae = np.concatenate([dense(model, sae, head, _user_text_mask(seg, r, "domain")[0])[
+        _user_text_mask(seg, r, "domain")[1]] for r in law])
+    sets = random_dim_sets(64, n_top, 4, 0)
+    np.testing.assert_allclose(got["rand_act"], [plain_sae[:, s].sum(1).mean() for s in sets],
+                               rtol=1e-4)
+    assert len({tuple(s) for s in sets}) == 4  # distinct draws
 
 
 def test_content_and_turn_differ_by_the_scaffolding(job):

@@ -1,0 +1,84 @@
+"""Linear probes as predictors (the paper's "probe on raw" and "probe on SAE" baselines).
+
+Definition chosen here (the paper gives none): per domain, an L2-regularised logistic regression
+separates the SFT set's queries (label 1) from the domain's queries (label 0), each query pooled
+as the mean over its counted tokens of the residual (``probe_resid``) or of the SAE features
+(``probe_sae``); features standardised on the training folds. The score is the mean out-of-fold
+probability "SFT-like" of the domain's queries, over ``sts.probe_folds`` stratified folds drawn
+with ``sts.control_seed``: a domain the probe cannot tell from the SFT data scores high.
+The regulariser is sklearn's default C = 1 (objective: mean log-loss + ||w||² / (2 C n)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+
+from stsflow.features.panel import read_pooled
+from stsflow.scores.registry import register_predictor
+
+C = 1.0
+
+
+def _objective(wb: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float):
+    w, b = wb[:-1], wb[-1]
+    t = X @ w + b
+    s = 2 * y - 1
+    m = -s * t
+    loss = np.mean(np.logaddexp(0.0, m)) + 0.5 * lam * (w @ w)
+    g = -s * expit(m) / len(y)
+    return loss, np.concatenate([X.T @ g + lam * w, [g.sum()]])
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, c: float = C) -> tuple[np.ndarray, float]:
+    """(w, b) minimising mean log-loss + ||w||² / (2 c n), float64, L-BFGS."""
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    lam = 1.0 / (c * len(y))
+    res = minimize(_objective, np.zeros(X.shape[1] + 1), args=(X, y, lam), jac=True,
+                   method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-8})
+    return res.x[:-1], float(res.x[-1])
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index of every sample: each class shuffled with ``seed`` and dealt round-robin."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        fold[rng.permutation(idx)] = np.arange(len(idx)) % k
+    return fold
+
+
+def probe_score(sft: np.ndarray, domain: np.ndarray, folds: int, seed: int) -> float:
+    """Mean out-of-fold P(SFT) of the domain's pooled queries."""
+    if len(domain) < folds or len(sft) < folds:
+        return float("nan")
+    X = np.vstack([sft, domain]).astype(np.float64)
+    y = np.r_[np.ones(len(sft)), np.zeros(len(domain))]
+    fold = stratified_folds(y, folds, seed)
+    p = np.empty(len(y))
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        mu, sd = X[tr].mean(0), X[tr].std(0)
+        sd[sd == 0] = 1.0
+        w, b = fit_logistic((X[tr] - mu) / sd, y[tr])
+        p[te] = expit((X[te] - mu) / sd @ w + b)
+    return float(p[y == 0].mean())
+
+
+def _pooled(x, space):
+    if space == "resid":
+        return read_pooled(x.sft_panel, "resid"), read_pooled(x.domain_panel, "resid")
+    width = x.plain["sae"].width
+    a, b = read_pooled(x.sft_panel, "sae", width), read_pooled(x.domain_panel, "sae", width)
+    active = np.flatnonzero(np.asarray((a != 0).sum(0) + (b != 0).sum(0)).ravel())
+    return a[:, active].toarray(), b[:, active].toarray()
+
+
+for _space in ("resid", "sae"):
+    register_predictor(f"probe_{_space}", family="probe", uses_shift=False,
+                       about=f"mean out-of-fold P(SFT) of a logistic probe on pooled "
+                             f"{'residual' if _space == 'resid' else 'SAE'} activations")(
+        lambda x, _s=_space: probe_score(*_pooled(x, _s), x.probe_folds, x.control_seed))
+
