@@ -22,6 +22,20 @@ rule report:
             caption="captions/correlations.rst",
             labels={"model": "{model}", "sft": "{sft}", "figure": "correlations"},
         ),
+        comparison=report(
+            report_file("{model}", "{sft}", "comparison.parquet"),
+            category="{model} / {sft}",
+            subcategory="Tables",
+            caption="captions/comparison.rst",
+            labels={"model": "{model}", "sft": "{sft}", "figure": "predictor panel"},
+        ),
+        forest=report(
+            report_file("{model}", "{sft}", "forest.png"),
+            category="{model} / {sft}",
+            subcategory="Predictor panel",
+            caption="captions/forest.rst",
+            labels={"model": "{model}", "sft": "{sft}", "figure": "forest plot"},
+        ),
         plots=[
             report(
                 report_file("{model}", "{sft}", f"scatter_{v}.png"),

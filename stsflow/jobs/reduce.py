@@ -52,6 +52,12 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
     write_parquet(pa.Table.from_pylist([row]), out, {"dims": x.dims("sae").tolist()})
 
 
+# the STS table's leading columns: keys, one column per registered predictor, the token count and
+# the random-dimension draws (lists); run keys (method, seed) follow
+STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", *scores.PREDICTORS, "n_tokens",
+               "rand_act", "rand_icl"]
+
+
 def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
     """Concatenate STS rows; ``oracle`` rows (true shifted dimensions) get ``_oracle`` names."""
     import polars as pl
@@ -67,7 +73,11 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
     write_parquet(df.to_arrow(), out_parquet)
     from stsflow.io.files import write_text
 
-    write_text(out_csv, df.write_csv())
+    # CSV has no list type: the random-dimension draws become ";"-separated numbers
+    lists = [c for c, t in df.schema.items() if isinstance(t, pl.List)]
+    write_text(out_csv, df.with_columns(
+        pl.col(c).list.eval(pl.element().cast(pl.String)).list.join(";") for c in lists)
+        .write_csv())
 
 
 OBSERVED_COLUMNS = ["model", "sft", "method", "seed", "domain", "metric", "before", "after",

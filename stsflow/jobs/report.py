@@ -59,11 +59,16 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS)
                        + list(st.ROW_COLUMNS))
     corr = st.assign_roles(corr, primary)
-    write_report(corr,
-                 pl.concat(sts_frames, how="diagonal_relaxed"),
-                 pl.concat(obs_frames, how="diagonal_relaxed"), Path(outdir), title=title,
+    sts_all = pl.concat(sts_frames, how="diagonal_relaxed")
+    obs_all = pl.concat(obs_frames, how="diagonal_relaxed")
+    from stsflow.analysis.comparison import ablation_table, comparison_table
+
+    comparison = (comparison_table(corr, sts_all, obs_all, primary, n_boot=settings.n_boot,
+                                   seed=settings.seed) if primary else None)
+    write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
-                 warnings=[f"SAE {w}" for w in warnings])
+                 warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
+                 ablation=ablation_table(corr, primary) if primary else None)
 
 
 def sae_quality_table(sae_dirs: dict):

@@ -297,6 +297,107 @@ def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: 
     return buf.getvalue()
 
 
+def _forest_png(cmp: pl.DataFrame, primary: dict | None) -> bytes:
+    """Predictors × ρ [CI] on the primary analysis, one panel per run; post-training rows and the
+    random-dimension range marked."""
+    runs = (cmp.partition_by([c for c in ("method", "seed") if c in cmp.columns],
+                             maintain_order=True) if cmp.height else [])
+    n = max(len(runs), 1)
+    height = 0.8 + 0.28 * (max((r.height for r in runs), default=1) + 1)
+    fig = Figure(figsize=(6.5 * n, height))
+    FigureCanvasAgg(fig)
+    colours = {"sts": "tab:blue", "raw": "tab:orange", "random": "tab:gray",
+               "similarity": "tab:green", "probe": "tab:purple"}
+    if not runs:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no correlation row matches the primary analysis", ha="center",
+                va="center")
+        ax.set_axis_off()
+    for i, g in enumerate(runs):
+        ax = fig.add_subplot(1, n, i + 1)
+        rows = g.to_dicts()[::-1]
+        for y, r in enumerate(rows):
+            c = colours.get(r["family"], "black")
+            lo, hi, rho = r["pearson_ci_low"], r["pearson_ci_high"], r["pearson"]
+            if _finite(lo) and _finite(hi):
+                ax.plot([lo, hi], [y, y], color=c, lw=1.5)
+            if _finite(rho):
+                ax.plot([rho], [y], "o" if not r["post_training"] else "s", color=c,
+                        mfc="white" if r["post_training"] else c)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([r["predictor"] + (" (post-training)" if r["post_training"] else "")
+                            + (" [best baseline]" if r["best_baseline"] else "") for r in rows],
+                           fontsize=7)
+        ax.axvline(0, color="black", lw=0.5)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_xlabel("Pearson ρ with |Δ| [CI]" if (primary or {}).get("target") == "abs"
+                      else "Pearson ρ with Δ [CI]")
+        who = ", ".join(f"{k}={g[k][0]}" for k in ("method", "seed") if k in g.columns)
+        ax.set_title(who or "primary analysis", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict | None,
+                       ci: float) -> list[tuple]:
+    blocks: list[tuple] = [("h", 2, "Predictor panel: does STS beat the cheap predictors here?")]
+    blocks.append(("p", "Every predictor on the primary analysis's domains and Δ (its N, layer, "
+                        "metric, protocol and target). Intervals: BCa bootstrap over domains; "
+                        "for the random N-sets of SAE dimensions, the mean and range of ρ over "
+                        "draws, and the share of draws reaching the primary predictor's ρ. "
+                        "Δρ: primary minus the baseline (oriented by the sign of its own ρ, "
+                        f"which favours the baseline), {ci:.0%} paired percentile bootstrap over "
+                        "domains. Post-training rows need the fine-tuned model and are not "
+                        "baselines. Exploratory: no p-value here is adjusted for the panel."))
+    if cmp.height == 0:
+        blocks.append(("p", "No correlation row matches the primary analysis: no panel."))
+    else:
+        runs = [c for c in ("method", "seed") if c in cmp.columns]
+        blocks.append(("img", "forest.png", "Forest plot: predictors × ρ [CI], primary analysis"))
+        blocks.append(_table_block(
+            [*runs, "predictor", "family", "n", f"Pearson ρ [{ci:.0%} CI]", "perm p",
+             "share of random draws ≥ primary", f"Δρ vs primary [{ci:.0%} CI]"],
+            [[*(r[k] for k in runs),
+              r["predictor"] + (" (post-training)" if r["post_training"] else "")
+              + (" [best baseline]" if r["best_baseline"] else ""), r["family"],
+              r["n_domains"], _fmt_rho(r), _fmt(r["perm_p"], ".2g"),
+              _fmt(r["share_at_least"], ".2f"),
+              (f"{_fmt(r['diff'], '.2f')} {_fmt_ci(r['diff_low'], r['diff_high'])}"
+               if _finite(r["diff"]) else _NA)] for r in cmp.to_dicts()]))
+        blocks.append(("ul", [_versus_sentence(g, primary, ci) for g in (
+            cmp.partition_by(runs, maintain_order=True) if runs else [cmp])]))
+    blocks.append(("h", 2, "Ablation: layer and N"))
+    blocks.append(("p", f"The primary predictor ({(primary or {}).get('variant')}) on the "
+                        "primary metric, protocol and target, by layer and N; every row but "
+                        "the primary one is exploratory (Holm p within its family)."))
+    blocks.append(_df_block(ablation))
+    return blocks
+
+
+def _versus_sentence(g: pl.DataFrame, primary: dict | None, ci: float) -> str:
+    who = ", ".join(f"{k}={g[k][0]}" for k in ("method", "seed") if k in g.columns)
+    best = g.filter(pl.col("best_baseline"))
+    name = (primary or {}).get("variant")
+    if best.height == 0:
+        return f"{who}: no baseline has a defined ρ; nothing to compare {name} with."
+    b = best.row(0, named=True)
+    lo, hi = b["diff_low"], b["diff_high"]
+    if not (_finite(lo) and _finite(hi)):
+        verdict = "the interval of the difference is undefined"
+    elif lo > 0:
+        verdict = f"{name} beats it: the {ci:.0%} interval of Δρ lies above 0"
+    elif hi < 0:
+        verdict = f"it beats {name}: the {ci:.0%} interval of Δρ lies below 0"
+    else:
+        verdict = (f"the {ci:.0%} interval of Δρ contains 0: these domains cannot tell {name} "
+                   "from it")
+    return (f"{who + ': ' if who else ''}best pre-training baseline {b['predictor']} (ρ "
+            f"{_fmt(b['pearson'], '.2f')}); Δρ = {_fmt(b['diff'], '.2f')} "
+            f"{_fmt_ci(lo, hi)}: {verdict}.")
+
+
 # ---------------------------------------------------------------- report
 
 def _headline_rows(corr: pl.DataFrame, variants: list[str], keys: list[str]) -> list[dict]:
@@ -427,7 +528,8 @@ def _noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) 
 def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
                  title: str, provenance: dict, primary: dict | None = None, ci: float = 0.95,
                  extra_tables: list[tuple[str, pl.DataFrame]] = (),
-                 warnings: list[str] = ()) -> dict[str, Path]:
+                 warnings: list[str] = (), comparison: pl.DataFrame | None = None,
+                 ablation: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
@@ -463,6 +565,17 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         blocks.append(("h", 2, "Warnings"))
         blocks.append(("ul", list(warnings)))
     blocks += _primary_blocks(corr, primary, corr_extra, ci)
+    if comparison is not None:
+        path = outdir / "comparison.parquet"
+        write_parquet(comparison.to_arrow(), path, metadata={"title": title, "primary": primary})
+        written[path.name] = path
+        images["forest.png"] = _forest_png(comparison, primary)
+        path = outdir / "forest.png"
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(images["forest.png"])
+        written[path.name] = path
+        blocks += _comparison_blocks(comparison, ablation if ablation is not None
+                                     else pl.DataFrame(), primary, ci)
     blocks += _noise_blocks(observed, corr, extra)
 
     blocks.append(("h", 2, "Provenance"))
@@ -506,9 +619,10 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
              f"{_fmt(r['pearson_mean'], '.2f')} ± {_fmt(r['pearson_std'], '.2f')}"]
             for r in summ.to_dicts()]))
 
-    if images:
+    scatters = [n for n in images if n.startswith("scatter_")]
+    if scatters:
         blocks.append(("h", 2, "Scatter plots"))
-        for name in images:
+        for name in scatters:
             blocks.append(("img", name, name[len("scatter_"):-len(".png")]
                            + f" vs |Δ|, metric {metric}, one row per layer and seed"))
 

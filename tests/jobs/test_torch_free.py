@@ -71,31 +71,63 @@ RUN = textwrap.dedent("""
                                                       "n_truncated": 1}})
         return path
 
+    def panel(path, paired, n_queries=4):
+        # a panel directory as features.panel_gather writes it (random figures)
+        from stsflow.features import panel as pn
+        for space, w in (("resid", 8), ("randenc", width)):
+            s = Stats(width=w, n_tokens=40, sum=rng.uniform(0, 5, w),
+                      sumsq=rng.uniform(5, 20, w), nnz=rng.integers(0, 40, w))
+            if paired:
+                s.diff_sum, s.diff_sumsq = rng.normal(size=w), rng.uniform(0, 3, w)
+            t = s.table()
+            if space == "resid":
+                t = t.append_column("signed_sum", pa.array(rng.normal(size=w)))
+            write_parquet(t, path / (pn.RESID_STATS if space == "resid" else pn.RANDENC_STATS),
+                          {"n_tokens": 40})
+        write_parquet(pa.table({
+            "doc_id": pa.array(range(n_queries), pa.int32()),
+            "n_tokens": pa.array([10] * n_queries, pa.int32()),
+            "resid": pa.array([rng.normal(size=8).tolist() for _ in range(n_queries)],
+                              pa.list_(pa.float32())),
+            "sae_idx": pa.array([[0, 3, 5]] * n_queries, pa.list_(pa.int32())),
+            "sae_val": pa.array([rng.uniform(0, 1, 3).tolist() for _ in range(n_queries)],
+                                pa.list_(pa.float32()))}), path / pn.POOLED, {"n_tokens": 40})
+        return path
+
     a = root / "acts"
     sft_icl = stats(a / "sft_icl.stats.parquet", True)
     sft_tuned = stats(a / "sft_tuned.stats.parquet", True)
     sft_plain = stats(a / "sft_plain.stats.parquet", False)
+    sft_panel = panel(a / "sft_plain.panel", False, n_queries=6)
     domains = ["law", "math", "physics", "biology"]
     plain = {d: stats(a / f"{d}_plain.stats.parquet", False) for d in domains}
     icl = {d: stats(a / f"{d}_icl.stats.parquet", True) for d in domains}
+    plain_panel = {d: panel(a / f"{d}_plain.panel", False) for d in domains}
+    icl_panel = {d: panel(a / f"{d}_icl.panel", True) for d in domains}
 
     meta = {"model": "m", "layer": 1, "sft": "s", "seed": 0}
-    reduce.shift(sft_icl, root / "shift/s0.parquet", dict(meta, kind="icl"))
-    reduce.shift(sft_tuned, root / "shift/true-full-s0.parquet",
-                 dict(meta, kind="true", method="full"))
+    spaces = ("sae", "resid", "randenc")
+    for shift, stats_file, kind in (("s0", sft_icl, "icl"), ("true-full-s0", sft_tuned, "true")):
+        reduce.shift(stats_file, panel(a / f"{shift}.panel", True),
+                     {sp: root / f"shift/{shift}.{sp}.parquet" for sp in spaces},
+                     dict(meta, kind=kind))
     parts, oracle_parts = [], []
+    controls = {"control_seed": 0, "random_draws": 3, "probe_folds": 2}
     for shift, out in (("s0", parts), ("true-full-s0", oracle_parts)):
         extra = {"seed": 0} if shift == "s0" else {"method": "full", "seed": 0}
         for d in domains:
             p = root / f"sts/{shift}/{d}.parquet"
-            reduce.sts(root / f"shift/{shift}.parquet", plain[d], icl[d], 4,
-                       {"model": "m", "layer": 1, "sft": "s", "domain": d, **extra}, p)
+            reduce.sts({sp: root / f"shift/{shift}.{sp}.parquet" for sp in spaces},
+                       {"stats": plain[d], "panel": plain_panel[d], "sft_panel": sft_panel},
+                       {"stats": icl[d], "panel": icl_panel[d]}, 4,
+                       {"model": "m", "layer": 1, "sft": "s", "domain": d, **extra}, p,
+                       oracle=shift != "s0", settings=controls)
             out.append(p)
     t = root / "tables"
     reduce.sts_table(parts, t / "sts.parquet", t / "sts.csv")
     reduce.sts_table(oracle_parts, t / "sts_oracle.parquet", t / "sts_oracle.csv", oracle=True)
-    reduce.overlap_table("m", "s", {(1, 0): root / "shift/s0.parquet"},
-                         {("full", 0, 1): root / "shift/true-full-s0.parquet"}, [2, 4],
+    reduce.overlap_table("m", "s", {(1, 0): root / "shift/s0.sae.parquet"},
+                         {("full", 0, 1): root / "shift/true-full-s0.sae.parquet"}, [2, 4],
                          t / "overlap.parquet")
 
     def evaluation(path, shift):
@@ -191,4 +223,5 @@ def test_reductions_and_report_run_without_torch(tmp_path):
     assert result["attempts"] == [], f"stsflow imported heavy packages: {result['attempts']}"
     assert result["loaded"] == []
     assert "summary.html" in result["reports"] and "correlations.parquet" in result["reports"]
+    assert "comparison.parquet" in result["reports"] and "forest.png" in result["reports"]
     assert result["manifest_files"] > 10

@@ -1,0 +1,102 @@
+"""The predictor panel on the primary analysis against direct numpy/scipy computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats as sps
+
+from stsflow.analysis import comparison, correlation
+
+DOMAINS = [f"d{i}" for i in range(10)]
+PRIMARY = {"variant": "sts_icl", "n_top": 5, "layer": 3, "metric": "acc", "protocol": "all",
+           "target": "abs"}
+
+
+def _tables(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    delta = rng.normal(0, 1, len(DOMAINS))
+    y = np.abs(delta)
+    sts_rows, oracle_rows = [], []
+    draws = rng.normal(0, 1, (len(DOMAINS), 6))
+    for i, d in enumerate(DOMAINS):
+        sts_rows.append({"model": "m", "sft": "s", "layer": 3, "n_top": 5, "domain": d,
+                         "seed": 0, "sts_icl": y[i] + rng.normal(0, 0.3),
+                         "sts_act": rng.normal(), "repsim": -y[i] + rng.normal(0, 0.8),
+                         "probe_resid": rng.normal(),
+                         "rand_icl": draws[i].tolist(), "rand_act": draws[i][::-1].tolist()})
+        oracle_rows.append({"model": "m", "sft": "s", "layer": 3, "n_top": 5, "domain": d,
+                            "method": "lora", "seed": 0,
+                            "sts_icl_oracle": y[i] + rng.normal(0, 0.1)})
+    sts = pl.DataFrame(sts_rows)
+    oracle = pl.DataFrame(oracle_rows)
+    observed = pl.DataFrame({"model": "m", "sft": "s", "method": "lora", "seed": 0,
+                             "domain": DOMAINS, "metric": "acc", "delta": delta})
+    return sts, oracle, observed, y
+
+
+def _panel():
+    sts, oracle, observed, y = _tables()
+    kw = dict(n_boot=300, n_perm=300, seed=0)
+    corr = pl.concat([correlation.correlation_table(sts, observed, **kw),
+                      correlation.correlation_table(oracle, observed, **kw)],
+                     how="diagonal_relaxed")
+    corr = correlation.assign_roles(corr, PRIMARY)
+    cmp = comparison.comparison_table(corr, pl.concat([sts, oracle], how="diagonal_relaxed"),
+                                      observed, PRIMARY, n_boot=400, seed=1)
+    return sts, y, corr, cmp
+
+
+def test_panel_rows_are_the_correlation_rows_with_labels():
+    sts, y, corr, cmp = _panel()
+    by = {r["predictor"]: r for r in cmp.to_dicts()}
+    assert set(by) == {"sts_icl", "sts_act", "repsim", "probe_resid", "sts_icl_oracle",
+                       "sts_icl_randdims", "sts_act_randdims"}
+    for name in ("sts_icl", "sts_act", "repsim", "probe_resid"):
+        assert by[name]["pearson"] == pytest.approx(sps.pearsonr(sts[name].to_numpy(), y)[0])
+    assert by["sts_icl_oracle"]["post_training"] and not by["repsim"]["post_training"]
+    # repsim is built anti-correlated with |Δ|: the largest |ρ| among the baselines
+    assert by["repsim"]["best_baseline"] and by["repsim"]["pearson"] < 0
+    assert sum(r["best_baseline"] for r in by.values()) == 1
+    assert math.isnan(by["sts_icl"]["diff"] or math.nan)  # no difference with itself
+
+
+def test_paired_difference_against_a_direct_bootstrap():
+    sts, y, corr, cmp = _panel()
+    row = cmp.filter(pl.col("predictor") == "repsim").row(0, named=True)
+    a, b = sts["sts_icl"].to_numpy(), sts["repsim"].to_numpy()
+    r_a, r_b = np.corrcoef(a, y)[0, 1], np.corrcoef(b, y)[0, 1]
+    assert row["diff"] == pytest.approx(r_a - (-1) * r_b)  # oriented by repsim's negative sign
+    idx = np.random.default_rng(1).integers(0, len(y), size=(400, len(y)))
+    direct = [np.corrcoef(a[i], y[i])[0, 1] + np.corrcoef(b[i], y[i])[0, 1] for i in idx]
+    assert row["diff_low"] == pytest.approx(np.quantile(direct, 0.025))
+    assert row["diff_high"] == pytest.approx(np.quantile(direct, 0.975))
+
+
+def test_random_draw_row_against_direct_correlations():
+    sts, y, corr, cmp = _panel()
+    row = cmp.filter(pl.col("predictor") == "sts_icl_randdims").row(0, named=True)
+    draws = np.array(sts["rand_icl"].to_list())
+    rs = np.array([sps.pearsonr(draws[:, j], y)[0] for j in range(draws.shape[1])])
+    assert row["pearson"] == pytest.approx(rs.mean())
+    assert row["pearson_ci_low"] == pytest.approx(np.quantile(rs, 0.025))
+    r_prim = sps.pearsonr(sts["sts_icl"].to_numpy(), y)[0]
+    assert row["share_at_least"] == pytest.approx(np.mean(rs >= r_prim))
+
+
+def test_ablation_table_is_the_primary_predictor_by_layer_and_n():
+    _, _, corr, _ = _panel()
+    abl = comparison.ablation_table(corr, PRIMARY)
+    assert abl.height == 1 and abl["role"][0] == "primary"
+    assert abl["pearson"][0] == pytest.approx(
+        corr.filter(pl.col("role") == "primary")["pearson"][0])
+
+
+def test_no_primary_row_gives_an_empty_panel():
+    _, _, corr, _ = _panel()
+    sts, oracle, observed, _ = _tables()
+    out = comparison.comparison_table(corr, sts, observed, dict(PRIMARY, n_top=99))
+    assert out.height == 0 and "predictor" in out.columns
