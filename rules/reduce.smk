@@ -48,6 +48,8 @@ rule sts:
         "../envs/reduce.yaml"
     params:
         controls={k: STS[k] for k in ("control_seed", "random_draws", "probe_folds")},
+        # the registered predictors: registering one recomputes every score (not extraction)
+        predictors=list(PREDICTORS),
     script:
         "../workflow_scripts/sts.py"
 

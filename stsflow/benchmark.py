@@ -6,7 +6,13 @@ the ratios within one run).
 Measures, on the same queries: a full forward pass, a bare forward stopped after the layer, the
 extraction (stop at layer + SAE encode + sparse Parquet write + statistics) in plain mode and in
 ICL mode with the shared demonstration prefix cached, and the ICL mode without the cache (prefix
-recomputed with every query, as a naive implementation would); then bytes per non-zero on disk.
+recomputed with every query, as a naive implementation would); the same two extractions with the
+baseline predictors' panel gathered in the pass (features.panel: its added cost); then bytes per
+non-zero on disk.
+
+    stsflow bench --predictors results --model smollm2-135m --sft math --layer 12
+
+times every registered predictor's scoring (the sts rule's reduction) on a finished run's files.
 """
 
 from __future__ import annotations
@@ -71,10 +77,21 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
 
-        def extract(prefix, name, reference=None):
+        def extract(prefix, name, reference=None, panel=False):
+            from stsflow.features.panel_gather import PanelAccumulator, RandomEncoder
+            from stsflow.features.shards import sae_width
+
+            acc = None
+            if panel:
+                d, width = info["hidden_size"], sae_width(sae)
+                enc = RandomEncoder.for_sae(sae, d, width, None, 0)
+                acc = PanelAccumulator(d, width, enc, "cpu", keep_tokens=reference is None,
+                                       reference=(tmp / "plain_p.panel" / "resid.parquet"
+                                                  if reference is not None else None))
             ex.extract(model, sae, layer, queries, prefix, tmp / f"{name}.parquet",
                        tmp / f"{name}.stats.parquet", batch_size=batch_size,
-                       reference=reference, log=lambda *a: None)
+                       reference=reference, log=lambda *a: None, panel=acc,
+                       panel_out=tmp / f"{name}.panel" if panel else None)
 
         timings = {
             "full forward (head + query)": _timed(lambda: forward(False, head)),
@@ -84,6 +101,10 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
                 lambda: extract(context, "icl", tmp / "plain.parquet")),
             "forward stopped, ICL prefix recomputed per query": _timed(
                 lambda: forward(True, context)),
+            "extract plain + baseline panel": _timed(
+                lambda: extract(head, "plain_p", panel=True)),
+            "extract ICL, cached prefix + baseline panel": _timed(
+                lambda: extract(context, "icl_p", tmp / "plain_p.parquet", panel=True)),
         }
         import pyarrow.parquet as pq
 
@@ -97,16 +118,63 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
     return out
 
 
+def predictor_costs(results: str, model: str, sft: str, layer: int, n_top: int = 100,
+                    repeats: int = 3) -> dict:
+    """Seconds per domain of each registered predictor's scoring (best of ``repeats``), on the
+    files a finished run left: what the sts rule spends on each."""
+    from stsflow import scores
+    from stsflow.features.panel import read_space_stats
+    from stsflow.features.stats import Stats
+
+    import pyarrow.parquet as pq
+
+    root = Path(results)
+    acts = root / "acts" / model / f"L{layer}"
+    domains = sorted(p.name for p in (acts / "domain").iterdir())
+
+    def stats(kind, corpus, mode):
+        base = acts / kind / corpus
+        return {sp: (Stats.read(base / f"{mode}.stats.parquet") if sp == "sae"
+                     else read_space_stats(base / f"{mode}.panel", sp)) for sp in scores.SPACES}
+
+    shift_dir = root / "shift" / model / f"L{layer}" / sft
+    shifts = {sp: pq.read_table(shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet"))
+              for sp in scores.SPACES}
+    out = {}
+    for name, pred in scores.PREDICTORS.items():
+        best = []
+        for d in domains:
+            x = scores.ScoreInputs(n_top=n_top, shifts=shifts, plain=stats("domain", d, "plain"),
+                                   icl=stats("domain", d, "icl"),
+                                   domain_panel=acts / "domain" / d / "plain.panel",
+                                   sft_panel=acts / "sft" / sft / "plain.panel")
+            best.append(_timed(lambda: pred.fn(x), repeats))
+        out[name] = sum(best) / len(best)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="stsflow bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir", help="prepared model (extraction benchmark)")
+    p.add_argument("--predictors", metavar="RESULTS",
+                   help="time each predictor's scoring on this finished run instead")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--sft", default="math")
     p.add_argument("--sae-dir", default=None, help="prepared SAE (default: random TopK 8x)")
     p.add_argument("--layer", type=int, default=12)
     p.add_argument("--queries", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    if args.predictors:
+        costs = predictor_costs(args.predictors, args.model, args.sft, args.layer)
+        print(f"seconds per domain of each predictor's scoring, layer {args.layer}, N=100")
+        for name, sec in costs.items():
+            print(f"  {name:<20s} {sec * 1000:>9.2f} ms")
+        return 0
+    if not args.model_dir:
+        p.error("--model-dir is required (or --predictors RESULTS)")
     res = run(args.model_dir, args.sae_dir, args.layer, args.queries, args.batch_size,
               args.threads)
     print(f"{res['tokens']} query tokens, layer {res['layer']} of {res['n_layers']}, "

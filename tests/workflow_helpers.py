@@ -52,9 +52,11 @@ def write_config(workdir: Path, cfg: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True):
+def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True,
+              env: dict | None = None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               **(env or {}))
     cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                        "--configfile", str(workdir / "config.yaml"), *args]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
@@ -65,9 +67,9 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True)
     return proc
 
 
-def planned_jobs(workdir: Path, *args: str) -> Counter:
-    """Jobs a dry run would execute, counted per rule."""
-    proc = snakemake(workdir, "-n", "--cores", "2", *args)
+def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> Counter:
+    """Jobs a dry run would execute, counted per rule (``env``: extra environment variables)."""
+    proc = snakemake(workdir, "-n", "--cores", "2", *args, env=env)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return Counter()

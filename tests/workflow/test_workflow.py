@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import shutil
 from collections import Counter
 
 import polars as pl
 import pytest
-from conftest import domain_records, write_jsonl
+from conftest import REPO, domain_records, write_jsonl
 from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
 
 from stsflow.analysis.correlation import STAT_COLUMNS
 from stsflow.io.files import read_metadata
 from stsflow.io.manifest import verify
 from stsflow.jobs.reduce import STS_COLUMNS
+from stsflow.scores import PREDICTORS
 
 pytestmark = pytest.mark.slow
 AGGREGATES = {"sts_table": 1, "report": 1, "manifest": 1, "all": 1}
@@ -62,9 +64,14 @@ def test_run_produces_tables_report_and_manifest(project):
     corr = pl.read_parquet(res / "reports/tiny/arith/correlations.parquet")
     assert {"model", "sft", "layer", "n_top", "variant", "target", "protocol",
             "metric"} <= set(corr.columns) and set(STAT_COLUMNS) <= set(corr.columns)
-    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq"}
+    assert set(corr["variant"]) == set(PREDICTORS)  # the whole panel, one row set each
+    assert {"rand_act", "rand_icl"} <= set(sts.columns)
+    assert sts["rand_icl"].list.len().unique().to_list() == [20]  # sts.random_draws
     html = (res / "reports/tiny/arith/summary.html").read_text()
-    assert "data:image/png;base64" in html
+    assert "data:image/png;base64" in html and "Predictor panel" in html
+    cmp = pl.read_parquet(res / "reports/tiny/arith/comparison.parquet")
+    assert set(cmp["predictor"]) == set(PREDICTORS) | {"sts_icl_randdims", "sts_act_randdims"}
+    assert (res / "reports/tiny/arith/forest.png").stat().st_size > 1000
     assert verify(res) == []
 
 
@@ -80,6 +87,17 @@ def test_adding_a_domain_schedules_only_its_jobs(project, edit):
         "test": {"local": {"path": "data/biology.test.jsonl"}},
         "demos": {"local": {"path": "data/biology.demos.jsonl"}}}))
     assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, sts=2, **WITH_COVERAGE)
+
+
+def test_adding_a_predictor_reruns_only_the_scores(project, tmp_path):
+    """A predictor registered by a plugin (here: sitecustomize) changes the sts rule's params:
+    every score is recomputed from the statistics on disk, no extraction or shift reruns."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "from stsflow.scores import register_predictor\n"
+        "register_predictor('const', family='similarity', uses_shift=False, about='test')("
+        "lambda x: 1.0)\n")
+    path = os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])
+    assert planned_jobs(project[0], env={"PYTHONPATH": path}) == Counter(sts=6, **AGGREGATES)
 
 
 def test_adding_a_layer_schedules_only_that_layer(project, edit):
@@ -143,6 +161,10 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert {"sts_act_oracle", "sts_icl_oracle", "sts_sq_oracle", "method", "seed"} <= set(oracle.columns)
     corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
     assert {"sts_act", "sts_act_oracle"} <= set(corr["variant"])
+    cmp = pl.read_parquet(tmp_path / "results/reports/tiny/arith/comparison.parquet")
+    post = set(cmp.filter(pl.col("post_training"))["predictor"])
+    assert post == {f"{p}_oracle" for p in PREDICTORS if PREDICTORS[p].uses_shift}
+    assert set(cmp["method"]) == {"lora"} and cmp["best_baseline"].sum() <= 1
     assert set(corr["metric"]) == {"nll", "option_loglik"} and set(corr["method"]) == {"lora"}
     history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/lora-s0.history.parquet")
     assert history.height >= 1 and history["loss"].is_finite().all()
@@ -176,7 +198,8 @@ def test_snakemake_report_is_self_contained(project, tmp_path):
     snakemake(workdir, "--report", str(out))
     text = out.read_text(errors="replace")
     assert out.stat().st_size > 10_000
-    for needle in ("summary.html", "correlations.parquet", "scatter_sts_act.png"):
+    for needle in ("summary.html", "correlations.parquet", "scatter_sts_act.png", "forest.png",
+                   "comparison.parquet"):
         assert needle in text, needle
 
 
