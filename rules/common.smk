@@ -66,6 +66,11 @@ def panel_dir(model, layer, kind, corpus, mode):
     return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.panel"
 
 
+def grad_file(model, kind, corpus):
+    """A corpus's projected mean low-rank gradient on the base model (stsflow.features.gradients)."""
+    return f"{R}/grads/{model}/{kind}/{corpus}.parquet"
+
+
 def shift_file(model, layer, sft, shift, space="sae"):
     """A shift vector: predicted (``s<seed>``) or true (``true-<method>-s<seed>``), of the SAE's
     features or of another feature space of the panel (stsflow.scores.SPACES)."""

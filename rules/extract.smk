@@ -23,3 +23,27 @@ rule extract:
         sts=extract_settings,
     script:
         "../workflow_scripts/extract.py"
+
+
+rule gradients:
+    """Mean low-rank gradient of a corpus on the base model: SFT examples, or a domain's worked
+    examples (the grad_sim predictor)."""
+    input:
+        model=lambda w: model_dir(w.model),
+        data=lambda w: sft_file(w.corpus) if w.kind == "sft" else domain_file(w.corpus, "demos"),
+    output:
+        grad_file("{model}", "{kind}", "{corpus}"),
+    log:
+        f"{R}/logs/gradients/{{model}}/{{kind}}/{{corpus}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        model=model_spec,
+        grads={k: STS[k] for k in ("grad_examples", "grad_dim", "control_seed", "sample_seed")},
+        targets=FT["lora_targets"],
+    script:
+        "../workflow_scripts/gradients.py"

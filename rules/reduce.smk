@@ -40,6 +40,8 @@ rule sts:
         plain_panel=panel_dir("{model}", "{layer}", "domain", "{domain}", "plain"),
         icl_panel=panel_dir("{model}", "{layer}", "domain", "{domain}", "icl"),
         sft_panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "plain"),
+        sft_grad=grad_file("{model}", "sft", "{sft}"),
+        domain_grad=grad_file("{model}", "domain", "{domain}"),
     output:
         sts_part("{model}", "{layer}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:

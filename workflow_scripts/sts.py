@@ -10,6 +10,7 @@ i = snakemake.input
 shift = Shift.parse(w.shift)  # predicted (s<seed>) or true (true-<method>-s<seed>: oracle rows)
 key = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "domain": w.domain, **shift.key()}
 reduce.sts({space: i[f"shift_{space}"] for space in SPACES},
-           {"stats": i.plain, "panel": i.plain_panel, "sft_panel": i.sft_panel},
+           {"stats": i.plain, "panel": i.plain_panel, "sft_panel": i.sft_panel,
+            "sft_grad": i.sft_grad, "domain_grad": i.domain_grad},
            {"stats": i.icl, "panel": i.icl_panel}, int(w.n), key, snakemake.output[0],
            oracle=shift.true, settings=snakemake.params.controls)

@@ -112,3 +112,31 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
                batch_size=model.batch_size, feat_dtype=settings.feat_dtype, reference=reference,
                metadata=meta, row_group_rows=settings.row_group_rows, log=log.info,
                panel=panel, panel_out=panel_out)
+
+
+def gradients(model_dir, model: ModelSettings, kind: str, data, settings: dict,
+              targets: list[str], out, threads: int | None = None) -> None:
+    """The projected mean low-rank gradient of one corpus on the base model
+    (``features.gradients``): an SFT set's ``settings["grad_examples"]`` records drawn with
+    ``sample_seed``, or a domain's worked examples (``data``: its demonstrations file).
+    ``settings``: grad_examples, grad_dim, control_seed, sample_seed (sts.*)."""
+    import pyarrow as pa
+
+    from stsflow.features.gradients import mean_gradient
+    from stsflow.finetune.train import build_examples
+    from stsflow.io.files import write_parquet
+    from stsflow.text.segments import Segmenter
+
+    records = corpora.read_records(data)
+    records = corpora.sample_records(records, settings["grad_examples"],
+                                     settings["sample_seed"])[0] if kind == "sft" else \
+        records[:settings["grad_examples"]]
+    lm, tok, minfo = load_job_model(model_dir, model, threads)
+    seg = Segmenter.for_tokenizer(tok, model.chat_template)
+    examples = build_examples(records, seg, model.max_length, kind=kind)
+    vec, meta = mean_gradient(lm, examples, targets, settings["control_seed"],
+                              settings["grad_dim"], log=log.info)
+    write_parquet(pa.table({"value": vec}), out,
+                  dict(meta, kind=kind, model=model_identity(minfo),
+                       records=[r.get("id", r.get("question_id")) for r in records],
+                       packages=package_versions()))

@@ -31,7 +31,7 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
 
     ``shifts`` maps a space to its shift file; ``plain`` and ``icl`` map "stats" to the domain's
     SAE statistics and "panel" to its panel; ``plain`` also has "sft_panel", the SFT set's plain
-    panel. ``settings``: control_seed, random_draws, probe_folds (sts.*)."""
+    panel, and "sft_grad"/"domain_grad", the two corpora's mean gradients. ``settings``: control_seed, random_draws, probe_folds (sts.*)."""
     from stsflow.features.panel import read_space_stats
     from stsflow.scores.controls import random_dim_scores
 
@@ -43,6 +43,7 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
                            shifts={sp: pq.read_table(p) for sp, p in shifts.items()},
                            plain=spaces(plain), icl=spaces(icl), domain_panel=plain["panel"],
                            sft_panel=plain["sft_panel"],
+                           sft_grad=plain.get("sft_grad"), domain_grad=plain.get("domain_grad"),
                            control_seed=settings["control_seed"],
                            probe_folds=settings["probe_folds"])
     names = scores.oracle_predictors() if oracle else list(scores.PREDICTORS)

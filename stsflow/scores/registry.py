@@ -48,8 +48,8 @@ def oracle_predictors() -> list[str]:
 @dataclass
 class ScoreInputs:
     """What one domain's scores read: the shift vector of each space, the domain's plain and ICL
-    statistics of each space, and the panels (per-query pooled vectors, mean residual) of the
-    domain's and the SFT set's plain runs."""
+    statistics of each space, the panels (per-query pooled vectors, mean residual) of the
+    domain's and the SFT set's plain runs, and their mean low-rank gradients."""
 
     n_top: int
     shifts: dict[str, pa.Table]
@@ -57,6 +57,8 @@ class ScoreInputs:
     icl: dict[str, Stats]
     domain_panel: Path | None = None
     sft_panel: Path | None = None
+    sft_grad: Path | None = None
+    domain_grad: Path | None = None
     control_seed: int = 0
     probe_folds: int = 5
     _dims: dict = field(default_factory=dict)

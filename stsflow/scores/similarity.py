@@ -1,10 +1,17 @@
-"""Representation similarity of a domain to the SFT set (the paper's "domain-vs-train"
-baseline): the cosine of the two mean residual vectors, each the mean over the plain run's counted
-query tokens (token-mean pooling, so long queries weigh more, as in every STS average)."""
+"""Similarity of a domain to the SFT set.
+
+- ``repsim`` (the paper's "domain-vs-train representation similarity"): the cosine of the two
+  mean residual vectors, each the mean over the plain run's counted query tokens (token-mean
+  pooling, so long queries weigh more, as in every STS average).
+- ``grad_sim`` (in the spirit of LESS): the cosine of the two corpora's projected mean low-rank
+  gradients on the base model (``features.gradients`` defines them).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+import pyarrow.parquet as pq
 
 from stsflow.features.panel import read_signed_mean
 from stsflow.scores.registry import register_predictor
@@ -20,3 +27,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
                     about="cosine of the mean residual of the domain and of the SFT set")
 def _repsim(x) -> float:
     return cosine(read_signed_mean(x.domain_panel), read_signed_mean(x.sft_panel))
+
+
+@register_predictor("grad_sim", family="similarity", uses_shift=False,
+                    about="cosine of the mean low-rank gradients of the SFT set and the domain")
+def _grad_sim(x) -> float:
+    if x.sft_grad is None or x.domain_grad is None:
+        return float("nan")
+    return cosine(pq.read_table(x.sft_grad)["value"].to_numpy(),
+                  pq.read_table(x.domain_grad)["value"].to_numpy())

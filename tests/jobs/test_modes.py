@@ -366,6 +366,32 @@ def test_baseline_predictors_against_dense_computation(job):
     assert len({tuple(s) for s in sets}) == 4  # distinct draws
 
 
+def test_gradients_job_samples_its_examples_and_feeds_grad_sim(job):
+    """The gradients job through the rule's entry point: an SFT set's examples are a seeded
+    sample of grad_examples records, a domain's are its worked examples; grad_sim is the cosine
+    of the two files' vectors, scored by the reduction job."""
+    from stsflow.features import gradients as gr
+
+    d = job["d"]
+    settings = {"grad_examples": 5, "grad_dim": 64, "control_seed": 0, "sample_seed": 2}
+    mspec = ModelSettings.with_defaults(**MSPEC)
+    extract_job.gradients(d / "model", mspec, "sft", d / "sft.parquet", settings,
+                          ["q_proj", "v_proj"], d / "g_sft.parquet", threads=1)
+    extract_job.gradients(d / "model", mspec, "domain", d / "law.demos.parquet", settings,
+                          ["q_proj", "v_proj"], d / "g_law.parquet", threads=1)
+    meta = read_metadata(d / "g_sft.parquet")
+    want = corpora.sample_records(sft_records(12), 5, 2)[0]
+    assert meta["records"] == [r["id"] for r in want] and meta["n_examples"] == 5
+    assert meta["rank"] == gr.RANK and meta["dim"] == 64
+    assert read_metadata(d / "g_law.parquet")["n_examples"] == 3  # every worked example
+    a = pq.read_table(d / "g_sft.parquet")["value"].to_numpy()
+    b = pq.read_table(d / "g_law.parquet")["value"].to_numpy()
+    x = scores.ScoreInputs(n_top=1, shifts={}, plain={}, icl={}, sft_grad=d / "g_sft.parquet",
+                           domain_grad=d / "g_law.parquet")
+    assert scores.PREDICTORS["grad_sim"].fn(x) == pytest.approx(
+        a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
 def test_content_and_turn_differ_by_the_scaffolding(job):
     seg = job["seg"]
     rec = sft_records(1)[0]

@@ -86,7 +86,8 @@ def test_adding_a_domain_schedules_only_its_jobs(project, edit):
     edit(lambda c: c["domains"].update(biology={
         "test": {"local": {"path": "data/biology.test.jsonl"}},
         "demos": {"local": {"path": "data/biology.demos.jsonl"}}}))
-    assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, sts=2, **WITH_COVERAGE)
+    assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, gradients=1, sts=2,
+                                            **WITH_COVERAGE)
 
 
 def test_adding_a_predictor_reruns_only_the_scores(project, tmp_path):
@@ -114,8 +115,8 @@ def test_adding_an_n_value_schedules_only_its_scores(project, edit):
 
 def test_changing_one_domain_reruns_only_that_domain(project, edit):
     edit(lambda c: c["domains"]["law"].update(max_items=4))
-    assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, sts=2,
-                                               **WITH_COVERAGE)
+    assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, gradients=1,
+                                               sts=2, **WITH_COVERAGE)
 
 
 def test_two_clean_runs_give_identical_tables(project, tiny_model_dir, tmp_path):
