@@ -76,6 +76,7 @@ def expected_jobs(cfg: dict) -> Counter:
                    # SFT: plain + one ICL run per seed; domains: plain + ICL
                    extract=n_layers * (1 + seeds + 2 * n_dom),
                    shift=n_layers * seeds, sts=n_layers * seeds * n_top * n_dom,
+                   gradients=1 + n_dom,  # grad_sim: the SFT set and each domain, once
                    sts_table=1, coverage=1, manifest=1, all=1)
     if cfg.get("observed"):
         jobs["report"] = 1
