@@ -27,7 +27,7 @@ import math
 import numpy as np
 import polars as pl
 
-from stsflow.analysis.correlation import pair_tables, sts_variants
+from stsflow.analysis.correlation import pair_tables, predictor_columns
 
 COMPARISON_COLUMNS = ("predictor", "family", "post_training", "n_domains", "pearson",
                       "pearson_ci_low", "pearson_ci_high", "ci_method", "perm_p",
@@ -88,23 +88,23 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
     for run, g in (rows.partition_by(run_keys, as_dict=True, maintain_order=True).items()
                    if run_keys else [((), rows)]):
         kv = dict(zip(run_keys, run))
-        prim = g.filter(pl.col("variant") == primary["variant"])
+        prim = g.filter(pl.col("predictor") == primary["predictor"])
         x, y = _domain_values(sts, obs, keys, kv, k_extreme)
         if prim.height == 0 or x is None:
             continue
         r_prim = float(prim["pearson"][0])
         records = []
         for r in g.to_dicts():
-            name = r["variant"]
+            name = r["predictor"]
             rec = {**kv, "predictor": name, "family": _family(name),
                    "post_training": name.endswith("_oracle"),
                    **{c: r[c] for c in ("n_domains", "pearson", "pearson_ci_low",
                                         "pearson_ci_high", "ci_method", "perm_p")},
                    "share_at_least": math.nan}
-            if name != primary["variant"] and name in x and primary["variant"] in x:
+            if name != primary["predictor"] and name in x and primary["predictor"] in x:
                 sign = 1.0 if not np.isfinite(r["pearson"]) or r["pearson"] >= 0 else -1.0
                 rec["diff"], rec["diff_low"], rec["diff_high"] = paired_diff(
-                    x[primary["variant"]], x[name], y, n_boot=n_boot, seed=seed, ci=ci,
+                    x[primary["predictor"]], x[name], y, n_boot=n_boot, seed=seed, ci=ci,
                     sign_b=sign)
             records.append(rec)
         for col, name in RAND_FORMULAS.items():
@@ -117,8 +117,8 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
             r["best_baseline"] = r["predictor"] == best
         out += records
     df = pl.DataFrame(out, schema=_schema(corr))
-    return df.with_columns(**{k: pl.lit(v) for k, v in keys.items()}, variant_primary=pl.lit(
-        primary["variant"]))
+    return df.with_columns(**{k: pl.lit(v) for k, v in keys.items()}, primary_predictor=pl.lit(
+        primary["predictor"]))
 
 
 def _schema(corr: pl.DataFrame) -> dict:
@@ -138,8 +138,8 @@ def _domain_values(sts, obs, keys, run: dict, k_extreme):
     oracle_rows = sel.filter(pl.col("method").is_not_null()) if "method" in sel.columns else None
     frames = []
     for part, cols, is_oracle in (
-            (pred_rows, [c for c in sts_variants(pred_rows) if not c.endswith("_oracle")], False),
-            (oracle_rows, [c for c in sts_variants(sel) if c.endswith("_oracle")], True)):
+            (pred_rows, [c for c in predictor_columns(pred_rows) if not c.endswith("_oracle")], False),
+            (oracle_rows, [c for c in predictor_columns(sel) if c.endswith("_oracle")], True)):
         if part is None or part.height == 0 or not cols:
             continue
         if "seed" in run and "seed" in part.columns:
@@ -165,7 +165,7 @@ def _domain_values(sts, obs, keys, run: dict, k_extreme):
                          on="domain", how="left")
     delta = joined["delta"].to_numpy()
     y = np.abs(delta) if keys["target"] == "abs" else delta
-    x = {c: joined[c].cast(pl.Float64).to_numpy() for c in sts_variants(joined)}
+    x = {c: joined[c].cast(pl.Float64).to_numpy() for c in predictor_columns(joined)}
     for c in RAND_FORMULAS:
         if c in joined.columns and joined[c].null_count() == 0:
             x[c] = np.array(joined[c].to_list(), dtype=np.float64)
@@ -191,7 +191,7 @@ def _random_row(run: dict, name: str, draws: np.ndarray, y: np.ndarray, r_prim: 
 def ablation_table(corr: pl.DataFrame, primary: dict) -> pl.DataFrame:
     """The primary predictor's ρ [CI] on the primary metric, protocol and target, by layer and N
     (and run): the paper's layer and N ablations, on this run's Δ."""
-    keys = {k: primary[k] for k in ("variant", "metric", "protocol", "target")}
+    keys = {k: primary[k] for k in ("predictor", "metric", "protocol", "target")}
     cols = [c for c in ("method", "seed") if c in corr.columns]
     return (corr.filter(*[pl.col(k) == v for k, v in keys.items()])
             .select(*cols, "layer", "n_top", "n_domains", "pearson", "pearson_ci_low",

@@ -6,7 +6,7 @@ p-value, computed over domains. Two protocols: all domains, and the paper's extr
 
 Choices the paper leaves open, made here as a reviewer of an ML paper would expect:
 
-- **One pre-declared primary analysis** (``report.primary``: variant, N, layer, metric, protocol,
+- **One pre-declared primary analysis** (``report.primary``: predictor, N, layer, metric, protocol,
   target; default sts_icl, N = 100, the lowest configured layer, the first metric, all domains,
   |Δ|). Its permutation p is reported unadjusted: it is the one test declared before the data.
   With several fine-tuning runs (method × seed) the primary analysis is run once per run; these
@@ -14,7 +14,7 @@ Choices the paper leaves open, made here as a reviewer of an ML paper would expe
   report gives their mean ± sd (ddof=1) as the paper does.
 - **Every other tested row is exploratory**, with a Holm-adjusted permutation p within its
   family. A family is every exploratory row of one (model, sft, target, method, seed): all
-  variants (oracle included), layers, N and metrics one run's table offers a reader at once.
+  predictors (oracle included), layers, N and metrics one run's table offers a reader at once.
   Permutation p, not the t-test p, because it assumes nothing about the distribution of 8-14
   domains. The primary row's ``holm_p`` is its own p (a family of one).
 - **Extreme-groups rows are descriptive**: the domains are selected on Δ, so no test is valid;
@@ -59,7 +59,7 @@ PROTOCOLS = ("all", "extremes")
 ROLES = ("primary", "exploratory", "descriptive")
 EXTRA_KEYS = ("method", "seed")  # observed columns that split results when present
 FAMILY_KEYS = ("model", "sft", "target", "method", "seed")
-PRIMARY_KEYS = ("variant", "n_top", "layer", "metric", "protocol", "target")
+PRIMARY_KEYS = ("predictor", "n_top", "layer", "metric", "protocol", "target")
 PRIMARY_DEFAULT_N = 100  # the paper's N, used when report.primary.n_top is null
 CI_METHODS = {"all": "BCa bootstrap",
               "extremes": "BCa bootstrap, descriptive (domains selected on Δ)"}
@@ -99,7 +99,7 @@ def predictor_names() -> set[str]:
     return set(PREDICTORS) | {f"{n}_oracle" for n in PREDICTORS}
 
 
-def sts_variants(sts: pl.DataFrame) -> list[str]:
+def predictor_columns(sts: pl.DataFrame) -> list[str]:
     """Predictor columns (registered predictors and their ``_oracle`` rows), in table order."""
     names = predictor_names()
     return [c for c in sts.columns if c in names]
@@ -113,13 +113,13 @@ def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
 
     The extremes selection is made once per (model, sft, metric[, method, seed]) among the
     observed domains that the STS table has for that (model, sft), so it is the same set for every
-    layer, n_top and variant. Run keys (method, seed) carried by both tables (ICL seed; oracle
+    layer, n_top and predictor. Run keys (method, seed) carried by both tables (ICL seed; oracle
     method and seed) pair rows of the same run; observed rows without them apply to every run.
     """
     _require(sts, ["model", "sft", "layer", "n_top", "domain"], "sts")
     _require(observed, ["model", "sft", "domain", "metric", "delta"], "observed")
-    variants = sts_variants(sts)
-    if not variants:
+    predictors = predictor_columns(sts)
+    if not predictors:
         raise ValueError(f"sts table has no predictor column; it has {sts.columns}")
     extra = [c for c in EXTRA_KEYS if c in observed.columns]
     sts_extra = [c for c in EXTRA_KEYS if c in sts.columns]
@@ -133,7 +133,7 @@ def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
           if "delta_se" in observed.columns else pl.lit(math.nan, dtype=pl.Float64))
     obs = observed.select([*obs_keys, "domain", pl.col("delta").cast(pl.Float64),
                            se.alias("delta_se")])
-    sts_sel = sts.select([*sts_keys, "domain", *[pl.col(v).cast(pl.Float64) for v in variants]])
+    sts_sel = sts.select([*sts_keys, "domain", *[pl.col(v).cast(pl.Float64) for v in predictors]])
 
     usable = obs.join(sts_sel.select("model", "sft", "domain").unique(),
                       on=["model", "sft", "domain"], how="semi")
@@ -156,8 +156,8 @@ def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
 def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int = 2000,
                       n_perm: int = 10000, seed: int = 0, ci: float = 0.95,
                       k_extreme: int = 4, n_sim: int = 2000) -> pl.DataFrame:
-    """Correlate every STS variant with the observed Δ, one row per
-    (model, sft, layer, n_top, variant, target, protocol, metric[, method, seed]), with
+    """Correlate every STS predictor with the observed Δ, one row per
+    (model, sft, layer, n_top, predictor, target, protocol, metric[, method, seed]), with
     ``ci_method`` and the ``noise_ceiling`` of the domains used (NaN without ``delta_se``).
 
     Only domains present in both tables are used (see ``pair_tables``). Extremes rows carry no
@@ -165,17 +165,17 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
     every table of a report is together.
     """
     joined, group_keys = pair_tables(sts, observed, k_extreme)
-    variants = sts_variants(sts)
-    out_keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
+    predictors = predictor_columns(sts)
+    out_keys = ["model", "sft", "layer", "n_top", "predictor", "target", "protocol", "metric",
                 *group_keys[5:]]
     records = []
     for key, g in joined.partition_by(group_keys, as_dict=True, maintain_order=True).items():
         kv = dict(zip(group_keys, key))
         delta, se = g["delta"].to_numpy(), g["delta_se"].to_numpy()
         masks = {"all": np.ones(g.height, dtype=bool), "extremes": g["extreme"].to_numpy()}
-        ceilings: dict[tuple, float] = {}  # by (target, domains used): shared across variants
-        for variant in variants:
-            x = g[variant].to_numpy()
+        ceilings: dict[tuple, float] = {}  # by (target, domains used): shared across predictors
+        for predictor in predictors:
+            x = g[predictor].to_numpy()
             usable = np.isfinite(x) & np.isfinite(delta)  # the pairs correlate() keeps
             for target in TARGETS:
                 y = np.abs(delta) if target == "abs" else delta
@@ -187,12 +187,12 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
                     if key not in ceilings:
                         ceilings[key] = noise_ceiling(delta[used], se[used], target=target,
                                                       n_sim=n_sim, seed=seed)
-                    records.append({**kv, "variant": variant, "target": target,
+                    records.append({**kv, "predictor": predictor, "target": target,
                                     "protocol": protocol, **res,
                                     "ci_method": CI_METHODS[protocol],
                                     "noise_ceiling": ceilings[key]})
 
-    schema = {c: (pl.String if c in ("variant", "target", "protocol") else joined.schema[c])
+    schema = {c: (pl.String if c in ("predictor", "target", "protocol") else joined.schema[c])
               for c in out_keys}
     schema |= {c: (pl.Int64 if c == "n_domains" else pl.Float64) for c in STAT_COLUMNS}
     schema |= {"ci_method": pl.String, "noise_ceiling": pl.Float64}

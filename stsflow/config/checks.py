@@ -260,9 +260,9 @@ def report_primary_problems(config: dict) -> list[str]:
         problems.append(f"{where}.protocol: extremes selects domains on Δ, so no test of it is "
                         "valid. Fix: use all (extremes rows stay in the report, as descriptive)")
     finetune = config["finetune"]["enabled"]
-    if p["variant"].endswith("_oracle") and not finetune:
-        problems.append(f"{where}.variant: {p['variant']} needs the fine-tuned model. Fix: set "
-                        "finetune.enabled: true or declare a variant without _oracle")
+    if p["predictor"].endswith("_oracle") and not finetune:
+        problems.append(f"{where}.predictor: {p['predictor']} needs the fine-tuned model. Fix: set "
+                        "finetune.enabled: true or declare a predictor without _oracle")
     metrics = (list(config["evaluate"]["metrics"]) if finetune else []) + \
         [o["metric"] for o in config.get("observed", [])]
     if p["metric"] is not None and p["metric"] not in metrics:

@@ -12,6 +12,10 @@ import yaml
 SCHEMA_PATH = Path(__file__).parents[1] / "schemas" / "config.schema.yaml"
 
 
+# keys renamed in a release: (parent path..., old key) -> new key, named in the error
+RENAMED = {("report", "primary", "variant"): "predictor"}
+
+
 class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -53,7 +57,9 @@ def schema_errors(config: dict) -> list[str]:
                 allowed = sorted(err.schema.get("properties", {}))
                 for key in [k for k in err.instance if k not in allowed]:
                     close = difflib.get_close_matches(str(key), allowed, n=1)
-                    hint = f"rename it to {close[0]!r}" if close else "remove or rename it"
+                    renamed = RENAMED.get((*[str(p) for p in path[-2:]], str(key)))
+                    hint = (f"rename it to {renamed!r} (renamed)" if renamed in allowed
+                            else f"rename it to {close[0]!r}" if close else "remove or rename it")
                     problems.append(f"{_field([*path, key], config)}: unknown key. Fix: {hint} "
                                     f"(allowed: {', '.join(allowed)})")
             elif err.validator == "required" and isinstance(err.instance, dict):

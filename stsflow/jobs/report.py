@@ -54,7 +54,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
                       "SFT answers cut by finetune.max_length (fine-tuning)",
                       pl.read_parquet(coverage).drop("model", "sft")))
     corr = pl.concat(corr, how="diagonal_relaxed")
-    keys = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
+    keys = ["model", "sft", "layer", "n_top", "predictor", "target", "protocol", "metric",
             "method", "seed"]
     corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS)
                        + list(st.ROW_COLUMNS))

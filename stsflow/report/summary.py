@@ -229,15 +229,15 @@ def _plot_metric(observed: pl.DataFrame, primary: dict | None) -> str | None:
     return want if want in metrics else metrics[0]
 
 
-def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: pl.DataFrame,
+def _scatter_png(predictor: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: pl.DataFrame,
                  metric: str | None) -> bytes:
     """One panel per (model, sft, layer, run) row and N column, a run being one fine-tuning
     method × seed (or ICL seed): every seed is shown, none averaged away."""
     if metric is not None:
         obs = observed.filter(pl.col("metric") == metric)
-        others = st.predictor_names() - {variant}
+        others = st.predictor_names() - {predictor}
         data, keys = st.pair_tables(sts.select([c for c in sts.columns if c not in others]), obs)
-        data = data.with_columns(x=pl.col(variant), y=pl.col("delta").abs())
+        data = data.with_columns(x=pl.col(predictor), y=pl.col("delta").abs())
     else:
         data, keys = pl.DataFrame(schema={"model": pl.String, "sft": pl.String,
                                           "layer": pl.Int64, "n_top": pl.Int64,
@@ -254,8 +254,8 @@ def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: 
     fig = Figure(figsize=(4.6 * nc, 4.2 * nr), layout="constrained")
     FigureCanvasAgg(fig)  # Agg explicitly, without touching pyplot's global backend
     axes = fig.subplots(nr, nc, squeeze=False)
-    fig.suptitle(f"{variant} vs |Δ| (metric={metric}), one row per layer and run"
-                 if metric else f"{variant}: no observed Δ")
+    fig.suptitle(f"{predictor} vs |Δ| (metric={metric}), one row per layer and run"
+                 if metric else f"{predictor}: no observed Δ")
     for ax in axes.flat:
         ax.set_axis_off()
     for i, rk in enumerate(rows):
@@ -276,13 +276,13 @@ def _scatter_png(variant: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: 
                 slope, icpt = np.polyfit(x[ok], y[ok], 1)
                 xs = np.array([x[ok].min(), x[ok].max()])
                 ax.plot(xs, slope * xs + icpt, lw=1, color="0.4")
-            ax.set_xlabel(variant)
+            ax.set_xlabel(predictor)
             ax.set_ylabel("|Δ|")
             head = f"{rk['model']}/{rk['sft']} " if multi else ""
             run = " ".join(f"{k}={rk[k]}" for k in run_keys if rk[k] is not None)
             lines = [f"{head}L{rk['layer']} N={n_top} {run}".rstrip()]
             for protocol in st.PROTOCOLS:
-                r = _filter_eq(corr, {**rk, "n_top": n_top, "variant": variant,
+                r = _filter_eq(corr, {**rk, "n_top": n_top, "predictor": predictor,
                                       "target": "abs", "protocol": protocol, "metric": metric})
                 if r.height:
                     rr = r.row(0, named=True)
@@ -369,7 +369,7 @@ def _comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict 
         blocks.append(("ul", [_versus_sentence(g, primary, ci) for g in (
             cmp.partition_by(runs, maintain_order=True) if runs else [cmp])]))
     blocks.append(("h", 2, "Ablation: layer and N"))
-    blocks.append(("p", f"The primary predictor ({(primary or {}).get('variant')}) on the "
+    blocks.append(("p", f"The primary predictor ({(primary or {}).get('predictor')}) on the "
                         "primary metric, protocol and target, by layer and N; every row but "
                         "the primary one is exploratory (Holm p within its family)."))
     blocks.append(_df_block(ablation))
@@ -379,7 +379,7 @@ def _comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict 
 def _versus_sentence(g: pl.DataFrame, primary: dict | None, ci: float) -> str:
     who = ", ".join(f"{k}={g[k][0]}" for k in ("method", "seed") if k in g.columns)
     best = g.filter(pl.col("best_baseline"))
-    name = (primary or {}).get("variant")
+    name = (primary or {}).get("predictor")
     if best.height == 0:
         return f"{who}: no baseline has a defined ρ; nothing to compare {name} with."
     b = best.row(0, named=True)
@@ -400,31 +400,31 @@ def _versus_sentence(g: pl.DataFrame, primary: dict | None, ci: float) -> str:
 
 # ---------------------------------------------------------------- report
 
-def _headline_rows(corr: pl.DataFrame, variants: list[str], keys: list[str]) -> list[dict]:
-    """target=abs rows ordered variant-major (in STS column order), then layer, n_top, protocol
-    (all before extremes), metric, method, seed, so each variant's results read as one block."""
+def _headline_rows(corr: pl.DataFrame, predictors: list[str], keys: list[str]) -> list[dict]:
+    """target=abs rows ordered predictor-major (in STS column order), then layer, n_top, protocol
+    (all before extremes), metric, method, seed, so each predictor's results read as one block."""
     if corr.height == 0 or "target" not in corr.columns:
         return []
-    order = {v: i for i, v in enumerate(variants)}
+    order = {v: i for i, v in enumerate(predictors)}
     prot = {p: i for i, p in enumerate(st.PROTOCOLS)}
     df = corr.filter(pl.col("target") == "abs").with_columns(
-        _v=pl.col("variant").replace_strict(order, default=len(order), return_dtype=pl.Int64),
+        _v=pl.col("predictor").replace_strict(order, default=len(order), return_dtype=pl.Int64),
         _p=pl.col("protocol").replace_strict(prot, default=len(prot), return_dtype=pl.Int64))
-    by = ["model", "sft", "_v", "variant", "layer", "n_top", "_p", "protocol",
-          *[k for k in keys if k not in ("model", "sft", "variant", "layer", "n_top",
+    by = ["model", "sft", "_v", "predictor", "layer", "n_top", "_p", "protocol",
+          *[k for k in keys if k not in ("model", "sft", "predictor", "layer", "n_top",
                                          "protocol")]]
     return df.sort(by, nulls_last=True, maintain_order=True).drop("_v", "_p").to_dicts()
 
 
 def _row_label(r: dict, extra: list[str]) -> str:
-    parts = [f"{r['model']}/{r['sft']}", str(r["variant"]), f"layer {r['layer']}",
+    parts = [f"{r['model']}/{r['sft']}", str(r["predictor"]), f"layer {r['layer']}",
              f"N={r['n_top']}", f"{r['protocol']} domains"]
     return ", ".join(parts + [f"{k}={r[k]}" for k in extra])
 
 
 def _declaration(primary: dict) -> str:
     target = "|Δ|" if primary.get("target") == "abs" else "signed Δ"
-    return (f"variant {primary.get('variant')}, N = {primary.get('n_top')}, layer "
+    return (f"predictor {primary.get('predictor')}, N = {primary.get('n_top')}, layer "
             f"{primary.get('layer')}, metric {primary.get('metric')}, {primary.get('protocol')} "
             f"domains, target {target}")
 
@@ -436,7 +436,7 @@ def _primary_missing(corr: pl.DataFrame, primary: dict | None) -> str:
     fixes = {"n_top": "add it to sts.n_top or set report.primary.n_top",
              "layer": "configure that layer or set report.primary.layer",
              "metric": "set report.primary.metric to a metric of the observed Δ",
-             "variant": "set report.primary.variant to a computed variant"}
+             "predictor": "set report.primary.predictor to a computed predictor"}
     parts = []
     for k in st.PRIMARY_KEYS:
         have = sorted({str(v) for v in corr[k].to_list()}) if k in corr.columns else []
@@ -530,7 +530,7 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  extra_tables: list[tuple[str, pl.DataFrame]] = (),
                  warnings: list[str] = (), comparison: pl.DataFrame | None = None,
                  ablation: pl.DataFrame | None = None) -> dict[str, Path]:
-    """Write correlations.parquet, summary.md, summary.html and scatter_<variant>.png into
+    """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
     ``ci`` only labels the intervals (the level the correlation table was computed with).
@@ -540,7 +540,7 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
     outdir.mkdir(parents=True, exist_ok=True)
     if "role" not in corr.columns:
         corr = st.assign_roles(corr, primary)
-    variants = st.sts_variants(sts)
+    predictors = st.predictor_columns(sts)
     extra = [c for c in st.EXTRA_KEYS if c in observed.columns]
     corr_extra = [c for c in st.EXTRA_KEYS if c in corr.columns]
     written: dict[str, Path] = {}
@@ -552,7 +552,7 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
 
     metric = _plot_metric(observed, primary)
     images: dict[str, bytes] = {}
-    for v in variants:
+    for v in predictors:
         name = f"scatter_{_safe_name(v)}.png"
         images[name] = _scatter_png(v, sts, observed, corr, metric)
         path = outdir / name
@@ -583,12 +583,12 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         [str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)]
         for k, v in provenance.items()]))
 
-    head_keys = ["model", "sft", "variant", "layer", "n_top", "protocol", "metric", *corr_extra]
-    abs_rows = _headline_rows(corr, variants, head_keys)
+    head_keys = ["model", "sft", "predictor", "layer", "n_top", "protocol", "metric", *corr_extra]
+    abs_rows = _headline_rows(corr, predictors, head_keys)
     blocks.append(("h", 2, "Exploratory analyses"))
     blocks.append(("p", "Every row other than the primary one is exploratory: its p-value is the "
                         "permutation p Holm-adjusted over its family, all exploratory rows of one "
-                        "(model, sft, target, method, seed): every variant, layer, N and metric. "
+                        "(model, sft, target, method, seed): every predictor, layer, N and metric. "
                         "Extreme-groups rows (the 4 largest and 4 smallest |Δ|) select domains on "
                         "Δ: their intervals are descriptive and they carry no p-value. Intervals "
                         f"are {ci:.0%} BCa bootstrap over domains; Fisher z beside them. "

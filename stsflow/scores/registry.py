@@ -1,7 +1,7 @@
 """The registry of predictors. Each is registered once with what it needs, and scored per
 (model, SFT set, layer, shift, N, domain) from a ``ScoreInputs``: the STS tables get one column
 per entry (in registration order), the report one scatter plot and one forest-plot row each, and a
-test keeps the schema's enum (report.primary.variant) equal to the registry."""
+test keeps the schema's enum (report.primary.predictor) equal to the registry."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from scipy import stats as sps
 from stsflow.analysis import comparison, correlation
 
 DOMAINS = [f"d{i}" for i in range(10)]
-PRIMARY = {"variant": "sts_icl", "n_top": 5, "layer": 3, "metric": "acc", "protocol": "all",
+PRIMARY = {"predictor": "sts_icl", "n_top": 5, "layer": 3, "metric": "acc", "protocol": "all",
            "target": "abs"}
 
 

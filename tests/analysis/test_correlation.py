@@ -135,7 +135,7 @@ def _synthetic(domains=DOMAINS8, oracle=False):
     return sts, observed
 
 
-EXPECTED_COLUMNS = ["model", "sft", "layer", "n_top", "variant", "target", "protocol", "metric",
+EXPECTED_COLUMNS = ["model", "sft", "layer", "n_top", "predictor", "target", "protocol", "metric",
                     *correlation.STAT_COLUMNS, *correlation.ROW_COLUMNS]
 
 
@@ -148,11 +148,11 @@ def test_correlation_table_shape_and_values():
     corr = correlation.correlation_table(sts, observed, seed=3, **FAST)
     assert corr.columns == EXPECTED_COLUMNS
     assert corr.height == 2 * 2 * 3 * 2 * 2 * 1
-    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq"}
+    assert set(corr["predictor"]) == {"sts_act", "sts_icl", "sts_sq"}
     assert (corr["n_domains"] == 8).all()  # 8 ≤ 2k: extremes uses every domain too
 
     row = corr.filter((pl.col("layer") == 20) & (pl.col("n_top") == 50)
-                      & (pl.col("variant") == "sts_icl") & (pl.col("target") == "abs")
+                      & (pl.col("predictor") == "sts_icl") & (pl.col("target") == "abs")
                       & (pl.col("protocol") == "all")).to_dicts()
     assert len(row) == 1
     sub = (sts.filter((pl.col("layer") == 20) & (pl.col("n_top") == 50))
@@ -161,7 +161,7 @@ def test_correlation_table_shape_and_values():
     assert {k: row[0][k] for k in correlation.STAT_COLUMNS} == pytest.approx(direct, nan_ok=True)
 
     signed = corr.filter((pl.col("layer") == 20) & (pl.col("n_top") == 50)
-                         & (pl.col("variant") == "sts_icl") & (pl.col("target") == "signed")
+                         & (pl.col("predictor") == "sts_icl") & (pl.col("target") == "signed")
                          & (pl.col("protocol") == "all"))
     assert signed["pearson"][0] == pytest.approx(
         sps.pearsonr(sub["sts_icl"], sub["delta"]).statistic)
@@ -171,13 +171,13 @@ def test_correlation_table_extremes_and_oracle_variant():
     domains = [f"dom{i:02d}" for i in range(14)]
     sts, observed = _synthetic(domains, oracle=True)
     corr = correlation.correlation_table(sts, observed, **FAST)
-    assert set(corr["variant"]) == {"sts_act", "sts_icl", "sts_sq", "sts_act_oracle"}
+    assert set(corr["predictor"]) == {"sts_act", "sts_icl", "sts_sq", "sts_act_oracle"}
     assert corr.height == 2 * 2 * 4 * 2 * 2
     ext = corr.filter(pl.col("protocol") == "extremes")
     assert (ext["n_domains"] == 8).all()
     assert (corr.filter(pl.col("protocol") == "all")["n_domains"] == 14).all()
-    # the oracle variant is |Δ| itself
-    oracle = corr.filter((pl.col("variant") == "sts_act_oracle") & (pl.col("target") == "abs"))
+    # the oracle predictor is |Δ| itself
+    oracle = corr.filter((pl.col("predictor") == "sts_act_oracle") & (pl.col("target") == "abs"))
     assert oracle["pearson"].to_numpy() == pytest.approx(1.0)
 
     chosen = correlation.extreme_domains(dict(zip(observed["domain"], observed["delta"].abs())))
@@ -185,7 +185,7 @@ def test_correlation_table_extremes_and_oracle_variant():
                       & pl.col("domain").is_in(chosen))
            .join(observed, on=["model", "sft", "domain"]))
     row = ext.filter((pl.col("layer") == 10) & (pl.col("n_top") == 100)
-                     & (pl.col("variant") == "sts_act") & (pl.col("target") == "abs"))
+                     & (pl.col("predictor") == "sts_act") & (pl.col("target") == "abs"))
     assert row["pearson"][0] == pytest.approx(
         sps.pearsonr(sub["sts_act"], sub["delta"].abs()).statistic)
 
@@ -211,7 +211,7 @@ def test_correlation_table_method_seed_grouping():
     assert "seed" not in summ.columns and "method" in summ.columns
     assert (summ["n_seeds"] == 3).all()
     one = summ.row(0, named=True)
-    vals = corr.filter((pl.col("variant") == one["variant"]) & (pl.col("layer") == one["layer"])
+    vals = corr.filter((pl.col("predictor") == one["predictor"]) & (pl.col("layer") == one["layer"])
                        & (pl.col("n_top") == one["n_top"]) & (pl.col("target") == one["target"])
                        & (pl.col("protocol") == one["protocol"])
                        & (pl.col("method") == one["method"]))["pearson"].to_numpy()
@@ -379,7 +379,7 @@ def _roles_table():
     """perm_p written out by hand: seed 0 has three exploratory rows, the primary row and an
     extremes row; seed 1 one exploratory row."""
     rows = [
-        # variant, n_top, protocol, seed, perm_p
+        # predictor, n_top, protocol, seed, perm_p
         ("sts_icl", 100, "all", 0, 0.002),     # primary
         ("sts_act", 100, "all", 0, 0.01),
         ("sts_sq", 100, "all", 0, 0.04),
@@ -388,13 +388,13 @@ def _roles_table():
         ("sts_act", 100, "all", 1, 0.02),
         ("sts_icl", 100, "all", 1, 0.2),       # primary of seed 1
     ]
-    return pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "n_top": n, "variant": v,
+    return pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "n_top": n, "predictor": v,
                           "target": "abs", "protocol": p, "metric": "acc", "seed": s,
                           "perm_p": pp} for v, n, p, s, pp in rows])
 
 
 def test_assign_roles_primary_exploratory_descriptive_and_holm_families():
-    primary = {"variant": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc",
+    primary = {"predictor": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc",
                "protocol": "all", "target": "abs"}
     out = correlation.assign_roles(_roles_table(), primary)
     assert out["role"].to_list() == ["primary", "exploratory", "exploratory", "exploratory",
@@ -411,7 +411,7 @@ def test_assign_roles_primary_exploratory_descriptive_and_holm_families():
 
 
 def test_resolve_primary_defaults():
-    cfg = {"variant": "sts_icl", "n_top": None, "layer": None, "metric": None,
+    cfg = {"predictor": "sts_icl", "n_top": None, "layer": None, "metric": None,
            "protocol": "all", "target": "abs"}
     got = correlation.resolve_primary(cfg, [20, 12], ["nll", "option_loglik"])
     assert got == dict(cfg, n_top=100, layer=12, metric="nll")

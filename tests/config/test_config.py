@@ -205,6 +205,15 @@ def test_schema_problems_carry_a_fix(project):
         "sts.t: 'two' is not of type 'integer'. Fix: use an integer"]
 
 
+def test_renamed_key_names_its_new_name(project):
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg.setdefault("report", {})["primary"] = {"variant": "sts_act"}
+    problems = problems_of(cfg, workdir)
+    assert len(problems) == 1 and problems[0].startswith(
+        "report.primary.variant: unknown key. Fix: rename it to 'predictor' (renamed)")
+
+
 def test_all_problems_are_listed_at_once(project):
     workdir, cfg = project
     cfg = copy.deepcopy(cfg)
@@ -280,7 +289,7 @@ def test_defaults_are_filled_in(project):
     assert out["observed"][0]["metric"] == "given" and out["observed"][0]["source"] == ""
     assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
     assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0, "primary": {
-        "variant": "sts_icl", "n_top": None, "layer": None, "metric": None, "protocol": "all",
+        "predictor": "sts_icl", "n_top": None, "layer": None, "metric": None, "protocol": "all",
         "target": "abs"}}
     assert (out["sts"]["query_tokens"], out["sts"]["sample_seed"]) == ("content", 0)
 

@@ -156,7 +156,7 @@ RUN = textwrap.dedent("""
          "fraction_variance_explained": 0.8, "loss_recovered": 0.9, "warnings": []}))
     rows = [{"model": "m", "sft": "s", "domain": d, "metric": "given", "delta": float(i)}
             for i, d in enumerate(domains)]
-    primary = {"variant": "sts_icl", "n_top": 4, "layer": 1, "metric": "acc",
+    primary = {"predictor": "sts_icl", "n_top": 4, "layer": 1, "metric": "acc",
                "protocol": "all", "target": "abs"}
     report.report(t / "sts.parquet", rows, root / "reports", title="T",
                   settings=ReportSettings(n_boot=20, n_perm=20, seed=0), primary=primary,

@@ -13,7 +13,7 @@ DOMAINS = ["biology", "business", "chemistry", "engineering", "health", "law", "
 VARIANTS = ["sts_act", "sts_icl", "sts_sq", "sts_act_oracle"]
 
 
-PRIMARY = {"variant": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc", "protocol": "all",
+PRIMARY = {"predictor": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc", "protocol": "all",
            "target": "abs"}
 
 
@@ -135,13 +135,13 @@ def test_primary_analysis_leads_the_summary(tmp_path):
     prim = corr.filter(pl.col("role") == "primary")
     assert prim.height == 1
     r = prim.row(0, named=True)
-    assert (r["variant"], r["n_top"], r["layer"], r["protocol"]) == ("sts_icl", 100, 3, "all")
+    assert (r["predictor"], r["n_top"], r["layer"], r["protocol"]) == ("sts_icl", 100, 3, "all")
     lead = md.split("## Noise in Δ")[0]
     # the primary row's own numbers, written out independently of the report's formatting
     assert f"{r['pearson']:.2f} [{r['pearson_ci_low']:.2f}, {r['pearson_ci_high']:.2f}]" in lead
     assert f"[{r['pearson_fisher_low']:.2f}, {r['pearson_fisher_high']:.2f}]" in lead
     assert f"{r['perm_p']:.2g}" in lead and f"{r['noise_ceiling']:.2f}" in lead
-    assert "variant sts_icl, N = 100, layer 3, metric acc, all domains" in lead
+    assert "predictor sts_icl, N = 100, layer 3, metric acc, all domains" in lead
     assert any(w in lead for w in ("Supported:", "Not established:", "Contradicted:"))
     # every other row is labelled, none of them primary
     roles = set(corr.filter(pl.col("role") != "primary")["role"])
@@ -222,14 +222,14 @@ def test_config_rejects_a_primary_the_run_cannot_produce():
     cfg = {"models": {"m": {"layers": {3: {}, 7: {}}}}, "sts": {"n_top": [10, 100]},
            "finetune": {"enabled": False}, "evaluate": {"metrics": ["nll"]},
            "observed": [{"metric": "given"}],
-           "report": {"primary": {"variant": "sts_icl_oracle", "n_top": 50, "layer": 5,
+           "report": {"primary": {"predictor": "sts_icl_oracle", "n_top": 50, "layer": 5,
                                   "metric": "nll", "protocol": "extremes", "target": "abs"}}}
     problems = config.report_primary_problems(cfg)
     fields = [p.split(":")[0] for p in problems]
     assert fields == ["report.primary.n_top", "report.primary.layer", "report.primary.protocol",
-                      "report.primary.variant", "report.primary.metric"]
+                      "report.primary.predictor", "report.primary.metric"]
     assert all("Fix:" in p for p in problems)
-    ok = dict(cfg, report={"primary": {"variant": "sts_icl", "n_top": None, "layer": None,
+    ok = dict(cfg, report={"primary": {"predictor": "sts_icl", "n_top": None, "layer": None,
                                        "metric": None, "protocol": "all", "target": "abs"}})
     assert config.report_primary_problems(ok) == []
 

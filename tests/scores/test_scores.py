@@ -162,7 +162,7 @@ def test_true_shift_overlap_and_oracle_sts_match_direct_computation(run, tmp_pat
 
 
 def test_schema_variants_are_the_registered_predictors():
-    """report.primary.variant in the config schema lists exactly the registered predictors and
+    """report.primary.predictor in the config schema lists exactly the registered predictors and
     their oracle rows; the STS table's columns follow the registry."""
     import yaml
 
@@ -170,7 +170,7 @@ def test_schema_variants_are_the_registered_predictors():
     from stsflow.jobs.reduce import STS_COLUMNS
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    enum = schema["properties"]["report"]["properties"]["primary"]["properties"]["variant"]["enum"]
+    enum = schema["properties"]["report"]["properties"]["primary"]["properties"]["predictor"]["enum"]
     assert set(enum) == set(scores.PREDICTORS) | {f"{p}_oracle"
                                                   for p in scores.oracle_predictors()}
     assert STS_COLUMNS[5:5 + len(scores.PREDICTORS)] == list(scores.PREDICTORS)

@@ -62,9 +62,9 @@ def test_run_produces_tables_report_and_manifest(project):
     assert (sts["n_tokens"] > 0).all() and (sts["sts_act"] > 0).all()
     assert pl.read_csv(res / "tables/tiny/arith/sts.csv").height == sts.height
     corr = pl.read_parquet(res / "reports/tiny/arith/correlations.parquet")
-    assert {"model", "sft", "layer", "n_top", "variant", "target", "protocol",
+    assert {"model", "sft", "layer", "n_top", "predictor", "target", "protocol",
             "metric"} <= set(corr.columns) and set(STAT_COLUMNS) <= set(corr.columns)
-    assert set(corr["variant"]) == set(PREDICTORS)  # the whole panel, one row set each
+    assert set(corr["predictor"]) == set(PREDICTORS)  # the whole panel, one row set each
     assert {"rand_act", "rand_icl"} <= set(sts.columns)
     assert sts["rand_icl"].list.len().unique().to_list() == [20]  # sts.random_draws
     html = (res / "reports/tiny/arith/summary.html").read_text()
@@ -161,7 +161,7 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     oracle = pl.read_parquet(tables / "sts_oracle.parquet")
     assert {"sts_act_oracle", "sts_icl_oracle", "sts_sq_oracle", "method", "seed"} <= set(oracle.columns)
     corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
-    assert {"sts_act", "sts_act_oracle"} <= set(corr["variant"])
+    assert {"sts_act", "sts_act_oracle"} <= set(corr["predictor"])
     cmp = pl.read_parquet(tmp_path / "results/reports/tiny/arith/comparison.parquet")
     post = set(cmp.filter(pl.col("post_training"))["predictor"])
     assert post == {f"{p}_oracle" for p in PREDICTORS if PREDICTORS[p].uses_shift}
