@@ -47,8 +47,10 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
 
     torch.set_num_threads(threads)
     model, tok, info = load_model(model_dir, "float32", "cpu")
+    sae_l0 = None
     if sae_dir:
-        sae, _ = load_sae(sae_dir)
+        sae, sinfo = load_sae(sae_dir)
+        sae_l0 = sinfo.get("l0")  # k of the random encoder when the SAE is not TopK
     else:
         from sae_lens import TopKSAE, TopKSAEConfig
 
@@ -84,7 +86,7 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
             acc = None
             if panel:
                 d, width = info["hidden_size"], sae_width(sae)
-                enc = RandomEncoder.for_sae(sae, d, width, None, 0)
+                enc = RandomEncoder.for_sae(sae, d, width, sae_l0, 0)
                 acc = PanelAccumulator(d, width, enc, "cpu", keep_tokens=reference is None,
                                        reference=(tmp / "plain_p.panel" / "resid.parquet"
                                                   if reference is not None else None))
@@ -147,7 +149,9 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, n_top: int =
             x = scores.ScoreInputs(n_top=n_top, shifts=shifts, plain=stats("domain", d, "plain"),
                                    icl=stats("domain", d, "icl"),
                                    domain_panel=acts / "domain" / d / "plain.panel",
-                                   sft_panel=acts / "sft" / sft / "plain.panel")
+                                   sft_panel=acts / "sft" / sft / "plain.panel",
+                                   sft_grad=root / "grads" / model / "sft" / f"{sft}.parquet",
+                                   domain_grad=root / "grads" / model / "domain" / f"{d}.parquet")
             best.append(_timed(lambda: pred.fn(x), repeats))
         out[name] = sum(best) / len(best)
     return out

@@ -9,8 +9,9 @@ table (so every number is the one ``correlations.parquet`` holds), plus
   dimensions), are labelled so and never count as a baseline;
 - the random-dimension control (``<formula>_randdims``): the ρ of each of ``sts.random_draws``
   random N-sets of SAE dimensions, given as the mean with the 2.5-97.5 % range over draws
-  (``ci_method`` says so) and ``share_at_least``, the share of draws whose ρ reaches the primary
-  predictor's;
+  (``ci_method`` says so) and ``share_at_least``, the share of draws whose ρ reaches that of the
+  same STS formula on D_N (sts_act or sts_icl of the same run). These rows exist only here, not
+  in ``correlations.parquet``: they are a distribution of correlations, not one predictor;
 - ``diff``/``diff_low``/``diff_high``: ρ(primary) − s·ρ(baseline) with a paired percentile
   bootstrap interval over domains (both correlations on the same resampled domains), s = the sign
   of the baseline's ρ. Orienting each baseline by its own sign gives it the benefit of the doubt:
@@ -32,7 +33,9 @@ from stsflow.analysis.correlation import pair_tables, predictor_columns
 COMPARISON_COLUMNS = ("predictor", "family", "post_training", "n_domains", "pearson",
                       "pearson_ci_low", "pearson_ci_high", "ci_method", "perm_p",
                       "share_at_least", "diff", "diff_low", "diff_high", "best_baseline")
-RAND_FORMULAS = {"rand_act": "sts_act_randdims", "rand_icl": "sts_icl_randdims"}
+# random-draw column -> (its row's name, the STS predictor whose D_N the draws replace)
+RAND_FORMULAS = {"rand_act": ("sts_act_randdims", "sts_act"),
+                 "rand_icl": ("sts_icl_randdims", "sts_icl")}
 
 
 def _family(name: str) -> str:
@@ -41,7 +44,7 @@ def _family(name: str) -> str:
     base = name.removesuffix("_oracle")
     if base in PREDICTORS:
         return PREDICTORS[base].family
-    return "random" if name in RAND_FORMULAS.values() else "other"
+    return "random" if name in {n for n, _ in RAND_FORMULAS.values()} else "other"
 
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -90,9 +93,8 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
         kv = dict(zip(run_keys, run))
         prim = g.filter(pl.col("predictor") == primary["predictor"])
         x, y = _domain_values(sts, obs, keys, kv, k_extreme)
-        if prim.height == 0 or x is None:
+        if prim.height == 0 or x is None or len(y) < 3:
             continue
-        r_prim = float(prim["pearson"][0])
         records = []
         for r in g.to_dicts():
             name = r["predictor"]
@@ -107,9 +109,10 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
                     x[primary["predictor"]], x[name], y, n_boot=n_boot, seed=seed, ci=ci,
                     sign_b=sign)
             records.append(rec)
-        for col, name in RAND_FORMULAS.items():
-            if col in x:
-                records.append(_random_row(kv, name, x[col], y, r_prim, ci))
+        rho = {r["predictor"]: r["pearson"] for r in records}
+        for col, (name, ref) in RAND_FORMULAS.items():
+            if col in x and x[col].ndim == 2 and ref in rho:
+                records.append(_random_row(kv, name, x[col], y, rho[ref], ci))
         baselines = [r for r in records if r["family"] not in ("sts", "random")
                      and not r["post_training"] and np.isfinite(r["pearson"])]
         best = max(baselines, key=lambda r: abs(r["pearson"]))["predictor"] if baselines else None
@@ -137,15 +140,15 @@ def _domain_values(sts, obs, keys, run: dict, k_extreme):
     pred_rows = sel.filter(pl.col("method").is_null()) if "method" in sel.columns else sel
     oracle_rows = sel.filter(pl.col("method").is_not_null()) if "method" in sel.columns else None
     frames = []
-    for part, cols, is_oracle in (
-            (pred_rows, [c for c in predictor_columns(pred_rows) if not c.endswith("_oracle")], False),
-            (oracle_rows, [c for c in predictor_columns(sel) if c.endswith("_oracle")], True)):
+    pred_cols = [c for c in predictor_columns(pred_rows) if not c.endswith("_oracle")]
+    oracle_cols = [c for c in predictor_columns(sel) if c.endswith("_oracle")]
+    for part, cols, is_oracle in ((pred_rows, pred_cols, False), (oracle_rows, oracle_cols, True)):
         if part is None or part.height == 0 or not cols:
             continue
         if "seed" in run and "seed" in part.columns:
-            part = part.filter(pl.col("seed") == run["seed"])
+            part = part.filter(pl.col("seed").eq_missing(run["seed"]))
         if is_oracle and "method" in run:
-            part = part.filter(pl.col("method") == run["method"])
+            part = part.filter(pl.col("method").eq_missing(run["method"]))
         rand = [c for c in RAND_FORMULAS if c in part.columns and not is_oracle]
         frames.append(part.select("model", "sft", "layer", "n_top", "domain", *cols, *rand))
     if not frames:
@@ -154,9 +157,10 @@ def _domain_values(sts, obs, keys, run: dict, k_extreme):
     for f in frames[1:]:
         wide = wide.join(f, on=["model", "sft", "layer", "n_top", "domain"], how="left")
     o = obs
-    for k, v in run.items():
+    for k, v in run.items():  # Δ given in the config has no method (null); no seed: any seed
         if k in o.columns:
-            o = o.filter(pl.col(k) == v)
+            o = o.filter(pl.col(k).eq_missing(v) | (pl.col(k).is_null() if k == "seed"
+                                                   else pl.lit(False)))
     joined, _ = pair_tables(wide.drop([c for c in RAND_FORMULAS if c in wide.columns]),
                             o.drop([k for k in run if k in o.columns]), k_extreme)
     if keys["protocol"] == "extremes":
@@ -172,8 +176,10 @@ def _domain_values(sts, obs, keys, run: dict, k_extreme):
     return x, y
 
 
-def _random_row(run: dict, name: str, draws: np.ndarray, y: np.ndarray, r_prim: float,
+def _random_row(run: dict, name: str, draws: np.ndarray, y: np.ndarray, r_ref: float,
                 ci: float) -> dict:
+    """ρ of each random N-set; ``share_at_least``: the share reaching ``r_ref``, the ρ of the STS
+    formula on D_N that these draws replace."""
     rs = _pearson_rows(draws.T, np.broadcast_to(y, (draws.shape[1], len(y))))
     rs = rs[np.isfinite(rs)]
     a = (1 - ci) / 2
@@ -184,7 +190,8 @@ def _random_row(run: dict, name: str, draws: np.ndarray, y: np.ndarray, r_prim: 
             "pearson_ci_high": float(np.quantile(rs, 1 - a)) if len(rs) else math.nan,
             "ci_method": f"mean and {a:.1%}-{1 - a:.1%} range over {len(rs)} random N-sets",
             "perm_p": math.nan,
-            "share_at_least": float(np.mean(rs >= r_prim)) if len(rs) else math.nan,
+            "share_at_least": (float(np.mean(rs >= r_ref)) if len(rs) and np.isfinite(r_ref)
+                               else math.nan),
             "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan}
 
 

@@ -13,8 +13,12 @@ Choices the paper leaves open, made here as a reviewer of an ML paper would expe
   are replicates of one hypothesis, not new hypotheses, so they are not adjusted either, and the
   report gives their mean ± sd (ddof=1) as the paper does.
 - **Every other tested row is exploratory**, with a Holm-adjusted permutation p within its
-  family. A family is every exploratory row of one (model, sft, target, method, seed): all
-  predictors (oracle included), layers, N and metrics one run's table offers a reader at once.
+  family. A family is every exploratory row of one (model, sft, target, method, seed) and one
+  predictor family (the registry's: the paper's STS, raw residual, random controls, similarity,
+  probes; an ``_oracle`` row belongs to its predictor's family): all its predictors, layers, N
+  and metrics one run's table offers a reader at once. Families by predictor family, so that the
+  baselines added next to STS do not change STS's own adjusted p-values (nor does a plugin
+  predictor).
   Permutation p, not the t-test p, because it assumes nothing about the distribution of 8-14
   domains. The primary row's ``holm_p`` is its own p (a family of one).
 - **Extreme-groups rows are descriptive**: the domains are selected on Δ, so no test is valid;
@@ -97,6 +101,14 @@ def predictor_names() -> set[str]:
     from stsflow.scores import PREDICTORS
 
     return set(PREDICTORS) | {f"{n}_oracle" for n in PREDICTORS}
+
+
+def predictor_families() -> dict[str, str]:
+    """Predictor (and ``_oracle`` row) name -> the registry's family of the predictor."""
+    from stsflow.scores import PREDICTORS
+
+    fams = {n: p.family for n, p in PREDICTORS.items()}
+    return fams | {f"{n}_oracle": f for n, f in fams.items()}
 
 
 def predictor_columns(sts: pl.DataFrame) -> list[str]:
@@ -223,7 +235,8 @@ def assign_roles(corr: pl.DataFrame, primary: dict | None) -> pl.DataFrame:
 
     Rows matching every key of ``primary`` (PRIMARY_KEYS) are primary, extremes rows are
     descriptive, the rest exploratory. ``holm_p`` is the Holm adjustment of ``perm_p`` over the
-    exploratory rows of each family (FAMILY_KEYS present in the table); a primary row keeps its own
+    exploratory rows of each family (FAMILY_KEYS present in the table, and the predictor's
+    registry family); a primary row keeps its own
     p (family of one); descriptive rows have none.
     """
     if corr.height == 0:
@@ -238,12 +251,14 @@ def assign_roles(corr: pl.DataFrame, primary: dict | None) -> pl.DataFrame:
         role=pl.when(pl.col("protocol") == "extremes").then(pl.lit("descriptive"))
         .when(is_primary).then(pl.lit("primary")).otherwise(pl.lit("exploratory")))
     holm_p = np.full(df.height, math.nan)
-    fam = [c for c in FAMILY_KEYS if c in df.columns]
+    fam = [c for c in FAMILY_KEYS if c in df.columns] + ["_family"]
+    df = df.with_columns(_family=pl.col("predictor").replace_strict(
+        predictor_families(), default="other", return_dtype=pl.String))
     for g in df.filter(pl.col("role") == "exploratory").partition_by(fam, maintain_order=True):
         holm_p[g["_i"].to_numpy()] = holm(g["perm_p"].to_numpy())
     prim = df["role"].to_numpy() == "primary"
     holm_p[prim] = df["perm_p"].to_numpy()[prim]
-    return df.with_columns(holm_p=pl.Series(holm_p, dtype=pl.Float64)).drop("_i")
+    return df.with_columns(holm_p=pl.Series(holm_p, dtype=pl.Float64)).drop("_i", "_family")
 
 
 def seed_summary(corr: pl.DataFrame) -> pl.DataFrame:

@@ -105,19 +105,18 @@ class PanelAccumulator:
         (tokens, sae width): the counted tokens of the batch, in (query, pos) order; ``z``
         already rounded."""
         z = z.float()
-        r = self.enc.encode(z)
-        _acc(self.resid, z.double().abs(), signed=z.double())
-        _acc(self.rand, r.double())
+        r = self.enc.encode(z)  # dense (tokens, width) float32, like the SAE's features
+        # sums in float64 over float32 values: no float64 copy of a (tokens, width) matrix
+        _acc(self.resid, z.abs(), signed=z)
+        _acc(self.rand, r)
         self.n_tokens += z.shape[0]
         if self.ref is not None:
             ref = torch.from_numpy(np.concatenate([
                 self.ref.rows(doc, np.flatnonzero(np.asarray(c, dtype=bool)))
                 for doc, _, c in batch])).to(z.device)
-            dz = z.double() - ref.double()
-            dr = r.double() - self.enc.encode(ref).double()
-            for acc, diff in ((self.resid, dz), (self.rand, dr)):
-                acc["diff_sum"] += diff.sum(0)
-                acc["diff_sumsq"] += (diff ** 2).sum(0)
+            for acc, diff in ((self.resid, z - ref), (self.rand, r - self.enc.encode(ref))):
+                acc["diff_sum"] += diff.sum(0, dtype=torch.float64)
+                acc["diff_sumsq"] += (diff * diff).sum(0, dtype=torch.float64)
         start = 0
         for doc, _, c in batch:
             n = int(np.sum(c))
@@ -161,11 +160,11 @@ class PanelAccumulator:
 
 
 def _acc(acc: dict, values: torch.Tensor, signed: torch.Tensor | None = None) -> None:
-    acc["sum"] += values.sum(0)
-    acc["sumsq"] += (values ** 2).sum(0)
+    acc["sum"] += values.sum(0, dtype=torch.float64)
+    acc["sumsq"] += (values * values).sum(0, dtype=torch.float64)
     acc["nnz"] += (values != 0).sum(0).double()
     if signed is not None:
-        acc["signed_sum"] += signed.sum(0)
+        acc["signed_sum"] += signed.sum(0, dtype=torch.float64)
 
 
 def _pooled_table(rows: list[dict]) -> pa.Table:

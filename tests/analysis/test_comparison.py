@@ -100,3 +100,30 @@ def test_no_primary_row_gives_an_empty_panel():
     sts, oracle, observed, _ = _tables()
     out = comparison.comparison_table(corr, sts, observed, dict(PRIMARY, n_top=99))
     assert out.height == 0 and "predictor" in out.columns
+
+
+def test_config_given_and_measured_delta_on_the_same_metric_are_two_runs():
+    """Δ given in the config (no method, no seed) next to a fine-tuning run's Δ on the same
+    metric: one panel each, each on its own Δ."""
+    sts, oracle, observed, y = _tables()
+    given = observed.drop("method", "seed").with_columns(pl.col("delta") * -2.0 + 0.1)
+    kw = dict(n_boot=200, n_perm=200, seed=0)
+    corr = pl.concat([correlation.correlation_table(sts, given, **kw),
+                      correlation.correlation_table(sts, observed, **kw)],
+                     how="diagonal_relaxed")
+    corr = correlation.assign_roles(corr, PRIMARY)
+    both = pl.concat([observed, given], how="diagonal_relaxed")
+    cmp = comparison.comparison_table(corr, sts, both, PRIMARY, n_boot=100, seed=0)
+    runs = {(r["method"], r["seed"]) for r in cmp.to_dicts()}
+    assert runs == {(None, 0), ("lora", 0)}
+    for method, delta in ((None, given["delta"]), ("lora", observed["delta"])):
+        row = cmp.filter(pl.col("method").eq_missing(method), pl.col("predictor") == "sts_icl")
+        assert row["pearson"][0] == pytest.approx(
+            sps.pearsonr(sts["sts_icl"].to_numpy(), np.abs(delta.to_numpy()))[0])
+        rand = cmp.filter(pl.col("method").eq_missing(method),
+                          pl.col("predictor") == "sts_act_randdims")
+        draws = np.array(sts["rand_act"].to_list())
+        rs = [sps.pearsonr(draws[:, j], np.abs(delta.to_numpy()))[0] for j in range(6)]
+        r_act = sps.pearsonr(sts["sts_act"].to_numpy(), np.abs(delta.to_numpy()))[0]
+        # compared with sts_act (the formula these draws replace D_N in), not the primary
+        assert rand["share_at_least"][0] == pytest.approx(np.mean(np.array(rs) >= r_act))

@@ -441,3 +441,19 @@ def test_observed_table_standard_error(tmp_path):
     d = after - before
     assert obs["delta_se"][0] == pytest.approx(d.std(ddof=1) / np.sqrt(30))
     assert obs["n_items"][0] == 30
+
+
+def test_baselines_form_their_own_holm_family():
+    """Rows of other predictor families (here repsim, a probe) leave STS's Holm p unchanged."""
+    primary = {"predictor": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc",
+               "protocol": "all", "target": "abs"}
+    base = correlation.assign_roles(_roles_table(), primary)
+    extra = pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "n_top": 100, "predictor": p,
+                           "target": "abs", "protocol": "all", "metric": "acc", "seed": 0,
+                           "perm_p": pp} for p, pp in (("repsim", 0.001), ("probe_sae", 0.5),
+                                                       ("repsim", 0.2))])
+    both = correlation.assign_roles(pl.concat([_roles_table(), extra]), primary)
+    n = base.height
+    np.testing.assert_array_equal(both["holm_p"].to_numpy()[:n], base["holm_p"].to_numpy())
+    # repsim's two rows are a family of two; the probe row a family of one
+    assert both["holm_p"].to_numpy()[n:] == pytest.approx([0.002, 0.5, 0.2])

@@ -360,9 +360,13 @@ def test_baseline_predictors_against_dense_computation(job):
                                              rel=1e-4, abs=1e-6)
     plain_sae = np.concatenate([dense(model, sae, head, _user_text_mask(seg, r, "domain")[0])[
         _user_text_mask(seg, r, "domain")[1]] for r in law])
+    icl_sae = np.concatenate([dense(model, sae, law_ctx, _user_text_mask(seg, r, "domain")[0])[
+        _user_text_mask(seg, r, "domain")[1]] for r in law])
     sets = random_dim_sets(64, n_top, 4, 0)
     np.testing.assert_allclose(got["rand_act"], [plain_sae[:, s].sum(1).mean() for s in sets],
                                rtol=1e-4)
+    np.testing.assert_allclose(got["rand_icl"], [((icl_sae - plain_sae)[:, s] ** 2).sum(1).mean()
+                                                 for s in sets], rtol=1e-4, atol=1e-9)
     assert len({tuple(s) for s in sets}) == 4  # distinct draws
 
 

@@ -71,3 +71,21 @@ def test_no_adapter_on_the_targets_is_refused(tiny):
     with pytest.raises(ValueError):
         gradients.mean_gradient(copy.deepcopy(model), examples, ["no_such_module"], 0, 16,
                                 log=lambda *a: None)
+
+
+def test_random_encoder_is_seeded_topk_on_unit_directions():
+    from stsflow.features.panel_gather import RandomEncoder
+
+    a, b = RandomEncoder(16, 40, 5, seed=1), RandomEncoder(16, 40, 5, seed=1)
+    assert torch.equal(a.W, b.W) and not torch.equal(a.W, RandomEncoder(16, 40, 5, seed=2).W)
+    np.testing.assert_allclose(a.W.norm(dim=0).numpy(), 1.0, rtol=1e-6)
+    x = torch.randn(30, 16)
+    h = a.encode(x)
+    assert h.shape == (30, 40) and (h >= 0).all() and ((h > 0).sum(1) <= 5).all()
+    pre = x @ a.W  # the k largest projections, ReLU'd, the rest zero
+    top = pre.topk(5, dim=1)
+    np.testing.assert_allclose(h.gather(1, top.indices).numpy(),
+                               top.values.clamp_min(0).numpy(), rtol=1e-6)
+    assert float(h.sum()) == pytest.approx(float(top.values.clamp_min(0).sum()), rel=1e-6)
+    with pytest.raises(ValueError):
+        RandomEncoder(16, 40, 41, seed=0)
