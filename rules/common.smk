@@ -78,9 +78,11 @@ def shift_file(model, layer, sft, shift, space="sae"):
     return f"{R}/shift/{model}/L{layer}/{sft}/{shift}{suffix}.parquet"
 
 
-def shift_files(model, layer, sft, shift):
-    """Named shift files of every feature space, as the shift rule writes them."""
-    return {space: shift_file(model, layer, sft, shift, space) for space in SPACES}
+def shift_files(model, layer, sft, shift, unaligned=False):
+    """Named shift files of every feature space, as the shift rules write them; a predicted
+    shift also has the authors' unaligned row-by-row one (stsflow.scores.unaligned)."""
+    spaces = [*SPACES, "unaligned"] if unaligned else SPACES
+    return {space: shift_file(model, layer, sft, shift, space) for space in spaces}
 
 
 def sts_part(model, layer, sft, shift, n, domain):
@@ -207,6 +209,30 @@ def extract_inputs(w):
     if mode.paired:
         inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
         inputs["panel_ref"] = panel_dir(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
+    return inputs
+
+
+def sts_inputs(w):
+    """Named inputs of the sts rule: the shift files of every space (for a predicted shift, the
+    unaligned one too), the domain's statistics and panels, the SFT set's panel, the two
+    corpora's mean gradients."""
+    shift = Shift.parse(w.shift)
+    inputs = {
+        f"shift_{space}": path
+        for space, path in shift_files(
+            w.model, w.layer, w.sft, w.shift, unaligned=not shift.true
+        ).items()
+    }
+    plain, icl = str(Mode.plain()), str(Mode.domain_icl())
+    inputs.update(
+        plain=acts(w.model, w.layer, "domain", w.domain, plain, stats=True),
+        icl=acts(w.model, w.layer, "domain", w.domain, icl, stats=True),
+        plain_panel=panel_dir(w.model, w.layer, "domain", w.domain, plain),
+        icl_panel=panel_dir(w.model, w.layer, "domain", w.domain, icl),
+        sft_panel=panel_dir(w.model, w.layer, "sft", w.sft, plain),
+        sft_grad=grad_file(w.model, "sft", w.sft),
+        domain_grad=grad_file(w.model, "domain", w.domain),
+    )
     return inputs
 
 

@@ -3,12 +3,16 @@
 
 rule shift:
     """Predicted shift: ICL with t demonstrations vs plain, on the SFT queries; one file per
-    feature space (the SAE's, and the panel's raw residual and random encoder)."""
+    feature space (the SAE's, and the panel's raw residual and random encoder), and the authors'
+    unaligned row-by-row shift from the two runs' token streams."""
     input:
         stats=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}", stats=True),
         panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}"),
+        shard=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}"),
+        plain_shard=acts("{model}", "{layer}", "sft", "{sft}", "plain"),
+        plain_panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "plain"),
     output:
-        **shift_files("{model}", "{layer}", "{sft}", "s{seed}"),
+        **shift_files("{model}", "{layer}", "{sft}", "s{seed}", unaligned=True),
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
     conda:
@@ -31,17 +35,7 @@ rule sts:
     """One domain's scores for the top-N dimensions of a shift vector (predicted or true): every
     registered predictor, and the random-dimension draws."""
     input:
-        **{
-            f"shift_{space}": path
-            for space, path in shift_files("{model}", "{layer}", "{sft}", "{shift}").items()
-        },
-        plain=acts("{model}", "{layer}", "domain", "{domain}", "plain", stats=True),
-        icl=acts("{model}", "{layer}", "domain", "{domain}", "icl", stats=True),
-        plain_panel=panel_dir("{model}", "{layer}", "domain", "{domain}", "plain"),
-        icl_panel=panel_dir("{model}", "{layer}", "domain", "{domain}", "icl"),
-        sft_panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "plain"),
-        sft_grad=grad_file("{model}", "sft", "{sft}"),
-        domain_grad=grad_file("{model}", "domain", "{domain}"),
+        unpack(sts_inputs),
     output:
         sts_part("{model}", "{layer}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:

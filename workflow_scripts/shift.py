@@ -2,7 +2,6 @@
 every feature space."""
 from stsflow.jobs import reduce
 from stsflow.jobs.common import setup_logging
-from stsflow.scores import SPACES
 
 setup_logging(snakemake.log[0])
 w = snakemake.wildcards
@@ -10,5 +9,10 @@ meta = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "seed": int(w.see
         "kind": "true" if snakemake.rule == "true_shift" else "icl"}
 if snakemake.rule == "true_shift":
     meta["method"] = w.method
-reduce.shift(snakemake.input.stats, snakemake.input.panel,
-             {space: snakemake.output[space] for space in SPACES}, meta)
+i = snakemake.input
+unaligned = None
+if "shard" in i.keys():  # predicted shift: the authors' unaligned shift too
+    unaligned = {"shard": i.shard, "panel": i.panel, "plain_shard": i.plain_shard,
+                 "plain_panel": i.plain_panel}
+reduce.shift(i.stats, i.panel, {k: snakemake.output[k] for k in snakemake.output.keys()}, meta,
+             unaligned=unaligned)

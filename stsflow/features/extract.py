@@ -79,6 +79,8 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     width = sae_width(sae)
     tap = LayerTap(model, layer)
     cache = prefix_cache(model, prefix, tap)
+    if panel is not None and prefix:  # the prefix's own features: the authors' unaligned rows
+        panel.set_prefix(_prefix_features(model, sae, tap, prefix, device, tdtype))
     ref = Reference(reference, width) if reference is not None else None
     stats = Stats(width)
     sums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(3)]
@@ -144,6 +146,12 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     if panel is not None:
         panel.write(panel_out, meta)
     return stats
+
+
+def _prefix_features(model, sae, tap, prefix, device, tdtype) -> torch.Tensor:
+    """SAE features (P, width) of the prefix tokens, as stored (the shard's dtype)."""
+    resid = tap.run(model, input_ids=torch.tensor([prefix], device=device))[0]
+    return sae.encode(resid.to(sae_dtype(sae))).to(tdtype).float()
 
 
 def _encode_batch(model, sae, tap, cache, prefix, batch, device, panel=None):

@@ -12,6 +12,9 @@ Next to the SAE shard, every extraction writes a *panel* directory (``<mode>.pan
                            sparse): the inputs of the probes and the representation similarity
     resid.parquet          plain runs only: the residual of every counted token (doc_id, pos,
                            resid), the reference that paired runs subtract
+    prefix.parquet         the SAE features of the shared prefix's tokens (chat head and
+                           demonstrations; pos, feat_idx, feat_val): with the shard, the token
+                           stream the authors' notebook subtracted row by row (scores.unaligned)
 
 Gathered by ``features.panel_gather`` (torch); this module only names and reads the files, so
 the reduction rules stay torch-free. The residual is rounded to the shard's ``feat_dtype`` before
@@ -34,8 +37,9 @@ import pyarrow.parquet as pq
 
 from stsflow.features.stats import Stats
 
-RESID_STATS, RANDENC_STATS, POOLED, RESID_TOKENS = (
-    "resid.stats.parquet", "randenc.stats.parquet", "pooled.parquet", "resid.parquet")
+RESID_STATS, RANDENC_STATS, POOLED, RESID_TOKENS, PREFIX = (
+    "resid.stats.parquet", "randenc.stats.parquet", "pooled.parquet", "resid.parquet",
+    "prefix.parquet")
 
 
 def read_space_stats(panel_dir: Path | str, space: str) -> Stats:
@@ -68,4 +72,14 @@ def read_pooled(panel_dir: Path | str, space: str, width: int | None = None):
         raise ValueError("read_pooled(..., 'sae') needs the SAE width")
     idx, val = t["sae_idx"].combine_chunks(), t["sae_val"].combine_chunks()
     return sp.csr_matrix((val.values.to_numpy().astype(np.float64), idx.values.to_numpy(),
+                          idx.offsets.to_numpy()), shape=(t.num_rows, width))
+
+
+def read_prefix(panel_dir: Path | str, width: int):
+    """SAE features of the prefix tokens as a scipy CSR matrix (P, width)."""
+    import scipy.sparse as sp
+
+    t = pq.read_table(Path(panel_dir) / PREFIX)
+    idx, val = t["feat_idx"].combine_chunks(), t["feat_val"].combine_chunks()
+    return sp.csr_matrix((val.values.to_numpy().astype(np.float32), idx.values.to_numpy(),
                           idx.offsets.to_numpy()), shape=(t.num_rows, width))

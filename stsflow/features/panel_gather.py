@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from stsflow.features.panel import POOLED, RANDENC_STATS, RESID_STATS, RESID_TOKENS
+from stsflow.features.panel import POOLED, PREFIX, RANDENC_STATS, RESID_STATS, RESID_TOKENS
 from stsflow.features.stats import Stats
 
 
@@ -95,7 +95,11 @@ class PanelAccumulator:
         self.n_tokens = 0
         self.pooled: list[dict] = []
         self.tokens: list[tuple] = []
+        self.prefix: torch.Tensor | None = None
 
+    def set_prefix(self, feats: torch.Tensor) -> None:
+        """SAE features (P, width) of the shared prefix (chat head, demonstrations)."""
+        self.prefix = feats
     def rounded(self, resid: torch.Tensor) -> torch.Tensor:
         """The residual as stored (the shard's feature dtype), as float32."""
         return resid.to(self.resid_dtype).float()
@@ -148,6 +152,7 @@ class PanelAccumulator:
             write_parquet(_pooled_table(self.pooled), tmp / POOLED, meta)
             if self.keep_tokens:
                 write_parquet(_tokens_table(self.tokens, self.d), tmp / RESID_TOKENS, meta)
+            write_parquet(_prefix_table(self.prefix), tmp / PREFIX, meta)
 
     def _stats_table(self, acc: dict, width: int, signed: bool = False) -> pa.Table:
         s = Stats(width, n_tokens=self.n_tokens, **{
@@ -165,6 +170,17 @@ def _acc(acc: dict, values: torch.Tensor, signed: torch.Tensor | None = None) ->
     acc["nnz"] += (values != 0).sum(0).double()
     if signed is not None:
         acc["signed_sum"] += signed.sum(0, dtype=torch.float64)
+
+
+def _prefix_table(feats: torch.Tensor | None) -> pa.Table:
+    rows = [] if feats is None else [torch.nonzero(f, as_tuple=True)[0] for f in feats]
+    return pa.table({
+        "pos": pa.array(range(len(rows)), pa.int32()),
+        "feat_idx": pa.array([r.cpu().numpy().astype(np.int32) for r in rows],
+                             pa.list_(pa.int32())),
+        "feat_val": pa.array([f[r].cpu().numpy().astype(np.float32) for f, r in
+                              zip(feats if feats is not None else [], rows)],
+                             pa.list_(pa.float32()))})
 
 
 def _pooled_table(rows: list[dict]) -> pa.Table:

@@ -1,15 +1,13 @@
 """The shard format: one row per counted query token with its sparse SAE features, written in row
-groups with the run's metadata, and read back as a sparse matrix."""
+groups with the run's metadata (read back by ``features.reader``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-import scipy.sparse as sp
 import torch
+
+from stsflow.features.reader import read_shard  # noqa: F401  (torch-free; re-exported)
 
 FEAT_DTYPES = {"float16": (torch.float16, pa.float16(), np.float16),
                "float32": (torch.float32, pa.float32(), np.float32)}
@@ -29,21 +27,6 @@ def shard_schema(feat_dtype: str) -> pa.Schema:
                       ("feat_idx", pa.list_(pa.int32())),
                       ("feat_val", pa.list_(FEAT_DTYPES[feat_dtype][1])),
                       ("counted", pa.bool_())])
-
-
-def read_shard(path: Path | str, width: int | None = None):
-    """(doc_id, pos, token_id, csr matrix tokens × width) of a shard, in file order."""
-    t = pq.read_table(path)
-    idx, val = t["feat_idx"].combine_chunks(), t["feat_val"].combine_chunks()
-    offsets = idx.offsets.to_numpy()
-    indices = idx.values.to_numpy()
-    values = val.values.to_numpy().astype(np.float32)
-    if width is None:
-        from stsflow.io.files import read_metadata
-
-        width = int(read_metadata(path)["width"])
-    csr = sp.csr_matrix((values, indices, offsets), shape=(t.num_rows, width))
-    return (t["doc_id"].to_numpy(), t["pos"].to_numpy(), t["token_id"].to_numpy(), csr)
 
 
 def _json(v) -> bytes:

@@ -13,12 +13,22 @@ from stsflow.io.files import read_metadata, write_parquet
 
 # -- reductions ---------------------------------------------------------------------------------
 
-def shift(icl_stats, panel, outs: dict, meta: dict) -> None:
+def shift(icl_stats, panel, outs: dict, meta: dict, unaligned: dict | None = None) -> None:
     """The shift vector of every feature space (scores.SPACES): ``outs`` maps a space to its
-    file; the SAE's from the extraction statistics, the others from its panel."""
-    from stsflow.features.panel import read_space_stats
+    file; the SAE's from the extraction statistics, the others from its panel; "unaligned" (the
+    authors' row-by-row shift, scores.unaligned) from ``unaligned``: the paired run's shard and
+    panel, the plain run's shard and panel."""
+    from stsflow.features.panel import read_prefix, read_space_stats
+    from stsflow.scores.unaligned import unaligned_shift
 
     for space, out in outs.items():
+        if space == "unaligned":
+            width = Stats.read(icl_stats).width
+            table = unaligned_shift(unaligned["shard"], read_prefix(unaligned["panel"], width),
+                                    unaligned["plain_shard"],
+                                    read_prefix(unaligned["plain_panel"], width), width)
+            write_parquet(table, out, dict(meta, space=space))
+            continue
         stats = Stats.read(icl_stats) if space == "sae" else read_space_stats(panel, space)
         write_parquet(scores.shift_table(stats), out, dict(meta, space=space,
                                                            n_tokens=stats.n_tokens))

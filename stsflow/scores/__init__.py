@@ -7,6 +7,7 @@ predictor is a new module imported here."""
 # registration order is column order: the paper's STS first, then the baselines
 from stsflow.scores import sts  # noqa: F401,I001
 from stsflow.scores import similarity  # noqa: F401
+from stsflow.scores import unaligned  # noqa: F401
 from stsflow.scores import probes  # noqa: F401
 from stsflow.scores.registry import (
     PREDICTORS,

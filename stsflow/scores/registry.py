@@ -24,25 +24,25 @@ class Predictor:
     name: str
     fn: Callable
     family: str  # "sts" (the paper's), "raw", "random", "similarity", "probe"
-    uses_shift: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
+    oracle: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
     about: str
 
 
 PREDICTORS: dict[str, Predictor] = {}
 
 
-def register_predictor(name: str, *, family: str, uses_shift: bool, about: str):
+def register_predictor(name: str, *, family: str, oracle: bool, about: str):
     def wrap(fn):
         if name in PREDICTORS:
             raise ValueError(f"predictor {name!r} is registered twice")
-        PREDICTORS[name] = Predictor(name, fn, family, uses_shift, about)
+        PREDICTORS[name] = Predictor(name, fn, family, oracle, about)
         return fn
     return wrap
 
 
 def oracle_predictors() -> list[str]:
-    """Predictors that read a shift vector, so the true shift gives them an ``_oracle`` row."""
-    return [n for n, p in PREDICTORS.items() if p.uses_shift]
+    """Predictors also scored on the true shifted dimensions (an ``_oracle`` row each)."""
+    return [n for n, p in PREDICTORS.items() if p.oracle]
 
 
 @dataclass

@@ -23,13 +23,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / den) if den > 0 else float("nan")
 
 
-@register_predictor("repsim", family="similarity", uses_shift=False,
+@register_predictor("repsim", family="similarity", oracle=False,
                     about="cosine of the mean residual of the domain and of the SFT set")
 def _repsim(x) -> float:
     return cosine(read_signed_mean(x.domain_panel), read_signed_mean(x.sft_panel))
 
 
-@register_predictor("grad_sim", family="similarity", uses_shift=False,
+@register_predictor("grad_sim", family="similarity", oracle=False,
                     about="cosine of the mean low-rank gradients of the SFT set and the domain")
 def _grad_sim(x) -> float:
     if x.sft_grad is None or x.domain_grad is None:

@@ -54,11 +54,11 @@ for _space, _suffix, _family, _what in (
         ("sae", "", "sts", "the SAE's features"),
         ("resid", "_resid", "raw", "the raw residual stream (|z| for act)"),
         ("randenc", "_randenc", "random", "a random-direction encoder of the SAE's width and k")):
-    register_predictor(f"sts_act{_suffix}", family=_family, uses_shift=True,
+    register_predictor(f"sts_act{_suffix}", family=_family, oracle=True,
                        about=f"STS_act on {_what}")(_in(_space, act))
-    register_predictor(f"sts_icl{_suffix}", family=_family, uses_shift=True,
+    register_predictor(f"sts_icl{_suffix}", family=_family, oracle=True,
                        about=f"STS_icl on {_what}")(_in(_space, icl))
     if _space == "sae":
-        register_predictor("sts_sq", family="sts", uses_shift=True,
+        register_predictor("sts_sq", family="sts", oracle=True,
                            about="STS_sq (the authors' notebook) on the SAE's features")(
             _in("sae", sq))

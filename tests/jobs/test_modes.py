@@ -299,8 +299,11 @@ def test_baseline_predictors_against_dense_computation(job):
     run_job(job, "sft", "icl-s0", "bp_sft_icl", reference="bp_sft_plain")
     run_job(job, "domain", "plain", "bp_law_plain")
     run_job(job, "domain", "icl", "bp_law_icl", reference="bp_law_plain")
-    shifts = {sp: d / f"bp_shift.{sp}.parquet" for sp in scores.SPACES}
-    reduce_job.shift(d / "bp_sft_icl.stats.parquet", d / "bp_sft_icl.panel", shifts, {})
+    shifts = {sp: d / f"bp_shift.{sp}.parquet" for sp in (*scores.SPACES, "unaligned")}
+    reduce_job.shift(d / "bp_sft_icl.stats.parquet", d / "bp_sft_icl.panel", shifts, {},
+                     unaligned={"shard": d / "bp_sft_icl.parquet", "panel": d / "bp_sft_icl.panel",
+                                "plain_shard": d / "bp_sft_plain.parquet",
+                                "plain_panel": d / "bp_sft_plain.panel"})
 
     head, sft = seg.head(), sft_records(12)
     demo_idx = demos.sft_demo_indices(12, 2, 0)
@@ -360,6 +363,27 @@ def test_baseline_predictors_against_dense_computation(job):
                                              rel=1e-4, abs=1e-6)
     plain_sae = np.concatenate([dense(model, sae, head, _user_text_mask(seg, r, "domain")[0])[
         _user_text_mask(seg, r, "domain")[1]] for r in law])
+    # the authors' unaligned rows: for each ICL query (document order) its prefix then its
+    # turn, row r of the ICL stream against row r of the plain stream
+    def stream(prefix):
+        rows = []
+        for i, rec in enumerate(sft):
+            if i in demo_idx:
+                continue
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([prefix]), output_hidden_states=True)
+                pre = sae.encode(out.hidden_states[LAYER + 1][0]).double().numpy()
+            rows += [pre,
+                     dense(model, sae, prefix, seg.query(rec, "sft"))]
+        return np.concatenate(rows)
+    a, b = stream(ctx), stream(head)
+    r = min(len(a), len(b))
+    unal = ((a[:r] - b[:r]) ** 2).mean(0)
+    np.testing.assert_allclose(pq.read_table(shifts["unaligned"])["shift"].to_numpy(), unal,
+                               rtol=1e-4, atol=1e-7)
+    dims_u = np.argsort(-unal, kind="stable")[:n_top]
+    assert got["sts_sq_unaligned"] == pytest.approx((plain_sae[:, dims_u] ** 2).mean(0).mean(),
+                                                    rel=1e-4)
     icl_sae = np.concatenate([dense(model, sae, law_ctx, _user_text_mask(seg, r, "domain")[0])[
         _user_text_mask(seg, r, "domain")[1]] for r in law])
     sets = random_dim_sets(64, n_top, 4, 0)

@@ -85,6 +85,11 @@ RUN = textwrap.dedent("""
             write_parquet(t, path / (pn.RESID_STATS if space == "resid" else pn.RANDENC_STATS),
                           {"n_tokens": 40})
         write_parquet(pa.table({
+            "pos": pa.array([0, 1], pa.int32()),
+            "feat_idx": pa.array([[1, 4], [2]], pa.list_(pa.int32())),
+            "feat_val": pa.array([[0.5, 1.0], [2.0]], pa.list_(pa.float32()))}),
+            path / pn.PREFIX, {"n_tokens": 2})
+        write_parquet(pa.table({
             "doc_id": pa.array(range(n_queries), pa.int32()),
             "n_tokens": pa.array([10] * n_queries, pa.int32()),
             "resid": pa.array([rng.normal(size=8).tolist() for _ in range(n_queries)],
@@ -105,19 +110,37 @@ RUN = textwrap.dedent("""
     plain_panel = {d: panel(a / f"{d}_plain.panel", False) for d in domains}
     icl_panel = {d: panel(a / f"{d}_icl.panel", True) for d in domains}
 
+    def shard(path, n_docs):
+        # a shard as features.shards writes it: 3 tokens per query, random sparse features
+        rows = [(dd, p) for dd in range(n_docs) for p in range(3)]
+        idx = [sorted(rng.choice(width, 3, replace=False).tolist()) for _ in rows]
+        write_parquet(pa.table({
+            "doc_id": pa.array([r[0] for r in rows], pa.int32()),
+            "pos": pa.array([r[1] for r in rows], pa.int32()),
+            "token_id": pa.array([7] * len(rows), pa.int32()),
+            "feat_idx": pa.array(idx, pa.list_(pa.int32())),
+            "feat_val": pa.array([rng.uniform(0.1, 2, 3).tolist() for _ in rows],
+                                 pa.list_(pa.float32())),
+            "counted": pa.array([True] * len(rows))}), path, {"width": width})
+        return path
+
     meta = {"model": "m", "layer": 1, "sft": "s", "seed": 0}
     spaces = ("sae", "resid", "randenc")
+    unaligned = {"shard": shard(a / "sft_icl.parquet", 4), "panel": a / "s0.panel",
+                 "plain_shard": shard(a / "sft_plain.parquet", 6), "plain_panel": sft_panel}
     for shift, stats_file, kind in (("s0", sft_icl, "icl"), ("true-full-s0", sft_tuned, "true")):
+        names = (*spaces, "unaligned") if shift == "s0" else spaces
         reduce.shift(stats_file, panel(a / f"{shift}.panel", True),
-                     {sp: root / f"shift/{shift}.{sp}.parquet" for sp in spaces},
-                     dict(meta, kind=kind))
+                     {sp: root / f"shift/{shift}.{sp}.parquet" for sp in names},
+                     dict(meta, kind=kind), unaligned=unaligned if shift == "s0" else None)
     parts, oracle_parts = [], []
     controls = {"control_seed": 0, "random_draws": 3, "probe_folds": 2}
     for shift, out in (("s0", parts), ("true-full-s0", oracle_parts)):
         extra = {"seed": 0} if shift == "s0" else {"method": "full", "seed": 0}
         for d in domains:
             p = root / f"sts/{shift}/{d}.parquet"
-            reduce.sts({sp: root / f"shift/{shift}.{sp}.parquet" for sp in spaces},
+            names = (*spaces, "unaligned") if shift == "s0" else spaces
+            reduce.sts({sp: root / f"shift/{shift}.{sp}.parquet" for sp in names},
                        {"stats": plain[d], "panel": plain_panel[d], "sft_panel": sft_panel},
                        {"stats": icl[d], "panel": icl_panel[d]}, 4,
                        {"model": "m", "layer": 1, "sft": "s", "domain": d, **extra}, p,

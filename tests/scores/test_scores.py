@@ -176,5 +176,5 @@ def test_schema_variants_are_the_registered_predictors():
     assert STS_COLUMNS[5:5 + len(scores.PREDICTORS)] == list(scores.PREDICTORS)
     assert list(scores.PREDICTORS)[:3] == ["sts_act", "sts_icl", "sts_sq"]  # the paper's first
     with pytest.raises(ValueError, match="twice"):
-        scores.register_predictor("sts_act", family="sts", uses_shift=True, about="")(
+        scores.register_predictor("sts_act", family="sts", oracle=True, about="")(
             lambda *a: 0.0)

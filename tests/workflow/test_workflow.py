@@ -95,7 +95,7 @@ def test_adding_a_predictor_reruns_only_the_scores(project, tmp_path):
     every score is recomputed from the statistics on disk, no extraction or shift reruns."""
     (tmp_path / "sitecustomize.py").write_text(
         "from stsflow.scores import register_predictor\n"
-        "register_predictor('const', family='similarity', uses_shift=False, about='test')("
+        "register_predictor('const', family='similarity', oracle=False, about='test')("
         "lambda x: 1.0)\n")
     path = os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])
     assert planned_jobs(project[0], env={"PYTHONPATH": path}) == Counter(sts=6, **AGGREGATES)
@@ -164,7 +164,7 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert {"sts_act", "sts_act_oracle"} <= set(corr["predictor"])
     cmp = pl.read_parquet(tmp_path / "results/reports/tiny/arith/comparison.parquet")
     post = set(cmp.filter(pl.col("post_training"))["predictor"])
-    assert post == {f"{p}_oracle" for p in PREDICTORS if PREDICTORS[p].uses_shift}
+    assert post == {f"{p}_oracle" for p in PREDICTORS if PREDICTORS[p].oracle}
     assert set(cmp["method"]) == {"lora"} and cmp["best_baseline"].sum() <= 1
     assert set(corr["metric"]) == {"nll", "option_loglik"} and set(corr["method"]) == {"lora"}
     history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/lora-s0.history.parquet")
