@@ -17,6 +17,8 @@ rule shift:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
     conda:
         "../envs/reduce.yaml"
+    params:
+        unaligned_rows=STS["unaligned_rows"],
     script:
         "../workflow_scripts/shift.py"
 

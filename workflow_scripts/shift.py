@@ -15,4 +15,4 @@ if "shard" in i.keys():  # predicted shift: the authors' unaligned shift too
     unaligned = {"shard": i.shard, "panel": i.panel, "plain_shard": i.plain_shard,
                  "plain_panel": i.plain_panel}
 reduce.shift(i.stats, i.panel, {k: snakemake.output[k] for k in snakemake.output.keys()}, meta,
-             unaligned=unaligned)
+             unaligned=unaligned, unaligned_rows=snakemake.params.unaligned_rows)

@@ -17,8 +17,8 @@ table (so every number is the one ``correlations.parquet`` holds), plus
   of the baseline's ρ. Orienting each baseline by its own sign gives it the benefit of the doubt:
   a similarity that is *anti*-correlated with |Δ| predicts as well as one that is correlated, and
   the orientation is chosen on these data, so the comparison is conservative for STS;
-- ``best_baseline``: the pre-training baseline (not the paper's STS family, not post-training)
-  with the largest |ρ|; its row answers "does STS beat the best cheap predictor here".
+- ``best_baseline``: the pre-training baseline (not the paper's STS, not the authors' notebook
+  variant, not a random control, not post-training) with the largest |ρ|; its row answers "does STS beat the best cheap predictor here".
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from stsflow.analysis.correlation import pair_tables, predictor_columns
 COMPARISON_COLUMNS = ("predictor", "family", "post_training", "n_domains", "pearson",
                       "pearson_ci_low", "pearson_ci_high", "ci_method", "perm_p",
                       "share_at_least", "diff", "diff_low", "diff_high", "best_baseline")
+# families that are not cheap baselines: the paper's STS, random controls, the authors' notebook
+NOT_BASELINES = ("sts", "random", "notebook")
 # random-draw column -> (its row's name, the STS predictor whose D_N the draws replace)
 RAND_FORMULAS = {"rand_act": ("sts_act_randdims", "sts_act"),
                  "rand_icl": ("sts_icl_randdims", "sts_icl")}
@@ -113,7 +115,7 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
         for col, (name, ref) in RAND_FORMULAS.items():
             if col in x and x[col].ndim == 2 and ref in rho:
                 records.append(_random_row(kv, name, x[col], y, rho[ref], ci))
-        baselines = [r for r in records if r["family"] not in ("sts", "random")
+        baselines = [r for r in records if r["family"] not in NOT_BASELINES
                      and not r["post_training"] and np.isfinite(r["pearson"])]
         best = max(baselines, key=lambda r: abs(r["pearson"]))["predictor"] if baselines else None
         for r in records:

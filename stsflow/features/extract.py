@@ -79,7 +79,7 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     width = sae_width(sae)
     tap = LayerTap(model, layer)
     cache = prefix_cache(model, prefix, tap)
-    if panel is not None and prefix:  # the prefix's own features: the authors' unaligned rows
+    if panel is not None and panel.keep_prefix and prefix:  # for the authors' unaligned rows
         panel.set_prefix(_prefix_features(model, sae, tap, prefix, device, tdtype))
     ref = Reference(reference, width) if reference is not None else None
     stats = Stats(width)

@@ -13,8 +13,9 @@ Next to the SAE shard, every extraction writes a *panel* directory (``<mode>.pan
     resid.parquet          plain runs only: the residual of every counted token (doc_id, pos,
                            resid), the reference that paired runs subtract
     prefix.parquet         the SAE features of the shared prefix's tokens (chat head and
-                           demonstrations; pos, feat_idx, feat_val): with the shard, the token
-                           stream the authors' notebook subtracted row by row (scores.unaligned)
+                           demonstrations; pos, feat_idx, feat_val) of SFT plain and ICL runs
+                           (empty for the others): with the shard, the token stream the
+                           authors' notebook subtracted row by row (scores.unaligned)
 
 Gathered by ``features.panel_gather`` (torch); this module only names and reads the files, so
 the reduction rules stay torch-free. The residual is rounded to the shard's ``feat_dtype`` before
@@ -79,7 +80,12 @@ def read_prefix(panel_dir: Path | str, width: int):
     """SAE features of the prefix tokens as a scipy CSR matrix (P, width)."""
     import scipy.sparse as sp
 
-    t = pq.read_table(Path(panel_dir) / PREFIX)
+    path = Path(panel_dir) / PREFIX
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: this panel was written before the prefix "
+                                "features were kept. Fix: rerun the extraction (snakemake -R "
+                                "extract)")
+    t = pq.read_table(path)
     idx, val = t["feat_idx"].combine_chunks(), t["feat_val"].combine_chunks()
     return sp.csr_matrix((val.values.to_numpy().astype(np.float32), idx.values.to_numpy(),
                           idx.offsets.to_numpy()), shape=(t.num_rows, width))

@@ -82,10 +82,11 @@ class PanelAccumulator:
 
     def __init__(self, d: int, sae_width: int, encoder: RandomEncoder, device, *,
                  reference: Path | str | None = None, keep_tokens: bool = False,
-                 resid_dtype=torch.float16):
+                 keep_prefix: bool = False, resid_dtype=torch.float16):
         self.d, self.sae_width, self.enc, self.device = d, sae_width, encoder, device
         self.ref = ResidReference(reference) if reference is not None else None
         self.keep_tokens, self.resid_dtype = keep_tokens, resid_dtype
+        self.keep_prefix = keep_prefix  # the prefix's features: SFT plain and ICL runs only
         z = lambda n: torch.zeros(n, dtype=torch.float64, device=device)  # noqa: E731
         self.resid = {k: z(d) for k in ("sum", "signed_sum", "sumsq", "nnz")}
         self.rand = {k: z(encoder.width) for k in ("sum", "sumsq", "nnz")}
@@ -98,8 +99,10 @@ class PanelAccumulator:
         self.prefix: torch.Tensor | None = None
 
     def set_prefix(self, feats: torch.Tensor) -> None:
-        """SAE features (P, width) of the shared prefix (chat head, demonstrations)."""
-        self.prefix = feats
+        """SAE features (P, width) of the shared prefix (chat head, demonstrations), kept on the
+        CPU as sparse rows."""
+        self.prefix = feats.to_sparse_csr().cpu() if feats.shape[0] else None
+
     def rounded(self, resid: torch.Tensor) -> torch.Tensor:
         """The residual as stored (the shard's feature dtype), as float32."""
         return resid.to(self.resid_dtype).float()
@@ -110,7 +113,8 @@ class PanelAccumulator:
         already rounded."""
         z = z.float()
         r = self.enc.encode(z)  # dense (tokens, width) float32, like the SAE's features
-        # sums in float64 over float32 values: no float64 copy of a (tokens, width) matrix
+        # float64 sums of float32 values (torch converts in chunks of the reduction, not by
+        # keeping a float64 matrix around)
         _acc(self.resid, z.abs(), signed=z)
         _acc(self.rand, r)
         self.n_tokens += z.shape[0]
@@ -172,15 +176,19 @@ def _acc(acc: dict, values: torch.Tensor, signed: torch.Tensor | None = None) ->
         acc["signed_sum"] += signed.sum(0, dtype=torch.float64)
 
 
-def _prefix_table(feats: torch.Tensor | None) -> pa.Table:
-    rows = [] if feats is None else [torch.nonzero(f, as_tuple=True)[0] for f in feats]
+def _prefix_table(feats) -> pa.Table:
+    """Rows of a sparse CSR tensor (or none) as the prefix table."""
+    if feats is None:
+        offsets, idx, val = np.zeros(1, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    else:
+        offsets = feats.crow_indices().numpy().astype(np.int32)
+        idx = feats.col_indices().numpy().astype(np.int32)
+        val = feats.values().numpy().astype(np.float32)
+    n = len(offsets) - 1
     return pa.table({
-        "pos": pa.array(range(len(rows)), pa.int32()),
-        "feat_idx": pa.array([r.cpu().numpy().astype(np.int32) for r in rows],
-                             pa.list_(pa.int32())),
-        "feat_val": pa.array([f[r].cpu().numpy().astype(np.float32) for f, r in
-                              zip(feats if feats is not None else [], rows)],
-                             pa.list_(pa.float32()))})
+        "pos": pa.array(range(n), pa.int32()),
+        "feat_idx": pa.ListArray.from_arrays(pa.array(offsets), pa.array(idx)),
+        "feat_val": pa.ListArray.from_arrays(pa.array(offsets), pa.array(val))})
 
 
 def _pooled_table(rows: list[dict]) -> pa.Table:

@@ -107,7 +107,9 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
         panel = pg.PanelAccumulator(
             int(lm.config.hidden_size), sae_width(sae), enc, device,
             reference=(None if not mode.paired else Path(panel_reference) / pn.RESID_TOKENS),
-            keep_tokens=mode.kind == "plain", resid_dtype=FEAT_DTYPES[settings.feat_dtype][0])
+            keep_tokens=mode.kind == "plain",
+            keep_prefix=kind == "sft" and mode.kind in ("plain", "icl"),  # scores.unaligned
+            resid_dtype=FEAT_DTYPES[settings.feat_dtype][0])
     ex.extract(lm, sae, layer, queries, prefix, out, stats_out,
                batch_size=model.batch_size, feat_dtype=settings.feat_dtype, reference=reference,
                metadata=meta, row_group_rows=settings.row_group_rows, log=log.info,

@@ -13,7 +13,8 @@ from stsflow.io.files import read_metadata, write_parquet
 
 # -- reductions ---------------------------------------------------------------------------------
 
-def shift(icl_stats, panel, outs: dict, meta: dict, unaligned: dict | None = None) -> None:
+def shift(icl_stats, panel, outs: dict, meta: dict, unaligned: dict | None = None,
+          unaligned_rows: int = 10000) -> None:
     """The shift vector of every feature space (scores.SPACES): ``outs`` maps a space to its
     file; the SAE's from the extraction statistics, the others from its panel; "unaligned" (the
     authors' row-by-row shift, scores.unaligned) from ``unaligned``: the paired run's shard and
@@ -26,8 +27,9 @@ def shift(icl_stats, panel, outs: dict, meta: dict, unaligned: dict | None = Non
             width = Stats.read(icl_stats).width
             table = unaligned_shift(unaligned["shard"], read_prefix(unaligned["panel"], width),
                                     unaligned["plain_shard"],
-                                    read_prefix(unaligned["plain_panel"], width), width)
-            write_parquet(table, out, dict(meta, space=space))
+                                    read_prefix(unaligned["plain_panel"], width), width,
+                                    max_rows=unaligned_rows)
+            write_parquet(table, out, dict(meta, space=space, max_rows=unaligned_rows))
             continue
         stats = Stats.read(icl_stats) if space == "sae" else read_space_stats(panel, space)
         write_parquet(scores.shift_table(stats), out, dict(meta, space=space,

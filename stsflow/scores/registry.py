@@ -23,7 +23,7 @@ SPACES = ("sae", "resid", "randenc")
 class Predictor:
     name: str
     fn: Callable
-    family: str  # "sts" (the paper's), "raw", "random", "similarity", "probe"
+    family: str  # "sts" (the paper's), "notebook", "raw", "random", "similarity", "probe"
     oracle: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
     about: str
 

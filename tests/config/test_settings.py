@@ -37,7 +37,7 @@ def test_fields_are_the_schema_keys(cls):
     if cls is S.ExtractSettings:  # one kind's budget and demonstrations, renamed
         keys -= {"sft_tokens", "domain_tokens", "t", "m", "n_top", "seeds"}
         # the sts rule's (reduction) and the gradients rule's, not extraction's
-        keys -= {"random_draws", "probe_folds", "grad_examples", "grad_dim"}
+        keys -= {"random_draws", "probe_folds", "grad_examples", "grad_dim", "unaligned_rows"}
     assert fields - EXTRAS.get(cls, set()) == keys
 
 

@@ -381,6 +381,14 @@ def test_baseline_predictors_against_dense_computation(job):
     unal = ((a[:r] - b[:r]) ** 2).mean(0)
     np.testing.assert_allclose(pq.read_table(shifts["unaligned"])["shift"].to_numpy(), unal,
                                rtol=1e-4, atol=1e-7)
+    # the notebook's row cap (its [:10000]): here 40 rows, inside the first query's prefix
+    from stsflow.features.panel import read_prefix
+    from stsflow.scores.unaligned import unaligned_shift
+    capped = unaligned_shift(d / "bp_sft_icl.parquet", read_prefix(d / "bp_sft_icl.panel", 64),
+                             d / "bp_sft_plain.parquet", read_prefix(d / "bp_sft_plain.panel", 64),
+                             64, max_rows=40)
+    np.testing.assert_allclose(capped["shift"].to_numpy(), ((a[:40] - b[:40]) ** 2).mean(0),
+                               rtol=1e-4, atol=1e-7)
     dims_u = np.argsort(-unal, kind="stable")[:n_top]
     assert got["sts_sq_unaligned"] == pytest.approx((plain_sae[:, dims_u] ** 2).mean(0).mean(),
                                                     rel=1e-4)
