@@ -141,7 +141,8 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, n_top: int =
 
     shift_dir = root / "shift" / model / f"L{layer}" / sft
     shifts = {sp: pq.read_table(shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet"))
-              for sp in scores.SPACES}
+              for sp in (*scores.SPACES, "unaligned")
+              if (shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet")).exists()}
     out = {}
     for name, pred in scores.PREDICTORS.items():
         best = []

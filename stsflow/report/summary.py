@@ -346,7 +346,8 @@ def _comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict 
     blocks.append(("p", "Every predictor on the primary analysis's domains and Δ (its N, layer, "
                         "metric, protocol and target). Intervals: BCa bootstrap over domains; "
                         "for the random N-sets of SAE dimensions, the mean and range of ρ over "
-                        "draws, and the share of draws reaching the primary predictor's ρ. "
+                        "draws, and the share of draws reaching the ρ of the same STS formula "
+                        "on D_N. "
                         "Δρ: primary minus the baseline (oriented by the sign of its own ρ, "
                         f"which favours the baseline), {ci:.0%} paired percentile bootstrap over "
                         "domains. Post-training rows need the fine-tuned model and are not "
@@ -358,7 +359,7 @@ def _comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict 
         blocks.append(("img", "forest.png", "Forest plot: predictors × ρ [CI], primary analysis"))
         blocks.append(_table_block(
             [*runs, "predictor", "family", "n", f"Pearson ρ [{ci:.0%} CI]", "perm p",
-             "share of random draws ≥ primary", f"Δρ vs primary [{ci:.0%} CI]"],
+             "share of random draws ≥ STS on D_N", f"Δρ vs primary [{ci:.0%} CI]"],
             [[*(r[k] for k in runs),
               r["predictor"] + (" (post-training)" if r["post_training"] else "")
               + (" [best baseline]" if r["best_baseline"] else ""), r["family"],
