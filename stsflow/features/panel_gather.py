@@ -96,12 +96,18 @@ class PanelAccumulator:
         self.n_tokens = 0
         self.pooled: list[dict] = []
         self.tokens: list[tuple] = []
-        self.prefix: torch.Tensor | None = None
+        self.prefix: tuple | None = None  # (row offsets, column indices, values), CSR
 
     def set_prefix(self, feats: torch.Tensor) -> None:
         """SAE features (P, width) of the shared prefix (chat head, demonstrations), kept on the
         CPU as sparse rows."""
-        self.prefix = feats.to_sparse_csr().cpu() if feats.shape[0] else None
+        if not feats.shape[0]:
+            return
+        rows, cols = torch.nonzero(feats, as_tuple=True)  # row-major: columns sorted per row
+        offsets = np.zeros(feats.shape[0] + 1, dtype=np.int32)
+        np.cumsum(torch.bincount(rows, minlength=feats.shape[0]).cpu().numpy(), out=offsets[1:])
+        self.prefix = (offsets, cols.cpu().numpy().astype(np.int32),
+                       feats[rows, cols].float().cpu().numpy())
 
     def rounded(self, resid: torch.Tensor) -> torch.Tensor:
         """The residual as stored (the shard's feature dtype), as float32."""
@@ -177,13 +183,11 @@ def _acc(acc: dict, values: torch.Tensor, signed: torch.Tensor | None = None) ->
 
 
 def _prefix_table(feats) -> pa.Table:
-    """Rows of a sparse CSR tensor (or none) as the prefix table."""
+    """CSR arrays (offsets, indices, values) of the prefix rows, or none, as the prefix table."""
     if feats is None:
         offsets, idx, val = np.zeros(1, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
     else:
-        offsets = feats.crow_indices().numpy().astype(np.int32)
-        idx = feats.col_indices().numpy().astype(np.int32)
-        val = feats.values().numpy().astype(np.float32)
+        offsets, idx, val = feats
     n = len(offsets) - 1
     return pa.table({
         "pos": pa.array(range(n), pa.int32()),
