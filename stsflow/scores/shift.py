@@ -15,8 +15,12 @@ def shift_table(paired: Stats) -> pa.Table:
     if paired.diff_sumsq is None:
         raise ValueError("statistics have no paired differences (not an ICL or tuned run)")
     n = max(paired.n_tokens, 1)
-    shift = paired.diff_sumsq / n
-    mean_diff = paired.diff_sum / n
+    return ranked(paired.diff_sumsq / n, paired.diff_sum / n)
+
+
+def ranked(shift: np.ndarray, mean_diff: np.ndarray) -> pa.Table:
+    """The shift table of per-dimension ``shift`` and ``mean_diff``: rank 1 = largest shift,
+    ties broken by the lower dimension index."""
     order = np.lexsort((np.arange(len(shift)), -shift))
     rank = np.empty(len(shift), dtype=np.int32)
     rank[order] = np.arange(1, len(shift) + 1, dtype=np.int32)

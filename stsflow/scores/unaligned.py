@@ -28,6 +28,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from stsflow.scores.registry import register_predictor
+from stsflow.scores.shift import ranked
 
 
 def token_stream(shard_rows, prefix: sp.csr_matrix, docs: np.ndarray,
@@ -63,13 +64,8 @@ def unaligned_shift(icl_shard, icl_prefix, plain_shard, plain_prefix, width: int
     b = token_stream((plain[0], plain[1], plain[3]), plain_prefix, docs, cap)
     r = min(a.shape[0], b.shape[0])
     diff = (a[:r].astype(np.float64) - b[:r].astype(np.float64)).tocsc()
-    shift = np.asarray(diff.multiply(diff).sum(0)).ravel() / r
-    mean_diff = np.asarray(diff.sum(0)).ravel() / r
-    order = np.lexsort((np.arange(width), -shift))
-    rank = np.empty(width, dtype=np.int32)
-    rank[order] = np.arange(1, width + 1, dtype=np.int32)
-    return pa.table({"dim": np.arange(width, dtype=np.int32), "shift": shift,
-                     "mean_diff": mean_diff, "rank": rank})
+    return ranked(np.asarray(diff.multiply(diff).sum(0)).ravel() / r,
+                  np.asarray(diff.sum(0)).ravel() / r)
 
 
 @register_predictor("sts_sq_unaligned", family="notebook", oracle=False,
