@@ -1,6 +1,9 @@
 # Configuration, paths and the per-item slices of the config each rule receives.
 
+import re
+
 from stsflow import config as stsconfig
+from stsflow.config.saes import layer_saes, primary_sae, sae_roles
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode, Shift
 from stsflow.scores import PREDICTORS, SPACES, oracle_predictors
@@ -19,6 +22,20 @@ STS_VARIANTS = list(PREDICTORS)  # one column (and one scatter plot) per registe
 if FT["enabled"]:
     STS_VARIANTS += [f"{v}_oracle" for v in oracle_predictors()]
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+# A layer's sae runs the model in its extractions; a sweep SAE encodes the residuals those kept.
+# Config validation keeps the two sets of names apart, so the rules tell the jobs apart by name.
+_PRIMARY, _SWEEP = sae_roles(MODELS)
+PRIMARY_SAES = "|".join(re.escape(n) for n in sorted(_PRIMARY))
+SWEEP_SAES = "|".join(re.escape(n) for n in sorted(_SWEEP)) or "(?!)"  # (?!): matches nothing
+
+
+def sites(model):
+    """(layer, SAE name) of every SAE of a model: each layer's sae, then its sweep."""
+    return [
+        (layer, name)
+        for layer, entry in MODELS[model]["layers"].items()
+        for name in layer_saes(entry)
+    ]
 
 
 wildcard_constraints:
@@ -27,6 +44,7 @@ wildcard_constraints:
     domain=NAME,
     corpus=NAME,
     layer=r"\d+",
+    sae=NAME,
     seed=r"\d+",
     n=r"\d+",
     kind="sft|domain",
@@ -43,8 +61,8 @@ def model_dir(model):
     return f"{R}/models/{model}"
 
 
-def sae_dir(model, layer):
-    return f"{R}/sae/{model}/L{layer}"
+def sae_dir(model, layer, sae):
+    return f"{R}/sae/{model}/L{layer}/{sae}"
 
 
 def sft_file(corpus):
@@ -56,14 +74,19 @@ def domain_file(corpus, split):
     return f"{R}/data/domain/{corpus}.{split}.parquet"
 
 
-def acts(model, layer, kind, corpus, mode, stats=False):
+def acts(model, layer, sae, kind, corpus, mode, stats=False):
     ext = "stats.parquet" if stats else "parquet"
-    return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.{ext}"
+    return f"{R}/acts/{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}.{ext}"
 
 
-def panel_dir(model, layer, kind, corpus, mode):
+def panel_dir(model, layer, sae, kind, corpus, mode):
     """The baseline predictors' statistics of an extraction (stsflow.features.panel)."""
-    return f"{R}/acts/{model}/L{layer}/{kind}/{corpus}/{mode}.panel"
+    return f"{R}/acts/{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}.panel"
+
+
+def resid_dir(model, layer, sae, kind, corpus, mode):
+    """The residuals a layer's own extraction keeps for its sweep (stsflow.features.residuals)."""
+    return f"{R}/acts/{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}.resid"
 
 
 def grad_file(model, kind, corpus):
@@ -71,22 +94,22 @@ def grad_file(model, kind, corpus):
     return f"{R}/grads/{model}/{kind}/{corpus}.parquet"
 
 
-def shift_file(model, layer, sft, shift, space="sae"):
+def shift_file(model, layer, sae, sft, shift, space="sae"):
     """A shift vector: predicted (``s<seed>``) or true (``true-<method>-s<seed>``), of the SAE's
     features or of another feature space of the panel (stsflow.scores.SPACES)."""
     suffix = "" if space == "sae" else f".{space}"
-    return f"{R}/shift/{model}/L{layer}/{sft}/{shift}{suffix}.parquet"
+    return f"{R}/shift/{model}/L{layer}/{sae}/{sft}/{shift}{suffix}.parquet"
 
 
-def shift_files(model, layer, sft, shift, unaligned=False):
+def shift_files(model, layer, sae, sft, shift, unaligned=False):
     """Named shift files of every feature space, as the shift rules write them; a predicted
     shift also has the authors' unaligned row-by-row one (stsflow.scores.unaligned)."""
     spaces = [*SPACES, "unaligned"] if unaligned else SPACES
-    return {space: shift_file(model, layer, sft, shift, space) for space in spaces}
+    return {space: shift_file(model, layer, sae, sft, shift, space) for space in spaces}
 
 
-def sts_part(model, layer, sft, shift, n, domain):
-    return f"{R}/sts/{model}/L{layer}/{sft}/{shift}/N{n}/{domain}.parquet"
+def sts_part(model, layer, sae, sft, shift, n, domain):
+    return f"{R}/sts/{model}/L{layer}/{sae}/{sft}/{shift}/N{n}/{domain}.parquet"
 
 
 def ckpt_dir(model, sft, method, seed):
@@ -125,7 +148,18 @@ def model_spec(w):
 
 
 def sae_spec(w):
-    return MODELS[w.model]["layers"][int(w.layer)]["sae"]
+    """An SAE's config, without its name (the name is in the path; renaming reruns nothing
+    that the path does not)."""
+    spec = layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
+    return {k: v for k, v in spec.items() if k != "name"}
+
+
+def sae_where(w):
+    """The config entry of an SAE, as errors name it."""
+    entry = MODELS[w.model]["layers"][int(w.layer)]
+    names = list(layer_saes(entry))
+    i = names.index(w.sae)
+    return f"models.{w.model}.layers.{w.layer}." + ("sae" if i == 0 else f"sweep[{i - 1}]")
 
 
 def sae_plan(w):
@@ -159,8 +193,8 @@ def data_files(kind, corpus):
 def sts_parts(model, sft, shifts=None):
     shifts = shifts or [str(Shift(seed)) for seed in SEEDS]
     return [
-        sts_part(model, layer, sft, shift, n, domain)
-        for layer in MODELS[model]["layers"]
+        sts_part(model, layer, sae, sft, shift, n, domain)
+        for layer, sae in sites(model)
         for shift in shifts
         for n in STS["n_top"]
         for domain in DOMAINS
@@ -199,17 +233,36 @@ def all_targets():
 # -- per-rule input and parameter functions -------------------------------------------------
 
 
+def _paired_inputs(w):
+    """A paired run's references: the plain run of the same corpus with the same SAE."""
+    if not Mode.parse(w.mode).paired:
+        return {}
+    plain = str(Mode.plain())
+    return {
+        "reference": acts(w.model, w.layer, w.sae, w.kind, w.corpus, plain),
+        "panel_ref": panel_dir(w.model, w.layer, w.sae, w.kind, w.corpus, plain),
+    }
+
+
 def extract_inputs(w):
     mode = Mode.parse(w.mode)
     mode.check_corpus(w.kind)
     model = model_dir(w.model)
     if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
         model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
-    inputs = {"model": model, "sae": sae_dir(w.model, w.layer), **data_files(w.kind, w.corpus)}
-    if mode.paired:
-        inputs["reference"] = acts(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
-        inputs["panel_ref"] = panel_dir(w.model, w.layer, w.kind, w.corpus, str(Mode.plain()))
-    return inputs
+    inputs = {"model": model, "sae": sae_dir(w.model, w.layer, w.sae)}
+    return {**inputs, **data_files(w.kind, w.corpus), **_paired_inputs(w)}
+
+
+def encode_inputs(w):
+    """A sweep SAE's extraction: the residuals its layer's own extraction kept."""
+    Mode.parse(w.mode).check_corpus(w.kind)
+    own = primary_sae(MODELS[w.model]["layers"][int(w.layer)])
+    return {
+        "residuals": resid_dir(w.model, w.layer, own, w.kind, w.corpus, w.mode),
+        "sae": sae_dir(w.model, w.layer, w.sae),
+        **_paired_inputs(w),
+    }
 
 
 def sts_inputs(w):
@@ -220,16 +273,17 @@ def sts_inputs(w):
     inputs = {
         f"shift_{space}": path
         for space, path in shift_files(
-            w.model, w.layer, w.sft, w.shift, unaligned=not shift.true
+            w.model, w.layer, w.sae, w.sft, w.shift, unaligned=not shift.true
         ).items()
     }
     plain, icl = str(Mode.plain()), str(Mode.domain_icl())
+    at = (w.model, w.layer, w.sae)
     inputs.update(
-        plain=acts(w.model, w.layer, "domain", w.domain, plain, stats=True),
-        icl=acts(w.model, w.layer, "domain", w.domain, icl, stats=True),
-        plain_panel=panel_dir(w.model, w.layer, "domain", w.domain, plain),
-        icl_panel=panel_dir(w.model, w.layer, "domain", w.domain, icl),
-        sft_panel=panel_dir(w.model, w.layer, "sft", w.sft, plain),
+        plain=acts(*at, "domain", w.domain, plain, stats=True),
+        icl=acts(*at, "domain", w.domain, icl, stats=True),
+        plain_panel=panel_dir(*at, "domain", w.domain, plain),
+        icl_panel=panel_dir(*at, "domain", w.domain, icl),
+        sft_panel=panel_dir(*at, "sft", w.sft, plain),
         sft_grad=grad_file(w.model, "sft", w.sft),
         domain_grad=grad_file(w.model, "domain", w.domain),
     )
@@ -256,10 +310,11 @@ def coverage_inputs(w):
     """Named inputs of the coverage table: each corpus's plain extraction (first layer: the query
     selection does not depend on the layer) and each fine-tuning run's history."""
     layer = min(MODELS[w.model]["layers"])
+    at = (w.model, layer, primary_sae(MODELS[w.model]["layers"][layer]))
     plain = str(Mode.plain())
-    inputs = {f"sft:{w.sft}": acts(w.model, layer, "sft", w.sft, plain, stats=True)}
+    inputs = {f"sft:{w.sft}": acts(*at, "sft", w.sft, plain, stats=True)}
     for d in DOMAINS:
-        inputs[f"domain:{d}"] = acts(w.model, layer, "domain", d, plain, stats=True)
+        inputs[f"domain:{d}"] = acts(*at, "domain", d, plain, stats=True)
     for m, s in RUNS:
         inputs[f"ft:{m}-s{s}"] = history_file(w.model, w.sft, m, s)
     return inputs
@@ -267,8 +322,8 @@ def coverage_inputs(w):
 
 def report_inputs(w):
     inputs = {"sts": table(w.model, w.sft, "sts"), "coverage": table(w.model, w.sft, "coverage")}
-    for layer in MODELS[w.model]["layers"]:  # the SAEs' quality figures and warnings
-        inputs[f"sae_L{layer}"] = sae_dir(w.model, layer)
+    for layer, sae in sites(w.model):  # the SAEs' quality figures and warnings
+        inputs[f"sae_L{layer}/{sae}"] = sae_dir(w.model, layer, sae)
     if FT["enabled"]:
         for name in ("observed", "sts_oracle", "overlap"):
             inputs[name] = table(w.model, w.sft, name)

@@ -1,17 +1,26 @@
-# SAE features of every query token: one job per (model, layer, corpus, mode). ICL and tuned-model
-# runs pair each token with the plain run of the same corpus, so they take its shard as input.
+# SAE features of every query token: one job per (model, layer, SAE, corpus, mode). ICL and
+# tuned-model runs pair each token with the plain run of the same corpus and SAE, so they take
+# its shard as input. A layer's sae runs the model (extract); its sweep SAEs encode the residuals
+# that run kept (encode).
 
 
 rule extract:
+    """The layer's own SAE: the model runs on the corpus, its SAE encodes every query token, and
+    the residuals are kept for the layer's sweep SAEs."""
     input:
         unpack(extract_inputs),
     output:
-        shard=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}"),
-        stats=acts("{model}", "{layer}", "{kind}", "{corpus}", "{mode}", stats=True),
+        shard=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
+        stats=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
         # the baseline predictors' statistics, from the same forward pass (features.panel)
-        panel=directory(panel_dir("{model}", "{layer}", "{kind}", "{corpus}", "{mode}")),
+        panel=directory(panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
+        residuals=directory(
+            resid_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
+        ),
     log:
-        f"{R}/logs/extract/{{model}}/L{{layer}}/{{kind}}/{{corpus}}/{{mode}}.log",
+        f"{R}/logs/extract/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
+    wildcard_constraints:
+        sae=PRIMARY_SAES,
     conda:
         "../envs/gpu.yaml"
     threads: 2
@@ -23,6 +32,33 @@ rule extract:
         sts=extract_settings,
     script:
         "../workflow_scripts/extract.py"
+
+
+rule encode:
+    """A sweep SAE: the residuals its layer's extraction kept, encoded into the same shard,
+    statistics and panel (no model run: adding an SAE adds only these cheap jobs)."""
+    input:
+        unpack(encode_inputs),
+    output:
+        shard=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
+        stats=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
+        panel=directory(panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
+    log:
+        f"{R}/logs/encode/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
+    wildcard_constraints:
+        sae=SWEEP_SAES,
+    conda:
+        "../envs/gpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        device=lambda w: MODELS[w.model]["device"],
+        batch_size=lambda w: MODELS[w.model]["batch_size"],
+        sts=extract_settings,
+    script:
+        "../workflow_scripts/encode.py"
 
 
 rule gradients:

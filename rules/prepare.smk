@@ -51,9 +51,9 @@ rule prepare_sae:
     input:
         unpack(sae_inputs),
     output:
-        directory(sae_dir("{model}", "{layer}")),
+        directory(sae_dir("{model}", "{layer}", "{sae}")),
     log:
-        f"{R}/logs/prepare_sae/{{model}}/L{{layer}}.log",
+        f"{R}/logs/prepare_sae/{{model}}/L{{layer}}/{{sae}}.log",
     conda:
         "../envs/gpu.yaml"
     threads: 2
@@ -64,5 +64,6 @@ rule prepare_sae:
         model=model_spec,
         sae=sae_spec,
         plan=sae_plan,
+        where=sae_where,
     script:
         "../workflow_scripts/prepare_sae.py"

@@ -6,15 +6,15 @@ rule shift:
     feature space (the SAE's, and the panel's raw residual and random encoder), and the authors'
     unaligned row-by-row shift from the two runs' token streams."""
     input:
-        stats=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}", stats=True),
-        panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}"),
-        shard=acts("{model}", "{layer}", "sft", "{sft}", "icl-s{seed}"),
-        plain_shard=acts("{model}", "{layer}", "sft", "{sft}", "plain"),
-        plain_panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "plain"),
+        stats=acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}", stats=True),
+        panel=panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}"),
+        shard=acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}"),
+        plain_shard=acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "plain"),
+        plain_panel=panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "plain"),
     output:
-        **shift_files("{model}", "{layer}", "{sft}", "s{seed}", unaligned=True),
+        **shift_files("{model}", "{layer}", "{sae}", "{sft}", "s{seed}", unaligned=True),
     log:
-        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/s{{seed}}.log",
+        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sae}}/{{sft}}/s{{seed}}.log",
     conda:
         "../envs/reduce.yaml"
     params:
@@ -25,12 +25,14 @@ rule shift:
 
 use rule shift as true_shift with:
     input:
-        stats=acts("{model}", "{layer}", "sft", "{sft}", "tuned-{method}-s{seed}", stats=True),
-        panel=panel_dir("{model}", "{layer}", "sft", "{sft}", "tuned-{method}-s{seed}"),
+        stats=acts(
+            "{model}", "{layer}", "{sae}", "sft", "{sft}", "tuned-{method}-s{seed}", stats=True
+        ),
+        panel=panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "tuned-{method}-s{seed}"),
     output:
-        **shift_files("{model}", "{layer}", "{sft}", "true-{method}-s{seed}"),
+        **shift_files("{model}", "{layer}", "{sae}", "{sft}", "true-{method}-s{seed}"),
     log:
-        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sft}}/true-{{method}}-s{{seed}}.log",
+        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sae}}/{{sft}}/true-{{method}}-s{{seed}}.log",
 
 
 rule sts:
@@ -39,9 +41,9 @@ rule sts:
     input:
         unpack(sts_inputs),
     output:
-        sts_part("{model}", "{layer}", "{sft}", "{shift}", "{n}", "{domain}"),
+        sts_part("{model}", "{layer}", "{sae}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:
-        f"{R}/logs/sts/{{model}}/L{{layer}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
+        f"{R}/logs/sts/{{model}}/L{{layer}}/{{sae}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
     conda:
         "../envs/reduce.yaml"
     params:
@@ -80,14 +82,14 @@ rule overlap:
     """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
     input:
         predicted=lambda w: [
-            shift_file(w.model, layer, w.sft, str(Shift(seed)))
-            for layer in MODELS[w.model]["layers"]
+            shift_file(w.model, layer, sae, w.sft, str(Shift(seed)))
+            for layer, sae in sites(w.model)
             for seed in SEEDS
         ],
         true=lambda w: [
-            shift_file(w.model, layer, w.sft, str(Shift(seed, m)))
+            shift_file(w.model, layer, sae, w.sft, str(Shift(seed, m)))
             for m, seed in RUNS
-            for layer in MODELS[w.model]["layers"]
+            for layer, sae in sites(w.model)
         ],
     output:
         table("{model}", "{sft}", "overlap"),

@@ -1,16 +1,17 @@
 """Extraction benchmark: prints figures, asserts nothing (machines are shared and noisy; compare
 the ratios within one run).
 
-    stsflow bench --model-dir results/models/smollm2-135m --sae-dir results/sae/smollm2-135m/L12
+    stsflow bench --model-dir results/models/smollm2-135m --sae-dir results/sae/smollm2-135m/L12/main
 
 Measures, on the same queries: a full forward pass, a bare forward stopped after the layer, the
 extraction (stop at layer + SAE encode + sparse Parquet write + statistics) in plain mode and in
 ICL mode with the shared demonstration prefix cached, and the ICL mode without the cache (prefix
 recomputed with every query, as a naive implementation would); the same two extractions with the
-baseline predictors' panel gathered in the pass (features.panel: its added cost); then bytes per
-non-zero on disk.
+baseline predictors' panel gathered in the pass (features.panel: its added cost); the same with
+the residuals kept for a sweep (features.residuals), and a sweep SAE encoding those residuals
+without the model; then bytes per non-zero and per kept residual on disk.
 
-    stsflow bench --predictors results --model smollm2-135m --sft math --layer 12
+    stsflow bench --predictors results --model smollm2-135m --sft math --layer 12 --sae main
 
 times every registered predictor's scoring (the sts rule's reduction) on a finished run's files.
 """
@@ -79,21 +80,30 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
 
-        def extract(prefix, name, reference=None, panel=False):
+        def accumulator(paired: bool):
             from stsflow.features.panel_gather import PanelAccumulator, RandomEncoder
             from stsflow.features.shards import sae_width
 
-            acc = None
-            if panel:
-                d, width = info["hidden_size"], sae_width(sae)
-                enc = RandomEncoder.for_sae(sae, d, width, sae_l0, 0)
-                acc = PanelAccumulator(d, width, enc, "cpu", keep_tokens=reference is None,
-                                       reference=(tmp / "plain_p.panel" / "resid.parquet"
-                                                  if reference is not None else None))
+            d, width = info["hidden_size"], sae_width(sae)
+            enc = RandomEncoder.for_sae(sae, d, width, sae_l0, 0)
+            return PanelAccumulator(d, width, enc, "cpu", keep_tokens=not paired,
+                                    reference=(tmp / "plain_p.panel" / "resid.parquet"
+                                               if paired else None))
+
+        def extract(prefix, name, reference=None, panel=False, keep=False):
             ex.extract(model, sae, layer, queries, prefix, tmp / f"{name}.parquet",
                        tmp / f"{name}.stats.parquet", batch_size=batch_size,
-                       reference=reference, log=lambda *a: None, panel=acc,
-                       panel_out=tmp / f"{name}.panel" if panel else None)
+                       reference=reference, log=lambda *a: None,
+                       panel=accumulator(reference is not None) if panel else None,
+                       panel_out=tmp / f"{name}.panel" if panel else None,
+                       resid_out=tmp / f"{name}.resid" if keep else None)
+
+        def sweep(name, reference=None):  # a second SAE of the layer: no model run
+            ex.encode_cached(sae, tmp / f"{name}.resid", tmp / f"{name}.sweep.parquet",
+                             tmp / f"{name}.sweep.stats.parquet", batch_size=batch_size,
+                             reference=reference, log=lambda *a: None,
+                             panel=accumulator(reference is not None),
+                             panel_out=tmp / f"{name}.sweep.panel")
 
         timings = {
             "full forward (head + query)": _timed(lambda: forward(False, head)),
@@ -107,7 +117,17 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
                 lambda: extract(head, "plain_p", panel=True)),
             "extract ICL, cached prefix + baseline panel": _timed(
                 lambda: extract(context, "icl_p", tmp / "plain_p.parquet", panel=True)),
+            "extract plain + panel + residuals kept for a sweep": _timed(
+                lambda: extract(head, "plain_k", panel=True, keep=True)),
+            "extract ICL + panel + residuals kept for a sweep": _timed(
+                lambda: extract(context, "icl_k", tmp / "plain_k.parquet", panel=True,
+                                keep=True)),
+            "sweep SAE: plain from kept residuals + panel": _timed(
+                lambda: sweep("plain_k")),
+            "sweep SAE: ICL from kept residuals + panel": _timed(
+                lambda: sweep("icl_k", tmp / "plain_k.sweep.parquet")),
         }
+        kept = sum(f.stat().st_size for f in (tmp / "plain_k.resid").iterdir())
         import pyarrow.parquet as pq
 
         meta = pq.ParquetFile(tmp / "plain.parquet").metadata
@@ -117,13 +137,14 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
     out["bytes_per_nonzero"] = round(size / nnz, 2)
     out["nonzeros_per_token"] = round(nnz / n_tokens, 1)
     out["row_groups"] = meta.num_row_groups
+    out["kept_residual_bytes_per_token"] = round(kept / n_tokens, 1)
     return out
 
 
-def predictor_costs(results: str, model: str, sft: str, layer: int, n_top: int = 100,
-                    repeats: int = 3) -> dict:
+def predictor_costs(results: str, model: str, sft: str, layer: int, sae: str = "main",
+                    n_top: int = 100, repeats: int = 3) -> dict:
     """Seconds per domain of each registered predictor's scoring (best of ``repeats``), on the
-    files a finished run left: what the sts rule spends on each."""
+    files a finished run left for one SAE of the layer: what the sts rule spends on each."""
     from stsflow import scores
     from stsflow.features.panel import read_space_stats
     from stsflow.features.stats import Stats
@@ -131,7 +152,11 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, n_top: int =
     import pyarrow.parquet as pq
 
     root = Path(results)
-    acts = root / "acts" / model / f"L{layer}"
+    acts = root / "acts" / model / f"L{layer}" / sae
+    if not acts.is_dir():
+        raise FileNotFoundError(f"{acts} does not exist: no SAE {sae!r} at layer {layer}. Fix: "
+                                "pass --sae with one of the names under "
+                                f"{acts.parent} (config: the layer's sae or sweep names)")
     domains = sorted(p.name for p in (acts / "domain").iterdir())
 
     def stats(kind, corpus, mode):
@@ -139,7 +164,7 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, n_top: int =
         return {sp: (Stats.read(base / f"{mode}.stats.parquet") if sp == "sae"
                      else read_space_stats(base / f"{mode}.panel", sp)) for sp in scores.SPACES}
 
-    shift_dir = root / "shift" / model / f"L{layer}" / sft
+    shift_dir = root / "shift" / model / f"L{layer}" / sae / sft
     shifts = {sp: pq.read_table(shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet"))
               for sp in (*scores.SPACES, "unaligned")
               if (shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet")).exists()}
@@ -168,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sft", default="math")
     p.add_argument("--sae-dir", default=None, help="prepared SAE (default: random TopK 8x)")
     p.add_argument("--layer", type=int, default=12)
+    p.add_argument("--sae", default="main", help="SAE name at that layer (--predictors)")
     p.add_argument("--queries", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.predictors:
-        costs = predictor_costs(args.predictors, args.model, args.sft, args.layer)
-        print(f"seconds per domain of each predictor's scoring, layer {args.layer}, N=100")
+        costs = predictor_costs(args.predictors, args.model, args.sft, args.layer, args.sae)
+        print(f"seconds per domain of each predictor's scoring, layer {args.layer}, SAE "
+              f"{args.sae}, N=100")
         for name, sec in costs.items():
             print(f"  {name:<20s} {sec * 1000:>9.2f} ms")
         return 0
@@ -189,4 +216,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<50s} {tps:>9.1f} tok/s  ({tps / base:.2f}x stopped forward)")
     print(f"  bytes per non-zero on disk: {res['bytes_per_nonzero']} "
           f"({res['nonzeros_per_token']} non-zeros per token, zstd, float16)")
+    print(f"  kept residuals on disk: {res['kept_residual_bytes_per_token']} bytes per query "
+          "token (float16, zstd)")
     return 0

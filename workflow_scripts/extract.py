@@ -1,4 +1,5 @@
-"""Rule extract: SAE features of one (model, layer, corpus, mode) as a shard plus statistics."""
+"""Rule extract: the layer's own SAE on one (model, layer, corpus, mode): shard, statistics,
+panel and the residuals kept for the sweep."""
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.jobs import extract
 from stsflow.jobs.common import setup_logging
@@ -13,6 +14,7 @@ extract.extract(snakemake.input.model, snakemake.input.sae,
                 data, ExtractSettings.from_params(w.kind, snakemake.params.sts),
                 snakemake.output.shard,
                 snakemake.output.stats, reference=reference, panel_out=snakemake.output.panel,
+                resid_out=snakemake.output.residuals,
                 panel_reference=panel_ref,
                 provenance={"corpus": w.corpus}, threads=snakemake.threads, corpus=w.corpus,
                 model_name=w.model)

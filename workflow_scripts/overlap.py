@@ -8,9 +8,9 @@ setup_logging(snakemake.log[0])
 predicted, true = {}, {}
 for path in snakemake.input.predicted:
     m = read_metadata(path)
-    predicted[(m["layer"], m["seed"])] = path
+    predicted[(m["layer"], m["sae"], m["seed"])] = path
 for path in snakemake.input.true:
     m = read_metadata(path)
-    true[(m["method"], m["seed"], m["layer"])] = path
+    true[(m["method"], m["seed"], m["layer"], m["sae"])] = path
 reduce.overlap_table(snakemake.wildcards.model, snakemake.wildcards.sft, predicted, true,
                      snakemake.params.n_top, snakemake.output[0])

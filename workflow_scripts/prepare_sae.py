@@ -1,4 +1,4 @@
-"""Rule prepare_sae: fetch, check or train the SAE of one (model, layer); its quality figures."""
+"""Rule prepare_sae: fetch, check or train one SAE of a (model, layer); its quality figures."""
 from stsflow.config.checks import n_top_of
 from stsflow.config.settings import ModelSettings, SaeSettings
 from stsflow.jobs import prepare
@@ -14,7 +14,7 @@ for key in snakemake.input.keys():
 plan = snakemake.params.plan
 # sts.n_top is read from the config, not passed as a parameter: it only checks a registry SAE's
 # width (unknown before it is fetched) and must not re-prepare the SAE when an N is added.
-where = f"models.{snakemake.wildcards.model}.layers.{layer}.sae"
+where = snakemake.params.where
 prepare.prepare_sae(snakemake.input.model, ModelSettings.from_config(snakemake.params.model),
                     layer, SaeSettings.from_config(snakemake.params.sae, where), corpora,
                     plan["train"], plan["eval"], snakemake.output[0], threads=snakemake.threads,

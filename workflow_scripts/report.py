@@ -14,8 +14,11 @@ optional = {k: snakemake.input[k] for k in ("observed", "sts_oracle", "overlap",
 sources = [o.get("source") or o["metric"] for o in snakemake.params.observed]
 if "observed" in optional:
     sources.append("fine-tuning and evaluation by this workflow")
-sae_dirs = {int(k[len("sae_L"):]): snakemake.input[k] for k in snakemake.input.keys()
-            if k.startswith("sae_L")}
+sae_dirs = {}  # (layer, SAE name) -> prepared SAE, from the named inputs "sae_L<layer>/<name>"
+for k in snakemake.input.keys():
+    if k.startswith("sae_L"):
+        layer, name = k[len("sae_L"):].split("/", 1)
+        sae_dirs[(int(layer), name)] = snakemake.input[k]
 report.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
               title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
               settings=ReportSettings.from_config(snakemake.params.report), primary=dict(snakemake.params.primary),

@@ -5,7 +5,7 @@ from stsflow.jobs.common import setup_logging
 
 setup_logging(snakemake.log[0])
 w = snakemake.wildcards
-meta = {"model": w.model, "layer": int(w.layer), "sft": w.sft, "seed": int(w.seed),
+meta = {"model": w.model, "layer": int(w.layer), "sae": w.sae, "sft": w.sft, "seed": int(w.seed),
         "kind": "true" if snakemake.rule == "true_shift" else "icl"}
 if snakemake.rule == "true_shift":
     meta["method"] = w.method

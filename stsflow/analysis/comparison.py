@@ -28,7 +28,7 @@ import math
 import numpy as np
 import polars as pl
 
-from stsflow.analysis.correlation import pair_tables, predictor_columns
+from stsflow.analysis.correlation import pair_tables, predictor_columns, site_keys
 
 COMPARISON_COLUMNS = ("predictor", "family", "post_training", "n_domains", "pearson",
                       "pearson_ci_low", "pearson_ci_high", "ci_method", "perm_p",
@@ -83,7 +83,8 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
                      k_extreme: int = 4) -> pl.DataFrame:
     """The panel on the primary analysis, one row per (run, predictor); see the module text.
     ``sts`` holds the predicted and the oracle rows (oracle columns null on predicted rows)."""
-    keys = {k: primary[k] for k in ("n_top", "layer", "metric", "protocol", "target")}
+    keys = {k: primary[k] for k in ("n_top", "layer", "sae", "metric", "protocol", "target")
+            if k != "sae" or ("sae" in corr.columns and primary.get("sae") is not None)}
     rows = corr.filter(*[pl.col(k) == v for k, v in keys.items()])
     if rows.height == 0:
         return pl.DataFrame(schema=_schema(corr))
@@ -138,7 +139,9 @@ def _schema(corr: pl.DataFrame) -> dict:
 def _domain_values(sts, obs, keys, run: dict, k_extreme):
     """Per-domain predictor values (incl. the random draws as (domains, draws) matrices) and the
     target, on the domains the primary protocol uses, aligned by domain."""
-    sel = sts.filter(pl.col("layer") == keys["layer"], pl.col("n_top") == keys["n_top"])
+    sel = sts.filter(pl.col("layer") == keys["layer"], pl.col("n_top") == keys["n_top"],
+                     *([pl.col("sae") == keys["sae"]] if "sae" in keys else []))
+    site = ["model", "sft", *site_keys(sel), "n_top", "domain"]
     pred_rows = sel.filter(pl.col("method").is_null()) if "method" in sel.columns else sel
     oracle_rows = sel.filter(pl.col("method").is_not_null()) if "method" in sel.columns else None
     frames = []
@@ -152,12 +155,12 @@ def _domain_values(sts, obs, keys, run: dict, k_extreme):
         if is_oracle and "method" in run:
             part = part.filter(pl.col("method").eq_missing(run["method"]))
         rand = [c for c in RAND_FORMULAS if c in part.columns and not is_oracle]
-        frames.append(part.select("model", "sft", "layer", "n_top", "domain", *cols, *rand))
+        frames.append(part.select(*site, *cols, *rand))
     if not frames:
         return None, None
     wide = frames[0]
     for f in frames[1:]:
-        wide = wide.join(f, on=["model", "sft", "layer", "n_top", "domain"], how="left")
+        wide = wide.join(f, on=site, how="left")
     o = obs
     for k, v in run.items():  # Δ given in the config has no method (null); no seed: any seed
         if k in o.columns:
@@ -197,12 +200,23 @@ def _random_row(run: dict, name: str, draws: np.ndarray, y: np.ndarray, r_ref: f
             "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan}
 
 
-def ablation_table(corr: pl.DataFrame, primary: dict) -> pl.DataFrame:
-    """The primary predictor's ρ [CI] on the primary metric, protocol and target, by layer and N
-    (and run): the paper's layer and N ablations, on this run's Δ."""
+def ablation_table(corr: pl.DataFrame, primary: dict,
+                   saes: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The primary predictor's ρ [CI] on the primary metric, protocol and target, by layer, SAE
+    and N (and run): the paper's layer, SAE sparsity/width and N ablations, on this run's Δ.
+    ``saes`` (the report's SAE table: layer, sae, width, k, l0) adds each SAE's width and
+    sparsity (k of a TopK SAE, and the L0 measured on held-out tokens)."""
     keys = {k: primary[k] for k in ("predictor", "metric", "protocol", "target")}
     cols = [c for c in ("method", "seed") if c in corr.columns]
-    return (corr.filter(*[pl.col(k) == v for k, v in keys.items()])
-            .select(*cols, "layer", "n_top", "n_domains", "pearson", "pearson_ci_low",
-                    "pearson_ci_high", "perm_p", "holm_p", "role")
-            .sort([*cols, "layer", "n_top"], nulls_last=True))
+    site = site_keys(corr)
+    out = (corr.filter(*[pl.col(k) == v for k, v in keys.items()])
+           .select(*cols, *site, "n_top", "n_domains", "pearson", "pearson_ci_low",
+                   "pearson_ci_high", "perm_p", "holm_p", "role"))
+    if saes is not None and "sae" in out.columns and saes.height:
+        figures = saes.select("layer", "sae", *[c for c in ("width", "k", "l0")
+                                                if c in saes.columns])
+        out = out.join(figures.with_columns(pl.col("layer").cast(out.schema["layer"])),
+                       on=["layer", "sae"], how="left")
+        lead = [*cols, *site, *[c for c in ("width", "k", "l0") if c in figures.columns]]
+        out = out.select(*lead, *[c for c in out.columns if c not in lead])
+    return out.sort([*cols, *site, "n_top"], nulls_last=True)

@@ -63,7 +63,7 @@ PROTOCOLS = ("all", "extremes")
 ROLES = ("primary", "exploratory", "descriptive")
 EXTRA_KEYS = ("method", "seed")  # observed columns that split results when present
 FAMILY_KEYS = ("model", "sft", "target", "method", "seed")
-PRIMARY_KEYS = ("predictor", "n_top", "layer", "metric", "protocol", "target")
+PRIMARY_KEYS = ("predictor", "n_top", "layer", "sae", "metric", "protocol", "target")
 PRIMARY_DEFAULT_N = 100  # the paper's N, used when report.primary.n_top is null
 CI_METHODS = {"all": "BCa bootstrap",
               "extremes": "BCa bootstrap, descriptive (domains selected on Δ)"}
@@ -117,6 +117,12 @@ def predictor_columns(sts: pl.DataFrame) -> list[str]:
     return [c for c in sts.columns if c in names]
 
 
+def site_keys(df: pl.DataFrame) -> list[str]:
+    """Where a score was computed: the layer and, where the table has it, the SAE's name (a
+    layer can have several SAEs, config ``sweep``)."""
+    return ["layer", *(["sae"] if "sae" in df.columns else [])]
+
+
 def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
                 k_extreme: int = 4) -> tuple[pl.DataFrame, list[str]]:
     """Join STS rows with the observed Δ of the same (model, sft, domain) and run; return the
@@ -137,7 +143,7 @@ def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
     sts_extra = [c for c in EXTRA_KEYS if c in sts.columns]
     shared = [c for c in sts_extra if c in extra]
     obs_keys = ["model", "sft", "metric", *extra]
-    sts_keys = ["model", "sft", "layer", "n_top", *sts_extra]
+    sts_keys = ["model", "sft", *site_keys(sts), "n_top", *sts_extra]
     _check_unique(observed, [*obs_keys, "domain"], "observed")
     _check_unique(sts, [*sts_keys, "domain"], "sts")
 
@@ -157,7 +163,7 @@ def pair_tables(sts: pl.DataFrame, observed: pl.DataFrame,
                          orient="row").with_columns(extreme=pl.lit(True))
 
     run_keys = [c for c in EXTRA_KEYS if c in extra or c in sts_extra]
-    group_keys = ["model", "sft", "layer", "n_top", "metric", *run_keys]
+    group_keys = ["model", "sft", *site_keys(sts), "n_top", "metric", *run_keys]
     joined = (sts_sel.join(obs, on=["model", "sft", "domain", *shared], how="inner")
               .join(flags, on=[*obs_keys, "domain"], how="left", nulls_equal=True)
               .with_columns(pl.col("extreme").fill_null(False))
@@ -178,8 +184,8 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
     """
     joined, group_keys = pair_tables(sts, observed, k_extreme)
     predictors = predictor_columns(sts)
-    out_keys = ["model", "sft", "layer", "n_top", "predictor", "target", "protocol", "metric",
-                *group_keys[5:]]
+    out_keys = ["model", "sft", *site_keys(sts), "n_top", "predictor", "target", "protocol",
+                "metric", *group_keys[group_keys.index("metric") + 1:]]
     records = []
     for key, g in joined.partition_by(group_keys, as_dict=True, maintain_order=True).items():
         kv = dict(zip(group_keys, key))
@@ -216,7 +222,7 @@ def resolve_primary(primary: dict, layers, metrics, n_tops=None) -> dict:
     N), or, when ``n_tops`` (sts.n_top) lacks 100, the configured N closest to it (the smaller on
     a tie) — still fixed by the config alone, before any result exists; layer null → the lowest
     configured layer (the validated config keeps no YAML key order, so "first" is numeric),
-    metric null → the first of ``metrics`` (evaluate.metrics with fine-tuning, else the observed
+    sae null → that layer's ``sae`` (``layers`` given as the model's layer config), metric null → the first of ``metrics`` (evaluate.metrics with fine-tuning, else the observed
     entries' metrics in config order)."""
     out = {k: primary.get(k) for k in PRIMARY_KEYS}
     if out["n_top"] is None:
@@ -225,6 +231,10 @@ def resolve_primary(primary: dict, layers, metrics, n_tops=None) -> dict:
             out["n_top"] = min(n_tops, key=lambda n: (abs(n - PRIMARY_DEFAULT_N), n))
     if out["layer"] is None and layers:
         out["layer"] = min(int(v) for v in layers)
+    if out["sae"] is None and isinstance(layers, dict) and out["layer"] in layers:
+        from stsflow.config.saes import primary_sae
+
+        out["sae"] = primary_sae(layers[out["layer"]])
     if out["metric"] is None and metrics:
         out["metric"] = list(metrics)[0]
     return out
@@ -245,6 +255,8 @@ def assign_roles(corr: pl.DataFrame, primary: dict | None) -> pl.DataFrame:
     is_primary = pl.lit(primary is not None)
     for k in PRIMARY_KEYS:
         v = (primary or {}).get(k)
+        if k not in corr.columns:  # a table without SAE names has one SAE per layer
+            continue
         is_primary = is_primary & (pl.col(k).eq_missing(pl.lit(v, dtype=corr.schema[k]))
                                    if v is not None else pl.lit(False))
     df = corr.with_row_index("_i").with_columns(

@@ -23,6 +23,7 @@ from stsflow.config.facts import (
     sae_cfg_facts,
     sae_registry,
 )
+from stsflow.config.saes import layer_saes, sweep_problems
 from stsflow.config.schema import SCHEMA_PATH
 
 
@@ -103,10 +104,8 @@ def n_top_of(raw_config: dict) -> list[int]:
     return list((raw_config.get("sts") or {}).get("n_top") or default["n_top"]["default"])
 
 
-def _sae_problems(config: dict, name: str, model: dict, layer: int, base_dir: Path,
-                  facts: dict | None, origin: str) -> list[str]:
-    where = f"models.{name}.layers.{layer}.sae"
-    sae = model["layers"][layer]["sae"]
+def _sae_problems(config: dict, name: str, sae: dict, sae_name: str, layer: int, where: str,
+                  base_dir: Path, facts: dict | None, origin: str) -> list[str]:
     problems, width = [], None
     hidden = (facts or {}).get("hidden_size")
     if "train" in sae:
@@ -149,7 +148,8 @@ def _sae_problems(config: dict, name: str, model: dict, layer: int, base_dir: Pa
                     origin, None)
         # The registry YAML carries no widths: a prepared SAE tells it on later runs, and the
         # prepare_sae job checks it on the first.
-        prepared = base_dir / config["results"] / "sae" / name / f"L{layer}" / "stsflow_sae.json"
+        prepared = (base_dir / config["results"] / "sae" / name / f"L{layer}" / sae_name
+                    / "stsflow_sae.json")
         if width is None and prepared.exists():
             info = json.loads(prepared.read_text())
             if info.get("kind") == "registry" and all(
@@ -212,8 +212,11 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
             if n_layers is not None and not 0 <= int(layer) < n_layers:
                 problems.append(f"models.{name}.layers.{layer}: out of range, the model has "
                                 f"{n_layers} layers ({origin}). Fix: use 0..{n_layers - 1}")
-            problems += _sae_problems(config, name, model, int(layer), base_dir, facts,
-                                      facts_origin)
+            entry = model["layers"][layer]
+            for i, sae in enumerate([entry["sae"], *entry.get("sweep", [])]):
+                where = f"models.{name}.layers.{layer}." + ("sae" if i == 0 else f"sweep[{i - 1}]")
+                problems += _sae_problems(config, name, sae, sae["name"], int(layer), where,
+                                          base_dir, facts, facts_origin)
         ft = config["finetune"]
         if found and ft["enabled"] and "lora" in ft["methods"]:
             problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
@@ -237,6 +240,7 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
             if dom not in config["domains"]:
                 problems.append(f"observed[{i}].deltas.{dom}: unknown domain. Fix: define it under "
                                 "domains: or remove it")
+    problems += sweep_problems(config["models"])
     problems += report_primary_problems(config)
     return problems
 
@@ -256,6 +260,16 @@ def report_primary_problems(config: dict) -> list[str]:
             problems.append(f"{where}.layer: model {name!r} has no layer {p['layer']} (it has "
                             f"{sorted(int(k) for k in model['layers'])}). Fix: configure it "
                             f"under models.{name}.layers or declare a configured layer")
+    if p.get("sae") is not None:
+        for name, model in config["models"].items():
+            layers = ([int(p["layer"])] if p["layer"] is not None
+                      else [min(int(k) for k in model["layers"])])
+            for layer in [lay for lay in layers if lay in model["layers"]]:
+                names = list(layer_saes(model["layers"][layer]))
+                if p["sae"] not in names:
+                    problems.append(f"{where}.sae: model {name!r} has no SAE {p['sae']!r} at "
+                                    f"layer {layer} (it has {names}). Fix: declare one of those "
+                                    "or null (the layer's sae)")
     if p["protocol"] == "extremes":
         problems.append(f"{where}.protocol: extremes selects domains on Δ, so no test of it is "
                         "valid. Fix: use all (extremes rows stay in the report, as descriptive)")

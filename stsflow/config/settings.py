@@ -215,6 +215,7 @@ class SaeSettings:
     accept_hook: str | None
     eval_tokens: int
     eval_corpora: tuple[str, ...] | None
+    name: str | None = None  # keys the outputs (config.saes); not passed to prepare_sae's job
     registry: dict | None = None
     local: dict | None = None
     train: SaeTrainSettings | None = None

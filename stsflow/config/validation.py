@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 
 from stsflow.config.checks import semantic_problems
+from stsflow.config.saes import DEFAULT_NAME
 from stsflow.config.schema import ConfigError, canonical, read_yaml, schema_errors
 
 
@@ -20,6 +21,8 @@ def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = Tru
     # YAML gives integer layer keys; the schema wants strings. Normalise to int.
     for model in config["models"].values():
         model["layers"] = {int(k): v for k, v in model["layers"].items()}
+        for layer in model["layers"].values():  # the layer's sae has a name, as sweep SAEs do
+            layer["sae"].setdefault("name", DEFAULT_NAME)
     problems = semantic_problems(config, Path(base_dir), check_sources)
     if problems:
         raise ConfigError(problems)

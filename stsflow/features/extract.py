@@ -16,6 +16,10 @@ Every token of the query turn is stored; ``counted`` marks the tokens that enter
 (``sts.query_tokens``: only the user's text, ``content``, or the whole turn with its chat-template
 scaffolding, ``turn``). Statistics, shifts and scores use counted tokens only.
 
+Where the residual comes from: a forward pass (``extract``: the layer's own SAE, which can keep
+the residual of every query token for a sweep, ``features.residuals``), or those kept residuals
+(``encode_cached``: a sweep SAE of the same layer, no model run). Both go through one loop.
+
 Which queries (``features.queries.select_queries``): the corpus in a seeded random order
 (``sts.sample_seed``; real benchmark files are ordered by source, so a prefix would be a biased
 sample), whole queries until the token budget of counted tokens is reached; the selection does
@@ -64,46 +68,127 @@ class Reference:
         return np.arange(start, start + n)
 
 
+class ForwardSource:
+    """Residuals from the model: the shared prefix runs once and its key/value cache is reused for
+    every batch; the forward pass stops after the hooked layer."""
+
+    def __init__(self, model, layer: int, prefix: list[int]):
+        self.model, self.prefix = model, list(prefix)
+        self.device = next(model.parameters()).device
+        self.tap = LayerTap(model, layer)
+        self.cache = prefix_cache(model, self.prefix, self.tap)
+
+    def prefix_resid(self) -> torch.Tensor:
+        return self.tap.run(self.model, input_ids=torch.tensor([self.prefix],
+                                                               device=self.device))[0]
+
+    def run(self, batch):
+        """(resid (B, T, d), mask, ids) of right-padded queries after the shared prefix."""
+        ids, mask = pad_batch([q for _, q, _ in batch])
+        width_t = ids.shape[1]
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        p = len(self.prefix)
+        inputs = {"input_ids": ids}
+        if self.cache is not None:
+            n = len(batch)
+            inputs[cache_kwarg(self.model)] = copy_cache(self.cache, n)
+            inputs["attention_mask"] = torch.cat(
+                [torch.ones(n, p, dtype=mask.dtype, device=self.device), mask], dim=1)
+            inputs["position_ids"] = torch.arange(p, p + width_t,
+                                                  device=self.device).expand(n, -1)
+        else:
+            inputs["attention_mask"] = mask
+        return self.tap.run(self.model, **inputs), mask, ids
+
+
 @torch.no_grad()
 def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix: list[int],
-            out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
-            feat_dtype: str = "float16", reference: Path | str | None = None,
-            metadata: dict | None = None, row_group_rows: int = 65536, log=print,
-            panel=None, panel_out: Path | str | None = None) -> Stats:
+            out_path: Path | str, stats_path: Path | str, *, resid_out: Path | str | None = None,
+            **kwargs) -> Stats:
     """Run ``prefix + query`` for every query, encode the layer's residual stream with the SAE,
-    and write the shard and its statistics. Returns the statistics. ``panel`` (a
-    ``features.panel_gather.PanelAccumulator``) gathers the baseline predictors' statistics from the
-    same forward pass and is written to ``panel_out``."""
-    device = next(model.parameters()).device
-    tdtype, _, _ = FEAT_DTYPES[feat_dtype]
+    and write the shard and its statistics. Returns the statistics. ``resid_out`` keeps the
+    residual of every query token for a sweep's other SAEs (``features.residuals``). Keyword
+    arguments: those of ``encode``."""
+    source = ForwardSource(model, layer, prefix)
+    queries = [(q[0], list(q[1]), _counted(q)) for q in queries]
+    return encode(source, sae, layer, queries, len(prefix), out_path, stats_path,
+                  resid_out=resid_out, **kwargs)
+
+
+@torch.no_grad()
+def encode_cached(sae, cache_dir: Path | str, out_path: Path | str, stats_path: Path | str, *,
+                  device="cpu", metadata: dict | None = None, **kwargs) -> Stats:
+    """A sweep SAE: encode the residuals another SAE's extraction of the same layer kept
+    (``cache_dir``, a ``<mode>.resid/``), with the same queries, pairing and outputs as a forward
+    pass. ``metadata`` is added to the kept run's (its model, selection, demonstrations, ...)."""
+    from stsflow.features.residuals import CachedSource
+
+    source = CachedSource(cache_dir, device)
+    meta = {k: v for k, v in source.meta.items()
+            if k not in ("width", "feat_dtype", "n_queries", "n_query_tokens", "n_tokens",
+                         "prefix_tokens", "layer", "sae")}
+    return encode(source, sae, int(source.meta["layer"]), source.queries,
+                  int(source.meta["prefix_tokens"]), out_path, stats_path,
+                  metadata=dict(meta, **(metadata or {}), residuals="kept"), **kwargs)
+
+
+@torch.no_grad()
+def encode(source, sae, layer: int, queries: list[tuple[int, list[int], list[bool]]],
+           n_prefix: int, out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
+           feat_dtype: str = "float16", reference: Path | str | None = None,
+           metadata: dict | None = None, row_group_rows: int = 65536, log=print,
+           panel=None, panel_out: Path | str | None = None,
+           resid_out: Path | str | None = None) -> Stats:
+    """The one loop: residuals of ``source`` (``ForwardSource`` or ``residuals.CachedSource``)
+    batch by batch, encoded with the SAE into the shard, its statistics (with differences
+    against ``reference``, the plain run's shard of the same SAE, for paired runs), the panel
+    (``features.panel_gather.PanelAccumulator``, written to ``panel_out``) and, from a forward
+    pass, the kept residuals (``resid_out``)."""
+    import contextlib
+
+    from stsflow.features.residuals import ResidualWriter
+    from stsflow.io.files import atomic_dir
+
+    device = source.device
+    tdtype, _, np_dtype = FEAT_DTYPES[feat_dtype]
     width = sae_width(sae)
-    tap = LayerTap(model, layer)
-    cache = prefix_cache(model, prefix, tap)
-    if panel is not None and panel.keep_prefix and prefix:  # for the authors' unaligned rows
-        panel.set_prefix(_prefix_features(model, sae, tap, prefix, device, tdtype))
+    prefix_resid = None
+    if (panel is not None and panel.keep_prefix) and n_prefix:  # the authors' unaligned rows
+        prefix_resid = source.prefix_resid()
+        panel.set_prefix(sae.encode(prefix_resid.to(sae_dtype(sae))).to(tdtype).float())
     ref = Reference(reference, width) if reference is not None else None
     stats = Stats(width)
     sums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(3)]
     dsums = [torch.zeros(width, dtype=torch.float64, device=device) for _ in range(2)]
-    queries = [(q[0], list(q[1]), _counted(q)) for q in queries]
     n_total = sum(len(ids) for _, ids, _ in queries)
     n_counted = sum(sum(c) for _, _, c in queries)
     meta = dict(metadata or {}, width=width, layer=layer, feat_dtype=feat_dtype,
-                prefix_tokens=len(prefix), n_queries=len(queries), n_query_tokens=n_total,
+                prefix_tokens=n_prefix, n_queries=len(queries), n_query_tokens=n_total,
                 n_tokens=n_counted)
     schema = shard_schema(feat_dtype)
     schema = schema.with_metadata({f"stsflow.{k}".encode(): _json(v) for k, v in meta.items()})
     # Longest queries first keeps padding low; rows are written back in query order per batch.
     order = sorted(range(len(queries)), key=lambda i: -len(queries[i][1]))
     start, done, n_used, last_log = time.time(), 0, 0, 0.0
-    with atomic_path(out_path) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out_path))
+        kept = None
+        if resid_out is not None:
+            d = int(getattr(source.model.config, "hidden_size"))
+            kept = ResidualWriter(stack.enter_context(atomic_dir(resid_out)), d, np_dtype)
         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         pending: list[pa.Table] = []
         pending_rows = 0
         for b in range(0, len(order), batch_size):
             batch = [queries[i] for i in sorted(order[b:b + batch_size])]
-            feats, mask, ids, resid = _encode_batch(model, sae, tap, cache, prefix, batch, device,
-                                                    panel)
+            resid, mask, ids = source.run(batch)
+            # The SAE sees the residual as the source gives it; the panel and the kept
+            # residuals use it rounded to the stored dtype (their statistics must use what a
+            # plain run stores as their reference).
+            feats = sae.encode(resid.to(sae_dtype(sae)))
+            rounded = resid.to(tdtype).float() if (panel is not None or kept) else None
+            if kept is not None:
+                kept.add(batch, ids, mask, rounded)
             feats = feats.to(tdtype).float()  # stats use exactly the stored values
             m = mask.bool()
             flat = feats[m]  # (tokens, width), rows in (query, pos) order
@@ -111,7 +196,7 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
                 [np.asarray(c, dtype=bool) for _, _, c in batch])).to(device)
             used = flat[counted]
             if panel is not None:
-                panel.update(batch, resid[m][counted], used)
+                panel.update(batch, rounded[m][counted], used)
             sums[0] += used.sum(0, dtype=torch.float64)
             sums[1] += (used.double() ** 2).sum(0)
             sums[2] += (used != 0).sum(0).double()
@@ -137,6 +222,11 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
         if pending:
             writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
         writer.close()
+        if kept is not None:
+            if prefix_resid is None and panel is not None and panel.keep_prefix:
+                prefix_resid = torch.zeros(0, kept.d)
+            kept.close(getattr(source, "prefix", []),
+                       None if prefix_resid is None else prefix_resid.to(tdtype), meta)
     stats.n_tokens = n_used
     stats.sum, stats.sumsq, stats.nnz = (s.cpu().numpy() for s in sums)
     if ref is not None:
@@ -146,35 +236,6 @@ def extract(model, sae, layer: int, queries: list[tuple[int, list[int]]], prefix
     if panel is not None:
         panel.write(panel_out, meta)
     return stats
-
-
-def _prefix_features(model, sae, tap, prefix, device, tdtype) -> torch.Tensor:
-    """SAE features (P, width) of the prefix tokens, as stored (the shard's dtype)."""
-    resid = tap.run(model, input_ids=torch.tensor([prefix], device=device))[0]
-    return sae.encode(resid.to(sae_dtype(sae))).to(tdtype).float()
-
-
-def _encode_batch(model, sae, tap, cache, prefix, batch, device, panel=None):
-    """SAE features (B, T, width) of right-padded queries after the shared prefix, with the
-    residual they encode (for the panel, rounded to the stored dtype: the raw and random-encoder
-    statistics must use what a plain run stores as their reference; the SAE sees it unrounded,
-    as without a panel)."""
-    ids, mask = pad_batch([q for _, q, _ in batch])
-    width_t = ids.shape[1]
-    ids, mask = ids.to(device), mask.to(device)
-    p = len(prefix)
-    inputs = {"input_ids": ids}
-    if cache is not None:
-        inputs.update({cache_kwarg(model): copy_cache(cache, len(batch))})
-        inputs.update(
-                      attention_mask=torch.cat([torch.ones(len(batch), p, dtype=mask.dtype,
-                                                           device=device), mask], dim=1),
-                      position_ids=torch.arange(p, p + width_t, device=device).expand(len(batch), -1))
-    else:
-        inputs["attention_mask"] = mask
-    resid = tap.run(model, **inputs)
-    feats = sae.encode(resid.to(sae_dtype(sae)))
-    return feats, mask, ids, (panel.rounded(resid) if panel is not None else None)
 
 
 def _reference_rows(ref: Reference, batch, ids, mask) -> np.ndarray:

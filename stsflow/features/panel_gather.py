@@ -109,10 +109,6 @@ class PanelAccumulator:
         self.prefix = (offsets, cols.cpu().numpy().astype(np.int32),
                        feats[rows, cols].float().cpu().numpy())
 
-    def rounded(self, resid: torch.Tensor) -> torch.Tensor:
-        """The residual as stored (the shard's feature dtype), as float32."""
-        return resid.to(self.resid_dtype).float()
-
     def update(self, batch, z: torch.Tensor, feats: torch.Tensor) -> None:
         """``batch``: (doc_id, ids, counted) per query; ``z`` (tokens, d) and ``feats``
         (tokens, sae width): the counted tokens of the batch, in (query, pos) order; ``z``

@@ -42,7 +42,7 @@ def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest
 
 def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: dict,
             settings: ExtractSettings, out, stats_out, reference=None, panel_out=None,
-            panel_reference=None,
+            panel_reference=None, resid_out=None,
             provenance: dict | None = None,
             threads: int | None = None, corpus: str | None = None,
             model_name: str | None = None) -> None:
@@ -52,7 +52,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
     before the model is loaded; a domain's plain run checks its ICL prefix too, so a domain
     whose demonstrations cannot fit fails at its first job. With ``panel_out`` the same pass
     gathers the baseline predictors' statistics (``features.panel``); a paired run then needs
-    ``panel_reference``, the plain run's panel directory."""
+    ``panel_reference``, the plain run's panel directory. ``resid_out`` keeps the residuals for
+    the layer's sweep SAEs (``encode_sweep``)."""
     from stsflow.features import extract as ex
     from stsflow.mode import Mode
     from stsflow.models.load import context_limit, load_tokenizer
@@ -93,27 +94,61 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
                 selection=dict(selection, context_limit=limit), context_overflow=overflow,
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
-    panel = None
-    if panel_out is not None:
-        from stsflow.features import panel as pn
-        from stsflow.features import panel_gather as pg
-        from stsflow.features.shards import FEAT_DTYPES, sae_width
-
-        device = next(lm.parameters()).device
-        enc = pg.RandomEncoder.for_sae(sae, int(lm.config.hidden_size), sae_width(sae),
-                                       sinfo.get("l0"), settings.control_seed, device=device)
-        if mode.paired and panel_reference is None:
-            raise ValueError(f"{mode} extraction: the panel needs the plain run's panel")
-        panel = pg.PanelAccumulator(
-            int(lm.config.hidden_size), sae_width(sae), enc, device,
-            reference=(None if not mode.paired else Path(panel_reference) / pn.RESID_TOKENS),
-            keep_tokens=mode.kind == "plain",
-            keep_prefix=kind == "sft" and mode.kind in ("plain", "icl"),  # scores.unaligned
-            resid_dtype=FEAT_DTYPES[settings.feat_dtype][0])
-    ex.extract(lm, sae, layer, queries, prefix, out, stats_out,
+    device = next(lm.parameters()).device
+    panel = None if panel_out is None else _panel(
+        sae, sinfo, int(lm.config.hidden_size), mode, kind, settings, panel_reference, device)
+    ex.extract(lm, sae, layer, queries, prefix, out, stats_out, resid_out=resid_out,
                batch_size=model.batch_size, feat_dtype=settings.feat_dtype, reference=reference,
                metadata=meta, row_group_rows=settings.row_group_rows, log=log.info,
                panel=panel, panel_out=panel_out)
+
+
+def _panel(sae, sinfo: dict, d: int, mode, kind: str, settings: ExtractSettings,
+           panel_reference, device):
+    """The panel accumulator of one run (``features.panel_gather``): the random encoder of this
+    SAE's width and k, the plain run's residuals as the reference of a paired run."""
+    from stsflow.features import panel as pn
+    from stsflow.features import panel_gather as pg
+    from stsflow.features.shards import FEAT_DTYPES, sae_width
+
+    enc = pg.RandomEncoder.for_sae(sae, d, sae_width(sae), sinfo.get("l0"),
+                                   settings.control_seed, device=device)
+    if mode.paired and panel_reference is None:
+        raise ValueError(f"{mode} extraction: the panel needs the plain run's panel")
+    return pg.PanelAccumulator(
+        d, sae_width(sae), enc, device,
+        reference=(None if not mode.paired else Path(panel_reference) / pn.RESID_TOKENS),
+        keep_tokens=mode.kind == "plain",
+        keep_prefix=kind == "sft" and mode.kind in ("plain", "icl"),  # scores.unaligned
+        resid_dtype=FEAT_DTYPES[settings.feat_dtype][0])
+
+
+def encode_sweep(residuals, sae_dir, mode, settings: ExtractSettings, out, stats_out,
+                 panel_out, reference=None, panel_reference=None, device: str = "auto",
+                 batch_size: int = 16, threads: int | None = None) -> None:
+    """A sweep SAE's extraction: the residuals its layer's own extraction kept
+    (``residuals``, a ``<mode>.resid/`` directory), encoded with this SAE into the same shard,
+    statistics and panel, without running the model (``features.extract.encode_cached``)."""
+    import torch
+
+    from stsflow.features import extract as ex
+    from stsflow.features.residuals import resid_width
+    from stsflow.mode import Mode
+    from stsflow.models.load import resolve_device
+    from stsflow.sae.prepare import load_sae
+
+    if threads:
+        torch.set_num_threads(threads)
+    mode = Mode.parse(str(mode))
+    dev = resolve_device(device)
+    sae, sinfo = load_sae(sae_dir, device=dev)
+    d = resid_width(residuals)
+    panel = _panel(sae, sinfo, d, mode, settings.kind, settings, panel_reference, dev)
+    ex.encode_cached(sae, residuals, out, stats_out, device=dev,
+                     metadata={"sae": sae_identity(sinfo), "packages": package_versions()},
+                     batch_size=batch_size, feat_dtype=settings.feat_dtype, reference=reference,
+                     row_group_rows=settings.row_group_rows, log=log.info, panel=panel,
+                     panel_out=panel_out)
 
 
 def gradients(model_dir, model: ModelSettings, kind: str, data, settings: dict,

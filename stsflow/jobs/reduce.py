@@ -67,7 +67,7 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
 
 # the STS table's leading columns: keys, one column per registered predictor, the token count and
 # the random-dimension draws (lists); run keys (method, seed) follow
-STS_COLUMNS = ["model", "layer", "sft", "domain", "n_top", *scores.PREDICTORS, "n_tokens",
+STS_COLUMNS = ["model", "layer", "sae", "sft", "domain", "n_top", *scores.PREDICTORS, "n_tokens",
                "rand_act", "rand_icl"]
 
 
@@ -78,7 +78,7 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
     df = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
     if oracle:
         df = df.rename({c: f"{c}_oracle" for c in scores.oracle_predictors()})
-    keys = ["model", "sft", "layer", "n_top", "method", "seed", "domain"]
+    keys = ["model", "sft", "layer", "sae", "n_top", "method", "seed", "domain"]
     df = df.sort([k for k in keys if k in df.columns])
     first = [c for c in STS_COLUMNS if c in df.columns]
     cols = first + [c for c in df.columns if c not in first]
@@ -132,15 +132,17 @@ def observed_table(model: str, sft: str, base: dict, tuned: dict, out, out_csv,
 
 def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: list[int],
                   out) -> None:
-    """|D_N ∩ D_N^true| / N per (method, seed, layer, N). ``predicted`` maps (layer, seed) ->
-    shift file; ``true`` maps (method, seed, layer) -> true shift file."""
+    """|D_N ∩ D_N^true| / N per (method, seed, layer, SAE, N). ``predicted`` maps
+    (layer, sae, seed) -> shift file; ``true`` maps (method, seed, layer, sae) -> true shift
+    file."""
     rows = []
-    for (method, seed, layer), path in sorted(true.items()):
-        pred = pq.read_table(predicted[(layer, seed)])
+    for (method, seed, layer, sae), path in sorted(true.items()):
+        pred = pq.read_table(predicted[(layer, sae, seed)])
         tru = pq.read_table(path)
         for n in n_tops:
             rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
-                         "layer": layer, "n_top": n, "overlap": scores.overlap(pred, tru, n)})
+                         "layer": layer, "sae": sae, "n_top": n,
+                         "overlap": scores.overlap(pred, tru, n)})
     write_parquet(pa.Table.from_pylist(rows), out)
 
 

@@ -44,17 +44,18 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
               pl.read_parquet(overlap))] if overlap is not None else []
     warnings: list[str] = []
+    saes = None
     if sae_dirs:
-        quality, warnings = sae_quality_table(sae_dirs)
+        saes, warnings = sae_quality_table(sae_dirs)
         extra.insert(0, ("SAE quality on held-out tokens of this model (L0, fraction of variance "
-                         "explained, next-token loss recovered with the SAE spliced in)", quality))
+                         "explained, next-token loss recovered with the SAE spliced in)", saes))
         provenance = dict(provenance, sae_warnings=warnings or "none")
     if coverage is not None:
         extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
                       "SFT answers cut by finetune.max_length (fine-tuning)",
                       pl.read_parquet(coverage).drop("model", "sft")))
     corr = pl.concat(corr, how="diagonal_relaxed")
-    keys = ["model", "sft", "layer", "n_top", "predictor", "target", "protocol", "metric",
+    keys = ["model", "sft", "layer", "sae", "n_top", "predictor", "target", "protocol", "metric",
             "method", "seed"]
     corr = corr.select([c for c in keys if c in corr.columns] + list(st.STAT_COLUMNS)
                        + list(st.ROW_COLUMNS))
@@ -68,28 +69,30 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
                  warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
-                 ablation=ablation_table(corr, primary) if primary else None)
+                 ablation=ablation_table(corr, primary, saes) if primary else None)
 
 
 def sae_quality_table(sae_dirs: dict):
-    """(table, warnings): one row per layer's SAE with its identity and quality figures, and
-    every warning of its preparation (poor figures, declared model, accepted hook) as text."""
+    """(table, warnings): one row per SAE (``sae_dirs`` maps (layer, name) -> prepared SAE) with
+    its identity, width, k (TopK SAEs) and quality figures, and every warning of its preparation
+    (poor figures, declared model, accepted hook) as text."""
     import polars as pl
 
     from stsflow.sae.info import quality_summary
 
     rows, warnings = [], []
-    for layer, path in sorted(sae_dirs.items()):
+    for (layer, name), path in sorted(sae_dirs.items()):
         q = quality_summary(path)
         ident = (f"{q['release']}/{q['sae_id']}" if q.get("kind") == "registry"
                  else q.get("path") if q.get("kind") == "local" else "trained here")
-        rows.append({"layer": int(layer), "sae": ident, "hook": q.get("hook_name"),
-                     "width": q.get("width"), "l0": q.get("l0"),
+        rows.append({"layer": int(layer), "sae": name, "source": ident,
+                     "hook": q.get("hook_name"), "width": q.get("width"), "k": q.get("k"),
+                     "l0": q.get("l0"),
                      "variance_explained": q.get("fraction_variance_explained"),
                      "loss_recovered": q.get("loss_recovered"), "ce_clean": q.get("ce_clean"),
                      "ce_with_sae": q.get("ce_with_sae"),
                      "ce_zero_ablation": q.get("ce_zero_ablation"),
                      "eval_tokens": q.get("eval_tokens"),
                      "warnings": "; ".join(w["kind"] for w in q["warnings"]) or "none"})
-        warnings += [f"L{layer}: {w['message']}" for w in q["warnings"]]
+        warnings += [f"L{layer}/{name}: {w['message']}" for w in q["warnings"]]
     return pl.DataFrame(rows), warnings

@@ -244,8 +244,8 @@ def _scatter_png(predictor: str, sts: pl.DataFrame, observed: pl.DataFrame, corr
                                           "metric": pl.String, "domain": pl.String,
                                           "x": pl.Float64, "y": pl.Float64}), \
             ["model", "sft", "layer", "n_top", "metric"]
-    run_keys = keys[5:]
-    row_keys = ["model", "sft", "layer", *run_keys]
+    run_keys = keys[keys.index("metric") + 1:]
+    row_keys = ["model", "sft", *st.site_keys(data), *run_keys]
     rows = data.select(row_keys).unique().sort(row_keys, nulls_last=True).rows(named=True)
     cols = sorted(data["n_top"].unique().to_list())
     multi = data.select("model", "sft").unique().height > 1
@@ -280,7 +280,8 @@ def _scatter_png(predictor: str, sts: pl.DataFrame, observed: pl.DataFrame, corr
             ax.set_ylabel("|Δ|")
             head = f"{rk['model']}/{rk['sft']} " if multi else ""
             run = " ".join(f"{k}={rk[k]}" for k in run_keys if rk[k] is not None)
-            lines = [f"{head}L{rk['layer']} N={n_top} {run}".rstrip()]
+            site = f"L{rk['layer']}" + (f"/{rk['sae']}" if rk.get("sae") else "")
+            lines = [f"{head}{site} N={n_top} {run}".rstrip()]
             for protocol in st.PROTOCOLS:
                 r = _filter_eq(corr, {**rk, "n_top": n_top, "predictor": predictor,
                                       "target": "abs", "protocol": protocol, "metric": metric})
@@ -369,10 +370,12 @@ def _comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict 
                if _finite(r["diff"]) else _NA)] for r in cmp.to_dicts()]))
         blocks.append(("ul", [_versus_sentence(g, primary, ci) for g in (
             cmp.partition_by(runs, maintain_order=True) if runs else [cmp])]))
-    blocks.append(("h", 2, "Ablation: layer and N"))
+    blocks.append(("h", 2, "Ablation: layer, SAE and N"))
     blocks.append(("p", f"The primary predictor ({(primary or {}).get('predictor')}) on the "
-                        "primary metric, protocol and target, by layer and N; every row but "
-                        "the primary one is exploratory (Holm p within its family)."))
+                        "primary metric, protocol and target, by layer, SAE (its width, its k "
+                        "when TopK and its L0 measured on held-out tokens: the sparsity "
+                        "ablation) and N; every row but the primary one is exploratory (Holm p "
+                        "within its family)."))
     blocks.append(_df_block(ablation))
     return blocks
 
@@ -411,22 +414,25 @@ def _headline_rows(corr: pl.DataFrame, predictors: list[str], keys: list[str]) -
     df = corr.filter(pl.col("target") == "abs").with_columns(
         _v=pl.col("predictor").replace_strict(order, default=len(order), return_dtype=pl.Int64),
         _p=pl.col("protocol").replace_strict(prot, default=len(prot), return_dtype=pl.Int64))
-    by = ["model", "sft", "_v", "predictor", "layer", "n_top", "_p", "protocol",
-          *[k for k in keys if k not in ("model", "sft", "predictor", "layer", "n_top",
+    site = st.site_keys(df)
+    by = ["model", "sft", "_v", "predictor", *site, "n_top", "_p", "protocol",
+          *[k for k in keys if k not in ("model", "sft", "predictor", *site, "n_top",
                                          "protocol")]]
     return df.sort(by, nulls_last=True, maintain_order=True).drop("_v", "_p").to_dicts()
 
 
 def _row_label(r: dict, extra: list[str]) -> str:
     parts = [f"{r['model']}/{r['sft']}", str(r["predictor"]), f"layer {r['layer']}",
+             *([f"SAE {r['sae']}"] if r.get("sae") else []),
              f"N={r['n_top']}", f"{r['protocol']} domains"]
     return ", ".join(parts + [f"{k}={r[k]}" for k in extra])
 
 
 def _declaration(primary: dict) -> str:
     target = "|Δ|" if primary.get("target") == "abs" else "signed Δ"
+    sae = f" (SAE {primary['sae']})" if primary.get("sae") else ""
     return (f"predictor {primary.get('predictor')}, N = {primary.get('n_top')}, layer "
-            f"{primary.get('layer')}, metric {primary.get('metric')}, {primary.get('protocol')} "
+            f"{primary.get('layer')}{sae}, metric {primary.get('metric')}, {primary.get('protocol')} "
             f"domains, target {target}")
 
 
@@ -436,10 +442,13 @@ def _primary_missing(corr: pl.DataFrame, primary: dict | None) -> str:
         return "No primary analysis was declared (report.primary); every row is exploratory."
     fixes = {"n_top": "add it to sts.n_top or set report.primary.n_top",
              "layer": "configure that layer or set report.primary.layer",
+             "sae": "set report.primary.sae to an SAE of that layer",
              "metric": "set report.primary.metric to a metric of the observed Δ",
              "predictor": "set report.primary.predictor to a computed predictor"}
     parts = []
     for k in st.PRIMARY_KEYS:
+        if k == "sae" and "sae" not in corr.columns:  # one SAE per layer: nothing to match
+            continue
         have = sorted({str(v) for v in corr[k].to_list()}) if k in corr.columns else []
         if primary.get(k) is None or str(primary.get(k)) not in have:
             parts.append(f"{k} = {primary.get(k)} is not among the computed values "
@@ -584,7 +593,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         [str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)]
         for k, v in provenance.items()]))
 
-    head_keys = ["model", "sft", "predictor", "layer", "n_top", "protocol", "metric", *corr_extra]
+    head_keys = ["model", "sft", "predictor", *st.site_keys(corr), "n_top", "protocol", "metric",
+                 *corr_extra]
     abs_rows = _headline_rows(corr, predictors, head_keys)
     blocks.append(("h", 2, "Exploratory analyses"))
     blocks.append(("p", "Every row other than the primary one is exploratory: its p-value is the "
@@ -642,7 +652,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
     blocks.append(_df_block(obs_tab))
 
     blocks.append(("h", 2, "STS scores"))
-    sort_cols = [c for c in ("model", "sft", "layer", "n_top", "domain") if c in sts.columns]
+    sort_cols = [c for c in ("model", "sft", "layer", "sae", "n_top", "domain")
+                 if c in sts.columns]
     blocks.append(_df_block(sts.sort(sort_cols) if sort_cols else sts))
 
     for name, text in (("summary.md", _to_markdown(blocks)),

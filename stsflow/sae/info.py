@@ -76,6 +76,10 @@ def quality_summary(prepared: Path | str) -> dict:
             "architecture", "declared_model")
     out = {k: info[k] for k in keys if k in info}
     out.update({k: info.get(k) for k in FIGURES})
+    # k of a TopK SAE (trained here, or read from a pretrained SAE's config): its sparsity by
+    # construction, next to the L0 measured on held-out tokens
+    out["k"] = info.get("k") or (info.get("train") or {}).get("k") if str(
+        info.get("architecture", "")).lower().startswith("topk") else info.get("k")
     out["warnings"] = list(info.get("warnings", []))
     out["thresholds"] = dict(QUALITY_THRESHOLDS)
     return out

@@ -92,7 +92,8 @@ def _describe(sae) -> dict:
     cfg = sae.cfg
     meta = getattr(cfg, "metadata", None)
     return {"d_in": int(cfg.d_in), "width": int(cfg.d_sae), "architecture": cfg.architecture(),
-            "hook_name": getattr(meta, "hook_name", None) if meta else None}
+            "hook_name": getattr(meta, "hook_name", None) if meta else None,
+            "k": int(cfg.k) if getattr(cfg, "k", None) else None}
 
 
 def load_sae(prepared: Path | str, device: str = "cpu"):

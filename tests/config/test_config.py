@@ -289,8 +289,10 @@ def test_defaults_are_filled_in(project):
     assert out["observed"][0]["metric"] == "given" and out["observed"][0]["source"] == ""
     assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
     assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0, "primary": {
-        "predictor": "sts_icl", "n_top": None, "layer": None, "metric": None, "protocol": "all",
-        "target": "abs"}}
+        "predictor": "sts_icl", "n_top": None, "layer": None, "sae": None, "metric": None,
+        "protocol": "all", "target": "abs"}}
+    layer = model["layers"][1]
+    assert layer["sae"]["name"] == "main" and layer["sweep"] == []  # one SAE, named "main"
     assert (out["sts"]["query_tokens"], out["sts"]["sample_seed"]) == ("content", 0)
 
 
@@ -420,7 +422,7 @@ def test_n_top_is_checked_against_a_prepared_registry_sae(project):
     cfg["results"] = "results_registry"
     cfg["sts"]["n_top"] = [100, 20000]
     assert not [p for p in problems_of(cfg, workdir) if p.startswith("sts.n_top")]
-    manifest = workdir / "results_registry" / "sae" / "tiny" / "L1" / "stsflow_sae.json"
+    manifest = workdir / "results_registry" / "sae" / "tiny" / "L1" / "main" / "stsflow_sae.json"
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"kind": "registry", **reg, "width": 16384}))
     assert [p.split(".")[0] for p in problems_of(cfg, workdir) if p.startswith("sts.n_top")] == \

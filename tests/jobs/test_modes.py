@@ -106,7 +106,9 @@ def job(tiny, tiny_model_dir, tmp_path_factory):
     return dict(d=d, model=model, tok=tok, sae=sae, seg=Segmenter.for_tokenizer(tok, True))
 
 
-def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, mspec=None):
+def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, mspec=None,
+            keep=False):
+    """The extract job on the fixture's files; ``keep`` keeps the residuals for a sweep."""
     d = job["d"]
     data = ({"sft_items": d / "sft.parquet"} if kind == "sft"
             else {"test": d / "law.test.parquet", "demos": d / "law.demos.parquet"})
@@ -117,8 +119,20 @@ def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, m
                         reference=d / f"{reference}.parquet" if reference else None,
                         panel_out=d / f"{name}.panel",
                         panel_reference=d / f"{reference}.panel" if reference else None,
-                        corpus="arith" if kind == "sft" else "law", threads=1)
+                        corpus="arith" if kind == "sft" else "law", threads=1,
+                        resid_out=d / f"{name}.resid" if keep else None)
     return out
+
+
+def run_sweep(job, kind, mode, name, sae_dir, *, reference=None, sts=None):
+    """The encode job (a sweep SAE) on the residuals ``run_job(..., keep=True)`` kept."""
+    d = job["d"]
+    extract_job.encode_sweep(
+        d / f"{name}.resid", sae_dir, mode, ExtractSettings.with_defaults(kind, **(sts or STS)),
+        d / f"{name}.sweep.parquet", d / f"{name}.sweep.stats.parquet", d / f"{name}.sweep.panel",
+        reference=d / f"{reference}.sweep.parquet" if reference else None,
+        panel_reference=d / f"{reference}.sweep.panel" if reference else None,
+        device="cpu", batch_size=4, threads=1)
 
 
 def dense(model, sae, prefix, query):
@@ -628,3 +642,83 @@ def test_materialized_sft_set_records_the_sample(tmp_path):
     meta = read_metadata(tmp_path / "s.parquet")
     assert meta["sample"]["seed"] == 2 and len(meta["sample"]["rows"]) == 6
     assert len(corpora.read_records(tmp_path / "s.parquet")) == 6
+
+
+# ------------------------------------------------------------------------------- SAE sweeps
+
+
+def test_sweep_sae_on_kept_residuals_against_dense_computation(job, tmp_path):
+    """A second SAE of the layer (other width and k) encodes the residuals the layer's
+    extraction kept, without the model: its shift, STS and random-encoder statistics equal the
+    definitions computed from a direct dense forward pass with that SAE, and its shard records
+    the kept run's provenance with its own SAE."""
+    from conftest import make_sae
+
+    from stsflow.features.panel import read_space_stats
+    from stsflow.features.panel_gather import RandomEncoder
+
+    model, seg, d = job["model"], job["seg"], job["d"]
+    sae2 = make_sae(width=48, k=3, seed=5)
+    sae2.save_model(str(d / "sae2_files"))
+    (d / "sae2").mkdir(exist_ok=True)
+    (d / "sae2" / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "local", "path": str(d / "sae2_files"), "width": 48}))
+    for kind, mode, name, ref in (("sft", "plain", "sw_sft_plain", None),
+                                  ("sft", "icl-s0", "sw_sft_icl", "sw_sft_plain"),
+                                  ("domain", "plain", "sw_law_plain", None),
+                                  ("domain", "icl", "sw_law_icl", "sw_law_plain")):
+        run_job(job, kind, mode, name, reference=ref, keep=True)
+        run_sweep(job, kind, mode, name, d / "sae2", reference=ref)
+    meta = read_metadata(d / "sw_sft_icl.sweep.parquet")
+    kept = read_metadata(d / "sw_sft_icl.parquet")
+    assert meta["width"] == 48 and meta["residuals"] == "kept" and meta["sae"]["width"] == 48
+    for key in ("model", "demonstrations", "selection", "prefix_tokens", "n_tokens", "mode"):
+        assert meta[key] == kept[key], key
+    outs = {sp: tmp_path / f"shift.{sp}.parquet" for sp in scores.SPACES}
+    reduce_job.shift(d / "sw_sft_icl.sweep.stats.parquet", d / "sw_sft_icl.sweep.panel", outs, {})
+
+    head, sft = seg.head(), sft_records(12)
+    demo_idx = demos.sft_demo_indices(12, 2, 0)
+    ctx = seg.context([sft[i] for i in demo_idx], "sft")
+    diffs, rdiffs = [], []
+    enc = RandomEncoder(32, 48, 3, seed=0, b_dec=sae2.b_dec)  # the sweep SAE's width and k
+    for i, rec in enumerate(sft):
+        if i in demo_idx:
+            continue
+        ids, mask = _user_text_mask(seg, rec, "sft")
+        diffs.append((dense(model, sae2, ctx, ids) - dense(model, sae2, head, ids))[mask])
+        z_icl = torch.from_numpy(resid(model, ctx, ids)[mask]).float()
+        z_plain = torch.from_numpy(resid(model, head, ids)[mask]).float()
+        rdiffs.append((enc.encode(z_icl) - enc.encode(z_plain)).double().numpy())
+    direct = (np.concatenate(diffs) ** 2).mean(0)
+    shift = pq.read_table(outs["sae"])
+    np.testing.assert_allclose(shift["shift"].to_numpy(), direct, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(pq.read_table(outs["randenc"])["shift"].to_numpy(),
+                               (np.concatenate(rdiffs) ** 2).mean(0), rtol=1e-3, atol=1e-6)
+
+    law_ctx = seg.context(domain_records("law", 3, offset=50)[:2], "domain")
+    plain, icl = [], []
+    for rec in domain_records("law", 7):
+        ids, mask = _user_text_mask(seg, rec, "domain")
+        plain.append(dense(model, sae2, head, ids)[mask])
+        icl.append(dense(model, sae2, law_ctx, ids)[mask])
+    plain, icl = np.concatenate(plain), np.concatenate(icl)
+    dims = np.argsort(-direct, kind="stable")[:10]
+    got = scores.sts_scores(scores.top_dims(shift, 10),
+                            Stats.read(d / "sw_law_plain.sweep.stats.parquet"),
+                            Stats.read(d / "sw_law_icl.sweep.stats.parquet"))
+    assert got["sts_act"] == pytest.approx(plain[:, dims].sum(1).mean(), rel=1e-4)
+    assert got["sts_icl"] == pytest.approx(((icl - plain)[:, dims] ** 2).sum(1).mean(), rel=1e-4)
+    # the residual statistics do not depend on the SAE: the sweep's panel repeats the layer's
+    a, b = (read_space_stats(d / f"sw_law_icl{x}.panel", "resid") for x in ("", ".sweep"))
+    np.testing.assert_allclose(a.diff_sumsq, b.diff_sumsq, rtol=1e-6)
+    assert a.n_tokens == b.n_tokens == plain.shape[0]
+
+
+def test_sweep_without_kept_residuals_names_the_fix(job, tmp_path):
+    (tmp_path / "empty.resid").mkdir()
+    with pytest.raises(FileNotFoundError, match="kept no residuals.*snakemake -R extract"):
+        extract_job.encode_sweep(tmp_path / "empty.resid", job["d"] / "sae", "plain",
+                                 ExtractSettings.with_defaults("domain", **STS),
+                                 tmp_path / "o.parquet", tmp_path / "o.stats.parquet",
+                                 tmp_path / "o.panel", device="cpu")

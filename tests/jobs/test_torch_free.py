@@ -149,8 +149,8 @@ RUN = textwrap.dedent("""
     t = root / "tables"
     reduce.sts_table(parts, t / "sts.parquet", t / "sts.csv")
     reduce.sts_table(oracle_parts, t / "sts_oracle.parquet", t / "sts_oracle.csv", oracle=True)
-    reduce.overlap_table("m", "s", {(1, 0): root / "shift/s0.sae.parquet"},
-                         {("full", 0, 1): root / "shift/true-full-s0.sae.parquet"}, [2, 4],
+    reduce.overlap_table("m", "s", {(1, "main", 0): root / "shift/s0.sae.parquet"},
+                         {("full", 0, 1, "main"): root / "shift/true-full-s0.sae.parquet"}, [2, 4],
                          t / "overlap.parquet")
 
     def evaluation(path, shift):
@@ -185,7 +185,7 @@ RUN = textwrap.dedent("""
                   settings=ReportSettings(n_boot=20, n_perm=20, seed=0), primary=primary,
                   provenance={"model": "m", "sft": "s"}, observed=t / "observed.parquet",
                   sts_oracle=t / "sts_oracle.parquet", overlap=t / "overlap.parquet",
-                  coverage=t / "coverage.parquet", sae_dirs={1: sae})
+                  coverage=t / "coverage.parquet", sae_dirs={(1, "main"): sae})
     manifest = write_manifest(root, {"results": str(root)})
 
     print(json.dumps({

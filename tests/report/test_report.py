@@ -250,11 +250,11 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
          "blocks.3.hook_resid_post", "width": 64, "l0": 12.5, "fraction_variance_explained": 0.8,
          "loss_recovered": 0.4, "ce_clean": 2.0, "ce_with_sae": 3.2, "ce_zero_ablation": 4.0,
          "eval_tokens": 900, "warnings": [warn]}))
-    table, warnings = sae_quality_table({3: d})
+    table, warnings = sae_quality_table({(3, "main"): d})
     row = table.row(0, named=True)
-    assert (row["layer"], row["sae"], row["l0"], row["loss_recovered"], row["warnings"]) == \
-        (3, "rel/layer_3", 12.5, 0.4, "low_loss_recovered")
-    assert warnings == ["L3: loss recovered 0.4 is below 0.7"]
+    assert (row["layer"], row["sae"], row["source"], row["l0"], row["loss_recovered"],
+            row["warnings"]) == (3, "main", "rel/layer_3", 12.5, 0.4, "low_loss_recovered")
+    assert warnings == ["L3/main: loss recovered 0.4 is below 0.7"]
     from stsflow.report.summary import write_report
 
     corr = pl.DataFrame({"model": ["m"], "sft": ["s"]})
@@ -265,4 +265,5 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     write_report(corr.clear(), sts, obs, tmp_path / "out", title="T", provenance={},
                  warnings=["SAE " + w for w in warnings])
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert md.index("## Warnings") < md.index("SAE L3: loss recovered 0.4") < md.index("## Prov")
+    assert md.index("## Warnings") < md.index("SAE L3/main: loss recovered 0.4") < \
+        md.index("## Prov")

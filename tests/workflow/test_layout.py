@@ -24,3 +24,22 @@ def test_profiles_admin_is_not_a_profile():
     assert (admin / "README.md").is_file()
     assert {p.name for p in admin.glob("*.sh")} == {"install_profile.sh", "slurm_cluster.sh"}
     assert all((REPO / "profiles" / p / "config.yaml").is_file() for p in ("local", "slurm"))
+
+
+def test_every_gpu_rule_takes_a_gpu_in_both_profiles():
+    """A rule that runs in the GPU environment (a model or an SAE on the device) is sent to the
+    GPU partition on SLURM and takes the local profile's gpu unit: a new GPU rule cannot be
+    forgotten in a profile."""
+    import yaml
+
+    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    gpu_rules = set()
+    for block in re.split(r"\n(?=rule |use rule )", text):
+        m = re.match(r"(?:rule (\w+)|use rule \w+ as (\w+))", block)
+        if m and 'envs/gpu.yaml"' in block:
+            gpu_rules.add(m.group(1) or m.group(2))
+    assert {"extract", "encode", "gradients", "finetune"} <= gpu_rules
+    for profile in ("local", "slurm"):
+        res = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+        missing = {r for r in gpu_rules if "gpu" not in res["set-resources"].get(r, {})}
+        assert not missing, f"profiles/{profile}: no gpu resource for {sorted(missing)}"

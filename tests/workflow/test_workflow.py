@@ -108,6 +108,18 @@ def test_adding_a_layer_schedules_only_that_layer(project, edit):
     assert planned_jobs(workdir) == Counter(prepare_sae=1, extract=8, shift=1, sts=6, **AGGREGATES)
 
 
+def test_adding_a_sweep_sae_schedules_only_its_jobs(project, edit):
+    """A second SAE on a layer: its preparation, one encode job per extraction of the layer (the
+    kept residuals, no model run), its shift and scores; nothing of the layer's own SAE reruns."""
+    workdir, cfg = project
+    sae = copy.deepcopy(cfg["models"]["tiny"]["layers"][1]["sae"])
+    sae["train"]["k"] = 2
+    edit(lambda c: c["models"]["tiny"]["layers"][1].update(sweep=[dict(sae, name="k2")]))
+    # SAE, 2 SFT runs + 3 domains x 2 modes, the shift vector, 3 domains x 2 N.
+    assert planned_jobs(workdir) == Counter(prepare_sae=1, encode=8, shift=1, sts=6,
+                                            **AGGREGATES)
+
+
 def test_adding_an_n_value_schedules_only_its_scores(project, edit):
     edit(lambda c: c["sts"].update(n_top=[5, 10, 7]))
     assert planned_jobs(project[0]) == Counter(sts=3, **AGGREGATES)
@@ -145,7 +157,11 @@ def test_verify_reports_tampering(project, tmp_path):
 def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     """Fine-tune (LoRA), evaluate before/after, observed Δ with CIs, true shift, oracle STS,
     overlap, and a report that correlates all of it."""
-    write_config(tmp_path, tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True))
+    cfg = tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True)
+    # a sweep: a second SAE of the layer (k = 2), encoded from the residuals the layer's kept
+    layer = cfg["models"]["tiny"]["layers"][1]
+    layer["sweep"] = [{"name": "k2", "train": dict(layer["sae"]["train"], k=2)}]
+    write_config(tmp_path, cfg)
     snakemake(tmp_path, "--cores", "2")
     tables = tmp_path / "results/tables/tiny/arith"
     observed = pl.read_parquet(tables / "observed.parquet")
@@ -156,12 +172,21 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert ((observed["ci_low"] <= observed["delta"]) & (observed["delta"] <= observed["ci_high"])).all()
     assert (observed["delta"] - (observed["after"] - observed["before"])).abs().max() < 1e-12
     overlap = pl.read_parquet(tables / "overlap.parquet")
-    assert overlap.columns == ["model", "sft", "method", "seed", "layer", "n_top", "overlap"]
-    assert overlap.height == 2 and overlap["overlap"].is_between(0, 1).all()
+    assert overlap.columns == ["model", "sft", "method", "seed", "layer", "sae", "n_top",
+                               "overlap"]
+    assert overlap.height == 2 * 2 and overlap["overlap"].is_between(0, 1).all()
+    assert set(overlap["sae"]) == {"main", "k2"}
+    sts = pl.read_parquet(tables / "sts.parquet")
+    assert sts.group_by("sae").len().sort("sae").rows() == [("k2", 6), ("main", 6)]
     oracle = pl.read_parquet(tables / "sts_oracle.parquet")
     assert {"sts_act_oracle", "sts_icl_oracle", "sts_sq_oracle", "method", "seed"} <= set(oracle.columns)
     corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
     assert {"sts_act", "sts_act_oracle"} <= set(corr["predictor"])
+    assert set(corr["sae"]) == {"main", "k2"}
+    # the primary analysis is the layer's own SAE; the sweep SAE's rows are exploratory
+    primary = corr.filter(pl.col("role") == "primary")
+    assert primary.height == 1 and primary["sae"].to_list() == ["main"]
+    assert oracle.filter(pl.col("sae") == "k2").height == 6
     cmp = pl.read_parquet(tmp_path / "results/reports/tiny/arith/comparison.parquet")
     post = set(cmp.filter(pl.col("post_training"))["predictor"])
     assert post == {f"{p}_oracle" for p in PREDICTORS if PREDICTORS[p].oracle}
@@ -171,7 +196,7 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert history.height >= 1 and history["loss"].is_finite().all()
     assert "Overlap of predicted and true" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
     # the rules' shards: the tuned model on the plain input (no demonstrations), ICL with t of them
-    acts = tmp_path / "results/acts/tiny/L1"
+    acts = tmp_path / "results/acts/tiny/L1/main"
     meta = {m: read_metadata(acts / f"sft/arith/{m}.parquet") for m in ("plain", "icl-s0",
                                                                         "tuned-lora-s0")}
     assert meta["tuned-lora-s0"]["prefix_tokens"] == meta["plain"]["prefix_tokens"]
@@ -187,8 +212,14 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert set(coverage["step"]) == {"extraction", "finetune lora-s0"}
     assert coverage.filter(pl.col("step") == "extraction").height == 1 + 3
     assert coverage["share_truncated"].is_between(0, 1).all()
+    # the sweep SAE's shards: the same queries and runs as the layer's own, its own SAE
+    for m in ("plain", "icl-s0", "tuned-lora-s0"):
+        sweep = read_metadata(tmp_path / f"results/acts/tiny/L1/k2/sft/arith/{m}.parquet")
+        assert sweep["residuals"] == "kept" and sweep["sae"]["train"]["k"] == 2
+        assert sweep["n_tokens"] == meta[m]["n_tokens"] and sweep["model"] == meta[m]["model"]
     summary = (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
     assert "Coverage: queries used" in summary and "SAE quality on held-out tokens" in summary
+    assert "Ablation: layer, SAE and N" in summary
     assert "sae_warnings" in summary
     assert verify(tmp_path / "results") == []
 
