@@ -6,7 +6,7 @@ from stsflow import config as stsconfig
 from stsflow.config.saes import layer_saes, primary_sae, sae_roles
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode, Shift
-from stsflow.scores import PREDICTORS, SPACES, oracle_predictors
+from stsflow.scores import PREDICTORS, SPACES, oracle_predictors, pretraining_predictors
 
 CONFIG = stsconfig.validate(config, base_dir=".")
 R = CONFIG["results"]
@@ -18,7 +18,8 @@ FT = CONFIG["finetune"]
 EVAL = CONFIG["evaluate"]
 SEEDS = STS["seeds"]  # one seed drives both the ICL demonstration draw and fine-tuning
 RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
-STS_VARIANTS = list(PREDICTORS)  # one column (and one scatter plot) per registered predictor
+# one column (and one scatter plot) per registered predictor; post-training ones: _oracle only
+STS_VARIANTS = pretraining_predictors()
 if FT["enabled"]:
     STS_VARIANTS += [f"{v}_oracle" for v in oracle_predictors()]
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -126,6 +127,12 @@ def eval_file(model, run, domain):
     return f"{R}/eval/{model}/{run}/{domain}.parquet"
 
 
+def reps_file(model, run, domain):
+    """The mean residual of a domain's queries at every layer, as an evaluation run recorded it
+    (stsflow.features.reps): ``run`` is ``base`` or tuned_run(...)."""
+    return f"{R}/eval/{model}/{run}/{domain}.reps.parquet"
+
+
 def tuned_run(sft, method, seed):
     """The evaluation run name of a fine-tuned model."""
     return f"{sft}/{method}-s{seed}"
@@ -155,11 +162,11 @@ def sae_spec(w):
 
 
 def sae_where(w):
-    """The config entry of an SAE, as errors name it."""
-    entry = MODELS[w.model]["layers"][int(w.layer)]
-    names = list(layer_saes(entry))
-    i = names.index(w.sae)
-    return f"models.{w.model}.layers.{w.layer}." + ("sae" if i == 0 else f"sweep[{i - 1}]")
+    """The config entry of an SAE, as errors name it: by name, not by list position (a param:
+    reordering the sweep must not prepare anything again)."""
+    own = primary_sae(MODELS[w.model]["layers"][int(w.layer)])
+    where = "sae" if w.sae == own else f"sweep[name={w.sae}]"
+    return f"models.{w.model}.layers.{w.layer}.{where}"
 
 
 def sae_plan(w):
@@ -287,6 +294,11 @@ def sts_inputs(w):
         sft_grad=grad_file(w.model, "sft", w.sft),
         domain_grad=grad_file(w.model, "domain", w.domain),
     )
+    if shift.true:  # post-training predictors: the domain before and after this fine-tuning
+        inputs.update(
+            reps_base=reps_file(w.model, "base", w.domain),
+            reps_tuned=reps_file(w.model, tuned_run(w.sft, shift.method, shift.seed), w.domain),
+        )
     return inputs
 
 

@@ -25,13 +25,15 @@ rule finetune:
 
 
 rule evaluate_base:
-    """One domain, the untouched model, every configured metric; per-item Parquet."""
+    """One domain, the untouched model, every configured metric; per-item Parquet, and the mean
+    residual of the domain's queries at every layer (the before/after-SFT similarity)."""
     input:
         model=model_dir("{model}"),
         test=domain_file("{domain}", "test"),
         demos=domain_file("{domain}", "demos"),
     output:
-        eval_file("{model}", "base", "{domain}"),
+        scores=eval_file("{model}", "base", "{domain}"),
+        reps=reps_file("{model}", "base", "{domain}"),
     log:
         f"{R}/logs/evaluate/{{model}}/base/{{domain}}.log",
     conda:
@@ -54,7 +56,8 @@ use rule evaluate_base as evaluate_tuned with:
         test=domain_file("{domain}", "test"),
         demos=domain_file("{domain}", "demos"),
     output:
-        eval_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
+        scores=eval_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
+        reps=reps_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
     log:
         f"{R}/logs/evaluate/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.log",
 

@@ -169,7 +169,8 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, sae: str = "
               for sp in (*scores.SPACES, "unaligned")
               if (shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet")).exists()}
     out = {}
-    for name, pred in scores.PREDICTORS.items():
+    for name in scores.pretraining_predictors():  # before_after needs a fine-tuning run
+        pred = scores.PREDICTORS[name]
         best = []
         for d in domains:
             x = scores.ScoreInputs(n_top=n_top, shifts=shifts, plain=stats("domain", d, "plain"),

@@ -1,4 +1,5 @@
-"""Rules evaluate_base / evaluate_tuned: one model variant on one domain, per-item results."""
+"""Rules evaluate_base / evaluate_tuned: one model variant on one domain, per-item results and
+the mean residual of its queries at every layer."""
 from stsflow.config.settings import EvalSettings, ModelSettings
 from stsflow.jobs import validate
 from stsflow.jobs.common import setup_logging
@@ -10,5 +11,6 @@ if snakemake.rule == "evaluate_tuned":
     variant.update(sft=w.sft, method=w.method, seed=int(w.seed))
 validate.evaluate(snakemake.input.model, ModelSettings.from_config(snakemake.params.model),
                   snakemake.input.test, snakemake.input.demos,
-                  EvalSettings.from_config(snakemake.params.evaluate), variant, snakemake.output[0],
-                  subject=snakemake.params.subject, threads=snakemake.threads)
+                  EvalSettings.from_config(snakemake.params.evaluate), variant,
+                  snakemake.output.scores, subject=snakemake.params.subject,
+                  threads=snakemake.threads, reps_out=snakemake.output.reps)

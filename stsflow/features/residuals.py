@@ -11,8 +11,9 @@ The metadata of ``tokens.parquet`` is the extraction's (model identity, selectio
 
 Stored rounded to ``feat_dtype``, as the panel's residual statistics already are; a sweep SAE
 therefore encodes the rounded residual while the layer's own SAE, in the forward pass, sees it
-unrounded. With ``feat_dtype: float32`` the two are identical; with float16 (the default) the
-difference is float16 rounding of the SAE's input (tested against a dense computation).
+unrounded. With ``feat_dtype: float32`` the two are identical (tested against a dense
+computation); with float16 (the default) the SAE's input carries float16 rounding (tested: the
+same active features' statistics within a stated tolerance of the float32 ones).
 Size: query tokens × d × 2 bytes in float16, e.g. 20,000 tokens of a 3,584-wide model = 143 MB.
 """
 
@@ -47,6 +48,10 @@ class ResidualWriter:
         residual, ``mask`` its real tokens."""
         m = mask.bool()
         flat = resid[m].float().cpu().numpy()
+        if not np.isfinite(flat).all():  # float16 overflows above 65504
+            raise ValueError("the residual to keep has values that are not finite in "
+                             f"{np.dtype(self.np_dtype).name} (overflow). Fix: set "
+                             "sts.feat_dtype: float32")
         doc = np.concatenate([np.full(len(q), d, dtype=np.int32) for d, q, _ in batch])
         pos = np.concatenate([np.arange(len(q), dtype=np.int32) for _, q, _ in batch])
         counted = np.concatenate([np.asarray(c, dtype=bool) for _, _, c in batch])

@@ -48,8 +48,8 @@ def identities(root: Path) -> dict:
     out = {"models": {}, "saes": {}, "datasets": {}}
     for p in sorted(root.glob("models/*/stsflow_model.json")):
         out["models"][p.parent.name] = json.loads(p.read_text())
-    for p in sorted(root.glob("sae/*/L*/stsflow_sae.json")):
-        out["saes"][f"{p.parent.parent.name}/{p.parent.name}"] = json.loads(p.read_text())
+    for p in sorted(root.glob("sae/*/L*/*/stsflow_sae.json")):  # sae/<model>/L<layer>/<name>
+        out["saes"][str(p.parent.relative_to(root / "sae"))] = json.loads(p.read_text())
     for p in sorted(root.glob("data/*/*.parquet")):
         out["datasets"][str(p.relative_to(root / "data"))] = read_metadata(p)
     return out

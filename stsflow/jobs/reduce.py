@@ -43,7 +43,10 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
 
     ``shifts`` maps a space to its shift file; ``plain`` and ``icl`` map "stats" to the domain's
     SAE statistics and "panel" to its panel; ``plain`` also has "sft_panel", the SFT set's plain
-    panel, and "sft_grad"/"domain_grad", the two corpora's mean gradients. ``settings``: control_seed, random_draws, probe_folds (sts.*)."""
+    panel, "sft_grad"/"domain_grad", the two corpora's mean gradients, and for a true shift
+    "reps_base"/"reps_tuned", the domain's mean residual per layer before and after the
+    fine-tuning (``features.reps``). ``settings``: control_seed, random_draws, probe_folds
+    (sts.*)."""
     from stsflow.features.panel import read_space_stats
     from stsflow.scores.controls import random_dim_scores
 
@@ -57,8 +60,9 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
                            sft_panel=plain["sft_panel"],
                            sft_grad=plain.get("sft_grad"), domain_grad=plain.get("domain_grad"),
                            control_seed=settings["control_seed"],
-                           probe_folds=settings["probe_folds"])
-    names = scores.oracle_predictors() if oracle else list(scores.PREDICTORS)
+                           probe_folds=settings["probe_folds"], layer=key.get("layer"),
+                           reps_base=plain.get("reps_base"), reps_tuned=plain.get("reps_tuned"))
+    names = scores.oracle_predictors() if oracle else scores.pretraining_predictors()
     row = dict(key, n_top=n_top, **scores.score(x, names))
     if not oracle:
         row.update(random_dim_scores(x, settings["random_draws"]))
@@ -67,7 +71,8 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
 
 # the STS table's leading columns: keys, one column per registered predictor, the token count and
 # the random-dimension draws (lists); run keys (method, seed) follow
-STS_COLUMNS = ["model", "layer", "sae", "sft", "domain", "n_top", *scores.PREDICTORS, "n_tokens",
+STS_COLUMNS = ["model", "layer", "sae", "sft", "domain", "n_top", *scores.pretraining_predictors(),
+               "n_tokens",
                "rand_act", "rand_icl"]
 
 

@@ -49,8 +49,11 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
 
 
 def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: EvalSettings,
-             variant: dict, out, subject: str | None = None, threads: int | None = None) -> None:
-    """Evaluate one model variant on one domain with every configured metric; per-item rows."""
+             variant: dict, out, subject: str | None = None, threads: int | None = None,
+             reps_out=None) -> None:
+    """Evaluate one model variant on one domain with every configured metric; per-item rows.
+    ``reps_out``: the mean residual of the domain's queries at every layer
+    (``features.reps``), for the before/after-SFT similarity."""
     from stsflow.evaluate import METRICS, summary
     from stsflow.text.segments import Segmenter
 
@@ -69,3 +72,8 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
                          "value": float(v), "detail": json.dumps(r, default=str)})
     write_parquet(pa.Table.from_pylist(rows), out,
                   {"variant": variant, "evaluate": settings.as_dict()})
+    if reps_out is not None:
+        from stsflow.features.reps import layer_sums, write_reps
+
+        sums, n = layer_sums(lm, seg, items, settings.batch_size)
+        write_reps(sums, n, reps_out, {"variant": variant, "items": len(items)})

@@ -14,6 +14,7 @@ from stsflow.scores.registry import (
     SPACES,
     ScoreInputs,
     oracle_predictors,
+    pretraining_predictors,
     register_predictor,
     score,
 )
@@ -21,4 +22,4 @@ from stsflow.scores.shift import overlap, shift_table, top_dims
 from stsflow.scores.sts import sts_scores
 
 __all__ = ["PREDICTORS", "SPACES", "ScoreInputs", "oracle_predictors", "overlap",
-           "register_predictor", "score", "shift_table", "sts_scores", "top_dims"]
+           "pretraining_predictors", "register_predictor", "score", "shift_table", "sts_scores", "top_dims"]

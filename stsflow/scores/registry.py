@@ -26,23 +26,34 @@ class Predictor:
     family: str  # "sts" (the paper's), "notebook", "raw", "random", "similarity", "probe"
     oracle: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
     about: str
+    post_training: bool = False  # needs the tuned model: scored on the ``_oracle`` rows only
 
 
 PREDICTORS: dict[str, Predictor] = {}
 
 
-def register_predictor(name: str, *, family: str, oracle: bool, about: str):
+def register_predictor(name: str, *, family: str, oracle: bool, about: str,
+                       post_training: bool = False):
+    """``post_training``: the predictor needs the fine-tuned model, so it is scored only where
+    one exists, on the true shift's rows (named ``<name>_oracle`` like the rest of them)."""
     def wrap(fn):
         if name in PREDICTORS:
             raise ValueError(f"predictor {name!r} is registered twice")
-        PREDICTORS[name] = Predictor(name, fn, family, oracle, about)
+        if post_training and not oracle:
+            raise ValueError(f"predictor {name!r}: a post-training predictor is an oracle row")
+        PREDICTORS[name] = Predictor(name, fn, family, oracle, about, post_training)
         return fn
     return wrap
 
 
 def oracle_predictors() -> list[str]:
-    """Predictors also scored on the true shifted dimensions (an ``_oracle`` row each)."""
+    """Predictors scored on the true shift's rows (an ``_oracle`` column each)."""
     return [n for n, p in PREDICTORS.items() if p.oracle]
+
+
+def pretraining_predictors() -> list[str]:
+    """Predictors scored before any fine-tuning: the STS table's columns."""
+    return [n for n, p in PREDICTORS.items() if not p.post_training]
 
 
 @dataclass
@@ -61,6 +72,9 @@ class ScoreInputs:
     domain_grad: Path | None = None
     control_seed: int = 0
     probe_folds: int = 5
+    layer: int | None = None
+    reps_base: Path | None = None  # true shifts only: the domain's mean residual per layer
+    reps_tuned: Path | None = None  # before and after this fine-tuning (features.reps)
     _dims: dict = field(default_factory=dict)
 
     def dims(self, space: str = "sae") -> np.ndarray:

@@ -5,6 +5,12 @@
   pooling, so long queries weigh more, as in every STS average).
 - ``grad_sim`` (in the spirit of LESS): the cosine of the two corpora's projected mean low-rank
   gradients on the base model (``features.gradients`` defines them).
+- ``before_after`` (the paper's "before/after-SFT similarity", post-training: it needs the tuned
+  model, so it exists only as the ``before_after_oracle`` column of the true shift's rows): the
+  cosine of the domain's mean residual at the row's layer under the base model and under the
+  fine-tuned one, on the same queries and tokens (every test item as a plain query, content
+  tokens, token-mean pooling; ``features.reps``, recorded by the evaluation jobs). A high
+  similarity says fine-tuning left the domain's representation in place.
 """
 
 from __future__ import annotations
@@ -36,3 +42,13 @@ def _grad_sim(x) -> float:
         return float("nan")
     return cosine(pq.read_table(x.sft_grad)["value"].to_numpy(),
                   pq.read_table(x.domain_grad)["value"].to_numpy())
+
+
+@register_predictor("before_after", family="similarity", oracle=True, post_training=True,
+                    about="cosine of the domain's mean residual before and after fine-tuning")
+def _before_after(x) -> float:
+    from stsflow.features.reps import read_layer_mean
+
+    if x.reps_base is None or x.reps_tuned is None or x.layer is None:
+        return float("nan")
+    return cosine(read_layer_mean(x.reps_base, x.layer), read_layer_mean(x.reps_tuned, x.layer))

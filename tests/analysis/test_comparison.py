@@ -127,3 +127,35 @@ def test_config_given_and_measured_delta_on_the_same_metric_are_two_runs():
         r_act = sps.pearsonr(sts["sts_act"].to_numpy(), np.abs(delta.to_numpy()))[0]
         # compared with sts_act (the formula these draws replace D_N in), not the primary
         assert rand["share_at_least"][0] == pytest.approx(np.mean(np.array(rs) >= r_act))
+
+
+def test_two_saes_of_a_layer_stay_apart():
+    """A sweep: a second SAE's rows of the same layer. The panel is the primary SAE's alone, the
+    ablation table has one row per SAE with its width, k and L0, and without a named SAE the
+    panel refuses to mix them."""
+    sts, oracle, observed, y = _tables()
+    rng = np.random.default_rng(3)
+    other = sts.with_columns(sts_icl=pl.Series(rng.normal(size=len(DOMAINS))))
+    both = pl.concat([sts.with_columns(sae=pl.lit("k32")), other.with_columns(sae=pl.lit("k8"))])
+    kw = dict(n_boot=200, n_perm=200, seed=0)
+    corr = correlation.correlation_table(both, observed, **kw)
+    primary = dict(PRIMARY, sae="k32")
+    corr = correlation.assign_roles(corr, primary)
+    prim = corr.filter(pl.col("role") == "primary")
+    assert prim["sae"].to_list() == ["k32"]
+    assert prim["pearson"][0] == pytest.approx(sps.pearsonr(sts["sts_icl"].to_numpy(), y)[0])
+    for name, frame in (("k32", sts), ("k8", other)):
+        row = corr.filter(pl.col("sae") == name, pl.col("predictor") == "sts_icl",
+                          pl.col("protocol") == "all", pl.col("target") == "abs")
+        assert row["pearson"][0] == pytest.approx(
+            sps.pearsonr(frame["sts_icl"].to_numpy(), y)[0])
+    cmp = comparison.comparison_table(corr, both, observed, primary, n_boot=100, seed=0)
+    got = cmp.filter(pl.col("predictor") == "sts_icl")["pearson"][0]
+    assert got == pytest.approx(prim["pearson"][0]) and set(cmp["sae"]) == {"k32"}
+    saes = pl.DataFrame({"layer": [3, 3], "sae": ["k32", "k8"], "width": [64, 64],
+                         "k": [32, 8], "l0": [31.5, 8.0]})
+    abl = comparison.ablation_table(corr, primary, saes)
+    assert abl.columns[:6] == ["method", "seed", "layer", "sae", "width", "k"]
+    assert abl.select("sae", "k", "l0").rows() == [("k32", 32, 31.5), ("k8", 8, 8.0)]
+    with pytest.raises(ValueError, match="names no SAE"):
+        comparison.comparison_table(corr, both, observed, PRIMARY, n_boot=100, seed=0)

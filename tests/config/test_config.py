@@ -560,3 +560,39 @@ def test_registry_sae_id_is_checked_before_any_job(tmp_path, release, sae_id, la
     if expect and "reads" in expect[0]:  # the recorded override lets the job decide
         cfg["models"]["big"]["layers"][layer]["sae"]["accept_hook"] = "blocks.x.hook_resid_post"
         assert problems_of(cfg, tmp_path) == []
+
+
+def test_sweep_saes_are_checked_and_their_names_kept_apart(project):
+    """A sweep SAE is checked like the layer's own (here: k above its width, a local SAE of the
+    wrong layer), names each problem by its entry, and a name may not serve two roles."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sts"]["n_top"] = [5]
+    layers = cfg["models"]["tiny"]["layers"]
+    layers[1] = {"sae": {"name": "k4", "train": {"width": 16, "k": 4}},
+                 "sweep": [{"name": "wide", "train": {"width": 16, "k": 32}},
+                           {"name": "l2", "local": {"path": "sae_layer2"}}]}
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == [
+        "models.tiny.layers.1.sweep[0].train.k", "models.tiny.layers.1.sweep[1].local.path"]
+    layers[1]["sweep"] = [{"name": "k4", "train": {"width": 16, "k": 2}}]
+    assert problems_of(cfg, workdir) == [
+        "models.tiny.layers.1.sweep: the name 'k4' is used twice on this layer. Fix: give every "
+        "SAE of a layer its own name"]
+    layers[1]["sweep"] = [{"name": "k2", "train": {"width": 16, "k": 2}}]
+    layers[2] = {"sae": {"name": "k2", "train": {"width": 16, "k": 2}}}
+    assert problems_of(cfg, workdir) == [
+        "models.*.layers.*: the SAE name 'k2' is a layer's sae on one layer and a sweep entry on "
+        "another. Fix: rename the sweep entry (or name the layers' sae the same way on every "
+        "layer)"]
+    del layers[2]
+    layers[1]["sweep"] = [{"train": {"width": 16, "k": 2}}]
+    assert problems_of(cfg, workdir) == ["models.tiny.layers.1.sweep[0].name: missing. Fix: add it"]
+    layers[1]["sweep"] = [{"name": "k2", "train": {"width": 16, "k": 2}}]
+    assert problems_of(cfg, workdir) == []
+    cfg["report"] = {"primary": {"sae": "k3"}}
+    assert problems_of(cfg, workdir) == [
+        "report.primary.sae: model 'tiny' has no SAE 'k3' at layer 1 (it has ['k4', 'k2']). Fix: "
+        "declare one of those or null (the layer's sae)"]
+    cfg["report"] = {"primary": {"sae": "k2"}}
+    assert problems_of(cfg, workdir) == []

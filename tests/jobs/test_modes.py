@@ -722,3 +722,81 @@ def test_sweep_without_kept_residuals_names_the_fix(job, tmp_path):
                                  ExtractSettings.with_defaults("domain", **STS),
                                  tmp_path / "o.parquet", tmp_path / "o.stats.parquet",
                                  tmp_path / "o.panel", device="cpu")
+
+
+# ------------------------------------------------------------------------------- post-training
+
+
+def test_before_after_similarity_against_dense_computation(job, tmp_path):
+    """The evaluation jobs of the base and of a perturbed tuned model record the domain's mean
+    residual per layer; before_after is the cosine of the two at the row's layer, equal to the
+    definition computed from direct dense forward passes (every test item as a plain query,
+    content tokens, token mean)."""
+    from conftest import make_model
+
+    from stsflow.config.settings import EvalSettings
+    from stsflow.finetune.checkpoint import save_checkpoint
+    from stsflow.jobs import validate
+
+    model, tok, seg, d = job["model"], job["tok"], job["seg"], job["d"]
+    tuned = make_model(model.config.vocab_size)
+    tuned.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in tuned.model.layers[0].parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    save_checkpoint(tuned, tok, tmp_path / "tuned", {"method": "full", "seed": 2})
+    settings = EvalSettings.with_defaults(metrics=["nll"], batch_size=3)
+    reps = {}
+    for name, path in (("base", d / "model"), ("tuned", tmp_path / "tuned")):
+        reps[name] = tmp_path / f"{name}.reps.parquet"
+        validate.evaluate(path, ModelSettings.with_defaults(**MSPEC), d / "law.test.parquet",
+                          d / "law.demos.parquet", settings, {"model": name},
+                          tmp_path / f"{name}.parquet", threads=1, reps_out=reps[name])
+    assert pq.read_table(reps["base"]).num_rows == model.config.num_hidden_layers
+    head = seg.head()
+
+    def mean(m, layer):
+        rows = []
+        for rec in domain_records("law", 7):
+            ids, counted = seg.query_parts(rec, "domain")
+            with torch.no_grad():
+                hs = m(input_ids=torch.tensor([head + ids]), output_hidden_states=True)
+            rows.append(hs.hidden_states[layer + 1][0, len(head):].double().numpy()[counted])
+        return np.concatenate(rows).mean(0)
+
+    pred = scores.PREDICTORS["before_after"]
+    assert pred.post_training and "before_after" not in scores.pretraining_predictors()
+    for layer in (0, LAYER):
+        a, b = mean(model, layer), mean(tuned, layer)
+        want = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+        x = scores.ScoreInputs(n_top=5, shifts={}, plain={}, icl={}, layer=layer,
+                               reps_base=reps["base"], reps_tuned=reps["tuned"])
+        assert pred.fn(x) == pytest.approx(want, rel=1e-6)
+        assert pred.fn(x) < 1 - 1e-6  # the perturbation moved the representation
+    same = scores.ScoreInputs(n_top=5, shifts={}, plain={}, icl={}, layer=LAYER,
+                              reps_base=reps["base"], reps_tuned=reps["base"])
+    assert pred.fn(same) == pytest.approx(1.0)
+    # predicted rows have no tuned model: the predictor is undefined there
+    assert np.isnan(pred.fn(scores.ScoreInputs(n_top=5, shifts={}, plain={}, icl={},
+                                               layer=LAYER)))
+
+
+def test_sweep_on_float16_residuals_stays_within_rounding(job):
+    """With the default feat_dtype (float16) a sweep SAE encodes the residual rounded to float16
+    while the layer's own SAE saw it unrounded: the layer's own SAE run as a sweep on its own
+    kept residuals gives the same statistics to float16 precision."""
+    d = job["d"]
+    sts = dict(STS, feat_dtype="float16")
+    for kind, mode, name, ref in (("domain", "plain", "h_plain", None),
+                                  ("domain", "icl", "h_icl", "h_plain")):
+        run_job(job, kind, mode, name, reference=ref, sts=sts, keep=True)
+        run_sweep(job, kind, mode, name, d / "sae", reference=ref, sts=sts)
+    for name in ("h_plain", "h_icl"):
+        own, sweep = (Stats.read(d / f"{name}{x}.stats.parquet") for x in ("", ".sweep"))
+        assert own.n_tokens == sweep.n_tokens
+        scale = np.abs(own.sum).max()
+        np.testing.assert_allclose(sweep.sum, own.sum, rtol=1e-3, atol=1e-3 * scale)
+        assert abs(sweep.nnz.sum() - own.nnz.sum()) <= 0.01 * own.nnz.sum()
+    own, sweep = (Stats.read(d / f"h_icl{x}.stats.parquet") for x in ("", ".sweep"))
+    np.testing.assert_allclose(sweep.diff_sumsq, own.diff_sumsq, rtol=2e-2,
+                               atol=2e-2 * own.diff_sumsq.max())

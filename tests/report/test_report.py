@@ -255,6 +255,14 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     assert (row["layer"], row["sae"], row["source"], row["l0"], row["loss_recovered"],
             row["warnings"]) == (3, "main", "rel/layer_3", 12.5, 0.4, "low_loss_recovered")
     assert warnings == ["L3/main: loss recovered 0.4 is below 0.7"]
+    trained = tmp_path / "L3k8"
+    trained.mkdir()
+    (trained / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "train", "path": ".", "architecture": "topk", "width": 64,
+         "train": {"k": 8, "width": 64}, "l0": 8.0, "warnings": []}))
+    table, _ = sae_quality_table({(3, "main"): d, (3, "k8"): trained})
+    assert table.select("sae", "source", "k", "l0").rows() == [
+        ("k8", "trained here", 8, 8.0), ("main", "rel/layer_3", None, 12.5)]
     from stsflow.report.summary import write_report
 
     corr = pl.DataFrame({"model": ["m"], "sft": ["s"]})

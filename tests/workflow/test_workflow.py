@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import shutil
 from collections import Counter
@@ -18,7 +19,7 @@ from stsflow.analysis.correlation import STAT_COLUMNS
 from stsflow.io.files import read_metadata
 from stsflow.io.manifest import verify
 from stsflow.jobs.reduce import STS_COLUMNS
-from stsflow.scores import PREDICTORS
+from stsflow.scores import PREDICTORS, pretraining_predictors
 
 pytestmark = pytest.mark.slow
 AGGREGATES = {"sts_table": 1, "report": 1, "manifest": 1, "all": 1}
@@ -64,13 +65,14 @@ def test_run_produces_tables_report_and_manifest(project):
     corr = pl.read_parquet(res / "reports/tiny/arith/correlations.parquet")
     assert {"model", "sft", "layer", "n_top", "predictor", "target", "protocol",
             "metric"} <= set(corr.columns) and set(STAT_COLUMNS) <= set(corr.columns)
-    assert set(corr["predictor"]) == set(PREDICTORS)  # the whole panel, one row set each
+    assert set(corr["predictor"]) == set(pretraining_predictors())  # the panel, one row set each
     assert {"rand_act", "rand_icl"} <= set(sts.columns)
     assert sts["rand_icl"].list.len().unique().to_list() == [20]  # sts.random_draws
     html = (res / "reports/tiny/arith/summary.html").read_text()
     assert "data:image/png;base64" in html and "Predictor panel" in html
     cmp = pl.read_parquet(res / "reports/tiny/arith/comparison.parquet")
-    assert set(cmp["predictor"]) == set(PREDICTORS) | {"sts_icl_randdims", "sts_act_randdims"}
+    assert set(cmp["predictor"]) == set(pretraining_predictors()) | {"sts_icl_randdims",
+                                                                    "sts_act_randdims"}
     assert (res / "reports/tiny/arith/forest.png").stat().st_size > 1000
     assert verify(res) == []
 
@@ -117,6 +119,11 @@ def test_adding_a_sweep_sae_schedules_only_its_jobs(project, edit):
     edit(lambda c: c["models"]["tiny"]["layers"][1].update(sweep=[dict(sae, name="k2")]))
     # SAE, 2 SFT runs + 3 domains x 2 modes, the shift vector, 3 domains x 2 N.
     assert planned_jobs(workdir) == Counter(prepare_sae=1, encode=8, shift=1, sts=6,
+                                            **AGGREGATES)
+    # a sweep is keyed by names, not positions: a second SAE put first adds only its jobs too
+    k3 = dict(sae, name="k3", train=dict(sae["train"], k=3))
+    edit(lambda c: c["models"]["tiny"]["layers"][1].update(sweep=[k3, dict(sae, name="k2")]))
+    assert planned_jobs(workdir) == Counter(prepare_sae=2, encode=16, shift=2, sts=12,
                                             **AGGREGATES)
 
 
@@ -187,6 +194,12 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     primary = corr.filter(pl.col("role") == "primary")
     assert primary.height == 1 and primary["sae"].to_list() == ["main"]
     assert oracle.filter(pl.col("sae") == "k2").height == 6
+    # before/after-SFT similarity: on the oracle rows only, the same for both SAEs of a layer
+    assert "before_after" not in sts.columns
+    ba = oracle.select("sae", "n_top", "domain", "before_after_oracle")
+    assert ba["before_after_oracle"].is_between(-1, 1).all()
+    assert ba.group_by("domain").agg(pl.col("before_after_oracle").n_unique())[
+        "before_after_oracle"].to_list() == [1] * 3
     cmp = pl.read_parquet(tmp_path / "results/reports/tiny/arith/comparison.parquet")
     post = set(cmp.filter(pl.col("post_training"))["predictor"])
     assert post == {f"{p}_oracle" for p in PREDICTORS if PREDICTORS[p].oracle}
@@ -221,6 +234,9 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert "Coverage: queries used" in summary and "SAE quality on held-out tokens" in summary
     assert "Ablation: layer, SAE and N" in summary
     assert "sae_warnings" in summary
+    manifest = json.loads((tmp_path / "results/manifest.json").read_text())
+    assert set(manifest["saes"]) == {"tiny/L1/main", "tiny/L1/k2"}
+    assert manifest["saes"]["tiny/L1/k2"]["train"]["k"] == 2
     assert verify(tmp_path / "results") == []
 
 
