@@ -21,31 +21,58 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def layer_sums(model, seg, records: list[dict], batch_size: int = 8) -> tuple[np.ndarray, int]:
+def layer_sums(model, seg, records: list[dict], batch_size: int = 8,
+               max_length: int | None = None) -> tuple[np.ndarray, int]:
     """(sums (n_layers, d) float64 over the content tokens of every record's plain query, the
-    token count): one forward pass per batch of queries with every block's output."""
+    token count): one forward pass per batch of queries, every block's output captured with
+    hooks (the residual stream after the block, as extraction's ``LayerTap`` reads it; the
+    model's ``hidden_states[-1]`` is after the final norm in recent transformers). Queries are cut
+    to ``max_length`` tokens, as extraction cuts them."""
+    import torch
+
+    from stsflow.models.tap import decoder_layers
+
+    device = next(model.parameters()).device
+    head = list(seg.head())
+    queries = []
+    for r in records:
+        ids, counted = seg.query_parts(r, "domain")
+        cut = len(ids) if max_length is None else max_length
+        queries.append((list(ids)[:cut], list(counted)[:cut]))
+    blocks = decoder_layers(model)
+    outputs: list = [None] * len(blocks)
+
+    def hook(i):
+        def capture(module, args, output):
+            outputs[i] = output[0] if isinstance(output, tuple) else output
+        return capture
+
+    handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
+    sums, n = None, 0
+    try:
+        with torch.no_grad():
+            for b in range(0, len(queries), batch_size):
+                batch = queries[b:b + batch_size]
+                sums, n = _add_batch(model, head, batch, outputs, device, sums, n)
+    finally:
+        for h in handles:
+            h.remove()
+    return sums, n
+
+
+def _add_batch(model, head, batch, outputs, device, sums, n):
     import torch
 
     from stsflow.models.batching import pad_batch
 
-    device = next(model.parameters()).device
-    head = list(seg.head())
-    queries = [seg.query_parts(r, "domain") for r in records]
-    sums, n = None, 0
-    with torch.no_grad():
-        for b in range(0, len(queries), batch_size):
-            batch = queries[b:b + batch_size]
-            ids, mask = pad_batch([head + list(q) for q, _ in batch])
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                        output_hidden_states=True)
-            hs = torch.stack(out.hidden_states[1:])  # (n_layers, B, T, d): block outputs
-            keep = torch.zeros(ids.shape, dtype=torch.bool)
-            for r, (q, counted) in enumerate(batch):
-                keep[r, len(head):len(head) + len(q)] = torch.tensor(counted, dtype=torch.bool)
-            part = hs[:, keep.to(device)].double().sum(1).cpu().numpy()
-            sums = part if sums is None else sums + part
-            n += int(keep.sum())
-    return sums, n
+    ids, mask = pad_batch([head + list(q) for q, _ in batch])
+    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    hs = torch.stack(list(outputs))  # (n_layers, B, T, d): block outputs
+    keep = torch.zeros(ids.shape, dtype=torch.bool)
+    for r, (q, counted) in enumerate(batch):
+        keep[r, len(head):len(head) + len(q)] = torch.tensor(counted, dtype=torch.bool)
+    part = hs[:, keep.to(device)].double().sum(1).cpu().numpy()
+    return (part if sums is None else sums + part), n + int(keep.sum())
 
 
 def write_reps(sums: np.ndarray, n_tokens: int, out, meta: dict) -> None:
@@ -54,6 +81,17 @@ def write_reps(sums: np.ndarray, n_tokens: int, out, meta: dict) -> None:
     write_parquet(pa.table({"layer": pa.array(range(sums.shape[0]), pa.int32()),
                             "sum": pa.array(list(sums), pa.list_(pa.float64()))}),
                   out, dict(meta, n_tokens=n_tokens, pooling="token mean, content tokens"))
+
+
+def check_paired(base: Path | str, tuned: Path | str) -> None:
+    """Base and tuned means must pool the same items and tokens (same data and settings)."""
+    from stsflow.io.files import read_metadata
+
+    a, b = read_metadata(base), read_metadata(tuned)
+    if (a.get("items"), a.get("n_tokens")) != (b.get("items"), b.get("n_tokens")):
+        raise ValueError(f"{base} and {tuned} pool different queries ({a.get('items')} items, "
+                         f"{a.get('n_tokens')} tokens vs {b.get('items')}, {b.get('n_tokens')}): "
+                         "rerun both evaluations on the same data")
 
 
 def read_layer_mean(path: Path | str, layer: int) -> np.ndarray:

@@ -47,11 +47,7 @@ class ResidualWriter:
         """``batch``: (doc_id, token ids, counted) per query; ``resid`` (B, T, d) the batch's
         residual, ``mask`` its real tokens."""
         m = mask.bool()
-        flat = resid[m].float().cpu().numpy()
-        if not np.isfinite(flat).all():  # float16 overflows above 65504
-            raise ValueError("the residual to keep has values that are not finite in "
-                             f"{np.dtype(self.np_dtype).name} (overflow). Fix: set "
-                             "sts.feat_dtype: float32")
+        flat = _checked(resid[m].float().cpu().numpy(), self.np_dtype)
         doc = np.concatenate([np.full(len(q), d, dtype=np.int32) for d, q, _ in batch])
         pos = np.concatenate([np.arange(len(q), dtype=np.int32) for _, q, _ in batch])
         counted = np.concatenate([np.asarray(c, dtype=bool) for _, _, c in batch])
@@ -64,12 +60,24 @@ class ResidualWriter:
 
         write_parquet(pa.concat_tables(self.rows) if self.rows else _empty(self.d),
                       self.tmp / TOKENS, meta)
-        z = np.zeros((0, self.d)) if prefix_resid is None else prefix_resid.float().cpu().numpy()
+        z = (np.zeros((0, self.d)) if prefix_resid is None
+             else _checked(prefix_resid.float().cpu().numpy(), self.np_dtype))
         n = z.shape[0]
         write_parquet(pa.table({"pos": pa.array(range(n), pa.int32()),
                                 "token_id": pa.array(prefix[:n], pa.int32()),
                                 "resid": _resid_array(z, self.d, self.np_dtype)}),
                       self.tmp / PREFIX, meta)
+
+
+def _checked(z: np.ndarray, np_dtype) -> np.ndarray:
+    """``z`` as stored, refused when the stored dtype cannot hold it (float16 overflows above
+    65504: the value would be kept as inf)."""
+    stored = z.astype(np_dtype)
+    if not np.isfinite(stored).all():
+        raise ValueError(f"the residual to keep has values beyond {np.dtype(np_dtype).name}'s "
+                         f"range (largest |value| {np.abs(z).max():.3g}). Fix: set "
+                         "sts.feat_dtype: float32")
+    return stored
 
 
 def _empty(d: int) -> pa.Table:

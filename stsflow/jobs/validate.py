@@ -75,5 +75,5 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     if reps_out is not None:
         from stsflow.features.reps import layer_sums, write_reps
 
-        sums, n = layer_sums(lm, seg, items, settings.batch_size)
+        sums, n = layer_sums(lm, seg, items, settings.batch_size, model.max_length)
         write_reps(sums, n, reps_out, {"variant": variant, "items": len(items)})

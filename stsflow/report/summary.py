@@ -308,7 +308,8 @@ def _forest_png(cmp: pl.DataFrame, primary: dict | None) -> bytes:
     fig = Figure(figsize=(6.5 * n, height))
     FigureCanvasAgg(fig)
     colours = {"sts": "tab:blue", "raw": "tab:orange", "random": "tab:gray",
-               "similarity": "tab:green", "probe": "tab:purple", "notebook": "tab:cyan"}
+               "similarity": "tab:green", "probe": "tab:purple", "notebook": "tab:cyan",
+               "post_training": "tab:red"}
     if not runs:
         ax = fig.add_subplot(1, 1, 1)
         ax.text(0.5, 0.5, "no correlation row matches the primary analysis", ha="center",

@@ -23,7 +23,8 @@ SPACES = ("sae", "resid", "randenc")
 class Predictor:
     name: str
     fn: Callable
-    family: str  # "sts" (the paper's), "notebook", "raw", "random", "similarity", "probe"
+    family: str  # "sts" (the paper's), "notebook", "raw", "random", "similarity", "probe",
+    # "post_training" (its own Holm family: it never changes the pre-training ones' p-values)
     oracle: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
     about: str
     post_training: bool = False  # needs the tuned model: scored on the ``_oracle`` rows only

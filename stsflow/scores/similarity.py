@@ -44,11 +44,12 @@ def _grad_sim(x) -> float:
                   pq.read_table(x.domain_grad)["value"].to_numpy())
 
 
-@register_predictor("before_after", family="similarity", oracle=True, post_training=True,
+@register_predictor("before_after", family="post_training", oracle=True, post_training=True,
                     about="cosine of the domain's mean residual before and after fine-tuning")
 def _before_after(x) -> float:
-    from stsflow.features.reps import read_layer_mean
+    from stsflow.features.reps import check_paired, read_layer_mean
 
     if x.reps_base is None or x.reps_tuned is None or x.layer is None:
         return float("nan")
+    check_paired(x.reps_base, x.reps_tuned)
     return cosine(read_layer_mean(x.reps_base, x.layer), read_layer_mean(x.reps_tuned, x.layer))

@@ -800,3 +800,39 @@ def test_sweep_on_float16_residuals_stays_within_rounding(job):
     own, sweep = (Stats.read(d / f"h_icl{x}.stats.parquet") for x in ("", ".sweep"))
     np.testing.assert_allclose(sweep.diff_sumsq, own.diff_sumsq, rtol=2e-2,
                                atol=2e-2 * own.diff_sumsq.max())
+
+
+def test_layer_means_are_the_block_outputs_extraction_reads(job):
+    """Every layer's mean, the last one included (whose hidden_states entry is after the final
+    norm in recent transformers), is the output of that block as LayerTap captures it."""
+    from stsflow.features.reps import layer_sums
+    from stsflow.models.tap import LayerTap
+
+    model, seg = job["model"], job["seg"]
+    records = domain_records("law", 4)
+    sums, n = layer_sums(model, seg, records, batch_size=3)
+    head = seg.head()
+    for layer in range(model.config.num_hidden_layers):
+        rows = []
+        for rec in records:
+            ids, counted = seg.query_parts(rec, "domain")
+            with torch.no_grad():
+                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids]))
+            rows.append(z[0, len(head):].double().numpy()[np.asarray(counted)])
+        want = np.concatenate(rows)
+        assert n == want.shape[0]
+        np.testing.assert_allclose(sums[layer] / n, want.mean(0), rtol=1e-5, atol=1e-6)
+    cut, m = layer_sums(model, seg, records, batch_size=3, max_length=5)
+    assert m == sum(int(np.sum(seg.query_parts(r, "domain")[1][:5])) for r in records)
+
+
+def test_kept_residuals_refuse_a_float16_overflow(tmp_path):
+    from stsflow.features.residuals import ResidualWriter
+
+    writer = ResidualWriter(tmp_path, 4, np.float16)
+    batch = [(0, [1, 2], [True, True])]
+    ids, mask = torch.tensor([[1, 2]]), torch.ones(1, 2, dtype=torch.long)
+    writer.add(batch, ids, mask, torch.full((1, 2, 4), 6.0e4))  # fits float16
+    with pytest.raises(ValueError, match="beyond float16's range.*feat_dtype: float32"):
+        writer.add(batch, ids, mask, torch.full((1, 2, 4), 7.0e4))
+    ResidualWriter(tmp_path, 4, np.float32).add(batch, ids, mask, torch.full((1, 2, 4), 7.0e4))
