@@ -135,6 +135,23 @@ def run_sweep(job, kind, mode, name, sae_dir, *, reference=None, sts=None):
         device="cpu", batch_size=4, threads=1)
 
 
+def perturbed_checkpoint(job, scale: float, path, meta: dict):
+    """A copy of the fixture model with its first block's weights perturbed (``scale`` × a
+    standard normal draw), saved as a fine-tuning checkpoint at ``path``; returns the model."""
+    from conftest import make_model
+
+    from stsflow.finetune.checkpoint import save_checkpoint
+
+    model = job["model"]
+    tuned = make_model(model.config.vocab_size)
+    tuned.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in tuned.model.layers[0].parameters():
+            p.add_(scale * torch.randn_like(p))
+    save_checkpoint(tuned, job["tok"], path, meta)
+    return tuned
+
+
 def dense(model, sae, prefix, query):
     """Layer output of one uncached full forward (output_hidden_states), SAE-encoded, float64."""
     with torch.no_grad():
@@ -194,17 +211,8 @@ def test_tuned_model_identical_to_base_gives_zero_true_shift(job):
 
 def test_true_shift_is_tuned_plain_against_base_plain(job, tiny_model_dir, tmp_path):
     """A perturbed checkpoint: the true shift equals E(h(x;Θ') − h(x;Θ))², no demonstrations."""
-    from conftest import make_model
-
-    from stsflow.finetune.checkpoint import save_checkpoint
-
-    model, tok, sae, seg = job["model"], job["tok"], job["sae"], job["seg"]
-    tuned = make_model(model.config.vocab_size)
-    tuned.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        for p in tuned.model.layers[0].parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(tuned, tok, job["d"] / "tuned_p", {"method": "full", "seed": 1})
+    model, sae, seg = job["model"], job["sae"], job["seg"]
+    tuned = perturbed_checkpoint(job, 0.05, job["d"] / "tuned_p", {"method": "full", "seed": 1})
     run_job(job, "sft", "plain", "p_plain")
     run_job(job, "sft", "tuned-full-s1", "p_tuned", model="tuned_p", reference="p_plain")
     reduce_job.shift(job["d"] / "p_tuned.stats.parquet", job["d"] / "p_tuned.panel",
@@ -732,19 +740,11 @@ def test_before_after_similarity_against_dense_computation(job, tmp_path):
     residual per layer; before_after is the cosine of the two at the row's layer, equal to the
     definition computed from direct dense forward passes (every test item as a plain query,
     content tokens, token mean)."""
-    from conftest import make_model
-
     from stsflow.config.settings import EvalSettings
-    from stsflow.finetune.checkpoint import save_checkpoint
     from stsflow.jobs import validate
 
-    model, tok, seg, d = job["model"], job["tok"], job["seg"], job["d"]
-    tuned = make_model(model.config.vocab_size)
-    tuned.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        for p in tuned.model.layers[0].parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    save_checkpoint(tuned, tok, tmp_path / "tuned", {"method": "full", "seed": 2})
+    model, seg, d = job["model"], job["seg"], job["d"]
+    tuned = perturbed_checkpoint(job, 0.2, tmp_path / "tuned", {"method": "full", "seed": 2})
     settings = EvalSettings.with_defaults(metrics=["nll"], batch_size=3)
     reps = {}
     for name, path in (("base", d / "model"), ("tuned", tmp_path / "tuned")):
@@ -822,7 +822,7 @@ def test_layer_means_are_the_block_outputs_extraction_reads(job):
         want = np.concatenate(rows)
         assert n == want.shape[0]
         np.testing.assert_allclose(sums[layer] / n, want.mean(0), rtol=1e-5, atol=1e-6)
-    cut, m = layer_sums(model, seg, records, batch_size=3, max_length=5)
+    _, m = layer_sums(model, seg, records, batch_size=3, max_length=5)
     assert m == sum(int(np.sum(seg.query_parts(r, "domain")[1][:5])) for r in records)
 
 
