@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run test lint report clean-results
+.PHONY: venv run run-layer20 test lint report clean-results
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES)
+
+# The default plus layer 20 (the layer ablation): on top of `make run`, only layer 20's jobs.
+run-layer20: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+	    --configfile config.yaml stsflow/presets/embedded/layer20.yaml
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

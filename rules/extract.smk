@@ -23,8 +23,9 @@ rule extract:
         sae=PRIMARY_SAES,
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: model_threads
     resources:
+        gpu=gpu_units,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:
@@ -49,8 +50,9 @@ rule encode:
         sae=SWEEP_SAES,
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: model_threads
     resources:
+        gpu=gpu_units,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:
@@ -73,8 +75,9 @@ rule gradients:
         f"{R}/logs/gradients/{{model}}/{{kind}}/{{corpus}}.log",
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: model_threads
     resources:
+        gpu=gpu_units,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:

@@ -56,8 +56,9 @@ rule prepare_sae:
         f"{R}/logs/prepare_sae/{{model}}/L{{layer}}/{{sae}}.log",
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: model_threads
     resources:
+        gpu=gpu_units,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:

@@ -13,8 +13,9 @@ rule finetune:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: model_threads
     resources:
+        gpu=gpu_units,
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     params:
@@ -38,8 +39,9 @@ rule evaluate_base:
         f"{R}/logs/evaluate/{{model}}/base/{{domain}}.log",
     conda:
         "../envs/gpu.yaml"
-    threads: 2
+    threads: model_threads
     resources:
+        gpu=gpu_units,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:

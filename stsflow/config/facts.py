@@ -258,3 +258,26 @@ def sae_cfg_facts(cfg: dict) -> dict:
 
     return {"hook_name": pick("hook_name", "hook_point"), "d_in": cfg.get("d_in"),
             "width": cfg.get("d_sae"), "model_name": pick("model_name")}
+
+
+def accelerator_visible() -> bool:
+    """Whether this machine shows a GPU that torch could use (NVIDIA or ROCm device nodes, not
+    hidden by ``CUDA_VISIBLE_DEVICES``), read without importing torch: the workflow plans its
+    local jobs with it (a model job on a CPU takes one core, not a GPU unit), and every planning
+    call would otherwise pay torch's import. The job itself still resolves ``device: auto`` with
+    torch."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                           "/dev/kfd"))
+
+
+def runs_on_cpu(device: str) -> bool:
+    """Whether a model configured with ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1`` …) runs
+    on this machine's CPU."""
+    if device == "auto":
+        return not accelerator_visible()
+    return device == "cpu"

@@ -67,6 +67,8 @@ Other metrics:
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -309,6 +311,15 @@ def reference_text(record: dict, kind: str) -> tuple[str, str]:
     return f"The answer is ({LETTERS[idx]}). {str(record['options'][idx]).strip()}", "answer"
 
 
+def _logits_from(model, first: int, **inputs) -> torch.Tensor:
+    """Logits of positions ``first`` onwards: computed only there when the model's forward takes
+    ``logits_to_keep`` (transformers' causal LMs), else sliced from all positions."""
+    keep = inputs["input_ids"].shape[1] - first
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return model(**inputs, logits_to_keep=keep).logits
+    return model(**inputs).logits[:, first:]
+
+
 @torch.no_grad()
 def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "domain",
              batch_size: int = 8, max_length: int | None = None) -> list[dict]:
@@ -331,13 +342,16 @@ def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "dom
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids, att = pad_batch([examples[i][0] for i in idx], pad_id)
-        logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
-                       use_cache=False).logits
+        # Only the positions that predict a response token need the LM head (a third of a small
+        # model's forward): from the batch's shortest context on.
+        first = min(examples[i][1] for i in idx) - 1
+        logits = _logits_from(model, first, input_ids=ids.to(device),
+                              attention_mask=att.to(device), use_cache=False)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-        tok_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        tok_logp = logp.gather(-1, ids[:, first + 1:].to(device).unsqueeze(-1)).squeeze(-1)
         for r, i in enumerate(idx):
             seq, n_ctx, which = examples[i]
-            vals = tok_logp[r, n_ctx - 1: len(seq) - 1]
+            vals = tok_logp[r, n_ctx - 1 - first: len(seq) - 1 - first]
             n = int(vals.numel())
             rec = items[i]
             rows[i] = {"question_id": rec.get("question_id", rec.get("id")),

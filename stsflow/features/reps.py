@@ -30,7 +30,7 @@ def layer_sums(model, seg, records: list[dict], batch_size: int = 8,
     to ``max_length`` tokens, as extraction cuts them."""
     import torch
 
-    from stsflow.models.tap import decoder_layers
+    from stsflow.models.tap import StopForward, decoder_layers
 
     device = next(model.parameters()).device
     head = list(seg.head())
@@ -45,6 +45,8 @@ def layer_sums(model, seg, records: list[dict], batch_size: int = 8,
     def hook(i):
         def capture(module, args, output):
             outputs[i] = output[0] if isinstance(output, tuple) else output
+            if i == len(blocks) - 1:
+                raise StopForward  # nothing after the last block is read: no final norm, no LM head
         return capture
 
     handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
@@ -64,9 +66,13 @@ def _add_batch(model, head, batch, outputs, device, sums, n):
     import torch
 
     from stsflow.models.batching import pad_batch
+    from stsflow.models.tap import StopForward
 
     ids, mask = pad_batch([head + list(q) for q, _ in batch])
-    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    try:
+        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    except StopForward:
+        pass
     hs = torch.stack(list(outputs))  # (n_layers, B, T, d): block outputs
     keep = torch.zeros(ids.shape, dtype=torch.bool)
     for r, (q, counted) in enumerate(batch):

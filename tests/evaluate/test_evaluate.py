@@ -227,12 +227,26 @@ def test_option_loglik_matches_direct(model, tok, chat, k_shot, reuse_cache):
 # ----------------------------------------------------------------------------- NLL
 
 
+class WithoutLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward does not take ``logits_to_keep`` (as a wrapped model's may not)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
 @pytest.mark.parametrize("chat", [True, False])
-def test_nll_matches_direct(model, tok, chat):
+@pytest.mark.parametrize("keeps_logits", [True, False])
+def test_nll_matches_direct(model, tok, chat, keeps_logits):
+    """Batches mix context lengths, so the LM head runs from the shortest context on."""
     seg = Segmenter.for_tokenizer(tok, chat)
     items = domain_records("law", 3)
     items.append({**domain_records("law", 1, offset=7)[0], "cot_content": ""})  # test-split item
-    rows = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3)
+    lm = model if keeps_logits else WithoutLogitsToKeep(model)
+    rows = metrics.eval_nll(lm, tok, items, segmenter=seg, kind="domain", batch_size=3)
     assert [r["reference"] for r in rows] == ["cot", "cot", "cot", "answer"]
     for item, row in zip(items, rows):
         ctx = seg.head() + seg.query(item, "domain")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import REPO
 
 
@@ -26,20 +28,63 @@ def test_profiles_admin_is_not_a_profile():
     assert all((REPO / "profiles" / p / "config.yaml").is_file() for p in ("local", "slurm"))
 
 
-def test_every_gpu_rule_takes_a_gpu_in_both_profiles():
-    """A rule that runs in the GPU environment (a model or an SAE on the device) is sent to the
-    GPU partition on SLURM and takes the local profile's gpu unit: a new GPU rule cannot be
-    forgotten in a profile."""
-    import yaml
-
+def gpu_rules() -> set[str]:
+    """The rules that run in the GPU environment (a model or an SAE on the device)."""
     text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
-    gpu_rules = set()
+    found = set()
     for block in re.split(r"\n(?=rule |use rule )", text):
         m = re.match(r"(?:rule (\w+)|use rule \w+ as (\w+))", block)
         if m and 'envs/gpu.yaml"' in block:
-            gpu_rules.add(m.group(1) or m.group(2))
-    assert {"extract", "encode", "gradients", "finetune"} <= gpu_rules
-    for profile in ("local", "slurm"):
-        res = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
-        missing = {r for r in gpu_rules if "gpu" not in res["set-resources"].get(r, {})}
-        assert not missing, f"profiles/{profile}: no gpu resource for {sorted(missing)}"
+            found.add(m.group(1) or m.group(2))
+    assert {"extract", "encode", "gradients", "finetune"} <= found
+    return found
+
+
+def test_every_gpu_rule_takes_a_gpu_on_slurm():
+    """On SLURM every GPU rule goes to the GPU partition with one GPU and two CPUs: a new GPU
+    rule cannot be forgotten in the profile (the login node that plans may have no GPU, so the
+    profile, not the rule, says so)."""
+    import yaml
+
+    res = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    rules = gpu_rules()
+    missing = {r for r in rules if "gpu" not in res["set-resources"].get(r, {})}
+    assert not missing, f"profiles/slurm: no gpu resource for {sorted(missing)}"
+    assert {r: res["set-threads"].get(r) for r in rules} == {r: 2 for r in rules}
+
+
+def test_every_gpu_rule_plans_its_threads_and_gpu_unit_from_the_device():
+    """Locally a GPU rule takes the device's share (``model_threads``, ``gpu_units``): a rule
+    with fixed threads would keep CPU-only machines running one model job at a time."""
+    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    for block in re.split(r"\n(?=rule |use rule )", text):
+        m = re.match(r"rule (\w+)", block)
+        if m and m.group(1) in gpu_rules():
+            assert "threads: model_threads" in block and "gpu=gpu_units" in block, m.group(1)
+    local = (REPO / "profiles" / "local" / "config.yaml").read_text()
+    assert "set-threads" not in local and "set-resources" not in local
+
+
+@pytest.mark.parametrize("device, threads, gpu", [("cpu", 1, 0), ("cuda", 2, 1)])
+def test_local_model_jobs_take_a_core_on_cpu_and_a_gpu_unit_on_a_gpu(
+        tiny_model_dir, tmp_path, device, threads, gpu):
+    """What the local profile plans for the jobs that run a model, read from a dry run."""
+    from workflow_helpers import snakemake, tiny_config, write_config
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, finetune=True)
+    cfg["models"]["tiny"]["device"] = device
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n", "--verbose", "--profile", str(REPO / "profiles" / "local"),
+                    "--cores", "2").stdout
+    planned = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        t = re.search(r"^\s+threads: (\d+)", block, re.M)
+        r = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if m and m.group(1) in gpu_rules() | {"evaluate_tuned"}:  # a `use rule` of evaluate_base
+            units = re.search(r"\bgpu=(\d+)", r.group(1)) if r else None
+            planned.setdefault(m.group(1), set()).add(
+                (int(t.group(1)) if t else 1, int(units.group(1)) if units else 0))
+    assert {"extract", "prepare_sae", "finetune", "evaluate_base", "evaluate_tuned",
+            "gradients"} <= set(planned)
+    assert all(v == {(threads, gpu)} for v in planned.values()), planned
