@@ -21,6 +21,8 @@ rule extract:
         f"{R}/logs/extract/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
     wildcard_constraints:
         sae=PRIMARY_SAES,
+    # before the independent evaluations: extractions feed the encodings and scores
+    priority: 10
     conda:
         "../envs/gpu.yaml"
     threads: model_threads

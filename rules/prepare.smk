@@ -54,6 +54,8 @@ rule prepare_sae:
         directory(sae_dir("{model}", "{layer}", "{sae}")),
     log:
         f"{R}/logs/prepare_sae/{{model}}/L{{layer}}/{{sae}}.log",
+    # first: the SAE heads the longest chain (extractions, encodings, scores)
+    priority: 20
     conda:
         "../envs/gpu.yaml"
     threads: model_threads

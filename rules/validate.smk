@@ -11,6 +11,8 @@ rule finetune:
         history=history_file("{model}", "{sft}", "{method}", "{seed}"),
     log:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
+    # first: fine-tuning heads the tuned evaluations and extractions
+    priority: 20
     conda:
         "../envs/gpu.yaml"
     threads: model_threads

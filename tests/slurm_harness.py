@@ -301,3 +301,16 @@ def submitted_job_ids(workdir: str | os.PathLike) -> set[str]:
 def submitted_job_count(workdir: str | os.PathLike) -> int:
     """Number of SLURM jobs snakemake submitted from ``workdir`` (see submitted_job_ids)."""
     return len(submitted_job_ids(workdir))
+
+
+def submitted_per_rule(workdir: str | os.PathLike) -> dict[str, int]:
+    """SLURM jobs per rule, from the per-job log folders
+    ``.snakemake/slurm_logs/rule_<rule>/…/<jobid>.log`` (kept with ``slurm-keep-successful-logs``)."""
+    ids: dict[str, set[str]] = {}
+    slurm_logs = Path(workdir) / ".snakemake" / "slurm_logs"
+    for f in slurm_logs.rglob("*.log") if slurm_logs.is_dir() else []:
+        m = _SLURM_LOG_NAME_RE.match(f.name)
+        rule = f.relative_to(slurm_logs).parts[0]
+        if m and rule.startswith("rule_"):
+            ids.setdefault(rule[len("rule_"):], set()).add(m.group(1))
+    return {rule: len(v) for rule, v in ids.items()}

@@ -84,3 +84,21 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> Counter:
         if m.group(1) != "total":
             counts[m.group(1)] = int(m.group(2))
     return counts
+
+
+def gpu_rules() -> set[str]:
+    """The rules that run a model or an SAE: those in the GPU environment, and the `use rule`
+    copies of them (evaluate_tuned); everything else is a local rule on a cluster."""
+    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    found = set()
+    blocks = re.split(r"\n(?=rule |use rule )", text)
+    for block in blocks:
+        m = re.match(r"rule (\w+)", block)
+        if m and 'envs/gpu.yaml"' in block:
+            found.add(m.group(1))
+    for block in blocks:
+        m = re.match(r"use rule (\w+) as (\w+)", block)
+        if m and m.group(1) in found:
+            found.add(m.group(2))
+    assert {"extract", "encode", "gradients", "finetune", "evaluate_tuned"} <= found
+    return found

@@ -345,13 +345,16 @@ def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "dom
         # Only the positions that predict a response token need the LM head (a third of a small
         # model's forward): from the batch's shortest context on.
         first = min(examples[i][1] for i in idx) - 1
-        logits = _logits_from(model, first, input_ids=ids.to(device),
-                              attention_mask=att.to(device), use_cache=False)
-        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-        tok_logp = logp.gather(-1, ids[:, first + 1:].to(device).unsqueeze(-1)).squeeze(-1)
+        tok_logp = None
+        if first < ids.shape[1] - 1:  # else max_length cut every response away: nothing to score
+            logits = _logits_from(model, first, input_ids=ids.to(device),
+                                  attention_mask=att.to(device), use_cache=False)
+            logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+            tok_logp = logp.gather(-1, ids[:, first + 1:].to(device).unsqueeze(-1)).squeeze(-1)
         for r, i in enumerate(idx):
             seq, n_ctx, which = examples[i]
-            vals = tok_logp[r, n_ctx - 1 - first: len(seq) - 1 - first]
+            vals = (tok_logp[r, n_ctx - 1 - first: len(seq) - 1 - first] if tok_logp is not None
+                    else torch.zeros(0))
             n = int(vals.numel())
             rec = items[i]
             rows[i] = {"question_id": rec.get("question_id", rec.get("id")),

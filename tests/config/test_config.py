@@ -311,10 +311,10 @@ def test_shipped_config_validates(monkeypatch):
     assert list(cfg["models"]) == ["smollm2-135m"]
     layer = cfg["models"]["smollm2-135m"]["layers"][12]
     assert cfg["models"]["smollm2-135m"]["layers"].keys() == {12}
-    # the default's sweep: the same training as the layer's own SAE but k
+    # the default's sweep: the layer's own SAE's training, with k 16
     assert [s["name"] for s in layer["sweep"]] == ["k16"]
-    assert ({**layer["sweep"][0]["train"], "k": 32} == layer["sae"]["train"]
-            and layer["sae"]["train"]["k"] == 32)
+    assert layer["sae"]["train"]["k"] == 32 and layer["sweep"][0]["train"]["k"] == 16
+    assert {**layer["sweep"][0]["train"], "k": 32} == layer["sae"]["train"]
 
 
 def test_layer20_overlay_adds_a_layer_trained_as_the_default_is(monkeypatch):
@@ -621,3 +621,25 @@ def test_sweep_saes_are_checked_and_their_names_kept_apart(project):
         "declare one of those or null (the layer's sae)"]
     cfg["report"] = {"primary": {"sae": "k2"}}
     assert problems_of(cfg, workdir) == []
+
+
+@pytest.mark.parametrize("env, nodes, device, on_cpu", [
+    (None, [], "auto", True),                                  # no GPU device node
+    (None, ["/proc/driver/nvidia/version"], "auto", False),    # an NVIDIA driver
+    (None, ["/dev/kfd"], "auto", False),                       # ROCm
+    ("", ["/dev/nvidiactl"], "auto", True),                    # GPUs hidden from this process
+    ("-1", ["/dev/nvidiactl"], "auto", True),
+    ("0,1", ["/dev/nvidiactl"], "auto", False),
+    (None, ["/dev/nvidiactl"], "cpu", True),                   # the config says so
+    (None, [], "cuda:1", False),
+    (None, [], "mps", False),
+])
+def test_runs_on_cpu_plans_from_the_device_and_the_machine(monkeypatch, env, nodes, device,
+                                                           on_cpu):
+    """What the local scheduler plans for a model job (one core, or one GPU unit)."""
+    if env is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
+    monkeypatch.setattr(facts.Path, "exists", lambda self: str(self) in nodes)
+    assert facts.runs_on_cpu(device) is on_cpu

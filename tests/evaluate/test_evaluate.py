@@ -3,6 +3,8 @@ computations, batched generation, summaries and the paired bootstrap."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -246,6 +248,8 @@ def test_nll_matches_direct(model, tok, chat, keeps_logits):
     items = domain_records("law", 3)
     items.append({**domain_records("law", 1, offset=7)[0], "cot_content": ""})  # test-split item
     lm = model if keeps_logits else WithoutLogitsToKeep(model)
+    # the test model's forward takes logits_to_keep (the path eval_nll uses), the wrapper's not
+    assert ("logits_to_keep" in inspect.signature(lm.forward).parameters) == keeps_logits
     rows = metrics.eval_nll(lm, tok, items, segmenter=seg, kind="domain", batch_size=3)
     assert [r["reference"] for r in rows] == ["cot", "cot", "cot", "answer"]
     for item, row in zip(items, rows):
@@ -415,3 +419,27 @@ def test_schema_metrics_are_the_registered_ones():
         "generate": ("accuracy", True)}
     with pytest.raises(ValueError, match="twice"):
         register_metric("nll", kind="nll", higher_is_better=False)(lambda *a, **k: [])
+
+
+def test_nll_with_max_length_scores_the_kept_response_tokens(model, tok):
+    """max_length cuts the context + response: what is left of each response is scored (a
+    direct computation on the cut sequence); a response cut away entirely gives NaN, 0 tokens."""
+    seg = Segmenter.for_tokenizer(tok, True)
+    items = domain_records("law", 3)
+    ctx_lens = [len(seg.head() + seg.query(it, "domain")) for it in items]
+    cut = min(ctx_lens) + 4
+    rows = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
+                            max_length=cut)
+    for item, row, n_ctx in zip(items, rows, ctx_lens):
+        seq = (seg.head() + seg.query(item, "domain") + seg.response(item, "domain"))[:cut]
+        if n_ctx >= cut:
+            assert row["n_tokens"] == 0 and np.isnan(row["nll"])
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([seq])).logits[0]
+        nll = F.cross_entropy(logits[n_ctx - 1: -1], torch.tensor(seq[n_ctx:]))
+        assert row["n_tokens"] == cut - n_ctx
+        assert row["nll"] == pytest.approx(float(nll), abs=1e-5)
+    none_left = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
+                                 max_length=min(ctx_lens))
+    assert all(r["n_tokens"] == 0 and np.isnan(r["nll"]) for r in none_left)

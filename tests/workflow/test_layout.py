@@ -9,6 +9,7 @@ import re
 import pytest
 
 from conftest import REPO
+from workflow_helpers import gpu_rules
 
 
 def test_workflow_scripts_holds_only_rule_scripts():
@@ -28,16 +29,16 @@ def test_profiles_admin_is_not_a_profile():
     assert all((REPO / "profiles" / p / "config.yaml").is_file() for p in ("local", "slurm"))
 
 
-def gpu_rules() -> set[str]:
-    """The rules that run in the GPU environment (a model or an SAE on the device)."""
-    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
-    found = set()
-    for block in re.split(r"\n(?=rule |use rule )", text):
-        m = re.match(r"(?:rule (\w+)|use rule \w+ as (\w+))", block)
-        if m and 'envs/gpu.yaml"' in block:
-            found.add(m.group(1) or m.group(2))
-    assert {"extract", "encode", "gradients", "finetune"} <= found
-    return found
+def test_every_rule_is_either_a_cluster_job_or_a_local_rule():
+    """On a cluster, a rule that runs a model or an SAE is submitted and every other rule runs on
+    the login node (`localrules`): a new rule must be put on one side."""
+    text = "\n".join(p.read_text() for p in [*(REPO / "rules").glob("*.smk"), REPO / "Snakefile"])
+    rules = set(re.findall(r"^rule (\w+):", text, re.M)) | set(
+        re.findall(r"^use rule \w+ as (\w+)", text, re.M))
+    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", text, re.M)
+    local = set(re.findall(r"\w+", block.group(1)))
+    assert not local & gpu_rules()
+    assert local | gpu_rules() == rules
 
 
 def test_every_gpu_rule_takes_a_gpu_on_slurm():
@@ -81,7 +82,7 @@ def test_local_model_jobs_take_a_core_on_cpu_and_a_gpu_unit_on_a_gpu(
         m = re.match(r"(?:local)?rule (\w+):", block)
         t = re.search(r"^\s+threads: (\d+)", block, re.M)
         r = re.search(r"^\s+resources: (.*)$", block, re.M)
-        if m and m.group(1) in gpu_rules() | {"evaluate_tuned"}:  # a `use rule` of evaluate_base
+        if m and m.group(1) in gpu_rules():
             units = re.search(r"\bgpu=(\d+)", r.group(1)) if r else None
             planned.setdefault(m.group(1), set()).add(
                 (int(t.group(1)) if t else 1, int(units.group(1)) if units else 0))

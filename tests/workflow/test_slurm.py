@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from slurm_harness import run_with_profile, slurm_available, submitted_job_count
-from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+from slurm_harness import (run_with_profile, slurm_available, submitted_job_count,
+                           submitted_per_rule)
+from workflow_helpers import gpu_rules, planned_jobs, snakemake, tiny_config, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 COMPARED = ("tables/tiny/arith/sts.parquet", "tables/tiny/arith/sts.csv",
@@ -40,10 +41,15 @@ def test_profile_slurm_runs_the_workflow_through_sbatch(tiny_model_dir, tmp_path
                             timeout_s=1500, env=env)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
     assert "Using profile slurm" in proc.stdout + proc.stderr
-    # Every job but the target rule `all` (which has no action and runs nowhere) went to sbatch.
-    assert submitted_job_count(on_slurm) == sum(planned.values()) - planned["all"]
+    # Every job that runs a model or an SAE went to sbatch, and nothing else: the reductions,
+    # tables and reports are local rules.
+    on_gpu = {rule: n for rule, n in planned.items() if rule in gpu_rules()}
+    assert on_gpu and set(planned) - set(on_gpu)
+    assert submitted_per_rule(on_slurm) == on_gpu
+    assert submitted_job_count(on_slurm) == sum(on_gpu.values())
     assert planned_jobs(on_slurm) == {}  # finished: nothing left to do
-    print(f"SLURM: {submitted_job_count(on_slurm)} jobs submitted with sbatch, all finished")
+    print(f"SLURM: {submitted_job_count(on_slurm)} jobs submitted with sbatch, "
+          f"{sum(planned.values()) - sum(on_gpu.values())} local, all finished")
 
     snakemake(local, "--cores", "2")
     for rel in COMPARED:
