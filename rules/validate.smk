@@ -15,7 +15,7 @@ rule finetune:
     priority: 20
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: finetune_threads
     resources:
         gpu=gpu_units,
         mem_mb=lambda wc, attempt: 16000 * attempt,

@@ -61,7 +61,8 @@ def test_every_gpu_rule_plans_its_threads_and_gpu_unit_from_the_device():
     for block in re.split(r"\n(?=rule |use rule )", text):
         m = re.match(r"rule (\w+)", block)
         if m and m.group(1) in gpu_rules():
-            assert "threads: model_threads" in block and "gpu=gpu_units" in block, m.group(1)
+            threads = "finetune_threads" if m.group(1) == "finetune" else "model_threads"
+            assert f"threads: {threads}" in block and "gpu=gpu_units" in block, m.group(1)
     local = (REPO / "profiles" / "local" / "config.yaml").read_text()
     assert "set-threads" not in local and "set-resources" not in local
 
@@ -88,4 +89,6 @@ def test_local_model_jobs_take_a_core_on_cpu_and_a_gpu_unit_on_a_gpu(
                 (int(t.group(1)) if t else 1, int(units.group(1)) if units else 0))
     assert {"extract", "prepare_sae", "finetune", "evaluate_base", "evaluate_tuned",
             "gradients"} <= set(planned)
+    # fine-tuning takes every core of a CPU (--cores 2 here)
+    assert planned.pop("finetune") == {(2, gpu)}
     assert all(v == {(threads, gpu)} for v in planned.values()), planned
