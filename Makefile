@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make run    set up .venv and run the workflow on the embedded default (offline, CPU)
 #   make test   set up .venv and run the tests
+# One more demonstration: make run-layer20 (the default plus layer 20; after make run, only its jobs).
 # GPU users: `make venv TORCH="torch==<your version>"` (or install torch first, then `make venv`).
 
 PYTHON ?= python3

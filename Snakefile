@@ -28,7 +28,7 @@ include: "rules/report.smk"
 
 # Run by the Snakemake process itself, never submitted to a cluster: reading materialised files
 # and writing small tables or reports takes seconds (each `sts` job about 2 s), while a SLURM job
-# costs a scheduling round; at paper scale these were two thirds of the submissions. The
+# costs a scheduling round; at paper scale these were 281 of 391 submissions. The
 # materialisation jobs fetch hub datasets and prepare_model resolves a hub model's revision,
 # which needs the network that login nodes have. Every rule that runs a model or an SAE (the GPU
 # environment) stays a cluster job (a test checks the two lists cover every rule).

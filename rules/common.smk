@@ -165,11 +165,11 @@ def model_threads(w):
     return 1 if runs_on_cpu(MODELS[w.model]["device"]) else 2
 
 
-# Fine-tuning is the exception: its backward passes use every core they get, and one thread
-# next to other jobs was slower than all cores alone (embedded default, 2 cores: 964 s against
-# 413 s). It starts first (priority), so it holds the cores only at the head of the run.
-def finetune_threads(w):
-    return workflow.cores if runs_on_cpu(MODELS[w.model]["device"]) else 2
+# Fine-tuning is the exception: two threads on a CPU too. Its backward passes use them (one
+# thread beside other jobs took 964 s against 413 s alone with two, embedded default on 2 cores),
+# and a fixed count keeps a run's fine-tuned weights the same whatever the machine's core count
+# (float sums in torch's kernels depend on the thread count). It starts first (priority).
+FINETUNE_THREADS = 2
 
 
 def gpu_units(w):

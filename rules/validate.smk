@@ -11,11 +11,11 @@ rule finetune:
         history=history_file("{model}", "{sft}", "{method}", "{seed}"),
     log:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
-    # first: fine-tuning heads the tuned evaluations and extractions
-    priority: 20
+    # first of all (it takes two cores): it heads the tuned evaluations and extractions
+    priority: 30
     conda:
         "../envs/gpu.yaml"
-    threads: finetune_threads
+    threads: FINETUNE_THREADS
     resources:
         gpu=gpu_units,
         mem_mb=lambda wc, attempt: 16000 * attempt,

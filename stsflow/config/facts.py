@@ -261,8 +261,8 @@ def sae_cfg_facts(cfg: dict) -> dict:
 
 
 def accelerator_visible() -> bool:
-    """Whether this machine shows a GPU that torch could use (NVIDIA or ROCm device nodes, not
-    hidden by ``CUDA_VISIBLE_DEVICES``), read without importing torch: the workflow plans its
+    """Whether this machine shows a GPU that torch could use (NVIDIA, ROCm or WSL2 device nodes,
+    not hidden by ``CUDA_VISIBLE_DEVICES``; ``device: cuda`` plans for a GPU whatever this finds), read without importing torch: the workflow plans its
     local jobs with it (a model job on a CPU takes one core, not a GPU unit), and every planning
     call would otherwise pay torch's import. The job itself still resolves ``device: auto`` with
     torch."""
@@ -272,7 +272,7 @@ def accelerator_visible() -> bool:
     if visible is not None and visible.strip() in ("", "-1"):
         return False
     return any(Path(p).exists() for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
-                                           "/dev/kfd"))
+                                           "/dev/kfd", "/dev/dxg"))
 
 
 def runs_on_cpu(device: str) -> bool:

@@ -627,6 +627,7 @@ def test_sweep_saes_are_checked_and_their_names_kept_apart(project):
     (None, [], "auto", True),                                  # no GPU device node
     (None, ["/proc/driver/nvidia/version"], "auto", False),    # an NVIDIA driver
     (None, ["/dev/kfd"], "auto", False),                       # ROCm
+    (None, ["/dev/dxg"], "auto", False),                       # WSL2
     ("", ["/dev/nvidiactl"], "auto", True),                    # GPUs hidden from this process
     ("-1", ["/dev/nvidiactl"], "auto", True),
     ("0,1", ["/dev/nvidiactl"], "auto", False),
