@@ -1,6 +1,7 @@
 """The registry of fine-tuning methods: how each prepares the model before training and what it
-saves after (full fine-tuning; LoRA through peft, merged for the true-shift run). A new method
-is one ``register_method`` call; a test keeps it equal to the schema and the mode names."""
+saves after (full fine-tuning: the whole model; LoRA through peft: the adapter alone, merged
+into the base when a job loads it). A new method is one ``register_method`` call; a test keeps
+it equal to the schema and the mode names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from stsflow.config.settings import FinetuneSettings
 @dataclass(frozen=True)
 class Method:
     """A fine-tuning method: ``prepare(model, cfg)`` returns the module to train (its trainable
-    parameters marked), ``finish(trained)`` the plain model to save. Registered by name; the
+    parameters marked), ``finish(trained)`` the module to save (a PEFT model saves only its
+    adapter: ``stsflow.finetune.checkpoint``). Registered by name; the
     names are ``stsflow.mode.FINETUNE_METHODS`` (a test keeps the two, and the schema, equal)."""
 
     name: str
@@ -44,4 +46,6 @@ def _wrap_lora(model, cfg: FinetuneSettings):
 
 
 register_method("full", _full_prepare, lambda trained: trained)
-register_method("lora", _wrap_lora, lambda trained: trained.merge_and_unload())
+# LoRA keeps the adapter (a few MB) rather than a merged copy of the model (15 GB for a 7B model in
+# bf16, per run and seed); jobs that read the tuned model merge it into the base on load.
+register_method("lora", _wrap_lora, lambda trained: trained)

@@ -28,7 +28,8 @@ Choices made here (the paper is silent):
   (a model in another dtype is converted in place). Optional non-reentrant activation
   checkpointing (``gradient_checkpointing``) gives the same numbers with less memory.
 * **LoRA.** ``peft.get_peft_model`` with the configured rank/alpha/dropout/targets; after training
-  the adapters are merged (``merge_and_unload``) and the plain model is returned.
+  the PEFT model is returned as it is, so the checkpoint keeps only the adapter
+  (``checkpoint.plain`` merges it into the base where a plain model is needed).
 """
 
 from __future__ import annotations
@@ -163,8 +164,8 @@ def _checkpointing(model, enable: bool) -> None:
 
 def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
              use_chat_template: bool, log=print, kind: str = "sft") -> dict:
-    """Fine-tune ``model`` in place on ``records``; return the training history and the final model
-    (for LoRA: the merged plain model) under ``"model"``."""
+    """Fine-tune ``model`` in place on ``records``; return the training history and the trained
+    module under ``"model"`` (for LoRA: the PEFT model, whose checkpoint is the adapter)."""
     segmenter = Segmenter.for_tokenizer(tokenizer, use_chat_template)
     examples = build_examples(records, segmenter, cfg.max_length, kind=kind)
     n_dropped = len(records) - len(examples)
@@ -251,8 +252,9 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
             _checkpointing(model, False)
         opt.zero_grad(set_to_none=True)
         final = method.finish(train_model)
-    for name, p in final.named_parameters():
-        p.requires_grad_(requires_grad_before.get(name, True))
+    if final is model:  # a PEFT wrapper keeps its base frozen and its adapter trainable
+        for name, p in final.named_parameters():
+            p.requires_grad_(requires_grad_before.get(name, True))
     final.eval()
     history["n_steps"] = step
     history["wall_time_s"] = time.perf_counter() - t_start

@@ -44,7 +44,7 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     outdir = Path(outdir)
     if outdir.exists():  # Snakemake may pre-create the directory; a checkpoint is never reused
         shutil.rmtree(outdir)
-    checkpoint.save_checkpoint(result["model"], tok, outdir, meta)
+    checkpoint.save_checkpoint(result["model"], tok, outdir, meta, base_dir=model_dir)
     write_parquet(history, history_out, meta)
 
 

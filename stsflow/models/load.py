@@ -7,6 +7,9 @@ A prepared model is a directory with ``stsflow_model.json`` that says how to loa
 * local directory: loaded from there;
 * Hugging Face id: loaded from the hub cache at the pinned revision (resolved to a commit when the
   hub is reachable, so provenance names the exact weights).
+
+A fine-tuned checkpoint (``stsflow.finetune.checkpoint``) loads the same way; a LoRA adapter is
+merged into its base model on load.
 """
 
 from __future__ import annotations
@@ -105,8 +108,29 @@ def model_info(prepared: Path | str) -> dict:
     return json.loads((prepared / MANIFEST).read_text())
 
 
+def adapter_base(prepared: Path | str, info: dict) -> Path:
+    """The prepared base model a LoRA adapter checkpoint was trained from (its ``base_dir``),
+    checked to still be the model recorded in the checkpoint's metadata."""
+    base = (Path(prepared) / info["base_dir"]).resolve()
+    if not (base / MANIFEST).is_file():
+        raise FileNotFoundError(
+            f"the LoRA adapter in {prepared} is merged into its base model at {base}, which is "
+            f"missing or incomplete; rerun its prepare_model job (snakemake {base})")
+    recorded, now = info.get("base") or {}, model_info(base)
+    changed = [k for k in ("kind", "id", "package", "file", "revision", "sha256")
+               if k in recorded and now.get(k) != recorded[k]]
+    if changed:
+        raise ValueError(
+            f"the LoRA adapter in {prepared} was trained on another base model than the one now at "
+            f"{base} ({', '.join(changed)} differ); delete the adapter to fine-tune again")
+    return base
+
+
 def _location(prepared: Path | str, info: dict) -> tuple:
     """(where, from_pretrained kwargs) of a prepared model."""
+    if info.get("adapter"):  # tokenizer saved with the adapter; config and weights of the base
+        base = adapter_base(prepared, info)
+        return _location(base, model_info(base))
     if info["kind"] == "hf":
         return info["id"], {"revision": info["revision"]}
     return (Path(prepared) / info["path"] if info["kind"] != "local" else info["path"]), {}
@@ -117,8 +141,10 @@ def load_tokenizer(prepared: Path | str):
     build and check every input before the expensive load."""
     from transformers import AutoConfig, AutoTokenizer
 
-    where, kw = _location(prepared, model_info(prepared))
-    tok = AutoTokenizer.from_pretrained(where, **kw)
+    info = model_info(prepared)
+    where, kw = _location(prepared, info)
+    tok = AutoTokenizer.from_pretrained(prepared if info.get("adapter") else where,
+                                        **({} if info.get("adapter") else kw))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok, AutoConfig.from_pretrained(where, **kw)
@@ -148,10 +174,27 @@ def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = model_info(prepared)
-    where, kw = _location(prepared, info)
-    tok = AutoTokenizer.from_pretrained(where, **kw)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **kw)
+    if info.get("adapter"):
+        model = _merged_adapter(prepared, info, dtype)
+        tok = AutoTokenizer.from_pretrained(prepared)
+    else:
+        where, kw = _location(prepared, info)
+        tok = AutoTokenizer.from_pretrained(where, **kw)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], **kw)
     model.to(resolve_device(device)).eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok, info
+
+
+def _merged_adapter(prepared: Path | str, info: dict, dtype: str):
+    """A LoRA checkpoint as a plain model: the base loaded in ``dtype`` on the CPU, raised to
+    float32 and the adapter merged there, as training did (it converts the base to float32 and
+    trains in it), then cast to ``dtype``: the same weights a merged float32 copy loaded in
+    ``dtype`` would have. Host memory: the base in float32 (4 bytes per parameter)."""
+    from peft import PeftModel
+
+    base, _, _ = load_model(adapter_base(prepared, info), dtype, "cpu")
+    base.to(torch.float32)
+    merged = PeftModel.from_pretrained(base, str(prepared)).merge_and_unload()
+    return merged.to(DTYPES[dtype])

@@ -27,6 +27,7 @@ from stsflow.jobs import prepare as prepare_job
 from stsflow.jobs import reduce as reduce_job
 from stsflow.jobs import validate as validate_job
 from stsflow.mode import Mode, Shift
+from stsflow.models.load import load_model
 from stsflow.text import demos
 from stsflow.text.segments import Segmenter
 
@@ -605,10 +606,90 @@ def test_finetune_job_runs_each_registered_method(job, method):
     meta = read_checkpoint_meta(out)
     assert (meta["method"], meta["seed"], meta["n_answer_cut"]) == (method, 0, 0)
     assert pq.read_table(d / f"ft-{method}.history.parquet").num_rows == 3
-    tuned = load_file(str(out / "model.safetensors"))
     base = job["model"].state_dict()
     name = "model.layers.0.self_attn.q_proj.weight"
-    assert not torch.equal(tuned[name], base[name])
+    if method == "full":
+        tuned = load_file(str(out / "model.safetensors"))
+        assert not torch.equal(tuned[name], base[name])
+    else:  # the adapter alone, with the way back to its base
+        assert not (out / "model.safetensors").exists()
+        adapter = load_file(str(out / "adapter_model.safetensors"))
+        assert adapter and all("lora_" in k for k in adapter)
+        assert meta["adapter"] is True and (out / meta["base_dir"]).resolve() == (d / "model")
+        assert meta["base"]["kind"] == "local"
+    tuned, _, info = load_model(out, "float32", "cpu")
+    assert info["method"] == method
+    assert not torch.equal(tuned.state_dict()[name], base[name])
+    assert not any("lora" in k for k in tuned.state_dict())
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(job):
+    """A LoRA fine-tune through the job path: its checkpoint (the adapter) at ``d/adapter``."""
+    d = job["d"]
+    recipe = {"epochs": 1, "lr": 5e-2, "batch_size": 4, "micro_batch_size": 2,
+              "max_length": 128, "lora_r": 4, "lora_alpha": 8,
+              "lora_targets": ["q_proj", "v_proj", "down_proj"]}
+    validate_job.finetune(d / "model", ModelSettings.with_defaults(**MSPEC), d / "sft.parquet",
+                          FinetuneSettings.with_defaults("lora", 0, **recipe), d / "adapter",
+                          d / "adapter.history.parquet", threads=1)
+    return d / "adapter"
+
+
+def test_lora_adapter_and_merged_copy_give_the_same_true_shift(job, lora_adapter):
+    """The checkpoint a LoRA run keeps is its adapter; the tuned model's extraction (the true
+    shift) through it equals the extraction through a merged full copy of the same fine-tune,
+    and the adapter is a small fraction of the copy's size."""
+    from stsflow.finetune.checkpoint import read_checkpoint_meta, save_checkpoint
+
+    d = job["d"]
+    merged, tok, _ = load_model(lora_adapter, "float32", "cpu")
+    meta = {k: v for k, v in read_checkpoint_meta(lora_adapter).items()
+            if k not in ("adapter", "base_dir")}
+    save_checkpoint(merged, tok, d / "merged", meta)
+    run_job(job, "sft", "plain", "ad_plain")
+    shards = {}
+    for name in ("adapter", "merged"):
+        run_job(job, "sft", "tuned-lora-s0", f"ad_{name}", model=name, reference="ad_plain")
+        shards[name] = pq.read_table(d / f"ad_{name}.parquet")
+    assert shards["adapter"].num_rows > 0
+    assert shards["adapter"].column_names == shards["merged"].column_names
+    for col in shards["adapter"].column_names:
+        assert shards["adapter"][col].to_pylist() == shards["merged"][col].to_pylist(), col
+    stats = {n: Stats.read(d / f"ad_{n}.stats.parquet") for n in ("adapter", "merged", "plain")}
+
+    np.testing.assert_array_equal(stats["adapter"].diff_sum, stats["merged"].diff_sum)
+    assert np.abs(stats["adapter"].diff_sum).max() > 0  # the model moved: a true shift
+    assert stats["plain"].diff_sum is None
+
+    def size(p):
+        return sum(f.stat().st_size for f in p.rglob("*.safetensors"))
+
+    assert size(d / "adapter") < 0.1 * size(d / "merged")
+
+
+def test_lora_adapter_refuses_a_missing_or_changed_base(job, lora_adapter, tmp_path):
+    """A LoRA checkpoint names its base model; loading it without that base, or with another
+    model in its place, fails with the path and what to do."""
+    import shutil
+
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+
+    d, adapter = job["d"], lora_adapter
+    layout = tmp_path / "results"
+    shutil.copytree(adapter, layout / "finetune" / "ft-lora")
+    meta = read_checkpoint_meta(adapter)
+    moved = layout / "finetune" / "ft-lora"
+    base = (moved / meta["base_dir"]).resolve()
+    with pytest.raises(FileNotFoundError, match="rerun its prepare_model job"):
+        load_model(moved, "float32", "cpu")
+    shutil.copytree(d / "model", base)
+    load_model(moved, "float32", "cpu")  # the base in its place: loads
+    manifest = json.loads((base / "stsflow_model.json").read_text())
+    (base / "stsflow_model.json").write_text(json.dumps({**manifest, "kind": "hf",
+                                                         "id": "other/model"}))
+    with pytest.raises(ValueError, match="trained on another base model"):
+        load_model(moved, "float32", "cpu")
 
 
 def test_finetune_job_draws_max_items_with_the_sample_seed(job):
