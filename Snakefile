@@ -49,6 +49,15 @@ localrules:
     manifest,
 
 
+# Downloads of models and SAEs run here too unless the config says the compute nodes are online
+# (hub_downloads: cluster, set by a profile): on many clusters only the login node is.
+if CONFIG["hub_downloads"] == "local":
+
+    localrules:
+        fetch_model,
+        fetch_sae,
+
+
 rule all:
     default_target: True
     input:

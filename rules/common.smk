@@ -1,10 +1,12 @@
 # Configuration, paths and the per-item slices of the config each rule receives.
 
 import re
+from pathlib import Path
 
 from stsflow import config as stsconfig
 from stsflow.config.saes import layer_saes, primary_sae, sae_roles
-from stsflow.config.facts import runs_on_cpu
+from stsflow.config import resources
+from stsflow.config.facts import model_shape, registry_id_facts, runs_on_cpu
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode, Shift
 from stsflow.scores import PREDICTORS, SPACES, oracle_predictors, pretraining_predictors
@@ -65,6 +67,11 @@ def model_dir(model):
 
 def sae_dir(model, layer, sae):
     return f"{R}/sae/{model}/L{layer}/{sae}"
+
+
+def hub_record(what, name):
+    """What a download from the hub fetched (fetch_model, fetch_sae): repository, commit, files."""
+    return f"{R}/hub/{what}/{name}.json"
 
 
 def sft_file(corpus):
@@ -176,6 +183,97 @@ def gpu_units(w):
     return 0 if runs_on_cpu(MODELS[w.model]["device"]) else 1
 
 
+# -- memory requests of the model jobs, from the model's shape (stsflow.config.resources) --------
+
+
+def _shape(model, _cache={}):
+    if model not in _cache:  # read once per Snakemake process (a GGUF header, a config.json)
+        _cache[model] = model_shape(MODELS[model], Path("."))[0]
+    return _cache[model]
+
+
+def _sae_width(w):
+    """The width of the SAE a job trains or encodes with, where the config says it."""
+    sae = layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
+    if "train" in sae:
+        return sae["train"]["width"]
+    if "registry" in sae:
+        hidden = _shape(w.model).hidden_size if _shape(w.model) else None
+        return registry_id_facts(**sae["registry"], hidden_size=hidden)["width"]
+    return None
+
+
+def _merges_adapter(method):
+    return method == "lora"  # a LoRA checkpoint is an adapter merged on load
+
+
+def _eval_job(w):
+    gen = EVAL["max_new_tokens"] if "generate" in EVAL["metrics"] else 0
+    return dict(
+        step="inference",
+        batch=EVAL["batch_size"],
+        new_tokens=gen,
+        merges_adapter=_merges_adapter(getattr(w, "method", None)),
+    )
+
+
+# The step and batch of one job of each model rule. Tokens per sequence are the model's
+# max_length unless the step says (fine-tuning uses finetune.max_length).
+MODEL_JOBS = {
+    "extract": lambda w: dict(
+        step="inference",
+        logits=False,  # the forward stops after the layer
+        merges_adapter=_merges_adapter(Mode.parse(w.mode).method),
+    ),
+    "encode": lambda w: dict(step="encode", sae_width=_sae_width(w)),
+    "gradients": lambda w: dict(step="gradients", batch=1),
+    "prepare_sae": lambda w: dict(step="sae", sae_width=_sae_width(w)),
+    "finetune": lambda w: dict(
+        step=w.method,
+        batch=FT["micro_batch_size"],
+        tokens=FT["max_length"],
+        checkpointing=FT["gradient_checkpointing"],
+    ),
+    "evaluate_base": _eval_job,  # evaluate_tuned inherits its resources (use rule ... with)
+}
+
+
+def job_need(rule, w):
+    """What one job of a model rule needs (resources.Need), or None when the model's shape is
+    unknown offline and the config gives none."""
+    shape = _shape(w.model)
+    if shape is None:
+        return None
+    m = MODELS[w.model]
+    job = {"batch": m["batch_size"], "tokens": m["max_length"] or 1024, **MODEL_JOBS[rule](w)}
+    return resources.need(
+        job.pop("step"),
+        shape,
+        dtype=m["dtype"],
+        # only `device: cpu` puts the working memory on the host: `auto` is planned for a GPU
+        # (the machine that plans a cluster run, a login node, may have none)
+        device_is_cpu=m["device"] == "cpu",
+        **job,
+    )
+
+
+def host_request(rule, fallback):
+    """Host memory request of a model rule, grown with the retry attempt; ``fallback`` (MB) when
+    the model's shape is unknown."""
+
+    def request(wc, attempt):
+        got = job_need(rule, wc)
+        return (got.host_mb if got else fallback) * attempt
+
+    return request
+
+
+def gpu_request(rule):
+    """GPU memory one job needs on its device (MB; 0 when unknown): planning figure for
+    `stsflow plan`, and a limit when a run passes `--resources gpu_mem_mb=...`."""
+    return lambda wc: job_need(rule, wc).gpu_mb if job_need(rule, wc) else 0
+
+
 def sae_spec(w):
     """An SAE's config, without its name (the name is in the path; renaming reruns nothing
     that the path does not)."""
@@ -204,10 +302,24 @@ def sae_corpora(w):
     return [("sft" if n in SFTS else "domain", n) for n in names]
 
 
+def model_inputs(w):
+    """prepare_model's input: a hub model's download (fetch_model), done where the network is."""
+    if "hf" not in MODELS[w.model]["source"]:
+        return {}
+    return {"hub": hub_record("models", w.model)}
+
+
+def on_hub(sae):
+    return "registry" in sae or "hub" in sae
+
+
 def sae_inputs(w):
-    """Named inputs of prepare_sae: the model, and each corpus that trains or evaluates the SAE
-    as "<kind>:<name>" (the script reads kind and name from the key, never from list order)."""
+    """Named inputs of prepare_sae: the model, a hub SAE's download (fetch_sae), and each corpus
+    that trains or evaluates the SAE as "<kind>:<name>" (the script reads kind and name from the
+    key, never from list order)."""
     inputs = {"model": model_dir(w.model)}
+    if on_hub(sae_spec(w)):
+        inputs["hub"] = hub_record("sae", f"{w.model}/L{w.layer}/{w.sae}")
     for kind, name in sae_corpora(w):
         inputs[f"{kind}:{name}"] = sft_file(name) if kind == "sft" else domain_file(name, "test")
     return inputs
@@ -277,9 +389,11 @@ def extract_inputs(w):
     mode = Mode.parse(w.mode)
     mode.check_corpus(w.kind)
     model = model_dir(w.model)
+    inputs = {"sae": sae_dir(w.model, w.layer, w.sae)}
     if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
-        model = ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
-    inputs = {"model": model, "sae": sae_dir(w.model, w.layer, w.sae)}
+        # a LoRA checkpoint is an adapter, merged into the base model on load
+        inputs["base"], model = model, ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
+    inputs["model"] = model
     return {**inputs, **data_files(w.kind, w.corpus), **_paired_inputs(w)}
 
 

@@ -28,7 +28,8 @@ rule extract:
     threads: model_threads
     resources:
         gpu=gpu_units,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=host_request("extract", 8000),
+        gpu_mem_mb=gpu_request("extract"),
         runtime=lambda wc, attempt: 120 * attempt,
     params:
         model=model_spec,
@@ -55,7 +56,8 @@ rule encode:
     threads: model_threads
     resources:
         gpu=gpu_units,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=host_request("encode", 8000),
+        gpu_mem_mb=gpu_request("encode"),
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         device=lambda w: MODELS[w.model]["device"],
@@ -80,7 +82,8 @@ rule gradients:
     threads: model_threads
     resources:
         gpu=gpu_units,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=host_request("gradients", 8000),
+        gpu_mem_mb=gpu_request("gradients"),
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         model=model_spec,

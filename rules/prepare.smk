@@ -28,7 +28,38 @@ rule materialize_domain:
         "../workflow_scripts/materialize.py"
 
 
+rule fetch_model:
+    """A hub model's weights, config and tokenizer into the Hugging Face cache, where the
+    network is (see hub_downloads); the jobs that load it then read the cache."""
+    output:
+        hub_record("models", "{model}"),
+    log:
+        f"{R}/logs/fetch_model/{{model}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        source=lambda w: MODELS[w.model]["source"],
+    script:
+        "../workflow_scripts/fetch.py"
+
+
+rule fetch_sae:
+    """A registry or hub SAE's folder into the Hugging Face cache (see fetch_model)."""
+    output:
+        hub_record("sae", "{model}/L{layer}/{sae}"),
+    log:
+        f"{R}/logs/fetch_sae/{{model}}/L{{layer}}/{{sae}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        sae=sae_spec,
+    script:
+        "../workflow_scripts/fetch.py"
+
+
 rule prepare_model:
+    input:
+        unpack(model_inputs),
     output:
         directory(model_dir("{model}")),
     log:
@@ -61,7 +92,8 @@ rule prepare_sae:
     threads: model_threads
     resources:
         gpu=gpu_units,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=host_request("prepare_sae", 8000),
+        gpu_mem_mb=gpu_request("prepare_sae"),
         runtime=lambda wc, attempt: 120 * attempt,
     params:
         model=model_spec,

@@ -18,7 +18,8 @@ rule finetune:
     threads: FINETUNE_THREADS
     resources:
         gpu=gpu_units,
-        mem_mb=lambda wc, attempt: 16000 * attempt,
+        mem_mb=host_request("finetune", 16000),
+        gpu_mem_mb=gpu_request("finetune"),
         runtime=lambda wc, attempt: 240 * attempt,
     params:
         model=model_spec,
@@ -44,7 +45,8 @@ rule evaluate_base:
     threads: model_threads
     resources:
         gpu=gpu_units,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=host_request("evaluate_base", 8000),
+        gpu_mem_mb=gpu_request("evaluate_base"),
         runtime=lambda wc, attempt: 120 * attempt,
     params:
         model=model_spec,
@@ -57,6 +59,8 @@ rule evaluate_base:
 use rule evaluate_base as evaluate_tuned with:
     input:
         model=ckpt_dir("{model}", "{sft}", "{method}", "{seed}"),
+        # a LoRA checkpoint is an adapter, merged into the base model on load
+        base=model_dir("{model}"),
         test=domain_file("{domain}", "test"),
         demos=domain_file("{domain}", "demos"),
     output:

@@ -1,4 +1,5 @@
-"""Command line: `stsflow validate CONFIG`, `stsflow verify RESULTS`, `stsflow bench ...`."""
+"""Command line: `stsflow validate CONFIG`, `stsflow verify RESULTS`, `stsflow bench ...`,
+`stsflow plan ...`."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, default=None)
     sub.add_parser("bench", help="extraction throughput and storage figures (see --help)",
                    add_help=False)
+    sub.add_parser("plan", help="jobs, resources and GPU hours of a config (see --help)",
+                   add_help=False)
     if argv is None:
         argv = sys.argv[1:]
+    if argv[:1] == ["plan"]:
+        from stsflow.plan import main as plan
+
+        return plan(argv[1:])
     if argv[:1] == ["bench"]:
         from stsflow.benchmark import main as bench
 

@@ -101,3 +101,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def saved_sae(directory, *, d_in=32, width=64, k=6, hook="blocks.1.hook_resid_post",
+              model_name=None, seed=0):
+    """A random TopK SAE saved by sae-lens, with the hook (and model) it declares."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    meta = {k_: v for k_, v in (("hook_name", hook), ("model_name", model_name)) if v}
+    torch.manual_seed(seed)
+    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=width, k=k, metadata=SAEMetadata(**meta)))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.3)
+    sae.save_model(str(directory))
+    return directory

@@ -146,14 +146,25 @@ def _sae_problems(config: dict, name: str, sae: dict, sae_name: str, layer: int,
                     where, "registry.sae_id",
                     {"hook_name": f"blocks.{id_facts['layer']}.hook_resid_post"}, layer, None,
                     origin, None)
-        # The registry YAML carries no widths: a prepared SAE tells it on later runs, and the
-        # prepare_sae job checks it on the first.
+    if "hub" in sae:  # a folder named after its hook (sae-lens's convention) says the layer
+        named = resid_layer(sae["hub"]["path"].strip("/").split("/")[-1])
+        if named is not None and not sae.get("accept_hook"):
+            problems += sae_fit_problems(where, "hub.path",
+                                         {"hook_name": f"blocks.{named}.hook_resid_post"}, layer,
+                                         None, origin, None)
+    if "registry" in sae or "hub" in sae:
+        # Neither the registry YAML nor a hub path carries the width: a prepared SAE tells it on
+        # later runs, and the prepare_sae job checks it on the first.
         prepared = (base_dir / config["results"] / "sae" / name / f"L{layer}" / sae_name
                     / "stsflow_sae.json")
         if width is None and prepared.exists():
             info = json.loads(prepared.read_text())
-            if info.get("kind") == "registry" and all(
-                    info.get(k) == v for k, v in sae["registry"].items()):
+            same = (info.get("kind") == "registry" and "registry" in sae and all(
+                info.get(k) == v for k, v in sae["registry"].items())) or (
+                info.get("kind") == "hub" and "hub" in sae
+                and (info.get("repo"), info.get("repo_path")) == (sae["hub"]["repo"],
+                                                                  sae["hub"]["path"]))
+            if same:
                 width = info.get("width")
     return problems + n_top_problems(config["sts"]["n_top"], width, where)
 

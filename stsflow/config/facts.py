@@ -113,6 +113,69 @@ def model_facts(model: dict, base_dir: Path) -> tuple[dict | None, str]:
     return None, ""
 
 
+def params_of_config(cfg: dict) -> int:
+    """Parameters of a decoder-only transformer with a gated MLP (Llama, Qwen2, Gemma 2, Mistral)
+    from its config.json: embeddings (and an untied LM head), attention with grouped key/value
+    heads, the three MLP projections, norms. Biases (Qwen2's q/k/v) are left out: under 0.01 %."""
+    cfg = cfg.get("text_config", cfg)
+    h, n_layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    heads = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or heads
+    head_dim = cfg.get("head_dim") or h // heads
+    attn = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    mlp = 3 * h * cfg["intermediate_size"]
+    embed = vocab * h * (1 if cfg.get("tie_word_embeddings", False) else 2)
+    return int(n_layers * (attn + mlp + 2 * h) + embed + h)
+
+
+@functools.lru_cache(maxsize=8)
+def _gguf_params(path: str) -> int:
+    from gguf import GGUFReader
+
+    return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
+
+
+def _cached_hub_config(hf: dict) -> dict | None:
+    """A hub model's config.json if the hub cache holds it (after fetch_model); no network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(hf["id"], "config.json", revision=hf["revision"])
+    except Exception:
+        return None
+    return json.loads(Path(path).read_text()) if isinstance(path, str) else None
+
+
+def model_shape(model: dict, base_dir: Path):
+    """(``resources.Shape``, where it came from) of a model, offline: the GGUF file's tensors and
+    header, a local or cached hub config.json, else the config's ``shape`` (with ``n_layers``);
+    (None, "") when none says. Plans the memory of its jobs (``stsflow.config.resources``)."""
+    from stsflow.config.resources import Shape
+
+    src = model["source"]
+    try:
+        if "gguf_package" in src:
+            path = str(package_file(src["gguf_package"]))
+            fields = gguf_fields(path)
+            arch = fields["general.architecture"]
+            return Shape(_gguf_params(path), int(fields[f"{arch}.embedding_length"]),
+                         int(fields[f"{arch}.block_count"]),
+                         int(fields[f"{arch}.vocab_size"])), "GGUF file"
+        cfg = (json.loads((base_dir / src["local"]["path"] / "config.json").read_text())
+               if "local" in src else _cached_hub_config(src["hf"]))
+        if cfg is not None:
+            text = cfg.get("text_config", cfg)
+            return Shape(params_of_config(cfg), int(text["hidden_size"]),
+                         int(text["num_hidden_layers"]), int(text["vocab_size"])), "config.json"
+    except Exception:  # unreadable files are reported elsewhere
+        pass
+    given = model.get("shape")
+    if given and model.get("n_layers"):
+        return Shape(int(given["n_params"]), int(given["hidden_size"]), int(model["n_layers"]),
+                     int(given["vocab_size"])), "shape"
+    return None, ""
+
+
 def model_n_layers(name: str, model: dict, base_dir: Path) -> tuple[int | None, str]:
     """Layer count from the model itself where reachable offline, else from ``n_layers``."""
     facts, origin = model_facts(model, base_dir)

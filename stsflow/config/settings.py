@@ -106,7 +106,8 @@ class ModelSettings:
     """What the jobs of a model depend on (``models.<name>`` without its layer list, so adding a
     layer changes no other job's parameters)."""
     SECTION: typing.ClassVar[str] = "models.*"
-    NOT_PASSED: typing.ClassVar[tuple] = ("layers", "n_layers")  # read by the rules only
+    # read by the rules only (shape: the memory the rules request, stsflow.config.resources)
+    NOT_PASSED: typing.ClassVar[tuple] = ("layers", "n_layers", "shape")
 
     source: dict
     dtype: str
@@ -208,8 +209,8 @@ class SaeTrainSettings:
 
 @dataclass(frozen=True)
 class SaeSettings:
-    """``models.<m>.layers.<L>.sae``: exactly one of ``registry``, ``local``, ``train``, plus what
-    every SAE shares (held-out evaluation, an accepted hook mismatch)."""
+    """``models.<m>.layers.<L>.sae``: exactly one of ``registry``, ``hub``, ``local``, ``train``,
+    plus what every SAE shares (held-out evaluation, an accepted hook mismatch)."""
     SECTION: typing.ClassVar[str] = "$defs.sae"
 
     accept_hook: str | None
@@ -217,6 +218,7 @@ class SaeSettings:
     eval_corpora: tuple[str, ...] | None
     name: str | None = None  # keys the outputs (config.saes); not passed to prepare_sae's job
     registry: dict | None = None
+    hub: dict | None = None
     local: dict | None = None
     train: SaeTrainSettings | None = None
 

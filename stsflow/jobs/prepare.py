@@ -35,10 +35,32 @@ def materialize_domain(corpus: CorpusSettings, out_test: Path | str,
 
 # -- models and SAEs ----------------------------------------------------------------------------
 
-def prepare_model(model: ModelSettings, outdir: Path | str) -> None:
+def fetch(source: dict | None, sae: dict | None, out: Path | str) -> None:
+    """Download a hub model (``source``, a model's config source) or a registry or hub SAE
+    (``sae``, its config) into the Hugging Face cache; record what was fetched in ``out``."""
+    from stsflow.io import hub
+    from stsflow.io.files import write_json
+
+    got = hub.fetch_model(source) if source is not None else hub.fetch_sae(sae)
+    if got is None:
+        raise ValueError("nothing to download: the model or SAE is not on the hub")
+    got.pop("snapshot")  # a path on this machine: not part of the record
+    log.info("fetched %s@%s: %d files, %.1f MB", got["repo"], got["revision"], len(got["files"]),
+             got["bytes"] / 1e6)
+    write_json(out, got)
+
+
+def prepare_model(model: ModelSettings, outdir: Path | str, fetched: Path | str | None = None
+                  ) -> None:
+    """A loadable model directory. ``fetched``: fetch_model's record of a hub model, whose commit
+    pins the revision (the weights in the cache are that commit's, whatever the branch says now)."""
     from stsflow.models.load import prepare_model as prep
 
-    info = prep(model.source, outdir)
+    source = model.source
+    if fetched is not None:
+        commit = json.loads(Path(fetched).read_text())["revision"]
+        source = {**source, "hf": {**source["hf"], "revision": commit}}
+    info = prep(source, outdir)
     log.info("prepared model: %s", json.dumps(info))
 
 

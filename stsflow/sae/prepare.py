@@ -1,6 +1,6 @@
-"""A pretrained SAE (sae-lens registry or a local sae-lens directory) fetched, checked against
-the model and layer before its weights are loaded, and saved as a prepared SAE with its quality
-figures (see the package docstring for the choices made)."""
+"""A pretrained SAE (sae-lens registry, a folder of a hub repository, or a local sae-lens
+directory) fetched, checked against the model and layer before its weights are loaded, and saved
+as a prepared SAE with its quality figures (see the package docstring for the choices made)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def fetch_pretrained(spec: SaeSettings, *, layer: int, hidden_size: int, where: str,
                      n_top: list[int] | None = None):
-    """(sae, info) of a registry or local SAE, refused (ConfigError) unless it reads the residual
+    """(sae, info) of a registry, hub or local SAE, refused (ConfigError) unless it reads the residual
     stream after block ``layer`` with the model's hidden size; ``where`` is its config entry
     (``models.m.layers.L.sae``). A registry SAE's config is fetched and checked before its
     weights. ``n_top`` is checked against the width here because the registry YAML does not
@@ -44,6 +44,14 @@ def fetch_pretrained(spec: SaeSettings, *, layer: int, hidden_size: int, where: 
         facts = sae_cfg_facts(load_sae_config_from_huggingface(reg["release"], reg["sae_id"]))
         field, declared = "registry.sae_id", {"registry": registry_model(reg["release"])}
         info = {"kind": "registry", **reg, "path": "."}
+    elif spec.hub is not None:
+        from stsflow.io.hub import hub_sae_dir
+
+        path, commit = hub_sae_dir(spec.hub)
+        facts = sae_cfg_facts(json.loads((path / "cfg.json").read_text()))
+        field, declared = "hub.path", {}
+        info = {"kind": "hub", "repo": spec.hub["repo"], "repo_path": spec.hub["path"],
+                "revision": commit, "path": "."}
     else:
         path = Path(spec.local["path"]).resolve()
         facts = sae_cfg_facts(json.loads((path / "cfg.json").read_text()))
@@ -74,8 +82,8 @@ def prepare_pretrained(sae, info: dict, outdir: Path | str, *, model, layer: int
     """Save a fetched registry SAE (a local one is used in place), with its quality figures on
     held-out windows of this model and its exported encoder."""
     with atomic_dir(outdir) as tmp:
-        if info["kind"] == "registry":
-            sae.save_model(str(tmp))  # an inference SAE (SAE.from_pretrained)
+        if info["kind"] != "local":  # a downloaded SAE is kept with the results
+            sae.save_model(str(tmp))
         sae.to(device)
         figures, acts = evaluate_sae(model, layer, sae, held_out, model_batch=model_batch,
                                      device=device)

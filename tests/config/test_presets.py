@@ -26,6 +26,9 @@ MMLU_PRO = ["biology", "business", "chemistry", "computer science", "economics",
 EXPECTED = {
     "qwen2.5-7b-instruct": ("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", 28,
                             {23: ("qwen2.5-7b-instruct-andyrdt", "resid_post_layer_23_trainer_1")}),
+    # the paper's Llama setting: the model and SAE of the authors' release
+    "llama3-8b-instruct": ("llama3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct", 32,
+                           {25: ("llama-3-8b-it-res-jh", "blocks.25.hook_resid_post")}),
     "llama3.1-8b-instruct": ("llama3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", 32,
                              {25: ("llama_scope_lxr_8x", "l25r_8x")}),
     "gemma2-9b-it": ("gemma2-9b-it", "google/gemma-2-9b-it", 42,
@@ -72,7 +75,7 @@ def expected_jobs(cfg: dict) -> Counter:
     sts = cfg["sts"]
     seeds, n_top = len(sts["seeds"]), len(sts["n_top"])
     jobs = Counter(materialize_domain=n_dom, materialize_sft=1, prepare_model=1,
-                   prepare_sae=n_layers,
+                   prepare_sae=n_layers, fetch_model=1, fetch_sae=n_layers,
                    # SFT: plain + one ICL run per seed; domains: plain + ICL
                    extract=n_layers * (1 + seeds + 2 * n_dom),
                    shift=n_layers * seeds, sts=n_layers * seeds * n_top * n_dom,
@@ -182,3 +185,37 @@ def test_documented_command_next_to_the_default_config(tmp_path):
     proc = dry_run(tmp_path, path, "--replace-workflow-config")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert job_counts(proc.stdout + proc.stderr)["materialize_domain"] == 14
+
+
+def local_rules(preset: Path, tmp_path: Path, *config: str) -> set[str]:
+    """The rules Snakemake runs itself rather than submitting, for a preset (and --config)."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from snakemake.api import SnakemakeApi\n"
+        "from snakemake.settings.types import (ConfigSettings, OutputSettings,\n"
+        "                                      ResourceSettings, StorageSettings)\n"
+        "snakefile, configfile, *cfg = sys.argv[1:]\n"
+        "with SnakemakeApi(OutputSettings()) as api:\n"
+        "    wf = api.workflow(resource_settings=ResourceSettings(cores=1),\n"
+        "        config_settings=ConfigSettings(configfiles=[Path(configfile)],\n"
+        "                                       config=dict(c.split('=', 1) for c in cfg)),\n"
+        "        storage_settings=StorageSettings(), snakefile=Path(snakefile),\n"
+        "        workdir=Path.cwd())\n"
+        "    print(' '.join(sorted(wf._workflow._localrules)))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(REPO / "Snakefile"), str(preset),
+                           *config], cwd=tmp_path, env=offline_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return set(proc.stdout.split("\n")[-2].split())
+
+
+def test_hub_downloads_run_on_the_login_node_unless_the_profile_says_otherwise(tmp_path):
+    """fetch_model and fetch_sae are local jobs by default (on many clusters only the login node
+    reaches the hub); `hub_downloads=cluster` (a profile's `config:`) submits them."""
+    preset = PRESETS / "llama3-8b-instruct.yaml"
+    default = local_rules(preset, tmp_path)
+    assert {"fetch_model", "fetch_sae", "materialize_domain", "prepare_model"} <= default
+    online = local_rules(preset, tmp_path, "hub_downloads=cluster")
+    assert default - online == {"fetch_model", "fetch_sae"}
+    assert "materialize_domain" in online  # datasets are always read locally

@@ -54,7 +54,7 @@ def test_no_second_copy_of_a_schema_default(cls):
     one. (Defaults are allowed only on the documented extras and on the corpus fields that one
     of the two corpus kinds lacks.)"""
     allowed = EXTRAS.get(cls, set()) | {"source", "test", "demos", "subject", "registry",
-                                        "local", "train", "name"}
+                                        "hub", "local", "train", "name"}
     with_default = {f.name for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING
                     or f.default_factory is not dataclasses.MISSING}

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, make_tokenizer, sft_records
+from conftest import make_model, make_tokenizer, saved_sae, sft_records
 
 from stsflow import config as stsconfig
 from stsflow.config import facts
@@ -25,22 +25,6 @@ from stsflow.sae import prepare, quality
 
 LAYER = 1
 WHERE = f"models.tiny.layers.{LAYER}.sae"
-
-
-def saved_sae(directory, *, d_in=32, width=64, k=6, hook=f"blocks.{LAYER}.hook_resid_post",
-              model_name=None, seed=0):
-    """A random TopK SAE saved by sae-lens, with the hook (and model) it declares."""
-    from sae_lens import TopKSAE, TopKSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
-
-    meta = {k_: v for k_, v in (("hook_name", hook), ("model_name", model_name)) if v}
-    torch.manual_seed(seed)
-    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=width, k=k, metadata=SAEMetadata(**meta)))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.normal_(0, 0.3)
-    sae.save_model(str(directory))
-    return directory
 
 
 def standard_sae(W_enc, W_dec, dtype=torch.float64):

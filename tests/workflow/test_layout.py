@@ -37,8 +37,13 @@ def test_every_rule_is_either_a_cluster_job_or_a_local_rule():
         re.findall(r"^use rule \w+ as (\w+)", text, re.M))
     block = re.search(r"^localrules:\n((?:    \w+,\n)+)", text, re.M)
     local = set(re.findall(r"\w+", block.group(1)))
-    assert not local & gpu_rules()
-    assert local | gpu_rules() == rules
+    # hub downloads: local unless the config says the compute nodes are online
+    hub = re.search(r"^if CONFIG\[\"hub_downloads\"\] == \"local\":\n\n    localrules:\n"
+                    r"((?:        \w+,\n)+)", text, re.M)
+    downloads = set(re.findall(r"\w+", hub.group(1)))
+    assert downloads == {"fetch_model", "fetch_sae"}
+    assert not (local | downloads) & gpu_rules() and not local & downloads
+    assert local | downloads | gpu_rules() == rules
 
 
 def test_every_gpu_rule_takes_a_gpu_on_slurm():

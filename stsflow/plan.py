@@ -1,0 +1,187 @@
+"""``stsflow plan``: before anything is submitted, the jobs a config makes, where each runs
+(the Snakemake process or the cluster), what each requests, and the GPU hours they ask for.
+
+It runs Snakemake's own dry run (``snakemake -n --verbose``, with the profile given), so the
+figures are the ones the jobs will be submitted with: threads and resources after the profile's
+``set-threads`` and ``set-resources``, memory derived from the model
+(``stsflow.config.resources``). GPU hours are the requested wall time of every GPU job times its
+GPUs, first attempt: an upper bound of what the run uses, and what an allocation must cover."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RulePlan:
+    rule: str
+    jobs: int = 0
+    local: bool = False
+    threads: set = field(default_factory=set)
+    host_mb: int = 0  # the largest request of one job
+    gpu_mem_mb: int = 0
+    gpus: int = 0
+    runtime_min: float = 0.0  # summed over the jobs
+    gpu_hours: float = 0.0
+
+
+def parse_dry_run(text: str) -> list[dict]:
+    """Jobs of a verbose dry run: rule, threads and resources of each."""
+    jobs, job = [], None
+    for line in text.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            job = {"rule": m.group(1), "threads": 1, "resources": {}}
+            jobs.append(job)
+            continue
+        if job is None:
+            continue
+        m = re.match(r"^    threads: (\d+)$", line)
+        if m:
+            job["threads"] = int(m.group(1))
+        elif line.startswith("    resources: "):
+            for item in line[len("    resources: "):].split(", "):
+                key, _, value = item.partition("=")
+                try:
+                    job["resources"][key] = float(value)
+                except ValueError:
+                    job["resources"][key] = value
+        elif not line.startswith("    "):
+            job = None
+    return jobs
+
+
+def local_rules(snakefile: Path, configfile: Path | None, config: list[str]) -> set[str]:
+    """The rules the Snakemake process runs itself under a cluster profile (``localrules``)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        OutputSettings,
+        ResourceSettings,
+        StorageSettings,
+    )
+
+    overrides = dict(c.split("=", 1) for c in config)
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[configfile] if configfile else [],
+                                           config=overrides),
+            storage_settings=StorageSettings(), snakefile=snakefile, workdir=Path.cwd())
+        return set(wf._workflow._localrules)
+
+
+def summarise(jobs: list[dict], local: set[str]) -> list[RulePlan]:
+    plans: dict[str, RulePlan] = {}
+    for job in jobs:
+        res = job["resources"]
+        p = plans.setdefault(job["rule"], RulePlan(job["rule"], local=job["rule"] in local))
+        p.jobs += 1
+        p.threads.add(job["threads"])
+        p.host_mb = max(p.host_mb, int(res.get("mem_mb", 0) or 0))
+        p.gpu_mem_mb = max(p.gpu_mem_mb, int(res.get("gpu_mem_mb", 0) or 0))
+        gpus = int(res.get("gpu", 0) or 0)
+        p.gpus = max(p.gpus, gpus)
+        runtime = float(res.get("runtime", 0) or 0)
+        p.runtime_min += runtime
+        if gpus and not p.local:
+            p.gpu_hours += runtime / 60 * gpus
+    order = defaultdict(int, {r: i for i, r in enumerate(
+        ["fetch_model", "fetch_sae", "prepare_model", "prepare_sae", "extract", "encode",
+         "gradients", "finetune", "evaluate_base", "evaluate_tuned"])})
+    return sorted(plans.values(), key=lambda p: (p.local, order.get(p.rule, 99), p.rule))
+
+
+def shapes(configfile: Path | None) -> list[str]:
+    """One line per model: its parameters and where the figure came from."""
+    from stsflow.config import load
+    from stsflow.config.facts import model_shape
+
+    cfg = load(configfile or Path("config.yaml"), check_sources=False)
+    lines = []
+    for name, model in cfg["models"].items():
+        shape, origin = model_shape(model, Path("."))
+        lines.append(f"{name}: " + (
+            f"{shape.n_params / 1e9:.2f}B parameters, hidden {shape.hidden_size}, "
+            f"{shape.n_layers} layers, vocabulary {shape.vocab_size}, {model['dtype']} (from "
+            f"{origin})" if shape else "shape unknown offline: the rules request fixed memory. "
+            f"Fix: set models.{name}.shape (n_params, hidden_size, vocab_size) and n_layers"))
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="stsflow plan", description=__doc__)
+    parser.add_argument("--configfile", type=Path, default=None,
+                        help="the config (default: config.yaml in this directory)")
+    parser.add_argument("--profile", default=None,
+                        help="Snakemake profile the run will use, e.g. profiles/slurm")
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, as snakemake --config")
+    parser.add_argument("--gpu-mem-mb", type=int, default=None,
+                        help="memory of one GPU: jobs that need more are flagged")
+    parser.add_argument("--snakefile", type=Path, default=Path("Snakefile"))
+    args = parser.parse_args(argv)
+
+    # --cores only caps the threads a dry run shows: high enough to show what the rules ask
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(args.snakefile), "-n", "--verbose",
+           "--cores", "256"]
+    if args.configfile:
+        cmd += ["--configfile", str(args.configfile)]
+    if args.profile:
+        cmd += ["--profile", args.profile]
+    if args.config:
+        cmd += ["--config", *args.config]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print((proc.stdout + proc.stderr)[-4000:], file=sys.stderr)
+        return proc.returncode
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+    plans = summarise(jobs, local_rules(args.snakefile, args.configfile, args.config))
+    print(render(plans, shapes(args.configfile), args.gpu_mem_mb, args.profile))
+    return 0
+
+
+def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None,
+           profile: str | None) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"stsflow plan ({'profile ' + profile if profile else 'no profile'})")
+    for col in ("rule", "jobs", "where", "threads", "host mem/job", "GPU mem/job", "GPUs/job",
+                "runtime req. (sum)", "GPU h req."):
+        table.add_column(col, justify="left" if col in ("rule", "where") else "right")
+    for p in plans:
+        flag = " !" if gpu_mem_mb and p.gpu_mem_mb > gpu_mem_mb else ""
+        if p.local:  # run by the Snakemake process: nothing is requested
+            table.add_row(p.rule, str(p.jobs), "local", *["-"] * 6)
+            continue
+        table.add_row(p.rule, str(p.jobs), "cluster", "/".join(map(str, sorted(p.threads))),
+                      f"{p.host_mb / 1000:.0f} GB" if p.host_mb else "-",
+                      (f"{p.gpu_mem_mb / 1000:.0f} GB{flag}" if p.gpu_mem_mb else "-"),
+                      str(p.gpus), f"{p.runtime_min / 60:.1f} h" if p.runtime_min else "-",
+                      f"{p.gpu_hours:.1f}" if p.gpu_hours else "-")
+    out = StringIO()
+    console = Console(file=out, width=140, force_terminal=False)
+    console.print(table)
+    cluster = sum(p.jobs for p in plans if not p.local)
+    local = sum(p.jobs for p in plans if p.local)
+    gpu_h = sum(p.gpu_hours for p in plans)
+    console.print(f"{cluster} cluster job(s), {local} local job(s) (run by the Snakemake "
+                  f"process). GPU hours requested: {gpu_h:.1f} (requested wall time x GPUs, "
+                  "first attempt: an upper bound of what the run uses).")
+    for line in shape_lines:
+        console.print(line)
+    big = [p.rule for p in plans if gpu_mem_mb and p.gpu_mem_mb > gpu_mem_mb]
+    if big:
+        console.print(f"! needs more than {gpu_mem_mb / 1000:.0f} GB on one GPU: "
+                      f"{', '.join(big)} (see stsflow/config/resources.py for the estimate)")
+    return out.getvalue()

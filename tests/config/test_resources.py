@@ -1,0 +1,185 @@
+"""Memory requests from the model (stsflow.config.resources, the rules' resources) and
+`stsflow plan`: shapes against models built by transformers, requests through Snakemake's own
+dry runs of the presets, the profile's overrides."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+from stsflow.config import resources
+from stsflow.config.facts import model_shape, params_of_config
+from stsflow.plan import parse_dry_run
+
+PRESETS = REPO / "stsflow" / "presets"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma2", "mistral"])
+def test_parameter_count_of_a_config_matches_the_built_model(arch):
+    """The count from config.json against the parameters of the model transformers builds from
+    it (meta device): within 0.1 % (biases and extra norms are left out of the formula)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(arch, vocab_size=1000, hidden_size=256, intermediate_size=704,
+                               num_hidden_layers=3, num_attention_heads=8,
+                               num_key_value_heads=2, head_dim=32)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    built = sum(p.numel() for p in model.parameters())
+    counted = params_of_config(cfg.to_dict())
+    assert abs(counted - built) / built < 1e-3, (arch, counted, built)
+
+
+def test_shape_of_a_local_model_and_of_the_embedded_default(tiny, tiny_model_dir):
+    model, _ = tiny
+    shape, origin = model_shape({"source": {"local": {"path": str(tiny_model_dir)}}}, REPO)
+    assert origin == "config.json"
+    assert shape.n_params == sum(p.numel() for p in model.parameters())
+    assert (shape.hidden_size, shape.n_layers, shape.vocab_size) == (
+        model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size)
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    shape, origin = model_shape(cfg["models"]["smollm2-135m"], REPO)
+    assert origin == "GGUF file" and shape.hidden_size == 576 and shape.n_layers == 30
+    assert 134e6 < shape.n_params < 136e6  # SmolLM2-135M, tied embeddings
+
+
+def test_shape_falls_back_to_the_config_and_is_none_without_it():
+    hub = {"source": {"hf": {"id": "org/not-cached", "revision": "main"}}, "n_layers": 4}
+    assert model_shape(hub, REPO) == (None, "")
+    given = {**hub, "shape": {"n_params": 7e9, "hidden_size": 4096, "vocab_size": 32000}}
+    shape, origin = model_shape(given, REPO)
+    assert origin == "shape" and shape == resources.Shape(7_000_000_000, 4096, 4, 32000)
+
+
+def test_memory_grows_with_the_model_the_batch_and_the_step():
+    small = resources.Shape(135_000_000, 576, 30, 49152)
+    big = resources.Shape(7_615_616_512, 3584, 28, 152064)
+    kw = dict(dtype="bfloat16", device_is_cpu=False, batch=8, tokens=2048)
+    inf = {s: resources.need("inference", s, **kw) for s in (small, big)}
+    assert inf[big].gpu_mb > 5 * inf[small].gpu_mb
+    # bfloat16 weights alone: 15.2 GB for the 7.6B model
+    assert inf[big].gpu_mb > 15_230 and inf[big].host_mb > 15_230 + 4_000
+    assert resources.need("inference", big, **{**kw, "batch": 16}).gpu_mb > inf[big].gpu_mb
+    no_logits = resources.need("inference", big, **kw, logits=False)
+    assert no_logits.gpu_mb < inf[big].gpu_mb
+    gen = resources.need("inference", big, **kw, new_tokens=2048)
+    assert gen.gpu_mb > inf[big].gpu_mb
+    lora = resources.need("lora", big, **{**kw, "batch": 4})
+    full = resources.need("full", big, **{**kw, "batch": 4})
+    # float32 training: LoRA holds 4 bytes per parameter, full fine-tuning 16
+    assert 30_400 < lora.gpu_mb < full.gpu_mb and full.gpu_mb > 121_800
+    ckpt = resources.need("lora", big, **{**kw, "batch": 4}, checkpointing=True)
+    assert ckpt.gpu_mb < lora.gpu_mb
+    merged = resources.need("inference", big, **kw, merges_adapter=True)
+    assert merged.host_mb >= inf[big].host_mb + 30_000  # the float32 base of the merge
+    cpu = resources.need("inference", big, **{**kw, "device_is_cpu": True})
+    assert cpu.host_mb >= inf[big].host_mb + inf[big].gpu_mb - 2_000
+    for n in (inf[big], lora, full, gen):
+        assert n.gpu_mb % 1000 == 0 and n.host_mb % 1000 == 0
+    with pytest.raises(ValueError, match="unknown step"):
+        resources.need("train", big, **kw)
+
+
+def offline_env(tmp_path):
+    import os
+    from pathlib import Path
+
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def dry_run_jobs(tmp_path, config: dict, *extra: str) -> list[dict]:
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
+         str(path), "-n", "--verbose", "--cores", "8", *extra],
+        cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return parse_dry_run(proc.stdout + proc.stderr)
+
+
+def requests(jobs, rule, key="mem_mb"):
+    return {int(j["resources"][key]) for j in jobs if j["rule"] == rule}
+
+
+def test_rules_request_the_memory_the_model_needs(tmp_path):
+    """Through Snakemake: the Qwen preset with LoRA fine-tuning requests, per job, what
+    resources.need computes for its step; tuned LoRA evaluations add the merge; without a shape
+    the fixed requests stay; a profile's set-resources overrides."""
+    cfg = yaml.safe_load((PRESETS / "qwen2.5-7b-instruct.yaml").read_text())
+    cfg["finetune"].update(enabled=True, methods=["lora"])
+    m = cfg["models"]["qwen2.5-7b-instruct"]
+    shape = resources.Shape(m["shape"]["n_params"], m["shape"]["hidden_size"], m["n_layers"],
+                            m["shape"]["vocab_size"])
+    kw = dict(dtype="bfloat16", device_is_cpu=False, tokens=m["max_length"])
+    jobs = dry_run_jobs(tmp_path, cfg)
+    base = resources.need("inference", shape, batch=cfg["evaluate"]["batch_size"],
+                          new_tokens=cfg["evaluate"]["max_new_tokens"], **kw)
+    tuned = resources.need("inference", shape, batch=cfg["evaluate"]["batch_size"],
+                           new_tokens=cfg["evaluate"]["max_new_tokens"], merges_adapter=True,
+                           **kw)
+    assert requests(jobs, "evaluate_base") == {base.host_mb}
+    assert requests(jobs, "evaluate_base", "gpu_mem_mb") == {base.gpu_mb}
+    assert requests(jobs, "evaluate_tuned") == {tuned.host_mb} and tuned.host_mb > base.host_mb
+    ft = resources.need("lora", shape, **{**kw, "tokens": cfg["finetune"]["max_length"]},
+                        batch=cfg["finetune"]["micro_batch_size"], checkpointing=True)
+    assert requests(jobs, "finetune") == {ft.host_mb}
+    assert requests(jobs, "finetune", "gpu_mem_mb") == {ft.gpu_mb}
+    extract = requests(jobs, "extract")
+    plain = resources.need("inference", shape, batch=m["batch_size"], logits=False, **kw)
+    assert plain.host_mb in extract and len(extract) == 2  # the tuned runs merge an adapter
+
+    del m["shape"]
+    fixed = dry_run_jobs(tmp_path, cfg)
+    assert requests(fixed, "extract") == {8000} and requests(fixed, "finetune") == {16000}
+    assert requests(fixed, "extract", "gpu_mem_mb") == {0}
+
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(yaml.safe_dump(
+        {"set-resources": {"extract": {"mem_mb": 123456}}}))
+    cfg["models"]["qwen2.5-7b-instruct"]["shape"] = {"n_params": shape.n_params,
+                                                      "hidden_size": shape.hidden_size,
+                                                      "vocab_size": shape.vocab_size}
+    over = dry_run_jobs(tmp_path, cfg, "--profile", str(profile))
+    assert requests(over, "extract") == {123456}
+    assert requests(over, "evaluate_base") == {base.host_mb}
+
+
+def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
+    """`stsflow plan` on the Qwen preset under the SLURM profile: the cluster jobs with their
+    requests, the local ones, the GPU hours of the requested wall time, the GPUs too small."""
+    cfg = yaml.safe_load((PRESETS / "qwen2.5-7b-instruct.yaml").read_text())
+    cfg["finetune"].update(enabled=True, methods=["lora"])
+    path = tmp_path / "preset.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stsflow.cli", "plan", "--snakefile", str(REPO / "Snakefile"),
+         "--configfile", str(path), "--profile", str(REPO / "profiles" / "slurm"),
+         "--gpu-mem-mb", "40000"],
+        cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^│ (\w+)\s+│.*$", out, re.M)}
+    counts = {r: int(re.search(r"│\s+(\d+) │", row).group(1)) for r, row in rows.items()}
+    assert counts["extract"] == 35 and counts["evaluate_tuned"] == 42 and counts["sts"] == 252
+    assert "│ cluster │" in rows["extract"] and "│ local " in rows["sts"]
+    assert "│ local " in rows["fetch_model"]
+    # requested wall time: the rules' runtime (minutes) x jobs, one GPU each
+    hours = {"prepare_sae": 2, "extract": 35 * 2, "gradients": 15, "finetune": 3 * 4,
+             "evaluate_base": 14 * 2, "evaluate_tuned": 42 * 2}
+    assert f"GPU hours requested: {sum(hours.values()):.1f}" in out
+    cluster = sum(counts[r] for r in hours)
+    assert f"{cluster} cluster job(s), {sum(counts.values()) - cluster} local job(s)" in out
+    assert "7.62B parameters" in out and "(from shape)" in out
+    assert re.search(r"needs more than 40 GB on one GPU: .*evaluate_base", out)
+    assert "GB !" in rows["evaluate_base"] and "!" not in rows["extract"]
