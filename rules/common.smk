@@ -193,7 +193,8 @@ def _shape(model, _cache={}):
 
 
 def _sae_width(w):
-    """The width of the SAE a job trains or encodes with, where the config says it."""
+    """The width of the SAE a job trains or encodes with, where the config says it (a trained
+    SAE's, a registry id's that names it; else None)."""
     sae = layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
     if "train" in sae:
         return sae["train"]["width"]
@@ -201,6 +202,10 @@ def _sae_width(w):
         hidden = _shape(w.model).hidden_size if _shape(w.model) else None
         return registry_id_facts(**sae["registry"], hidden_size=hidden)["width"]
     return None
+
+
+def _trains_sae(w):
+    return "train" in layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
 
 
 def _merges_adapter(method):
@@ -227,9 +232,10 @@ MODEL_JOBS = {
     ),
     "encode": lambda w: dict(step="encode", sae_width=_sae_width(w)),
     "gradients": lambda w: dict(step="gradients", batch=1),
-    "prepare_sae": lambda w: dict(step="sae", sae_width=_sae_width(w)),
+    "prepare_sae": lambda w: dict(step="sae", sae_width=_sae_width(w), trains_sae=_trains_sae(w)),
     "finetune": lambda w: dict(
-        step=w.method,
+        # a method without its own estimate is planned as full fine-tuning (the upper bound)
+        step=w.method if w.method in ("lora", "full") else "full",
         batch=FT["micro_batch_size"],
         tokens=FT["max_length"],
         checkpointing=FT["gradient_checkpointing"],

@@ -56,9 +56,25 @@ def parse_dry_run(text: str) -> list[dict]:
     return jobs
 
 
+def profile_config(profile: str | None) -> list[str]:
+    """The ``config:`` entries of a Snakemake profile (found as Snakemake finds it)."""
+    import yaml
+    from snakemake.cli import get_profile_dir
+
+    found = get_profile_dir(profile) if profile else None
+    if not found:
+        return []
+    entries = (yaml.safe_load(found[1].read_text()) or {}).get("config") or []
+    return [entries] if isinstance(entries, str) else list(entries)
+
+
 def local_rules(snakefile: Path, configfile: Path | None, config: list[str]) -> set[str]:
-    """The rules the Snakemake process runs itself under a cluster profile (``localrules``)."""
+    """The rules the Snakemake process runs itself under a cluster profile (``localrules``, which
+    depend on the config: ``hub_downloads``). A dry run does not say which jobs are local, so the
+    workflow is parsed through Snakemake's API; its ``_localrules`` set is not a public name
+    (tested with Snakemake 9.27: tests/config/test_resources.py)."""
     from snakemake.api import SnakemakeApi
+    from snakemake.cli import parse_config
     from snakemake.settings.types import (
         ConfigSettings,
         OutputSettings,
@@ -66,7 +82,7 @@ def local_rules(snakefile: Path, configfile: Path | None, config: list[str]) -> 
         StorageSettings,
     )
 
-    overrides = dict(c.split("=", 1) for c in config)
+    overrides = parse_config(config)  # as `snakemake --config` parses them
     with SnakemakeApi(OutputSettings()) as api:
         wf = api.workflow(
             resource_settings=ResourceSettings(cores=1),
@@ -143,7 +159,9 @@ def main(argv: list[str]) -> int:
         print((proc.stdout + proc.stderr)[-4000:], file=sys.stderr)
         return proc.returncode
     jobs = parse_dry_run(proc.stdout + proc.stderr)
-    plans = summarise(jobs, local_rules(args.snakefile, args.configfile, args.config))
+    # the profile's config entries first: --config given here overrides them, as in Snakemake
+    config = profile_config(args.profile) + list(args.config)
+    plans = summarise(jobs, local_rules(args.snakefile, args.configfile, config))
     print(render(plans, shapes(args.configfile), args.gpu_mem_mb, args.profile))
     return 0
 

@@ -117,3 +117,26 @@ def saved_sae(directory, *, d_in=32, width=64, k=6, hook="blocks.1.hook_resid_po
             p.normal_(0, 0.3)
     sae.save_model(str(directory))
     return directory
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def cache_repo(cache: Path, repo: str, files: dict[str, Path | bytes], commit: str = COMMIT,
+               ref: str = "main") -> Path:
+    """A repository in a hub cache: blobs, the snapshot of ``commit`` (links to the blobs) and
+    ``refs/<ref>`` naming it."""
+    import hashlib
+
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / commit
+    for rel, content in files.items():
+        data = content.read_bytes() if isinstance(content, Path) else content
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snap / rel).symlink_to(blob)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / ref).write_text(commit)
+    return snap

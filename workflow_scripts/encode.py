@@ -1,9 +1,10 @@
 """Rule encode: a sweep SAE's shard, statistics and panel from the residuals its layer kept."""
 from stsflow.config.settings import ExtractSettings
 from stsflow.jobs import extract
-from stsflow.jobs.common import setup_logging
+from stsflow.jobs.common import hub_offline, setup_logging
 
 setup_logging(snakemake.log[0])
+hub_offline()  # what it loads was fetched by fetch_model / fetch_sae
 w = snakemake.wildcards
 named = snakemake.input.keys()
 extract.encode_sweep(

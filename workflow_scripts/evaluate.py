@@ -2,9 +2,10 @@
 the mean residual of its queries at every layer."""
 from stsflow.config.settings import EvalSettings, ModelSettings
 from stsflow.jobs import validate
-from stsflow.jobs.common import setup_logging
+from stsflow.jobs.common import hub_offline, setup_logging
 
 setup_logging(snakemake.log[0])
+hub_offline()  # what it loads was fetched by fetch_model / fetch_sae
 w = snakemake.wildcards
 variant = {"model": w.model, "domain": w.domain}
 if snakemake.rule == "evaluate_tuned":

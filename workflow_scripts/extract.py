@@ -2,9 +2,10 @@
 panel and the residuals kept for the sweep."""
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.jobs import extract
-from stsflow.jobs.common import setup_logging
+from stsflow.jobs.common import hub_offline, setup_logging
 
 setup_logging(snakemake.log[0])
+hub_offline()  # what it loads was fetched by fetch_model / fetch_sae
 w = snakemake.wildcards
 data = {k: snakemake.input[k] for k in ("sft_items", "test", "demos") if k in snakemake.input.keys()}
 reference = snakemake.input.reference if "reference" in snakemake.input.keys() else None

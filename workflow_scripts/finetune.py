@@ -1,9 +1,10 @@
 """Rule finetune: fine-tune the base model on one SFT set (one method, one seed)."""
 from stsflow.config.settings import FinetuneSettings, ModelSettings
 from stsflow.jobs import validate
-from stsflow.jobs.common import setup_logging
+from stsflow.jobs.common import hub_offline, setup_logging
 
 setup_logging(snakemake.log[0])
+hub_offline()  # what it loads was fetched by fetch_model / fetch_sae
 w = snakemake.wildcards
 validate.finetune(snakemake.input.model, ModelSettings.from_config(snakemake.params.model),
                   snakemake.input.sft_items,

@@ -2,9 +2,10 @@
 from stsflow.config.checks import n_top_of
 from stsflow.config.settings import ModelSettings, SaeSettings
 from stsflow.jobs import prepare
-from stsflow.jobs.common import setup_logging
+from stsflow.jobs.common import hub_offline, setup_logging
 
 setup_logging(snakemake.log[0])
+hub_offline()  # what it loads was fetched by fetch_model / fetch_sae
 layer = int(snakemake.wildcards.layer)
 corpora = {}  # corpus name -> (kind, materialised file), from the named inputs "<kind>:<name>"
 for key in snakemake.input.keys():
@@ -18,4 +19,5 @@ where = snakemake.params.where
 prepare.prepare_sae(snakemake.input.model, ModelSettings.from_config(snakemake.params.model),
                     layer, SaeSettings.from_config(snakemake.params.sae, where), corpora,
                     plan["train"], plan["eval"], snakemake.output[0], threads=snakemake.threads,
-                    where=where, n_top=n_top_of(snakemake.config))
+                    where=where, n_top=n_top_of(snakemake.config),
+                    fetched=snakemake.input.get("hub"))

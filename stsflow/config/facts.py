@@ -117,15 +117,36 @@ def params_of_config(cfg: dict) -> int:
     """Parameters of a decoder-only transformer with a gated MLP (Llama, Qwen2, Gemma 2, Mistral)
     from its config.json: embeddings (and an untied LM head), attention with grouped key/value
     heads, the three MLP projections, norms. Biases (Qwen2's q/k/v) are left out: under 0.01 %."""
+    tied = cfg.get("tie_word_embeddings")
+    if tied is None:  # not written out: the architecture's default (Gemma 2 ties, Llama does not)
+        tied = _default_tied(cfg.get("model_type"))
     cfg = cfg.get("text_config", cfg)
     h, n_layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
     heads = cfg["num_attention_heads"]
-    kv = cfg.get("num_key_value_heads") or heads
-    head_dim = cfg.get("head_dim") or h // heads
-    attn = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    attn = 2 * h * heads * _head_dim(cfg) + 2 * h * kv_dim_of_config(cfg)
     mlp = 3 * h * cfg["intermediate_size"]
-    embed = vocab * h * (1 if cfg.get("tie_word_embeddings", False) else 2)
+    embed = vocab * h * (1 if tied else 2)
     return int(n_layers * (attn + mlp + 2 * h) + embed + h)
+
+
+def _head_dim(cfg: dict) -> int:
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def kv_dim_of_config(cfg: dict) -> int:
+    """Key/value width of a layer: key/value heads (grouped-query attention) x head size."""
+    cfg = cfg.get("text_config", cfg)
+    return (cfg.get("num_key_value_heads") or cfg["num_attention_heads"]) * _head_dim(cfg)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_tied(model_type: str | None) -> bool:
+    try:
+        from transformers import AutoConfig
+
+        return bool(AutoConfig.for_model(model_type).tie_word_embeddings)
+    except Exception:  # unknown type: count an untied head (the larger figure)
+        return False
 
 
 @functools.lru_cache(maxsize=8)
@@ -133,6 +154,17 @@ def _gguf_params(path: str) -> int:
     from gguf import GGUFReader
 
     return sum(int(t.n_elements) for t in GGUFReader(path).tensors)
+
+
+def _gguf_vocab(path: str, fields: dict, arch: str) -> int:
+    """The vocabulary of a GGUF model: its header field, which is optional, else the rows of the
+    token embedding."""
+    if f"{arch}.vocab_size" in fields:
+        return int(fields[f"{arch}.vocab_size"])
+    from gguf import GGUFReader
+
+    embd = next(t for t in GGUFReader(path).tensors if t.name == "token_embd.weight")
+    return int(max(int(d) for d in embd.shape))
 
 
 def _cached_hub_config(hf: dict) -> dict | None:
@@ -158,21 +190,25 @@ def model_shape(model: dict, base_dir: Path):
             path = str(package_file(src["gguf_package"]))
             fields = gguf_fields(path)
             arch = fields["general.architecture"]
-            return Shape(_gguf_params(path), int(fields[f"{arch}.embedding_length"]),
-                         int(fields[f"{arch}.block_count"]),
-                         int(fields[f"{arch}.vocab_size"])), "GGUF file"
+            hidden, heads = int(fields[f"{arch}.embedding_length"]), \
+                int(fields[f"{arch}.attention.head_count"])
+            kv_heads = int(fields.get(f"{arch}.attention.head_count_kv", heads))
+            head_dim = int(fields.get(f"{arch}.attention.key_length", hidden // heads))
+            return Shape(_gguf_params(path), hidden, int(fields[f"{arch}.block_count"]),
+                         _gguf_vocab(path, fields, arch), kv_heads * head_dim), "GGUF file"
         cfg = (json.loads((base_dir / src["local"]["path"] / "config.json").read_text())
                if "local" in src else _cached_hub_config(src["hf"]))
         if cfg is not None:
             text = cfg.get("text_config", cfg)
             return Shape(params_of_config(cfg), int(text["hidden_size"]),
-                         int(text["num_hidden_layers"]), int(text["vocab_size"])), "config.json"
+                         int(text["num_hidden_layers"]), int(text["vocab_size"]),
+                         kv_dim_of_config(cfg)), "config.json"
     except Exception:  # unreadable files are reported elsewhere
         pass
     given = model.get("shape")
     if given and model.get("n_layers"):
         return Shape(int(given["n_params"]), int(given["hidden_size"]), int(model["n_layers"]),
-                     int(given["vocab_size"])), "shape"
+                     int(given["vocab_size"]), given.get("kv_dim")), "shape"
     return None, ""
 
 

@@ -15,19 +15,22 @@ vocabulary):
   whole batch in float32 ``4·B·T·V`` where the job reads them (evaluation, an SAE's loss
   recovered; an extraction stops after its layer);
 * generation adds the KV cache of every layer for the prompt and the new tokens,
-  ``2·L·B·(T + new)·H·b`` (an upper bound: grouped-query attention keeps less);
+  ``2·L·B·(T + new)·K·b``, ``K`` the key/value width (heads × head size; ``H`` when unknown, an
+  upper bound under grouped-query attention);
 * fine-tuning converts the model to float32 (SPEC §5.1): LoRA holds the frozen weights ``4n``
   (adapters are well under 1 %), full fine-tuning weights, gradients and AdamW's two moments
   ``16n``; activations kept for the backward pass ``16·B·T·H·4`` per layer, one layer's worth
   plus every layer's input ``L·B·T·H·4`` with activation checkpointing; logits and their gradient
   ``3·4·B·T·V``, with ``B`` the micro-batch;
 * an SAE trained in ``prepare_sae`` holds encoder and decoder with gradients and AdamW's moments,
-  ``16·2·width·H``;
+  ``16·2·width·H``; a pretrained one its float32 weights ``4·2·width·H`` (nothing where its
+  width is unknown before it is fetched: a ``hub`` SAE, most registry ids);
 * host memory: a process base (Python, torch, CUDA libraries, tokenizer) of 4 GB, plus the
-  weights as loaded (``n·b``), the float32 base into which a LoRA adapter is merged (``4n``), or
-  the float32 state a fine-tune saves (``4n``); with ``device: cpu`` the GPU's share lands on
-  the host too (``auto`` is planned for a GPU: the login node that plans a cluster run may have
-  none, and local runs cap no memory unless ``--resources mem_mb=...`` says so).
+  weights as loaded (``n·b``); the float32 base into which a LoRA adapter is merged, next to
+  the loaded weights (``n·b + 4n``); the float32 model a full fine-tune saves (``4n``); with
+  ``device: cpu`` at least the whole working set above (``auto`` is planned for a GPU: the
+  login node that plans a cluster run may have none, and local runs cap no memory unless
+  ``--resources mem_mb=...`` says so).
 
 Totals get 10 % for allocator fragmentation and round up to the next GB. The GPU figure is
 what a job needs on one device (``gpu_mem_mb``); ``stsflow plan`` compares it with the GPU's
@@ -50,6 +53,7 @@ class Shape:
     hidden_size: int
     n_layers: int
     vocab_size: int
+    kv_dim: int | None = None  # key/value heads x head size (grouped-query attention); None: H
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ def forward_bytes(s: Shape, dtype: str, batch: int, tokens: int, logits: bool = 
 
 
 def kv_cache_bytes(s: Shape, dtype: str, batch: int, tokens: int, new_tokens: int) -> float:
-    return 2 * s.n_layers * batch * (tokens + new_tokens) * s.hidden_size * BYTES[dtype]
+    kv = s.kv_dim or s.hidden_size
+    return 2 * s.n_layers * batch * (tokens + new_tokens) * kv * BYTES[dtype]
 
 
 def backward_bytes(s: Shape, micro_batch: int, tokens: int, checkpointing: bool) -> float:
@@ -84,13 +89,14 @@ def backward_bytes(s: Shape, micro_batch: int, tokens: int, checkpointing: bool)
 
 def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, tokens: int,
          new_tokens: int = 0, checkpointing: bool = False, sae_width: int | None = None,
-         merges_adapter: bool = False, logits: bool = True) -> Need:
+         trains_sae: bool = False, merges_adapter: bool = False, logits: bool = True) -> Need:
     """The memory of one job of ``step``:
 
     * ``inference``: a forward pass of the model in ``dtype`` (extraction, evaluation, the
       before/after means; ``new_tokens`` > 0 adds generation's KV cache);
     * ``gradients``: forward and backward through rank-8 LoRA adapters, one example at a time;
-    * ``sae``: inference plus an SAE of ``sae_width`` trained in float32 (``prepare_sae``);
+    * ``sae``: inference plus an SAE of ``sae_width``, trained in float32 when ``trains_sae``
+      (``prepare_sae``);
     * ``lora`` / ``full``: fine-tuning in float32 (``batch`` is the micro-batch);
     * ``encode``: a sweep SAE on kept residuals, no model.
 
@@ -107,16 +113,18 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
         if new_tokens:
             gpu += kv_cache_bytes(s, dtype, batch, tokens, new_tokens)
         if step == "sae" and sae_width:
-            gpu += 16 * 2 * sae_width * s.hidden_size
+            gpu += (16 if trains_sae else 4) * 2 * sae_width * s.hidden_size
     elif step == "gradients":
         gpu = weights + backward_bytes(s, 1, tokens, checkpointing=False) * b / 4
-    elif step in ("lora", "full"):
-        gpu = (4 if step == "lora" else 16) * n + backward_bytes(s, batch, tokens, checkpointing)
-        host = HOST_BASE + max(weights, 4 * n)  # the float32 state a fine-tune saves
+    elif step == "lora":  # saves its adapter only
+        gpu = 4 * n + backward_bytes(s, batch, tokens, checkpointing)
+    elif step == "full":
+        gpu = 16 * n + backward_bytes(s, batch, tokens, checkpointing)
+        host = HOST_BASE + max(weights, 4 * n)  # the float32 model it saves
     else:
         raise ValueError(f"unknown step {step!r}")
     if merges_adapter:
         host = max(host, HOST_BASE + weights + 4 * n)
     if device_is_cpu:
-        host += gpu
+        host = max(host, HOST_BASE + gpu)
     return Need(gpu_mb=_mb(gpu), host_mb=_mb(host))

@@ -45,10 +45,14 @@ def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
     (``is_complete_checkpoint``)."""
     outdir = Path(outdir)
     if is_peft(model):
+        from stsflow.models.load import local_fingerprint
+
         if base_dir is None:
             raise ValueError("a PEFT adapter is saved with base_dir, the model it was trained from")
         meta = {**meta, "adapter": True,
                 "base_dir": os.path.relpath(Path(base_dir).resolve(), outdir.resolve())}
+        if (fingerprint := local_fingerprint(base_dir)) is not None:
+            meta["fingerprint"] = fingerprint
     with atomic_dir(outdir, replace=False) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:

@@ -46,6 +46,7 @@ def _wrap_lora(model, cfg: FinetuneSettings):
 
 
 register_method("full", _full_prepare, lambda trained: trained)
-# LoRA keeps the adapter (a few MB) rather than a merged copy of the model (15 GB for a 7B model in
-# bf16, per run and seed); jobs that read the tuned model merge it into the base on load.
+# LoRA keeps the adapter (20 MB on the embedded default) rather than a merged copy of the model
+# (saved in float32 as trained: 517 MB there, 30 GB for a 7B model, per run and seed); jobs that
+# read the tuned model merge it into the base on load.
 register_method("lora", _wrap_lora, lambda trained: trained)

@@ -165,7 +165,8 @@ def _checkpointing(model, enable: bool) -> None:
 def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
              use_chat_template: bool, log=print, kind: str = "sft") -> dict:
     """Fine-tune ``model`` in place on ``records``; return the training history and the trained
-    module under ``"model"`` (for LoRA: the PEFT model, whose checkpoint is the adapter)."""
+    module under ``"model"`` (for LoRA: the PEFT model wrapping ``model``, whose checkpoint is the
+    adapter; ``model`` itself then carries the adapter layers, its own weights frozen)."""
     segmenter = Segmenter.for_tokenizer(tokenizer, use_chat_template)
     examples = build_examples(records, segmenter, cfg.max_length, kind=kind)
     n_dropped = len(records) - len(examples)

@@ -54,7 +54,13 @@ def fetch_model(source: dict) -> dict | None:
     """Download a configured model source (``models.<m>.source``) when it is on the hub."""
     if "hf" not in source:
         return None
-    return fetch_repo(source["hf"]["id"], source["hf"]["revision"], MODEL_FILES)
+    got = fetch_repo(source["hf"]["id"], source["hf"]["revision"], MODEL_FILES)
+    if not any(f.endswith(".safetensors") for f in got["files"]):
+        raise FileNotFoundError(
+            f"{got['repo']}@{got['revision']}: no safetensors weights (stsflow loads safetensors "
+            "only; pickled .bin weights can run code when loaded). Fix: use a revision or a "
+            "copy of the model saved with safetensors (save_pretrained does by default)")
+    return got
 
 
 def fetch_sae(sae: dict) -> dict | None:

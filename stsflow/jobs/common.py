@@ -27,6 +27,21 @@ def setup_logging(log_path: str | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(message)s")
 
 
+def hub_offline() -> None:
+    """A model job reads the Hugging Face cache only, never the network: fetch_model and
+    fetch_sae downloaded what it loads, where the network is. Without this, on a compute node
+    with no network, each lookup of an optional file (chat template, processor config) that
+    transformers makes would wait for a connection timeout before falling back to the cache."""
+    import os
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if "huggingface_hub" in sys.modules:  # imported already: its constants are read
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
 def load_job_model(model_dir, model: ModelSettings, threads: int | None = None):
     """(model, tokenizer, info) of a prepared model directory, with the job's thread count and a
     fixed torch seed. Torch is imported here, not at module level: the reduction jobs that share
@@ -48,6 +63,6 @@ def model_identity(info: dict) -> dict:
 
 
 def sae_identity(info: dict) -> dict:
-    keys = ("kind", "release", "sae_id", "hook_name", "width", "architecture", "train",
-            "fraction_variance_explained")
+    keys = ("kind", "release", "sae_id", "repo", "repo_path", "revision", "hook_name", "width",
+            "architecture", "train", "fraction_variance_explained")
     return {k: info[k] for k in keys if k in info}

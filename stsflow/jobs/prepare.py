@@ -86,14 +86,23 @@ def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str
 
 def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
                 corpora_files: dict, train_corpora: list[str], eval_corpora: list[str], outdir, *,
-                where: str, threads: int | None = None, n_top: list[int] | None = None) -> None:
-    """Fetch (registry), check (registry, local) or train the SAE of one layer, then measure its
-    quality on held-out corpus tokens (see stsflow.sae).
+                where: str, threads: int | None = None, n_top: list[int] | None = None,
+                fetched: Path | str | None = None) -> None:
+    """Fetch (registry, hub), check (registry, hub, local) or train the SAE of one layer, then
+    measure its quality on held-out corpus tokens (see stsflow.sae).
+
+    ``fetched``: fetch_sae's record of a ``hub`` SAE, whose commit pins the revision read (as
+    prepare_model pins a hub model's).
 
     ``corpora_files`` maps a corpus name to ``(kind, materialised file)``; ``train_corpora`` (empty
     for a pretrained SAE) and ``eval_corpora`` name the corpora that train and evaluate it.
     ``where`` is the SAE's config entry for error messages; ``n_top`` the STS sizes to check
     against a registry SAE's width (the registry YAML does not carry widths)."""
+    if fetched is not None and sae.hub is not None:
+        import dataclasses
+
+        commit = json.loads(Path(fetched).read_text())["revision"]
+        sae = dataclasses.replace(sae, hub={**sae.hub, "revision": commit})
     from stsflow.models.load import model_info
     from stsflow.sae import prepare, quality, train
     from stsflow.text.segments import Segmenter

@@ -83,8 +83,9 @@ def sae_quality_table(sae_dirs: dict):
     rows, warnings = [], []
     for (layer, name), path in sorted(sae_dirs.items()):
         q = quality_summary(path)
-        ident = (f"{q['release']}/{q['sae_id']}" if q.get("kind") == "registry"
-                 else q.get("path") if q.get("kind") == "local" else "trained here")
+        ident = {"registry": lambda: f"{q['release']}/{q['sae_id']}",
+                 "hub": lambda: f"{q['repo']}/{q['repo_path']}@{q['revision'][:12]}",
+                 "local": lambda: q.get("path")}.get(q.get("kind"), lambda: "trained here")()
         rows.append({"layer": int(layer), "sae": name, "source": ident,
                      "hook": q.get("hook_name"), "width": q.get("width"), "k": q.get("k"),
                      "l0": q.get("l0"),

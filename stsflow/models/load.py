@@ -119,11 +119,26 @@ def adapter_base(prepared: Path | str, info: dict) -> Path:
     recorded, now = info.get("base") or {}, model_info(base)
     changed = [k for k in ("kind", "id", "package", "file", "revision", "sha256")
                if k in recorded and now.get(k) != recorded[k]]
+    if "fingerprint" in info and info["fingerprint"] != local_fingerprint(base):
+        changed.append("the local model's config.json or weight files")
     if changed:
         raise ValueError(
             f"the LoRA adapter in {prepared} was trained on another base model than the one now at "
             f"{base} ({', '.join(changed)} differ); delete the adapter to fine-tune again")
     return base
+
+
+def local_fingerprint(prepared: Path | str) -> dict | None:
+    """What identifies a ``local`` model's weights, which its manifest does not pin (a hub model
+    has its commit, a GGUF file its hash): the hash of its config.json and the name and size of
+    every weight file. None for other kinds."""
+    info = model_info(prepared)
+    if info.get("kind") != "local":
+        return None
+    path = Path(info["path"])
+    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {"config_sha256": sha256(path / "config.json"),
+            "weights": {p.name: p.stat().st_size for p in weights}}
 
 
 def _location(prepared: Path | str, info: dict) -> tuple:

@@ -72,8 +72,8 @@ def quality_summary(prepared: Path | str) -> dict:
     """What a report shows of a prepared SAE: identity, quality figures, warnings (poor figures,
     a declared model other than the configured one, an accepted hook)."""
     info = json.loads((Path(prepared) / MANIFEST).read_text())
-    keys = ("kind", "release", "sae_id", "path", "hook_name", "accepted_hook", "width",
-            "architecture", "declared_model")
+    keys = ("kind", "release", "sae_id", "repo", "repo_path", "revision", "path", "hook_name",
+            "accepted_hook", "width", "architecture", "declared_model")
     out = {k: info[k] for k in keys if k in info}
     out.update({k: info.get(k) for k in FIGURES})
     # k of a TopK SAE (trained here, or read from a pretrained SAE's config): its sparsity by

@@ -48,6 +48,11 @@ def fetch_pretrained(spec: SaeSettings, *, layer: int, hidden_size: int, where: 
         from stsflow.io.hub import hub_sae_dir
 
         path, commit = hub_sae_dir(spec.hub)
+        if not (path / "cfg.json").is_file():
+            raise ConfigError([f"{where}.hub.path: no sae-lens cfg.json in {spec.hub['path']} of "
+                               f"{spec.hub['repo']}@{commit[:12]}. Fix: point it at the folder "
+                               "holding the SAE's cfg.json and sae_weights.safetensors (sae-lens "
+                               "format; other formats need the sae-lens registry's converters)"])
         facts = sae_cfg_facts(json.loads((path / "cfg.json").read_text()))
         field, declared = "hub.path", {}
         info = {"kind": "hub", "repo": spec.hub["repo"], "repo_path": spec.hub["path"],

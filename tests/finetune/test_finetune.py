@@ -212,3 +212,33 @@ def test_checkpoint_atomic_and_reloadable(tok, base, tmp_path, monkeypatch):
     partial.mkdir()
     (partial / "config.json").write_text("{}")
     assert not ft.is_complete_checkpoint(partial)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_adapter_checkpoint_loads_as_the_merged_model_training_produced(tiny_model_dir, tmp_path,
+                                                                        dtype):
+    """A LoRA checkpoint keeps the adapter; loading it (merged into its base) gives exactly the
+    weights of the trained model merged in memory and cast to the model's dtype, which is what a
+    saved merged copy loaded in that dtype had."""
+    from stsflow.config.settings import ModelSettings
+    from stsflow.jobs import prepare as prepare_job
+    from stsflow.models.load import load_model
+
+    prepare_job.prepare_model(ModelSettings.with_defaults(
+        source={"local": {"path": str(tiny_model_dir)}}), tmp_path / "base")
+    model, tok, _ = load_model(tmp_path / "base", dtype, "cpu")
+    hist = finetune(model, tok, records(8), cfg(method="lora", lr=5e-2, batch_size=4,
+                                                 micro_batch_size=2, max_steps=2),
+                    use_chat_template=True, log=lambda s: None)
+    save_checkpoint(hist["model"], tok, tmp_path / "ckpt", {"method": "lora"},
+                    base_dir=tmp_path / "base")
+    assert not (tmp_path / "ckpt" / "model.safetensors").exists()
+    expected = ft.plain(hist["model"]).to(getattr(torch, dtype)).state_dict()
+    loaded, _, info = load_model(tmp_path / "ckpt", dtype, "cpu")
+    got = loaded.state_dict()
+    assert info["adapter"] is True and got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert got[name].dtype == getattr(torch, dtype)
+        assert torch.equal(got[name], value), name
+    with pytest.raises(ValueError, match="base_dir"):
+        save_checkpoint(hist["model"], tok, tmp_path / "none", {})

@@ -12,34 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import COMMIT, cache_repo
 
 from stsflow.config.schema import ConfigError
 from stsflow.config.settings import ModelSettings, SaeSettings
 from stsflow.io import hub
 from stsflow.jobs import prepare as prepare_job
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def cache_repo(cache: Path, repo: str, files: dict[str, Path | bytes], commit: str = COMMIT,
-               ref: str = "main") -> Path:
-    """A repository in a hub cache: blobs, the snapshot of ``commit`` (links to the blobs) and
-    ``refs/<ref>`` naming it."""
-    import hashlib
-
-    root = cache / f"models--{repo.replace('/', '--')}"
-    snap = root / "snapshots" / commit
-    for rel, content in files.items():
-        data = content.read_bytes() if isinstance(content, Path) else content
-        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        (snap / rel).parent.mkdir(parents=True, exist_ok=True)
-        (snap / rel).symlink_to(blob)
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / ref).write_text(commit)
-    return snap
-
 
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
@@ -202,3 +180,53 @@ def test_config_validation_checks_a_hub_sae_folder_named_after_its_hook(tmp_path
     cfg["hub_downloads"] = "elsewhere"
     with pytest.raises(ConfigError, match="hub_downloads"):
         stsconfig.validate(cfg, base_dir=tmp_path)
+
+
+def test_fetch_model_refuses_a_repository_without_safetensors(hub_cache):
+    cache_repo(hub_cache, "org/pickled", {"config.json": b"{}", "pytorch_model.bin": b"w"})
+    with pytest.raises(FileNotFoundError, match="no safetensors weights"):
+        hub.fetch_model({"hf": {"id": "org/pickled", "revision": "main"}})
+
+
+def test_hub_sae_reads_the_fetched_commit_not_the_branch(hub_cache, sae_job, tmp_path):
+    """prepare_sae with fetch_sae's record reads the commit fetched, even after the branch moved
+    on in the cache; a folder without cfg.json is refused with the field and the fix."""
+    from conftest import saved_sae
+
+    old = saved_sae(tmp_path / "old", hook="blocks.1.hook_resid_post", width=64)
+    new = saved_sae(tmp_path / "new", hook="blocks.1.hook_resid_post", width=96)
+    cache_repo(hub_cache, "org/saes", {f"L1/{f.name}": f for f in old.iterdir()})
+    spec = {"hub": {"repo": "org/saes", "path": "L1", "revision": "main"}}
+    record = tmp_path / "fetched.json"
+    prepare_job.fetch(None, spec, record)
+    later = "f" * 40
+    cache_repo(hub_cache, "org/saes", {f"L1/{f.name}": f for f in new.iterdir()}, commit=later)
+    root, mspec = sae_job
+    out = tmp_path / "out"
+    prepare_job.prepare_sae(root / "model", mspec, 1,
+                            SaeSettings.with_defaults(eval_tokens=300, **spec),
+                            {"arith": ("sft", root / "sft.parquet")}, [], ["arith"], out,
+                            where="models.tiny.layers.1.sae", n_top=[8], fetched=record)
+    info = json.loads((out / "stsflow_sae.json").read_text())
+    assert (info["revision"], info["width"]) == (COMMIT, 64)
+    assert run_sae_job(sae_job, spec, tmp_path / "moved")["width"] == 96  # no record: the branch
+    cache_repo(hub_cache, "org/other", {"L1/readme.txt": b"not an SAE"})
+    with pytest.raises(ConfigError, match=r"hub\.path: no sae-lens cfg\.json in L1 of org/other"):
+        run_sae_job(sae_job, {"hub": {"repo": "org/other", "path": "L1", "revision": "main"}},
+                    tmp_path / "none")
+
+
+def test_model_jobs_switch_the_hub_library_offline(monkeypatch):
+    """What the model jobs' scripts call first: the hub library reads its cache only."""
+    import huggingface_hub.constants as constants
+
+    from stsflow.jobs.common import hub_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_offline()
+    assert constants.HF_HUB_OFFLINE is True
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    monkeypatch.delenv("HF_HUB_OFFLINE")

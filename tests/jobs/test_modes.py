@@ -686,6 +686,14 @@ def test_lora_adapter_refuses_a_missing_or_changed_base(job, lora_adapter, tmp_p
     shutil.copytree(d / "model", base)
     load_model(moved, "float32", "cpu")  # the base in its place: loads
     manifest = json.loads((base / "stsflow_model.json").read_text())
+    # a local base is identified by its config.json and weight files, not only its kind
+    changed = tmp_path / "changed_model"
+    shutil.copytree(manifest["path"], changed)
+    cfg = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**cfg, "rms_norm_eps": 1e-3}))
+    (base / "stsflow_model.json").write_text(json.dumps({**manifest, "path": str(changed)}))
+    with pytest.raises(ValueError, match="config.json or weight files"):
+        load_model(moved, "float32", "cpu")
     (base / "stsflow_model.json").write_text(json.dumps({**manifest, "kind": "hf",
                                                          "id": "other/model"}))
     with pytest.raises(ValueError, match="trained on another base model"):

@@ -260,8 +260,14 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     (trained / "stsflow_sae.json").write_text(json.dumps(
         {"kind": "train", "path": ".", "architecture": "topk", "width": 64,
          "train": {"k": 8, "width": 64}, "l0": 8.0, "warnings": []}))
-    table, _ = sae_quality_table({(3, "main"): d, (3, "k8"): trained})
+    hub = tmp_path / "L3hub"
+    hub.mkdir()
+    (hub / "stsflow_sae.json").write_text(json.dumps(
+        {"kind": "hub", "repo": "org/saes", "repo_path": "blocks.3.hook_resid_post",
+         "revision": "0123456789abcdef0123", "path": ".", "width": 64, "warnings": []}))
+    table, _ = sae_quality_table({(3, "main"): d, (3, "k8"): trained, (3, "hub"): hub})
     assert table.select("sae", "source", "k", "l0").rows() == [
+        ("hub", "org/saes/blocks.3.hook_resid_post@0123456789ab", None, None),
         ("k8", "trained here", 8, 8.0), ("main", "rel/layer_3", None, 12.5)]
     from stsflow.report.summary import write_report
 
