@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run run-layer20 test lint report clean-results
+.PHONY: venv run run-layer20 test lint report clean-results gpu-check
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ run-layer20: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+# The GPU check (stsflow/gpu_check.py): accuracy against a float64 reference, tokens/s, MFU and
+# peak memory of extraction on one GPU, no network, a few minutes; figures in gpu_check.json.
+gpu-check: $(STAMP)
+	$(BIN)/python -m stsflow.gpu_check --out gpu_check.json
 
 # Snakefile and rules/ formatted as snakefmt formats them (settings: [tool.snakefmt] in
 # pyproject.toml; `$(BIN)/snakefmt Snakefile rules/` applies it), and no `snakemake --lint` finding.

@@ -226,8 +226,8 @@ def _eval_job(w):
 # max_length unless the step says (fine-tuning uses finetune.max_length).
 MODEL_JOBS = {
     "extract": lambda w: dict(
-        step="inference",
-        logits=False,  # the forward stops after the layer
+        step="extract",
+        sae_width=_sae_width(w),
         merges_adapter=_merges_adapter(Mode.parse(w.mode).method),
     ),
     "encode": lambda w: dict(step="encode", sae_width=_sae_width(w)),

@@ -22,6 +22,8 @@ vocabulary):
   ``16n``; activations kept for the backward pass ``16·B·T·H·4`` per layer, one layer's worth
   plus every layer's input ``L·B·T·H·4`` with activation checkpointing; logits and their gradient
   ``3·4·B·T·V``, with ``B`` the micro-batch;
+* an extraction adds its SAE's float32 weights ``4·2·width·H`` and the dense encoding of a batch,
+  taken as four ``B·T·width`` float32 tensors (pre-activations, top-k values, their copies);
 * an SAE trained in ``prepare_sae`` holds encoder and decoder with gradients and AdamW's moments,
   ``16·2·width·H``; a pretrained one its float32 weights ``4·2·width·H`` (nothing where its
   width is unknown before it is fetched: a ``hub`` SAE, most registry ids);
@@ -92,8 +94,10 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
          trains_sae: bool = False, merges_adapter: bool = False, logits: bool = True) -> Need:
     """The memory of one job of ``step``:
 
-    * ``inference``: a forward pass of the model in ``dtype`` (extraction, evaluation, the
-      before/after means; ``new_tokens`` > 0 adds generation's KV cache);
+    * ``inference``: a forward pass of the model in ``dtype`` (evaluation, the before/after
+      means; ``new_tokens`` > 0 adds generation's KV cache);
+    * ``extract``: a forward pass stopped after the layer (no logits) and the SAE of
+      ``sae_width`` encoding the batch;
     * ``gradients``: forward and backward through rank-8 LoRA adapters, one example at a time;
     * ``sae``: inference plus an SAE of ``sae_width``, trained in float32 when ``trains_sae``
       (``prepare_sae``);
@@ -108,6 +112,10 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
     if step == "encode":
         gpu = 2 * 4 * (sae_width or 0) * s.hidden_size + batch * tokens * s.hidden_size * 4
         host = HOST_BASE
+    elif step == "extract":
+        gpu = weights + forward_bytes(s, dtype, batch, tokens, logits=False)
+        if sae_width:
+            gpu += 4 * 2 * sae_width * s.hidden_size + 4 * 4 * batch * tokens * sae_width
     elif step in ("inference", "sae"):
         gpu = weights + forward_bytes(s, dtype, batch, tokens, logits)
         if new_tokens:

@@ -104,6 +104,8 @@ def test_memory_grows_with_the_model_the_batch_and_the_step():
     assert resources.need("inference", big, **{**kw, "batch": 16}).gpu_mb > inf[big].gpu_mb
     no_logits = resources.need("inference", big, **kw, logits=False)
     assert no_logits.gpu_mb < inf[big].gpu_mb
+    assert resources.need("extract", big, **kw).gpu_mb == no_logits.gpu_mb
+    assert resources.need("extract", big, **kw, sae_width=57344).gpu_mb > no_logits.gpu_mb + 8000
     gen = resources.need("inference", big, **kw, new_tokens=2048)
     assert gen.gpu_mb > inf[big].gpu_mb
     lora = resources.need("lora", big, **{**kw, "batch": 4})
@@ -178,7 +180,7 @@ def test_rules_request_the_memory_the_model_needs(tmp_path):
     assert requests(jobs, "finetune") == {ft.host_mb}
     assert requests(jobs, "finetune", "gpu_mem_mb") == {ft.gpu_mb}
     extract = requests(jobs, "extract")
-    plain = resources.need("inference", shape, batch=m["batch_size"], logits=False, **kw)
+    plain = resources.need("extract", shape, batch=m["batch_size"], **kw)  # SAE width unknown
     assert plain.host_mb in extract and len(extract) == 2  # the tuned runs merge an adapter
 
     del m["shape"]
