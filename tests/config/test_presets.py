@@ -188,21 +188,11 @@ def test_documented_command_next_to_the_default_config(tmp_path):
 
 
 def local_rules(preset: Path, tmp_path: Path, *config: str) -> set[str]:
-    """The rules Snakemake runs itself rather than submitting, for a preset (and --config)."""
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from snakemake.api import SnakemakeApi\n"
-        "from snakemake.settings.types import (ConfigSettings, OutputSettings,\n"
-        "                                      ResourceSettings, StorageSettings)\n"
-        "snakefile, configfile, *cfg = sys.argv[1:]\n"
-        "with SnakemakeApi(OutputSettings()) as api:\n"
-        "    wf = api.workflow(resource_settings=ResourceSettings(cores=1),\n"
-        "        config_settings=ConfigSettings(configfiles=[Path(configfile)],\n"
-        "                                       config=dict(c.split('=', 1) for c in cfg)),\n"
-        "        storage_settings=StorageSettings(), snakefile=Path(snakefile),\n"
-        "        workdir=Path.cwd())\n"
-        "    print(' '.join(sorted(wf._workflow._localrules)))\n")
+    """The rules Snakemake runs itself rather than submitting, for a preset (and --config), as
+    `stsflow plan` reads them (in a process of its own: Snakemake's API keeps global state)."""
+    code = ("import sys\nfrom pathlib import Path\nfrom stsflow.plan import local_rules\n"
+            "print(' '.join(sorted(local_rules(Path(sys.argv[1]), Path(sys.argv[2]), "
+            "sys.argv[3:]))))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(REPO / "Snakefile"), str(preset),
                            *config], cwd=tmp_path, env=offline_env(tmp_path),
                           capture_output=True, text=True, timeout=120)

@@ -16,6 +16,7 @@ from conftest import REPO
 from stsflow.config import resources
 from stsflow.config.facts import model_shape, params_of_config
 from stsflow.plan import parse_dry_run
+from test_presets import offline_env  # no hub, an empty HF cache
 
 PRESETS = REPO / "stsflow" / "presets"
 
@@ -130,15 +131,6 @@ def test_memory_grows_with_the_model_the_batch_and_the_step():
         assert n.gpu_mb % 1000 == 0 and n.host_mb % 1000 == 0
     with pytest.raises(ValueError, match="unknown step"):
         resources.need("train", big, **kw)
-
-
-def offline_env(tmp_path):
-    import os
-    from pathlib import Path
-
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"),
-                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
 def dry_run_jobs(tmp_path, config: dict, *extra: str) -> list[dict]:

@@ -638,8 +638,9 @@ def lora_adapter(job):
 
 def test_lora_adapter_and_merged_copy_give_the_same_true_shift(job, lora_adapter):
     """The checkpoint a LoRA run keeps is its adapter; the tuned model's extraction (the true
-    shift) through it equals the extraction through a merged full copy of the same fine-tune,
-    and the adapter is a small fraction of the copy's size."""
+    shift) through it equals the extraction through a full checkpoint of the merged weights
+    (the merge itself is checked against the trained model in test_finetune.py), and the
+    adapter is a small fraction of the copy's size."""
     from stsflow.finetune.checkpoint import read_checkpoint_meta, save_checkpoint
 
     d = job["d"]

@@ -46,6 +46,25 @@ def test_every_rule_is_either_a_cluster_job_or_a_local_rule():
     assert local | downloads | gpu_rules() == rules
 
 
+def test_every_model_job_reads_the_hub_cache_offline():
+    """The script of every rule that loads a model or an SAE switches the hub library offline
+    first (fetch_model / fetch_sae downloaded what it loads): a new one cannot forget it."""
+    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
+    scripts = {}
+    for block in re.split(r"\n(?=rule |use rule )", text):
+        m = re.match(r"rule (\w+)", block)
+        s = re.search(r'script:\s*\n\s*"\.\./workflow_scripts/([^"]+)"', block)
+        if m and s:
+            scripts[m.group(1)] = s.group(1)
+    gpu = gpu_rules() - {"evaluate_tuned"}  # runs evaluate_base's script
+    assert gpu <= set(scripts)
+    for rule in gpu:
+        body = (REPO / "workflow_scripts" / scripts[rule]).read_text()
+        first_call = body.index("setup_logging(snakemake.log[0])")
+        assert "\nhub_offline()" in body[first_call:], rule
+        assert body.index("\nhub_offline()") < body.index("snakemake.input"), rule
+
+
 def test_every_gpu_rule_takes_a_gpu_on_slurm():
     """On SLURM every GPU rule goes to the GPU partition with one GPU and two CPUs: a new GPU
     rule cannot be forgotten in the profile (the login node that plans may have no GPU, so the
