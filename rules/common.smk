@@ -280,6 +280,130 @@ def gpu_request(rule):
     return lambda wc: job_need(rule, wc).gpu_mb if job_need(rule, wc) else 0
 
 
+# -- runtime requests of the model jobs, from the model's shape and the job's tokens -------------
+# (stsflow.config.resources.work). Token counts come from the config where it fixes them
+# (extraction budgets, an SAE's training tokens) and from the materialised data otherwise
+# (characters of the job's Parquet input): Snakemake evaluates a job's resources again once
+# its inputs exist, so a submitted job carries the data's figure. Before the data exists (a dry
+# run, `stsflow plan`) a dataset's max_items bounds it, else the rule's fixed request stands.
+
+SPEED = resources.Speed.from_config(CONFIG["throughput"])
+
+
+def _per_item(path, cap, rows_cap):
+    """(items, tokens per item) of a Parquet input: the file's figures when it exists, else
+    ``rows_cap`` items of ``cap`` tokens (None: unknown)."""
+    size = resources.text_size(path)
+    if size is None:
+        return (rows_cap, cap) if rows_cap else (None, None)
+    rows, chars = size
+    return rows, min(cap, resources.tokens_per_item(rows, chars))
+
+
+def _sae_entry(w):
+    return layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
+
+
+def _work_extract(w, input):
+    tokens = STS["sft_tokens"] if w.kind == "sft" else STS["domain_tokens"]
+    return dict(step="extract", tokens=tokens, layer=int(w.layer), sae_width=_sae_width(w))
+
+
+def _work_encode(w, input):
+    tokens = STS["sft_tokens"] if w.kind == "sft" else STS["domain_tokens"]
+    return dict(step="encode", tokens=tokens, sae_width=_sae_width(w))
+
+
+def _work_gradients(w, input):
+    examples = STS["grad_examples"] if w.kind == "sft" else STS["m"]
+    cap = SFTS[w.corpus]["max_items"] if w.kind == "sft" else None
+    rows, per = _per_item(input.data, FT["max_length"], cap or examples)
+    n = min(examples, rows)
+    return dict(step="gradients", tokens=n * per, calls=n)
+
+
+def _work_prepare_sae(w, input):
+    sae = _sae_entry(w)
+    train = sae["train"]["tokens"] if "train" in sae else 0
+    return dict(
+        step="sae",
+        tokens=train,
+        layer=int(w.layer),
+        eval_tokens=sae["eval_tokens"],
+        sae_width=_sae_width(w) if "train" in sae else None,
+    )
+
+
+def _work_finetune(w, input):
+    rows, per = _per_item(input.sft_items, FT["max_length"], SFTS[w.sft]["max_items"])
+    if rows is None:
+        return None
+    examples = FT["epochs"] * min(rows, FT["max_items"] or rows)
+    if FT["max_steps"]:
+        examples = min(examples, FT["max_steps"] * FT["batch_size"])
+    step = w.method if w.method in ("lora", "full") else "full"
+    return dict(step=step, tokens=examples * per, checkpointing=FT["gradient_checkpointing"])
+
+
+def _work_evaluate(w, input):
+    m = MODELS[w.model]
+    rows, per = _per_item(input.test, m["max_length"] or 1024, DOMAINS[w.domain]["max_items"])
+    if rows is None:
+        return None
+    # teacher-forced passes over every item: each likelihood metric, and the residual means
+    passes = sum(x in ("nll", "option_loglik") for x in EVAL["metrics"]) + 1
+    job = dict(step="inference", tokens=passes * rows * per, batch=EVAL["batch_size"])
+    # option_loglik runs each item alone: its query, then its options
+    job["calls"] = 2 * rows if "option_loglik" in EVAL["metrics"] else 0
+    if "generate" in EVAL["metrics"]:
+        _, demo = _per_item(input.demos, m["max_length"] or 1024, EVAL["k_shot"] or 1)
+        new = EVAL["max_new_tokens"]
+        context = min(EVAL["k_shot"] * (demo or 0) + per, max(EVAL["max_context"] - new, 1))
+        job.update(new_tokens=new, context=context, calls=job["calls"] + rows)
+    return job
+
+
+RUNTIME_WORK = {
+    "extract": _work_extract,
+    "encode": _work_encode,
+    "gradients": _work_gradients,
+    "prepare_sae": _work_prepare_sae,
+    "finetune": _work_finetune,
+    "evaluate_base": _work_evaluate,  # evaluate_tuned inherits it (use rule ... with)
+}
+
+
+def job_minutes(rule, w, input, attempt=1):
+    """Runtime request of one job of a model rule (minutes), or None when its model's shape
+    or its token count is unknown."""
+    shape = _shape(w.model)
+    job = RUNTIME_WORK[rule](w, input) if shape is not None else None
+    if job is None:
+        return None
+    m = MODELS[w.model]
+    on_cpu = m["device"] == "cpu"
+    threads = FINETUNE_THREADS if rule == "finetune" else 1
+    return resources.runtime_min(
+        resources.work(job.pop("step"), shape, dtype=m["dtype"], **job),
+        shape,
+        SPEED,
+        device_is_cpu=on_cpu,
+        threads=threads,
+        attempt=attempt,
+    )
+
+
+def runtime_request(rule, fallback):
+    """Runtime request of a model rule in minutes, grown with the retry attempt; ``fallback``
+    when the model's shape or the job's tokens are unknown."""
+
+    def request(wc, input, attempt):
+        got = job_minutes(rule, wc, input, attempt)
+        return got if got is not None else fallback * attempt
+
+    return request
+
+
 def sae_spec(w):
     """An SAE's config, without its name (the name is in the path; renaming reruns nothing
     that the path does not)."""

@@ -30,7 +30,7 @@ rule extract:
         gpu=gpu_units,
         mem_mb=host_request("extract", 8000),
         gpu_mem_mb=gpu_request("extract"),
-        runtime=lambda wc, attempt: 120 * attempt,
+        runtime=runtime_request("extract", 120),
     params:
         model=model_spec,
         sts=extract_settings,
@@ -58,7 +58,7 @@ rule encode:
         gpu=gpu_units,
         mem_mb=host_request("encode", 8000),
         gpu_mem_mb=gpu_request("encode"),
-        runtime=lambda wc, attempt: 60 * attempt,
+        runtime=runtime_request("encode", 60),
     params:
         device=lambda w: MODELS[w.model]["device"],
         batch_size=lambda w: MODELS[w.model]["batch_size"],
@@ -84,7 +84,7 @@ rule gradients:
         gpu=gpu_units,
         mem_mb=host_request("gradients", 8000),
         gpu_mem_mb=gpu_request("gradients"),
-        runtime=lambda wc, attempt: 60 * attempt,
+        runtime=runtime_request("gradients", 60),
     params:
         model=model_spec,
         grads={k: STS[k] for k in ("grad_examples", "grad_dim", "control_seed", "sample_seed")},

@@ -94,7 +94,7 @@ rule prepare_sae:
         gpu=gpu_units,
         mem_mb=host_request("prepare_sae", 8000),
         gpu_mem_mb=gpu_request("prepare_sae"),
-        runtime=lambda wc, attempt: 120 * attempt,
+        runtime=runtime_request("prepare_sae", 120),
     params:
         model=model_spec,
         sae=sae_spec,

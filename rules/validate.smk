@@ -20,7 +20,7 @@ rule finetune:
         gpu=gpu_units,
         mem_mb=host_request("finetune", 16000),
         gpu_mem_mb=gpu_request("finetune"),
-        runtime=lambda wc, attempt: 240 * attempt,
+        runtime=runtime_request("finetune", 240),
     params:
         model=model_spec,
         recipe=recipe,
@@ -47,7 +47,7 @@ rule evaluate_base:
         gpu=gpu_units,
         mem_mb=host_request("evaluate_base", 8000),
         gpu_mem_mb=gpu_request("evaluate_base"),
-        runtime=lambda wc, attempt: 120 * attempt,
+        runtime=runtime_request("evaluate_base", 120),
     params:
         model=model_spec,
         evaluate=EVAL,

@@ -220,7 +220,8 @@ def render(result: dict) -> str:
             for what, tps in row["tokens_per_s"].items():
                 lines.append(f"    {what:<34s} {tps:>12.1f} tok/s")
             if row["mfu"] is not None:
-                lines.append(f"    MFU of the stopped forward        {row['mfu']:.3f}")
+                lines.append(f"    MFU of the stopped forward        {row['mfu']:.3f}"
+                             "  (the config's throughput.gpu_mfu plans runtimes with it)")
             peaks = row["peak_mb"]
             if peaks["extraction"] is not None:
                 lines.append(f"    peak GPU memory: stopped forward {peaks['forward stopped']:.0f}"

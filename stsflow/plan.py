@@ -3,8 +3,12 @@
 
 It runs Snakemake's own dry run (``snakemake -n --verbose``, with the profile given), so the
 figures are the ones the jobs will be submitted with: threads and resources after the profile's
-``set-threads`` and ``set-resources``, memory derived from the model
-(``stsflow.config.resources``). GPU hours are the requested wall time of every GPU job times its
+``set-threads`` and ``set-resources``, memory and runtime derived from the model and the job's
+tokens (``stsflow.config.resources``). The token counts of fine-tuning and evaluation come from
+the materialised data: before it exists (the plan shows materialize jobs) those jobs keep the
+rules' fixed runtime, unless the dataset's ``max_items`` bounds it; materialising first
+(``snakemake --profile ... --until materialize_sft materialize_domain``, local jobs) makes the
+plan exact. GPU hours are the requested wall time of every GPU job times its
 GPUs, first attempt: an upper bound of what the run uses, and what an allocation must cover."""
 
 from __future__ import annotations
@@ -31,12 +35,12 @@ class RulePlan:
 
 
 def parse_dry_run(text: str) -> list[dict]:
-    """Jobs of a verbose dry run: rule, threads and resources of each."""
+    """Jobs of a verbose dry run: rule, wildcards, threads and resources of each."""
     jobs, job = [], None
     for line in text.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            job = {"rule": m.group(1), "threads": 1, "resources": {}}
+            job = {"rule": m.group(1), "threads": 1, "resources": {}, "wildcards": {}}
             jobs.append(job)
             continue
         if job is None:
@@ -44,6 +48,9 @@ def parse_dry_run(text: str) -> list[dict]:
         m = re.match(r"^    threads: (\d+)$", line)
         if m:
             job["threads"] = int(m.group(1))
+        elif line.startswith("    wildcards: "):
+            job["wildcards"] = dict(item.partition("=")[::2]
+                                    for item in line[len("    wildcards: "):].split(", "))
         elif line.startswith("    resources: "):
             for item in line[len("    resources: "):].split(", "):
                 key, _, value = item.partition("=")
@@ -163,6 +170,13 @@ def main(argv: list[str]) -> int:
     config = profile_config(args.profile) + list(args.config)
     plans = summarise(jobs, local_rules(args.snakefile, args.configfile, config))
     print(render(plans, shapes(args.configfile), args.gpu_mem_mb, args.profile))
+    unmaterialised = sum(p.jobs for p in plans if p.rule.startswith("materialize_"))
+    if unmaterialised:
+        print(f"{unmaterialised} dataset(s) not materialised yet: fine-tuning and evaluation "
+              "jobs without a max_items bound keep the rules' fixed runtime. For runtimes "
+              "from the data, materialise first:\n"
+              f"  snakemake{' --profile ' + args.profile if args.profile else ''} "
+              "--until materialize_sft materialize_domain\nthen plan again.")
     return 0
 
 

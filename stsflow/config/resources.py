@@ -1,6 +1,7 @@
-"""Memory requests of the jobs that run a model, derived from the model's shape, its dtype, the
-batch and the step, so that one profile fits a 135M and a 9B model. No torch: the workflow
-computes these while it plans.
+"""Memory and runtime requests of the jobs that run a model, derived from the model's shape, its
+dtype, the batch, the step and (runtime) the job's tokens, so that one profile fits a 135M and a
+9B model. No torch: the workflow computes these while it plans. The runtime terms are at the
+end of the module.
 
 The model's shape (parameters, hidden size, layers, vocabulary) is read offline where it can be
 (``stsflow.config.facts.model_shape``); a hub model before ``fetch_model`` has run takes the
@@ -136,3 +137,149 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
     if device_is_cpu:
         host = max(host, HOST_BASE + gpu)
     return Need(gpu_mb=_mb(gpu), host_mb=_mb(host))
+
+
+# ----------------------------------------------------------------------------- runtime
+#
+# Runtime requests come from the same shape and the job's token count: compute (FLOPs) over the
+# device's throughput, the weights streamed once per decoding step over its memory bandwidth, a
+# kernel-launch floor per sequential forward call, and loading. The throughput figures are
+# assumptions the config states (``throughput``); ``make gpu-check`` measures the MFU of the
+# user's own GPU, and the margin absorbs the rest. A job that outlives its request is retried
+# with a longer one (the attempt multiplies it, as the memory).
+
+# English prose averages about 4 characters a BPE token; digits and formulas tokenise worse (the
+# embedded default's math set: 2.9 with SmolLM2's tokenizer), so 2.5 errs long; each item adds
+# its chat-template scaffolding (head, turn markers)
+CHARS_PER_TOKEN = 2.5
+ITEM_TOKENS = 64
+START_S = 120.0        # process start, imports, tokenizer, the SAE; a job is never shorter
+LOAD_BPS = 0.5e9       # weights read from a shared filesystem, bytes per second
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Throughput of the machine that runs a job (the config's ``throughput``)."""
+
+    gpu_tflops: dict  # dense peak of one GPU by dtype, TFLOP/s
+    gpu_mfu: float  # fraction of that peak a batched forward/backward reaches
+    gpu_bandwidth_gbs: float  # GPU memory bandwidth, GB/s (decoding streams the weights)
+    cpu_gflops: float  # achieved GFLOP/s of one CPU thread
+    launch_ms_per_layer: float  # eager kernel launches of one block's forward, ms
+    margin: float  # requested = estimate x margin
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Speed":
+        return cls(gpu_tflops=dict(cfg["gpu_tflops"]), gpu_mfu=cfg["gpu_mfu"],
+                   gpu_bandwidth_gbs=cfg["gpu_bandwidth_gbs"], cpu_gflops=cfg["cpu_gflops"],
+                   launch_ms_per_layer=cfg["launch_ms_per_layer"], margin=cfg["margin"])
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one job computes: FLOPs in the dtype the math runs in, sequential forward calls
+    (each pays the launch floor), decoding steps (each streams the weights and the KV cache),
+    and bytes loaded at start."""
+
+    flops: float
+    dtype: str
+    calls: int = 0
+    decode_steps: int = 0
+    decode_bytes: float = 0.0  # read per decoding step
+    load_bytes: float = 0.0
+
+
+def text_size(path) -> tuple[int, int] | None:
+    """(rows, characters of every text column, options included) of a materialised Parquet
+    file, or None when it does not exist yet (a dry run before materialisation). Reads no
+    more than the columns' lengths."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if path is None or not Path(path).exists():
+        return None
+    table = pq.read_table(path)
+    chars = 0
+    for col in table.columns:
+        typ = col.type
+        if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            col, typ = pc.list_flatten(col), typ.value_type
+        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            chars += int(pc.sum(pc.utf8_length(col)).as_py() or 0)
+    return table.num_rows, chars
+
+
+def tokens_per_item(rows: int, chars: int) -> int:
+    """Estimated tokens of one item (row) of a Parquet input with ``chars`` text characters."""
+    return int(math.ceil(chars / max(rows, 1) / CHARS_PER_TOKEN)) + ITEM_TOKENS
+
+
+def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer: int | None = None,
+         sae_width: int | None = None, eval_tokens: int = 0, checkpointing: bool = False,
+         new_tokens: int = 0, batch: int = 1, context: int = 0) -> Work:
+    """The work of one job of ``step`` (the steps of ``need``) over ``tokens`` tokens:
+
+    * a forward pass costs ``2n`` FLOPs a token, stopped after block ``layer`` the share of
+      blocks it runs; an SAE ``2·width·H`` to encode and as much to decode;
+    * ``extract``: the stopped forward and the encoding; ``encode``: the SAE alone;
+    * ``sae``: training on ``tokens`` (stopped forward, SAE forward and backward ``6·2·width·H``)
+      when ``sae_width`` is trained, and three full forwards over ``eval_tokens`` (clean, SAE
+      spliced in, zeros spliced in: ``sae.quality``);
+    * ``inference``: full forwards over ``tokens`` (the caller counts the passes), and
+      ``new_tokens`` generated per item in batches of ``batch`` after prompts of ``context``;
+    * ``gradients``: forward and backward, ``4n`` a token (no weight gradients but the
+      adapters'); ``lora``: the same in float32; ``full``: ``6n``; activation checkpointing adds a
+      forward (``2n``).
+
+    ``calls``: sequential forward calls (per item or per example), for the launch floor."""
+    n, H = s.n_params, s.hidden_size
+    stopped = 2 * n * (min(layer + 1, s.n_layers) / s.n_layers if layer is not None else 1.0)
+    sae = 2 * (sae_width or 0) * H
+    load = n * BYTES[dtype]
+    if step == "extract":
+        return Work(tokens * (stopped + sae), dtype, calls, load_bytes=load)
+    if step == "encode":
+        return Work(tokens * 2 * sae, "float32", calls)
+    if step == "sae":
+        train = tokens * (stopped + 3 * 2 * sae) if sae_width else 0.0
+        return Work(train + 3 * eval_tokens * 2 * n, dtype, calls, load_bytes=load)
+    if step == "inference":
+        flops = tokens * 2 * n
+        steps = 0
+        if new_tokens:
+            flops += calls * (context + new_tokens) * 2 * n  # prompts and generated tokens
+            steps = math.ceil(calls / max(batch, 1)) * new_tokens
+        kv = kv_cache_bytes(s, dtype, batch, context, new_tokens) / 2  # half full on average
+        return Work(flops, dtype, calls, steps, load + kv, load_bytes=load)
+    extra = 2 * n if checkpointing else 0
+    if step == "gradients":
+        return Work(tokens * (4 * n + extra), dtype, calls, load_bytes=load)
+    if step == "lora":
+        return Work(tokens * (4 * n + extra), "float32", calls, load_bytes=load)
+    if step == "full":
+        return Work(tokens * (6 * n + extra), "float32", calls, load_bytes=load + 4 * n)
+    raise ValueError(f"unknown step {step!r}")
+
+
+def seconds(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1) -> float:
+    """Estimated seconds of a job's work on its device, before the margin."""
+    launch = w.calls * s.n_layers * speed.launch_ms_per_layer / 1e3
+    if device_is_cpu:  # the CPU's achieved rate already holds its efficiency
+        compute = w.flops / (speed.cpu_gflops * 1e9 * max(threads, 1))
+        decode = 0.0  # each decoding step's FLOPs are counted in compute
+    else:
+        peak = speed.gpu_tflops.get(w.dtype) or min(speed.gpu_tflops.values())
+        compute = w.flops / (peak * 1e12 * speed.gpu_mfu)
+        decode = w.decode_steps * (w.decode_bytes / (speed.gpu_bandwidth_gbs * 1e9))
+    return START_S + w.load_bytes / LOAD_BPS + max(compute, launch) + decode
+
+
+def runtime_min(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1,
+                attempt: int = 1) -> int:
+    """Runtime request in minutes: the estimate times the margin and the attempt, rounded up to
+    five minutes, at least ten."""
+    est = seconds(w, s, speed, device_is_cpu=device_is_cpu, threads=threads) * speed.margin / 60
+    return max(10, int(math.ceil(est / 5) * 5)) * attempt

@@ -5,6 +5,7 @@ dry runs of the presets, the profile's overrides."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -212,8 +213,12 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
     assert counts["extract"] == 35 and counts["evaluate_tuned"] == 42 and counts["sts"] == 252
     assert "│ cluster │" in rows["extract"] and "│ local " in rows["sts"]
     assert "│ local " in rows["fetch_model"]
-    # requested wall time: the rules' runtime (minutes) x jobs, one GPU each
-    hours = {"prepare_sae": 2, "extract": 35 * 2, "gradients": 15, "finetune": 3 * 4,
+    # requested wall time, one GPU each: on an H100 a 7.6B model's extraction of 20,000 tokens,
+    # its gradients and its SAE's quality pass are seconds of compute plus loading (15 GB at
+    # 0.5 GB/s) and start, about 150 s, twice that with the margin: the ten-minute floor.
+    # Fine-tuning and evaluation keep the rules' fixed 4 h and 2 h: their data is not
+    # materialised yet (the plan says so).
+    hours = {"prepare_sae": 1 / 6, "extract": 35 / 6, "gradients": 15 / 6, "finetune": 3 * 4,
              "evaluate_base": 14 * 2, "evaluate_tuned": 42 * 2}
     assert f"GPU hours requested: {sum(hours.values()):.1f}" in out
     cluster = sum(counts[r] for r in hours)
@@ -221,6 +226,7 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
     assert "7.62B parameters" in out and "(from shape)" in out
     assert re.search(r"needs more than 30 GB on one GPU: .*evaluate_base", out)
     assert "GB !" in rows["evaluate_base"] and "!" not in rows["extract"]
+    assert "15 dataset(s) not materialised yet" in out and "--until materialize_sft" in out
 
 
 def test_plan_reads_where_the_downloads_run_from_the_profile(tmp_path):
@@ -239,3 +245,147 @@ def test_plan_reads_where_the_downloads_run_from_the_profile(tmp_path):
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^│ (\w+)\s+│.*$", proc.stdout, re.M)}
     assert "│ cluster │" in rows["fetch_model"] and "│ cluster │" in rows["fetch_sae"]
     assert "│ local " in rows["materialize_domain"]
+
+
+# ----------------------------------------------------------------------------- runtime
+
+SPEED = resources.Speed(gpu_tflops={"bfloat16": 1000.0, "float16": 1000.0, "float32": 50.0},
+                        gpu_mfu=0.5, gpu_bandwidth_gbs=2000.0, cpu_gflops=40.0,
+                        launch_ms_per_layer=0.5, margin=2.0)
+
+
+def test_work_counts_the_flops_of_each_step():
+    """FLOPs per token: a forward 2n (stopped after a layer: its share of the blocks), LoRA and
+    the gradients 4n, full fine-tuning 6n, checkpointing one more forward; an SAE 2·width·H to
+    encode; training in float32 whatever the model's dtype."""
+    s = resources.Shape(1_000_000_000, 1000, 10, 50_000)
+    t = 1000
+    assert resources.work("lora", s, dtype="bfloat16", tokens=t).flops == 4e12
+    assert resources.work("lora", s, dtype="bfloat16", tokens=t).dtype == "float32"
+    assert resources.work("full", s, dtype="bfloat16", tokens=t).flops == 6e12
+    assert resources.work("full", s, dtype="bfloat16", tokens=t, checkpointing=True).flops == 8e12
+    assert resources.work("gradients", s, dtype="bfloat16", tokens=t).dtype == "bfloat16"
+    ex = resources.work("extract", s, dtype="bfloat16", tokens=t, layer=4, sae_width=8000)
+    assert ex.flops == pytest.approx(t * (2e9 * 5 / 10 + 2 * 8000 * 1000))
+    sae = resources.work("sae", s, dtype="bfloat16", tokens=t, layer=4, sae_width=8000,
+                         eval_tokens=100)
+    assert sae.flops == pytest.approx(t * (1e9 + 6 * 2 * 8000 * 1000) + 3 * 100 * 2e9)
+    pretrained = resources.work("sae", s, dtype="bfloat16", tokens=0, eval_tokens=100)
+    assert pretrained.flops == pytest.approx(3 * 100 * 2e9)
+    gen = resources.work("inference", s, dtype="bfloat16", tokens=0, calls=16, batch=8,
+                         new_tokens=100, context=50)
+    assert gen.flops == pytest.approx(16 * 150 * 2e9) and gen.decode_steps == 2 * 100
+    with pytest.raises(ValueError, match="unknown step"):
+        resources.work("train", s, dtype="bfloat16", tokens=t)
+
+
+def test_seconds_and_the_request_from_the_work():
+    """GPU: compute over peak x MFU, each decoding step the bytes it streams over the bandwidth,
+    the launch floor of sequential calls; CPU: the achieved rate per thread; then the margin,
+    five-minute steps, ten minutes at least, times the attempt."""
+    s = resources.Shape(1_000_000_000, 1000, 10, 50_000)
+    load = 2e9 / resources.LOAD_BPS + resources.START_S
+    w = resources.work("inference", s, dtype="bfloat16", tokens=1_000_000)
+    assert resources.seconds(w, s, SPEED, device_is_cpu=False) == pytest.approx(
+        load + 2e15 / (1000e12 * 0.5))
+    cpu = resources.seconds(w, s, SPEED, device_is_cpu=True, threads=2)
+    assert cpu == pytest.approx(load + 2e15 / (40e9 * 2))
+    # many sequential calls over few tokens: the launch floor, not the FLOPs
+    calls = resources.work("inference", s, dtype="bfloat16", tokens=1000, calls=100_000)
+    assert resources.seconds(calls, s, SPEED, device_is_cpu=False) == pytest.approx(
+        load + 100_000 * 10 * 0.5e-3)
+    gen = resources.work("inference", s, dtype="bfloat16", tokens=0, calls=8, batch=8,
+                         new_tokens=1000, context=0)
+    per_step = 2e9 + resources.kv_cache_bytes(s, "bfloat16", 8, 0, 1000) / 2
+    assert resources.seconds(gen, s, SPEED, device_is_cpu=False) == pytest.approx(
+        load + max(8 * 1000 * 2e9 / 500e12, 8 * 10 * 0.5e-3) + 1000 * per_step / 2000e9)
+    # 124 s + 2e15 / 40e9 = 50,124 s; x 2 = 1,670.8 min: 1,675 requested
+    assert resources.runtime_min(w, s, SPEED, device_is_cpu=True) == 1675
+    assert resources.runtime_min(w, s, SPEED, device_is_cpu=True, attempt=3) == 3 * 1675
+    small = resources.work("extract", s, dtype="bfloat16", tokens=10, layer=1)
+    assert resources.runtime_min(small, s, SPEED, device_is_cpu=False) == 10
+    full = resources.work("full", s, dtype="bfloat16", tokens=1_000_000)
+    assert (resources.runtime_min(full, s, SPEED, device_is_cpu=False)
+            > resources.runtime_min(resources.work("lora", s, dtype="bfloat16",
+                                                   tokens=1_000_000), s, SPEED,
+                                    device_is_cpu=False))
+
+
+def test_text_size_counts_the_characters_of_every_text_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": "What is 2+2?", "options": ["3", "4", "five"], "answer_index": 1,
+             "cot_content": "Add them."},
+            {"question": "Ünïcode ✓", "options": ["ja", "nein"], "answer_index": 0,
+             "cot_content": None}]
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    chars = sum(len(r["question"]) + sum(map(len, r["options"])) + len(r["cot_content"] or "")
+                for r in rows)
+    assert resources.text_size(path) == (2, chars)
+    assert resources.text_size(tmp_path / "missing.parquet") is None
+    assert resources.tokens_per_item(2, 50) == math.ceil(25 / resources.CHARS_PER_TOKEN) \
+        + resources.ITEM_TOKENS
+
+
+def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
+    """Through Snakemake on the embedded default (`device: cpu`): before materialisation the
+    fine-tuning and evaluation jobs keep the rules' fixed runtime and the extractions' come from
+    the token budgets; once the data exists, each job's runtime is the estimate from its
+    Parquet input, computed here directly; a profile's set-resources overrides it."""
+    import pyarrow.parquet as pq
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["models"]["smollm2-135m"]["device"] = "cpu"
+    cfg["throughput"] = {"margin": 10}
+    before = dry_run_jobs(tmp_path, cfg)
+    assert requests(before, "finetune", "runtime") == {240}
+    assert requests(before, "evaluate_base", "runtime") == {120}
+    shape, _ = model_shape(cfg["models"]["smollm2-135m"], REPO)
+    n = shape.n_params
+
+    def minutes(flops, calls=0, threads=1):
+        launch = calls * shape.n_layers * 0.25e-3
+        sec = (resources.START_S + 4 * n / resources.LOAD_BPS
+               + max(flops / (50e9 * threads), launch))
+        return max(10, math.ceil(sec * 10 / 60 / 5) * 5)
+
+    sts = cfg["sts"]
+    layer, width = 12, cfg["models"]["smollm2-135m"]["layers"][12]["sae"]["train"]["width"]
+    per_token = 2 * n * (layer + 1) / shape.n_layers + 2 * width * shape.hidden_size
+    assert requests([j for j in before if j["wildcards"].get("kind") == "sft"], "extract",
+                    "runtime") == {minutes(sts["sft_tokens"] * per_token)}
+
+    # materialise (local, offline, seconds), then plan again
+    path = tmp_path / "preset.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
+         str(path), "--cores", "1", "--until", "materialize_sft", "materialize_domain"],
+        cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    after = dry_run_jobs(tmp_path, cfg)
+
+    def per_item(file, cap):
+        table = pq.read_table(file).to_pylist()
+        chars = sum(len(v) for row in table for v in row.values() if isinstance(v, str))
+        chars += sum(len(x) for row in table for v in row.values() if isinstance(v, list)
+                     for x in v if isinstance(x, str))
+        return len(table), min(cap, math.ceil(chars / len(table) / 2.5) + 64)
+
+    ft = cfg["finetune"]
+    rows, per = per_item(tmp_path / "results/data/sft/math.parquet", ft["max_length"])
+    assert requests(after, "finetune", "runtime") == {
+        minutes(ft["epochs"] * rows * per * 4 * n, threads=2)}
+    law = [j for j in after if j["rule"] == "evaluate_base" and j["wildcards"]["domain"] == "law"]
+    rows, per = per_item(tmp_path / "results/data/domain/law.test.parquet", 1024)
+    assert requests(law, "evaluate_base", "runtime") == {
+        minutes(3 * rows * per * 2 * n, calls=2 * rows)}
+    assert requests(law, "evaluate_base", "runtime") != {120}
+
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(yaml.safe_dump(
+        {"set-resources": {"finetune": {"runtime": 7}}}))
+    over = dry_run_jobs(tmp_path, cfg, "--profile", str(profile))
+    assert requests(over, "finetune", "runtime") == {7}
