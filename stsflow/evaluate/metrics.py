@@ -67,12 +67,11 @@ Other metrics:
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stsflow.evaluate.forced import Forced, item_pass
 from stsflow.evaluate.mmlu_pro import (
     OFFICIAL_MAX_CONTEXT,
     STOP_STRINGS,
@@ -81,7 +80,6 @@ from stsflow.evaluate.mmlu_pro import (
 )
 from stsflow.evaluate.registry import register_metric
 from stsflow.models.batching import pad_batch, pad_id_of
-from stsflow.models.cache import cache_kwarg, copy_cache, prefix_cache
 from stsflow.text.prompts import (
     LETTERS,
     drop_na_options,
@@ -101,14 +99,6 @@ def prompt_ids(segmenter, prompt: str, use_chat_template: bool) -> list[int]:
 
 def _device(model):
     return next(model.parameters()).device
-
-
-_cache_kwarg = cache_kwarg
-
-
-def _out_cache(out):
-    cache = out.get("cache") if hasattr(out, "get") else None
-    return cache if cache is not None else out.past_key_values
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -236,58 +226,45 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
                        ) -> list[dict]:
     """Option log-likelihood accuracy. One row per item: question_id, pred_index, pred,
     answer_index, correct, and per option logprob_sum, logprob_mean, n_option_tokens."""
-    device = _device(model)
-    was_training = model.training
-    model.eval()
     prefix = segmenter.head()
     for d in demos[:k_shot]:
         prefix += segmenter.demo(d, "domain")  # user_text drops "N/A" options
-    shared = prefix_cache(model, prefix) if reuse_cache else None
-    cache_kw = _cache_kwarg(model)
+    if reuse_cache:
+        got = item_pass(model, tokenizer, items, segmenter=segmenter, prefix=prefix, options=True,
+                        batch_size=batch_size)
+        return option_rows(got)
+    # the direct computation (tests, and a check of the cache path): context and option in one
+    # sequence, no cache
+    device = _device(model)
+    was_training = model.training
+    model.eval()
     rows = []
     for item in items:
         rec = drop_na_options(item)
-        query = segmenter.query(rec, "domain")
+        ctx = prefix + segmenter.query(rec, "domain")
         opt_ids = [_ids(tokenizer, str(o).strip()) for o in rec["options"]]
         per_token: list[list[float]] = [[] for _ in opt_ids]
         nonempty = [i for i, ids in enumerate(opt_ids) if ids]
-        if reuse_cache:
-            cache = copy_cache(shared)
-            ctx_len = len(prefix) + len(query)
-            att = torch.ones((1, ctx_len), dtype=torch.long, device=device)
-            q_in = torch.tensor([query], device=device)
-            out = model(input_ids=q_in, attention_mask=att, use_cache=True, **{cache_kw: cache})
-            first_logp = F.log_softmax(out.logits[0, -1].float(), dim=-1)
-            item_cache = _out_cache(out)
-            for c in range(0, len(nonempty), batch_size):
-                chunk = nonempty[c:c + batch_size]
-                width = max(len(opt_ids[i]) for i in chunk)
-                logits = None
-                if width > 1:
-                    cache = copy_cache(item_cache, len(chunk))
-                    ids, opt_mask = pad_batch([opt_ids[i] for i in chunk])
-                    att = torch.cat([torch.ones((len(chunk), ctx_len), dtype=torch.long),
-                                     opt_mask], dim=1)
-                    logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
-                                   use_cache=True, **{cache_kw: cache}).logits
-                vals = _option_logprobs(first_logp, logits, [opt_ids[i] for i in chunk])
-                for i, v in zip(chunk, vals):
-                    per_token[i] = v
-        else:
-            ctx = prefix + query
-            for c in range(0, len(nonempty), batch_size):
-                chunk = nonempty[c:c + batch_size]
-                ids, att = pad_batch([ctx + opt_ids[i] for i in chunk])
-                logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
-                               use_cache=False).logits
-                logp = F.log_softmax(logits.float(), dim=-1)
-                for r, i in enumerate(chunk):
-                    per_token[i] = [float(logp[r, len(ctx) + j - 1, t])
-                                    for j, t in enumerate(opt_ids[i])]
+        for c in range(0, len(nonempty), batch_size):
+            chunk = nonempty[c:c + batch_size]
+            ids, att = pad_batch([ctx + opt_ids[i] for i in chunk])
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device),
+                           use_cache=False).logits
+            logp = F.log_softmax(logits.float(), dim=-1)
+            for r, i in enumerate(chunk):
+                per_token[i] = [float(logp[r, len(ctx) + j - 1, t])
+                                for j, t in enumerate(opt_ids[i])]
         rows.append(_score_row(rec, per_token, [len(o) for o in opt_ids]))
     if was_training:
         model.train()
     return rows
+
+
+def option_rows(got: Forced) -> list[dict]:
+    """``option_loglik`` rows from a teacher-forced pass that read the options."""
+    # an option's token count is the length of its log-probs (an empty option has none)
+    return [_score_row(rec, per_token, [len(v) for v in per_token])
+            for rec, per_token in zip(got.records, got.options)]
 
 
 # ----------------------------------------------------------------------------- NLL
@@ -311,58 +288,55 @@ def reference_text(record: dict, kind: str) -> tuple[str, str]:
     return f"The answer is ({LETTERS[idx]}). {str(record['options'][idx]).strip()}", "answer"
 
 
-def _logits_from(model, first: int, **inputs) -> torch.Tensor:
-    """Logits of positions ``first`` onwards: computed only there when the model's forward takes
-    ``logits_to_keep`` (transformers' causal LMs), else sliced from all positions."""
-    keep = inputs["input_ids"].shape[1] - first
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        return model(**inputs, logits_to_keep=keep).logits
-    return model(**inputs).logits[:, first:]
-
-
-@torch.no_grad()
 def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "domain",
              batch_size: int = 8, max_length: int | None = None) -> list[dict]:
     """Mean NLL per token of the reference response given head + query. One row per item:
-    question_id, nll, n_tokens, reference."""
-    device = _device(model)
-    was_training = model.training
-    model.eval()
-    head = segmenter.head()
-    examples = []
-    for rec in items:
-        text, which = reference_text(rec, kind)
-        ctx = head + segmenter.query(rec, kind)
-        resp = _ids(tokenizer, text + segmenter.layout.assistant_close)
-        ids = (ctx + resp)[:max_length] if max_length else ctx + resp
-        examples.append((ids, len(ctx), which))
-    pad_id = pad_id_of(tokenizer)
-    rows: list[dict | None] = [None] * len(items)
-    order = sorted(range(len(items)), key=lambda i: -len(examples[i][0]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids, att = pad_batch([examples[i][0] for i in idx], pad_id)
-        # Only the positions that predict a response token need the LM head (a third of a small
-        # model's forward): from the batch's shortest context on.
-        first = min(examples[i][1] for i in idx) - 1
-        tok_logp = None
-        if first < ids.shape[1] - 1:  # else max_length cut every response away: nothing to score
-            logits = _logits_from(model, first, input_ids=ids.to(device),
-                                  attention_mask=att.to(device), use_cache=False)
-            logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-            tok_logp = logp.gather(-1, ids[:, first + 1:].to(device).unsqueeze(-1)).squeeze(-1)
-        for r, i in enumerate(idx):
-            seq, n_ctx, which = examples[i]
-            vals = (tok_logp[r, n_ctx - 1 - first: len(seq) - 1 - first] if tok_logp is not None
-                    else torch.zeros(0))
-            n = int(vals.numel())
-            rec = items[i]
-            rows[i] = {"question_id": rec.get("question_id", rec.get("id")),
-                       "nll": float(-vals.sum() / n) if n else float("nan"), "n_tokens": n,
-                       "reference": which}
-    if was_training:
-        model.train()
+    question_id, nll, n_tokens, reference. ``max_length`` cuts head + query + response; what is
+    left of the response is scored (none left: NaN, 0 tokens)."""
+    got = item_pass(model, tokenizer, items, segmenter=segmenter, prefix=segmenter.head(),
+                    reference=kind, max_length=max_length, batch_size=batch_size)
+    return nll_rows(items, got)
+
+
+def nll_rows(items: list[dict], got: Forced) -> list[dict]:
+    """``nll`` rows from a teacher-forced pass that read the reference responses."""
+    rows = []
+    for rec, (vals, which) in zip(items, got.reference):
+        n = len(vals)
+        rows.append({"question_id": rec.get("question_id", rec.get("id")),
+                     "nll": float(-np.sum(vals) / n) if n else float("nan"), "n_tokens": n,
+                     "reference": which})
     return rows
+
+
+def teacher_forced(model, tokenizer, items: list[dict], demos: list[dict], *, segmenter,
+                   settings, residual_max_length: int | None = None,
+                   residuals: bool = False) -> tuple[dict, Forced | None]:
+    """The evaluation job's teacher-forced metrics in as few passes as their prefixes allow:
+    ``nll``, 0-shot ``option_loglik`` and the layer means share the chat head, so each item runs
+    through the model once for all three (``forced.item_pass``); a k-shot ``option_loglik``
+    has its own prefix, its own pass. Returns ({metric: rows}, the pass holding the layer
+    means, or None)."""
+    metrics = settings.metrics
+    k = settings.loglik_k_shot if "option_loglik" in metrics else 0
+    joint_options = "option_loglik" in metrics and k == 0
+    rows: dict = {}
+    means = None
+    if "nll" in metrics or joint_options or residuals:
+        got = item_pass(model, tokenizer, items, segmenter=segmenter, prefix=segmenter.head(),
+                        options=joint_options, reference="domain" if "nll" in metrics else None,
+                        residuals=residuals, residual_max_length=residual_max_length,
+                        batch_size=settings.batch_size)
+        if "nll" in metrics:
+            rows["nll"] = nll_rows(items, got)
+        if joint_options:
+            rows["option_loglik"] = option_rows(got)
+        means = got if residuals else None
+    if "option_loglik" in metrics and not joint_options:
+        rows["option_loglik"] = _run_option_loglik(model, tokenizer, items, demos,
+                                                   segmenter=segmenter, settings=settings,
+                                                   subject=None, chat_template=None)
+    return rows, means
 
 
 @register_metric("nll", kind="nll", higher_is_better=False)

@@ -1,7 +1,7 @@
 """The mean residual of a domain's queries at every layer, recorded by each evaluation job (base
 model and each fine-tuned model): what the before/after-SFT representation similarity
-(``scores`` predictor ``before_after``) compares, with no model pass of its own beyond the one the
-evaluation job adds to the model it has already loaded.
+(``scores`` predictor ``before_after``) compares, with no model pass of its own: the evaluation's
+teacher-forced pass (``evaluate.forced``) reads them from the forward of each item's query.
 
 Inputs: every test item of the domain as a plain STS query (chat head, then the user turn, as
 extraction formats it, ``text.segments``); pooled: the token mean over the content tokens of the
@@ -24,61 +24,16 @@ import pyarrow.parquet as pq
 def layer_sums(model, seg, records: list[dict], batch_size: int = 8,
                max_length: int | None = None) -> tuple[np.ndarray, int]:
     """(sums (n_layers, d) float64 over the content tokens of every record's plain query, the
-    token count): one forward pass per batch of queries, every block's output captured with
-    hooks (the residual stream after the block, as extraction's ``LayerTap`` reads it; the
-    model's ``hidden_states[-1]`` is after the final norm in recent transformers). Queries are cut
-    to ``max_length`` tokens, as extraction cuts them."""
-    import torch
+    token count): every block's output (the residual stream after the block, as extraction's
+    ``LayerTap`` reads it; the model's ``hidden_states[-1]`` is after the final norm in recent
+    transformers) at the first ``max_length`` tokens of each query, as extraction cuts them.
+    The evaluation job gets the same sums from its teacher-forced pass; this runs that pass for
+    the means alone."""
+    from stsflow.evaluate.forced import item_pass
 
-    from stsflow.models.tap import StopForward, decoder_layers
-
-    device = next(model.parameters()).device
-    head = list(seg.head())
-    queries = []
-    for r in records:
-        ids, counted = seg.query_parts(r, "domain")
-        cut = len(ids) if max_length is None else max_length
-        queries.append((list(ids)[:cut], list(counted)[:cut]))
-    blocks = decoder_layers(model)
-    outputs: list = [None] * len(blocks)
-
-    def hook(i):
-        def capture(module, args, output):
-            outputs[i] = output[0] if isinstance(output, tuple) else output
-            if i == len(blocks) - 1:
-                raise StopForward  # nothing after the last block is read: no final norm, no LM head
-        return capture
-
-    handles = [blk.register_forward_hook(hook(i)) for i, blk in enumerate(blocks)]
-    sums, n = None, 0
-    try:
-        with torch.no_grad():
-            for b in range(0, len(queries), batch_size):
-                batch = queries[b:b + batch_size]
-                sums, n = _add_batch(model, head, batch, outputs, device, sums, n)
-    finally:
-        for h in handles:
-            h.remove()
-    return sums, n
-
-
-def _add_batch(model, head, batch, outputs, device, sums, n):
-    import torch
-
-    from stsflow.models.batching import pad_batch
-    from stsflow.models.tap import StopForward
-
-    ids, mask = pad_batch([head + list(q) for q, _ in batch])
-    try:
-        model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-    except StopForward:
-        pass
-    hs = torch.stack(list(outputs))  # (n_layers, B, T, d): block outputs
-    keep = torch.zeros(ids.shape, dtype=torch.bool)
-    for r, (q, counted) in enumerate(batch):
-        keep[r, len(head):len(head) + len(q)] = torch.tensor(counted, dtype=torch.bool)
-    part = hs[:, keep.to(device)].double().sum(1).cpu().numpy()
-    return (part if sums is None else sums + part), n + int(keep.sum())
+    got = item_pass(model, seg.tokenizer, records, segmenter=seg, prefix=seg.head(),
+                    residuals=True, residual_max_length=max_length, batch_size=batch_size)
+    return got.sums, got.n_tokens
 
 
 def write_reps(sums: np.ndarray, n_tokens: int, out, meta: dict) -> None:

@@ -14,9 +14,12 @@ Choices made here (the paper is silent):
 * **Batches.** Each epoch visits the examples in a fresh permutation drawn from
   ``numpy.random.default_rng([seed, epoch])``. An optimizer step takes ``batch_size`` examples
   (the last step of an epoch takes the remainder; nothing is dropped); they are sorted by length
-  and cut into micro-batches of ``micro_batch_size`` (right padding, label -100 on padding). The
-  loss of a step is the mean over all response tokens of the step: each micro-batch contributes
-  ``sum(CE) / n_response_tokens(step)``, so the gradient does not depend on the micro-batch split.
+  and cut into micro-batches of at most ``micro_batch_size`` examples of similar lengths, each
+  padded to its longest at most by a third of its tokens (``batching.length_chunks``; right
+  padding, label -100 on padding): on the embedded default's math set, 8 random examples padded
+  together were 85 % real tokens. The loss of a step is the mean over all response tokens of
+  the step: each micro-batch contributes ``sum(CE) / n_response_tokens(step)``, so the gradient
+  does not depend on the micro-batch split.
 * **Optimizer.** torch AdamW on trainable parameters; weight decay only on parameters with >= 2
   dimensions (no decay on biases and norm gains, the Hugging Face Trainer convention), eps 1e-8.
   ``transformers.get_cosine_schedule_with_warmup`` with ``ceil(warmup_ratio * total_steps)``
@@ -45,7 +48,7 @@ import torch.nn.functional as F
 
 from stsflow.config.settings import FinetuneSettings
 from stsflow.finetune.methods import FINETUNE_REGISTRY
-from stsflow.models.batching import pad_batch, pad_id_of
+from stsflow.models.batching import length_chunks, pad_batch, pad_id_of
 from stsflow.text.segments import Segmenter
 
 IGNORE = -100
@@ -224,8 +227,8 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
                 n_tok = sum(len(ids) for ids, _ in batch)
                 opt.zero_grad(set_to_none=True)
                 loss_sum = 0.0
-                for m in range(0, len(batch), cfg.micro_batch_size):
-                    ids, att, lab = collate(batch[m:m + cfg.micro_batch_size], pad_id, device)
+                for chunk in length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size):
+                    ids, att, lab = collate([batch[i] for i in chunk], pad_id, device)
                     s, _ = response_loss_sum(train_model, ids, att, lab)
                     (s / n_resp).backward()
                     loss_sum += float(s.detach())

@@ -55,15 +55,21 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     ``reps_out``: the mean residual of the domain's queries at every layer
     (``features.reps``), for the before/after-SFT similarity."""
     from stsflow.evaluate import METRICS, summary
+    from stsflow.evaluate.metrics import teacher_forced
     from stsflow.text.segments import Segmenter
 
     lm, tok, _ = load_job_model(model_dir, model, threads)
     seg = Segmenter.for_tokenizer(tok, model.chat_template)
     items, demos = corpora.read_records(test_path), corpora.read_records(demos_path)
+    # NLL, option log-likelihood and the layer means read one forward of each item together
+    forced, means = teacher_forced(lm, tok, items, demos, segmenter=seg, settings=settings,
+                                   residuals=reps_out is not None,
+                                   residual_max_length=model.max_length)
     rows = []
     for metric in settings.metrics:  # each a registered metric (evaluate.METRICS)
-        res = METRICS[metric].run(lm, tok, items, demos, segmenter=seg, settings=settings,
-                                  subject=subject, chat_template=model.chat_template)
+        res = forced[metric] if metric in forced else METRICS[metric].run(
+            lm, tok, items, demos, segmenter=seg, settings=settings, subject=subject,
+            chat_template=model.chat_template)
         values = summary.item_values(res, metric)
         overview = summary.accuracy_table(res, metric)
         log.info("%s %s: %s", variant, metric, overview)
@@ -73,7 +79,6 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     write_parquet(pa.Table.from_pylist(rows), out,
                   {"variant": variant, "evaluate": settings.as_dict()})
     if reps_out is not None:
-        from stsflow.features.reps import layer_sums, write_reps
+        from stsflow.features.reps import write_reps
 
-        sums, n = layer_sums(lm, seg, items, settings.batch_size, model.max_length)
-        write_reps(sums, n, reps_out, {"variant": variant, "items": len(items)})
+        write_reps(means.sums, means.n_tokens, reps_out, {"variant": variant, "items": len(items)})

@@ -1,5 +1,5 @@
 """The one batch-padding helper: a list of token sequences as padded ids and an attention mask
-(left or right padding), and the pad id of a tokenizer."""
+(left or right padding), the pad id of a tokenizer, and batches of similar lengths."""
 
 from __future__ import annotations
 
@@ -30,3 +30,24 @@ def pad_batch(seqs: list[list[int]], pad_id: int = 0, left: bool = False
         ids[r, span] = torch.as_tensor(list(seq), dtype=torch.long)
         mask[r, span] = 1
     return ids, mask
+
+
+# a batch is closed before its padding would exceed a quarter of its tokens: a 60-token
+# reference answer padded together with five 6-token options costs four times its tokens
+MIN_FILL = 0.75
+
+
+def length_chunks(lengths: list[int], max_rows: int) -> list[list[int]]:
+    """Indices of ``lengths`` in batches of at most ``max_rows``, longest first, each batch's
+    real tokens at least ``MIN_FILL`` of its padded size (rows x its longest)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    chunks: list[list[int]] = []
+    for i in order:
+        cur = chunks[-1] if chunks else None
+        if (cur and len(cur) < max_rows
+                and sum(lengths[j] for j in cur) + lengths[i]
+                >= MIN_FILL * (len(cur) + 1) * lengths[cur[0]]):
+            cur.append(i)
+        else:
+            chunks.append([i])
+    return chunks

@@ -235,20 +235,24 @@ class WithoutLogitsToKeep(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.inner = model
+        self.config = model.config
 
-    def forward(self, input_ids, attention_mask=None, use_cache=None):
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+    def forward(self, input_ids, attention_mask=None, use_cache=None, past_key_values=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache,
+                          past_key_values=past_key_values)
 
 
 @pytest.mark.parametrize("chat", [True, False])
 @pytest.mark.parametrize("keeps_logits", [True, False])
 def test_nll_matches_direct(model, tok, chat, keeps_logits):
-    """Batches mix context lengths, so the LM head runs from the shortest context on."""
+    """Each item's query runs once on the head's cache (its LM head on the last position only,
+    where the forward takes logits_to_keep), its reference response on a copy of that cache."""
     seg = Segmenter.for_tokenizer(tok, chat)
     items = domain_records("law", 3)
     items.append({**domain_records("law", 1, offset=7)[0], "cot_content": ""})  # test-split item
     lm = model if keeps_logits else WithoutLogitsToKeep(model)
-    # the test model's forward takes logits_to_keep (the path eval_nll uses), the wrapper's not
+    # the test model's forward takes logits_to_keep (the path the query's forward uses), the
+    # wrapper's not
     assert ("logits_to_keep" in inspect.signature(lm.forward).parameters) == keeps_logits
     rows = metrics.eval_nll(lm, tok, items, segmenter=seg, kind="domain", batch_size=3)
     assert [r["reference"] for r in rows] == ["cot", "cot", "cot", "answer"]
@@ -270,6 +274,52 @@ def test_nll_matches_direct(model, tok, chat, keeps_logits):
     table = summary.accuracy_table(rows, "nll")
     assert table["value"] == pytest.approx(np.mean([r["nll"] for r in rows]))
     assert table["higher_is_better"] is False and table["n_items"] == 3
+
+
+@pytest.mark.parametrize("k_shot", [0, 2])
+def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(model, tok, k_shot):
+    """The evaluation job's teacher-forced pass (NLL, 0-shot option log-likelihood and the layer
+    means from one forward of each item's query) against direct computations: every option and
+    reference scored in one uncached sequence, every block's output read with LayerTap; a
+    k-shot option log-likelihood keeps its own prefix."""
+    from stsflow.config.settings import EvalSettings
+    from stsflow.models.tap import LayerTap
+
+    seg = Segmenter.for_tokenizer(tok, True)
+    items = domain_records("law", 4)
+    items[2] = {**items[2], "options": [*items[2]["options"][:2], "N/A",
+                                        *items[2]["options"][2:]]}
+    demos = domain_records("law", 3, offset=10)
+    settings = EvalSettings(metrics=("nll", "option_loglik"), k_shot=0, loglik_k_shot=k_shot,
+                            max_new_tokens=8, max_context=4096, chat_template=False,
+                            batch_size=3, n_boot=10)
+    rows, means = metrics.teacher_forced(model, tok, items, demos, segmenter=seg,
+                                         settings=settings, residuals=True)
+    direct = metrics.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,
+                                        batch_size=3, reuse_cache=False)
+    for got, want in zip(rows["option_loglik"], direct):
+        assert got["pred_index"] == want["pred_index"]
+        assert got["n_option_tokens"] == want["n_option_tokens"]
+        np.testing.assert_allclose(got["logprob_sum"], want["logprob_sum"], rtol=1e-5, atol=1e-5)
+    for item, row in zip(items, rows["nll"]):
+        ctx = seg.head() + seg.query(item, "domain")
+        resp = seg.response(item, "domain")
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ctx + resp])).logits[0]
+        nll = F.cross_entropy(logits[len(ctx) - 1: -1], torch.tensor(resp))
+        assert row["n_tokens"] == len(resp) and row["nll"] == pytest.approx(float(nll), abs=1e-5)
+    head = seg.head()
+    for layer in range(model.config.num_hidden_layers):
+        parts = []
+        for item in items:
+            ids, counted = seg.query_parts(item, "domain")
+            with torch.no_grad():
+                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids]))
+            parts.append(z[0, len(head):].double().numpy()[np.asarray(counted)])
+        want = np.concatenate(parts)
+        assert means.n_tokens == want.shape[0]
+        np.testing.assert_allclose(means.sums[layer] / means.n_tokens, want.mean(0), rtol=1e-5,
+                                   atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- generation
