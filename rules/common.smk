@@ -1,5 +1,6 @@
 # Configuration, paths and the per-item slices of the config each rule receives.
 
+import math
 import re
 from pathlib import Path
 
@@ -304,9 +305,23 @@ def _sae_entry(w):
     return layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
 
 
+def _tuned(w):
+    """A job on a fine-tuned model loads float32 weights (a full fine-tune's checkpoint, the
+    base a LoRA adapter is merged into)."""
+    if hasattr(w, "method"):
+        return True
+    return hasattr(w, "mode") and Mode.parse(w.mode).method is not None
+
+
 def _work_extract(w, input):
     tokens = STS["sft_tokens"] if w.kind == "sft" else STS["domain_tokens"]
-    return dict(step="extract", tokens=tokens, layer=int(w.layer), sae_width=_sae_width(w))
+    return dict(
+        step="extract",
+        tokens=tokens,
+        layer=int(w.layer),
+        sae_width=_sae_width(w),
+        float32_weights=_tuned(w),
+    )
 
 
 def _work_encode(w, input):
@@ -315,9 +330,11 @@ def _work_encode(w, input):
 
 
 def _work_gradients(w, input):
-    examples = STS["grad_examples"] if w.kind == "sft" else STS["m"]
-    cap = SFTS[w.corpus]["max_items"] if w.kind == "sft" else None
-    rows, per = _per_item(input.data, FT["max_length"], cap or examples)
+    # the job takes at most grad_examples records (sft: a sample; a domain: its worked
+    # examples), cut to the model's max_length
+    examples = STS["grad_examples"]
+    cap = MODELS[w.model]["max_length"] or 1024
+    rows, per = _per_item(input.data, cap, examples)
     n = min(examples, rows)
     return dict(step="gradients", tokens=n * per, calls=n)
 
@@ -335,12 +352,16 @@ def _work_prepare_sae(w, input):
 
 
 def _work_finetune(w, input):
-    rows, per = _per_item(input.sft_items, FT["max_length"], SFTS[w.sft]["max_items"])
+    caps = [x for x in (SFTS[w.sft]["max_items"], FT["max_items"]) if x]
+    rows, per = _per_item(input.sft_items, FT["max_length"], min(caps) if caps else None)
     if rows is None:
         return None
-    examples = FT["epochs"] * min(rows, FT["max_items"] or rows)
-    if FT["max_steps"]:
-        examples = min(examples, FT["max_steps"] * FT["batch_size"])
+    n = min(rows, FT["max_items"] or rows)
+    batch = FT["batch_size"]
+    steps = FT["epochs"] * math.ceil(n / batch)  # as finetune.train.total_steps counts them
+    examples = FT["epochs"] * n
+    if FT["max_steps"] and FT["max_steps"] < steps:
+        examples = FT["max_steps"] * min(batch, n)
     step = w.method if w.method in ("lora", "full") else "full"
     return dict(step=step, tokens=examples * per, checkpointing=FT["gradient_checkpointing"])
 
@@ -350,16 +371,25 @@ def _work_evaluate(w, input):
     rows, per = _per_item(input.test, m["max_length"] or 1024, DOMAINS[w.domain]["max_items"])
     if rows is None:
         return None
-    # teacher-forced passes over every item: each likelihood metric, and the residual means
-    passes = sum(x in ("nll", "option_loglik") for x in EVAL["metrics"]) + 1
-    job = dict(step="inference", tokens=passes * rows * per, batch=EVAL["batch_size"])
-    # option_loglik runs each item alone: its query, then its options
-    job["calls"] = 2 * rows if "option_loglik" in EVAL["metrics"] else 0
-    if "generate" in EVAL["metrics"]:
+    metrics = EVAL["metrics"]
+    # the teacher-forced pass (evaluate.forced) runs every item once: its query (the layer
+    # means, always recorded), then its options and its reference answer as continuations
+    # (a call each); a k-shot option log-likelihood runs the items again after its own prefix
+    own = "option_loglik" in metrics and EVAL["loglik_k_shot"] > 0
+    passes = 1 + own
+    calls = rows * (1 + ("option_loglik" in metrics) + ("nll" in metrics) + own)
+    job = dict(
+        step="inference",
+        tokens=passes * rows * per,
+        calls=calls,
+        batch=EVAL["batch_size"],
+        float32_weights=_tuned(w),
+    )
+    if "generate" in metrics:
         _, demo = _per_item(input.demos, m["max_length"] or 1024, EVAL["k_shot"] or 1)
         new = EVAL["max_new_tokens"]
         context = min(EVAL["k_shot"] * (demo or 0) + per, max(EVAL["max_context"] - new, 1))
-        job.update(new_tokens=new, context=context, calls=job["calls"] + rows)
+        job.update(gen_items=rows, new_tokens=new, context=context)
     return job
 
 

@@ -6,10 +6,11 @@ figures are the ones the jobs will be submitted with: threads and resources afte
 ``set-threads`` and ``set-resources``, memory and runtime derived from the model and the job's
 tokens (``stsflow.config.resources``). The token counts of fine-tuning and evaluation come from
 the materialised data: before it exists (the plan shows materialize jobs) those jobs keep the
-rules' fixed runtime, unless the dataset's ``max_items`` bounds it; materialising first
-(``snakemake --profile ... --until materialize_sft materialize_domain``, local jobs) makes the
-plan exact. GPU hours are the requested wall time of every GPU job times its
-GPUs, first attempt: an upper bound of what the run uses, and what an allocation must cover."""
+rules' fixed runtime, unless a ``max_items`` bounds it; materialising first (``snakemake
+--profile ... --until materialize_sft materialize_domain``, local jobs; the plan prints the
+command) gives them their estimates from the data. GPU hours are the requested wall time of
+every GPU job times its GPUs, first attempt: an upper bound of what the run uses, and what an
+allocation must cover."""
 
 from __future__ import annotations
 
@@ -175,9 +176,24 @@ def main(argv: list[str]) -> int:
         print(f"{unmaterialised} dataset(s) not materialised yet: fine-tuning and evaluation "
               "jobs without a max_items bound keep the rules' fixed runtime. For runtimes "
               "from the data, materialise first:\n"
-              f"  snakemake{' --profile ' + args.profile if args.profile else ''} "
-              "--until materialize_sft materialize_domain\nthen plan again.")
+              f"  {materialise_command(args)}\nthen plan again.")
     return 0
+
+
+def materialise_command(args) -> str:
+    """The snakemake command that materialises a plan's datasets, with its config and profile."""
+    import shlex
+
+    cmd = ["snakemake"]
+    if args.snakefile != Path("Snakefile"):
+        cmd += ["-s", str(args.snakefile)]
+    if args.configfile:
+        cmd += ["--configfile", str(args.configfile)]
+    if args.profile:
+        cmd += ["--profile", args.profile]
+    if args.config:
+        cmd += ["--config", *args.config]
+    return shlex.join(cmd + ["--until", "materialize_sft", "materialize_domain"])
 
 
 def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None,

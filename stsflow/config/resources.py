@@ -191,8 +191,7 @@ class Work:
 
 def text_size(path) -> tuple[int, int] | None:
     """(rows, characters of every text column, options included) of a materialised Parquet
-    file, or None when it does not exist yet (a dry run before materialisation). Reads no
-    more than the columns' lengths."""
+    file, or None when it does not exist yet (a dry run before materialisation)."""
     from pathlib import Path
 
     import pyarrow as pa
@@ -219,7 +218,8 @@ def tokens_per_item(rows: int, chars: int) -> int:
 
 def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer: int | None = None,
          sae_width: int | None = None, eval_tokens: int = 0, checkpointing: bool = False,
-         new_tokens: int = 0, batch: int = 1, context: int = 0) -> Work:
+         gen_items: int = 0, new_tokens: int = 0, batch: int = 1, context: int = 0,
+         float32_weights: bool = False) -> Work:
     """The work of one job of ``step`` (the steps of ``need``) over ``tokens`` tokens:
 
     * a forward pass costs ``2n`` FLOPs a token, stopped after block ``layer`` the share of
@@ -229,16 +229,19 @@ def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer:
       when ``sae_width`` is trained, and three full forwards over ``eval_tokens`` (clean, SAE
       spliced in, zeros spliced in: ``sae.quality``);
     * ``inference``: full forwards over ``tokens`` (the caller counts the passes), and
-      ``new_tokens`` generated per item in batches of ``batch`` after prompts of ``context``;
+      ``new_tokens`` generated for each of ``gen_items`` items, in batches of ``batch`` after
+      prompts of ``context`` tokens (one prefill call per batch, then one call per new token);
     * ``gradients``: forward and backward, ``4n`` a token (no weight gradients but the
       adapters'); ``lora``: the same in float32; ``full``: ``6n``; activation checkpointing adds a
       forward (``2n``).
 
-    ``calls``: sequential forward calls (per item or per example), for the launch floor."""
+    ``calls``: sequential forward calls (per item or per example), for the launch floor;
+    ``float32_weights``: the job loads float32 weights whatever the model's dtype (a full
+    fine-tune's checkpoint, the float32 base a LoRA adapter is merged into)."""
     n, H = s.n_params, s.hidden_size
     stopped = 2 * n * (min(layer + 1, s.n_layers) / s.n_layers if layer is not None else 1.0)
     sae = 2 * (sae_width or 0) * H
-    load = n * BYTES[dtype]
+    load = n * (4 if float32_weights else BYTES[dtype])
     if step == "extract":
         return Work(tokens * (stopped + sae), dtype, calls, load_bytes=load)
     if step == "encode":
@@ -249,9 +252,11 @@ def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer:
     if step == "inference":
         flops = tokens * 2 * n
         steps = 0
-        if new_tokens:
-            flops += calls * (context + new_tokens) * 2 * n  # prompts and generated tokens
-            steps = math.ceil(calls / max(batch, 1)) * new_tokens
+        if gen_items and new_tokens:
+            flops += gen_items * (context + new_tokens) * 2 * n  # prompts and generated tokens
+            prefills = math.ceil(gen_items / max(batch, 1))
+            calls += prefills
+            steps = prefills * new_tokens
         kv = kv_cache_bytes(s, dtype, batch, context, new_tokens) / 2  # half full on average
         return Work(flops, dtype, calls, steps, load + kv, load_bytes=load)
     extra = 2 * n if checkpointing else 0
@@ -265,16 +270,22 @@ def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer:
 
 
 def seconds(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1) -> float:
-    """Estimated seconds of a job's work on its device, before the margin."""
-    launch = w.calls * s.n_layers * speed.launch_ms_per_layer / 1e3
+    """Estimated seconds of a job's work on its device, before the margin: start and loading,
+    then the larger of its compute and the launch floor of its calls and decoding steps; on a
+    GPU each decoding step also streams the weights and the KV cache (memory-bound: taken as
+    the larger of that and its launch floor, on top of the compute)."""
+    per_call = s.n_layers * speed.launch_ms_per_layer / 1e3
     if device_is_cpu:  # the CPU's achieved rate already holds its efficiency
         compute = w.flops / (speed.cpu_gflops * 1e9 * max(threads, 1))
-        decode = 0.0  # each decoding step's FLOPs are counted in compute
+        busy = max(compute, (w.calls + w.decode_steps) * per_call)
     else:
-        peak = speed.gpu_tflops.get(w.dtype) or min(speed.gpu_tflops.values())
-        compute = w.flops / (peak * 1e12 * speed.gpu_mfu)
-        decode = w.decode_steps * (w.decode_bytes / (speed.gpu_bandwidth_gbs * 1e9))
-    return START_S + w.load_bytes / LOAD_BPS + max(compute, launch) + decode
+        if w.dtype not in speed.gpu_tflops:
+            raise ValueError(f"throughput.gpu_tflops has no {w.dtype} peak. Fix: give bfloat16, "
+                             "float16 and float32")
+        compute = w.flops / (speed.gpu_tflops[w.dtype] * 1e12 * speed.gpu_mfu)
+        stream = w.decode_bytes / (speed.gpu_bandwidth_gbs * 1e9)
+        busy = max(compute, w.calls * per_call) + w.decode_steps * max(stream, per_call)
+    return START_S + w.load_bytes / LOAD_BPS + busy
 
 
 def runtime_min(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1,

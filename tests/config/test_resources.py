@@ -226,7 +226,9 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
     assert "7.62B parameters" in out and "(from shape)" in out
     assert re.search(r"needs more than 30 GB on one GPU: .*evaluate_base", out)
     assert "GB !" in rows["evaluate_base"] and "!" not in rows["extract"]
-    assert "15 dataset(s) not materialised yet" in out and "--until materialize_sft" in out
+    assert "15 dataset(s) not materialised yet" in out
+    assert f"snakemake -s {REPO / 'Snakefile'} --configfile {path} --profile " in out
+    assert "--until materialize_sft materialize_domain" in out
 
 
 def test_plan_reads_where_the_downloads_run_from_the_profile(tmp_path):
@@ -272,9 +274,17 @@ def test_work_counts_the_flops_of_each_step():
     assert sae.flops == pytest.approx(t * (1e9 + 6 * 2 * 8000 * 1000) + 3 * 100 * 2e9)
     pretrained = resources.work("sae", s, dtype="bfloat16", tokens=0, eval_tokens=100)
     assert pretrained.flops == pytest.approx(3 * 100 * 2e9)
-    gen = resources.work("inference", s, dtype="bfloat16", tokens=0, calls=16, batch=8,
-                         new_tokens=100, context=50)
+    # 16 items generating 100 tokens after 50-token prompts, 8 at a time: two prefills, then
+    # 200 decoding steps; their calls add to the items' own (here 16 teacher-forced queries)
+    gen = resources.work("inference", s, dtype="bfloat16", tokens=0, calls=16, gen_items=16,
+                         batch=8, new_tokens=100, context=50)
     assert gen.flops == pytest.approx(16 * 150 * 2e9) and gen.decode_steps == 2 * 100
+    assert gen.calls == 16 + 2
+    # per step: the bfloat16 weights and half the KV cache (2 x layers x batch x tokens x width)
+    assert gen.decode_bytes == pytest.approx(2e9 + 2 * 10 * 8 * 150 * 1000 * 2 / 2)
+    tuned = resources.work("inference", s, dtype="bfloat16", tokens=t, float32_weights=True)
+    assert tuned.load_bytes == 4e9
+    assert resources.work("inference", s, dtype="bfloat16", tokens=t).load_bytes == 2e9
     with pytest.raises(ValueError, match="unknown step"):
         resources.work("train", s, dtype="bfloat16", tokens=t)
 
@@ -294,11 +304,20 @@ def test_seconds_and_the_request_from_the_work():
     calls = resources.work("inference", s, dtype="bfloat16", tokens=1000, calls=100_000)
     assert resources.seconds(calls, s, SPEED, device_is_cpu=False) == pytest.approx(
         load + 100_000 * 10 * 0.5e-3)
-    gen = resources.work("inference", s, dtype="bfloat16", tokens=0, calls=8, batch=8,
+    # 8 items, 1000 new tokens each, one batch: one prefill call, 1000 decoding steps, each
+    # streaming 2 GB of weights and half a 1000-token KV cache (0.16 GB) at 2 TB/s: 1.08 ms,
+    # below the 5 ms launch floor of ten blocks at 0.5 ms
+    gen = resources.work("inference", s, dtype="bfloat16", tokens=0, gen_items=8, batch=8,
                          new_tokens=1000, context=0)
-    per_step = 2e9 + resources.kv_cache_bytes(s, "bfloat16", 8, 0, 1000) / 2
     assert resources.seconds(gen, s, SPEED, device_is_cpu=False) == pytest.approx(
-        load + max(8 * 1000 * 2e9 / 500e12, 8 * 10 * 0.5e-3) + 1000 * per_step / 2000e9)
+        load + max(8 * 1000 * 2e9 / 500e12, 1 * 10 * 0.5e-3) + 1000 * max(2.16e9 / 2000e9, 5e-3))
+    fast = resources.Speed(**{**SPEED.__dict__, "launch_ms_per_layer": 0.0})
+    assert resources.seconds(gen, s, fast, device_is_cpu=False) == pytest.approx(
+        load + 8 * 1000 * 2e9 / 500e12 + 1000 * 2.16e9 / 2000e9)
+    partial = resources.Speed(**{**SPEED.__dict__, "gpu_tflops": {"bfloat16": 312.0}})
+    with pytest.raises(ValueError, match="no float32 peak"):
+        resources.seconds(resources.work("full", s, dtype="bfloat16", tokens=1), s, partial,
+                          device_is_cpu=False)
     # 124 s + 2e15 / 40e9 = 50,124 s; x 2 = 1,670.8 min: 1,675 requested
     assert resources.runtime_min(w, s, SPEED, device_is_cpu=True) == 1675
     assert resources.runtime_min(w, s, SPEED, device_is_cpu=True, attempt=3) == 3 * 1675
@@ -346,6 +365,8 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
     n = shape.n_params
 
     def minutes(flops, calls=0, threads=1):
+        """The request by hand: start, float32 weights at 0.5 GB/s, then the larger of 50 GFLOP/s
+        a thread and 0.25 ms a block per call; margin 10; five-minute steps, ten at least."""
         launch = calls * shape.n_layers * 0.25e-3
         sec = (resources.START_S + 4 * n / resources.LOAD_BPS
                + max(flops / (50e9 * threads), launch))
@@ -377,11 +398,23 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
     rows, per = per_item(tmp_path / "results/data/sft/math.parquet", ft["max_length"])
     assert requests(after, "finetune", "runtime") == {
         minutes(ft["epochs"] * rows * per * 4 * n, threads=2)}
-    law = [j for j in after if j["rule"] == "evaluate_base" and j["wildcards"]["domain"] == "law"]
+    # evaluation: one teacher-forced pass over each item (query, options, reference: three calls)
     rows, per = per_item(tmp_path / "results/data/domain/law.test.parquet", 1024)
+    want = minutes(rows * per * 2 * n, calls=3 * rows)
+    for rule in ("evaluate_base", "evaluate_tuned"):
+        law = [j for j in after if j["rule"] == rule and j["wildcards"]["domain"] == "law"]
+        assert requests(law, rule, "runtime") == {want}
+    # generation on top: each item's prompt (5 worked examples, its question) and 512 new
+    # tokens, 8 items a batch: a prefill and 512 decoding steps per batch, each a call
+    cfg["evaluate"] = {"metrics": ["generate", "option_loglik"], "max_new_tokens": 512}
+    gen = dry_run_jobs(tmp_path, cfg)
+    _, demo = per_item(tmp_path / "results/data/domain/law.demos.parquet", 1024)
+    context = 5 * demo + per
+    batches = math.ceil(rows / 8)
+    law = [j for j in gen if j["rule"] == "evaluate_base" and j["wildcards"]["domain"] == "law"]
     assert requests(law, "evaluate_base", "runtime") == {
-        minutes(3 * rows * per * 2 * n, calls=2 * rows)}
-    assert requests(law, "evaluate_base", "runtime") != {120}
+        minutes(rows * per * 2 * n + rows * (context + 512) * 2 * n,
+                calls=2 * rows + batches + batches * 512)}
 
     profile = tmp_path / "profile"
     profile.mkdir()
@@ -389,3 +422,19 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
         {"set-resources": {"finetune": {"runtime": 7}}}))
     over = dry_run_jobs(tmp_path, cfg, "--profile", str(profile))
     assert requests(over, "finetune", "runtime") == {7}
+
+
+def test_a_gpu_peak_given_for_some_dtypes_only_is_refused():
+    """Fine-tuning runs in float32: a peak given for bfloat16 alone would plan it at bfloat16
+    speed, so the config must give all three (the field named in the error)."""
+    from stsflow import config as stsconfig
+    from stsflow.config.schema import ConfigError
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["throughput"] = {"gpu_tflops": {"bfloat16": 312}}
+    with pytest.raises(ConfigError, match=r"throughput\.gpu_tflops\.float32: missing\. Fix"):
+        stsconfig.validate(cfg, base_dir=REPO)
+    cfg["throughput"] = {"gpu_tflops": {"bfloat16": 312, "float16": 312, "float32": 19.5},
+                         "gpu_mfu": 0.4}
+    got = stsconfig.validate(cfg, base_dir=REPO)["throughput"]
+    assert got["gpu_tflops"]["float32"] == 19.5 and got["margin"] == 2
