@@ -373,11 +373,13 @@ def _work_evaluate(w, input):
         return None
     metrics = EVAL["metrics"]
     # the teacher-forced pass (evaluate.forced) runs every item once: its query (the layer
-    # means, always recorded), then its options and its reference answer as continuations
-    # (a call each); a k-shot option log-likelihood runs the items again after its own prefix
+    # means, always recorded), then its options (up to MMLU-Pro's 10, batch_size a call) and
+    # its reference answer as continuations; a k-shot option log-likelihood runs the items
+    # again after its own prefix
     own = "option_loglik" in metrics and EVAL["loglik_k_shot"] > 0
     passes = 1 + own
-    calls = rows * (1 + ("option_loglik" in metrics) + ("nll" in metrics) + own)
+    option_calls = math.ceil(10 / EVAL["batch_size"]) if "option_loglik" in metrics else 0
+    calls = rows * (1 + option_calls + ("nll" in metrics) + own * (1 + option_calls))
     job = dict(
         step="inference",
         tokens=passes * rows * per,

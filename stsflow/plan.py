@@ -193,7 +193,7 @@ def materialise_command(args) -> str:
         cmd += ["--profile", args.profile]
     if args.config:
         cmd += ["--config", *args.config]
-    return shlex.join(cmd + ["--until", "materialize_sft", "materialize_domain"])
+    return shlex.join(cmd + ["--cores", "1", "--until", "materialize_sft", "materialize_domain"])
 
 
 def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None,

@@ -192,23 +192,6 @@ def _finish(tokenizer, new: list[int], eos: list[int], pad_id: int, stop_strings
 # ------------------------------------------------------------------------- option log-likelihood
 
 
-def _option_logprobs(first_logp: torch.Tensor, logits: torch.Tensor, opt_ids: list[list[int]]
-                     ) -> list[list[float]]:
-    """Per-token log-probs of each option: token 0 from ``first_logp`` (the distribution after the
-    context), token j from ``logits[row, j-1]``."""
-    out = []
-    logp = F.log_softmax(logits.float(), dim=-1) if logits is not None else None
-    for r, ids in enumerate(opt_ids):
-        if not ids:
-            out.append([])
-            continue
-        vals = [float(first_logp[ids[0]])]
-        for j in range(1, len(ids)):
-            vals.append(float(logp[r, j - 1, ids[j]]))
-        out.append(vals)
-    return out
-
-
 def _score_row(item: dict, per_token: list[list[float]], n_tokens: list[int]) -> dict:
     sums = [float(sum(v)) for v in per_token]
     means = [s / n if n else float("-inf") for s, n in zip(sums, n_tokens)]

@@ -16,8 +16,8 @@ Choices made here (the paper is silent):
   (the last step of an epoch takes the remainder; nothing is dropped); they are sorted by length
   and cut into micro-batches of at most ``micro_batch_size`` examples of similar lengths, each
   padded to its longest at most by a third of its tokens (``batching.length_chunks``; right
-  padding, label -100 on padding): on the embedded default's math set, 8 random examples padded
-  together were 85 % real tokens. The loss of a step is the mean over all response tokens of
+  padding, label -100 on padding; the embedded default's math set, of even lengths, hardly
+  changes: 52 micro-batches for 50 steps, 83 % real tokens either way). The loss of a step is the mean over all response tokens of
   the step: each micro-batch contributes ``sum(CE) / n_response_tokens(step)``, so the gradient
   does not depend on the micro-batch split.
 * **Optimizer.** torch AdamW on trainable parameters; weight decay only on parameters with >= 2

@@ -228,7 +228,7 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
     assert "GB !" in rows["evaluate_base"] and "!" not in rows["extract"]
     assert "15 dataset(s) not materialised yet" in out
     assert f"snakemake -s {REPO / 'Snakefile'} --configfile {path} --profile " in out
-    assert "--until materialize_sft materialize_domain" in out
+    assert "--cores 1 --until materialize_sft materialize_domain" in out
 
 
 def test_plan_reads_where_the_downloads_run_from_the_profile(tmp_path):
@@ -398,9 +398,10 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
     rows, per = per_item(tmp_path / "results/data/sft/math.parquet", ft["max_length"])
     assert requests(after, "finetune", "runtime") == {
         minutes(ft["epochs"] * rows * per * 4 * n, threads=2)}
-    # evaluation: one teacher-forced pass over each item (query, options, reference: three calls)
+    # evaluation: one teacher-forced pass over each item; calls: its query, its options (up to
+    # 10, 8 a call: two) and its reference answer
     rows, per = per_item(tmp_path / "results/data/domain/law.test.parquet", 1024)
-    want = minutes(rows * per * 2 * n, calls=3 * rows)
+    want = minutes(rows * per * 2 * n, calls=4 * rows)
     for rule in ("evaluate_base", "evaluate_tuned"):
         law = [j for j in after if j["rule"] == rule and j["wildcards"]["domain"] == "law"]
         assert requests(law, rule, "runtime") == {want}
@@ -414,7 +415,7 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
     law = [j for j in gen if j["rule"] == "evaluate_base" and j["wildcards"]["domain"] == "law"]
     assert requests(law, "evaluate_base", "runtime") == {
         minutes(rows * per * 2 * n + rows * (context + 512) * 2 * n,
-                calls=2 * rows + batches + batches * 512)}
+                calls=3 * rows + batches + batches * 512)}
 
     profile = tmp_path / "profile"
     profile.mkdir()

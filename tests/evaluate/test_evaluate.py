@@ -322,6 +322,31 @@ def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(mo
                                    atol=1e-6)
 
 
+def test_a_failing_pass_leaves_the_model_as_it_found_it(model, tok):
+    """A pass that fails, in the shared prefix (a token id outside the vocabulary) or on an item
+    that cannot be scored (no reference answer), leaves the model in training mode as it was,
+    with no forward hook left on any block."""
+    from stsflow.evaluate.forced import item_pass
+    from stsflow.models.tap import decoder_layers
+
+    seg = Segmenter.for_tokenizer(tok, True)
+    bad = {**domain_records("law", 1)[0], "cot_content": "", "answer_index": None}
+    model.train()
+    try:
+        with pytest.raises(IndexError):
+            item_pass(model, tok, domain_records("law", 2), segmenter=seg,
+                      prefix=[model.config.vocab_size + 5], options=True, residuals=True)
+        assert model.training
+        assert all(not blk._forward_hooks for blk in decoder_layers(model))
+        with pytest.raises(ValueError, match="no reference answer"):
+            item_pass(model, tok, [*domain_records("law", 2), bad], segmenter=seg,
+                      prefix=seg.head(), reference="domain", residuals=True)
+        assert model.training
+        assert all(not blk._forward_hooks for blk in decoder_layers(model))
+    finally:
+        model.eval()
+
+
 # ----------------------------------------------------------------------------- generation
 
 

@@ -912,8 +912,18 @@ def test_layer_means_are_the_block_outputs_extraction_reads(job):
         want = np.concatenate(rows)
         assert n == want.shape[0]
         np.testing.assert_allclose(sums[layer] / n, want.mean(0), rtol=1e-5, atol=1e-6)
-    _, m = layer_sums(model, seg, records, batch_size=3, max_length=5)
+    # queries cut to their first 5 tokens, as extraction cuts them: only those are read
+    cut_sums, m = layer_sums(model, seg, records, batch_size=3, max_length=5)
     assert m == sum(int(np.sum(seg.query_parts(r, "domain")[1][:5])) for r in records)
+    for layer in (0, model.config.num_hidden_layers - 1):
+        rows = []
+        for rec in records:
+            ids, counted = seg.query_parts(rec, "domain")
+            with torch.no_grad():
+                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids[:5]]))
+            rows.append(z[0, len(head):].double().numpy()[np.asarray(counted[:5])])
+        np.testing.assert_allclose(cut_sums[layer], np.concatenate(rows).sum(0), rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_kept_residuals_refuse_a_float16_overflow(tmp_path):
