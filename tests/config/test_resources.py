@@ -364,13 +364,13 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
     shape, _ = model_shape(cfg["models"]["smollm2-135m"], REPO)
     n = shape.n_params
 
-    def minutes(flops, calls=0, threads=1):
-        """The request by hand: start, float32 weights at 0.5 GB/s, then the larger of 50 GFLOP/s
-        a thread and 0.25 ms a block per call; margin 10; five-minute steps, ten at least."""
+    def minutes(flops, calls=0, threads=1, weight_bytes=4, margin=10):
+        """The request by hand: start, the weights at 0.5 GB/s, then the larger of 50 GFLOP/s a
+        thread and 0.25 ms a block per call; the margin; five-minute steps, ten at least."""
         launch = calls * shape.n_layers * 0.25e-3
-        sec = (resources.START_S + 4 * n / resources.LOAD_BPS
+        sec = (resources.START_S + weight_bytes * n / resources.LOAD_BPS
                + max(flops / (50e9 * threads), launch))
-        return max(10, math.ceil(sec * 10 / 60 / 5) * 5)
+        return max(10, math.ceil(sec * margin / 60 / 5) * 5)
 
     sts = cfg["sts"]
     layer, width = 12, cfg["models"]["smollm2-135m"]["layers"][12]["sae"]["train"]["width"]
@@ -416,6 +416,26 @@ def test_runtime_requests_come_from_the_data_once_it_is_materialised(tmp_path):
     assert requests(law, "evaluate_base", "runtime") == {
         minutes(rows * per * 2 * n + rows * (context + 512) * 2 * n,
                 calls=3 * rows + batches + batches * 512)}
+
+    # max_items and max_steps bound fine-tuning as train counts its steps (5 steps of 8);
+    # a bfloat16 model's tuned evaluations load float32 weights, its base evaluations its own
+    # (a margin of 1000 makes the 0.5 s between them minutes apart)
+    cfg["evaluate"] = {"metrics": ["nll", "option_loglik"]}
+    cfg["finetune"].update(max_items=100, max_steps=5)
+    cfg["models"]["smollm2-135m"]["dtype"] = "bfloat16"
+    cfg["throughput"] = {"margin": 1000}
+    bounded = dry_run_jobs(tmp_path, cfg)
+    rows, per = per_item(tmp_path / "results/data/sft/math.parquet", ft["max_length"])
+    assert requests(bounded, "finetune", "runtime") == {
+        minutes(5 * 8 * per * 4 * n, threads=2, weight_bytes=2, margin=1000)}
+    rows, per = per_item(tmp_path / "results/data/domain/law.test.parquet", 1024)
+    got = {}
+    for rule, weight_bytes in (("evaluate_base", 2), ("evaluate_tuned", 4)):
+        law = [j for j in bounded if j["rule"] == rule and j["wildcards"]["domain"] == "law"]
+        got[rule] = requests(law, rule, "runtime")
+        assert got[rule] == {minutes(rows * per * 2 * n, calls=4 * rows,
+                                     weight_bytes=weight_bytes, margin=1000)}
+    assert got["evaluate_tuned"] != got["evaluate_base"]
 
     profile = tmp_path / "profile"
     profile.mkdir()
