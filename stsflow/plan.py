@@ -155,13 +155,7 @@ def main(argv: list[str]) -> int:
 
     # --cores only caps the threads a dry run shows: high enough to show what the rules ask
     cmd = [sys.executable, "-m", "snakemake", "-s", str(args.snakefile), "-n", "--verbose",
-           "--cores", "256"]
-    if args.configfile:
-        cmd += ["--configfile", str(args.configfile)]
-    if args.profile:
-        cmd += ["--profile", args.profile]
-    if args.config:
-        cmd += ["--config", *args.config]
+           "--cores", "256", *run_options(args)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print((proc.stdout + proc.stderr)[-4000:], file=sys.stderr)
@@ -180,6 +174,18 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def run_options(args) -> list[str]:
+    """The snakemake options of the run being planned: its config file, profile and overrides."""
+    out = []
+    if args.configfile:
+        out += ["--configfile", str(args.configfile)]
+    if args.profile:
+        out += ["--profile", args.profile]
+    if args.config:
+        out += ["--config", *args.config]
+    return out
+
+
 def materialise_command(args) -> str:
     """The snakemake command that materialises a plan's datasets, with its config and profile."""
     import shlex
@@ -187,13 +193,8 @@ def materialise_command(args) -> str:
     cmd = ["snakemake"]
     if args.snakefile != Path("Snakefile"):
         cmd += ["-s", str(args.snakefile)]
-    if args.configfile:
-        cmd += ["--configfile", str(args.configfile)]
-    if args.profile:
-        cmd += ["--profile", args.profile]
-    if args.config:
-        cmd += ["--config", *args.config]
-    return shlex.join(cmd + ["--cores", "1", "--until", "materialize_sft", "materialize_domain"])
+    return shlex.join(cmd + run_options(args) + ["--cores", "1", "--until", "materialize_sft",
+                                                 "materialize_domain"])
 
 
 def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None,

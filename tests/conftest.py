@@ -140,3 +140,25 @@ def cache_repo(cache: Path, repo: str, files: dict[str, Path | bytes], commit: s
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / ref).write_text(commit)
     return snap
+
+
+def direct_layer_sums(model, seg, records: list[dict], cut: int | None = None):
+    """Reference for the layer means: every block's output (``LayerTap``) summed over the content
+    tokens of each record's plain query (its first ``cut`` tokens), one uncached forward per
+    record and layer, float64. Returns (sums (n_layers, d), token count)."""
+    import numpy as np
+
+    from stsflow.models.tap import LayerTap
+
+    head = seg.head()
+    sums = []
+    for layer in range(model.config.num_hidden_layers):
+        rows = []
+        for rec in records:
+            ids, counted = seg.query_parts(rec, "domain")
+            ids, counted = list(ids)[:cut], list(counted)[:cut]
+            with torch.no_grad():
+                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids]))
+            rows.append(z[0, len(head):].double().numpy()[np.asarray(counted, dtype=bool)])
+        sums.append(np.concatenate(rows).sum(0))
+    return np.stack(sums), int(sum(r.shape[0] for r in rows))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import domain_records, make_tokenizer, sft_records
+from conftest import direct_layer_sums, domain_records, make_tokenizer, sft_records
 
 from stsflow.analysis import observed
 from stsflow.evaluate import metrics, mmlu_pro, summary
@@ -283,7 +283,6 @@ def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(mo
     reference scored in one uncached sequence, every block's output read with LayerTap; a
     k-shot option log-likelihood keeps its own prefix."""
     from stsflow.config.settings import EvalSettings
-    from stsflow.models.tap import LayerTap
 
     seg = Segmenter.for_tokenizer(tok, True)
     items = domain_records("law", 4)
@@ -308,18 +307,9 @@ def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(mo
             logits = model(input_ids=torch.tensor([ctx + resp])).logits[0]
         nll = F.cross_entropy(logits[len(ctx) - 1: -1], torch.tensor(resp))
         assert row["n_tokens"] == len(resp) and row["nll"] == pytest.approx(float(nll), abs=1e-5)
-    head = seg.head()
-    for layer in range(model.config.num_hidden_layers):
-        parts = []
-        for item in items:
-            ids, counted = seg.query_parts(item, "domain")
-            with torch.no_grad():
-                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids]))
-            parts.append(z[0, len(head):].double().numpy()[np.asarray(counted)])
-        want = np.concatenate(parts)
-        assert means.n_tokens == want.shape[0]
-        np.testing.assert_allclose(means.sums[layer] / means.n_tokens, want.mean(0), rtol=1e-5,
-                                   atol=1e-6)
+    want, n = direct_layer_sums(model, seg, items)
+    assert means.n_tokens == n
+    np.testing.assert_allclose(means.sums / n, want / n, rtol=1e-5, atol=1e-6)
 
 
 def test_a_failing_pass_leaves_the_model_as_it_found_it(model, tok):

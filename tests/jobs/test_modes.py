@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import domain_records, make_sae, sft_records
+from conftest import direct_layer_sums, domain_records, make_sae, sft_records
 
 from stsflow import scores
 from stsflow.config.settings import (
@@ -894,36 +894,47 @@ def test_sweep_on_float16_residuals_stays_within_rounding(job):
 
 def test_layer_means_are_the_block_outputs_extraction_reads(job):
     """Every layer's mean, the last one included (whose hidden_states entry is after the final
-    norm in recent transformers), is the output of that block as LayerTap captures it."""
+    norm in recent transformers), is the output of that block as LayerTap captures it; with
+    max_length only the queries' first tokens are read, as extraction cuts them."""
     from stsflow.features.reps import layer_sums
-    from stsflow.models.tap import LayerTap
 
     model, seg = job["model"], job["seg"]
     records = domain_records("law", 4)
     sums, n = layer_sums(model, seg, records, batch_size=3)
-    head = seg.head()
-    for layer in range(model.config.num_hidden_layers):
-        rows = []
-        for rec in records:
-            ids, counted = seg.query_parts(rec, "domain")
-            with torch.no_grad():
-                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids]))
-            rows.append(z[0, len(head):].double().numpy()[np.asarray(counted)])
-        want = np.concatenate(rows)
-        assert n == want.shape[0]
-        np.testing.assert_allclose(sums[layer] / n, want.mean(0), rtol=1e-5, atol=1e-6)
-    # queries cut to their first 5 tokens, as extraction cuts them: only those are read
-    cut_sums, m = layer_sums(model, seg, records, batch_size=3, max_length=5)
-    assert m == sum(int(np.sum(seg.query_parts(r, "domain")[1][:5])) for r in records)
-    for layer in (0, model.config.num_hidden_layers - 1):
-        rows = []
-        for rec in records:
-            ids, counted = seg.query_parts(rec, "domain")
-            with torch.no_grad():
-                z = LayerTap(model, layer).run(model, input_ids=torch.tensor([head + ids[:5]]))
-            rows.append(z[0, len(head):].double().numpy()[np.asarray(counted[:5])])
-        np.testing.assert_allclose(cut_sums[layer], np.concatenate(rows).sum(0), rtol=1e-5,
-                                   atol=1e-5)
+    want, m = direct_layer_sums(model, seg, records)
+    assert n == m
+    np.testing.assert_allclose(sums / n, want / m, rtol=1e-5, atol=1e-6)
+    cut_sums, n = layer_sums(model, seg, records, batch_size=3, max_length=5)
+    want, m = direct_layer_sums(model, seg, records, cut=5)
+    assert n == m < sum(int(np.sum(seg.query_parts(r, "domain")[1])) for r in records)
+    np.testing.assert_allclose(cut_sums, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("metrics,k", [(["nll"], 0), (["option_loglik"], 0),
+                                       (["option_loglik"], 2), (["generate"], 0)])
+def test_the_evaluation_job_records_the_layer_means_whatever_its_metrics(job, tmp_path, metrics,
+                                                                          k):
+    """Through the job function the rule calls: whether the layer means ride on the NLL or
+    0-shot option pass or need a pass of their own (k-shot options, generation), the file holds
+    every block's output summed over the test queries' content tokens (LayerTap, directly)."""
+    from stsflow.config.settings import EvalSettings
+    from stsflow.io.files import read_metadata
+    from stsflow.jobs import validate
+
+    model, seg, d = job["model"], job["seg"], job["d"]
+    settings = EvalSettings.with_defaults(metrics=metrics, loglik_k_shot=k, k_shot=1,
+                                          max_new_tokens=4, batch_size=3)
+    reps = tmp_path / "reps.parquet"
+    validate.evaluate(d / "model", ModelSettings.with_defaults(**MSPEC), d / "law.test.parquet",
+                      d / "law.demos.parquet", settings, {"model": "m"}, tmp_path / "s.parquet",
+                      threads=1, reps_out=reps)
+    scored = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert {r["metric"] for r in scored} == set(metrics)
+    sums = np.array(pq.read_table(reps)["sum"].to_pylist())
+    n = read_metadata(reps)["n_tokens"]
+    want, m = direct_layer_sums(model, seg, domain_records("law", 7))
+    assert n == m
+    np.testing.assert_allclose(sums, want, rtol=1e-5, atol=1e-5)
 
 
 def test_kept_residuals_refuse_a_float16_overflow(tmp_path):
