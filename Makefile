@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run run-layer20 test lint report clean-results gpu-check
+.PHONY: venv run run-layer20 test lint report screenshots clean-results gpu-check
 
 venv: $(STAMP)
 
@@ -58,3 +58,8 @@ lint: $(STAMP)
 
 report: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --report results/report.html
+
+# Every summary.html of results/ rendered by headless Chromium (Debian's `chromium` package) into
+# results/screenshots/<model>/<sft>/summary.png; fails if a page logs a console message.
+screenshots: $(STAMP)
+	$(BIN)/python -m stsflow.report.browser results

@@ -151,6 +151,11 @@ def table(model, sft, name, ext="parquet"):
     return f"{R}/tables/{model}/{sft}/{name}.{ext}"
 
 
+def cards_file(model, layer, sae, sft, seed):
+    """Feature cards of one shift vector's top dimensions, predicted and true (report.cards)."""
+    return f"{R}/cards/{model}/L{layer}/{sae}/{sft}/s{seed}.parquet"
+
+
 def report_file(model, sft, name):
     return f"{R}/reports/{model}/{sft}/{name}"
 
@@ -242,6 +247,8 @@ MODEL_JOBS = {
         checkpointing=FT["gradient_checkpointing"],
     ),
     "evaluate_base": _eval_job,  # evaluate_tuned inherits its resources (use rule ... with)
+    # the LM head over a few SAE decoder rows (logit lens): the weights, nothing per token
+    "cards": lambda w: dict(step="inference", batch=1, tokens=1),
 }
 
 
@@ -402,6 +409,8 @@ RUNTIME_WORK = {
     "prepare_sae": _work_prepare_sae,
     "finetune": _work_finetune,
     "evaluate_base": _work_evaluate,  # evaluate_tuned inherits it (use rule ... with)
+    # loading the model and a few hundred decoder rows through its LM head
+    "cards": lambda w, input: dict(step="inference", tokens=CONFIG["cards"]["n_top"]),
 }
 
 
@@ -637,4 +646,33 @@ def report_inputs(w):
     if FT["enabled"]:
         for name in ("observed", "sts_oracle", "overlap"):
             inputs[name] = table(w.model, w.sft, name)
+    inputs["cards"] = [
+        cards_file(w.model, layer, sae, w.sft, seed)
+        for layer, sae in sites(w.model)
+        for seed in SEEDS
+    ]
+    # provenance: the model's identity and each dataset's source, revision and sample
+    inputs["model"] = model_dir(w.model)
+    inputs[f"data/sft {w.sft}"] = sft_file(w.sft)
+    for d in DOMAINS:
+        inputs[f"data/domain {d}"] = domain_file(d, "test")
+    return inputs
+
+
+def cards_inputs(w):
+    """A seed's predicted shift, the true shift of every fine-tuning run of that seed, and the
+    plain-query shards of the SFT set and of every domain (the contexts and frequencies)."""
+    inputs = {
+        "model": model_dir(w.model),
+        "sae": sae_dir(w.model, w.layer, w.sae),
+        "shifts": [shift_file(w.model, w.layer, w.sae, w.sft, str(Shift(int(w.seed))))]
+        + [
+            shift_file(w.model, w.layer, w.sae, w.sft, str(Shift(int(w.seed), m)))
+            for m, seed in RUNS
+            if seed == int(w.seed)
+        ],
+        "sft_shard": acts(w.model, w.layer, w.sae, "sft", w.sft, "plain"),
+    }
+    for d in DOMAINS:
+        inputs[f"domain/{d}"] = acts(w.model, w.layer, w.sae, "domain", d, "plain")
     return inputs

@@ -1,6 +1,7 @@
 # Correlation of STS with observed accuracy changes: tables, plots, Markdown and HTML.
 
 from stsflow.analysis.correlation import resolve_primary
+from stsflow.io.manifest import config_hash
 
 
 rule report:
@@ -36,6 +37,13 @@ rule report:
             caption="captions/forest.rst",
             labels={"model": "{model}", "sft": "{sft}", "figure": "forest plot"},
         ),
+        bars=report(
+            report_file("{model}", "{sft}", "bars.png"),
+            category="{model} / {sft}",
+            subcategory="Summary",
+            caption="captions/bars.rst",
+            labels={"model": "{model}", "sft": "{sft}", "figure": "STS and Δ per domain"},
+        ),
         plots=[
             report(
                 report_file("{model}", "{sft}", f"scatter_{v}.png"),
@@ -51,6 +59,7 @@ rule report:
     conda:
         "../envs/reduce.yaml"
     params:
+        config_sha256=config_hash(CONFIG),
         observed=lambda w: [
             o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft
         ],
@@ -72,6 +81,41 @@ rule report:
         ),
     script:
         "../workflow_scripts/report.py"
+
+
+rule cards:
+    """Feature cards of the top shifted dimensions of one seed's prediction and of the fine-tuning
+    runs of that seed: contexts and frequencies from the plain shards, the logit lens from the
+    model's LM head (no forward pass)."""
+    input:
+        unpack(cards_inputs),
+    output:
+        report(
+            cards_file("{model}", "{layer}", "{sae}", "{sft}", "{seed}"),
+            category="{model} / {sft}",
+            subcategory="Feature cards",
+            caption="captions/cards.rst",
+            labels={
+                "model": "{model}",
+                "sft": "{sft}",
+                "figure": "cards L{layer} {sae} seed {seed}",
+            },
+        ),
+    log:
+        f"{R}/logs/cards/{{model}}/L{{layer}}/{{sae}}/{{sft}}/s{{seed}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    threads: model_threads
+    resources:
+        gpu=gpu_units,
+        mem_mb=host_request("cards", 8000),
+        gpu_mem_mb=gpu_request("cards"),
+        runtime=runtime_request("cards", 30),
+    params:
+        model=model_spec,
+        cards=CONFIG["cards"],
+    script:
+        "../workflow_scripts/cards.py"
 
 
 rule manifest:

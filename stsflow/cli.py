@@ -1,5 +1,5 @@
 """Command line: `stsflow validate CONFIG`, `stsflow verify RESULTS`, `stsflow bench ...`,
-`stsflow plan ...`."""
+`stsflow plan ...`, `stsflow cards RESULTS ...`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("verify", help="re-hash a results folder against its manifest")
     p.add_argument("results", type=Path)
     p.add_argument("--manifest", type=Path, default=None)
+    p = sub.add_parser("cards", help="print feature cards of a results folder in the terminal",
+                       description="Feature cards (what a shifted SAE dimension is): every card "
+                       "matching the filters; without --dim, the top --top of each set.")
+    p.add_argument("results", type=Path, help="the workflow's results folder")
+    p.add_argument("--model")
+    p.add_argument("--sft")
+    p.add_argument("--layer", type=int)
+    p.add_argument("--sae")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", help="predicted, or true-<method>")
+    p.add_argument("--dim", type=int, help="one SAE dimension")
+    p.add_argument("--top", type=int, default=3, help="cards per set without --dim (default 3)")
     sub.add_parser("bench", help="extraction throughput and storage figures (see --help)",
                    add_help=False)
     sub.add_parser("plan", help="jobs, resources and GPU hours of a config (see --help)",
@@ -43,6 +55,25 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"{args.config}: valid")
+        return 0
+    if args.cmd == "cards":
+        import polars as pl
+
+        from stsflow.report.card_views import print_cards
+        from stsflow.report.cards import load_cards
+
+        try:
+            cards = load_cards(args.results, model=args.model, sft=args.sft, layer=args.layer,
+                               sae=args.sae, seed=args.seed, set=args.set, dim=args.dim)
+        except FileNotFoundError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        if args.dim is None:
+            cards = cards.filter(pl.col("rank") <= args.top)
+        if cards.height == 0:
+            print("no card matches these filters", file=sys.stderr)
+            return 1
+        print_cards(cards)
         return 0
     from stsflow.io.manifest import verify
 

@@ -102,3 +102,65 @@ def gpu_rules() -> set[str]:
             found.add(m.group(2))
     assert {"extract", "encode", "gradients", "finetune", "evaluate_tuned"} <= found
     return found
+
+
+def chromium() -> str:
+    """Debian's Chromium (installed by .ci/run). Without it the browser tests are skipped, unless
+    STSFLOW_REQUIRE_BROWSER is set (CI sets it: there a missing browser is a failure)."""
+    import pytest
+
+    from stsflow.report.browser import find_chromium
+
+    exe = find_chromium()
+    if exe is None:
+        if os.environ.get("STSFLOW_REQUIRE_BROWSER"):
+            pytest.fail("no Chromium on PATH: install Debian's `chromium` package")
+        pytest.skip("no Chromium on PATH (apt-get install chromium); CI runs this test")
+    return exe
+
+
+def render_in_browser(page: Path, screenshot: Path) -> tuple[str, list[str]]:
+    """(DOM after the scripts ran, console messages) of a page in headless Chromium, and its
+    screenshot (stsflow.report.browser)."""
+    from stsflow.report.browser import render
+
+    dom, console = render(page, screenshot, exe=chromium())
+    assert screenshot.stat().st_size > 0
+    return dom, console
+
+
+def report_sections(dom: str) -> dict[str, dict]:
+    """Per h2 section of a rendered report (by id): its heading, the characters of text, the
+    images and table rows under it until the next h2; and the contents' link targets."""
+    from html.parser import HTMLParser
+
+    class Sections(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.out, self.links, self.cur, self.in_h2 = {}, [], None, False
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "h2":
+                self.cur, self.in_h2 = a.get("id"), True
+                self.out[self.cur] = {"title": "", "text": 0, "img": 0, "rows": 0}
+            elif tag == "a" and self.cur is None and a.get("href", "").startswith("#"):
+                self.links.append(a["href"][1:])
+            elif self.cur and tag == "img":
+                self.out[self.cur]["img"] += 1
+            elif self.cur and tag == "tr":
+                self.out[self.cur]["rows"] += 1
+
+        def handle_endtag(self, tag):
+            if tag == "h2":
+                self.in_h2 = False
+
+        def handle_data(self, data):
+            if self.cur and self.in_h2:
+                self.out[self.cur]["title"] += data
+            elif self.cur:
+                self.out[self.cur]["text"] += len(data.strip())
+
+    p = Sections()
+    p.feed(dom)
+    return {"sections": p.out, "links": p.links}

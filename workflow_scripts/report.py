@@ -19,8 +19,14 @@ for k in snakemake.input.keys():
     if k.startswith("sae_L"):
         layer, name = k[len("sae_L"):].split("/", 1)
         sae_dirs[(int(layer), name)] = snakemake.input[k]
+data = {k[len("data/"):]: snakemake.input[k] for k in snakemake.input.keys()
+        if k.startswith("data/")}
+provenance = {"model": w.model, "sft": w.sft, "observed": "; ".join(sources),
+              **report.run_provenance(model_dir=snakemake.input.model, data=data,
+                                      sae_dirs=sae_dirs, cards=list(snakemake.input.cards),
+                                      config_sha256=snakemake.params.config_sha256)}
 report.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
               title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
-              settings=ReportSettings.from_config(snakemake.params.report), primary=dict(snakemake.params.primary),
-              provenance={"model": w.model, "sft": w.sft, "observed": "; ".join(sources)},
-              sae_dirs=sae_dirs, **optional)
+              settings=ReportSettings.from_config(snakemake.params.report),
+              primary=dict(snakemake.params.primary), provenance=provenance,
+              sae_dirs=sae_dirs, cards=list(snakemake.input.cards), **optional)

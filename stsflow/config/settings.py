@@ -279,6 +279,25 @@ class ReportSettings:
 
 
 @dataclass(frozen=True)
+class CardSettings:
+    """``cards``: how many feature cards per shift vector and what each shows."""
+    SECTION: typing.ClassVar[str] = "cards"
+
+    n_top: int
+    contexts: int
+    window: int
+    lens_tokens: int
+
+    @classmethod
+    def from_config(cls, mapping: Mapping) -> CardSettings:
+        return build(cls, mapping, "cards")
+
+    @classmethod
+    def with_defaults(cls, **changes) -> CardSettings:
+        return with_defaults(cls, cls.SECTION, **changes)
+
+
+@dataclass(frozen=True)
 class FinetuneSettings:
     """One fine-tuning run: the ``finetune`` recipe for one method and seed. ``sample_seed`` is
     ``sts.sample_seed`` (only passed when ``max_items`` draws a sample); ``deterministic`` is not a

@@ -2,7 +2,8 @@
 
 The manifest records the resolved config and its hash, package versions, the git commit, the
 identities of models, SAEs and datasets, the seeds, and the sha256 of every file in the results
-folder (logs excluded: they hold timings). ``verify`` re-hashes a folder against its manifest.
+folder (logs excluded: they hold timings; screenshots too: renderings of the hashed report).
+``verify`` re-hashes a folder against its manifest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from stsflow.io.files import package_versions, read_metadata, sha256, write_json
 
 MANIFEST_NAME = "manifest.json"
-SKIP_DIRS = {"logs"}
+SKIP_DIRS = {"logs", "screenshots"}  # screenshots: renderings of the hashed report
 
 
 def config_hash(config: dict) -> str:

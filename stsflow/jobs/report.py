@@ -10,7 +10,8 @@ from stsflow.config.settings import ReportSettings
 
 def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: ReportSettings,
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
-           overlap=None, coverage=None, sae_dirs: dict | None = None) -> None:
+           overlap=None, coverage=None, sae_dirs: dict | None = None,
+           cards: list | None = None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
     pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row
@@ -66,10 +67,43 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
 
     comparison = (comparison_table(corr, sts_all, obs_all, primary, n_boot=settings.n_boot,
                                    seed=settings.seed) if primary else None)
+    card_df = (pl.concat([pl.read_parquet(p) for p in cards], how="diagonal_relaxed")
+               if cards else None)
     write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
                  warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
-                 ablation=ablation_table(corr, primary, saes) if primary else None)
+                 ablation=ablation_table(corr, primary, saes) if primary else None,
+                 cards=card_df)
+
+
+def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict | None = None,
+                   cards: list | None = None, config_sha256: str | None = None) -> dict:
+    """What a reader needs to reproduce the report: the model's and every SAE's identity, each
+    dataset's source (hub revision, builtin name or local file) and sample, the package versions
+    of this job and of the model jobs (read from a cards file), and the resolved config's
+    sha256 (the manifest holds the config itself)."""
+    import json
+
+    from stsflow.io.files import package_versions, read_metadata
+    from stsflow.jobs.common import model_identity, sae_identity
+    from stsflow.sae.info import MANIFEST
+
+    out: dict = {}
+    if model_dir is not None:  # the prepared model's manifest (models.load, which needs torch)
+        info = json.loads((Path(model_dir) / "stsflow_model.json").read_text())
+        out["model identity"] = model_identity(info)
+    for (layer, name), path in sorted((sae_dirs or {}).items()):
+        info = json.loads((Path(path) / MANIFEST).read_text())
+        out[f"SAE L{layer}/{name}"] = sae_identity(info)
+    for name, path in (data or {}).items():
+        meta = read_metadata(path)
+        out[f"data {name}"] = {k: meta[k] for k in ("source", "n_records", "sample") if k in meta}
+    out["versions (report)"] = package_versions()
+    if cards:
+        out["versions (model jobs)"] = read_metadata(cards[0]).get("packages")
+    if config_sha256:
+        out["config sha256"] = config_sha256
+    return out
 
 
 def sae_quality_table(sae_dirs: dict):

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from stsflow.analysis import correlation as st
 from stsflow.io.files import atomic_path, write_parquet, write_text
+from stsflow.report.card_views import CARDS_CSS, CARDS_JS, cards_html, cards_markdown_rows
 
 _NA = "n/a"
 
@@ -170,22 +171,36 @@ def _to_markdown(blocks: list[tuple]) -> str:
             out.append("\n".join(lines))
         elif kind == "img":
             out.append(f"![{b[2]}]({b[1]})")
+        elif kind == "cards":
+            headers, rows = cards_markdown_rows(b[1])
+            out.append(_to_markdown([_table_block(headers, rows)]).strip())
     return "\n\n".join(out) + "\n"
 
 
 _CSS = ("body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
-        "th,td{border:1px solid #bbb;padding:.2em .5em;text-align:left}"
-        "th{background:#eee}img{max-width:100%}")
+        "th,td{border:1px solid #bbb;padding:.2em .5em;text-align:left;vertical-align:top}"
+        "th{background:#eee}img{max-width:100%}nav ul{columns:2}" + CARDS_CSS)
+
+
+def _anchor(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def _to_html(title: str, blocks: list[tuple], images: dict[str, bytes]) -> str:
     e = html.escape
-    out = ["<!DOCTYPE html>", "<html><head><meta charset=\"utf-8\">",
+    out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"]
+    sections = [b[2] for b in blocks if b[0] == "h" and b[1] == 2]
     for b in blocks:
         kind = b[0]
-        if kind == "h":
+        if kind == "h" and b[1] == 1:  # the title, then the contents (links to each section)
+            out.append(f"<h1>{e(b[2])}</h1>")
+            out.append("<nav><ul>" + "".join(f'<li><a href="#{_anchor(h)}">{e(h)}</a></li>'
+                                             for h in sections) + "</ul></nav>")
+        elif kind == "h" and b[1] == 2:
+            out.append(f'<h2 id="{_anchor(b[2])}">{e(b[2])}</h2>')
+        elif kind == "h":
             out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
         elif kind == "p":
             out.append(f"<p>{e(b[1])}</p>")
@@ -206,6 +221,10 @@ def _to_html(title: str, blocks: list[tuple], images: dict[str, bytes]) -> str:
             data = base64.b64encode(images[b[1]]).decode("ascii")
             out.append(f"<figure><img alt=\"{e(b[2])}\" src=\"data:image/png;base64,{data}\">"
                        f"<figcaption>{e(b[2])}</figcaption></figure>")
+        elif kind == "cards":
+            out.append(cards_html(b[1]))
+    if any(b[0] == "cards" for b in blocks):
+        out.append(f"<script>{CARDS_JS}</script>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -229,14 +248,24 @@ def _plot_metric(observed: pl.DataFrame, primary: dict | None) -> str | None:
     return want if want in metrics else metrics[0]
 
 
+def predictor_rows(sts: pl.DataFrame, predictor: str) -> pl.DataFrame:
+    """The rows of one predictor in the report's STS table (the STS and oracle tables stacked),
+    without the other predictors' columns and without the run keys its rows leave null: an ICL
+    predictor's rows have no method, and must not be paired by method (the oracle rows' key)."""
+    others = st.predictor_names() - {predictor}
+    rows = sts.filter(pl.col(predictor).is_not_null())
+    unused = [c for c in st.EXTRA_KEYS if c in rows.columns
+              and rows[c].null_count() == rows.height]
+    return rows.select([c for c in rows.columns if c not in others and c not in unused])
+
+
 def _scatter_png(predictor: str, sts: pl.DataFrame, observed: pl.DataFrame, corr: pl.DataFrame,
                  metric: str | None) -> bytes:
     """One panel per (model, sft, layer, run) row and N column, a run being one fine-tuning
     method × seed (or ICL seed): every seed is shown, none averaged away."""
     if metric is not None:
         obs = observed.filter(pl.col("metric") == metric)
-        others = st.predictor_names() - {predictor}
-        data, keys = st.pair_tables(sts.select([c for c in sts.columns if c not in others]), obs)
+        data, keys = st.pair_tables(predictor_rows(sts, predictor), obs)
         data = data.with_columns(x=pl.col(predictor), y=pl.col("delta").abs())
     else:
         data, keys = pl.DataFrame(schema={"model": pl.String, "sft": pl.String,
@@ -293,6 +322,70 @@ def _scatter_png(predictor: str, sts: pl.DataFrame, observed: pl.DataFrame, corr
                                  f"{_fmt(rr.get('noise_ceiling'), '.2f')}, n = "
                                  f"{rr['n_domains']}")
             ax.set_title("\n".join(lines), fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def bars_data(sts: pl.DataFrame, observed: pl.DataFrame, primary: dict | None) -> pl.DataFrame:
+    """The primary predictor's score per domain (its layer, SAE and N) beside the observed Δ of
+    the primary metric with its CI, one row per (run, domain): the rows the bar chart shows.
+    A run is the (method, seed) both tables share; Δ given in the config apply to every run."""
+    p = primary or {}
+    name = p.get("predictor")
+    empty = pl.DataFrame(schema={"domain": pl.String, "score": pl.Float64, "delta": pl.Float64,
+                                 "ci_low": pl.Float64, "ci_high": pl.Float64})
+    if not name or name not in sts.columns or observed.height == 0:
+        return empty
+    site = _filter_eq(predictor_rows(sts, name),
+                      {k: p.get(k) for k in ("layer", "sae", "n_top") if p.get(k) is not None})
+    obs = observed.filter(pl.col("metric") == p.get("metric")) if p.get("metric") else observed
+    carried = [c for c in st.EXTRA_KEYS if c in site.columns]
+    runs = [c for c in carried if c in obs.columns]
+    own = [c for c in carried if c not in runs]
+    ci = [pl.col(c).cast(pl.Float64) if c in obs.columns else pl.lit(math.nan).alias(c)
+          for c in ("ci_low", "ci_high")]
+    left = site.select(["model", "sft", *runs, *own, "domain",
+                        pl.col(name).cast(pl.Float64).alias("score")])
+    right = obs.select(["model", "sft", *runs, "domain", pl.col("delta").cast(pl.Float64), *ci])
+    data = left.join(right, on=["model", "sft", *runs, "domain"], how="inner", nulls_equal=True)
+    return data.sort([*runs, *own, "score"], descending=[False] * len(runs + own) + [True],
+                     nulls_last=True)
+
+
+def _bars_png(data: pl.DataFrame, primary: dict | None) -> bytes:
+    """Predicted score per domain (bars) next to the observed Δ with its CI, one row of two panels
+    per run, domains ordered by the score."""
+    p = primary or {}
+    runs = [c for c in ("method", "seed") if c in data.columns]
+    groups = data.partition_by(runs, maintain_order=True) if runs and data.height else [data]
+    nd = max((g.height for g in groups), default=1)
+    fig = Figure(figsize=(11, max(1.6, 0.75 + 0.24 * nd) * len(groups)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(groups), 2, squeeze=False)
+    for (a, b), g in zip(axes, groups):
+        if g.height == 0:
+            a.text(0.5, 0.5, "no domain has both a score and an observed Δ", ha="center")
+            a.set_axis_off()
+            b.set_axis_off()
+            continue
+        y = np.arange(g.height)[::-1]
+        a.barh(y, g["score"].to_numpy(), color="tab:blue")
+        a.set_yticks(y, g["domain"].to_list(), fontsize=8)
+        a.set_xlabel(f"{p.get('predictor')} (layer {p.get('layer')}, N={p.get('n_top')})")
+        d = g["delta"].to_numpy()
+        lo, hi = g["ci_low"].to_numpy(), g["ci_high"].to_numpy()
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        b.barh(y, d, color="tab:gray")  # no colour for better or worse: nll rises when worse
+        if ok.any():
+            b.errorbar(d[ok], y[ok], xerr=[d[ok] - lo[ok], hi[ok] - d[ok]], fmt="none",
+                       ecolor="black", capsize=2, lw=1)
+        b.axvline(0, color="black", lw=0.5)
+        b.set_yticks(y, [""] * g.height)
+        b.set_xlabel(f"observed Δ = after − before ({p.get('metric')}), with its CI")
+        who = ", ".join(f"{k}={g[k][0]}" for k in runs if g[k][0] is not None)
+        a.set_title(f"predicted{' — ' + who if who else ''}", fontsize=9)
+        b.set_title("observed", fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
@@ -540,7 +633,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  title: str, provenance: dict, primary: dict | None = None, ci: float = 0.95,
                  extra_tables: list[tuple[str, pl.DataFrame]] = (),
                  warnings: list[str] = (), comparison: pl.DataFrame | None = None,
-                 ablation: pl.DataFrame | None = None) -> dict[str, Path]:
+                 ablation: pl.DataFrame | None = None,
+                 cards: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
@@ -576,6 +670,24 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         blocks.append(("h", 2, "Warnings"))
         blocks.append(("ul", list(warnings)))
     blocks += _primary_blocks(corr, primary, corr_extra, ci)
+
+    bars = bars_data(sts, observed, primary)
+    images["bars.png"] = _bars_png(bars, primary)
+    path = outdir / "bars.png"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(images["bars.png"])
+    written[path.name] = path
+    blocks.append(("h", 2, "Predicted and observed, domain by domain"))
+    blocks.append(("p", f"Left: the primary predictor ({(primary or {}).get('predictor')}) per "
+                        "domain, largest first. Right: the observed Δ of the primary metric "
+                        "with its paired bootstrap CI over items (no CI for Δ given in the "
+                        "config). One row per run; the scatter plot below shows the same "
+                        f"pairs. {bars['domain'].n_unique()} domains have both."))
+    blocks.append(("img", "bars.png", "Predicted score and observed Δ per domain"))
+    own = (primary or {}).get("predictor")
+    if own and f"scatter_{_safe_name(own)}.png" in images:
+        blocks.append(("img", f"scatter_{_safe_name(own)}.png",
+                       f"{own} vs |Δ| (the primary predictor), every seed"))
     if comparison is not None:
         path = outdir / "comparison.parquet"
         write_parquet(comparison.to_arrow(), path, metadata={"title": title, "primary": primary})
@@ -587,6 +699,19 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         written[path.name] = path
         blocks += _comparison_blocks(comparison, ablation if ablation is not None
                                      else pl.DataFrame(), primary, ci)
+    if cards is not None:
+        blocks.append(("h", 2, "Feature cards: what moved"))
+        blocks.append(("p", "The top shifted SAE dimensions of each ICL prediction (set "
+                            "'predicted') and of each fine-tuning run ('true-<method>'), one "
+                            "row each; 'also in' marks the overlap of the sets. Frequency and "
+                            "mean over the counted query tokens; contexts: the top-activating "
+                            "tokens of the SFT set and of each domain (marked), with their "
+                            "neighbours; promotes / suppresses: the logit lens of the decoder "
+                            "direction (final norm, then the LM head). The dimension links to "
+                            "Neuronpedia where the SAE is hosted there. Type in the box to "
+                            "filter; click a column to sort (the table reads without "
+                            "JavaScript too). `stsflow cards` prints a card in a terminal."))
+        blocks.append(("cards", cards))
     blocks += _noise_blocks(observed, corr, extra)
 
     blocks.append(("h", 2, "Provenance"))
@@ -631,7 +756,9 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
              f"{_fmt(r['pearson_mean'], '.2f')} ± {_fmt(r['pearson_std'], '.2f')}"]
             for r in summ.to_dicts()]))
 
-    scatters = [n for n in images if n.startswith("scatter_")]
+    # every predictor's scatter but the primary one's, which leads the report
+    lead = f"scatter_{_safe_name(own)}.png" if own else None
+    scatters = [n for n in images if n.startswith("scatter_") and n != lead]
     if scatters:
         blocks.append(("h", 2, "Scatter plots"))
         for name in scatters:

@@ -83,6 +83,7 @@ def expected_jobs(cfg: dict) -> Counter:
                    sts_table=1, coverage=1, manifest=1, all=1)
     if cfg.get("observed"):
         jobs["report"] = 1
+        jobs["cards"] = n_layers * seeds  # the report's feature cards
     return jobs
 
 

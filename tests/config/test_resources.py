@@ -217,9 +217,11 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
     # its gradients and its SAE's quality pass are seconds of compute plus loading (15 GB at
     # 0.5 GB/s) and start, about 150 s, twice that with the margin: the ten-minute floor.
     # Fine-tuning and evaluation keep the rules' fixed 4 h and 2 h: their data is not
-    # materialised yet (the plan says so).
+    # materialised yet (the plan says so). The feature cards (the LM head over a few decoder
+    # rows, one job per layer and seed) are loading and start too.
     hours = {"prepare_sae": 1 / 6, "extract": 35 / 6, "gradients": 15 / 6, "finetune": 3 * 4,
-             "evaluate_base": 14 * 2, "evaluate_tuned": 42 * 2}
+             "evaluate_base": 14 * 2, "evaluate_tuned": 42 * 2, "cards": 3 / 6}
+    assert counts["cards"] == 3
     assert f"GPU hours requested: {sum(hours.values()):.1f}" in out
     cluster = sum(counts[r] for r in hours)
     assert f"{cluster} cluster job(s), {sum(counts.values()) - cluster} local job(s)" in out

@@ -22,7 +22,7 @@ EXTRAS = {
     S.ExtractSettings: {"kind", "tokens", "demonstrations"},  # renamed per kind, see KIND_KEYS
 }
 MIRRORS = [S.ModelSettings, S.ExtractSettings, S.SaeSettings, S.SaeTrainSettings,
-           S.EvalSettings, S.ReportSettings, S.FinetuneSettings]
+           S.EvalSettings, S.ReportSettings, S.CardSettings, S.FinetuneSettings]
 
 
 def schema_keys(cls) -> set[str]:
@@ -105,6 +105,7 @@ def test_embedded_default_builds_every_job_settings():
     assert S.FinetuneSettings.from_recipe(recipe, "lora", 0).epochs == cfg["finetune"]["epochs"]
     assert S.EvalSettings.from_config(cfg["evaluate"]).metrics == tuple(cfg["evaluate"]["metrics"])
     assert S.ReportSettings.from_config(cfg["report"]).n_boot == cfg["report"]["n_boot"]
+    assert S.CardSettings.from_config(cfg["cards"]).n_top == cfg["cards"]["n_top"]
     for kind, section in (("sft", "sft"), ("domain", "domains")):
         for cname, spec in cfg[section].items():
             corpus = S.CorpusSettings.from_config(dict(spec, sample_seed=0), f"{section}.{cname}")

@@ -181,11 +181,31 @@ RUN = textwrap.dedent("""
             for i, d in enumerate(domains)]
     primary = {"predictor": "sts_icl", "n_top": 4, "layer": 1, "metric": "acc",
                "protocol": "all", "target": "abs"}
+    # feature cards built torch-free from the shards (the cards job adds only the lens)
+    import polars as pl
+    from stsflow.report.cards import build_cards
+
+    cards = build_cards(
+        {"predicted": pl.read_parquet(root / "shift/s0.sae.parquet"),
+         "true-full": pl.read_parquet(root / "shift/true-full-s0.sae.parquet")},
+        {("sft", "s"): unaligned["plain_shard"], ("domain", "law"): shard(a / "law.parquet", 4)},
+        n_top=3, contexts=2, window=1, decode=lambda ids: " ".join(map(str, ids)),
+        keys={"model": "m", "layer": 1, "sae": "main", "sft": "s", "seed": 0})
+    cards_file = root / "cards/s0.parquet"
+    write_parquet(cards.to_arrow(), cards_file, {"packages": {"stsflow": "x"}})
+    model_dir = root / "models/m"
+    model_dir.mkdir(parents=True)
+    (model_dir / "stsflow_model.json").write_text(json.dumps({"kind": "local", "path": "x"}))
+    provenance = report.run_provenance(model_dir=model_dir, data={"sft s": history},
+                                       sae_dirs={(1, "main"): sae}, cards=[cards_file],
+                                       config_sha256="0" * 64)
     report.report(t / "sts.parquet", rows, root / "reports", title="T",
                   settings=ReportSettings(n_boot=20, n_perm=20, seed=0), primary=primary,
-                  provenance={"model": "m", "sft": "s"}, observed=t / "observed.parquet",
+                  provenance={"model": "m", "sft": "s", **provenance},
+                  observed=t / "observed.parquet",
                   sts_oracle=t / "sts_oracle.parquet", overlap=t / "overlap.parquet",
-                  coverage=t / "coverage.parquet", sae_dirs={(1, "main"): sae})
+                  coverage=t / "coverage.parquet", sae_dirs={(1, "main"): sae},
+                  cards=[cards_file])
     manifest = write_manifest(root, {"results": str(root)})
 
     print(json.dumps({
@@ -193,6 +213,8 @@ RUN = textwrap.dedent("""
         "loaded": sorted(m for m in sys.modules if m.partition(".")[0] in HEAVY),
         "reports": sorted(p.name for p in (root / "reports").iterdir()),
         "manifest_files": len(manifest["files"]),
+        "provenance": sorted(provenance),
+        "card_rows": (root / "reports/summary.html").read_text().count("<tr><td>predicted</td>"),
     }))
 """)
 
@@ -248,3 +270,7 @@ def test_reductions_and_report_run_without_torch(tmp_path):
     assert "summary.html" in result["reports"] and "correlations.parquet" in result["reports"]
     assert "comparison.parquet" in result["reports"] and "forest.png" in result["reports"]
     assert result["manifest_files"] > 10
+    assert result["provenance"] == sorted(
+        ["model identity", "SAE L1/main", "data sft s", "versions (report)",
+         "versions (model jobs)", "config sha256"])
+    assert result["card_rows"] == 3

@@ -48,7 +48,7 @@ def _report(tmp_path, seeds=None, primary=PRIMARY, se=False):
 
 def test_write_report_files(tmp_path):
     corr, out, paths = _report(tmp_path)
-    expected = {"correlations.parquet", "summary.md", "summary.html",
+    expected = {"correlations.parquet", "summary.md", "summary.html", "bars.png",
                 *(f"scatter_{v}.png" for v in VARIANTS)}
     assert set(paths) == expected
     assert all(p.parent == out and p.is_file() for p in paths.values())
@@ -62,7 +62,7 @@ def test_write_report_files(tmp_path):
     assert read_metadata(paths["correlations.parquet"])["provenance"]["model"] == "qwen"
 
     html = paths["summary.html"].read_text()
-    assert html.count("data:image/png;base64,") == len(VARIANTS)
+    assert html.count("data:image/png;base64,") == len(VARIANTS) + 1  # and the bar chart
     assert "Qwen | LIMO &lt;test&gt;" in html  # escaped
     md = paths["summary.md"].read_text()
     for v in VARIANTS:
@@ -131,7 +131,9 @@ def _sections(md: str) -> list[str]:
 def test_primary_analysis_leads_the_summary(tmp_path):
     corr, _, paths = _report(tmp_path, se=True)
     md = paths["summary.md"].read_text()
-    assert _sections(md)[:3] == ["Primary analysis (pre-declared)", "Noise in Δ", "Provenance"]
+    assert _sections(md)[:4] == ["Primary analysis (pre-declared)",
+                                 "Predicted and observed, domain by domain", "Noise in Δ",
+                                 "Provenance"]
     prim = corr.filter(pl.col("role") == "primary")
     assert prim.height == 1
     r = prim.row(0, named=True)
@@ -281,3 +283,119 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     md = (tmp_path / "out" / "summary.md").read_text()
     assert md.index("## Warnings") < md.index("SAE L3/main: loss recovered 0.4") < \
         md.index("## Prov")
+
+
+def _stacked():
+    """An STS table with ICL rows (seed, no method) stacked on oracle rows (method and seed), as
+    the report job stacks the STS and oracle tables, and a workflow-measured Δ per run."""
+    rng = np.random.default_rng(3)
+    doms = DOMAINS[:6]
+    icl = pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "sae": "main", "n_top": 100,
+                         "domain": d, "seed": seed, "sts_icl": float(rng.random())}
+                        for seed in (0, 1) for d in doms])
+    oracle = pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "sae": "main", "n_top": 100,
+                            "domain": d, "method": "lora", "seed": seed,
+                            "sts_icl_oracle": float(rng.random())}
+                           for seed in (0, 1) for d in doms])
+    obs = pl.DataFrame([{"model": "m", "sft": "s", "method": "lora", "seed": seed, "domain": d,
+                         "metric": "acc", "delta": float(rng.normal()),
+                         "ci_low": -2.0, "ci_high": 2.0} for seed in (0, 1) for d in doms])
+    return pl.concat([icl, oracle], how="diagonal_relaxed"), obs
+
+
+@pytest.mark.parametrize("predictor", ["sts_icl", "sts_icl_oracle"])
+def test_bars_and_scatter_pair_each_predictor_with_its_own_run(predictor):
+    """Regression: with the oracle rows stacked in, an ICL predictor's rows (method null) were
+    paired by method and matched nothing, so every ICL scatter plot came out empty."""
+    from stsflow.report.summary import bars_data, predictor_rows
+
+    sts, obs = _stacked()
+    primary = dict(PRIMARY, predictor=predictor, sae="main")
+    got = bars_data(sts, obs, primary)
+    assert got.height == 12  # 6 domains × 2 seeds
+    want = {(r["seed"], r["domain"]): r[predictor] for r in sts.filter(
+        pl.col(predictor).is_not_null()).iter_rows(named=True)}
+    delta = {(r["seed"], r["domain"]): r["delta"] for r in obs.iter_rows(named=True)}
+    for r in got.iter_rows(named=True):
+        assert r["score"] == want[(r["seed"], r["domain"])]
+        assert r["delta"] == delta[(r["seed"], r["domain"])]
+    data, _ = st.pair_tables(predictor_rows(sts, predictor), obs)
+    assert data.height == 12 and data[predictor].null_count() == 0
+
+
+def synthetic_cards(tmp_path):
+    """Cards built by the real builder on two small random shards (no model: a fake decoder and
+    lens), enough for the report's cards section."""
+    import pyarrow as pa
+
+    from stsflow.features.shards import shard_schema
+    from stsflow.io.files import write_parquet
+    from stsflow.report.cards import build_cards
+    from stsflow.scores.shift import ranked
+
+    rng = np.random.default_rng(0)
+    width, shards = 16, {}
+    for kind, name in (("sft", "limo"), ("domain", "law")):
+        rows = []
+        for doc in range(4):
+            for pos in range(12):
+                idx = sorted(rng.choice(width, 3, replace=False).tolist())
+                rows.append({"doc_id": doc, "pos": pos, "token_id": int(rng.integers(0, 50)),
+                             "feat_idx": idx, "feat_val": rng.random(3).tolist(),
+                             "counted": pos > 1})
+        path = tmp_path / f"{name}.parquet"
+        write_parquet(pa.Table.from_pylist(rows, schema=shard_schema("float32")), path,
+                      metadata={"width": width})
+        shards[(kind, name)] = path
+    shifts = {"predicted": pl.from_arrow(ranked(rng.random(width), rng.normal(size=width))),
+              "true-full": pl.from_arrow(ranked(rng.random(width), rng.normal(size=width)))}
+    lens = (lambda dims: ([[(f"<up{d}>", 1.0)] for d in dims], [[(f"<dn{d}>", -1.0)]
+                                                                  for d in dims]))
+    return build_cards(shifts, shards, n_top=4, contexts=2, window=3,
+                       decode=lambda ids: "".join(f"[{i}]" for i in ids), lens=lens,
+                       neuronpedia="https://www.neuronpedia.org/x/1-res", keys={
+                           "model": "qwen", "layer": 3, "sae": "main", "sft": "limo",
+                           "seed": 0})
+
+
+def test_report_shows_the_feature_cards(tmp_path):
+    cards = synthetic_cards(tmp_path)
+    sts, obs = _inputs()
+    corr = st.correlation_table(sts, obs, n_boot=200, n_perm=200, seed=0)
+    paths = write_report(corr, sts, obs, tmp_path / "rep", title="t", primary=PRIMARY,
+                         provenance={"model": "qwen"}, cards=cards)
+    md, html = paths["summary.md"].read_text(), paths["summary.html"].read_text()
+    section = md.split("## Feature cards: what moved")[1].split("\n## ")[0]
+    assert section.count("\n| predicted |") == 4 and section.count("\n| true-full |") == 4
+    body = html.split('id="cards-table"')[1].split("</table>")[0]
+    assert body.count("<tr>") == 1 + cards.height  # the header and one row per card
+    for r in cards.iter_rows(named=True):
+        assert f'href="https://www.neuronpedia.org/x/1-res/{r["dim"]}"' in body
+        assert f"<up{r['dim']}>".replace("<", "&lt;").replace(">", "&gt;") in body
+        for c in r["contexts"]:  # each context with its active token marked
+            assert f"<mark>{c['token']}</mark>" in body
+    assert "<script>" in html and 'id="cards-filter" type="search" hidden' in html
+
+
+def test_report_renders_in_a_real_browser(tmp_path):
+    """The summary in headless Chromium: no console message at all (the page logs nothing, so an
+    error or an uncaught exception shows), every section of the contents present and non-empty,
+    the cards' filter shown (the script ran), and a screenshot saved."""
+    from workflow_helpers import render_in_browser, report_sections
+
+    sts, obs = _inputs(se=True)
+    corr = st.correlation_table(sts, obs, n_boot=200, n_perm=200, seed=0)
+    cards = synthetic_cards(tmp_path)
+    paths = write_report(corr, sts, obs, tmp_path / "rep", title="t", primary=PRIMARY,
+                         provenance={"model": "qwen"}, cards=cards)
+    dom, console = render_in_browser(paths["summary.html"], tmp_path / "summary.png")
+    assert console == []
+    found = report_sections(dom)
+    sections = found["sections"]
+    assert found["links"] == list(sections)  # the contents link every section, in order
+    for sid, s in sections.items():
+        assert s["text"] + s["img"] + s["rows"] > 0, f"empty section {s['title']}"
+    assert sections["feature-cards-what-moved"]["rows"] == 1 + cards.height
+    assert sections["predicted-and-observed-domain-by-domain"]["img"] == 2  # bars and scatter
+    assert '<input id="cards-filter" type="search" placeholder' in dom  # no longer hidden
+    assert (tmp_path / "summary.png").stat().st_size > 10_000

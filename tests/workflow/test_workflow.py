@@ -26,6 +26,9 @@ AGGREGATES = {"sts_table": 1, "report": 1, "manifest": 1, "all": 1}
 # the coverage table reads each corpus's plain run at the first layer: a domain edit reruns it,
 # a new layer or N does not
 WITH_COVERAGE = dict(AGGREGATES, coverage=1)
+# the feature cards of a (layer, SAE, seed) read the plain shards of every corpus: a domain edit
+# reruns them (as the report), a new N or predictor does not
+WITH_CARDS = dict(WITH_COVERAGE, cards=1)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,27 @@ def test_run_produces_tables_report_and_manifest(project):
     assert set(cmp["predictor"]) == set(pretraining_predictors()) | {"sts_icl_randdims",
                                                                     "sts_act_randdims"}
     assert (res / "reports/tiny/arith/forest.png").stat().st_size > 1000
+    cards = pl.read_parquet(res / "cards/tiny/L1/main/arith/s0.parquet")
+    assert set(cards["set"]) == {"predicted"} and cards.height == 20  # cards.n_top, no tuning
+    assert cards["contexts"].list.len().min() > 0 and cards["promotes"].list.len().min() == 8
+    assert html.count('<tr><td>predicted</td>') == cards.height
     assert verify(res) == []
+
+
+def test_report_renders_in_a_real_browser(project, tmp_path):
+    """The workflow's own summary in headless Chromium: no console message, every section of the
+    contents non-empty, the cards' script ran; the screenshot is kept with the test's files."""
+    from workflow_helpers import render_in_browser, report_sections
+
+    page = project[0] / "results/reports/tiny/arith/summary.html"
+    dom, console = render_in_browser(page, tmp_path / "summary.png")
+    assert console == []
+    found = report_sections(dom)
+    assert found["links"] == list(found["sections"])
+    for s in found["sections"].values():
+        assert s["text"] + s["img"] + s["rows"] > 0, f"empty section {s['title']}"
+    assert found["sections"]["feature-cards-what-moved"]["rows"] == 1 + 20
+    assert '<input id="cards-filter" type="search" placeholder' in dom
 
 
 def test_unchanged_rerun_does_nothing(project):
@@ -89,7 +112,7 @@ def test_adding_a_domain_schedules_only_its_jobs(project, edit):
         "test": {"local": {"path": "data/biology.test.jsonl"}},
         "demos": {"local": {"path": "data/biology.demos.jsonl"}}}))
     assert planned_jobs(workdir) == Counter(materialize_domain=1, extract=2, gradients=1, sts=2,
-                                            **WITH_COVERAGE)
+                                            **WITH_CARDS)
 
 
 def test_adding_a_predictor_reruns_only_the_scores(project, tmp_path):
@@ -107,7 +130,8 @@ def test_adding_a_layer_schedules_only_that_layer(project, edit):
     workdir, cfg = project
     edit(lambda c: c["models"]["tiny"]["layers"].update({2: cfg["models"]["tiny"]["layers"][1]}))
     # SAE, 2 SFT runs + 3 domains x 2 modes, the shift vector, 3 domains x 2 N.
-    assert planned_jobs(workdir) == Counter(prepare_sae=1, extract=8, shift=1, sts=6, **AGGREGATES)
+    assert planned_jobs(workdir) == Counter(prepare_sae=1, extract=8, shift=1, sts=6, cards=1,
+                                            **AGGREGATES)
 
 
 def test_adding_a_sweep_sae_schedules_only_its_jobs(project, edit):
@@ -118,12 +142,12 @@ def test_adding_a_sweep_sae_schedules_only_its_jobs(project, edit):
     sae["train"]["k"] = 2
     edit(lambda c: c["models"]["tiny"]["layers"][1].update(sweep=[dict(sae, name="k2")]))
     # SAE, 2 SFT runs + 3 domains x 2 modes, the shift vector, 3 domains x 2 N.
-    assert planned_jobs(workdir) == Counter(prepare_sae=1, encode=8, shift=1, sts=6,
+    assert planned_jobs(workdir) == Counter(prepare_sae=1, encode=8, shift=1, sts=6, cards=1,
                                             **AGGREGATES)
     # a sweep is keyed by names, not positions: a second SAE put first adds only its jobs too
     k3 = dict(sae, name="k3", train=dict(sae["train"], k=3))
     edit(lambda c: c["models"]["tiny"]["layers"][1].update(sweep=[k3, dict(sae, name="k2")]))
-    assert planned_jobs(workdir) == Counter(prepare_sae=2, encode=16, shift=2, sts=12,
+    assert planned_jobs(workdir) == Counter(prepare_sae=2, encode=16, shift=2, sts=12, cards=2,
                                             **AGGREGATES)
 
 
@@ -135,7 +159,7 @@ def test_adding_an_n_value_schedules_only_its_scores(project, edit):
 def test_changing_one_domain_reruns_only_that_domain(project, edit):
     edit(lambda c: c["domains"]["law"].update(max_items=4))
     assert planned_jobs(project[0]) == Counter(materialize_domain=1, extract=2, gradients=1,
-                                               sts=2, **WITH_COVERAGE)
+                                               sts=2, **WITH_CARDS)
 
 
 def test_two_clean_runs_give_identical_tables(project, tiny_model_dir, tmp_path):
@@ -234,6 +258,16 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert "Coverage: queries used" in summary and "SAE quality on held-out tokens" in summary
     assert "Ablation: layer, SAE and N" in summary
     assert "sae_warnings" in summary
+    # feature cards of the prediction and of the fine-tuned run, the overlap marked: a predicted
+    # card is "also in" true-lora exactly when its dimension is in the true shift's top 20
+    cards = pl.read_parquet(tmp_path / "results/cards/tiny/L1/main/arith/s0.parquet")
+    assert cards.group_by("set").len().sort("set").rows() == [("predicted", 20),
+                                                               ("true-lora", 20)]
+    true = pl.read_parquet(tmp_path / "results/shift/tiny/L1/main/arith/true-lora-s0.parquet")
+    true_top = set(true.filter(pl.col("rank") <= 20)["dim"].to_list())
+    for r in cards.filter(pl.col("set") == "predicted").iter_rows(named=True):
+        assert ("true-lora" in r["also_in"]) == (r["dim"] in true_top)
+    assert "Feature cards: what moved" in summary
     manifest = json.loads((tmp_path / "results/manifest.json").read_text())
     assert set(manifest["saes"]) == {"tiny/L1/main", "tiny/L1/k2"}
     assert manifest["saes"]["tiny/L1/k2"]["train"]["k"] == 2

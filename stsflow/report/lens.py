@@ -1,0 +1,54 @@
+"""Logit lens of SAE features: the tokens a feature's decoder direction promotes and suppresses.
+
+The direction is read the way the model reads its last residual stream: through the final norm,
+then the unembedding (LM head). Applying the model's own norm module to the direction keeps each
+architecture's convention (Llama and Qwen RMSNorm with a gain, Gemma's 1 + gain, GPT-2's
+LayerNorm with its mean removal); the norm's per-vector scale is one positive number per
+feature, so it changes no ranking. Gemma 2's final logit soft-capping is monotonic and left out:
+logits are reported before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def final_norm(model) -> torch.nn.Module:
+    """The norm applied to the last residual stream before the LM head."""
+    for path in ("model.norm", "model.language_model.norm", "transformer.ln_f",
+                 "gpt_neox.final_layer_norm"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+
+
+@torch.no_grad()
+def feature_logits(model, directions: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+    """(features × vocabulary) float32 logits of decoder ``directions`` (features × d), the LM
+    head applied to the final norm of each direction, in vocabulary chunks (the head is cast to
+    float32 one chunk at a time, never whole)."""
+    head = model.get_output_embeddings().weight  # vocab × d
+    norm = final_norm(model)
+    x = norm(directions.to(head.device, next(norm.parameters()).dtype)).float()
+    return torch.cat([x @ head[i:i + chunk].float().T for i in range(0, head.shape[0], chunk)],
+                     dim=1).cpu()
+
+
+def top_tokens(logits: torch.Tensor, k: int, decode) -> tuple[list, list]:
+    """(promotes, suppresses): per feature, the ``k`` highest and ``k`` lowest logits as
+    [(token text, logit)]; ties go to the lower token id."""
+    arr = logits.double().numpy()
+    ids = np.arange(arr.shape[1])
+    promotes, suppresses = [], []
+    for row in arr:
+        up = np.lexsort((ids, -row))[:k]
+        down = np.lexsort((ids, row))[:k]
+        promotes.append([(decode([int(i)]), float(row[i])) for i in up])
+        suppresses.append([(decode([int(i)]), float(row[i])) for i in down])
+    return promotes, suppresses
