@@ -537,6 +537,12 @@ def all_targets():
                 table(model, sft, "coverage"),
             ]
             out += validation_outputs(model, sft)
+            # the feature cards, with or without observed Δ (`stsflow cards` reads them)
+            out += [
+                cards_file(model, layer, sae, sft, seed)
+                for layer, sae in sites(model)
+                for seed in SEEDS
+            ]
             if has_observed(model, sft) or FT["enabled"]:
                 out.append(report_file(model, sft, "summary.html"))
     return out
@@ -656,6 +662,7 @@ def report_inputs(w):
     inputs[f"data/sft {w.sft}"] = sft_file(w.sft)
     for d in DOMAINS:
         inputs[f"data/domain {d}"] = domain_file(d, "test")
+        inputs[f"data/demos {d}"] = domain_file(d, "demos")
     return inputs
 
 

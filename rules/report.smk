@@ -59,6 +59,8 @@ rule report:
     conda:
         "../envs/reduce.yaml"
     params:
+        # the provenance block names the resolved config: any edit of it rewrites the report
+        # (seconds), nothing upstream
         config_sha256=config_hash(CONFIG),
         observed=lambda w: [
             o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft

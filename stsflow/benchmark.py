@@ -14,6 +14,14 @@ without the model; then bytes per non-zero and per kept residual on disk.
     stsflow bench --predictors results --model smollm2-135m --sft math --layer 12 --sae main
 
 times every registered predictor's scoring (the sts rule's reduction) on a finished run's files.
+
+    stsflow bench --padding --model-dir results/models/smollm2-135m
+
+measures batching by length on MMLU-Pro-shaped queries (10 options, 40 to 400 tokens, in an
+order unrelated to length, as a hub category comes): padding efficiency (real tokens over padded
+tokens) and tokens/s of the forward stopped after the layer, with batches in corpus order (each
+padded to its longest member) against the extraction's batches (longest first, so each batch
+holds similar lengths) and the evaluation's length chunks (``models.batching.length_chunks``).
 """
 
 from __future__ import annotations
@@ -141,6 +149,84 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
     return out
 
 
+def mmlu_pro_shaped(n: int, seed: int = 0) -> list[dict]:
+    """``n`` items in the MMLU-Pro schema with 10 options whose rendered queries run from about
+    40 to 400 tokens, log-uniformly (real categories' spread), in a random order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = ("the of a rate force value system cell court price energy model law which "
+             "given following most likely total mass charge share tax claim").split()
+    items = []
+    for i in range(n):
+        q_words = int(np.exp(rng.uniform(np.log(2), np.log(220))))  # the question's share
+        o_words = int(rng.integers(1, 1 + max(2, q_words // 12)))
+        items.append({
+            "question_id": i, "category": "bench",
+            "question": " ".join(rng.choice(words, q_words)) + "?",
+            "options": [" ".join(rng.choice(words, o_words)) for _ in range(10)],
+            "answer": "A", "answer_index": 0, "cot_content": "", "src": "bench"})
+    return items
+
+
+def padding_efficiency(lengths: list[int], batches: list[list[int]]) -> float:
+    """Real tokens over the tokens of the padded batches (each padded to its longest)."""
+    real = sum(lengths)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return real / padded if padded else float("nan")
+
+
+def padding(model_dir: str, layer: int, n_queries: int, batch_size: int, threads: int,
+            chat_template: bool = True, rounds: int = 3) -> dict:
+    from stsflow.models.batching import length_chunks, pad_batch
+    from stsflow.models.load import load_model
+    from stsflow.models.tap import LayerTap
+    from stsflow.text.segments import Segmenter
+
+    torch.set_num_threads(threads)
+    model, tok, _ = load_model(model_dir, "float32", "cpu")
+    seg = Segmenter.for_tokenizer(tok, chat_template)
+    head = seg.head()
+    queries = [head + seg.query(r, "domain") for r in mmlu_pro_shaped(n_queries)]
+    lengths = [len(q) for q in queries]
+    tap = LayerTap(model, layer)
+    # corpus order; the extraction's order (features.extract.encode: longest first, batch_size
+    # rows); the evaluation's chunks (rows of similar length, MIN_FILL of each batch real)
+    longest = sorted(range(len(queries)), key=lambda i: -lengths[i])
+    layouts = {
+        "corpus order": [list(range(b, min(b + batch_size, len(queries))))
+                         for b in range(0, len(queries), batch_size)],
+        "longest first (extraction)": [longest[b:b + batch_size]
+                                       for b in range(0, len(longest), batch_size)],
+        "length chunks (evaluation)": length_chunks(lengths, batch_size),
+    }
+
+    def forward(batches):
+        for b in batches:
+            ids, mask = pad_batch([queries[i] for i in b])
+            with torch.no_grad():
+                tap.run(model, input_ids=ids, attention_mask=mask)
+
+    out = {"queries": len(queries), "tokens": sum(lengths), "min_len": min(lengths),
+           "max_len": max(lengths), "rounds": rounds, "layouts": {}}
+    # the layouts take turns, round after round, and each keeps its median: on a shared machine
+    # a burst of load then hits every layout alike rather than one of them
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    forward(layouts["corpus order"][:1])  # warm-up
+    for _ in range(rounds):
+        for name, batches in layouts.items():
+            start = time.perf_counter()
+            forward(batches)
+            times[name].append(time.perf_counter() - start)
+    for name, batches in layouts.items():
+        sec = sorted(times[name])[len(times[name]) // 2]
+        out["layouts"][name] = {"batches": len(batches),
+                                "queries": sorted(i for b in batches for i in b),
+                                "efficiency": round(padding_efficiency(lengths, batches), 3),
+                                "tokens_per_s": round(sum(lengths) / sec, 1)}
+    return out
+
+
 def predictor_costs(results: str, model: str, sft: str, layer: int, sae: str = "main",
                     n_top: int = 100, repeats: int = 3) -> dict:
     """Seconds per domain of each registered predictor's scoring (best of ``repeats``), on the
@@ -198,7 +284,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--padding", action="store_true",
+                   help="padding efficiency and tokens/s by batch layout (MMLU-Pro-shaped)")
     args = p.parse_args(argv)
+    if args.padding:
+        if not args.model_dir:
+            p.error("--padding needs --model-dir")
+        res = padding(args.model_dir, args.layer, args.queries, args.batch_size, args.threads)
+        print(f"{res['queries']} MMLU-Pro-shaped queries, {res['tokens']} tokens "
+              f"({res['min_len']} to {res['max_len']} each), batches of {args.batch_size}, "
+              f"forward stopped after layer {args.layer}, {args.threads} threads, median of "
+              f"{res['rounds']} interleaved rounds")
+        base = res["layouts"]["corpus order"]["tokens_per_s"]
+        for name, r in res["layouts"].items():
+            print(f"  {name:<28s} {r['batches']:>3d} batches  padding efficiency "
+                  f"{r['efficiency']:.3f}  {r['tokens_per_s']:>8.1f} tok/s "
+                  f"({r['tokens_per_s'] / base:.2f}x corpus order)")
+        return 0
     if args.predictors:
         costs = predictor_costs(args.predictors, args.model, args.sft, args.layer, args.sae)
         print(f"seconds per domain of each predictor's scoring, layer {args.layer}, SAE "

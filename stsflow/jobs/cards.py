@@ -47,7 +47,7 @@ def cards(shifts: dict[str, Path | str], shards: dict[tuple[str, str], Path | st
         return tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def lens(dims):
-        logits = feature_logits(lm, decoder_rows(sae_dir, dims))
+        logits = feature_logits(lm, decoder_rows(sae_dir, dims), vocab=len(tok))
         return top_tokens(logits, settings.lens_tokens, decode)
 
     sae_info = json.loads((Path(sae_dir) / MANIFEST).read_text())

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     for page in pages:
         model, sft = page.parent.parent.name, page.parent.name
         out = results / "screenshots" / model / sft / "summary.png"
-        _, console = render(page, out)
+        tmp = out.with_name(".summary.tmp.png")  # Chromium picks the format from the suffix
+        _, console = render(page, tmp)
+        tmp.replace(out)  # atomic: never a half-written screenshot
         failed += bool(console)
         print(f"{out}" + (f"  CONSOLE MESSAGES: {console}" if console else ""))
     return 1 if failed else 0

@@ -122,8 +122,14 @@ def cards_html(cards: pl.DataFrame) -> str:
             f'<li><b>{e(c["corpus"])}</b> {c["activation"]:.3g}: <span class="ctx">'
             f'{e(_clean(c["before"]))}<mark>{e(_clean(c["token"]))}</mark>'
             f'{e(_clean(c["after"]))}</span></li>' for c in ctx)
-        details = (f"<details><summary>{len(ctx)} contexts</summary><ul>{items}</ul></details>"
-                   if ctx else "none")
+        per_corpus = "".join(
+            f"<tr><td>{e(c['corpus'])}</td><td>{c['tokens']}</td><td>{_pct(c['frequency'])}"
+            f"</td><td>{_num(c['mean'])}</td><td>{_num(c['max'])}</td></tr>"
+            for c in r["corpora"])
+        details = (f"<details><summary>{len(ctx)} contexts, {len(r['corpora'])} corpora"
+                   "</summary><table><tr><th>corpus</th><th>tokens</th><th>freq.</th>"
+                   f"<th>mean</th><th>max</th></tr>{per_corpus}</table>"
+                   f"<ul>{items}</ul></details>")
         cells = [
             _td(e(r["set"])),
             _td(e(f"L{r['layer']} / {r['sae']} / s{r['seed']}")),
@@ -139,7 +145,7 @@ def cards_html(cards: pl.DataFrame) -> str:
             _td(f'<span class="ctx">{e(lens_text(r["suppresses"]))}</span>'),
             _td(details, len(ctx)),
         ]
-        out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append('<tr class="card">' + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 

@@ -4,7 +4,8 @@ The direction is read the way the model reads its last residual stream: through 
 then the unembedding (LM head). Applying the model's own norm module to the direction keeps each
 architecture's convention (Llama and Qwen RMSNorm with a gain, Gemma's 1 + gain, GPT-2's
 LayerNorm with its mean removal); the norm's per-vector scale is one positive number per
-feature, so it changes no ranking. Gemma 2's final logit soft-capping is monotonic and left out:
+feature, so it changes no ranking, and a LayerNorm's bias is taken off again (the same vector
+for every feature: it would rank every feature's tokens alike). Gemma 2's final logit soft-capping is monotonic and left out:
 logits are reported before it.
 """
 
@@ -29,15 +30,25 @@ def final_norm(model) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def feature_logits(model, directions: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
-    """(features × vocabulary) float32 logits of decoder ``directions`` (features × d), the LM
-    head applied to the final norm of each direction, in vocabulary chunks (the head is cast to
-    float32 one chunk at a time, never whole)."""
+def feature_logits(model, directions: torch.Tensor, vocab: int | None = None,
+                   chunk: int = 32768) -> torch.Tensor:
+    """(features × vocabulary) float32 logits of decoder ``directions`` (features × d): the LM
+    head applied to the final norm of each direction, without the norm's bias (a LayerNorm's
+    offset is one vector added to every direction: it says nothing of the feature and would
+    shift every ranking alike) nor the head's. ``vocab``: the tokenizer's size (a head padded
+    beyond it has rows that are no token). In vocabulary chunks: the head is cast to float32 one
+    chunk at a time, never whole."""
     head = model.get_output_embeddings().weight  # vocab × d
+    rows = min(vocab or head.shape[0], head.shape[0])
     norm = final_norm(model)
-    x = norm(directions.to(head.device, next(norm.parameters()).dtype)).float()
-    return torch.cat([x @ head[i:i + chunk].float().T for i in range(0, head.shape[0], chunk)],
-                     dim=1).cpu()
+    weight = next(iter(norm.parameters()), None)
+    x = norm(directions.to(head.device, weight.dtype if weight is not None else torch.float32))
+    bias = getattr(norm, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        x = x - bias
+    x = x.float()
+    return torch.cat([x @ head[i:min(i + chunk, rows)].float().T
+                      for i in range(0, rows, chunk)], dim=1).cpu()
 
 
 def top_tokens(logits: torch.Tensor, k: int, decode) -> tuple[list, list]:

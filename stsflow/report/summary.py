@@ -341,16 +341,18 @@ def bars_data(sts: pl.DataFrame, observed: pl.DataFrame, primary: dict | None) -
                       {k: p.get(k) for k in ("layer", "sae", "n_top") if p.get(k) is not None})
     obs = observed.filter(pl.col("metric") == p.get("metric")) if p.get("metric") else observed
     carried = [c for c in st.EXTRA_KEYS if c in site.columns]
-    runs = [c for c in carried if c in obs.columns]
-    own = [c for c in carried if c not in runs]
+    shared = [c for c in carried if c in obs.columns]  # pair rows of the same run
+    # the other run keys stay apart: an ICL seed's score goes with each method's Δ of that seed
+    runs = [c for c in st.EXTRA_KEYS if c in carried or c in obs.columns]
     ci = [pl.col(c).cast(pl.Float64) if c in obs.columns else pl.lit(math.nan).alias(c)
           for c in ("ci_low", "ci_high")]
-    left = site.select(["model", "sft", *runs, *own, "domain",
+    left = site.select(["model", "sft", *carried, "domain",
                         pl.col(name).cast(pl.Float64).alias("score")])
-    right = obs.select(["model", "sft", *runs, "domain", pl.col("delta").cast(pl.Float64), *ci])
-    data = left.join(right, on=["model", "sft", *runs, "domain"], how="inner", nulls_equal=True)
-    return data.sort([*runs, *own, "score"], descending=[False] * len(runs + own) + [True],
-                     nulls_last=True)
+    right = obs.select(["model", "sft", *[c for c in runs if c in obs.columns], "domain",
+                        pl.col("delta").cast(pl.Float64), *ci])
+    data = left.join(right, on=["model", "sft", *shared, "domain"], how="inner",
+                     nulls_equal=True)
+    return data.sort([*runs, "score"], descending=[False] * len(runs) + [True], nulls_last=True)
 
 
 def _bars_png(data: pl.DataFrame, primary: dict | None) -> bytes:
@@ -377,9 +379,10 @@ def _bars_png(data: pl.DataFrame, primary: dict | None) -> bytes:
         lo, hi = g["ci_low"].to_numpy(), g["ci_high"].to_numpy()
         ok = np.isfinite(lo) & np.isfinite(hi)
         b.barh(y, d, color="tab:gray")  # no colour for better or worse: nll rises when worse
-        if ok.any():
-            b.errorbar(d[ok], y[ok], xerr=[d[ok] - lo[ok], hi[ok] - d[ok]], fmt="none",
-                       ecolor="black", capsize=2, lw=1)
+        if ok.any():  # clipped: a percentile CI need not contain its estimate
+            b.errorbar(d[ok], y[ok], xerr=[np.maximum(d[ok] - lo[ok], 0),
+                                           np.maximum(hi[ok] - d[ok], 0)],
+                       fmt="none", ecolor="black", capsize=2, lw=1)
         b.axvline(0, color="black", lw=0.5)
         b.set_yticks(y, [""] * g.height)
         b.set_xlabel(f"observed Δ = after − before ({p.get('metric')}), with its CI")
@@ -701,10 +704,13 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                                      else pl.DataFrame(), primary, ci)
     if cards is not None:
         blocks.append(("h", 2, "Feature cards: what moved"))
-        blocks.append(("p", "The top shifted SAE dimensions of each ICL prediction (set "
-                            "'predicted') and of each fine-tuning run ('true-<method>'), one "
-                            "row each; 'also in' marks the overlap of the sets. Frequency and "
-                            "mean over the counted query tokens; contexts: the top-activating "
+        n_cards = int(cards["rank"].max()) if cards.height else 0
+        blocks.append(("p", f"The top {n_cards} shifted SAE dimensions (cards.n_top) of each ICL "
+                            "prediction (set 'predicted') and of each fine-tuning run "
+                            "('true-<method>'), one row each; 'also in' marks the overlap of "
+                            f"the sets' top {n_cards} (the overlap table below uses the analysis' "
+                            "N). Frequency and mean over the counted query tokens (every "
+                            "corpus's under 'contexts'); contexts: the top-activating "
                             "tokens of the SFT set and of each domain (marked), with their "
                             "neighbours; promotes / suppresses: the logit lens of the decoder "
                             "direction (final norm, then the LM head). The dimension links to "

@@ -80,10 +80,10 @@ def expected_jobs(cfg: dict) -> Counter:
                    extract=n_layers * (1 + seeds + 2 * n_dom),
                    shift=n_layers * seeds, sts=n_layers * seeds * n_top * n_dom,
                    gradients=1 + n_dom,  # grad_sim: the SFT set and each domain, once
-                   sts_table=1, coverage=1, manifest=1, all=1)
+                   sts_table=1, coverage=1, manifest=1, all=1,
+                   cards=n_layers * seeds)  # feature cards, one per layer and seed
     if cfg.get("observed"):
         jobs["report"] = 1
-        jobs["cards"] = n_layers * seeds  # the report's feature cards
     return jobs
 
 

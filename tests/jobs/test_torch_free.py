@@ -214,7 +214,8 @@ RUN = textwrap.dedent("""
         "reports": sorted(p.name for p in (root / "reports").iterdir()),
         "manifest_files": len(manifest["files"]),
         "provenance": sorted(provenance),
-        "card_rows": (root / "reports/summary.html").read_text().count("<tr><td>predicted</td>"),
+        "card_rows": (root / "reports/summary.html").read_text().count(
+            '<tr class="card"><td>predicted</td>'),
     }))
 """)
 

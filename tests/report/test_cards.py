@@ -125,6 +125,29 @@ def test_logit_lens_matches_norm_and_head_in_float64(tiny):
             norm.weight.copy_(saved)
 
 
+def test_logit_lens_of_a_layernorm_model_drops_the_norm_bias():
+    """GPT-2's final LayerNorm: mean removed, scaled, gained; its bias (one vector for every
+    feature) left out, as the head's would be; rows beyond the tokenizer's vocabulary dropped."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2,
+                                       n_positions=32)).eval()
+    norm = final_norm(model)
+    assert norm is model.transformer.ln_f
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_(0, 3.0)  # large: a lens that kept it would rank by the bias
+    dirs = torch.randn(4, 16)
+    got = feature_logits(model, dirs, vocab=37).double().numpy()
+    x = dirs.double().numpy()
+    z = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + norm.eps)
+    want = (z * norm.weight.detach().double().numpy()) @ \
+        model.get_output_embeddings().weight.detach().double().numpy()[:37].T
+    assert got.shape == (4, 37)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_neuronpedia_address_comes_from_the_sae_lens_registry():
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 

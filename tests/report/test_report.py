@@ -285,42 +285,52 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
         md.index("## Prov")
 
 
+METHODS = ("lora", "full")
+
+
 def _stacked():
     """An STS table with ICL rows (seed, no method) stacked on oracle rows (method and seed), as
-    the report job stacks the STS and oracle tables, and a workflow-measured Δ per run."""
+    the report job stacks the STS and oracle tables, and a workflow-measured Δ per run: two
+    fine-tuning methods, two seeds."""
     rng = np.random.default_rng(3)
     doms = DOMAINS[:6]
     icl = pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "sae": "main", "n_top": 100,
                          "domain": d, "seed": seed, "sts_icl": float(rng.random())}
                         for seed in (0, 1) for d in doms])
     oracle = pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "sae": "main", "n_top": 100,
-                            "domain": d, "method": "lora", "seed": seed,
+                            "domain": d, "method": m, "seed": seed,
                             "sts_icl_oracle": float(rng.random())}
-                           for seed in (0, 1) for d in doms])
-    obs = pl.DataFrame([{"model": "m", "sft": "s", "method": "lora", "seed": seed, "domain": d,
+                           for m in METHODS for seed in (0, 1) for d in doms])
+    obs = pl.DataFrame([{"model": "m", "sft": "s", "method": m, "seed": seed, "domain": d,
                          "metric": "acc", "delta": float(rng.normal()),
-                         "ci_low": -2.0, "ci_high": 2.0} for seed in (0, 1) for d in doms])
+                         "ci_low": -2.0, "ci_high": 2.0}
+                        for m in METHODS for seed in (0, 1) for d in doms])
     return pl.concat([icl, oracle], how="diagonal_relaxed"), obs
 
 
 @pytest.mark.parametrize("predictor", ["sts_icl", "sts_icl_oracle"])
 def test_bars_and_scatter_pair_each_predictor_with_its_own_run(predictor):
     """Regression: with the oracle rows stacked in, an ICL predictor's rows (method null) were
-    paired by method and matched nothing, so every ICL scatter plot came out empty."""
+    paired by method and matched nothing, so every ICL scatter plot came out empty. An ICL
+    seed's score goes with the Δ of every method of that seed, each kept apart by its method;
+    an oracle's with its own method's."""
     from stsflow.report.summary import bars_data, predictor_rows
 
     sts, obs = _stacked()
     primary = dict(PRIMARY, predictor=predictor, sae="main")
     got = bars_data(sts, obs, primary)
-    assert got.height == 12  # 6 domains × 2 seeds
-    want = {(r["seed"], r["domain"]): r[predictor] for r in sts.filter(
-        pl.col(predictor).is_not_null()).iter_rows(named=True)}
-    delta = {(r["seed"], r["domain"]): r["delta"] for r in obs.iter_rows(named=True)}
+    assert got.height == 24  # 6 domains × 2 seeds × 2 methods, each once
+    assert got.select("method", "seed", "domain").unique().height == 24
+    own = sts.filter(pl.col(predictor).is_not_null())
+    want = {(r.get("method"), r["seed"], r["domain"]): r[predictor]
+            for r in own.iter_rows(named=True)}
+    delta = {(r["method"], r["seed"], r["domain"]): r["delta"] for r in obs.iter_rows(named=True)}
     for r in got.iter_rows(named=True):
-        assert r["score"] == want[(r["seed"], r["domain"])]
-        assert r["delta"] == delta[(r["seed"], r["domain"])]
+        key = (r["method"] if predictor.endswith("_oracle") else None, r["seed"], r["domain"])
+        assert r["score"] == want[key]
+        assert r["delta"] == delta[(r["method"], r["seed"], r["domain"])]
     data, _ = st.pair_tables(predictor_rows(sts, predictor), obs)
-    assert data.height == 12 and data[predictor].null_count() == 0
+    assert data.height == 24 and data[predictor].null_count() == 0
 
 
 def synthetic_cards(tmp_path):
@@ -352,7 +362,7 @@ def synthetic_cards(tmp_path):
     lens = (lambda dims: ([[(f"<up{d}>", 1.0)] for d in dims], [[(f"<dn{d}>", -1.0)]
                                                                   for d in dims]))
     return build_cards(shifts, shards, n_top=4, contexts=2, window=3,
-                       decode=lambda ids: "".join(f"[{i}]" for i in ids), lens=lens,
+                       decode=lambda ids: "".join(f"<{i}&>" for i in ids), lens=lens,
                        neuronpedia="https://www.neuronpedia.org/x/1-res", keys={
                            "model": "qwen", "layer": 3, "sae": "main", "sft": "limo",
                            "seed": 0})
@@ -367,13 +377,17 @@ def test_report_shows_the_feature_cards(tmp_path):
     md, html = paths["summary.md"].read_text(), paths["summary.html"].read_text()
     section = md.split("## Feature cards: what moved")[1].split("\n## ")[0]
     assert section.count("\n| predicted |") == 4 and section.count("\n| true-full |") == 4
-    body = html.split('id="cards-table"')[1].split("</table>")[0]
-    assert body.count("<tr>") == 1 + cards.height  # the header and one row per card
+    body = html.split('id="cards-table"')[1].split("</script>")[0]
+    assert body.count('<tr class="card">') == cards.height  # one row per card
     for r in cards.iter_rows(named=True):
         assert f'href="https://www.neuronpedia.org/x/1-res/{r["dim"]}"' in body
         assert f"<up{r['dim']}>".replace("<", "&lt;").replace(">", "&gt;") in body
-        for c in r["contexts"]:  # each context with its active token marked
-            assert f"<mark>{c['token']}</mark>" in body
+        for c in r["contexts"]:  # each context with its active token marked, escaped
+            token = c["token"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            assert f"<mark>{token}</mark>" in body
+        for c in r["corpora"]:  # every corpus's frequency on the card
+            assert f"<tr><td>{c['corpus']}</td><td>{c['tokens']}</td>" in body
+    assert "<1&>" not in html and "&lt;1&amp;&gt;" in html  # decoded text never raw HTML
     assert "<script>" in html and 'id="cards-filter" type="search" hidden' in html
 
 
@@ -395,7 +409,27 @@ def test_report_renders_in_a_real_browser(tmp_path):
     assert found["links"] == list(sections)  # the contents link every section, in order
     for sid, s in sections.items():
         assert s["text"] + s["img"] + s["rows"] > 0, f"empty section {s['title']}"
-    assert sections["feature-cards-what-moved"]["rows"] == 1 + cards.height
+    assert dom.count('<tr class="card">') == cards.height
     assert sections["predicted-and-observed-domain-by-domain"]["img"] == 2  # bars and scatter
     assert '<input id="cards-filter" type="search" placeholder' in dom  # no longer hidden
     assert (tmp_path / "summary.png").stat().st_size > 10_000
+
+
+def test_make_screenshots_renders_every_summary(tmp_path, capsys):
+    """`make screenshots` (stsflow.report.browser): each summary of a results folder into
+    results/screenshots/<model>/<sft>/summary.png; no summary, exit 1."""
+    from workflow_helpers import chromium
+
+    from stsflow.report.browser import main
+
+    chromium()  # skips (or fails under CI) without a browser
+    sts, obs = _inputs()
+    corr = st.correlation_table(sts, obs, n_boot=200, n_perm=200, seed=0)
+    write_report(corr, sts, obs, tmp_path / "results/reports/qwen/limo", title="t",
+                 primary=PRIMARY, provenance={"model": "qwen"})
+    assert main([str(tmp_path / "results")]) == 0
+    shot = tmp_path / "results/screenshots/qwen/limo/summary.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(shot.parent.glob(".*"))  # no temporary file left
+    assert main([str(tmp_path / "empty")]) == 1
+    assert "no summary.html" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_run_produces_tables_report_and_manifest(project):
     cards = pl.read_parquet(res / "cards/tiny/L1/main/arith/s0.parquet")
     assert set(cards["set"]) == {"predicted"} and cards.height == 20  # cards.n_top, no tuning
     assert cards["contexts"].list.len().min() > 0 and cards["promotes"].list.len().min() == 8
-    assert html.count('<tr><td>predicted</td>') == cards.height
+    assert html.count('<tr class="card"><td>predicted</td>') == cards.height
     assert verify(res) == []
 
 
@@ -96,7 +96,7 @@ def test_report_renders_in_a_real_browser(project, tmp_path):
     assert found["links"] == list(found["sections"])
     for s in found["sections"].values():
         assert s["text"] + s["img"] + s["rows"] > 0, f"empty section {s['title']}"
-    assert found["sections"]["feature-cards-what-moved"]["rows"] == 1 + 20
+    assert dom.count('<tr class="card">') == 20
     assert '<input id="cards-filter" type="search" placeholder' in dom
 
 
@@ -281,7 +281,7 @@ def test_snakemake_report_is_self_contained(project, tmp_path):
     text = out.read_text(errors="replace")
     assert out.stat().st_size > 10_000
     for needle in ("summary.html", "correlations.parquet", "scatter_sts_act.png", "forest.png",
-                   "comparison.parquet"):
+                   "comparison.parquet", "bars.png", "s0.parquet", "Feature cards"):
         assert needle in text, needle
 
 
