@@ -433,3 +433,64 @@ def test_make_screenshots_renders_every_summary(tmp_path, capsys):
     assert not list(shot.parent.glob(".*"))  # no temporary file left
     assert main([str(tmp_path / "empty")]) == 1
     assert "no summary.html" in capsys.readouterr().err
+
+
+PROBE = """<script>
+(function () {
+  var t = document.getElementById('cards-table'), body = t.tBodies[0];
+  var box = document.getElementById('cards-filter');
+  function shown() {
+    return Array.prototype.filter.call(body.rows, function (r) { return !r.hidden; }).length;
+  }
+  function column(i) {
+    return Array.prototype.map.call(body.rows, function (r) {
+      return Number(r.cells[i].getAttribute('data-v'));
+    });
+  }
+  var out = {};
+  box.value = 'TRUE-FULL';
+  box.dispatchEvent(new Event('input'));
+  out.filtered = shown();
+  box.value = '';
+  box.dispatchEvent(new Event('input'));
+  out.cleared = shown();
+  var dim = t.tHead.rows[0].cells[3];
+  dim.click();
+  out.asc = column(3);
+  dim.click();
+  out.desc = column(3);
+  var pre = document.createElement('pre');
+  pre.id = 'probe';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+def test_cards_filter_and_sort_in_a_real_browser(tmp_path):
+    """The cards' script driven in Chromium: typing in the filter hides the rows that do not
+    contain the text (case-insensitive), clearing it shows all again, and a click on the dim
+    column sorts numerically, a second click reverses."""
+    import json
+    import re
+
+    from workflow_helpers import render_in_browser
+
+    cards = synthetic_cards(tmp_path)
+    sts, obs = _inputs()
+    corr = st.correlation_table(sts, obs, n_boot=200, n_perm=200, seed=0)
+    paths = write_report(corr, sts, obs, tmp_path / "rep", title="t", primary=PRIMARY,
+                         provenance={"model": "qwen"}, cards=cards)
+    page = tmp_path / "probe.html"
+    page.write_text(paths["summary.html"].read_text().replace("</body>", PROBE + "</body>"))
+    dom, console = render_in_browser(page, tmp_path / "probe.png")
+    assert console == []
+    got = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom).group(1)
+                     .replace("&quot;", '"'))
+    # the rows whose text holds "true-full": that set's cards and the cards it overlaps
+    want = sum(1 for r in cards.iter_rows(named=True)
+               if r["set"] == "true-full" or "true-full" in r["also_in"])
+    assert 0 < want < cards.height and got["filtered"] == want
+    assert got["cleared"] == cards.height
+    dims = sorted(cards["dim"].to_list())
+    assert got["asc"] == dims and got["desc"] == dims[::-1]
