@@ -47,8 +47,30 @@ def _read_hub(spec: dict) -> list[dict]:
     import datasets
 
     ds = datasets.load_dataset(spec["id"], spec.get("config"), split=spec["split"],
-                               revision=spec.get("revision", "main"))
+                               revision=spec.get("revision", "main"))  # a commit once pinned
     return ds.to_list()
+
+
+def pin_revision(source: dict, log=None) -> dict:
+    """A hub source with its revision (a branch or tag: ``main`` by default) resolved to the
+    commit it points to now, so that the records are read from that commit and the materialised
+    file names it (``requested_revision`` keeps what the config asked for). Other sources, and a
+    hub source whose commit cannot be asked (no network: the datasets cache is read as is), come
+    back unchanged, the latter marked ``revision_resolved: false``."""
+    if "hub" not in source:
+        return source
+    spec = source["hub"]
+    asked = spec.get("revision", "main")
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(spec["id"], revision=asked).sha
+    except Exception as exc:  # offline, or the hub unreachable: read what the cache holds
+        if log:
+            log(f"dataset {spec['id']}@{asked}: commit not resolved ({type(exc).__name__}); "
+                "the revision recorded is the configured one")
+        return {**source, "hub": {**spec, "revision_resolved": False}}
+    return {**source, "hub": {**spec, "revision": sha, "requested_revision": asked}}
 
 
 def _read_builtin(spec: dict) -> list[dict]:

@@ -13,6 +13,8 @@ from stsflow.jobs.common import load_job_model, log
 # -- data ---------------------------------------------------------------------------------------
 
 def _materialize(source: dict, corpus: CorpusSettings, limit: int | None, out, what: str) -> None:
+    # a hub dataset is read at the commit its branch points to now, and the file records it
+    source = corpora.pin_revision(source, log=log.warning)
     records = corpora.load_corpus(source, corpus.schema, corpus.fields)
     records, sample = corpora.sample_records(records, limit, corpus.sample_seed)
     if not records:
