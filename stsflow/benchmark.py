@@ -17,8 +17,8 @@ times every registered predictor's scoring (the sts rule's reduction) on a finis
 
     stsflow bench --padding --model-dir results/models/smollm2-135m
 
-measures batching by length on MMLU-Pro-shaped queries (10 options, 40 to 400 tokens, in an
-order unrelated to length, as a hub category comes): padding efficiency (real tokens over padded
+measures batching by length on MMLU-Pro-shaped queries (10 options, about 80 to 400 tokens with
+the chat scaffolding, in an order unrelated to length, as a hub category comes): padding efficiency (real tokens over padded
 tokens) and tokens/s of the forward stopped after the layer, with batches in corpus order (each
 padded to its longest member) against the extraction's batches (longest first, so each batch
 holds similar lengths) and the evaluation's length chunks (``models.batching.length_chunks``).
@@ -150,8 +150,9 @@ def run(model_dir: str, sae_dir: str | None, layer: int, n_queries: int, batch_s
 
 
 def mmlu_pro_shaped(n: int, seed: int = 0) -> list[dict]:
-    """``n`` items in the MMLU-Pro schema with 10 options whose rendered queries run from about
-    40 to 400 tokens, log-uniformly (real categories' spread), in a random order."""
+    """``n`` items in the MMLU-Pro schema with 10 options, question lengths log-uniform from 2 to
+    220 words (rendered with SmolLM2's chat template: about 80 to 400 tokens, real categories'
+    spread), in a random order."""
     import numpy as np
 
     rng = np.random.default_rng(seed)

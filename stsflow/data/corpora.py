@@ -64,7 +64,7 @@ def pin_revision(source: dict, log=None) -> dict:
     try:
         from huggingface_hub import HfApi
 
-        sha = HfApi().dataset_info(spec["id"], revision=asked).sha
+        sha = HfApi().dataset_info(spec["id"], revision=asked, timeout=30).sha
     except Exception as exc:  # offline, or the hub unreachable: read what the cache holds
         if log:
             log(f"dataset {spec['id']}@{asked}: commit not resolved ({type(exc).__name__}); "

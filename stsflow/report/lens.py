@@ -5,8 +5,8 @@ then the unembedding (LM head). Applying the model's own norm module to the dire
 architecture's convention (Llama and Qwen RMSNorm with a gain, Gemma's 1 + gain, GPT-2's
 LayerNorm with its mean removal); the norm's per-vector scale is one positive number per
 feature, so it changes no ranking, and a LayerNorm's bias is taken off again (the same vector
-for every feature: it would rank every feature's tokens alike). Gemma 2's final logit soft-capping is monotonic and left out:
-logits are reported before it.
+for every feature: it would rank every feature's tokens alike). Gemma 2's final logit
+soft-capping is monotonic and left out: logits are reported before it.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ def feature_logits(model, directions: torch.Tensor, vocab: int | None = None,
     chunk at a time, never whole."""
     head = model.get_output_embeddings().weight  # vocab × d
     rows = min(vocab or head.shape[0], head.shape[0])
-    norm = final_norm(model)
-    weight = next(iter(norm.parameters()), None)
-    x = norm(directions.to(head.device, weight.dtype if weight is not None else torch.float32))
+    import copy
+
+    norm = copy.deepcopy(final_norm(model)).float()  # a few vectors: float32, even for bf16
+    x = norm(directions.to(head.device, torch.float32))
     bias = getattr(norm, "bias", None)
     if isinstance(bias, torch.Tensor):
         x = x - bias
-    x = x.float()
     return torch.cat([x @ head[i:min(i + chunk, rows)].float().T
                       for i in range(0, rows, chunk)], dim=1).cpu()
 

@@ -341,17 +341,26 @@ def bars_data(sts: pl.DataFrame, observed: pl.DataFrame, primary: dict | None) -
                       {k: p.get(k) for k in ("layer", "sae", "n_top") if p.get(k) is not None})
     obs = observed.filter(pl.col("metric") == p.get("metric")) if p.get("metric") else observed
     carried = [c for c in st.EXTRA_KEYS if c in site.columns]
-    shared = [c for c in carried if c in obs.columns]  # pair rows of the same run
+    obs_keys = [c for c in st.EXTRA_KEYS if c in obs.columns]
     # the other run keys stay apart: an ICL seed's score goes with each method's Δ of that seed
-    runs = [c for c in st.EXTRA_KEYS if c in carried or c in obs.columns]
+    runs = [c for c in st.EXTRA_KEYS if c in carried or c in obs_keys]
     ci = [pl.col(c).cast(pl.Float64) if c in obs.columns else pl.lit(math.nan).alias(c)
           for c in ("ci_low", "ci_high")]
     left = site.select(["model", "sft", *carried, "domain",
                         pl.col(name).cast(pl.Float64).alias("score")])
-    right = obs.select(["model", "sft", *[c for c in runs if c in obs.columns], "domain",
-                        pl.col("delta").cast(pl.Float64), *ci])
-    data = left.join(right, on=["model", "sft", *shared, "domain"], how="inner",
-                     nulls_equal=True)
+    right = obs.select(["model", "sft", *obs_keys, "domain", pl.col("delta").cast(pl.Float64),
+                        *ci])
+    # Δ given in the config carry no run keys (null when stacked on the workflow's own): they
+    # apply to every run of the predictor; the workflow's pair by the keys both sides carry
+    given = (pl.all_horizontal(pl.col(c).is_null() for c in obs_keys) if obs_keys
+             else pl.lit(True))
+    parts = [left.join(right.filter(given).drop(obs_keys), on=["model", "sft", "domain"],
+                       how="inner")]
+    shared = [c for c in carried if c in obs_keys]
+    if obs_keys:
+        parts.append(left.join(right.filter(~given), on=["model", "sft", *shared, "domain"],
+                               how="inner", nulls_equal=True))
+    data = pl.concat(parts, how="diagonal_relaxed")
     return data.sort([*runs, "score"], descending=[False] * len(runs) + [True], nulls_last=True)
 
 

@@ -146,6 +146,8 @@ def test_logit_lens_of_a_layernorm_model_drops_the_norm_bias():
         model.get_output_embeddings().weight.detach().double().numpy()[:37].T
     assert got.shape == (4, 37)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    chunked = feature_logits(model, dirs, vocab=37, chunk=16).double().numpy()  # 16 + 16 + 5
+    np.testing.assert_allclose(chunked, want, rtol=1e-5, atol=1e-5)
 
 
 def test_neuronpedia_address_comes_from_the_sae_lens_registry():

@@ -333,6 +333,27 @@ def test_bars_and_scatter_pair_each_predictor_with_its_own_run(predictor):
     assert data.height == 24 and data[predictor].null_count() == 0
 
 
+def test_bars_pair_config_deltas_with_every_run_beside_the_workflows():
+    """Δ given in the config (no method, no seed) stacked on the workflow's own: under its
+    metric each ICL seed's score meets the given Δ; under the workflow's metric, each run's; the
+    chart draws both, a CI that misses its estimate included (error bars clipped at 0)."""
+    from stsflow.report.summary import _bars_png, bars_data
+
+    sts, obs = _stacked()
+    doms = DOMAINS[:6]
+    given = pl.DataFrame({"model": "m", "sft": "s", "domain": doms, "metric": "given",
+                          "delta": [0.5 * i for i in range(6)]})
+    both = pl.concat([obs, given], how="diagonal_relaxed")
+    got = bars_data(sts, both, dict(PRIMARY, predictor="sts_icl", sae="main", metric="given"))
+    assert got.height == 12 and got["method"].null_count() == 12  # 2 seeds × 6 domains
+    for r in got.iter_rows(named=True):
+        assert r["delta"] == 0.5 * doms.index(r["domain"])
+    measured = bars_data(sts, both, dict(PRIMARY, predictor="sts_icl", sae="main", metric="acc"))
+    assert measured.height == 24 and measured["method"].null_count() == 0
+    odd = measured.with_columns(ci_low=pl.col("delta") + 1.0)  # a CI above its estimate
+    assert _bars_png(odd, PRIMARY)[:4] == b"\x89PNG"
+
+
 def synthetic_cards(tmp_path):
     """Cards built by the real builder on two small random shards (no model: a fake decoder and
     lens), enough for the report's cards section."""
