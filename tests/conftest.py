@@ -142,6 +142,15 @@ def cache_repo(cache: Path, repo: str, files: dict[str, Path | bytes], commit: s
     return snap
 
 
+def dense_query_features(model, sae, prefix, query, layer):
+    """SAE features of the query tokens from one full forward pass of prefix + query: no cache,
+    no early stop, the layer read from output_hidden_states (independent of the extraction's
+    hook), float64."""
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
+        return sae.encode(out.hidden_states[layer + 1][0, len(prefix):]).double().numpy()
+
+
 def direct_layer_sums(model, seg, records: list[dict], cut: int | None = None):
     """Reference for the layer means: every block's output (``LayerTap``) summed over the content
     tokens of each record's plain query (its first ``cut`` tokens), one uncached forward per

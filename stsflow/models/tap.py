@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The list of decoder blocks of a causal LM (Llama, Qwen, Gemma, Mistral, GPT-2 style)."""
-    for path in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
+def _module_at(model, paths: tuple[str, ...], what: str):
+    """The first of the attribute ``paths`` that the model has (architectures name their parts
+    differently); a clear error naming ``what`` when none does."""
+    for path in paths:
         obj = model
         try:
             for part in path.split("."):
@@ -16,7 +17,19 @@ def decoder_layers(model) -> torch.nn.ModuleList:
             return obj
         except AttributeError:
             continue
-    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+    raise ValueError(f"cannot find the {what} of {type(model).__name__}")
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The list of decoder blocks of a causal LM (Llama, Qwen, Gemma, Mistral, GPT-2 style)."""
+    return _module_at(model, ("model.layers", "model.language_model.layers", "transformer.h",
+                              "gpt_neox.layers"), "decoder layers")
+
+
+def final_norm(model) -> torch.nn.Module:
+    """The norm applied to the last residual stream before the LM head."""
+    return _module_at(model, ("model.norm", "model.language_model.norm", "transformer.ln_f",
+                              "gpt_neox.final_layer_norm"), "final norm")
 
 
 class StopForward(Exception):

@@ -14,19 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def final_norm(model) -> torch.nn.Module:
-    """The norm applied to the last residual stream before the LM head."""
-    for path in ("model.norm", "model.language_model.norm", "transformer.ln_f",
-                 "gpt_neox.final_layer_norm"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except AttributeError:
-            continue
-    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+from stsflow.models.tap import final_norm
 
 
 @torch.no_grad()

@@ -10,24 +10,17 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import domain_records, make_sae, saved_sae, sft_records
+from conftest import dense_query_features, domain_records, make_sae, saved_sae, sft_records
 
 from stsflow.features import extract
 from stsflow.io.files import read_metadata
 from stsflow.report import cards as C
-from stsflow.report.lens import feature_logits, final_norm, top_tokens
+from stsflow.models.tap import final_norm
+from stsflow.report.lens import feature_logits, top_tokens
 from stsflow.scores.shift import ranked
 from stsflow.text.segments import Segmenter
 
 LAYER = 1
-
-
-def dense_query_features(model, sae, head, query):
-    """Features of the query tokens from one full forward pass of head + query, the layer read
-    from output_hidden_states (not the extraction's hook and early stop)."""
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([head + query]), output_hidden_states=True)
-        return sae.encode(out.hidden_states[LAYER + 1][0, len(head):]).double().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def reference(c, kind, name, dim, k, window):
     flags = {(r["doc_id"], r["pos"]): r["counted"] for r in counted.to_pylist()}
     acts, found = [], []
     for doc, q in c["queries"][(kind, name)]:
-        feats = dense_query_features(c["model"], c["sae"], c["seg"].head(), q)
+        feats = dense_query_features(c["model"], c["sae"], c["seg"].head(), q, LAYER)
         for pos in range(len(q)):
             if flags[(doc, pos)]:
                 a = feats[pos, dim]
@@ -234,3 +227,52 @@ def test_stsflow_cards_prints_a_dimension(cards_file, capsys):
     assert "no card matches" in capsys.readouterr().err
     assert main(["cards", str(results.parent / "elsewhere")]) == 1
     assert "no feature cards" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["registry", "local"])
+def test_cards_job_reads_registry_and_local_saes(kind, corpora, tiny_model_dir, tmp_path):
+    """The job with the two other kinds of prepared SAE: a registry release hosted on
+    Neuronpedia (each card links its page) and a local folder (the decoder read where the
+    manifest points, not from the prepared directory)."""
+    from safetensors.torch import load_file
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from stsflow.config.settings import CardSettings, ModelSettings
+    from stsflow.io.files import write_parquet
+    from stsflow.jobs.cards import cards
+    from stsflow.sae.info import MANIFEST
+
+    release, sae_id = "gemma-scope-9b-it-res-canonical", "layer_20/width_16k/canonical"
+    weights = saved_sae(tmp_path / "weights", width=64)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    info = ({"kind": "registry", "release": release, "sae_id": sae_id, "path": "."}
+            if kind == "registry" else {"kind": "local", "path": str(weights)})
+    if kind == "registry":  # a registry SAE is saved inside its prepared directory
+        for f in weights.iterdir():
+            (prepared / f.name).write_bytes(f.read_bytes())
+    (prepared / MANIFEST).write_text(json.dumps(info))
+    shift = tmp_path / "s0.parquet"
+    v = np.random.default_rng(1).random(64)
+    write_parquet(ranked(v, v), shift)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "stsflow_model.json").write_text(json.dumps({"kind": "local", "path": str(
+        tiny_model_dir)}))
+    out = tmp_path / "cards.parquet"
+    cards({"s0": shift}, corpora["shards"], prepared, model_dir, out,
+          settings=CardSettings.with_defaults(n_top=3, contexts=1, window=2, lens_tokens=2),
+          model=ModelSettings.with_defaults(source={}, device="cpu"),
+          keys={"model": "tiny", "layer": 1, "sae": "x", "sft": "math", "seed": 0})
+    df = pl.read_parquet(out)
+    if kind == "registry":
+        np_id = get_pretrained_saes_directory()[release].neuronpedia_id[sae_id]
+        assert df["neuronpedia"].to_list() == [
+            f"https://www.neuronpedia.org/{np_id}/{d}" for d in df["dim"].to_list()]
+    else:
+        assert df["neuronpedia"].null_count() == df.height
+    model = corpora["model"]
+    w = load_file(str(weights / "sae_weights.safetensors"))["W_dec"][df["dim"].to_list()]
+    top = feature_logits(model, w).max(dim=1).values
+    assert [r[0]["logit"] for r in df["promotes"].to_list()] == pytest.approx(
+        top.tolist(), rel=1e-5)

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import domain_records, make_sae, sft_records
+from conftest import dense_query_features, domain_records, make_sae, sft_records
 
 from stsflow import scores
 from stsflow.features import extract, shards
@@ -19,12 +19,7 @@ LAYER = 1
 
 
 def dense_features(model, sae, prefix, query):
-    """Features of the query tokens from one full forward pass: no cache, no early stop, and the
-    layer output read from output_hidden_states (independent of the extraction code path)."""
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
-        h = out.hidden_states[LAYER + 1][0, len(prefix):]
-        return sae.encode(h).double().numpy()
+    return dense_query_features(model, sae, prefix, query, LAYER)
 
 
 @pytest.fixture(scope="module")
