@@ -1,7 +1,9 @@
 # Two commands on a fresh machine:
 #   make run    set up .venv and run the workflow on the embedded default (offline, CPU)
 #   make test   set up .venv and run the tests
-# One more demonstration: make run-layer20 (the default plus layer 20; after make run, only its jobs).
+# More demonstrations (each after make run, adding only its own jobs):
+#   make run-layer20   the default plus layer 20
+#   make apply         selective fine-tuning (sae_select, top-K and random K) beside LoRA
 # GPU users: `make venv TORCH="torch==<your version>"` (or install torch first, then `make venv`).
 
 PYTHON ?= python3
@@ -16,7 +18,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run run-layer20 test lint report screenshots clean-results gpu-check
+.PHONY: venv run run-layer20 apply test lint report screenshots clean-results gpu-check
 
 venv: $(STAMP)
 
@@ -40,6 +42,12 @@ run: $(STAMP)
 run-layer20: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 	    --configfile config.yaml stsflow/presets/embedded/layer20.yaml
+
+# Selective fine-tuning beside LoRA (stsflow/presets/embedded/apply.yaml): on top of `make run`,
+# two more fine-tuning runs with their evaluations, true shifts and scores, and the report.
+apply: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+	    --configfile config.yaml stsflow/presets/embedded/apply.yaml
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -5,11 +5,19 @@ import re
 from pathlib import Path
 
 from stsflow import config as stsconfig
-from stsflow.config.saes import layer_saes, primary_sae, sae_roles
+from stsflow.config.saes import layer_saes, primary_sae, sae_roles, select_sites
 from stsflow.config import resources
 from stsflow.config.facts import model_shape, registry_id_facts, runs_on_cpu
 from stsflow.config.settings import ExtractSettings, ModelSettings
-from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, Mode, Shift
+from stsflow.mode import (
+    MODE_PATTERN,
+    RUN_METHOD_PATTERN,
+    SHIFT_PATTERN,
+    Mode,
+    RunMethod,
+    Shift,
+    run_methods,
+)
 from stsflow.scores import PREDICTORS, SPACES, oracle_predictors, pretraining_predictors
 
 CONFIG = stsconfig.validate(config, base_dir=".")
@@ -21,7 +29,8 @@ DOMAINS = CONFIG["domains"]
 FT = CONFIG["finetune"]
 EVAL = CONFIG["evaluate"]
 SEEDS = STS["seeds"]  # one seed drives both the ICL demonstration draw and fine-tuning
-RUNS = [(method, seed) for method in FT["methods"] for seed in SEEDS] if FT["enabled"] else []
+# (run method, seed) of every fine-tuning run; sae_select expands into one run per (k, select)
+RUNS = [(method, seed) for method in run_methods(FT) for seed in SEEDS] if FT["enabled"] else []
 # one column (and one scatter plot) per registered predictor; post-training ones: _oracle only
 STS_VARIANTS = pretraining_predictors()
 if FT["enabled"]:
@@ -54,7 +63,7 @@ wildcard_constraints:
     n=r"\d+",
     kind="sft|domain",
     mode=MODE_PATTERN,
-    method="|".join(FINETUNE_METHODS),
+    method=RUN_METHOD_PATTERN,
     shift=SHIFT_PATTERN,
 
 
@@ -218,6 +227,13 @@ def _merges_adapter(method):
     return method == "lora"  # a LoRA checkpoint is an adapter merged on load
 
 
+def _ft_step(method):
+    """The planning step of a run method: sae_select trains small maps on a frozen model, as LoRA
+    does; a method without its own estimate is planned as full fine-tuning (the upper bound)."""
+    base = RunMethod.parse(method).method
+    return {"lora": "lora", "sae_select": "lora"}.get(base, "full")
+
+
 def _eval_job(w):
     gen = EVAL["max_new_tokens"] if "generate" in EVAL["metrics"] else 0
     return dict(
@@ -240,8 +256,7 @@ MODEL_JOBS = {
     "gradients": lambda w: dict(step="gradients", batch=1),
     "prepare_sae": lambda w: dict(step="sae", sae_width=_sae_width(w), trains_sae=_trains_sae(w)),
     "finetune": lambda w: dict(
-        # a method without its own estimate is planned as full fine-tuning (the upper bound)
-        step=w.method if w.method in ("lora", "full") else "full",
+        step=_ft_step(w.method),
         batch=FT["micro_batch_size"],
         tokens=FT["max_length"],
         checkpointing=FT["gradient_checkpointing"],
@@ -369,8 +384,9 @@ def _work_finetune(w, input):
     examples = FT["epochs"] * n
     if FT["max_steps"] and FT["max_steps"] < steps:
         examples = FT["max_steps"] * min(batch, n)
-    step = w.method if w.method in ("lora", "full") else "full"
-    return dict(step=step, tokens=examples * per, checkpointing=FT["gradient_checkpointing"])
+    return dict(
+        step=_ft_step(w.method), tokens=examples * per, checkpointing=FT["gradient_checkpointing"]
+    )
 
 
 def _work_evaluate(w, input):
@@ -568,9 +584,9 @@ def extract_inputs(w):
     model = model_dir(w.model)
     inputs = {"sae": sae_dir(w.model, w.layer, w.sae)}
     if mode.tuned_model:  # the fine-tuned model on its own SFT queries (true shift)
-        # a LoRA checkpoint is an adapter, merged into the base model on load
-        inputs["base"], model = model, ckpt_dir(w.model, w.corpus, mode.method, mode.seed)
-    inputs["model"] = model
+        inputs.update(tuned_model_inputs(w.model, w.corpus, mode.method, mode.seed))
+    else:
+        inputs["model"] = model
     return {**inputs, **data_files(w.kind, w.corpus), **_paired_inputs(w)}
 
 
@@ -620,15 +636,51 @@ def extract_settings(w):
 
 
 def corpus_spec(corpora, name):
-    """A corpus's own config plus the seed of its max_items sample."""
-    return dict(corpora[name], sample_seed=STS["sample_seed"])
+    """A corpus's own config plus the seed of its max_items sample (an SFT set's target domain
+    is read by the report, not by materialisation)."""
+    spec = {k: v for k, v in corpora[name].items() if k != "target"}
+    return dict(spec, sample_seed=STS["sample_seed"])
 
 
 def recipe(w):
-    out = {k: v for k, v in FT.items() if k not in ("enabled", "methods")}
+    out = {k: v for k, v in FT.items() if k not in ("enabled", "methods", "sae_select")}
     if FT["max_items"]:  # only then does the sample seed matter to fine-tuning
         out["sample_seed"] = STS["sample_seed"]
+    if RunMethod.parse(w.method).method == "sae_select":  # only its runs depend on its sites
+        sites = select_sites(MODELS[w.model], FT["sae_select"])
+        out["sae_select"] = {"layers": [l for l, _ in sites], "saes": [s for _, s in sites]}
     return out
+
+
+def finetune_inputs(w):
+    """The base model and the SFT set; a sae_select run also reads, at each of its layers, the
+    SAE and the seed's predicted shift (its top-K dimensions)."""
+    inputs = {"model": model_dir(w.model), "sft_items": sft_file(w.sft)}
+    if RunMethod.parse(w.method).method == "sae_select":
+        for layer, sae in select_sites(MODELS[w.model], FT["sae_select"]):
+            inputs[f"sae_L{layer}"] = sae_dir(w.model, layer, sae)
+            inputs[f"shift_L{layer}"] = shift_file(
+                w.model, layer, sae, w.sft, str(Shift(int(w.seed)))
+            )
+    return inputs
+
+
+def evaluate_tuned_inputs(w):
+    return {
+        **tuned_model_inputs(w.model, w.sft, w.method, w.seed),
+        "test": domain_file(w.domain, "test"),
+        "demos": domain_file(w.domain, "demos"),
+    }
+
+
+def tuned_model_inputs(model, sft, method, seed):
+    """What loading a fine-tuned model reads: its checkpoint, the base (a LoRA adapter is merged
+    into it, sae_select's maps attached to it) and, for sae_select, the SAE of every map."""
+    inputs = {"model": ckpt_dir(model, sft, method, seed), "base": model_dir(model)}
+    if RunMethod.parse(method).method == "sae_select":
+        for layer, sae in select_sites(MODELS[model], FT["sae_select"]):
+            inputs[f"select_sae_L{layer}"] = sae_dir(model, layer, sae)
+    return inputs
 
 
 def coverage_inputs(w):
@@ -652,6 +704,8 @@ def report_inputs(w):
     if FT["enabled"]:
         for name in ("observed", "sts_oracle", "overlap"):
             inputs[name] = table(w.model, w.sft, name)
+        for m, s in RUNS:  # trainable parameters and time of each run (the methods table)
+            inputs[f"history/{m}-s{s}"] = history_file(w.model, w.sft, m, s)
     inputs["cards"] = [
         cards_file(w.model, layer, sae, w.sft, seed)
         for layer, sae in sites(w.model)

@@ -66,6 +66,8 @@ rule report:
             o for o in CONFIG["observed"] if o["model"] == w.model and o["sft"] == w.sft
         ],
         report=CONFIG["report"],
+        # the domain that measures the SFT set's own task (the methods table)
+        target=lambda w: SFTS[w.sft]["target"],
         # report.primary with its defaults resolved for this model (analysis.correlation)
         primary=lambda w: resolve_primary(
             CONFIG["report"]["primary"],

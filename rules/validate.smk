@@ -4,8 +4,7 @@
 
 rule finetune:
     input:
-        model=model_dir("{model}"),
-        sft_items=sft_file("{sft}"),
+        unpack(finetune_inputs),
     output:
         ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
         history=history_file("{model}", "{sft}", "{method}", "{seed}"),
@@ -58,11 +57,8 @@ rule evaluate_base:
 
 use rule evaluate_base as evaluate_tuned with:
     input:
-        model=ckpt_dir("{model}", "{sft}", "{method}", "{seed}"),
-        # a LoRA checkpoint is an adapter, merged into the base model on load
-        base=model_dir("{model}"),
-        test=domain_file("{domain}", "test"),
-        demos=domain_file("{domain}", "demos"),
+        # the checkpoint, the base it was trained from and, for sae_select, the maps' SAEs
+        unpack(evaluate_tuned_inputs),
     output:
         scores=eval_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
         reps=reps_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),

@@ -7,6 +7,9 @@ An extraction *mode* says which model runs on a corpus and what context precedes
     icl-s<seed>              base model, head + t SFT demonstrations drawn with seed  (SFT sets)
     tuned-<method>-s<seed>   fine-tuned model, chat head only: SPEC §5.4's h(x; Θ')   (SFT sets)
 
+where ``<method>`` is a fine-tuning *run method*: ``full``, ``lora``, or a selective fine-tuning
+variant ``sae_select-<top|random>-k<K>`` (``RunMethod``).
+
 A *shift* names a shift vector of an SFT set:
 
     s<seed>                  predicted: icl-s<seed> against plain (SPEC §3)
@@ -22,13 +25,55 @@ import re
 from dataclasses import dataclass
 
 # Fine-tuning methods that can produce a tuned model (the finetune registry's names).
-FINETUNE_METHODS = ("full", "lora")
+FINETUNE_METHODS = ("full", "lora", "sae_select")
+# How sae_select picks its K dimensions: the top-K of the predicted shift, or K drawn at random
+# with the run's seed (the control).
+SELECT_MODES = ("top", "random")
 
-_METHOD = "|".join(FINETUNE_METHODS)
+# A run method: a method alone, or sae_select with its selection and K (one run per variant, so
+# adding a K or a selection adds only its own runs).
+_METHOD = rf"full|lora|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
+RUN_METHOD_PATTERN = _METHOD
+_RUN_METHOD_RE = re.compile(rf"^(full|lora)$|^(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*)$")
 MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
 SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"
 _MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-({_METHOD})-s(\d+))$")
 _SHIFT_RE = re.compile(rf"^(?:s(\d+)|true-({_METHOD})-s(\d+))$")
+
+
+@dataclass(frozen=True)
+class RunMethod:
+    """A fine-tuning run's method: the registered ``method`` and, for sae_select, its ``select``
+    mode and ``k``. ``str()`` is the name used in paths, modes and tables."""
+
+    method: str
+    select: str | None = None
+    k: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "RunMethod":
+        m = _RUN_METHOD_RE.match(str(text))
+        if not m:
+            raise ValueError(f"unknown fine-tuning run method {text!r}; expected full, lora or "
+                             f"sae_select-<{'|'.join(SELECT_MODES)}>-k<K>")
+        plain, sel, select, k = m.groups()
+        return cls(plain) if plain else cls(sel, select, int(k))
+
+    def __str__(self) -> str:
+        return self.method if self.select is None else f"{self.method}-{self.select}-k{self.k}"
+
+
+def run_methods(finetune: dict) -> list[str]:
+    """The run methods of a validated ``finetune`` config section, in config order: each method
+    of ``methods``, sae_select expanded into one run per (k, select)."""
+    out = []
+    for method in finetune["methods"]:
+        if method != "sae_select":
+            out.append(method)
+            continue
+        sel = finetune["sae_select"]
+        out += [str(RunMethod(method, select, int(k))) for k in sel["k"] for select in sel["select"]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -44,7 +89,8 @@ class Mode:
         m = _MODE_RE.match(str(text))
         if not m:
             raise ValueError(f"unknown extraction mode {text!r}; expected plain, icl, icl-s<seed> "
-                             f"or tuned-<{'|'.join(FINETUNE_METHODS)}>-s<seed>")
+                             "or tuned-<method>-s<seed> (method: full, lora or "
+                             "sae_select-<top|random>-k<K>)")
         plain, icl, icl_seed, method, tuned_seed = m.groups()
         if plain:
             return cls("plain")
@@ -68,9 +114,7 @@ class Mode:
 
     @classmethod
     def tuned(cls, method: str, seed: int) -> "Mode":
-        if method not in FINETUNE_METHODS:
-            raise ValueError(f"unknown fine-tuning method {method!r}")
-        return cls("tuned", seed=int(seed), method=method)
+        return cls("tuned", seed=int(seed), method=str(RunMethod.parse(method)))
 
     def __str__(self) -> str:
         if self.kind == "plain":
@@ -116,8 +160,8 @@ class Shift:
     def parse(cls, text: str) -> "Shift":
         m = _SHIFT_RE.match(str(text))
         if not m:
-            raise ValueError(f"unknown shift {text!r}; expected s<seed> or "
-                             f"true-<{'|'.join(FINETUNE_METHODS)}>-s<seed>")
+            raise ValueError(f"unknown shift {text!r}; expected s<seed> or true-<method>-s<seed> "
+                             "(method: full, lora or sae_select-<top|random>-k<K>)")
         pred_seed, method, true_seed = m.groups()
         if pred_seed is not None:
             return cls(int(pred_seed))

@@ -10,4 +10,5 @@ validate.finetune(snakemake.input.model, ModelSettings.from_config(snakemake.par
                   snakemake.input.sft_items,
                   FinetuneSettings.from_recipe(snakemake.params.recipe, w.method, int(w.seed)),
                   snakemake.output.ckpt,
-                  snakemake.output.history, threads=snakemake.threads)
+                  snakemake.output.history, threads=snakemake.threads,
+                  inputs=dict(snakemake.input.items()))

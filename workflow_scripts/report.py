@@ -19,6 +19,8 @@ for k in snakemake.input.keys():
     if k.startswith("sae_L"):
         layer, name = k[len("sae_L"):].split("/", 1)
         sae_dirs[(int(layer), name)] = snakemake.input[k]
+histories = {k[len("history/"):]: snakemake.input[k] for k in snakemake.input.keys()
+             if k.startswith("history/")}
 data = {k[len("data/"):]: snakemake.input[k] for k in snakemake.input.keys()
         if k.startswith("data/")}
 provenance = {"model": w.model, "sft": w.sft, "observed": "; ".join(sources),
@@ -29,4 +31,5 @@ report.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
               title=f"STS vs observed change: {w.model} fine-tuned on {w.sft}",
               settings=ReportSettings.from_config(snakemake.params.report),
               primary=dict(snakemake.params.primary), provenance=provenance,
-              sae_dirs=sae_dirs, cards=list(snakemake.input.cards), **optional)
+              sae_dirs=sae_dirs, cards=list(snakemake.input.cards), histories=histories,
+              target=snakemake.params.target, **optional)

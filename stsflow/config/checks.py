@@ -23,7 +23,7 @@ from stsflow.config.facts import (
     sae_cfg_facts,
     sae_registry,
 )
-from stsflow.config.saes import layer_saes, sweep_problems
+from stsflow.config.saes import layer_saes, select_problems, sweep_problems
 from stsflow.config.schema import SCHEMA_PATH
 
 
@@ -252,6 +252,7 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                 problems.append(f"observed[{i}].deltas.{dom}: unknown domain. Fix: define it under "
                                 "domains: or remove it")
     problems += sweep_problems(config["models"])
+    problems += select_problems(config)
     problems += report_primary_problems(config)
     return problems
 

@@ -48,3 +48,49 @@ def sweep_problems(models: dict) -> list[str]:
                         "a sweep entry on another. Fix: rename the sweep entry (or name the "
                         "layers' sae the same way on every layer)")
     return problems
+
+
+def select_sites(model: dict, sae_select: dict) -> list[tuple[int, str]]:
+    """(layer, SAE name) of every map of a selective fine-tuning run (finetune.sae_select) on one
+    validated model: the configured layers (all of the model's layers when null), each with the
+    named SAE or the layer's own ``sae``."""
+    layers = sae_select["layers"] or sorted(int(x) for x in model["layers"])
+    return [(int(layer), sae_select["sae"] or primary_sae(model["layers"][layer]))
+            for layer in layers]
+
+
+def select_problems(config: dict) -> list[str]:
+    """finetune.sae_select against the models: every listed layer configured on every model, the
+    named SAE on each of those layers, K within a trained SAE's width; an SFT set's target a
+    configured domain."""
+    problems = []
+    ft = config["finetune"]
+    sel = ft["sae_select"]
+    for name, c in config["sft"].items():
+        if c.get("target") is not None and c["target"] not in config["domains"]:
+            problems.append(f"sft.{name}.target: unknown domain {c['target']!r}. Fix: one of "
+                            f"{', '.join(config['domains'])}, or remove it")
+    if not (ft["enabled"] and "sae_select" in ft["methods"]):
+        return problems
+    for mname, model in config["models"].items():
+        for layer in sel["layers"] or []:
+            if layer not in model["layers"]:
+                problems.append(
+                    f"finetune.sae_select.layers: layer {layer} is not configured on model "
+                    f"{mname!r} (its layers: {', '.join(str(x) for x in model['layers'])}). Fix: "
+                    f"list only configured layers, or add the layer under models.{mname}.layers")
+        if any(layer not in model["layers"] for layer in sel["layers"] or []):
+            continue
+        for layer, sae in select_sites(model, sel):
+            saes = layer_saes(model["layers"][layer])
+            if sae not in saes:
+                problems.append(f"finetune.sae_select.sae: model {mname!r} has no SAE named {sae!r} "
+                                f"on layer {layer} (it has {', '.join(saes)}). Fix: name one SAE "
+                                "that every listed layer has, or null for each layer's sae")
+                continue
+            width = (saes[sae].get("train") or {}).get("width")
+            for k in sel["k"]:
+                if width is not None and k > width:
+                    problems.append(f"finetune.sae_select.k: {k} exceeds the width {width} of SAE "
+                                    f"{sae!r} on models.{mname}.layers.{layer}. Fix: K <= {width}")
+    return problems

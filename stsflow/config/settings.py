@@ -176,6 +176,10 @@ class CorpusSettings:
     """An SFT set (``sft.<name>``) or a domain (``domains.<name>``) to materialise: its sources,
     record schema, field mapping, ``max_items`` and the seed of that sample (``sts.sample_seed``).
     An SFT set has ``source``; a domain has ``test`` and ``demos`` (and ``subject``)."""
+    # an SFT set's target domain is read by the report, never by materialisation (the rule
+    # leaves it out, so setting it reruns nothing upstream)
+    NOT_PASSED: typing.ClassVar[tuple] = ("target",)
+
     schema: str
     fields: dict
     max_items: int | None
@@ -305,7 +309,7 @@ class FinetuneSettings:
     SECTION: typing.ClassVar[str] = "finetune"
     NOT_PASSED: typing.ClassVar[tuple] = ("enabled", "methods")  # read by the rules only
 
-    method: str
+    method: str  # a run method (stsflow.mode.RunMethod): full, lora, sae_select-<select>-k<K>
     seed: int
     epochs: int
     lr: float
@@ -325,12 +329,16 @@ class FinetuneSettings:
     gradient_checkpointing: bool
     sample_seed: int = 0  # only meaningful with max_items (then the rule passes sts.sample_seed)
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
+    # sae_select runs only: {"layers": [...], "saes": [...]}, the map sites (config.saes.select_sites);
+    # the rule passes it to those runs alone, so other runs' parameters do not depend on it
+    sae_select: dict | None = None
 
     def __post_init__(self):
-        from stsflow.mode import FINETUNE_METHODS
+        from stsflow.mode import RunMethod
 
-        if self.method not in FINETUNE_METHODS:
-            raise ValueError(f"method must be one of {FINETUNE_METHODS}, got {self.method!r}")
+        run = RunMethod.parse(self.method)  # a clear error for an unknown method
+        if (run.method == "sae_select") != (self.sae_select is not None):
+            raise ValueError("sae_select (the map sites) is given to sae_select runs, and only them")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
         if self.batch_size % self.micro_batch_size:
@@ -352,9 +360,18 @@ class FinetuneSettings:
 
     @classmethod
     def with_defaults(cls, method: str = "lora", seed: int = 0, **changes) -> FinetuneSettings:
-        """The schema's recipe with ``changes`` (tests, library use)."""
+        """The schema's recipe with ``changes`` (tests, library use); ``sae_select`` (the map
+        sites) only where given, as the rule passes it."""
+        changes.setdefault("sae_select", None)
         return with_defaults(cls, cls.SECTION, method=method, seed=seed, **changes)
 
     @property
     def grad_accum(self) -> int:
         return self.batch_size // self.micro_batch_size
+
+    @property
+    def run(self):
+        """The run method parsed (stsflow.mode.RunMethod): method, select, k."""
+        from stsflow.mode import RunMethod
+
+        return RunMethod.parse(self.method)

@@ -31,30 +31,58 @@ def plain(model):
     return model.merge_and_unload() if is_peft(model) else model
 
 
+def adapter_type(model) -> str | None:
+    """"lora" for a PEFT model, "sae_select" for a model with selective maps, else None (the
+    whole model is saved)."""
+    from stsflow.finetune import selective
+
+    if is_peft(model):
+        return "lora"
+    return "sae_select" if selective.is_selective(model) else None
+
+
+def _rel(path: Path | str, outdir: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), outdir.resolve())
+
+
 def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
                     base_dir: Path | str | None = None) -> Path:
     """Save ``model`` (safetensors), ``tokenizer`` and ``stsflow_meta.json`` into ``outdir``.
-    A PEFT model saves its adapter only and needs ``base_dir``, the prepared directory of the
-    model it was trained from (recorded relative to ``outdir`` as ``base_dir``, with
-    ``adapter: true``).
+    An adapter (a PEFT model's adapter, or sae_select's maps) is saved alone and needs
+    ``base_dir``, the prepared directory of the model it was trained from (recorded relative to
+    ``outdir`` as ``base_dir``, with ``adapter: true`` and ``adapter_type``). sae_select also
+    records each site's SAE directory (relative to ``outdir``) and its manifest's sha256.
 
     Atomic: everything is written into ``<outdir>.tmp-<pid>``, fsynced, and renamed onto
     ``outdir``; on any error the temporary directory is removed. ``outdir`` must not exist
     (``FileExistsError``): the workflow deletes stale outputs itself. The metadata file is written
     last, so a directory is a complete checkpoint iff it contains ``stsflow_meta.json``
     (``is_complete_checkpoint``)."""
+    from stsflow.finetune import selective
+
     outdir = Path(outdir)
-    if is_peft(model):
+    kind = adapter_type(model)
+    if kind is not None:
         from stsflow.models.load import local_fingerprint
 
         if base_dir is None:
-            raise ValueError("a PEFT adapter is saved with base_dir, the model it was trained from")
-        meta = {**meta, "adapter": True,
-                "base_dir": os.path.relpath(Path(base_dir).resolve(), outdir.resolve())}
+            raise ValueError(f"a {kind} adapter is saved with base_dir, the model it was trained "
+                             "from")
+        meta = {**meta, "adapter": True, "adapter_type": kind,
+                "base_dir": _rel(base_dir, outdir)}
         if (fingerprint := local_fingerprint(base_dir)) is not None:
             meta["fingerprint"] = fingerprint
     with atomic_dir(outdir, replace=False) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if kind == "sae_select":
+            from stsflow.io.files import sha256
+            from stsflow.sae.info import MANIFEST as SAE_MANIFEST
+
+            sites = selective.save(model, tmp)
+            meta["sites"] = [dict(s, sae_dir=_rel(s["sae_dir"], outdir),
+                                  sae_manifest_sha256=sha256(Path(s["sae_dir"]) / SAE_MANIFEST))
+                             for s in sites]
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         with open(tmp / META_FILE, "w", encoding="utf-8") as f:

@@ -1,6 +1,7 @@
 """The registry of fine-tuning methods: how each prepares the model before training and what it
 saves after (full fine-tuning: the whole model; LoRA through peft: the adapter alone, merged
-into the base when a job loads it). A new method is one ``register_method`` call; a test keeps
+into the base when a job loads it; sae_select: the maps alone, attached to the base when a job
+loads it). A new method is one ``register_method`` call; a test keeps
 it equal to the schema and the mode names."""
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from stsflow.config.settings import FinetuneSettings
 
 @dataclass(frozen=True)
 class Method:
-    """A fine-tuning method: ``prepare(model, cfg)`` returns the module to train (its trainable
-    parameters marked), ``finish(trained)`` the module to save (a PEFT model saves only its
+    """A fine-tuning method: ``prepare(model, cfg, context)`` returns the module to train (its
+    trainable parameters marked; ``context``: what the job loaded for it, e.g. sae_select's
+    ``sites``), ``finish(trained)`` the module to save (a PEFT model saves only its
     adapter: ``stsflow.finetune.checkpoint``). Registered by name; the
     names are ``stsflow.mode.FINETUNE_METHODS`` (a test keeps the two, and the schema, equal)."""
 
@@ -31,13 +33,13 @@ def register_method(name: str, prepare, finish) -> None:
     FINETUNE_REGISTRY[name] = Method(name, prepare, finish)
 
 
-def _full_prepare(model, cfg: FinetuneSettings):
+def _full_prepare(model, cfg: FinetuneSettings, context: dict):
     for p in model.parameters():
         p.requires_grad_(True)
     return model
 
 
-def _wrap_lora(model, cfg: FinetuneSettings):
+def _wrap_lora(model, cfg: FinetuneSettings, context: dict):
     from peft import LoraConfig, get_peft_model
 
     lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -50,3 +52,17 @@ register_method("full", _full_prepare, lambda trained: trained)
 # (saved in float32 as trained: 517 MB there, 30 GB for a 7B model, per run and seed); jobs that
 # read the tuned model merge it into the base on load.
 register_method("lora", _wrap_lora, lambda trained: trained)
+
+
+def _attach_maps(model, cfg: FinetuneSettings, context: dict):
+    from stsflow.finetune.selective import attach
+
+    if not context.get("sites"):
+        raise ValueError("sae_select needs its sites (layers, SAEs, chosen dimensions): "
+                         "stsflow.jobs.validate.finetune loads them")
+    return attach(model, context["sites"])
+
+
+# sae_select trains zero-initialised maps on K SAE dimensions per layer, the model frozen; the
+# checkpoint keeps the maps and dimensions (stsflow.finetune.selective).
+register_method("sae_select", _attach_maps, lambda trained: trained)

@@ -166,10 +166,13 @@ def _checkpointing(model, enable: bool) -> None:
 
 
 def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
-             use_chat_template: bool, log=print, kind: str = "sft") -> dict:
+             use_chat_template: bool, log=print, kind: str = "sft",
+             context: dict | None = None) -> dict:
     """Fine-tune ``model`` in place on ``records``; return the training history and the trained
     module under ``"model"`` (for LoRA: the PEFT model wrapping ``model``, whose checkpoint is the
-    adapter; ``model`` itself then carries the adapter layers, its own weights frozen)."""
+    adapter; ``model`` itself then carries the adapter layers, its own weights frozen; for
+    sae_select: ``model`` with its maps attached). ``context``: what the method needs beyond
+    the recipe (sae_select: ``sites``, stsflow.finetune.selective)."""
     segmenter = Segmenter.for_tokenizer(tokenizer, use_chat_template)
     examples = build_examples(records, segmenter, cfg.max_length, kind=kind)
     n_dropped = len(records) - len(examples)
@@ -202,11 +205,12 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
     t_start = time.perf_counter()
     with _deterministic(cfg.deterministic):
         torch.manual_seed(cfg.seed)
-        method = FINETUNE_REGISTRY[cfg.method]
-        train_model = method.prepare(model, cfg)
+        method = FINETUNE_REGISTRY[cfg.run.method]
+        train_model = method.prepare(model, cfg, context or {})
         if cfg.gradient_checkpointing:
             _checkpointing(model, True)
         params = [p for p in train_model.parameters() if p.requires_grad]
+        history["n_trainable"] = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(_param_groups(train_model, cfg.weight_decay), lr=cfg.lr,
                                 betas=cfg.betas, eps=1e-8)
         from transformers import get_cosine_schedule_with_warmup

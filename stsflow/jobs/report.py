@@ -11,11 +11,14 @@ from stsflow.config.settings import ReportSettings
 def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: ReportSettings,
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
            overlap=None, coverage=None, sae_dirs: dict | None = None,
-           cards: list | None = None) -> None:
+           cards: list | None = None, histories: dict | None = None,
+           target: str | None = None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
     pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row
-    is exploratory, Holm-adjusted within its family."""
+    is exploratory, Holm-adjusted within its family. ``histories``: "<method>-s<seed>" -> the
+    fine-tuning run's history file; with ``target`` (the SFT set's own domain) they make the
+    methods table (analysis.methods)."""
     import polars as pl
 
     from stsflow.analysis import correlation as st
@@ -67,13 +70,24 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
 
     comparison = (comparison_table(corr, sts_all, obs_all, primary, n_boot=settings.n_boot,
                                    seed=settings.seed) if primary else None)
+    methods = None
+    if observed is not None and histories:
+        from stsflow.analysis.methods import method_table
+        from stsflow.io.files import read_metadata
+        from stsflow.mode import Shift
+
+        runs = {}
+        for name, path in histories.items():
+            shift = Shift.parse(f"true-{name}")
+            runs[(shift.method, shift.seed)] = read_metadata(path)
+        methods = method_table(tuned, runs, target)
     card_df = (pl.concat([pl.read_parquet(p) for p in cards], how="diagonal_relaxed")
                if cards else None)
     write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
                  warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
                  ablation=ablation_table(corr, primary, saes) if primary else None,
-                 cards=card_df)
+                 cards=card_df, methods=methods)
 
 
 def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict | None = None,

@@ -16,9 +16,32 @@ from stsflow.io.files import package_versions, write_parquet
 from stsflow.jobs.common import load_job_model, log, model_identity
 
 
+def select_sites(recipe: FinetuneSettings, inputs: dict, device) -> list:
+    """sae_select's sites: for each layer of ``recipe.sae_select``, its SAE loaded from
+    ``inputs["sae_L<layer>"]`` and the K dimensions chosen from the predicted shift table
+    ``inputs["shift_L<layer>"]`` (stsflow.finetune.selective.choose_dims)."""
+    import pyarrow.parquet as pq
+
+    from stsflow.finetune.selective import Site, choose_dims
+    from stsflow.sae.prepare import load_sae
+
+    run, sel = recipe.run, recipe.sae_select
+    sites = []
+    for layer, sae in zip(sel["layers"], sel["saes"]):
+        sae_dir = inputs[f"sae_L{layer}"]
+        encoder, _ = load_sae(sae_dir, device=str(device))
+        dims = choose_dims(pq.read_table(inputs[f"shift_L{layer}"]), run.k, run.select,
+                           recipe.seed, layer)
+        sites.append(Site(int(layer), sae, str(sae_dir), encoder, dims))
+        log.info(f"sae_select: layer {layer}, SAE {sae}, {run.select} {run.k} dimensions")
+    return sites
+
+
 def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSettings, outdir,
-             history_out, threads: int | None = None) -> None:
-    """Fine-tune the base model on an SFT set and save an atomic checkpoint plus its history."""
+             history_out, threads: int | None = None, inputs: dict | None = None) -> None:
+    """Fine-tune the base model on an SFT set and save an atomic checkpoint plus its history.
+    ``inputs``: a sae_select run's SAE directories and predicted shift tables by layer
+    (``sae_L<layer>``, ``shift_L<layer>``)."""
     import shutil
     import time
 
@@ -28,9 +51,13 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     records = corpora.read_records(sft_items)
     # max_items: a seeded sample (sts.sample_seed, as every budget), not the first rows of the set
     records, sample = corpora.sample_records(records, recipe.max_items, recipe.sample_seed)
+    context, extra = {}, {}
+    if recipe.sae_select is not None:
+        context["sites"] = select_sites(recipe, inputs or {}, next(lm.parameters()).device)
+        extra["dims"] = {str(s.layer): s.dims.tolist() for s in context["sites"]}
     start = time.time()
     result = train.finetune(lm, tok, records, recipe, use_chat_template=model.chat_template,
-                            log=log.info)
+                            log=log.info, context=context)
     history = pa.table({"step": np.arange(1, len(result["losses"]) + 1, dtype=np.int32),
                         "loss": result["losses"], "lr": result["lrs"],
                         "grad_norm": result["grad_norms"]})
@@ -40,6 +67,7 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
             "n_records": result["n_records"],
             "share_answer_cut": round(result["n_answer_cut"] / max(result["n_records"], 1), 4),
             "n_steps": result["n_steps"], "tokens_seen": result["tokens_seen"],
+            "n_trainable": result["n_trainable"], **extra,
             "seconds": round(time.time() - start, 1), "packages": package_versions()}
     outdir = Path(outdir)
     if outdir.exists():  # Snakemake may pre-create the directory; a checkpoint is never reused

@@ -190,7 +190,10 @@ def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto
 
     info = model_info(prepared)
     if info.get("adapter"):
-        model = _merged_adapter(prepared, info, dtype)
+        if info.get("adapter_type") == "sae_select":
+            model = _selective(prepared, info, dtype)
+        else:  # LoRA (checkpoints written before adapter_type was recorded are LoRA)
+            model = _merged_adapter(prepared, info, dtype)
         tok = AutoTokenizer.from_pretrained(prepared)
     else:
         where, kw = _location(prepared, info)
@@ -213,3 +216,30 @@ def _merged_adapter(prepared: Path | str, info: dict, dtype: str):
     base.to(torch.float32)
     merged = PeftModel.from_pretrained(base, str(prepared)).merge_and_unload()
     return merged.to(DTYPES[dtype])
+
+
+def _selective(prepared: Path | str, info: dict, dtype: str):
+    """A sae_select checkpoint as a model: the base loaded in ``dtype`` on the CPU with the maps
+    attached after their blocks (stsflow.finetune.selective), each site's SAE loaded from the
+    directory the checkpoint names and checked to be the one it was trained with."""
+    from stsflow.finetune import selective
+    from stsflow.io.files import sha256
+    from stsflow.sae.info import MANIFEST as SAE_MANIFEST
+    from stsflow.sae.prepare import load_sae
+
+    base, _, _ = load_model(adapter_base(prepared, info), dtype, "cpu")
+    encoders, sites = {}, []
+    for site in info["sites"]:
+        sae_dir = (Path(prepared) / site["sae_dir"]).resolve()
+        if not (sae_dir / SAE_MANIFEST).is_file():
+            raise FileNotFoundError(
+                f"the sae_select run in {prepared} reads SAE {site['sae']!r} of layer "
+                f"{site['layer']} at {sae_dir}, which is missing or incomplete; rerun its "
+                f"prepare_sae job (snakemake {sae_dir})")
+        if sha256(sae_dir / SAE_MANIFEST) != site["sae_manifest_sha256"]:
+            raise ValueError(
+                f"the sae_select run in {prepared} was trained with another SAE than the one now "
+                f"at {sae_dir} (its manifest differs); delete the run to fine-tune again")
+        encoders[int(site["layer"])], _ = load_sae(sae_dir)
+        sites.append(dict(site, sae_dir=str(sae_dir)))
+    return selective.load_into(base, prepared, sites, encoders)

@@ -641,12 +641,51 @@ def _noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) 
     return blocks
 
 
+def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
+    """The fine-tuning methods side by side (analysis.methods.method_table)."""
+    target = next((t for t in methods["target"].to_list() if t), None)
+    out = [("h", 2, "Fine-tuning methods side by side"),
+           ("p", "Each fine-tuning run: its trainable parameters and fine-tuning time, Δ on the "
+                 + (f"SFT set's target domain ({target}, sft.<name>.target) with its paired "
+                    "bootstrap CI over items, " if target else
+                    "SFT set's target domain (not set: give sft.<name>.target), ")
+                 + f"and over the other {int(methods['n_others'].max() or 0)} domains: the mean "
+                 f"Δ with a {ci:.0%} normal interval from the domains' paired standard errors, "
+                 "the worst domain, the spread (sd) of Δ, and how many domains' CI lies below "
+                 "(hurt) or above (helped) zero. sae_select-top-k<K> trains maps on the top-K "
+                 "dimensions of the predicted shift; sae_select-random-k<K>, on K dimensions "
+                 "drawn with the seed, is its control.")]
+    def ci4(lo, hi):  # Δ of an accuracy is often below 0.01: four decimals
+        return f"[{lo:+.4f}, {hi:+.4f}]" if _finite(lo) and _finite(hi) else _NA
+
+    rows = []
+    for r in methods.sort(["metric", "method", "seed"]).iter_rows(named=True):
+        rows.append([r["method"], r["seed"], r["metric"],
+                     f"{r['n_trainable']:,}" if r["n_trainable"] is not None else "—",
+                     _fmt(r["seconds"], ".0f"),
+                     (f"{_fmt(r['target_delta'], '+.4f')} "
+                      f"{ci4(r['target_ci_low'], r['target_ci_high'])}"
+                      if r["target_delta"] is not None else "—"),
+                     (f"{_fmt(r['others_mean'], '+.4f')} "
+                      f"{ci4(r['others_ci_low'], r['others_ci_high'])}"
+                      if r["others_mean"] is not None else "—"),
+                     (f"{_fmt(r['others_worst'], '+.4f')} ({r['worst_domain']})"
+                      if r["others_worst"] is not None else "—"),
+                     _fmt(r["others_spread"], ".4f"), f"{r['n_hurt']} / {r['n_helped']}"])
+    out.append(_table_block(["method", "seed", "metric", "trainable params", "time (s)",
+                             f"Δ {target or 'target'} [{ci:.0%} CI]",
+                             f"mean Δ other domains [{ci:.0%} CI]", "worst Δ (domain)",
+                             "spread of Δ", "hurt / helped"], rows))
+    return out
+
+
 def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
                  title: str, provenance: dict, primary: dict | None = None, ci: float = 0.95,
                  extra_tables: list[tuple[str, pl.DataFrame]] = (),
                  warnings: list[str] = (), comparison: pl.DataFrame | None = None,
                  ablation: pl.DataFrame | None = None,
-                 cards: pl.DataFrame | None = None) -> dict[str, Path]:
+                 cards: pl.DataFrame | None = None,
+                 methods: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
@@ -700,6 +739,11 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
     if own and f"scatter_{_safe_name(own)}.png" in images:
         blocks.append(("img", f"scatter_{_safe_name(own)}.png",
                        f"{own} vs |Δ| (the primary predictor), every seed"))
+    if methods is not None:
+        path = outdir / "methods.parquet"
+        write_parquet(methods.to_arrow(), path, metadata={"title": title})
+        written[path.name] = path
+        blocks += _methods_blocks(methods, ci)
     if comparison is not None:
         path = outdir / "comparison.parquet"
         write_parquet(comparison.to_arrow(), path, metadata={"title": title, "primary": primary})

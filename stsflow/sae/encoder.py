@@ -45,8 +45,20 @@ class SparseEncoder:
     def device(self) -> torch.device:
         return self.W_enc.device
 
+    def to(self, device) -> "SparseEncoder":
+        """The same encoder with its tensors on ``device`` (dtype kept)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return SparseEncoder(move(self.W_enc), move(self.b_enc), move(self.b_dec),
+                             activation=self.activation, apply_b_dec=self.apply_b_dec, k=self.k,
+                             threshold=move(self.threshold), scale=move(self.scale))
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activations(x)
+
+    def activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``encode`` with autograd on: differentiable in ``x`` (selective fine-tuning sends
+        gradients through a frozen encoder to the maps of earlier layers)."""
         x = x.to(self.dtype)
         if self.apply_b_dec:
             x = x - self.b_dec

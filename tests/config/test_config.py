@@ -644,3 +644,34 @@ def test_runs_on_cpu_plans_from_the_device_and_the_machine(monkeypatch, env, nod
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
     monkeypatch.setattr(facts.Path, "exists", lambda self: str(self) in nodes)
     assert facts.runs_on_cpu(device) is on_cpu
+
+
+def test_selective_finetuning_sites_and_the_sft_target_are_checked(project):
+    """finetune.sae_select: a layer the model does not configure, an SAE the layers lack, K above
+    a trained SAE's width; sft.<name>.target: a domain that is not configured. Each named by its
+    field, with the fix; a valid setting passes."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["sts"]["n_top"] = [5]
+    cfg["models"]["tiny"]["layers"][1] = {"sae": {"name": "main",
+                                                  "train": {"width": 16, "k": 4}}}
+    cfg["finetune"] = {"enabled": True, "methods": ["sae_select"],
+                       "sae_select": {"layers": [1], "k": [8]}}
+    assert problems_of(cfg, workdir) == []
+    cfg["finetune"]["sae_select"] = {"layers": [1, 2], "k": [8]}
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == ["finetune.sae_select.layers"]
+    assert "layer 2 is not configured on model 'tiny'" in problems[0]
+    cfg["finetune"]["sae_select"] = {"layers": None, "k": [8, 32], "sae": "wide"}
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["finetune.sae_select.sae"]
+    cfg["finetune"]["sae_select"] = {"k": [8, 32]}
+    assert problems_of(cfg, workdir) == [
+        "finetune.sae_select.k: 32 exceeds the width 16 of SAE 'main' on models.tiny.layers.1. "
+        "Fix: K <= 16"]
+    cfg["finetune"]["sae_select"] = {"k": [8]}
+    sft = next(iter(cfg["sft"]))
+    cfg["sft"][sft]["target"] = "nowhere"
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == [f"sft.{sft}.target"]
+    cfg["sft"][sft]["target"] = next(iter(cfg["domains"]))
+    assert problems_of(cfg, workdir) == []

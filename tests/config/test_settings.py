@@ -45,7 +45,7 @@ def test_corpus_settings_cover_both_corpus_sections():
     fields = {f.name for f in dataclasses.fields(S.CorpusSettings)}
     sft = set(S.schema_section("sft.*")["properties"])
     domain = set(S.schema_section("domains.*")["properties"])
-    assert fields == sft | domain | {"sample_seed"}
+    assert fields == (sft | domain | {"sample_seed"}) - set(S.CorpusSettings.NOT_PASSED)
 
 
 @pytest.mark.parametrize("cls", MIRRORS + [S.CorpusSettings], ids=lambda c: c.__name__)
@@ -54,7 +54,10 @@ def test_no_second_copy_of_a_schema_default(cls):
     one. (Defaults are allowed only on the documented extras and on the corpus fields that one
     of the two corpus kinds lacks.)"""
     allowed = EXTRAS.get(cls, set()) | {"source", "test", "demos", "subject", "registry",
-                                        "hub", "local", "train", "name"}
+                                        "hub", "local", "train", "name",
+                                        # finetune.sae_select's sites, which the rule passes to
+                                        # sae_select runs only (None for the others)
+                                        "sae_select"}
     with_default = {f.name for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING
                     or f.default_factory is not dataclasses.MISSING}
@@ -101,14 +104,20 @@ def test_embedded_default_builds_every_job_settings():
         assert other not in params
         ext = S.ExtractSettings.from_params(kind, params)
         assert ext.tokens == cfg["sts"][f"{kind}_tokens"]
-    recipe = {k: v for k, v in cfg["finetune"].items() if k not in ("enabled", "methods")}
+    recipe = {k: v for k, v in cfg["finetune"].items()
+              if k not in ("enabled", "methods", "sae_select")}
     assert S.FinetuneSettings.from_recipe(recipe, "lora", 0).epochs == cfg["finetune"]["epochs"]
+    sites = {"layers": [12], "saes": ["main"]}
+    run = S.FinetuneSettings.from_recipe(dict(recipe, sae_select=sites), "sae_select-top-k64", 0)
+    assert (run.run.select, run.run.k, run.sae_select) == ("top", 64, sites)
     assert S.EvalSettings.from_config(cfg["evaluate"]).metrics == tuple(cfg["evaluate"]["metrics"])
     assert S.ReportSettings.from_config(cfg["report"]).n_boot == cfg["report"]["n_boot"]
     assert S.CardSettings.from_config(cfg["cards"]).n_top == cfg["cards"]["n_top"]
     for kind, section in (("sft", "sft"), ("domain", "domains")):
         for cname, spec in cfg[section].items():
-            corpus = S.CorpusSettings.from_config(dict(spec, sample_seed=0), f"{section}.{cname}")
+            passed = {k: v for k, v in spec.items() if k not in S.CorpusSettings.NOT_PASSED}
+            corpus = S.CorpusSettings.from_config(dict(passed, sample_seed=0),
+                                                  f"{section}.{cname}")
             assert (corpus.source is None) == (kind == "domain")
 
 

@@ -577,15 +577,25 @@ def test_schema_methods_match_the_modes():
 
     from stsflow.config.schema import SCHEMA_PATH
     from stsflow.finetune.methods import FINETUNE_REGISTRY
-    from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN
-    from stsflow.mode import FINETUNE_METHODS as METHODS
+    from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, RunMethod, run_methods
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    enum = schema["properties"]["finetune"]["properties"]["methods"]["items"]["enum"]
-    assert tuple(enum) == FINETUNE_METHODS == METHODS == tuple(FINETUNE_REGISTRY)
-    for method in enum:
-        assert re.fullmatch(MODE_PATTERN, f"tuned-{method}-s3")
-        assert re.fullmatch(SHIFT_PATTERN, f"true-{method}-s3")
+    ft = schema["properties"]["finetune"]["properties"]
+    enum = ft["methods"]["items"]["enum"]
+    assert tuple(enum) == FINETUNE_METHODS == tuple(FINETUNE_REGISTRY)
+    select = ft["sae_select"]["properties"]["select"]["items"]["enum"]
+    runs = run_methods({"methods": enum, "sae_select": {"k": [8, 64], "select": select}})
+    assert runs == ["full", "lora", "sae_select-top-k8", "sae_select-random-k8",
+                    "sae_select-top-k64", "sae_select-random-k64"]
+    for run in runs:
+        assert str(RunMethod.parse(run)) == run
+        assert re.fullmatch(MODE_PATTERN, f"tuned-{run}-s3")
+        assert re.fullmatch(SHIFT_PATTERN, f"true-{run}-s3")
+        assert Mode.parse(f"tuned-{run}-s3").method == run == Shift.parse(f"true-{run}-s3").method
+    for bad in ("sae_select", "sae_select-top-k0", "sae_select-best-k8", "lora-top-k8"):
+        assert not re.fullmatch(MODE_PATTERN, f"tuned-{bad}-s3")
+        with pytest.raises(ValueError):
+            RunMethod.parse(bad)
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

@@ -274,6 +274,64 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert verify(tmp_path / "results") == []
 
 
+def test_selective_finetuning_end_to_end(tiny_model_dir, tmp_path):
+    """finetune.methods [lora, sae_select] with top-K and random K: the maps train on the top-K
+    of the predicted shift (or K drawn with the seed), every domain is evaluated, the true shift
+    is extracted through the maps, the report compares the three runs; a new K adds only its
+    own runs' jobs."""
+    import pyarrow.parquet as pq
+
+    from stsflow.finetune import selective
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True)
+    cfg["finetune"]["methods"] = ["lora", "sae_select"]
+    cfg["finetune"]["sae_select"] = {"k": [4], "select": ["top", "random"]}
+    cfg["sft"]["arith"]["target"] = "law"
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    runs = ["lora", "sae_select-top-k4", "sae_select-random-k4"]
+    ft = tmp_path / "results/finetune/tiny/arith"
+    predicted = pq.read_table(tmp_path / "results/shift/tiny/L1/main/arith/s0.parquet")
+    shift = predicted["shift"].to_numpy()
+    top = sorted(sorted(range(len(shift)), key=lambda i: (-shift[i], i))[:4])
+    metas = {r: read_checkpoint_meta(ft / f"{r}-s0") for r in runs}
+    assert metas["sae_select-top-k4"]["dims"] == {"1": top}
+    assert metas["sae_select-random-k4"]["dims"] == {
+        "1": selective.choose_dims(predicted, 4, "random", seed=0, layer=1).tolist()}
+    assert metas["sae_select-top-k4"]["n_trainable"] == 4 * 32
+    assert metas["lora"]["n_trainable"] > 4 * 32
+    observed = pl.read_parquet(tmp_path / "results/tables/tiny/arith/observed.parquet")
+    assert sorted(set(observed["method"])) == sorted(runs) and observed.height == 3 * 3 * 2
+    # the true shift through the maps: the tuned extraction loads the checkpoint with its maps
+    acts = tmp_path / "results/acts/tiny/L1/main/sft/arith"
+    meta = read_metadata(acts / "tuned-sae_select-top-k4-s0.parquet")
+    assert meta["model"]["method"] == "sae_select-top-k4"
+    true = pq.read_table(tmp_path / "results/shift/tiny/L1/main/arith/"
+                         "true-sae_select-top-k4-s0.parquet")
+    assert true["shift"].to_numpy().max() > 0
+    methods = pl.read_parquet(tmp_path / "results/reports/tiny/arith/methods.parquet")
+    assert methods.height == 3 * 2 and set(methods["target"]) == {"law"}
+    for r in methods.iter_rows(named=True):
+        obs = observed.filter((pl.col("method") == r["method"]) & (pl.col("metric") == r["metric"]))
+        law = obs.filter(pl.col("domain") == "law").row(0, named=True)
+        others = obs.filter(pl.col("domain") != "law")["delta"].to_list()
+        assert (r["target_delta"], r["target_ci_low"]) == (law["delta"], law["ci_low"])
+        assert r["others_mean"] == pytest.approx(sum(others) / 2, abs=1e-15)
+        assert r["others_worst"] == min(others) and r["n_trainable"] == metas[r["method"]][
+            "n_trainable"]
+    summary = (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    assert "Fine-tuning methods side by side" in summary
+    assert planned_jobs(tmp_path) == Counter()
+    # a second K: its two runs' jobs only (nothing of the base model, the SAE or LoRA reruns)
+    cfg["finetune"]["sae_select"]["k"] = [4, 8]
+    write_config(tmp_path, cfg)
+    planned = planned_jobs(tmp_path)
+    assert planned["finetune"] == 2 and planned["evaluate_tuned"] == 2 * 3
+    assert planned["extract"] == 2 and planned["true_shift"] == 2
+    assert not {"evaluate_base", "prepare_sae", "prepare_model", "shift", "gradients"} & set(planned)
+
+
 def test_snakemake_report_is_self_contained(project, tmp_path):
     workdir, _ = project
     out = tmp_path / "report.html"

@@ -1,0 +1,69 @@
+"""Fine-tuning methods side by side (LoRA, full, sae_select top-K and its random control): what
+each trained, what it cost and what it changed, from the observed table and the runs' histories.
+
+Per (method, seed, metric):
+
+* ``n_trainable``, ``seconds`` (the run's fine-tuning wall time) from its history;
+* ``target_delta`` [``target_ci_low``, ``target_ci_high``]: Δ on the SFT set's target domain
+  (``sft.<name>.target``: the gain fine-tuning is for), with its paired bootstrap CI over items;
+* ``others_mean`` [``others_ci_low``, ``others_ci_high``]: the mean Δ over every other domain,
+  with a normal interval from the domains' paired standard errors (independent items:
+  SE = √(Σ SE_d²) / n_domains), so it is the interval of this mean for these domains' items;
+* ``others_worst`` (the lowest Δ, and its domain) and ``others_spread`` (the sd of the other
+  domains' Δ, ddof 1); ``n_hurt`` / ``n_helped``: domains whose CI lies below / above 0.
+
+Torch-free (the report job runs without it)."""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import polars as pl
+
+COLUMNS = ("method", "seed", "metric", "n_trainable", "seconds", "target", "target_delta",
+           "target_ci_low", "target_ci_high", "n_others", "others_mean", "others_ci_low",
+           "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_hurt",
+           "n_helped")
+
+
+def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
+                 target: str | None, ci: float = 0.95) -> pl.DataFrame:
+    """One row per (method, seed, metric) of ``observed`` (the observed table of one model and
+    SFT set); ``runs`` maps (method, seed) -> the run's history metadata (``n_trainable``,
+    ``seconds``; missing keys give nulls)."""
+    z = NormalDist().inv_cdf(0.5 + ci / 2)
+    rows = []
+    for (method, seed, metric), g in observed.group_by(["method", "seed", "metric"],
+                                                      maintain_order=True):
+        meta = runs.get((method, int(seed)), {})
+        own = g.filter(pl.col("domain") == target) if target else g.clear()
+        others = g.filter(pl.col("domain") != target) if target else g
+        row = {"method": method, "seed": int(seed), "metric": metric,
+               "n_trainable": meta.get("n_trainable"), "seconds": meta.get("seconds"),
+               "target": target, "target_delta": None, "target_ci_low": None,
+               "target_ci_high": None, "n_others": others.height}
+        if own.height:
+            r = own.row(0, named=True)
+            row.update(target_delta=r["delta"], target_ci_low=r["ci_low"],
+                       target_ci_high=r["ci_high"])
+        if others.height:
+            d = others["delta"].to_numpy()
+            mean = float(d.mean())
+            se = math.sqrt(float((others["delta_se"].to_numpy() ** 2).sum())) / len(d)
+            worst = others.sort(["delta", "domain"]).row(0, named=True)
+            row.update(others_mean=mean, others_ci_low=mean - z * se,
+                       others_ci_high=mean + z * se, others_worst=worst["delta"],
+                       worst_domain=worst["domain"],
+                       others_spread=float(d.std(ddof=1)) if len(d) > 1 else None,
+                       n_hurt=int((others["ci_high"] < 0).sum()),
+                       n_helped=int((others["ci_low"] > 0).sum()))
+        rows.append(row)
+    schema = {"method": pl.Utf8, "seed": pl.Int64, "metric": pl.Utf8, "n_trainable": pl.Int64,
+              "seconds": pl.Float64, "target": pl.Utf8, "target_delta": pl.Float64,
+              "target_ci_low": pl.Float64, "target_ci_high": pl.Float64, "n_others": pl.Int64,
+              "others_mean": pl.Float64, "others_ci_low": pl.Float64,
+              "others_ci_high": pl.Float64, "others_worst": pl.Float64, "worst_domain": pl.Utf8,
+              "others_spread": pl.Float64, "n_hurt": pl.Int64, "n_helped": pl.Int64}
+    return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema,
+                        orient="row")

@@ -1,0 +1,53 @@
+"""The fine-tuning methods table against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from stsflow.analysis.methods import method_table
+
+
+def observed():
+    rows = []
+    for method, deltas in (("lora", [0.10, -0.02, -0.05, 0.01]),
+                           ("sae_select-top-k4", [0.04, 0.0, -0.01, 0.03])):
+        for dom, d, se in zip(["math", "law", "history", "physics"], deltas,
+                              [0.01, 0.02, 0.01, 0.03]):
+            rows.append({"method": method, "seed": 0, "domain": dom, "metric": "acc",
+                         "delta": d, "delta_se": se, "ci_low": d - 2 * se,
+                         "ci_high": d + 2 * se})
+    return pl.DataFrame(rows)
+
+
+def test_target_apart_and_the_others_summarised():
+    runs = {("lora", 0): {"n_trainable": 1000, "seconds": 12.5},
+            ("sae_select-top-k4", 0): {"n_trainable": 128, "seconds": 3.0}}
+    t = method_table(observed(), runs, "math")
+    lora = t.filter(pl.col("method") == "lora").row(0, named=True)
+    assert (lora["target_delta"], lora["n_trainable"], lora["seconds"]) == (0.10, 1000, 12.5)
+    assert lora["target_ci_low"] == pytest.approx(0.08)
+    others = [-0.02, -0.05, 0.01]
+    mean = sum(others) / 3
+    se = math.sqrt(0.02 ** 2 + 0.01 ** 2 + 0.03 ** 2) / 3
+    assert lora["others_mean"] == pytest.approx(mean)
+    assert lora["others_ci_low"] == pytest.approx(mean - 1.959963984540054 * se)
+    assert lora["others_ci_high"] == pytest.approx(mean + 1.959963984540054 * se)
+    assert (lora["others_worst"], lora["worst_domain"]) == (-0.05, "history")
+    sd = math.sqrt(sum((x - mean) ** 2 for x in others) / 2)
+    assert lora["others_spread"] == pytest.approx(sd)
+    # hurt: CI entirely below 0 (history: -0.05 ± 0.02); helped: none of the others
+    assert (lora["n_hurt"], lora["n_helped"], lora["n_others"]) == (1, 0, 3)
+    sel = t.filter(pl.col("method") == "sae_select-top-k4").row(0, named=True)
+    assert (sel["n_hurt"], sel["n_helped"], sel["n_trainable"]) == (0, 0, 128)
+
+
+def test_without_a_target_every_domain_is_an_other_and_missing_runs_give_nulls():
+    t = method_table(observed(), {}, None)
+    r = t.filter(pl.col("method") == "lora").row(0, named=True)
+    assert r["target_delta"] is None and r["n_others"] == 4
+    assert r["others_mean"] == pytest.approx((0.10 - 0.02 - 0.05 + 0.01) / 4)
+    assert r["n_trainable"] is None and r["seconds"] is None
+    assert r["n_helped"] == 1  # math: 0.10 ± 0.02
