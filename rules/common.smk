@@ -172,9 +172,19 @@ def report_file(model, sft, name):
 MANIFEST = f"{R}/manifest.json"
 
 
+# Keys added once runs existed, passed to the jobs only when set: left null, they leave the
+# parameters (Snakemake's rerun trigger) of every existing job as they were.
+OPTIONAL_KEYS = ("batch_tokens", "micro_batch_tokens")
+
+
+def passed(section):
+    """A config slice as the jobs receive it: the optional keys left out while null."""
+    return {k: v for k, v in section.items() if not (k in OPTIONAL_KEYS and v is None)}
+
+
 def model_spec(w):
     """The slice of a model's config that its jobs depend on (ModelSettings: not its layers)."""
-    return {k: MODELS[w.model][k] for k in ModelSettings.keys()}
+    return passed({k: MODELS[w.model][k] for k in ModelSettings.keys()})
 
 
 # Local scheduling of the jobs that run a model. On a GPU a job takes one unit of the `gpu`
@@ -643,7 +653,7 @@ def corpus_spec(corpora, name):
 
 
 def recipe(w):
-    out = {k: v for k, v in FT.items() if k not in ("enabled", "methods", "sae_select")}
+    out = passed({k: v for k, v in FT.items() if k not in ("enabled", "methods", "sae_select")})
     if FT["max_items"]:  # only then does the sample seed matter to fine-tuning
         out["sample_seed"] = STS["sample_seed"]
     if RunMethod.parse(w.method).method == "sae_select":  # only its runs depend on its sites

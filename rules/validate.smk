@@ -49,7 +49,7 @@ rule evaluate_base:
         runtime=runtime_request("evaluate_base", 120),
     params:
         model=model_spec,
-        evaluate=EVAL,
+        evaluate=passed(EVAL),
         subject=lambda w: DOMAINS[w.domain]["subject"] or w.domain.replace("_", " "),
     script:
         "../workflow_scripts/evaluate.py"

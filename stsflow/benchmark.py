@@ -21,7 +21,10 @@ measures batching by length on MMLU-Pro-shaped queries (10 options, about 80 to 
 the chat scaffolding, in an order unrelated to length, as a hub category comes): padding efficiency (real tokens over padded
 tokens) and tokens/s of the forward stopped after the layer, with batches in corpus order (each
 padded to its longest member) against the extraction's batches (longest first, so each batch
-holds similar lengths) and the evaluation's length chunks (``models.batching.length_chunks``).
+holds similar lengths), the same with a token budget per batch (``models.<m>.batch_tokens``,
+``--batch-tokens``, by default batch size x the median query length: the fixed batches' memory
+on average; up to 4 x batch size rows) and the evaluation's length chunks
+(``models.batching.length_chunks``).
 """
 
 from __future__ import annotations
@@ -178,8 +181,9 @@ def padding_efficiency(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 def padding(model_dir: str, layer: int, n_queries: int, batch_size: int, threads: int,
-            chat_template: bool = True, rounds: int = 3) -> dict:
-    from stsflow.models.batching import length_chunks, pad_batch
+            chat_template: bool = True, rounds: int = 3, batch_tokens: int | None = None
+            ) -> dict:
+    from stsflow.models.batching import length_chunks, pad_batch, token_batches
     from stsflow.models.load import load_model
     from stsflow.models.tap import LayerTap
     from stsflow.text.segments import Segmenter
@@ -194,11 +198,14 @@ def padding(model_dir: str, layer: int, n_queries: int, batch_size: int, threads
     # corpus order; the extraction's order (features.extract.encode: longest first, batch_size
     # rows); the evaluation's chunks (rows of similar length, MIN_FILL of each batch real)
     longest = sorted(range(len(queries)), key=lambda i: -lengths[i])
+    if batch_tokens is None:
+        batch_tokens = batch_size * sorted(lengths)[len(lengths) // 2]
     layouts = {
         "corpus order": [list(range(b, min(b + batch_size, len(queries))))
                          for b in range(0, len(queries), batch_size)],
         "longest first (extraction)": [longest[b:b + batch_size]
                                        for b in range(0, len(longest), batch_size)],
+        f"token budget {batch_tokens}": token_batches(lengths, 4 * batch_size, batch_tokens),
         "length chunks (evaluation)": length_chunks(lengths, batch_size),
     }
 
@@ -224,6 +231,9 @@ def padding(model_dir: str, layer: int, n_queries: int, batch_size: int, threads
         out["layouts"][name] = {"batches": len(batches),
                                 "queries": sorted(i for b in batches for i in b),
                                 "efficiency": round(padding_efficiency(lengths, batches), 3),
+                                "max_rows": max(len(b) for b in batches),
+                                "max_padded": max(len(b) * max(lengths[i] for i in b)
+                                                  for b in batches),
                                 "tokens_per_s": round(sum(lengths) / sec, 1)}
     return out
 
@@ -287,18 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--padding", action="store_true",
                    help="padding efficiency and tokens/s by batch layout (MMLU-Pro-shaped)")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="--padding: the token budget layout's budget (default: batch size x "
+                        "the median query length)")
     args = p.parse_args(argv)
     if args.padding:
         if not args.model_dir:
             p.error("--padding needs --model-dir")
-        res = padding(args.model_dir, args.layer, args.queries, args.batch_size, args.threads)
+        res = padding(args.model_dir, args.layer, args.queries, args.batch_size, args.threads,
+                      batch_tokens=args.batch_tokens)
         print(f"{res['queries']} MMLU-Pro-shaped queries, {res['tokens']} tokens "
               f"({res['min_len']} to {res['max_len']} each), batches of {args.batch_size}, "
               f"forward stopped after layer {args.layer}, {args.threads} threads, median of "
               f"{res['rounds']} interleaved rounds")
         base = res["layouts"]["corpus order"]["tokens_per_s"]
         for name, r in res["layouts"].items():
-            print(f"  {name:<28s} {r['batches']:>3d} batches  padding efficiency "
+            print(f"  {name:<28s} {r['batches']:>3d} batches (largest {r['max_rows']} rows, "
+                  f"{r['max_padded']} padded tokens)  padding efficiency "
                   f"{r['efficiency']:.3f}  {r['tokens_per_s']:>8.1f} tok/s "
                   f"({r['tokens_per_s'] / base:.2f}x corpus order)")
         return 0

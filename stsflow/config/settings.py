@@ -115,6 +115,9 @@ class ModelSettings:
     chat_template: bool
     batch_size: int
     max_length: int | None
+    # optional (null: no budget); passed to the jobs only when set (rules/common.smk), so adding
+    # the key left existing runs' parameters as they were
+    batch_tokens: int | None = None
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -252,6 +255,7 @@ class EvalSettings:
     chat_template: bool
     batch_size: int
     n_boot: int
+    batch_tokens: int | None = None  # optional, passed only when set (as models.*.batch_tokens)
 
     @classmethod
     def from_config(cls, mapping: Mapping) -> EvalSettings:
@@ -327,6 +331,7 @@ class FinetuneSettings:
     lora_dropout: float
     lora_targets: tuple[str, ...]
     gradient_checkpointing: bool
+    micro_batch_tokens: int | None = None  # optional, passed only when set
     sample_seed: int = 0  # only meaningful with max_items (then the rule passes sts.sample_seed)
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
     # sae_select runs only: {"layers": [...], "saes": [...]}, the map sites (config.saes.select_sites);

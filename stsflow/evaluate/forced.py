@@ -95,7 +95,7 @@ class _Residuals:
 def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[int],
               options: bool = False, reference: str | None = None, residuals: bool = False,
               max_length: int | None = None, residual_max_length: int | None = None,
-              batch_size: int = 10) -> Forced:
+              batch_size: int = 10, batch_tokens: int | None = None) -> Forced:
     """The pass over ``items`` after ``prefix`` (chat head, demonstrations), reading:
 
     * ``options``: per item the token log-probs of each option (after "N/A" options are
@@ -159,7 +159,7 @@ def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[in
             first_logp = F.log_softmax(q_out.logits[0, -1].float(), dim=-1)
             item_cache = _out_cache(q_out)
             per_token = _continuations(model, item_cache, ctx_len, first_logp, conts, batch_size,
-                                       cache_kw, device)
+                                       cache_kw, device, batch_tokens)
             if options:
                 out.options.append(per_token[:len(rec["options"])])
             if reference:
@@ -175,15 +175,16 @@ def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[in
 
 
 def _continuations(model, item_cache, ctx_len: int, first_logp: torch.Tensor,
-                   conts: list[list[int]], batch_size: int, cache_kw: str, device
-                   ) -> list[list[float]]:
+                   conts: list[list[int]], batch_size: int, cache_kw: str, device,
+                   batch_tokens: int | None = None) -> list[list[float]]:
     """Token log-probs of each continuation after the item's context: token 0 from
     ``first_logp``, token j from the batched forward's position j-1 (the cache repeated over the
-    batch's rows), in batches of similar lengths (``length_chunks``). Empty continuations get no
+    batch's rows), in batches of similar lengths (``length_chunks``; with ``batch_tokens``, each
+    batch's rows x its longest continuation within that budget). Empty continuations get no
     values."""
     vals: list[list[float]] = [[] for _ in conts]
     nonempty = [i for i, c in enumerate(conts) if c]
-    for chunk in length_chunks([len(conts[i]) for i in nonempty], batch_size):
+    for chunk in length_chunks([len(conts[i]) for i in nonempty], batch_size, batch_tokens):
         chunk = [nonempty[j] for j in chunk]
         width = max(len(conts[i]) for i in chunk)
         logp = None

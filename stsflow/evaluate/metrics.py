@@ -79,7 +79,7 @@ from stsflow.evaluate.mmlu_pro import (
     score_output,
 )
 from stsflow.evaluate.registry import register_metric
-from stsflow.models.batching import pad_batch, pad_id_of
+from stsflow.models.batching import pad_batch, pad_id_of, token_batches
 from stsflow.text.prompts import (
     LETTERS,
     drop_na_options,
@@ -118,6 +118,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
 @torch.no_grad()
 def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, subject: str | None,
                   use_chat_template: bool = False, max_new_tokens: int = 2048, batch_size: int = 8,
+                  batch_tokens: int | None = None,
                   k_shot: int | None = None, stop_strings=STOP_STRINGS,
                   max_context: int = OFFICIAL_MAX_CONTEXT) -> list[dict]:
     """Official MMLU-Pro CoT evaluation: greedy generation, answer extraction, random guess for an
@@ -151,10 +152,11 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
     device = _device(model)
     was_training = model.training
     model.eval()
-    order = sorted(range(len(items)), key=lambda i: -len(prompts[i][0]))
     rows: list[dict | None] = [None] * len(items)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    # longest prompts first; with batch_tokens, rows x (longest prompt + max_new_tokens), the
+    # size the batch's cache grows to, within that budget
+    for idx in token_batches([len(p[0]) + max_new_tokens for p in prompts], batch_size,
+                             batch_tokens):
         input_ids, attention = pad_batch([prompts[i][0] for i in idx], pad_id, left=True)
         width = input_ids.shape[1]
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
@@ -205,7 +207,8 @@ def _score_row(item: dict, per_token: list[list[float]], n_tokens: list[int]) ->
 
 @torch.no_grad()
 def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *, segmenter,
-                       k_shot: int = 0, batch_size: int = 10, reuse_cache: bool = True
+                       k_shot: int = 0, batch_size: int = 10, reuse_cache: bool = True,
+                       batch_tokens: int | None = None
                        ) -> list[dict]:
     """Option log-likelihood accuracy. One row per item: question_id, pred_index, pred,
     answer_index, correct, and per option logprob_sum, logprob_mean, n_option_tokens."""
@@ -214,7 +217,7 @@ def eval_option_loglik(model, tokenizer, items: list[dict], demos: list[dict], *
         prefix += segmenter.demo(d, "domain")  # user_text drops "N/A" options
     if reuse_cache:
         got = item_pass(model, tokenizer, items, segmenter=segmenter, prefix=prefix, options=True,
-                        batch_size=batch_size)
+                        batch_size=batch_size, batch_tokens=batch_tokens)
         return option_rows(got)
     # the direct computation (tests, and a check of the cache path): context and option in one
     # sequence, no cache
@@ -272,12 +275,14 @@ def reference_text(record: dict, kind: str) -> tuple[str, str]:
 
 
 def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "domain",
-             batch_size: int = 8, max_length: int | None = None) -> list[dict]:
+             batch_size: int = 8, max_length: int | None = None,
+             batch_tokens: int | None = None) -> list[dict]:
     """Mean NLL per token of the reference response given head + query. One row per item:
     question_id, nll, n_tokens, reference. ``max_length`` cuts head + query + response; what is
     left of the response is scored (none left: NaN, 0 tokens)."""
     got = item_pass(model, tokenizer, items, segmenter=segmenter, prefix=segmenter.head(),
-                    reference=kind, max_length=max_length, batch_size=batch_size)
+                    reference=kind, max_length=max_length, batch_size=batch_size,
+                    batch_tokens=batch_tokens)
     return nll_rows(items, got)
 
 
@@ -309,7 +314,7 @@ def teacher_forced(model, tokenizer, items: list[dict], demos: list[dict], *, se
         got = item_pass(model, tokenizer, items, segmenter=segmenter, prefix=segmenter.head(),
                         options=joint_options, reference="domain" if "nll" in metrics else None,
                         residuals=residuals, residual_max_length=residual_max_length,
-                        batch_size=settings.batch_size)
+                        batch_size=settings.batch_size, batch_tokens=settings.batch_tokens)
         if "nll" in metrics:
             rows["nll"] = nll_rows(items, got)
         if joint_options:
@@ -325,7 +330,7 @@ def teacher_forced(model, tokenizer, items: list[dict], demos: list[dict], *, se
 @register_metric("nll", kind="nll", higher_is_better=False)
 def _run_nll(model, tokenizer, items, demos, *, segmenter, settings, subject, chat_template):
     return eval_nll(model, tokenizer, items, segmenter=segmenter,
-                    batch_size=settings.batch_size)
+                    batch_size=settings.batch_size, batch_tokens=settings.batch_tokens)
 
 
 @register_metric("option_loglik", kind="accuracy", higher_is_better=True)
@@ -333,7 +338,8 @@ def _run_option_loglik(model, tokenizer, items, demos, *, segmenter, settings, s
                        chat_template):
     k = settings.loglik_k_shot
     return eval_option_loglik(model, tokenizer, items, demos[:k], segmenter=segmenter, k_shot=k,
-                              batch_size=settings.batch_size)
+                              batch_size=settings.batch_size,
+                              batch_tokens=settings.batch_tokens)
 
 
 @register_metric("generate", kind="accuracy", higher_is_better=True)
@@ -344,5 +350,6 @@ def _run_generate(model, tokenizer, items, demos, *, segmenter, settings, subjec
     return eval_generate(model, tokenizer, items, demos[:k], subject=subject,
                          use_chat_template=settings.chat_template and chat_template,
                          max_new_tokens=settings.max_new_tokens,
-                         batch_size=settings.batch_size, k_shot=k,
+                         batch_size=settings.batch_size, batch_tokens=settings.batch_tokens,
+                         k_shot=k,
                          max_context=settings.max_context)

@@ -48,7 +48,7 @@ from stsflow.features.shards import (
 )
 from stsflow.features.stats import Stats
 from stsflow.io.files import atomic_path, write_parquet
-from stsflow.models.batching import pad_batch
+from stsflow.models.batching import pad_batch, token_batches
 from stsflow.models.cache import cache_kwarg, copy_cache, prefix_cache
 from stsflow.models.tap import LayerTap
 
@@ -135,6 +135,7 @@ def encode_cached(sae, cache_dir: Path | str, out_path: Path | str, stats_path: 
 @torch.no_grad()
 def encode(source, sae, layer: int, queries: list[tuple[int, list[int], list[bool]]],
            n_prefix: int, out_path: Path | str, stats_path: Path | str, *, batch_size: int = 16,
+           batch_tokens: int | None = None,
            feat_dtype: str = "float16", reference: Path | str | None = None,
            metadata: dict | None = None, row_group_rows: int = 65536, log=print,
            panel=None, panel_out: Path | str | None = None,
@@ -167,8 +168,9 @@ def encode(source, sae, layer: int, queries: list[tuple[int, list[int], list[boo
                 n_tokens=n_counted)
     schema = shard_schema(feat_dtype)
     schema = schema.with_metadata({f"stsflow.{k}".encode(): _json(v) for k, v in meta.items()})
-    # Longest queries first keeps padding low; rows are written back in query order per batch.
-    order = sorted(range(len(queries)), key=lambda i: -len(queries[i][1]))
+    # Longest queries first keeps padding low (with batch_tokens, each batch's rows x its
+    # longest query within that budget); rows are written back in query order per batch.
+    batches = token_batches([len(ids) for _, ids, _ in queries], batch_size, batch_tokens)
     start, done, n_used, last_log = time.time(), 0, 0, 0.0
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out_path))
@@ -179,8 +181,8 @@ def encode(source, sae, layer: int, queries: list[tuple[int, list[int], list[boo
         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         pending: list[pa.Table] = []
         pending_rows = 0
-        for b in range(0, len(order), batch_size):
-            batch = [queries[i] for i in sorted(order[b:b + batch_size])]
+        for idx in batches:
+            batch = [queries[i] for i in sorted(idx)]
             resid, mask, ids = source.run(batch)
             # The SAE sees the residual as the source gives it; the panel and the kept
             # residuals use it rounded to the stored dtype (their statistics must use what a

@@ -9,10 +9,13 @@ Choices made here (the paper is silent):
   ``random``: K dimensions drawn without replacement from the SAE's width by
   ``numpy.random.default_rng([seed, layer])`` (the control; dimensions that never fire can be
   drawn, as they can be among any K random dimensions).
-* **h_S(z).** The SAE's full encoding of z (TopK chooses its k among all dimensions), then the
-  K columns of S; computed in the encoder's own dtype (float32 as prepared), with autograd on,
-  so that the map of an earlier layer receives the gradient that flows through a later layer's
-  encoder. The encoder's weights never train and are not saved with the run.
+* **h_S(z).** The SAE's encoding of z restricted to S (TopK still chooses its k among all
+  dimensions), in the encoder's own dtype (float32 as prepared), with autograd on, so that the
+  map of an earlier layer receives the gradient that flows through a later layer's encoder.
+  With the exported encoder (``SparseEncoder.selected``) only S's K columns are kept for the
+  backward pass, not batch x tokens x width (the whole encoding is found without gradient):
+  what makes a 131k-wide SAE affordable at every site. The encoder's weights never train and
+  are not saved with the run.
 * **W.** Zero at initialisation (the model starts as the base model, output for output), a
   float32 parameter; ``h_S(z)·W`` is computed in float32 (float64 for a float64 model) and
   cast to the residual stream's dtype.
@@ -86,9 +89,13 @@ class SelectiveBlock(torch.nn.Module):
             for p in site.encoder.parameters():
                 p.requires_grad_(False)
         object.__setattr__(self, "_encoder", site.encoder)
-        self.register_buffer("dims", torch.as_tensor(np.asarray(site.dims), dtype=torch.long))
+        # on the block's device: the model is already where it trains when the maps attach
+        dev = next(block.parameters()).device
+        self.register_buffer("dims", torch.as_tensor(np.asarray(site.dims), dtype=torch.long,
+                                                     device=dev))
         d_in = int(site.encoder.W_enc.shape[0])
-        self.W = torch.nn.Parameter(torch.zeros(len(site.dims), d_in, dtype=torch.float32))
+        self.W = torch.nn.Parameter(torch.zeros(len(site.dims), d_in, dtype=torch.float32,
+                                                device=dev))
 
     def __getattr__(self, name):
         try:
@@ -110,8 +117,9 @@ class SelectiveBlock(torch.nn.Module):
         """h_S(z): the activations of the dimensions S, differentiable in z."""
         enc = self.encoder_on(z.device)
         x = z.to(_encoder_dtype(enc))
-        acts = enc.activations(x) if hasattr(enc, "activations") else enc.encode(x)
-        return acts.index_select(-1, self.dims)
+        if hasattr(enc, "selected"):  # the exported encoder: the K columns kept for backward
+            return enc.selected(x, self.dims)
+        return enc.encode(x).index_select(-1, self.dims)  # sae-lens: the full encoding
 
     def forward(self, *args, **kwargs):
         out = self.block(*args, **kwargs)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from stsflow.config.settings import FinetuneSettings
 from stsflow.finetune.methods import FINETUNE_REGISTRY
+from stsflow.finetune.selective import is_selective
 from stsflow.models.batching import length_chunks, pad_batch, pad_id_of
 from stsflow.text.segments import Segmenter
 
@@ -231,7 +232,8 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
                 n_tok = sum(len(ids) for ids, _ in batch)
                 opt.zero_grad(set_to_none=True)
                 loss_sum = 0.0
-                for chunk in length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size):
+                for chunk in length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size,
+                                           cfg.micro_batch_tokens):
                     ids, att, lab = collate([batch[i] for i in chunk], pad_id, device)
                     s, _ = response_loss_sum(train_model, ids, att, lab)
                     (s / n_resp).backward()
@@ -260,7 +262,10 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
             _checkpointing(model, False)
         opt.zero_grad(set_to_none=True)
         final = method.finish(train_model)
-    if final is model:  # a PEFT wrapper keeps its base frozen and its adapter trainable
+    # full fine-tuning marked the caller's model trainable: put it back as it came. A PEFT
+    # wrapper keeps its base frozen and its adapter trainable; sae_select's model keeps its
+    # base frozen and its maps trainable (what was trained, as n_trainable counts it)
+    if final is model and not is_selective(final):
         for name, p in final.named_parameters():
             p.requires_grad_(requires_grad_before.get(name, True))
     final.eval()

@@ -98,7 +98,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
     panel = None if panel_out is None else _panel(
         sae, sinfo, int(lm.config.hidden_size), mode, kind, settings, panel_reference, device)
     ex.extract(lm, sae, layer, queries, prefix, out, stats_out, resid_out=resid_out,
-               batch_size=model.batch_size, feat_dtype=settings.feat_dtype, reference=reference,
+               batch_size=model.batch_size, batch_tokens=model.batch_tokens,
+               feat_dtype=settings.feat_dtype, reference=reference,
                metadata=meta, row_group_rows=settings.row_group_rows, log=log.info,
                panel=panel, panel_out=panel_out)
 

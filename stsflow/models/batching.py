@@ -37,17 +37,43 @@ def pad_batch(seqs: list[list[int]], pad_id: int = 0, left: bool = False
 MIN_FILL = 0.75
 
 
-def length_chunks(lengths: list[int], max_rows: int) -> list[list[int]]:
+def _fits(rows: int, longest: int, max_tokens: int | None) -> bool:
+    """A batch of ``rows`` padded to ``longest`` keeps within the token budget (none: always)."""
+    return max_tokens is None or rows * longest <= max_tokens
+
+
+def length_chunks(lengths: list[int], max_rows: int, max_tokens: int | None = None
+                  ) -> list[list[int]]:
     """Indices of ``lengths`` in batches of at most ``max_rows``, longest first, each batch's
-    real tokens at least ``MIN_FILL`` of its padded size (rows x its longest)."""
+    real tokens at least ``MIN_FILL`` of its padded size (rows x its longest) and, with
+    ``max_tokens``, that padded size at most ``max_tokens`` (a longer row alone: a batch of
+    one)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     chunks: list[list[int]] = []
     for i in order:
         cur = chunks[-1] if chunks else None
         if (cur and len(cur) < max_rows
+                and _fits(len(cur) + 1, lengths[cur[0]], max_tokens)
                 and sum(lengths[j] for j in cur) + lengths[i]
                 >= MIN_FILL * (len(cur) + 1) * lengths[cur[0]]):
             cur.append(i)
         else:
             chunks.append([i])
     return chunks
+
+
+def token_batches(lengths: list[int], max_rows: int, max_tokens: int | None = None
+                  ) -> list[list[int]]:
+    """The extraction's layout: indices longest first, ``max_rows`` per batch and, with
+    ``max_tokens``, a batch closed before its padded size (rows x its longest, the first row)
+    would pass the budget, so short rows travel many to a batch and long ones few (a row longer
+    than the budget alone). Without a budget: consecutive slices of ``max_rows``."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        cur = batches[-1] if batches else None
+        if cur and len(cur) < max_rows and _fits(len(cur) + 1, lengths[cur[0]], max_tokens):
+            cur.append(i)
+        else:
+            batches.append([i])
+    return batches

@@ -114,7 +114,8 @@ def adapter_base(prepared: Path | str, info: dict) -> Path:
     base = (Path(prepared) / info["base_dir"]).resolve()
     if not (base / MANIFEST).is_file():
         raise FileNotFoundError(
-            f"the LoRA adapter in {prepared} is merged into its base model at {base}, which is "
+            f"the {info.get('adapter_type', 'lora')} adapter in {prepared} is applied to its "
+            f"base model at {base}, which is "
             f"missing or incomplete; rerun its prepare_model job (snakemake {base})")
     recorded, now = info.get("base") or {}, model_info(base)
     changed = [k for k in ("kind", "id", "package", "file", "revision", "sha256")
@@ -123,7 +124,8 @@ def adapter_base(prepared: Path | str, info: dict) -> Path:
         changed.append("the local model's config.json or weight files")
     if changed:
         raise ValueError(
-            f"the LoRA adapter in {prepared} was trained on another base model than the one now at "
+            f"the {info.get('adapter_type', 'lora')} adapter in {prepared} was trained on "
+            f"another base model than the one now at "
             f"{base} ({', '.join(changed)} differ); delete the adapter to fine-tune again")
     return base
 

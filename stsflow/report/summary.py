@@ -654,7 +654,9 @@ def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                  "the worst domain, the spread (sd) of Δ, and how many domains' CI lies below "
                  "(hurt) or above (helped) zero. sae_select-top-k<K> trains maps on the top-K "
                  "dimensions of the predicted shift; sae_select-random-k<K>, on K dimensions "
-                 "drawn with the seed, is its control.")]
+                 "drawn with the seed, is its control. Times are wall-clock per job: compare "
+                 "them within one run on one machine. A run trained before stsflow recorded "
+                 "its trainable parameters shows —.")]
     def ci4(lo, hi):  # Δ of an accuracy is often below 0.01: four decimals
         return f"[{lo:+.4f}, {hi:+.4f}]" if _finite(lo) and _finite(hi) else _NA
 
@@ -671,7 +673,9 @@ def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                       if r["others_mean"] is not None else "—"),
                      (f"{_fmt(r['others_worst'], '+.4f')} ({r['worst_domain']})"
                       if r["others_worst"] is not None else "—"),
-                     _fmt(r["others_spread"], ".4f"), f"{r['n_hurt']} / {r['n_helped']}"])
+                     _fmt(r["others_spread"], ".4f"),
+                     (f"{r['n_hurt']} / {r['n_helped']}" if r["n_hurt"] is not None
+                      else "—")])
     out.append(_table_block(["method", "seed", "metric", "trainable params", "time (s)",
                              f"Δ {target or 'target'} [{ci:.0%} CI]",
                              f"mean Δ other domains [{ci:.0%} CI]", "worst Δ (domain)",

@@ -56,6 +56,29 @@ class SparseEncoder:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activations(x)
 
+    # activations whose value on an active dimension is the pre-activation itself (ReLU, TopK,
+    # JumpReLU): for them ``selected`` needs only the chosen columns with autograd
+    GATED = ("relu", "topk", "jumprelu")
+
+    def selected(self, x: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+        """``activations(x)[..., dims]``, differentiable in ``x``, with only the chosen columns
+        kept for the backward pass. Which dimensions are active (TopK: among the k largest of
+        the whole width) is found without gradient; the values are then the chosen columns'
+        pre-activations recomputed with it, zero where inactive: equal to the full encoding's,
+        and the same gradient, which is 1 through an active dimension and 0 elsewhere for these
+        activations. Others fall back to the full encoding."""
+        if self.activation not in self.GATED:
+            return self.activations(x).index_select(-1, dims)
+        with torch.no_grad():
+            active = self.activations(x).index_select(-1, dims) != 0
+        x = x.to(self.dtype)
+        if self.apply_b_dec:
+            x = x - self.b_dec
+        pre = x @ self.W_enc.index_select(1, dims) + self.b_enc.index_select(0, dims)
+        if self.scale is not None:
+            pre = pre * self.scale.index_select(0, dims)
+        return pre * active.to(pre.dtype)
+
     def activations(self, x: torch.Tensor) -> torch.Tensor:
         """``encode`` with autograd on: differentiable in ``x`` (selective fine-tuning sends
         gradients through a frozen encoder to the maps of earlier layers)."""

@@ -201,7 +201,7 @@ def test_schema_problems_carry_a_fix(project):
     problems = problems_of(cfg, workdir)
     assert problems == [
         "models.tiny.layerz: unknown key. Fix: rename it to 'layers' (allowed: batch_size, "
-        "chat_template, device, dtype, layers, max_length, n_layers, shape, source)",
+        "batch_tokens, chat_template, device, dtype, layers, max_length, n_layers, shape, source)",
         "sts.t: 'two' is not of type 'integer'. Fix: use an integer"]
 
 

@@ -57,7 +57,9 @@ def test_no_second_copy_of_a_schema_default(cls):
                                         "hub", "local", "train", "name",
                                         # finetune.sae_select's sites, which the rule passes to
                                         # sae_select runs only (None for the others)
-                                        "sae_select"}
+                                        "sae_select",
+                                        # optional budgets, passed only when set (None: absent)
+                                        "batch_tokens", "micro_batch_tokens"}
     with_default = {f.name for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING
                     or f.default_factory is not dataclasses.MISSING}

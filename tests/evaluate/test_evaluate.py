@@ -360,7 +360,14 @@ def test_generate_batched_equals_unbatched(model, tok, chat):
     kw = dict(subject="law", use_chat_template=chat, max_new_tokens=5)
     batched = metrics.eval_generate(model, tok, items, demos, batch_size=3, **kw)
     single = metrics.eval_generate(model, tok, items, demos, batch_size=1, **kw)
+    # a token budget that fits two of the prompts (with their new tokens) but not three
+    lens = sorted(len(metrics.prompt_ids(Segmenter.for_tokenizer(tok, chat), metrics.mmlu_pro_prompt(
+        demos[:1], it, "law"), chat)) + 5 for it in items)
+    budget = metrics.eval_generate(model, tok, items, demos, batch_size=3,
+                                   batch_tokens=2 * lens[-1], **kw)
     assert [r["output"] for r in batched] == [r["output"] for r in single]
+    assert [r["output"] for r in budget] == [r["output"] for r in single]
+    assert [r["question_id"] for r in budget] == [i["question_id"] for i in items]
     for item, row in zip(items, batched):
         assert row["question_id"] == item["question_id"]
         pred, how = mmlu_pro.extract_answer(row["output"])
@@ -520,3 +527,22 @@ def test_nll_with_max_length_scores_the_kept_response_tokens(model, tok):
     none_left = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
                                  max_length=min(ctx_lens))
     assert all(r["n_tokens"] == 0 and np.isnan(r["nll"]) for r in none_left)
+
+
+def test_a_continuation_token_budget_changes_batches_not_results(model, tok):
+    """evaluate.batch_tokens: option and reference continuations in batches within the budget
+    give the values of the unbounded batches (float32 rounding apart)."""
+    seg = Segmenter.for_tokenizer(tok, True)
+    items = items_with_edge_cases()
+    free = metrics.eval_option_loglik(model, tok, items, [], segmenter=seg, batch_size=10)
+    tight = metrics.eval_option_loglik(model, tok, items, [], segmenter=seg, batch_size=10,
+                                       batch_tokens=6)
+    assert [r["question_id"] for r in tight] == [r["question_id"] for r in free]
+    for a, b in zip(free, tight):
+        assert a["pred_index"] == b["pred_index"]
+        np.testing.assert_allclose(a["logprob_sum"], b["logprob_sum"], rtol=1e-5, atol=1e-5)
+    nll_free = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3)
+    nll_tight = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
+                                 batch_tokens=1)
+    np.testing.assert_allclose([r["nll"] for r in nll_tight], [r["nll"] for r in nll_free],
+                               rtol=1e-5)

@@ -91,10 +91,12 @@ def test_first_step_loss_is_response_only_cross_entropy(tok, base):
 def test_loss_does_not_depend_on_micro_batch_split(tok, base):
     recs = records(16)
     outs = []
-    for micro in (16, 1, 4):
+    # micro-batches of 16, 1 and 4 rows, and of 16 rows within a budget of 200 tokens each
+    for micro, budget in ((16, None), (1, None), (4, None), (16, 200)):
         model = copy.deepcopy(base)
         hist = finetune(model, tok, recs, cfg(batch_size=16, micro_batch_size=micro, max_steps=3,
-                                              warmup_ratio=0.0, lr=1e-3),
+                                              warmup_ratio=0.0, lr=1e-3,
+                                              micro_batch_tokens=budget),
                         use_chat_template=True, log=lambda s: None)
         outs.append((hist["losses"], hist["model"].state_dict()))
     for losses, state in outs[1:]:

@@ -85,18 +85,21 @@ def test_block_output_is_z_plus_h_S_of_z_times_W(tok, fast):
     assert float((got - z).abs().max()) > 1e-3  # the map did something
 
 
-def test_gradients_reach_only_the_maps_and_cross_the_later_encoder(tok):
+@pytest.mark.parametrize("fast", [False, True])
+def test_gradients_reach_only_the_maps_and_cross_the_later_encoder(tok, fast):
     """Only W has gradients; W of layer 0 gets the gradient that flows through layer 1's
-    encoder (checked against central finite differences of the loss, float64)."""
+    encoder (checked against central finite differences of the loss, float64), with sae-lens's
+    full encoding and with the exported encoder's chosen columns."""
     torch.manual_seed(0)
     model = make_model(len(tok), seed=0, n_layers=2).double()
     saes = [make_sae(seed=3).double(), make_sae(seed=4).double()]
+    encs = [SparseEncoder.from_sae(s) for s in saes] if fast else saes
     ids = ids_of(tok)
     with torch.no_grad():  # three dimensions per layer that fire on these tokens
         hs = model(input_ids=ids, output_hidden_states=True).hidden_states
         dims = [torch.argsort(-(sae.encode(h) > 0).sum((0, 1)))[:3].sort().values.tolist()
                 for sae, h in zip(saes, hs[1:3])]
-    selective.attach(model, [site(0, saes[0], dims[0]), site(1, saes[1], dims[1])])
+    selective.attach(model, [site(0, encs[0], dims[0]), site(1, encs[1], dims[1])])
     b0, b1 = selective.blocks(model)[0], selective.blocks(model)[1]
     with torch.no_grad():
         b0.W.data = 0.3 * torch.randn(3, 32, dtype=torch.float64)
@@ -123,6 +126,15 @@ def test_gradients_reach_only_the_maps_and_cross_the_later_encoder(tok):
         np.testing.assert_allclose(float(b0.W.grad[i, j]), (up - down) / (2 * eps),
                                    rtol=2e-3, atol=1e-7)
         assert abs(float(b0.W.grad[i, j])) > 1e-6
+
+
+def test_maps_are_made_where_the_model_is(tok):
+    """The model is on its device when the maps attach (a GPU in a cluster job): W and the
+    chosen dimensions are created there, not on the CPU."""
+    model = make_model(len(tok), seed=0, n_layers=2).to("meta")
+    selective.attach(model, [site(1, make_sae(), [1, 2])])
+    block = selective.blocks(model)[1]
+    assert block.W.device.type == "meta" and block.dims.device.type == "meta"
 
 
 def test_top_selection_is_the_top_k_of_the_shift_table():
@@ -227,6 +239,7 @@ def test_checkpoint_loads_as_the_model_training_produced(tiny_model_dir, tmp_pat
     hist = finetune(model, tok, sft_records(8), cfg, use_chat_template=True, log=lambda s: None,
                     context={"sites": sites})
     assert hist["n_trainable"] == 16 * 32
+    assert selective.n_trainable(hist["model"]) == 16 * 32  # the base stays frozen after training
     save_checkpoint(hist["model"], tok, tmp_path / "ckpt", {"method": cfg.method},
                     base_dir=tmp_path / "base")
     loaded, _, _ = load_model(tmp_path / "ckpt", "float32", "cpu")
@@ -261,3 +274,28 @@ def test_shift_table_column_order_does_not_matter():
     shuffled = pa.table({c: t[c].to_numpy()[perm] for c in t.column_names})
     assert (selective.choose_dims(t, 7, "top", 0, 0).tolist()
             == selective.choose_dims(shuffled, 7, "top", 0, 0).tolist())
+
+
+@pytest.mark.parametrize("architecture", ["topk", "relu", "jumprelu"])
+def test_chosen_columns_equal_the_full_encoding_and_its_gradient(architecture):
+    """SparseEncoder.selected against activations()[..., S]: values and gradient in x, for each
+    gated activation (TopK with rescaling by the decoder norm, ReLU, JumpReLU)."""
+    g = torch.Generator().manual_seed(0)
+    d, width = 16, 48
+    W_enc, b_enc, b_dec = (torch.randn(d, width, generator=g, dtype=torch.float64),
+                           torch.randn(width, generator=g, dtype=torch.float64),
+                           torch.randn(d, generator=g, dtype=torch.float64))
+    kw = {"topk": dict(k=5, scale=torch.rand(width, generator=g, dtype=torch.float64) + 0.5),
+          "relu": {}, "jumprelu": dict(threshold=torch.rand(width, generator=g,
+                                                             dtype=torch.float64))}[architecture]
+    enc = SparseEncoder(W_enc, b_enc, b_dec, activation=architecture, apply_b_dec=True, **kw)
+    dims = torch.tensor([0, 3, 7, 11, 20, 33, 47])
+    x = torch.randn(3, 9, d, generator=g, dtype=torch.float64, requires_grad=True)
+    full = enc.activations(x).index_select(-1, dims)
+    cols = enc.selected(x, dims)
+    assert float((full != 0).sum()) > 0
+    torch.testing.assert_close(cols, full, rtol=1e-12, atol=1e-12)
+    w = torch.randn(cols.shape, generator=g, dtype=torch.float64)
+    (g_full,) = torch.autograd.grad((full * w).sum(), x)
+    (g_cols,) = torch.autograd.grad((cols * w).sum(), x)
+    torch.testing.assert_close(g_cols, g_full, rtol=1e-12, atol=1e-12)

@@ -195,6 +195,26 @@ def test_each_mode_has_the_right_prefix_and_model(job):
     assert meta["law_plain"]["prefix_tokens"] == head
 
 
+def test_a_token_budget_changes_the_batches_not_the_shard(job):
+    """models.<m>.batch_tokens: the extraction's batches within the budget (down to one query
+    each) write the same rows (query ids, positions, tokens, active features), with the values
+    of fixed-size batches (float32 rounding apart), and the same statistics."""
+    d = job["d"]
+    run_job(job, "domain", "plain", "bt_free")
+    run_job(job, "domain", "plain", "bt_tight", mspec=dict(MSPEC, batch_tokens=1))
+    free, tight = (pq.read_table(d / f"{n}.parquet").sort_by([("doc_id", "ascending"),
+                                                               ("pos", "ascending")])
+                   for n in ("bt_free", "bt_tight"))
+    assert free.num_rows == tight.num_rows > 0
+    for col in ("doc_id", "pos", "token_id", "counted"):
+        assert free[col].to_pylist() == tight[col].to_pylist(), col
+    for x, y in zip(free["feat_val"].to_pylist(), tight["feat_val"].to_pylist()):
+        np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-3)
+    a, b = Stats.read(d / "bt_free.stats.parquet"), Stats.read(d / "bt_tight.stats.parquet")
+    assert a.n_tokens == b.n_tokens
+    np.testing.assert_allclose(b.sum, a.sum, rtol=1e-4, atol=1e-4)
+
+
 def test_tuned_model_identical_to_base_gives_zero_true_shift(job):
     d = job["d"]
     for name, mode, model, ref in (("z_plain", "plain", "model", None),

@@ -32,10 +32,12 @@ def test_padding_benchmark_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
     (prepared / "stsflow_model.json").write_text(json.dumps(
         {"kind": "local", "path": str(tiny_model_dir), "n_layers": 3, "hidden_size": 32}))
     res = bm.padding(str(prepared), layer=1, n_queries=12, batch_size=4, threads=1,
-                     chat_template=True)
+                     chat_template=True, batch_tokens=600)
     lay = res["layouts"]
-    assert set(lay) == {"corpus order", "longest first (extraction)",
+    assert set(lay) == {"corpus order", "longest first (extraction)", "token budget 600",
                         "length chunks (evaluation)"}
+    budget = lay["token budget 600"]
+    assert budget["max_padded"] <= max(600, res["max_len"]) and budget["max_rows"] <= 16
     assert lay["longest first (extraction)"]["efficiency"] >= lay["corpus order"]["efficiency"]
     assert all(0 < r["efficiency"] <= 1 and r["tokens_per_s"] > 0 for r in lay.values())
     assert all(r["queries"] == list(range(12)) for r in lay.values())  # each query once
