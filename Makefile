@@ -3,7 +3,7 @@
 #   make test   set up .venv and run the tests
 # More demonstrations (each after make run, adding only its own jobs):
 #   make run-layer20   the default plus layer 20
-#   make apply         selective fine-tuning (sae_select, top-K and random K) beside LoRA
+#   make apply         selective fine-tuning (sae_select) and the STS-guided data mixture
 # GPU users: `make venv TORCH="torch==<your version>"` (or install torch first, then `make venv`).
 
 PYTHON ?= python3
@@ -43,8 +43,9 @@ run-layer20: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 	    --configfile config.yaml stsflow/presets/embedded/layer20.yaml
 
-# Selective fine-tuning beside LoRA (stsflow/presets/embedded/apply.yaml): on top of `make run`,
-# two more fine-tuning runs with their evaluations, true shifts and scores, and the report.
+# The paper's applications (stsflow/presets/embedded/apply.yaml): on top of `make run`, selective
+# fine-tuning (top-K and random K) and the data mixture (sts, uniform, oracle): five more
+# fine-tuning runs with their replay, evaluations, true shifts and scores, and the report.
 apply: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 	    --configfile config.yaml stsflow/presets/embedded/apply.yaml

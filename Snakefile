@@ -36,6 +36,7 @@ localrules:
     all,
     materialize_sft,
     materialize_domain,
+    materialize_pool,
     prepare_model,
     shift,
     true_shift,

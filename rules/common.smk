@@ -16,8 +16,10 @@ from stsflow.mode import (
     Mode,
     RunMethod,
     Shift,
+    mixture_runs,
     run_methods,
 )
+from stsflow.analysis.correlation import resolve_primary
 from stsflow.scores import PREDICTORS, SPACES, oracle_predictors, pretraining_predictors
 
 CONFIG = stsconfig.validate(config, base_dir=".")
@@ -28,9 +30,23 @@ SFTS = CONFIG["sft"]
 DOMAINS = CONFIG["domains"]
 FT = CONFIG["finetune"]
 EVAL = CONFIG["evaluate"]
+MIX = CONFIG["mixture"]
 SEEDS = STS["seeds"]  # one seed drives both the ICL demonstration draw and fine-tuning
 # (run method, seed) of every fine-tuning run; sae_select expands into one run per (k, select)
-RUNS = [(method, seed) for method in run_methods(FT) for seed in SEEDS] if FT["enabled"] else []
+# and each data-mixture strategy (mixture:) one more run of its method
+RUNS = (
+    [(method, seed) for method in run_methods(FT) + mixture_runs(FT, MIX) for seed in SEEDS]
+    if FT["enabled"]
+    else []
+)
+
+
+def replay_domains(sft):
+    """The domains a data-mixture run of ``sft`` replays: those with a pool split, but never
+    the SFT set's own target domain (replay there would undo the gain fine-tuning is for)."""
+    return [d for d in DOMAINS if DOMAINS[d]["pool"] is not None and d != SFTS[sft]["target"]]
+
+
 # one column (and one scatter plot) per registered predictor; post-training ones: _oracle only
 STS_VARIANTS = pretraining_predictors()
 if FT["enabled"]:
@@ -82,6 +98,11 @@ def sae_dir(model, layer, sae):
 def hub_record(what, name):
     """What a download from the hub fetched (fetch_model, fetch_sae): repository, commit, files."""
     return f"{R}/hub/{what}/{name}.json"
+
+
+def replay_file(model, domain):
+    """The base model's greedy answers to a domain's pool items (mixture.replay)."""
+    return f"{R}/replay/{model}/{domain}.parquet"
 
 
 def sft_file(corpus):
@@ -234,7 +255,8 @@ def _trains_sae(w):
 
 
 def _merges_adapter(method):
-    return method == "lora"  # a LoRA checkpoint is an adapter merged on load
+    # a LoRA checkpoint (a mixture's too) is an adapter merged on load
+    return method is not None and RunMethod.parse(method).method == "lora"
 
 
 def _ft_step(method):
@@ -274,6 +296,10 @@ MODEL_JOBS = {
     "evaluate_base": _eval_job,  # evaluate_tuned inherits its resources (use rule ... with)
     # the LM head over a few SAE decoder rows (logit lens): the weights, nothing per token
     "cards": lambda w: dict(step="inference", batch=1, tokens=1),
+    # greedy answers to a domain's pool items: generation, as the generate metric plans it
+    "replay": lambda w: dict(
+        step="inference", batch=MIX["batch_size"], new_tokens=MIX["max_new_tokens"]
+    ),
 }
 
 
@@ -437,6 +463,7 @@ RUNTIME_WORK = {
     "evaluate_base": _work_evaluate,  # evaluate_tuned inherits it (use rule ... with)
     # loading the model and a few hundred decoder rows through its LM head
     "cards": lambda w, input: dict(step="inference", tokens=CONFIG["cards"]["n_top"]),
+    "replay": lambda w, input: None,  # no estimate yet: the rule's fallback (60 minutes)
 }
 
 
@@ -648,8 +675,50 @@ def extract_settings(w):
 def corpus_spec(corpora, name):
     """A corpus's own config plus the seed of its max_items sample (an SFT set's target domain
     is read by the report, not by materialisation)."""
-    spec = {k: v for k, v in corpora[name].items() if k != "target"}
+    spec = {k: v for k, v in corpora[name].items() if k not in ("target", "pool")}
     return dict(spec, sample_seed=STS["sample_seed"])
+
+
+def pool_spec(w):
+    """A domain's pool split as a corpus of its own (materialize_pool), read whole."""
+    d = DOMAINS[w.corpus]
+    return {
+        "source": d["pool"],
+        "schema": d["schema"],
+        "fields": d["fields"],
+        "max_items": None,
+        "sample_seed": STS["sample_seed"],
+    }
+
+
+def pool_against(w):
+    """The sources a pool must share no question with: the domain's whole test source (not only
+    its max_items sample) and its demonstrations."""
+    return {"test": DOMAINS[w.corpus]["test"], "demos": DOMAINS[w.corpus]["demos"]}
+
+
+def mixture_site(model):
+    """The data mixture's predictor, layer, SAE, N and metric: mixture: where given, else the
+    report's pre-declared primary analysis (resolved for the model)."""
+    keys = ("predictor", "layer", "sae", "n_top", "metric")
+    primary = dict(CONFIG["report"]["primary"])
+    primary.update({k: MIX[k] for k in keys if MIX[k] is not None})
+    return resolve_primary(primary, MODELS[model]["layers"], EVAL["metrics"], STS["n_top"])
+
+
+def mixture_recipe(w):
+    """What a data-mixture run depends on: its budget and the domains with replay, and only
+    its own strategy's inputs (sts: the predictor's site; oracle: the metric)."""
+    strategy = RunMethod.parse(w.method).mix
+    site = mixture_site(w.model)
+    out = {"budget": MIX["budget"], "domains": replay_domains(w.sft)}
+    if strategy != "uniform":
+        out["top_k"] = MIX["top_k"]
+    if strategy == "sts":
+        out.update({k: site[k] for k in ("predictor", "layer", "sae", "n_top")})
+    if strategy == "oracle":
+        out["metric"] = site["metric"]
+    return out
 
 
 def recipe(w):
@@ -659,6 +728,8 @@ def recipe(w):
     if RunMethod.parse(w.method).method == "sae_select":  # only its runs depend on its sites
         sites = select_sites(MODELS[w.model], FT["sae_select"])
         out["sae_select"] = {"layers": [l for l, _ in sites], "saes": [s for _, s in sites]}
+    if RunMethod.parse(w.method).mix is not None:
+        out["mixture"] = mixture_recipe(w)
     return out
 
 
@@ -672,6 +743,25 @@ def finetune_inputs(w):
             inputs[f"shift_L{layer}"] = shift_file(
                 w.model, layer, sae, w.sft, str(Shift(int(w.seed)))
             )
+    run = RunMethod.parse(w.method)
+    if run.mix is not None:  # the replay, and what its strategy weighs the domains by
+        site = mixture_site(w.model)
+        plain = tuned_run(w.sft, str(run.unmixed), w.seed)
+        for d in replay_domains(w.sft):
+            inputs[f"replay/{d}"] = replay_file(w.model, d)
+            if run.mix == "sts":
+                inputs[f"sts/{d}"] = sts_part(
+                    w.model,
+                    site["layer"],
+                    site["sae"],
+                    w.sft,
+                    str(Shift(int(w.seed))),
+                    site["n_top"],
+                    d,
+                )
+            if run.mix == "oracle":
+                inputs[f"eval_base/{d}"] = eval_file(w.model, "base", d)
+                inputs[f"eval_plain/{d}"] = eval_file(w.model, plain, d)
     return inputs
 
 

@@ -28,6 +28,22 @@ rule materialize_domain:
         "../workflow_scripts/materialize.py"
 
 
+rule materialize_pool:
+    """A domain's pool split (domains.<name>.pool), refused where it shares a question with
+    its test source (whole) or demonstrations: the data mixture's replay prompts."""
+    output:
+        domain_file("{corpus}", "pool"),
+    log:
+        f"{R}/logs/materialize_pool/{{corpus}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        spec=pool_spec,
+        against=pool_against,
+    script:
+        "../workflow_scripts/materialize.py"
+
+
 rule fetch_model:
     """A hub model's weights, config and tokenizer into the Hugging Face cache, where the
     network is (see hub_downloads); the jobs that load it then read the cache."""

@@ -27,6 +27,30 @@ rule finetune:
         "../workflow_scripts/finetune.py"
 
 
+rule replay:
+    """The base model's greedy answers to one domain's pool items (the data mixture)."""
+    input:
+        model=model_dir("{model}"),
+        pool=domain_file("{domain}", "pool"),
+    output:
+        replay_file("{model}", "{domain}"),
+    log:
+        f"{R}/logs/replay/{{model}}/{{domain}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    threads: model_threads
+    resources:
+        gpu=gpu_units,
+        mem_mb=host_request("replay", 8000),
+        gpu_mem_mb=gpu_request("replay"),
+        runtime=runtime_request("replay", 60),
+    params:
+        model=model_spec,
+        generation=lambda w: {k: MIX[k] for k in ("max_new_tokens", "batch_size")},
+    script:
+        "../workflow_scripts/replay.py"
+
+
 rule evaluate_base:
     """One domain, the untouched model, every configured metric; per-item Parquet, and the mean
     residual of the domain's queries at every layer (the before/after-SFT similarity)."""

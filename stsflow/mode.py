@@ -30,11 +30,18 @@ FINETUNE_METHODS = ("full", "lora", "sae_select")
 # with the run's seed (the control).
 SELECT_MODES = ("top", "random")
 
-# A run method: a method alone, or sae_select with its selection and K (one run per variant, so
-# adding a K or a selection adds only its own runs).
-_METHOD = rf"full|lora|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
+# How a data-mixture run splits its replay budget over the domains (stsflow.mixture).
+MIX_STRATEGIES = ("sts", "uniform", "oracle")
+
+# A run method: a method alone, or sae_select with its selection and K, either one possibly
+# trained on a data mixture (-mix_<strategy>): one run per variant, so adding a K, a selection
+# or a strategy adds only its own runs.
+_BASE = rf"full|lora|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
+_METHOD = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
 RUN_METHOD_PATTERN = _METHOD
-_RUN_METHOD_RE = re.compile(rf"^(full|lora)$|^(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*)$")
+_RUN_METHOD_RE = re.compile(
+    rf"^(?:(full|lora)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
+    rf"(?:-mix_({'|'.join(MIX_STRATEGIES)}))?$")
 MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
 SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"
 _MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-({_METHOD})-s(\d+))$")
@@ -43,24 +50,33 @@ _SHIFT_RE = re.compile(rf"^(?:s(\d+)|true-({_METHOD})-s(\d+))$")
 
 @dataclass(frozen=True)
 class RunMethod:
-    """A fine-tuning run's method: the registered ``method`` and, for sae_select, its ``select``
-    mode and ``k``. ``str()`` is the name used in paths, modes and tables."""
+    """A fine-tuning run's method: the registered ``method``, for sae_select its ``select`` mode
+    and ``k``, and for a data-mixture run its ``mix`` strategy. ``str()`` is the name used in
+    paths, modes and tables."""
 
     method: str
     select: str | None = None
     k: int | None = None
+    mix: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> "RunMethod":
         m = _RUN_METHOD_RE.match(str(text))
         if not m:
             raise ValueError(f"unknown fine-tuning run method {text!r}; expected full, lora or "
-                             f"sae_select-<{'|'.join(SELECT_MODES)}>-k<K>")
-        plain, sel, select, k = m.groups()
-        return cls(plain) if plain else cls(sel, select, int(k))
+                             f"sae_select-<{'|'.join(SELECT_MODES)}>-k<K>, possibly followed by "
+                             f"-mix_<{'|'.join(MIX_STRATEGIES)}>")
+        plain, sel, select, k, mix = m.groups()
+        return cls(plain, mix=mix) if plain else cls(sel, select, int(k), mix)
+
+    @property
+    def unmixed(self) -> "RunMethod":
+        """The same method trained on the SFT set alone (a mixture run's ``none`` strategy)."""
+        return RunMethod(self.method, self.select, self.k)
 
     def __str__(self) -> str:
-        return self.method if self.select is None else f"{self.method}-{self.select}-k{self.k}"
+        base = self.method if self.select is None else f"{self.method}-{self.select}-k{self.k}"
+        return base if self.mix is None else f"{base}-mix_{self.mix}"
 
 
 def run_methods(finetune: dict) -> list[str]:
@@ -74,6 +90,15 @@ def run_methods(finetune: dict) -> list[str]:
         sel = finetune["sae_select"]
         out += [str(RunMethod(method, select, int(k))) for k in sel["k"] for select in sel["select"]]
     return out
+
+
+def mixture_runs(finetune: dict, mixture: dict) -> list[str]:
+    """The data-mixture runs (mixture:): the mixture's method (default: the first run method)
+    with each strategy; none when the mixture is off."""
+    if not mixture["enabled"]:
+        return []
+    base = mixture["method"] or run_methods(finetune)[0]
+    return [f"{base}-mix_{s}" for s in mixture["strategies"]]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ Per (method, seed, metric):
   with a normal interval from the domains' paired standard errors (independent items:
   SE = √(Σ SE_d²) / n_domains), so it is the interval of this mean for these domains' items;
 * ``others_worst`` (the lowest Δ, and its domain) and ``others_spread`` (the sd of the other
-  domains' Δ, ddof 1); ``n_hurt`` / ``n_helped``: domains whose CI lies below / above 0.
+  domains' Δ, ddof 1); ``n_hurt`` / ``n_helped``: domains whose CI lies below / above 0;
+* ``gain_kept`` (data-mixture runs, ``<method>-mix_<strategy>``): the run's target Δ over that
+  of the same method's plain run (same seed and metric): the share of the SFT gain the replay
+  left; only where the plain run's target Δ is above 0 (for a metric where lower is better, such
+  as NLL, read it with that in mind).
 
 Torch-free (the report job runs without it)."""
 
@@ -24,7 +28,7 @@ import polars as pl
 COLUMNS = ("method", "seed", "metric", "n_trainable", "seconds", "target", "target_delta",
            "target_ci_low", "target_ci_high", "n_others", "others_mean", "others_ci_low",
            "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_hurt",
-           "n_helped")
+           "n_helped", "gain_kept")
 
 
 def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
@@ -59,11 +63,21 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
                        n_hurt=int((others["ci_high"] < 0).sum()),
                        n_helped=int((others["ci_low"] > 0).sum()))
         rows.append(row)
+    from stsflow.mode import RunMethod
+
+    plain = {(r["method"], r["seed"], r["metric"]): r["target_delta"] for r in rows}
+    for r in rows:
+        run = RunMethod.parse(r["method"])
+        base = plain.get((str(run.unmixed), r["seed"], r["metric"]))
+        # a share of a gain: only where the plain run gained on its target
+        if run.mix is not None and r["target_delta"] is not None and base is not None and base > 0:
+            r["gain_kept"] = r["target_delta"] / base
     schema = {"method": pl.Utf8, "seed": pl.Int64, "metric": pl.Utf8, "n_trainable": pl.Int64,
               "seconds": pl.Float64, "target": pl.Utf8, "target_delta": pl.Float64,
               "target_ci_low": pl.Float64, "target_ci_high": pl.Float64, "n_others": pl.Int64,
               "others_mean": pl.Float64, "others_ci_low": pl.Float64,
               "others_ci_high": pl.Float64, "others_worst": pl.Float64, "worst_domain": pl.Utf8,
-              "others_spread": pl.Float64, "n_hurt": pl.Int64, "n_helped": pl.Int64}
+              "others_spread": pl.Float64, "n_hurt": pl.Int64, "n_helped": pl.Int64,
+              "gain_kept": pl.Float64}
     return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema,
                         orient="row")

@@ -253,7 +253,63 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                                 "domains: or remove it")
     problems += sweep_problems(config["models"])
     problems += select_problems(config)
+    problems += mixture_problems(config)
     problems += report_primary_problems(config)
+    return problems
+
+
+def mixture_problems(config: dict) -> list[str]:
+    """The data mixture (mixture:) against the rest: fine-tuning on, its method one of the run
+    methods, a pool split on some domain, an explicit predictor, layer or N that the run
+    computes."""
+    from stsflow.mode import RunMethod, run_methods
+    from stsflow.scores import pretraining_predictors
+
+    mix, ft = config["mixture"], config["finetune"]
+    if not mix["enabled"]:
+        return []
+    if not ft["enabled"]:
+        return ["mixture.enabled: the data mixture fine-tunes, and finetune.enabled is false. "
+                "Fix: set finetune.enabled: true, or mixture.enabled: false"]
+    problems = []
+    runs = run_methods(ft)
+    if mix["method"] is not None and (mix["method"] not in runs
+                                      or RunMethod.parse(mix["method"]).mix is not None):
+        problems.append(f"mixture.method: {mix['method']!r} is not a fine-tuning run of this "
+                        f"config ({', '.join(runs)}). Fix: name one of those, or null (the first)")
+    if not any(d.get("pool") for d in config["domains"].values()):
+        problems.append("mixture.enabled: no domain has a pool split to replay from. Fix: give "
+                        "domains.<name>.pool (a source without the test items) to the domains "
+                        "to protect")
+    # the site the sts and oracle strategies read: mixture: where given, else report.primary's
+    from stsflow.analysis.correlation import resolve_primary
+
+    keys = ("predictor", "layer", "sae", "n_top", "metric")
+    given = dict(config["report"]["primary"], **{k: mix[k] for k in keys if mix[k] is not None})
+    why = " (null: report.primary's)"
+    for name, model in config["models"].items():
+        site = resolve_primary(given, model["layers"], config["evaluate"]["metrics"],
+                               config["sts"]["n_top"])
+        if "sts" in mix["strategies"] and site["predictor"] not in pretraining_predictors():
+            problems.append(f"mixture.predictor: {site['predictor']!r}{why} is not known before "
+                            "fine-tuning, so the sts strategy cannot weigh by it. Fix: one of "
+                            f"{', '.join(pretraining_predictors())}")
+        if "oracle" in mix["strategies"] and site["metric"] not in config["evaluate"]["metrics"]:
+            problems.append(f"mixture.metric: {site['metric']!r}{why} is not evaluated "
+                            f"(evaluate.metrics: {config['evaluate']['metrics']}). Fix: one of "
+                            "those")
+        if "sts" not in mix["strategies"]:
+            continue
+        if site["n_top"] not in config["sts"]["n_top"]:
+            problems.append(f"mixture.n_top: {site['n_top']}{why} is not computed (sts.n_top is "
+                            f"{config['sts']['n_top']}). Fix: one of those")
+        if int(site["layer"]) not in model["layers"]:
+            problems.append(f"mixture.layer: model {name!r} has no layer {site['layer']}{why}. "
+                            f"Fix: one of {sorted(model['layers'])}")
+        elif site["sae"] not in layer_saes(model["layers"][int(site["layer"])]):
+            problems.append(f"mixture.sae: model {name!r} has no SAE {site['sae']!r}{why} at "
+                            f"layer {site['layer']}. Fix: one of "
+                            f"{list(layer_saes(model['layers'][int(site['layer'])]))}")
     return problems
 
 

@@ -179,9 +179,10 @@ class CorpusSettings:
     """An SFT set (``sft.<name>``) or a domain (``domains.<name>``) to materialise: its sources,
     record schema, field mapping, ``max_items`` and the seed of that sample (``sts.sample_seed``).
     An SFT set has ``source``; a domain has ``test`` and ``demos`` (and ``subject``)."""
-    # an SFT set's target domain is read by the report, never by materialisation (the rule
-    # leaves it out, so setting it reruns nothing upstream)
-    NOT_PASSED: typing.ClassVar[tuple] = ("target",)
+    # an SFT set's target domain is read by the report, a domain's pool by materialize_pool,
+    # never by materialisation of the test split (the rule leaves both out, so setting them
+    # reruns nothing upstream)
+    NOT_PASSED: typing.ClassVar[tuple] = ("target", "pool")  # pool: its own rule, as a source
 
     schema: str
     fields: dict
@@ -337,6 +338,9 @@ class FinetuneSettings:
     # sae_select runs only: {"layers": [...], "saes": [...]}, the map sites (config.saes.select_sites);
     # the rule passes it to those runs alone, so other runs' parameters do not depend on it
     sae_select: dict | None = None
+    # data-mixture runs only: the strategy and its settings (mixture:, resolved by the rule:
+    # budget, top_k, predictor site, metric, the domains with replay); the job computes the counts
+    mixture: dict | None = None
 
     def __post_init__(self):
         from stsflow.mode import RunMethod
@@ -344,6 +348,8 @@ class FinetuneSettings:
         run = RunMethod.parse(self.method)  # a clear error for an unknown method
         if (run.method == "sae_select") != (self.sae_select is not None):
             raise ValueError("sae_select (the map sites) is given to sae_select runs, and only them")
+        if (run.mix is not None) != (self.mixture is not None):
+            raise ValueError("mixture is given to data-mixture runs (-mix_<strategy>), and only them")
         if self.batch_size < 1 or self.micro_batch_size < 1:
             raise ValueError("batch_size and micro_batch_size must be >= 1")
         if self.batch_size % self.micro_batch_size:

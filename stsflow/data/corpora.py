@@ -80,6 +80,8 @@ def _read_builtin(spec: dict) -> list[dict]:
     if name == "sft_math":
         return builtin.sft_math()
     if name in builtin.DOMAINS:
+        if split == "pool":
+            return builtin.pool_items(name)
         test, demos = builtin.domain_items(name)
         return demos if split == "demos" else test
     raise CorpusError(f"unknown builtin corpus {name!r}; known: sft_math, {', '.join(builtin.DOMAINS)}")

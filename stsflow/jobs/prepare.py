@@ -35,6 +35,23 @@ def materialize_domain(corpus: CorpusSettings, out_test: Path | str,
     _materialize(corpus.demos, corpus, None, out_demos, "domain demos")
 
 
+def materialize_pool(corpus: CorpusSettings, against: dict, out: Path | str, where: str) -> None:
+    """A domain's pool split (``corpus.source``: domains.<name>.pool), whole, refused where it
+    shares a question with any of the ``against`` sources (the domain's whole test source, not
+    only its max_items sample, and its demonstrations: mixture.replay.check_disjoint)."""
+    from stsflow.mixture.replay import check_disjoint
+
+    source = corpora.pin_revision(corpus.source, log=log.warning)
+    records = corpora.load_corpus(source, corpus.schema, corpus.fields)
+    if not records:
+        raise ValueError(f"{where}: the pool source {source} gave no records")
+    held = [r for src in against.values()
+            for r in corpora.load_corpus(src, corpus.schema, corpus.fields)]
+    check_disjoint(records, held, where)
+    corpora.write_records(records, out, {"source": source, "schema": corpus.schema,
+                                         "n_records": len(records), "sample": None})
+
+
 # -- models and SAEs ----------------------------------------------------------------------------
 
 def fetch(source: dict | None, sae: dict | None, out: Path | str) -> None:

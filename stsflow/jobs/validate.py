@@ -37,6 +37,70 @@ def select_sites(recipe: FinetuneSettings, inputs: dict, device) -> list:
     return sites
 
 
+def replay(model_dir, model: ModelSettings, pool_path, out, *, max_new_tokens: int,
+           batch_size: int, threads: int | None = None) -> None:
+    """The base model's greedy answers to a domain's pool items (mixture.replay), with their
+    provenance: the model, the pool's source, the decoding settings, how many were cut."""
+    from stsflow.io.files import read_metadata
+    from stsflow.mixture.replay import generate
+    from stsflow.text.segments import Segmenter
+
+    lm, tok, minfo = load_job_model(model_dir, model, threads)
+    pool = corpora.read_records(pool_path)
+    seg = Segmenter.for_tokenizer(tok, model.chat_template)
+    rows = generate(lm, tok, pool, seg, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    batch_tokens=model.batch_tokens)
+    n_cut = sum(r["finish"] == "length" for r in rows)
+    log.info(f"replay: {len(rows)} answers, {n_cut} cut at {max_new_tokens} new tokens")
+    corpora.write_records(rows, out, {
+        "model": model_identity(minfo), "pool": read_metadata(pool_path).get("source"),
+        "max_new_tokens": max_new_tokens, "decoding": "greedy", "n_records": len(rows),
+        "n_cut": n_cut, "packages": package_versions()})
+
+
+def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict], dict]:
+    """A data-mixture run's replay records (mixture.allocate): each domain's weight under the
+    run's strategy, the budget split by it, and that many of the domain's replay records drawn
+    with ``numpy.random.default_rng([seed, crc32(domain)])``. ``inputs``: ``replay/<d>``, and
+    ``sts/<d>`` (sts) or ``eval_base/<d>`` and ``eval_plain/<d>`` (oracle)."""
+    import zlib
+
+    import polars as pl
+
+    from stsflow.mixture.allocate import allocate, weights
+
+    mix, strategy = recipe.mixture, recipe.run.mix
+    domains = list(mix["domains"])
+    # an answer cut at max_new_tokens is not trained on: the end of turn appended to it would
+    # teach the model to stop mid-answer
+    replay_rows = {d: [r for r in corpora.read_records(inputs[f"replay/{d}"])
+                       if r.get("finish", "eos") == "eos"] for d in domains}
+    scores = abs_delta = None
+    if strategy == "sts":
+        scores = {d: pl.read_parquet(inputs[f"sts/{d}"])[mix["predictor"]][0] for d in domains}
+        scores = {d: float("nan") if v is None else float(v) for d, v in scores.items()}
+    if strategy == "oracle":
+        def mean(path):
+            df = pl.read_parquet(path).filter(pl.col("metric") == mix["metric"])
+            return float(df["value"].mean())
+        abs_delta = {d: abs(mean(inputs[f"eval_plain/{d}"]) - mean(inputs[f"eval_base/{d}"]))
+                     for d in domains}
+    w = weights(strategy, domains, scores=scores, abs_delta=abs_delta, top_k=mix["top_k"])
+    counts, short = allocate(w, mix["budget"], {d: len(r) for d, r in replay_rows.items()})
+    chosen = []
+    for d in domains:
+        order = np.random.default_rng([recipe.seed, zlib.crc32(d.encode())]).permutation(
+            len(replay_rows[d]))
+        chosen += [dict(replay_rows[d][i], domain=d) for i in order[:counts[d]]]
+    info = {"strategy": strategy, "weights": w, "counts": counts, "n_short": short,
+            "available": {d: len(r) for d, r in replay_rows.items()},
+            "values": scores if scores is not None else abs_delta}
+    log.info(f"mixture {strategy}: {sum(counts.values())} replay items "
+             + ", ".join(f"{d} {n}" for d, n in counts.items() if n) + (f" ({short} short)"
+                                                                        if short else ""))
+    return chosen, info
+
+
 def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSettings, outdir,
              history_out, threads: int | None = None, inputs: dict | None = None) -> None:
     """Fine-tune the base model on an SFT set and save an atomic checkpoint plus its history.
@@ -52,6 +116,10 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     # max_items: a seeded sample (sts.sample_seed, as every budget), not the first rows of the set
     records, sample = corpora.sample_records(records, recipe.max_items, recipe.sample_seed)
     context, extra = {}, {}
+    if recipe.mixture is not None:  # the SFT set (sampled as a plain run's) plus the replay
+        replay_rows, extra["mixture"] = mixture_records(recipe, inputs or {})
+        records = records + [{k: r[k] for k in ("id", "question", "solution")}
+                             for r in replay_rows]
     if recipe.sae_select is not None:
         context["sites"] = select_sites(recipe, inputs or {}, next(lm.parameters()).device)
         extra["dims"] = {str(s.layer): s.dims.tolist() for s in context["sites"]}

@@ -654,7 +654,10 @@ def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                  "the worst domain, the spread (sd) of Δ, and how many domains' CI lies below "
                  "(hurt) or above (helped) zero. sae_select-top-k<K> trains maps on the top-K "
                  "dimensions of the predicted shift; sae_select-random-k<K>, on K dimensions "
-                 "drawn with the seed, is its control. Times are wall-clock per job: compare "
+                 "drawn with the seed, is its control. <method>-mix_<strategy> adds replay "
+                 "(the base model's answers to pool items of some domains, mixture:) split by "
+                 "the strategy; its gain kept is its target Δ over the plain run's. Times are "
+                 "wall-clock per job: compare "
                  "them within one run on one machine. A run trained before stsflow recorded "
                  "its trainable parameters shows —.")]
     def ci4(lo, hi):  # Δ of an accuracy is often below 0.01: four decimals
@@ -675,12 +678,38 @@ def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                       if r["others_worst"] is not None else "—"),
                      _fmt(r["others_spread"], ".4f"),
                      (f"{r['n_hurt']} / {r['n_helped']}" if r["n_hurt"] is not None
-                      else "—")])
+                      else "—"), _fmt(r["gain_kept"], ".2f")])
     out.append(_table_block(["method", "seed", "metric", "trainable params", "time (s)",
                              f"Δ {target or 'target'} [{ci:.0%} CI]",
                              f"mean Δ other domains [{ci:.0%} CI]", "worst Δ (domain)",
-                             "spread of Δ", "hurt / helped"], rows))
+                             "spread of Δ", "hurt / helped", "gain kept"], rows))
     return out
+
+
+def _runs_png(observed: pl.DataFrame, metric: str | None) -> bytes:
+    """Δ of every run (rows) on every domain (columns) for one metric, with each cell's value:
+    the strategies and methods side by side."""
+    obs = observed.filter(pl.col("metric") == metric) if metric else observed
+    runs = obs.select("method", "seed").unique(maintain_order=True).rows()
+    domains = sorted(set(obs["domain"].to_list()))
+    grid = np.full((len(runs), len(domains)), np.nan)
+    for r in obs.iter_rows(named=True):
+        grid[runs.index((r["method"], r["seed"])), domains.index(r["domain"])] = r["delta"]
+    fig = Figure(figsize=(1.2 + 0.75 * len(domains), 1.0 + 0.4 * len(runs)),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    lim = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    im = ax.imshow(grid, cmap="coolwarm", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:+.3f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(runs)), [f"{m} s{s}" for m, s in runs], fontsize=8)
+    fig.colorbar(im, ax=ax, label=f"Δ = after − before ({metric})")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
 
 
 def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, outdir: Path, *,
@@ -748,6 +777,13 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         write_parquet(methods.to_arrow(), path, metadata={"title": title})
         written[path.name] = path
         blocks += _methods_blocks(methods, ci)
+        images["runs.png"] = _runs_png(observed.filter(pl.col("method").is_not_null())
+                                       if "method" in observed.columns else observed, metric)
+        path = outdir / "runs.png"
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(images["runs.png"])
+        written[path.name] = path
+        blocks.append(("img", "runs.png", f"Δ of every run on every domain ({metric})"))
     if comparison is not None:
         path = outdir / "comparison.parquet"
         write_parquet(comparison.to_arrow(), path, metadata={"title": title, "primary": primary})

@@ -51,3 +51,17 @@ def test_without_a_target_every_domain_is_an_other_and_missing_runs_give_nulls()
     assert r["others_mean"] == pytest.approx((0.10 - 0.02 - 0.05 + 0.01) / 4)
     assert r["n_trainable"] is None and r["seconds"] is None
     assert r["n_helped"] == 1  # math: 0.10 ± 0.02
+
+
+def test_gain_kept_is_the_target_delta_over_the_plain_runs():
+    obs = observed()
+    mix = obs.filter(pl.col("method") == "lora").with_columns(
+        method=pl.lit("lora-mix_sts"), delta=pl.col("delta") * 0.5)
+    t = method_table(pl.concat([obs, mix]), {}, "math")
+    row = t.filter(pl.col("method") == "lora-mix_sts").row(0, named=True)
+    assert row["gain_kept"] == pytest.approx(0.05 / 0.10)
+    assert t.filter(pl.col("method") == "lora")["gain_kept"][0] is None
+    # the plain run lost on its target: no share of a gain to report
+    lost = pl.concat([obs, mix]).with_columns(delta=-pl.col("delta").abs())
+    assert method_table(lost, {}, "math").filter(
+        pl.col("method") == "lora-mix_sts")["gain_kept"][0] is None

@@ -675,3 +675,28 @@ def test_selective_finetuning_sites_and_the_sft_target_are_checked(project):
     assert [p.split(":")[0] for p in problems] == [f"sft.{sft}.target"]
     cfg["sft"][sft]["target"] = next(iter(cfg["domains"]))
     assert problems_of(cfg, workdir) == []
+
+
+def test_the_data_mixture_is_checked_against_the_run(project):
+    """mixture: needs fine-tuning, a known method, a pool somewhere, and a site (its own or the
+    inherited report.primary) that the run computes before fine-tuning."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    dom = next(iter(cfg["domains"]))
+    cfg["mixture"] = {"enabled": True}
+    cfg["finetune"] = {"enabled": False}
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.enabled"]
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"]}
+    assert "no domain has a pool split" in " ".join(problems_of(cfg, workdir))
+    cfg["domains"][dom]["pool"] = dict(cfg["domains"][dom]["demos"])
+    assert problems_of(cfg, workdir) == []
+    cfg["mixture"]["method"] = "full"
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.method"]
+    cfg["mixture"]["method"] = None
+    cfg["report"] = {"primary": {"predictor": "sts_icl_oracle"}}  # inherited: post-training
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.predictor"]
+    cfg["mixture"]["predictor"] = "sts_icl"
+    cfg["mixture"]["metric"] = "generate"
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.metric"]
+    cfg["mixture"]["strategies"] = ["sts", "uniform"]  # no oracle: the metric is not read
+    assert problems_of(cfg, workdir) == []

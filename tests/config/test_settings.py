@@ -18,7 +18,8 @@ from stsflow.config.schema import ConfigError
 EXTRAS = {
     S.FinetuneSettings: {"method", "seed",  # from the rule's wildcards
                          "sample_seed",  # sts.sample_seed, passed with max_items
-                         "deterministic"},  # not configurable: always on in the workflow
+                         "deterministic",  # not configurable: always on in the workflow
+                         "mixture"},  # the top-level mixture: section, resolved per run
     S.ExtractSettings: {"kind", "tokens", "demonstrations"},  # renamed per kind, see KIND_KEYS
 }
 MIRRORS = [S.ModelSettings, S.ExtractSettings, S.SaeSettings, S.SaeTrainSettings,

@@ -332,6 +332,56 @@ def test_selective_finetuning_end_to_end(tiny_model_dir, tmp_path):
     assert not {"evaluate_base", "prepare_sae", "prepare_model", "shift", "gradients"} & set(planned)
 
 
+def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
+    """mixture: with three strategies on a tiny project: the pools are materialised (never a
+    test item), the base model answers them once, each strategy's run trains on the SFT set plus
+    its share of the replay, every domain is evaluated, and the report compares the runs with
+    the share of the target gain kept; a new strategy adds only its own run's jobs."""
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True)
+    for name in ("law", "history"):
+        write_jsonl(tmp_path / f"data/{name}.pool.jsonl", domain_records(name, 6, offset=100))
+        cfg["domains"][name]["pool"] = {"local": {"path": f"data/{name}.pool.jsonl"}}
+    cfg["sft"]["arith"]["target"] = "physics"
+    cfg["mixture"] = {"enabled": True, "budget": 8, "strategies": ["sts", "oracle"],
+                      "max_new_tokens": 8}
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    replay = pl.read_parquet(tmp_path / "results/replay/tiny/law.parquet")
+    assert replay.height == 6 and set(replay["finish"]) <= {"eos", "length"}
+    assert read_metadata(tmp_path / "results/replay/tiny/law.parquet")["max_new_tokens"] == 8
+    ft = tmp_path / "results/finetune/tiny/arith"
+    plain = read_checkpoint_meta(ft / "lora-s0")
+    for strategy in ("sts", "oracle"):
+        meta = read_checkpoint_meta(ft / f"lora-mix_{strategy}-s0")
+        mix = meta["mixture"]
+        assert mix["strategy"] == strategy and sum(mix["counts"].values()) == 8
+        assert set(mix["counts"]) == {"law", "history"}
+        assert meta["n_records"] == plain["n_records"] + 8
+    # the sts weights are the primary predictor's scores of the seed's prediction
+    sts = pl.read_parquet(tmp_path / "results/tables/tiny/arith/sts.parquet")
+    mix = read_checkpoint_meta(ft / "lora-mix_sts-s0")["mixture"]
+    primary = sts.filter((pl.col("layer") == 1) & (pl.col("n_top") == 10) & (pl.col("seed") == 0))
+    for d in ("law", "history"):
+        assert mix["values"][d] == primary.filter(pl.col("domain") == d)["sts_icl"][0]
+    observed = pl.read_parquet(tmp_path / "results/tables/tiny/arith/observed.parquet")
+    assert set(observed["method"]) == {"lora", "lora-mix_sts", "lora-mix_oracle"}
+    methods = pl.read_parquet(tmp_path / "results/reports/tiny/arith/methods.parquet")
+    for r in methods.iter_rows(named=True):
+        base = methods.filter((pl.col("method") == "lora") & (pl.col("metric") == r["metric"]))
+        if r["method"] != "lora" and base["target_delta"][0]:
+            assert r["gain_kept"] == pytest.approx(r["target_delta"] / base["target_delta"][0])
+    assert (tmp_path / "results/reports/tiny/arith/runs.png").stat().st_size > 0
+    assert planned_jobs(tmp_path) == Counter()
+    # a third strategy: its run's jobs only (no replay, pool or plain run again)
+    cfg["mixture"]["strategies"] = ["sts", "oracle", "uniform"]
+    write_config(tmp_path, cfg)
+    planned = planned_jobs(tmp_path)
+    assert planned["finetune"] == 1 and planned["evaluate_tuned"] == 3
+    assert not {"replay", "materialize_pool", "evaluate_base", "shift"} & set(planned)
+
+
 def test_snakemake_report_is_self_contained(project, tmp_path):
     workdir, _ = project
     out = tmp_path / "report.html"

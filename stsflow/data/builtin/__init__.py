@@ -21,8 +21,8 @@ Modules: ``common`` (domain lists, shared helpers), ``math_sft`` (the SFT set), 
 
 from stsflow.data.builtin.common import DOMAINS, KNOWLEDGE_DOMAINS, NUMERIC_DOMAINS
 from stsflow.data.builtin.files import write_default_data
-from stsflow.data.builtin.items import domain_items
+from stsflow.data.builtin.items import domain_items, pool_items
 from stsflow.data.builtin.math_sft import sft_math
 
-__all__ = ["DOMAINS", "NUMERIC_DOMAINS", "KNOWLEDGE_DOMAINS", "sft_math", "domain_items",
+__all__ = ["DOMAINS", "NUMERIC_DOMAINS", "KNOWLEDGE_DOMAINS", "sft_math", "domain_items", "pool_items",
            "write_default_data"]

@@ -70,3 +70,19 @@ def domain_items(name: str, n_test: int = 40, n_demos: int = 5, seed: int = 0) -
                for i, (q, a, wrong, expl, irng) in enumerate(items)]
     # Demos come first, so changing n_test leaves the few-shot demonstrations unchanged.
     return records[n_demos:], records[:n_demos]
+
+
+POOL_SIZE = 60  # what every numeric generator yields beyond its 45 test and demo items
+
+
+def pool_items(name: str, n_test: int = 40, n_demos: int = 5, n_pool: int = POOL_SIZE,
+               seed: int = 0) -> list[dict]:
+    """A train/pool split of a numeric domain (replay prompts for the data mixture): the items
+    drawn after the test split from the same stream, so the test and demonstration splits stay
+    exactly as ``domain_items`` gives them and no pool question repeats one of theirs. A
+    knowledge domain has none: its test split already uses every fact of its bank."""
+    if name not in _NUMERIC_TEMPLATES:
+        raise ValueError(f"builtin domain {name!r} has no pool split: its test and demonstration "
+                         "items use every fact of its bank (numeric domains have one)")
+    test, _ = domain_items(name, n_test + n_pool, n_demos, seed)
+    return test[n_test:]

@@ -1,0 +1,169 @@
+"""The data mixture: the budget split by each strategy (hand computations), pool splits that never
+hold a test item, the base model's replay answers against a direct greedy decode, and the
+records a mixture run trains on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import domain_records, sft_records
+
+from stsflow.config.settings import CorpusSettings, FinetuneSettings, ModelSettings
+from stsflow.data import builtin, corpora
+from stsflow.jobs import prepare as prepare_job
+from stsflow.jobs import validate as validate_job
+from stsflow.mixture import replay
+from stsflow.mixture.allocate import allocate, weights
+from stsflow.text.segments import Segmenter
+
+
+def test_strategies_split_the_budget_by_their_weights():
+    doms = ["a", "b", "c", "d"]
+    room = {d: 100 for d in doms}
+    # sts: in proportion to the scores, a negative score counts 0
+    w = weights("sts", doms, scores={"a": 3.0, "b": 1.0, "c": -2.0, "d": 0.0})
+    assert allocate(w, 80, room) == ({"a": 60, "b": 20, "c": 0, "d": 0}, 0)
+    # uniform: equal shares, the remainder to the first names
+    assert allocate(weights("uniform", doms), 10, room) == ({"a": 3, "b": 3, "c": 2, "d": 2}, 0)
+    # oracle with top_k: only the two largest |Δ| share the budget
+    w = weights("oracle", doms, abs_delta={"a": 0.01, "b": 0.05, "c": 0.03, "d": 0.02}, top_k=2)
+    assert allocate(w, 16, room) == ({"a": 0, "b": 10, "c": 6, "d": 0}, 0)
+    # every score at or below 0: no guidance, equal shares
+    assert weights("sts", doms, scores=dict.fromkeys(doms, -1.0)) == dict.fromkeys(doms, 1.0)
+
+
+def test_a_capped_domain_passes_its_share_on_and_the_rest_is_counted_short():
+    w = {"a": 1.0, "b": 1.0, "c": 2.0}
+    counts, short = allocate(w, 40, {"a": 100, "b": 3, "c": 100})
+    assert counts["b"] == 3 and sum(counts.values()) == 40 and short == 0
+    # after b's cap, a and c share the rest 1:2
+    assert counts == {"a": 12, "b": 3, "c": 25}
+    counts, short = allocate(w, 40, {"a": 5, "b": 3, "c": 10})
+    assert counts == {"a": 5, "b": 3, "c": 10} and short == 22
+
+
+def test_builtin_pool_split_leaves_the_test_split_as_it_was_and_shares_no_question():
+    for name in builtin.NUMERIC_DOMAINS:
+        test, demos = builtin.domain_items(name)
+        pool = builtin.pool_items(name)
+        assert len(pool) == 60
+        replay.check_disjoint(pool, test + demos, f"domains.{name}.pool")
+        assert builtin.domain_items(name)[0] == test  # unchanged by drawing the pool
+    with pytest.raises(ValueError, match="no pool split"):
+        builtin.pool_items(builtin.KNOWLEDGE_DOMAINS[0])
+
+
+def test_a_pool_holding_a_test_item_is_refused_by_id_or_text(tmp_path):
+    """Against the whole test source (an item a max_items sample left out counts) and the
+    demonstrations, by question_id or by normalised question text."""
+    test = domain_records("law", 5)
+    demos = domain_records("law", 2, offset=50)
+    for name, rows in (("test", test), ("demos", demos)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    against = {k: {"local": {"path": str(tmp_path / f"{k}.jsonl")}} for k in ("test", "demos")}
+    pool = domain_records("law", 4, offset=20)
+    same_text = dict(pool[0], question_id=999, question="  LAW question 3? ")
+    for bad in ([test[1]] + pool, [same_text] + pool[1:], [demos[0]] + pool):
+        path = tmp_path / "pool.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in bad))
+        spec = CorpusSettings.from_config({"source": {"local": {"path": str(path)}},
+                                           "schema": "mmlu_pro", "fields": {},
+                                           "max_items": None, "sample_seed": 0}, "x")
+        with pytest.raises(ValueError, match=r"domains\.law\.pool: 1 of [45] pool items are in "
+                                             r"the test split"):
+            prepare_job.materialize_pool(spec, against, tmp_path / "pool.parquet",
+                                         "domains.law.pool")
+        assert not (tmp_path / "pool.parquet").exists()
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pool))
+    prepare_job.materialize_pool(spec, against, tmp_path / "pool.parquet", "domains.law.pool")
+    assert len(corpora.read_records(tmp_path / "pool.parquet")) == 4
+
+
+def test_replay_answers_are_the_greedy_continuations_of_the_query(tiny):
+    """Batched generation with left padding against one decode per item, token by token with
+    argmax over the full forward (no cache): the same text, and the record in the SFT schema
+    whose prompt is the domain query."""
+    model, tok = tiny
+    seg = Segmenter.for_tokenizer(tok, True)
+    items = domain_records("law", 3, offset=40)
+    items[1] = dict(items[1], question="a much longer law question so that padding is needed?")
+    rows = replay.generate(model, tok, items, seg, max_new_tokens=6, batch_size=3)
+    eos = set(replay_eos(model, tok))
+    for item, row in zip(items, rows):
+        ids = seg.head() + seg.query(item, "domain")
+        new = []
+        with torch.no_grad():
+            for _ in range(6):
+                nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+                if nxt in eos:
+                    break
+                new.append(nxt)
+        assert row["solution"] == tok.decode(new, skip_special_tokens=True).strip()
+        assert row["question_id"] == item["question_id"] and row["finish"] in ("eos", "length")
+        # the SFT-schema record's query is the domain query: the same prompt tokens
+        assert seg.query({"question": row["question"]}, "sft") == seg.query(item, "domain")
+
+
+def replay_eos(model, tok):
+    from stsflow.evaluate.metrics import _eos_ids
+
+    return _eos_ids(model, tok)
+
+
+@pytest.fixture
+def mixture_inputs(tmp_path):
+    """Replay files of two domains, their sts parts and evaluation files."""
+    inputs = {}
+    for d, n in (("law", 10), ("history", 4)):
+        rows = [{"id": f"replay-{i}", "question": f"{d} q{i}", "solution": f"a{i}",
+                 "question_id": i, "finish": "eos"} for i in range(n)]
+        if d == "law":  # an answer cut at max_new_tokens: never trained on
+            rows.append({"id": "replay-cut", "question": "law cut", "solution": "half",
+                         "question_id": 99, "finish": "length"})
+        corpora.write_records(rows, tmp_path / f"{d}.replay.parquet")
+        inputs[f"replay/{d}"] = str(tmp_path / f"{d}.replay.parquet")
+        pl.DataFrame({"sts_icl": [{"law": 3.0, "history": 1.0}[d]]}).write_parquet(
+            tmp_path / f"{d}.sts.parquet")
+        inputs[f"sts/{d}"] = str(tmp_path / f"{d}.sts.parquet")
+        for run, mean in (("base", 0.5), ("plain", {"law": 0.45, "history": 0.2}[d])):
+            pl.DataFrame({"metric": ["acc"] * 2, "value": [mean - 0.1, mean + 0.1],
+                          "question_id": [1, 2]}).write_parquet(tmp_path / f"{d}.{run}.parquet")
+            inputs[f"eval_{run}/{d}"] = str(tmp_path / f"{d}.{run}.parquet")
+    return inputs
+
+
+@pytest.mark.parametrize("strategy, counts", [("sts", {"law": 6, "history": 2}),
+                                              ("uniform", {"law": 4, "history": 4}),
+                                              ("oracle", {"law": 1, "history": 4})])
+def test_mixture_records_follow_the_strategy(mixture_inputs, strategy, counts):
+    """sts: 3:1 of 8; uniform: 4 and 4; oracle (budget 5): |Δ| of the plain run 0.05 : 0.3,
+    shares 0.71 : 4.29, the remaining item to the larger remainder (law)."""
+    mix = {"budget": 8 if strategy != "oracle" else 5, "domains": ["law", "history"],
+           "top_k": None, "predictor": "sts_icl", "layer": 1, "sae": "main", "n_top": 5,
+           "metric": "acc"}
+    recipe = FinetuneSettings.with_defaults(f"lora-mix_{strategy}", 3, mixture=mix)
+    chosen, info = validate_job.mixture_records(recipe, mixture_inputs)
+    got = {d: sum(r["domain"] == d for r in chosen) for d in ("law", "history")}
+    expected = counts if strategy != "oracle" else {"law": 1, "history": 4}
+    assert got == expected == info["counts"]
+    assert info["available"] == {"law": 10, "history": 4}
+    assert "replay-cut" not in {r["id"] for r in chosen}
+    # the items of a domain: the first of its seeded permutation, the same on a rerun
+    again, _ = validate_job.mixture_records(recipe, mixture_inputs)
+    assert [r["id"] for r in chosen] == [r["id"] for r in again]
+    import zlib
+    law = [r["id"] for r in chosen if r["domain"] == "law"]
+    order = np.random.default_rng([3, zlib.crc32(b"law")]).permutation(10)
+    assert law == [f"replay-{i}" for i in order[:got["law"]]]
+
+
+def test_mixture_settings_only_for_mixture_runs():
+    with pytest.raises(ValueError, match="mixture"):
+        FinetuneSettings.with_defaults("lora-mix_sts", 0)
+    with pytest.raises(ValueError, match="mixture"):
+        FinetuneSettings.with_defaults("lora", 0, mixture={"budget": 1})
