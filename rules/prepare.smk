@@ -41,7 +41,7 @@ rule materialize_pool:
         spec=pool_spec,
         against=pool_against,
     script:
-        "../workflow_scripts/materialize.py"
+        "../workflow_scripts/materialize_pool.py"
 
 
 rule fetch_model:

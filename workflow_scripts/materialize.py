@@ -1,5 +1,4 @@
-"""Rules materialize_sft / materialize_domain / materialize_pool: a corpus as normalised Parquet
-records."""
+"""Rules materialize_sft / materialize_domain: a corpus as normalised Parquet records."""
 from stsflow.config.settings import CorpusSettings
 from stsflow.jobs import prepare
 from stsflow.jobs.common import setup_logging
@@ -8,10 +7,6 @@ setup_logging(snakemake.log[0])
 if snakemake.rule == "materialize_sft":
     corpus = CorpusSettings.from_config(snakemake.params.spec, f"sft.{snakemake.wildcards.corpus}")
     prepare.materialize_sft(corpus, snakemake.output[0])
-elif snakemake.rule == "materialize_pool":
-    where = f"domains.{snakemake.wildcards.corpus}.pool"
-    corpus = CorpusSettings.from_config(snakemake.params.spec, where)
-    prepare.materialize_pool(corpus, snakemake.params.against, snakemake.output[0], where)
 else:
     corpus = CorpusSettings.from_config(snakemake.params.spec,
                                         f"domains.{snakemake.wildcards.corpus}")
