@@ -711,7 +711,7 @@ def mixture_recipe(w):
     its own strategy's inputs (sts: the predictor's site; oracle: the metric)."""
     strategy = RunMethod.parse(w.method).mix
     site = mixture_site(w.model)
-    out = {"budget": MIX["budget"], "domains": replay_domains(w.sft)}
+    out = {"budget": MIX["budget"], "domains": replay_domains(w.sft), "keep_cut": MIX["keep_cut"]}
     if strategy != "uniform":
         out["top_k"] = MIX["top_k"]
     if strategy == "sts":

@@ -71,10 +71,11 @@ def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict],
 
     mix, strategy = recipe.mixture, recipe.run.mix
     domains = list(mix["domains"])
-    # an answer cut at max_new_tokens is not trained on: the end of turn appended to it would
-    # teach the model to stop mid-answer
+    # an answer cut at max_new_tokens is not trained on unless mixture.keep_cut: the end of turn
+    # appended to it would teach the model to stop mid-answer
     replay_rows = {d: [r for r in corpora.read_records(inputs[f"replay/{d}"])
-                       if r.get("finish", "eos") == "eos"] for d in domains}
+                       if mix.get("keep_cut") or r.get("finish", "eos") == "eos"]
+                   for d in domains}
     scores = abs_delta = None
     if strategy == "sts":
         scores = {d: pl.read_parquet(inputs[f"sts/{d}"])[mix["predictor"]][0] for d in domains}
@@ -85,7 +86,7 @@ def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict],
             return float(df["value"].mean())
         abs_delta = {d: abs(mean(inputs[f"eval_plain/{d}"]) - mean(inputs[f"eval_base/{d}"]))
                      for d in domains}
-    w = weights(strategy, domains, scores=scores, abs_delta=abs_delta, top_k=mix["top_k"])
+    w = weights(strategy, domains, scores=scores, abs_delta=abs_delta, top_k=mix.get("top_k"))
     counts, short = allocate(w, mix["budget"], {d: len(r) for d, r in replay_rows.items()})
     chosen = []
     for d in domains:

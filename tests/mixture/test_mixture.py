@@ -167,3 +167,14 @@ def test_mixture_settings_only_for_mixture_runs():
         FinetuneSettings.with_defaults("lora-mix_sts", 0)
     with pytest.raises(ValueError, match="mixture"):
         FinetuneSettings.with_defaults("lora", 0, mixture={"budget": 1})
+
+
+def test_cut_answers_only_with_keep_cut(mixture_inputs):
+    mix = {"budget": 14, "domains": ["law", "history"], "keep_cut": True}
+    recipe = FinetuneSettings.with_defaults("lora-mix_uniform", 0, mixture=mix)
+    chosen, info = validate_job.mixture_records(recipe, mixture_inputs)
+    assert info["available"] == {"law": 11, "history": 4} and info["counts"]["law"] == 10
+    without = FinetuneSettings.with_defaults("lora-mix_uniform", 0,
+                                             mixture=dict(mix, keep_cut=False))
+    _, info = validate_job.mixture_records(without, mixture_inputs)
+    assert info["available"] == {"law": 10, "history": 4} and info["counts"]["law"] == 10
