@@ -9,8 +9,10 @@ Per (method, seed, metric):
 * ``others_mean`` [``others_ci_low``, ``others_ci_high``]: the mean Δ over every other domain,
   with a normal interval from the domains' paired standard errors (independent items:
   SE = √(Σ SE_d²) / n_domains), so it is the interval of this mean for these domains' items;
-* ``others_worst`` (the lowest Δ, and its domain) and ``others_spread`` (the sd of the other
-  domains' Δ, ddof 1); ``n_hurt`` / ``n_helped``: domains whose CI lies below / above 0;
+* ``others_worst`` (the lowest Δ, and its domain: the worst for an accuracy) and ``others_spread`` (the sd of the other
+  domains' Δ, ddof 1); ``n_below`` / ``n_above``: domains whose CI lies below / above 0 (hurt
+  and helped for an accuracy; the other way round for NLL, where lower is better: the table
+  does not know a metric's direction);
 * ``gain_kept`` (data-mixture runs, ``<method>-mix_<strategy>``): the run's target Δ over that
   of the same method's plain run (same seed and metric): the share of the SFT gain the replay
   left; only where the plain run's target Δ is above 0 (for a metric where lower is better, such
@@ -27,8 +29,8 @@ import polars as pl
 
 COLUMNS = ("method", "seed", "metric", "n_trainable", "seconds", "target", "target_delta",
            "target_ci_low", "target_ci_high", "n_others", "others_mean", "others_ci_low",
-           "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_hurt",
-           "n_helped", "gain_kept")
+           "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_below",
+           "n_above", "gain_kept")
 
 
 def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
@@ -60,8 +62,8 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
                        others_ci_high=mean + z * se, others_worst=worst["delta"],
                        worst_domain=worst["domain"],
                        others_spread=float(d.std(ddof=1)) if len(d) > 1 else None,
-                       n_hurt=int((others["ci_high"] < 0).sum()),
-                       n_helped=int((others["ci_low"] > 0).sum()))
+                       n_below=int((others["ci_high"] < 0).sum()),
+                       n_above=int((others["ci_low"] > 0).sum()))
         rows.append(row)
     from stsflow.mode import RunMethod
 
@@ -77,7 +79,7 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
               "target_ci_low": pl.Float64, "target_ci_high": pl.Float64, "n_others": pl.Int64,
               "others_mean": pl.Float64, "others_ci_low": pl.Float64,
               "others_ci_high": pl.Float64, "others_worst": pl.Float64, "worst_domain": pl.Utf8,
-              "others_spread": pl.Float64, "n_hurt": pl.Int64, "n_helped": pl.Int64,
+              "others_spread": pl.Float64, "n_below": pl.Int64, "n_above": pl.Int64,
               "gain_kept": pl.Float64}
     return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema,
                         orient="row")

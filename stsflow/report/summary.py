@@ -652,7 +652,8 @@ def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                  + f"and over the other {int(methods['n_others'].max() or 0)} domains: the mean "
                  f"Δ with a {ci:.0%} normal interval from the domains' paired standard errors, "
                  "the worst domain, the spread (sd) of Δ, and how many domains' CI lies below "
-                 "(hurt) or above (helped) zero. sae_select-top-k<K> trains maps on the top-K "
+                 "or above zero (for an accuracy, hurt or helped; for NLL, where lower is "
+                 "better, the other way round). sae_select-top-k<K> trains maps on the top-K "
                  "dimensions of the predicted shift; sae_select-random-k<K>, on K dimensions "
                  "drawn with the seed, is its control. <method>-mix_<strategy> adds replay "
                  "(the base model's answers to pool items of some domains, mixture:) split by "
@@ -677,12 +678,12 @@ def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                      (f"{_fmt(r['others_worst'], '+.4f')} ({r['worst_domain']})"
                       if r["others_worst"] is not None else "—"),
                      _fmt(r["others_spread"], ".4f"),
-                     (f"{r['n_hurt']} / {r['n_helped']}" if r["n_hurt"] is not None
+                     (f"{r['n_below']} / {r['n_above']}" if r["n_below"] is not None
                       else "—"), _fmt(r["gain_kept"], ".2f")])
     out.append(_table_block(["method", "seed", "metric", "trainable params", "time (s)",
                              f"Δ {target or 'target'} [{ci:.0%} CI]",
-                             f"mean Δ other domains [{ci:.0%} CI]", "worst Δ (domain)",
-                             "spread of Δ", "hurt / helped", "gain kept"], rows))
+                             f"mean Δ other domains [{ci:.0%} CI]", "lowest Δ (domain)",
+                             "spread of Δ", "CI below / above 0", "gain kept"], rows))
     return out
 
 

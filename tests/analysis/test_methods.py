@@ -38,10 +38,10 @@ def test_target_apart_and_the_others_summarised():
     assert (lora["others_worst"], lora["worst_domain"]) == (-0.05, "history")
     sd = math.sqrt(sum((x - mean) ** 2 for x in others) / 2)
     assert lora["others_spread"] == pytest.approx(sd)
-    # hurt: CI entirely below 0 (history: -0.05 ± 0.02); helped: none of the others
-    assert (lora["n_hurt"], lora["n_helped"], lora["n_others"]) == (1, 0, 3)
+    # below: CI entirely below 0 (history: -0.05 ± 0.02); above: none of the others
+    assert (lora["n_below"], lora["n_above"], lora["n_others"]) == (1, 0, 3)
     sel = t.filter(pl.col("method") == "sae_select-top-k4").row(0, named=True)
-    assert (sel["n_hurt"], sel["n_helped"], sel["n_trainable"]) == (0, 0, 128)
+    assert (sel["n_below"], sel["n_above"], sel["n_trainable"]) == (0, 0, 128)
 
 
 def test_without_a_target_every_domain_is_an_other_and_missing_runs_give_nulls():
@@ -50,7 +50,7 @@ def test_without_a_target_every_domain_is_an_other_and_missing_runs_give_nulls()
     assert r["target_delta"] is None and r["n_others"] == 4
     assert r["others_mean"] == pytest.approx((0.10 - 0.02 - 0.05 + 0.01) / 4)
     assert r["n_trainable"] is None and r["seconds"] is None
-    assert r["n_helped"] == 1  # math: 0.10 ± 0.02
+    assert r["n_above"] == 1  # math: 0.10 ± 0.02
 
 
 def test_gain_kept_is_the_target_delta_over_the_plain_runs():
