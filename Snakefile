@@ -38,6 +38,7 @@ localrules:
     materialize_domain,
     materialize_pool,
     prepare_model,
+    import_tuned,
     shift,
     true_shift,
     sts,

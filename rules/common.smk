@@ -11,12 +11,15 @@ from stsflow.config.facts import model_shape, registry_id_facts, runs_on_cpu
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import (
     MODE_PATTERN,
+    POSTHOC_METHOD_PATTERN,
     RUN_METHOD_PATTERN,
     SHIFT_PATTERN,
+    TRAINED_METHOD_PATTERN,
     Mode,
     RunMethod,
     Shift,
     mixture_runs,
+    posthoc_method,
     run_methods,
 )
 from stsflow.analysis.correlation import resolve_primary
@@ -39,6 +42,29 @@ RUNS = (
     if FT["enabled"]
     else []
 )
+# post-hoc pairs (posthoc:): tuned models trained elsewhere, each a run posthoc_<label> of its
+# (model, SFT set) at one seed (its predictions' seed), imported rather than fine-tuned
+POSTHOC = CONFIG["posthoc"]
+
+
+def posthoc_seed(pair):
+    return pair["seed"] if pair["seed"] is not None else SEEDS[0]
+
+
+def runs(model, sft):
+    """(run method, seed) of every tuned model of (model, sft): the fine-tuning runs, then the
+    post-hoc pairs."""
+    return RUNS + [
+        (posthoc_method(label), posthoc_seed(pair))
+        for label, pair in POSTHOC.items()
+        if pair["model"] == model and pair["sft"] == sft
+    ]
+
+
+def posthoc_pair(method):
+    """The posthoc: entry of a post-hoc run method, and its label."""
+    label = RunMethod.parse(method).label
+    return POSTHOC[label], label
 
 
 def replay_domains(sft):
@@ -49,7 +75,7 @@ def replay_domains(sft):
 
 # one column (and one scatter plot) per registered predictor; post-training ones: _oracle only
 STS_VARIANTS = pretraining_predictors()
-if FT["enabled"]:
+if FT["enabled"] or POSTHOC:
     STS_VARIANTS += [f"{v}_oracle" for v in oracle_predictors()]
 NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 # A layer's sae runs the model in its extractions; a sweep SAE encodes the residuals those kept.
@@ -255,8 +281,13 @@ def _trains_sae(w):
 
 
 def _merges_adapter(method):
-    # a LoRA checkpoint (a mixture's too) is an adapter merged on load
-    return method is not None and RunMethod.parse(method).method == "lora"
+    # a LoRA checkpoint (a mixture's too), and a post-hoc PEFT adapter, are merged on load
+    if method is None:
+        return False
+    run = RunMethod.parse(method)
+    if run.posthoc:
+        return "peft" in POSTHOC[run.label]["tuned"]
+    return run.method == "lora"
 
 
 def _ft_step(method):
@@ -567,11 +598,11 @@ def sts_parts(model, sft, shifts=None):
 
 
 def oracle_parts(model, sft):
-    return sts_parts(model, sft, [str(Shift(s, m)) for m, s in RUNS])
+    return sts_parts(model, sft, [str(Shift(s, m)) for m, s in runs(model, sft)])
 
 
 def validation_outputs(model, sft):
-    if not FT["enabled"]:
+    if not runs(model, sft):
         return []
     return [table(model, sft, name) for name in ("observed", "sts_oracle", "overlap")]
 
@@ -596,7 +627,7 @@ def all_targets():
                 for layer, sae in sites(model)
                 for seed in SEEDS
             ]
-            if has_observed(model, sft) or FT["enabled"]:
+            if has_observed(model, sft) or runs(model, sft):
                 out.append(report_file(model, sft, "summary.html"))
     return out
 
@@ -765,6 +796,25 @@ def finetune_inputs(w):
     return inputs
 
 
+def import_inputs(w):
+    """The base model, and the tuned model's files (a changed file imports it again)."""
+    pair, label = posthoc_pair(w.method)
+    if (w.model, w.sft, int(w.seed)) != (pair["model"], pair["sft"], posthoc_seed(pair)):
+        raise ValueError(
+            f"posthoc.{label} pairs model {pair['model']!r} and SFT set {pair['sft']!r} at seed "
+            f"{posthoc_seed(pair)}; {w.model}/{w.sft}/{w.method}-s{w.seed} is not it"
+        )
+    ((kind, spec),) = pair["tuned"].items()
+    inputs = {"model": model_dir(w.model)}
+    if kind == "gguf":
+        inputs["tuned"] = spec["path"]
+    elif kind != "hf":  # the files, not the folder: a file overwritten in place counts
+        where = Path(spec["path"])
+        files = sorted(where.glob("*.safetensors")) + sorted(where.glob("*.json"))
+        inputs["tuned"] = [str(f) for f in files] or [str(where)]
+    return inputs
+
+
 def evaluate_tuned_inputs(w):
     return {
         **tuned_model_inputs(w.model, w.sft, w.method, w.seed),
@@ -801,10 +851,11 @@ def report_inputs(w):
     inputs = {"sts": table(w.model, w.sft, "sts"), "coverage": table(w.model, w.sft, "coverage")}
     for layer, sae in sites(w.model):  # the SAEs' quality figures and warnings
         inputs[f"sae_L{layer}/{sae}"] = sae_dir(w.model, layer, sae)
-    if FT["enabled"]:
+    if runs(w.model, w.sft):
         for name in ("observed", "sts_oracle", "overlap"):
             inputs[name] = table(w.model, w.sft, name)
-        for m, s in RUNS:  # trainable parameters and time of each run (the methods table)
+        # trainable parameters and time of each run (the methods table)
+        for m, s in runs(w.model, w.sft):
             inputs[f"history/{m}-s{s}"] = history_file(w.model, w.sft, m, s)
     inputs["cards"] = [
         cards_file(w.model, layer, sae, w.sft, seed)
@@ -829,7 +880,7 @@ def cards_inputs(w):
         "shifts": [shift_file(w.model, w.layer, w.sae, w.sft, str(Shift(int(w.seed))))]
         + [
             shift_file(w.model, w.layer, w.sae, w.sft, str(Shift(int(w.seed), m)))
-            for m, seed in RUNS
+            for m, seed in runs(w.model, w.sft)
             if seed == int(w.seed)
         ],
         "sft_shard": acts(w.model, w.layer, w.sae, "sft", w.sft, "plain"),

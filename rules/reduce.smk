@@ -88,7 +88,7 @@ rule overlap:
         ],
         true=lambda w: [
             shift_file(w.model, layer, sae, w.sft, str(Shift(seed, m)))
-            for m, seed in RUNS
+            for m, seed in runs(w.model, w.sft)
             for layer, sae in sites(w.model)
         ],
     output:

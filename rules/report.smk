@@ -74,7 +74,7 @@ rule report:
             MODELS[w.model]["layers"],
             (
                 EVAL["metrics"]
-                if FT["enabled"]
+                if runs(w.model, w.sft)
                 else [
                     o["metric"]
                     for o in CONFIG["observed"]

@@ -10,6 +10,8 @@ rule finetune:
         history=history_file("{model}", "{sft}", "{method}", "{seed}"),
     log:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
+    wildcard_constraints:
+        method=TRAINED_METHOD_PATTERN,
     # first of all (it takes two cores): it heads the tuned evaluations and extractions
     priority: 30
     conda:
@@ -25,6 +27,33 @@ rule finetune:
         recipe=recipe,
     script:
         "../workflow_scripts/finetune.py"
+
+
+rule import_tuned:
+    """A post-hoc pair's tuned model (posthoc.<label>), checked against the base (architecture,
+    shape, tokenizer) and imported as the checkpoint of the run posthoc_<label>: every later job
+    reads it as it reads a run fine-tuned here."""
+    input:
+        unpack(import_inputs),
+    output:
+        ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
+        history=history_file("{model}", "{sft}", "{method}", "{seed}"),
+    log:
+        f"{R}/logs/import_tuned/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
+    wildcard_constraints:
+        method=POSTHOC_METHOD_PATTERN,
+    priority: 30
+    conda:
+        "../envs/cpu.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        label=lambda w: posthoc_pair(w.method)[1],
+        tuned=lambda w: posthoc_pair(w.method)[0]["tuned"],
+    script:
+        "../workflow_scripts/import_tuned.py"
 
 
 rule replay:
@@ -95,7 +124,9 @@ rule observed:
     input:
         base=lambda w: [eval_file(w.model, "base", d) for d in DOMAINS],
         tuned=lambda w: [
-            eval_file(w.model, tuned_run(w.sft, m, s), d) for m, s in RUNS for d in DOMAINS
+            eval_file(w.model, tuned_run(w.sft, m, s), d)
+            for m, s in runs(w.model, w.sft)
+            for d in DOMAINS
         ],
     output:
         parquet=table("{model}", "{sft}", "observed"),

@@ -7,8 +7,9 @@ An extraction *mode* says which model runs on a corpus and what context precedes
     icl-s<seed>              base model, head + t SFT demonstrations drawn with seed  (SFT sets)
     tuned-<method>-s<seed>   fine-tuned model, chat head only: SPEC §5.4's h(x; Θ')   (SFT sets)
 
-where ``<method>`` is a fine-tuning *run method*: ``full``, ``lora``, or a selective fine-tuning
-variant ``sae_select-<top|random>-k<K>`` (``RunMethod``).
+where ``<method>`` is a *run method*: ``full``, ``lora``, or a selective fine-tuning variant
+``sae_select-<top|random>-k<K>`` (``RunMethod``), trained here; or ``posthoc_<label>``, a tuned
+model trained elsewhere and imported as the configured post-hoc pair ``posthoc.<label>``.
 
 A *shift* names a shift vector of an SFT set:
 
@@ -16,7 +17,7 @@ A *shift* names a shift vector of an SFT set:
     true-<method>-s<seed>    true: tuned-<method>-s<seed> against plain (SPEC §5.4)
 
 Rules (wildcard constraints, inputs), job functions and scripts all go through ``Mode`` and
-``Shift``; nothing else splits these strings. Post-hoc (base, tuned) pairs will be one more kind.
+``Shift``; nothing else splits these strings.
 """
 
 from __future__ import annotations
@@ -36,28 +37,37 @@ MIX_STRATEGIES = ("sts", "uniform", "oracle")
 # A run method: a method alone, or sae_select with its selection and K, either one possibly
 # trained on a data mixture (-mix_<strategy>): one run per variant, so adding a K, a selection
 # or a strategy adds only its own runs.
+# A post-hoc pair's run (posthoc.<label>) is imported, never trained here: ``posthoc_<label>``.
+POSTHOC_PREFIX = "posthoc_"
+# letters and digits in words joined by single "_" or "-" (vendor-sft): a run name still reads one
+# way, the seed being the last "-s<digits>"
+LABEL_PATTERN = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
 _BASE = rf"full|lora|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
-_METHOD = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
+TRAINED_METHOD_PATTERN = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
+POSTHOC_METHOD_PATTERN = rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
+_METHOD = rf"{TRAINED_METHOD_PATTERN}|{POSTHOC_METHOD_PATTERN}"
 RUN_METHOD_PATTERN = _METHOD
 _RUN_METHOD_RE = re.compile(
-    rf"^(?:(full|lora)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
-    rf"(?:-mix_({'|'.join(MIX_STRATEGIES)}))?$")
+    rf"^(?:(?:(full|lora)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
+    rf"(?:-mix_({'|'.join(MIX_STRATEGIES)}))?|{POSTHOC_PREFIX}({LABEL_PATTERN}))$")
 MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
 SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"
-_MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-({_METHOD})-s(\d+))$")
-_SHIFT_RE = re.compile(rf"^(?:s(\d+)|true-({_METHOD})-s(\d+))$")
+_MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-((?:{_METHOD}))-s(\d+))$")
+_SHIFT_RE = re.compile(rf"^(?:s(\d+)|true-((?:{_METHOD}))-s(\d+))$")
 
 
 @dataclass(frozen=True)
 class RunMethod:
-    """A fine-tuning run's method: the registered ``method``, for sae_select its ``select`` mode
-    and ``k``, and for a data-mixture run its ``mix`` strategy. ``str()`` is the name used in
-    paths, modes and tables."""
+    """A run's method: the registered fine-tuning ``method``, for sae_select its ``select`` mode
+    and ``k``, and for a data-mixture run its ``mix`` strategy; or ``posthoc`` with the pair's
+    ``label`` (a tuned model imported, not trained). ``str()`` is the name used in paths, modes
+    and tables."""
 
     method: str
     select: str | None = None
     k: int | None = None
     mix: str | None = None
+    label: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> "RunMethod":
@@ -65,16 +75,25 @@ class RunMethod:
         if not m:
             raise ValueError(f"unknown fine-tuning run method {text!r}; expected full, lora or "
                              f"sae_select-<{'|'.join(SELECT_MODES)}>-k<K>, possibly followed by "
-                             f"-mix_<{'|'.join(MIX_STRATEGIES)}>")
-        plain, sel, select, k, mix = m.groups()
+                             f"-mix_<{'|'.join(MIX_STRATEGIES)}>, or {POSTHOC_PREFIX}<label>")
+        plain, sel, select, k, mix, label = m.groups()
+        if label is not None:
+            return cls("posthoc", label=label)
         return cls(plain, mix=mix) if plain else cls(sel, select, int(k), mix)
+
+    @property
+    def posthoc(self) -> bool:
+        """An imported tuned model (a post-hoc pair), not a run fine-tuned here."""
+        return self.method == "posthoc"
 
     @property
     def unmixed(self) -> "RunMethod":
         """The same method trained on the SFT set alone (a mixture run's ``none`` strategy)."""
-        return RunMethod(self.method, self.select, self.k)
+        return RunMethod(self.method, self.select, self.k, label=self.label)
 
     def __str__(self) -> str:
+        if self.posthoc:
+            return f"{POSTHOC_PREFIX}{self.label}"
         base = self.method if self.select is None else f"{self.method}-{self.select}-k{self.k}"
         return base if self.mix is None else f"{base}-mix_{self.mix}"
 
@@ -101,6 +120,11 @@ def mixture_runs(finetune: dict, mixture: dict) -> list[str]:
     return [f"{base}-mix_{s}" for s in mixture["strategies"]]
 
 
+def posthoc_method(label: str) -> str:
+    """The run method of the post-hoc pair ``posthoc.<label>``."""
+    return str(RunMethod("posthoc", label=label))
+
+
 @dataclass(frozen=True)
 class Mode:
     """What runs in one extraction: ``kind`` in {plain, icl, tuned}."""
@@ -114,8 +138,8 @@ class Mode:
         m = _MODE_RE.match(str(text))
         if not m:
             raise ValueError(f"unknown extraction mode {text!r}; expected plain, icl, icl-s<seed> "
-                             "or tuned-<method>-s<seed> (method: full, lora or "
-                             "sae_select-<top|random>-k<K>)")
+                             "or tuned-<method>-s<seed> (method: full, lora, "
+                             "sae_select-<top|random>-k<K> or posthoc_<label>)")
         plain, icl, icl_seed, method, tuned_seed = m.groups()
         if plain:
             return cls("plain")
@@ -186,7 +210,8 @@ class Shift:
         m = _SHIFT_RE.match(str(text))
         if not m:
             raise ValueError(f"unknown shift {text!r}; expected s<seed> or true-<method>-s<seed> "
-                             "(method: full, lora or sae_select-<top|random>-k<K>)")
+                             "(method: full, lora, sae_select-<top|random>-k<K> or "
+                             "posthoc_<label>)")
         pred_seed, method, true_seed = m.groups()
         if pred_seed is not None:
             return cls(int(pred_seed))

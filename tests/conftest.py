@@ -68,6 +68,24 @@ def tiny(tiny_model_dir):
     return model, tok
 
 
+def saved_lora(model_dir: Path, where: Path, seed: int = 5) -> tuple[Path, Path]:
+    """A LoRA adapter of the model at ``model_dir`` with non-zero B (a trained adapter's shape),
+    saved as PEFT saves it (``where/adapter``), and the same adapter merged and saved as a whole
+    model (``where/merged``)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                            target_modules=["q_proj", "v_proj", "down_proj"]))
+    adapter, merged = Path(where) / "adapter", Path(where) / "merged"
+    peft.save_pretrained(adapter)
+    peft.merge_and_unload().save_pretrained(merged)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(merged)
+    return adapter, merged
+
+
 def make_sae(d_in: int = 32, width: int = 64, k: int = 6, seed: int = 0):
     from sae_lens import TopKSAE, TopKSAEConfig
 

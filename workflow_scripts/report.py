@@ -13,7 +13,8 @@ optional = {k: snakemake.input[k] for k in ("observed", "sts_oracle", "overlap",
             if k in snakemake.input.keys()}
 sources = [o.get("source") or o["metric"] for o in snakemake.params.observed]
 if "observed" in optional:
-    sources.append("fine-tuning and evaluation by this workflow")
+    sources.append("evaluation by this workflow of its tuned models (fine-tuned here or "
+                   "imported as post-hoc pairs)")
 sae_dirs = {}  # (layer, SAE name) -> prepared SAE, from the named inputs "sae_L<layer>/<name>"
 for k in snakemake.input.keys():
     if k.startswith("sae_L"):
@@ -32,4 +33,7 @@ report.report(snakemake.input.sts, rows, Path(snakemake.output.html).parent,
               settings=ReportSettings.from_config(snakemake.params.report),
               primary=dict(snakemake.params.primary), provenance=provenance,
               sae_dirs=sae_dirs, cards=list(snakemake.input.cards), histories=histories,
-              target=snakemake.params.target, **optional)
+              target=snakemake.params.target,
+              # every declared scatter plot, also of a predictor without rows here
+              scatter_for=[Path(f).stem.removeprefix("scatter_") for f in snakemake.output.plots],
+              **optional)

@@ -254,7 +254,65 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
     problems += sweep_problems(config["models"])
     problems += select_problems(config)
     problems += mixture_problems(config)
+    problems += posthoc_problems(config, base_dir)
     problems += report_primary_problems(config)
+    return problems
+
+
+def posthoc_problems(config: dict, base_dir: Path) -> list[str]:
+    """Post-hoc pairs (posthoc:): a known base model and SFT set, a seed the predictions have,
+    a tuned model that exists, and, where both configs can be read offline, the same shape as
+    the base (the import job then checks architecture and tokenizer in full)."""
+    import json
+
+    from stsflow.config.facts import model_facts
+
+    problems = []
+    seeds = config["sts"]["seeds"]
+    for label, pair in config.get("posthoc", {}).items():
+        at = f"posthoc.{label}"
+        if pair["model"] not in config["models"]:
+            problems.append(f"{at}.model: unknown model {pair['model']!r}. Fix: one of "
+                            f"{', '.join(config['models'])} (the tuned model's base, under "
+                            "models:)")
+        if pair["sft"] not in config["sft"]:
+            problems.append(f"{at}.sft: unknown SFT set {pair['sft']!r}. Fix: one of "
+                            f"{', '.join(config['sft'])}")
+        if pair["seed"] is not None and pair["seed"] not in seeds:
+            problems.append(f"{at}.seed: {pair['seed']} is not one of sts.seeds {seeds}. Fix: "
+                            "one of those, or null (the first)")
+        (kind, spec), = pair["tuned"].items()
+        where = f"{at}.tuned.{kind}.path"
+        tuned_cfg = None
+        if kind in ("local", "peft"):
+            path = base_dir / spec["path"]
+            need = (["config.json"] if kind == "local"
+                    else ["adapter_config.json", "adapter_model.safetensors"])
+            what = ("a save_pretrained directory (config.json and safetensors weights)"
+                    if kind == "local" else "a PEFT adapter directory (adapter_config.json and "
+                    "adapter_model.safetensors)")
+            missing = [f for f in need if not (path / f).is_file()]
+            if missing:
+                problems.append(f"{where}: {spec['path']} has no {' or '.join(missing)}. Fix: "
+                                f"point it at {what}")
+            elif kind == "local":
+                try:
+                    cfg = json.loads((path / "config.json").read_text())
+                    tuned_cfg = cfg.get("text_config", cfg)
+                except (OSError, ValueError) as exc:
+                    problems.append(f"{where}: its config.json cannot be read ({exc}). Fix: "
+                                    "save the model again with save_pretrained")
+        if kind == "gguf" and not (base_dir / spec["path"]).is_file():
+            problems.append(f"{where}: {spec['path']} is not a file. Fix: the path of a .gguf "
+                            "file")
+        base = config["models"].get(pair["model"])
+        if tuned_cfg is not None and base is not None:
+            facts, origin = model_facts(base, base_dir)
+            for key, fact in (("num_hidden_layers", "n_layers"), ("hidden_size", "hidden_size")):
+                if facts and tuned_cfg.get(key) != facts[fact]:
+                    problems.append(f"{at}.tuned: its {key} is {tuned_cfg.get(key)}, the base "
+                                    f"model {pair['model']!r} has {facts[fact]} ({origin}). Fix: "
+                                    "pair it with its own base model")
     return problems
 
 
@@ -341,10 +399,12 @@ def report_primary_problems(config: dict) -> list[str]:
     if p["protocol"] == "extremes":
         problems.append(f"{where}.protocol: extremes selects domains on Δ, so no test of it is "
                         "valid. Fix: use all (extremes rows stay in the report, as descriptive)")
-    finetune = config["finetune"]["enabled"]
+    # tuned models exist: fine-tuned here, or imported as post-hoc pairs
+    finetune = config["finetune"]["enabled"] or bool(config.get("posthoc"))
     if p["predictor"].endswith("_oracle") and not finetune:
         problems.append(f"{where}.predictor: {p['predictor']} needs the fine-tuned model. Fix: set "
-                        "finetune.enabled: true or declare a predictor without _oracle")
+                        "finetune.enabled: true (or give posthoc: pairs) or declare a predictor "
+                        "without _oracle")
     metrics = (list(config["evaluate"]["metrics"]) if finetune else []) + \
         [o["metric"] for o in config.get("observed", [])]
     if p["metric"] is not None and p["metric"] not in metrics:

@@ -12,7 +12,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
            overlap=None, coverage=None, sae_dirs: dict | None = None,
            cards: list | None = None, histories: dict | None = None,
-           target: str | None = None) -> None:
+           target: str | None = None, scatter_for: list[str] = ()) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
     pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row
@@ -87,7 +87,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
                  provenance=provenance, primary=primary, extra_tables=extra,
                  warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
                  ablation=ablation_table(corr, primary, saes) if primary else None,
-                 cards=card_df, methods=methods)
+                 cards=card_df, methods=methods, scatter_for=scatter_for)
 
 
 def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict | None = None,

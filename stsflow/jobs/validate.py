@@ -179,3 +179,31 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
         from stsflow.features.reps import write_reps
 
         write_reps(means.sums, means.n_tokens, reps_out, {"variant": variant, "items": len(items)})
+
+
+def import_posthoc(model_dir, label: str, tuned: dict, method: str, seed: int, outdir,
+                   history_out) -> None:
+    """A post-hoc pair's tuned model (``posthoc.<label>``) checked against the base and imported
+    as the checkpoint of run ``method`` (stsflow.models.posthoc), with a history file that says
+    where it came from: no steps, no trainable-parameter count or time (it was trained
+    elsewhere)."""
+    import shutil
+    import time
+
+    from stsflow.models.load import model_info
+    from stsflow.models.posthoc import import_tuned
+
+    start = time.time()
+    outdir = Path(outdir)
+    if outdir.exists():  # Snakemake may pre-create the directory; a checkpoint is never reused
+        shutil.rmtree(outdir)
+    meta = import_tuned(tuned, model_dir, outdir,
+                        {"base": model_identity(model_info(model_dir)), "method": method,
+                         "seed": seed, "posthoc": label, "packages": package_versions()},
+                        field=f"posthoc.{label}.tuned")
+    log.info(f"posthoc {label}: imported {meta['imported']} in {time.time() - start:.1f}s")
+    history = pa.table({"step": pa.array([], pa.int32()), "loss": pa.array([], pa.float64()),
+                        "lr": pa.array([], pa.float64()), "grad_norm": pa.array([], pa.float64())})
+    write_parquet(history, history_out,
+                  {k: meta[k] for k in ("base", "method", "seed", "posthoc", "imported")}
+                  | {"n_trainable": None, "seconds": None, "n_steps": 0})

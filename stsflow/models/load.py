@@ -43,21 +43,13 @@ def prepare_model(src: Mapping, outdir: Path | str) -> dict:
 
 
 def _prepare_into(src: dict, tmp: Path) -> dict:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig
 
     from stsflow.config.facts import package_file
 
     if "gguf_package" in src:
         gguf = package_file(src["gguf_package"])
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                      dtype=torch.float32)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):  # weights are dequantised: a plain model
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
-        model.generation_config = loaded.generation_config
+        model, tok = dequantised_gguf(gguf)
         model.save_pretrained(tmp / "weights")
         tok.save_pretrained(tmp / "weights")
         info = {"kind": "gguf_package", "package": src["gguf_package"]["package"],
@@ -76,6 +68,25 @@ def _prepare_into(src: dict, tmp: Path) -> dict:
     info.update(n_layers=text_cfg.num_hidden_layers, hidden_size=text_cfg.hidden_size,
                 architecture=(cfg.architectures or [type(cfg).__name__])[0])
     return info
+
+
+def dequantised_gguf(gguf: Path | str):
+    """(model, tokenizer) of a GGUF file, dequantised to float32 as a plain transformers model
+    that ``save_pretrained`` accepts (it refuses GGUF-loaded models, so the weights are copied
+    into a model built from the config)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # weights are dequantised: a plain model
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model, tok
 
 
 def _package_version(spec: dict) -> str | None:
@@ -150,6 +161,12 @@ def _location(prepared: Path | str, info: dict) -> tuple:
         return _location(base, model_info(base))
     if info["kind"] == "hf":
         return info["id"], {"revision": info["revision"]}
+    if info["kind"] == "local" and "fingerprint" in info:  # a post-hoc pair's tuned model
+        if local_fingerprint(prepared) != info["fingerprint"]:
+            raise ValueError(
+                f"the tuned model at {info['path']} changed since it was imported into "
+                f"{prepared} (its config.json or weight files differ). Fix: delete {prepared} "
+                "to import it again (and rerun what read it)")
     return (Path(prepared) / info["path"] if info["kind"] != "local" else info["path"]), {}
 
 

@@ -719,13 +719,16 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  warnings: list[str] = (), comparison: pl.DataFrame | None = None,
                  ablation: pl.DataFrame | None = None,
                  cards: pl.DataFrame | None = None,
-                 methods: pl.DataFrame | None = None) -> dict[str, Path]:
+                 methods: pl.DataFrame | None = None,
+                 scatter_for: list[str] = ()) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
     ``ci`` only labels the intervals (the level the correlation table was computed with).
     ``warnings`` (e.g. a poor SAE, a declared model, an accepted hook) are listed right under the
-    title, before any result."""
+    title, before any result. ``scatter_for``: predictors whose scatter plot is written even
+    without rows here (an empty panel): the workflow declares one per predictor of the run, and
+    a (model, SFT set) without tuned models has no true-shift rows."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     if "role" not in corr.columns:
@@ -742,9 +745,10 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
 
     metric = _plot_metric(observed, primary)
     images: dict[str, bytes] = {}
-    for v in predictors:
+    for v in dict.fromkeys([*predictors, *scatter_for]):
         name = f"scatter_{_safe_name(v)}.png"
-        images[name] = _scatter_png(v, sts, observed, corr, metric)
+        rows = sts if v in sts.columns else sts.with_columns(pl.lit(None, pl.Float64).alias(v))
+        images[name] = _scatter_png(v, rows, observed, corr, metric)
         path = outdir / name
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(images[name])

@@ -700,3 +700,43 @@ def test_the_data_mixture_is_checked_against_the_run(project):
     assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.metric"]
     cfg["mixture"]["strategies"] = ["sts", "uniform"]  # no oracle: the metric is not read
     assert problems_of(cfg, workdir) == []
+
+
+def test_posthoc_pairs_are_checked_before_any_job(project, tmp_path):
+    """posthoc: a known base model and SFT set, a seed the predictions have, a tuned model that
+    is there, of the base's shape where both configs are readable; each problem names its
+    field."""
+    from conftest import make_model, make_tokenizer
+
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    tok = make_tokenizer()
+    model = make_model(len(tok))
+    same = tmp_path / "same"
+    model.save_pretrained(same)
+    tok.save_pretrained(same)
+    model.config.num_hidden_layers = 5
+    model.config.save_pretrained(tmp_path / "deeper")
+    cfg["posthoc"] = {"ok": {"model": "tiny", "sft": "arith", "tuned": {"local": {"path": str(same)}}}}
+    assert problems_of(cfg, workdir) == []
+    cfg["posthoc"]["bad"] = {"model": "huge", "sft": "chat", "seed": 3,
+                             "tuned": {"peft": {"path": str(tmp_path / "none")}}}
+    cfg["posthoc"]["deep"] = {"model": "tiny", "sft": "arith",
+                              "tuned": {"local": {"path": str(tmp_path / "deeper")}}}
+    cfg["posthoc"]["gg"] = {"model": "tiny", "sft": "arith",
+                            "tuned": {"gguf": {"path": "missing.gguf"}}}
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == [
+        "posthoc.bad.model", "posthoc.bad.sft", "posthoc.bad.seed", "posthoc.bad.tuned.peft.path",
+        "posthoc.deep.tuned", "posthoc.gg.tuned.gguf.path"]
+    assert "num_hidden_layers is 5, the base model 'tiny' has 3" in problems[4]
+    assert all("Fix:" in p for p in problems)
+    # a label is part of run names: the schema keeps it to words joined by single _ or -
+    cfg["posthoc"] = {"vendor-sft": cfg["posthoc"]["ok"]}
+    assert problems_of(cfg, workdir) == []
+    cfg["posthoc"] = {"vendor sft": cfg["posthoc"]["vendor-sft"]}
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["posthoc.vendor sft"]
+    # two kinds of tuned model at once are refused
+    cfg["posthoc"] = {"two": {"model": "tiny", "sft": "arith",
+                              "tuned": {"local": {"path": str(same)}, "peft": {"path": "x"}}}}
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["posthoc.two.tuned"]

@@ -618,6 +618,40 @@ def test_schema_methods_match_the_modes():
             RunMethod.parse(bad)
 
 
+def test_posthoc_run_methods_parse_and_stay_apart_from_trained_ones():
+    """A post-hoc pair's run posthoc_<label> goes through the same modes and shifts as a
+    fine-tuning run; the finetune rule's pattern never matches it, the import rule's only it."""
+    import re
+
+    import yaml
+
+    from stsflow.config.schema import SCHEMA_PATH
+    from stsflow.mode import (MODE_PATTERN, POSTHOC_METHOD_PATTERN, SHIFT_PATTERN,
+                              TRAINED_METHOD_PATTERN, RunMethod, posthoc_method)
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    label_re = schema["properties"]["posthoc"]["propertyNames"]["pattern"]
+    for label in ("grpo", "vendor_sft", "vendor-sft", "R1_distill-7b", "a-s1", "x-mix_sts"):
+        assert re.fullmatch(label_re, label)
+        run = posthoc_method(label)
+        parsed = RunMethod.parse(run)
+        assert run == f"posthoc_{label}" and parsed.posthoc and parsed.label == label
+        assert str(parsed) == run and parsed.unmixed == parsed
+        assert Mode.parse(f"tuned-{run}-s2").method == run == Shift.parse(f"true-{run}-s2").method
+        assert Mode.parse(f"tuned-{run}-s2").seed == 2 == Shift.parse(f"true-{run}-s2").seed
+        assert re.fullmatch(POSTHOC_METHOD_PATTERN, run)
+        assert not re.fullmatch(TRAINED_METHOD_PATTERN, run)
+    assert not RunMethod.parse("lora-mix_sts").posthoc
+    assert not re.fullmatch(POSTHOC_METHOD_PATTERN, "lora")
+    for bad in ("posthoc_", "posthoc_a-", "posthoc__a", "posthoc_a--b", "posthoc_a.b"):
+        # a label is what the schema allows, so a run name never reads two ways
+        assert not re.fullmatch(label_re, bad.removeprefix("posthoc_"))
+        assert not re.fullmatch(MODE_PATTERN, f"tuned-{bad}-s3")
+        assert not re.fullmatch(SHIFT_PATTERN, f"true-{bad}-s3")
+        with pytest.raises(ValueError):
+            RunMethod.parse(bad)
+
+
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_finetune_job_runs_each_registered_method(job, method):
     """validate_job.finetune (what the rule runs) for every method: a checkpoint that records its

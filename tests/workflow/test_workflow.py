@@ -332,6 +332,86 @@ def test_selective_finetuning_end_to_end(tiny_model_dir, tmp_path):
     assert not {"evaluate_base", "prepare_sae", "prepare_model", "shift", "gradients"} & set(planned)
 
 
+def acts_meta_is_run(workdir, method):
+    """The tuned extraction's metadata names the run (method, seed, base), not a bare model."""
+    meta = read_metadata(workdir / f"results/acts/tiny/L1/main/sft/arith/tuned-{method}-s0"
+                                   ".parquet")["model"]
+    return meta["method"] == method and meta["seed"] == 0 and meta["base"]["kind"] == "local"
+
+
+def test_posthoc_pairs_end_to_end(tiny_model_dir, tmp_path):
+    """Post-hoc pairs with no fine-tuning here: the base itself as the tuned model (zero true
+    shift, zero Δ), a PEFT adapter and its merged save_pretrained copy (the same true shift and
+    Δ); every pair evaluated on every domain, scored and correlated under posthoc_<label>; a new
+    pair schedules only its own jobs."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from conftest import saved_lora
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, observed=False)
+    cfg["evaluate"] = {"metrics": ["nll", "option_loglik"], "batch_size": 4, "n_boot": 200}
+    # a second SFT set with no pair, only Δ given: its report has no true-shift rows
+    cfg["sft"]["other"] = cfg["sft"]["arith"]
+    cfg["observed"] = [{"model": "tiny", "sft": "other", "metric": "given",
+                        "deltas": {"law": -1.0, "history": 2.0, "physics": 0.5}}]
+    adapter, merged = saved_lora(tiny_model_dir, tmp_path / "elsewhere")
+    cfg["posthoc"] = {
+        "same": {"model": "tiny", "sft": "arith", "tuned": {"local": {"path": str(tiny_model_dir)}}},
+        "adapter": {"model": "tiny", "sft": "arith", "tuned": {"peft": {"path": str(adapter)}}},
+        "merged": {"model": "tiny", "sft": "arith", "tuned": {"local": {"path": str(merged)}}},
+    }
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    shifts = tmp_path / "results/shift/tiny/L1/main/arith"
+    true = {p: pq.read_table(shifts / f"true-posthoc_{p}-s0.parquet").to_pandas()
+            for p in cfg["posthoc"]}
+    assert (true["same"]["shift"] == 0).all() and (true["same"]["mean_diff"] == 0).all()
+    assert true["adapter"]["shift"].max() > 0
+    np.testing.assert_allclose(true["adapter"]["shift"], true["merged"]["shift"], rtol=1e-6,
+                               atol=1e-12)
+    # the tuned extraction loaded the adapter merged into the base, the copy in place
+    acts = tmp_path / "results/acts/tiny/L1/main/sft/arith"
+    meta = {p: read_metadata(acts / f"tuned-posthoc_{p}-s0.parquet")["model"] for p in true}
+    assert meta["adapter"]["kind"] == "checkpoint" and meta["merged"]["kind"] == "local"
+    tables = tmp_path / "results/tables/tiny/arith"
+    observed = pl.read_parquet(tables / "observed.parquet")
+    assert observed.height == 3 * 3 * 2
+    by = {p: observed.filter(pl.col("method") == f"posthoc_{p}").sort("domain", "metric")
+          for p in true}
+    assert (by["same"]["delta"] == 0).all()
+    assert by["adapter"]["delta"].to_list() == pytest.approx(by["merged"]["delta"].to_list(),
+                                                             abs=1e-6)
+    assert by["adapter"].filter(pl.col("metric") == "nll")["delta"].abs().min() > 0
+    overlap = pl.read_parquet(tables / "overlap.parquet")
+    assert sorted(set(overlap["method"])) == sorted(f"posthoc_{p}" for p in true)
+    oracle = pl.read_parquet(tables / "sts_oracle.parquet")
+    assert oracle.height == 3 * 2 * 3  # pairs x N x domains
+    corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
+    assert set(corr["method"]) == {f"posthoc_{p}" for p in true}
+    # the primary analysis is declared on the pairs' Δ (evaluate.metrics' first), as for runs
+    primary = corr.filter(pl.col("role") == "primary")
+    assert primary.height == 3 and set(primary["metric"]) == {"nll"}
+    # the SFT set without a pair: its report, with an empty true-shift scatter plot
+    other = tmp_path / "results/reports/tiny/other"
+    assert (other / "scatter_sts_act_oracle.png").stat().st_size > 0
+    assert not (tmp_path / "results/tables/tiny/other/observed.parquet").exists()
+    assert acts_meta_is_run(tmp_path, "posthoc_merged")
+    history = read_metadata(tmp_path / "results/finetune/tiny/arith/posthoc_adapter-s0"
+                                       ".history.parquet")
+    assert history["imported"]["kind"] == "peft" and history["n_trainable"] is None
+    assert planned_jobs(tmp_path) == Counter()
+    # one more pair: its import, evaluations, tuned extraction and scores, and the gatherers
+    cfg["posthoc"]["again"] = {"model": "tiny", "sft": "arith",
+                               "tuned": {"local": {"path": str(merged)}}}
+    write_config(tmp_path, cfg)
+    planned = planned_jobs(tmp_path)
+    assert planned["import_tuned"] == 1 and planned["evaluate_tuned"] == 3
+    assert planned["extract"] == 1 and planned["true_shift"] == 1
+    assert planned["sts"] == 2 * 3  # N x domains of its true shift
+    assert not {"evaluate_base", "prepare_sae", "prepare_model", "shift", "gradients",
+                "finetune"} & set(planned)
+
+
 def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
     """mixture: with three strategies on a tiny project: the pools are materialised (never a
     test item), the base model answers them once, each strategy's run trains on the SFT set plus
