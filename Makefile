@@ -4,6 +4,7 @@
 # More demonstrations (each after make run, adding only its own jobs):
 #   make run-layer20   the default plus layer 20
 #   make apply         selective fine-tuning (sae_select) and the STS-guided data mixture
+#   make rl            RL (GRPO) beside SFT: ICL-predicted vs true shifted dimensions
 # GPU users: `make venv TORCH="torch==<your version>"` (or install torch first, then `make venv`).
 
 PYTHON ?= python3
@@ -18,7 +19,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run run-layer20 apply test lint report screenshots clean-results gpu-check
+.PHONY: venv run run-layer20 apply rl test lint report screenshots clean-results gpu-check
 
 venv: $(STAMP)
 
@@ -49,6 +50,12 @@ run-layer20: $(STAMP)
 apply: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 	    --configfile config.yaml stsflow/presets/embedded/apply.yaml
+
+# The paper's RL comparison (stsflow/presets/embedded/rl.yaml): on top of `make run`, one GRPO
+# run (TRL) with its evaluations, true shift and scores, and the report that sets it beside LoRA.
+rl: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+	    --configfile config.yaml stsflow/presets/embedded/rl.yaml
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

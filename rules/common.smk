@@ -287,14 +287,14 @@ def _merges_adapter(method):
     run = RunMethod.parse(method)
     if run.posthoc:
         return "peft" in POSTHOC[run.label]["tuned"]
-    return run.method == "lora"
+    return run.method in ("lora", "grpo")
 
 
 def _ft_step(method):
     """The planning step of a run method: sae_select trains small maps on a frozen model, as LoRA
     does; a method without its own estimate is planned as full fine-tuning (the upper bound)."""
     base = RunMethod.parse(method).method
-    return {"lora": "lora", "sae_select": "lora"}.get(base, "full")
+    return {"lora": "lora", "sae_select": "lora", "grpo": "lora"}.get(base, "full")
 
 
 def _eval_job(w):
@@ -753,12 +753,16 @@ def mixture_recipe(w):
 
 
 def recipe(w):
-    out = passed({k: v for k, v in FT.items() if k not in ("enabled", "methods", "sae_select")})
+    out = passed(
+        {k: v for k, v in FT.items() if k not in ("enabled", "methods", "sae_select", "grpo")}
+    )
     if FT["max_items"]:  # only then does the sample seed matter to fine-tuning
         out["sample_seed"] = STS["sample_seed"]
     if RunMethod.parse(w.method).method == "sae_select":  # only its runs depend on its sites
         sites = select_sites(MODELS[w.model], FT["sae_select"])
         out["sae_select"] = {"layers": [l for l, _ in sites], "saes": [s for _, s in sites]}
+    if RunMethod.parse(w.method).method == "grpo":  # only its runs depend on the RL recipe
+        out["grpo"] = FT["grpo"]
     if RunMethod.parse(w.method).mix is not None:
         out["mixture"] = mixture_recipe(w)
     return out

@@ -7,7 +7,7 @@ An extraction *mode* says which model runs on a corpus and what context precedes
     icl-s<seed>              base model, head + t SFT demonstrations drawn with seed  (SFT sets)
     tuned-<method>-s<seed>   fine-tuned model, chat head only: SPEC §5.4's h(x; Θ')   (SFT sets)
 
-where ``<method>`` is a *run method*: ``full``, ``lora``, or a selective fine-tuning variant
+where ``<method>`` is a *run method*: ``full``, ``lora``, ``grpo`` (RL), or a selective fine-tuning variant
 ``sae_select-<top|random>-k<K>`` (``RunMethod``), trained here; or ``posthoc_<label>``, a tuned
 model trained elsewhere and imported as the configured post-hoc pair ``posthoc.<label>``.
 
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 # Fine-tuning methods that can produce a tuned model (the finetune registry's names).
-FINETUNE_METHODS = ("full", "lora", "sae_select")
+FINETUNE_METHODS = ("full", "lora", "sae_select", "grpo")
 # How sae_select picks its K dimensions: the top-K of the predicted shift, or K drawn at random
 # with the run's seed (the control).
 SELECT_MODES = ("top", "random")
@@ -42,13 +42,13 @@ POSTHOC_PREFIX = "posthoc_"
 # letters and digits in words joined by single "_" or "-" (vendor-sft): a run name still reads one
 # way, the seed being the last "-s<digits>"
 LABEL_PATTERN = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
-_BASE = rf"full|lora|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
+_BASE = rf"full|lora|grpo|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
 TRAINED_METHOD_PATTERN = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
 POSTHOC_METHOD_PATTERN = rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
 _METHOD = rf"{TRAINED_METHOD_PATTERN}|{POSTHOC_METHOD_PATTERN}"
 RUN_METHOD_PATTERN = _METHOD
 _RUN_METHOD_RE = re.compile(
-    rf"^(?:(?:(full|lora)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
+    rf"^(?:(?:(full|lora|grpo)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
     rf"(?:-mix_({'|'.join(MIX_STRATEGIES)}))?|{POSTHOC_PREFIX}({LABEL_PATTERN}))$")
 MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
 SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"

@@ -229,7 +229,7 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                 problems += _sae_problems(config, name, sae, sae["name"], int(layer), where,
                                           base_dir, facts, facts_origin)
         ft = config["finetune"]
-        if found and ft["enabled"] and "lora" in ft["methods"]:
+        if found and ft["enabled"] and {"lora", "grpo"} & set(ft["methods"]):
             problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
     if check_sources:
         for name, c in config["sft"].items():
@@ -331,8 +331,11 @@ def mixture_problems(config: dict) -> list[str]:
                 "Fix: set finetune.enabled: true, or mixture.enabled: false"]
     problems = []
     runs = run_methods(ft)
-    if mix["method"] is not None and (mix["method"] not in runs
-                                      or RunMethod.parse(mix["method"]).mix is not None):
+    if (mix["method"] or runs[0]) == "grpo":
+        problems.append("mixture.method: grpo is RL on the SFT prompts, which a replay of "
+                        "answers does not fit. Fix: name an SFT run (lora, full, sae_select-...)")
+    elif mix["method"] is not None and (mix["method"] not in runs
+                                        or RunMethod.parse(mix["method"]).mix is not None):
         problems.append(f"mixture.method: {mix['method']!r} is not a fine-tuning run of this "
                         f"config ({', '.join(runs)}). Fix: name one of those, or null (the first)")
     if not any(d.get("pool") for d in config["domains"].values()):

@@ -338,6 +338,8 @@ class FinetuneSettings:
     # sae_select runs only: {"layers": [...], "saes": [...]}, the map sites (config.saes.select_sites);
     # the rule passes it to those runs alone, so other runs' parameters do not depend on it
     sae_select: dict | None = None
+    # grpo runs only: the RL recipe (finetune.grpo), passed to those runs alone
+    grpo: dict | None = None
     # data-mixture runs only: the strategy and its settings (mixture:, resolved by the rule:
     # budget, top_k, predictor site, metric, the domains with replay); the job computes the counts
     mixture: dict | None = None
@@ -348,6 +350,8 @@ class FinetuneSettings:
         run = RunMethod.parse(self.method)  # a clear error for an unknown method
         if (run.method == "sae_select") != (self.sae_select is not None):
             raise ValueError("sae_select (the map sites) is given to sae_select runs, and only them")
+        if (run.method == "grpo") != (self.grpo is not None):
+            raise ValueError("grpo (the RL recipe) is given to grpo runs, and only them")
         if (run.mix is not None) != (self.mixture is not None):
             raise ValueError("mixture is given to data-mixture runs (-mix_<strategy>), and only them")
         if self.batch_size < 1 or self.micro_batch_size < 1:
@@ -374,6 +378,7 @@ class FinetuneSettings:
         """The schema's recipe with ``changes`` (tests, library use); ``sae_select`` (the map
         sites) only where given, as the rule passes it."""
         changes.setdefault("sae_select", None)
+        changes.setdefault("grpo", None)
         return with_defaults(cls, cls.SECTION, method=method, seed=seed, **changes)
 
     @property

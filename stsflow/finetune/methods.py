@@ -22,15 +22,19 @@ class Method:
     name: str
     prepare: object
     finish: object
+    # a method with its own training loop (grpo): ``train(model, tokenizer, records, recipe,
+    # use_chat_template=, log=, context=)`` returning what stsflow.finetune.train.finetune does;
+    # None: that SFT loop, after ``prepare``
+    train: object = None
 
 
 FINETUNE_REGISTRY: dict[str, Method] = {}
 
 
-def register_method(name: str, prepare, finish) -> None:
+def register_method(name: str, prepare, finish, train=None) -> None:
     if name in FINETUNE_REGISTRY:
         raise ValueError(f"fine-tuning method {name!r} is registered twice")
-    FINETUNE_REGISTRY[name] = Method(name, prepare, finish)
+    FINETUNE_REGISTRY[name] = Method(name, prepare, finish, train)
 
 
 def _full_prepare(model, cfg: FinetuneSettings, context: dict):
@@ -66,3 +70,15 @@ def _attach_maps(model, cfg: FinetuneSettings, context: dict):
 # sae_select trains zero-initialised maps on K SAE dimensions per layer, the model frozen; the
 # checkpoint keeps the maps and dimensions (stsflow.finetune.selective).
 register_method("sae_select", _attach_maps, lambda trained: trained)
+
+
+def _train_grpo(model, tokenizer, records, recipe, *, use_chat_template, log, context=None):
+    from stsflow.finetune.grpo import train_grpo
+
+    return train_grpo(model, tokenizer, records, recipe, use_chat_template=use_chat_template,
+                      log=log)
+
+
+# RL: GRPO through TRL's trainer, on a LoRA adapter (saved as LoRA runs are); its own loop
+# (stsflow.finetune.grpo), so it prepares nothing for the SFT loop
+register_method("grpo", _wrap_lora, lambda trained: trained, train=_train_grpo)

@@ -124,12 +124,17 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     if recipe.sae_select is not None:
         context["sites"] = select_sites(recipe, inputs or {}, next(lm.parameters()).device)
         extra["dims"] = {str(s.layer): s.dims.tolist() for s in context["sites"]}
+    from stsflow.finetune.methods import FINETUNE_REGISTRY
+
     start = time.time()
-    result = train.finetune(lm, tok, records, recipe, use_chat_template=model.chat_template,
-                            log=log.info, context=context)
+    trainer = FINETUNE_REGISTRY[recipe.run.method].train or train.finetune
+    result = trainer(lm, tok, records, recipe, use_chat_template=model.chat_template,
+                     log=log.info, context=context)
     history = pa.table({"step": np.arange(1, len(result["losses"]) + 1, dtype=np.int32),
                         "loss": result["losses"], "lr": result["lrs"],
-                        "grad_norm": result["grad_norms"]})
+                        "grad_norm": result["grad_norms"],
+                        **result.get("columns", {})})  # an RL run: reward, KL, length per step
+    extra.update(result.get("extra", {}))
     meta = {"base": model_identity(minfo), "method": recipe.method, "seed": recipe.seed,
             "recipe": dataclasses.asdict(recipe), "n_examples": result["n_examples"],
             "sample": sample, "n_answer_cut": result["n_answer_cut"],

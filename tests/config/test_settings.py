@@ -59,6 +59,8 @@ def test_no_second_copy_of_a_schema_default(cls):
                                         # finetune.sae_select's sites, which the rule passes to
                                         # sae_select runs only (None for the others)
                                         "sae_select",
+                                        # finetune.grpo, likewise passed to grpo runs only
+                                        "grpo",
                                         # optional budgets, passed only when set (None: absent)
                                         "batch_tokens", "micro_batch_tokens"}
     with_default = {f.name for f in dataclasses.fields(cls)
@@ -108,11 +110,15 @@ def test_embedded_default_builds_every_job_settings():
         ext = S.ExtractSettings.from_params(kind, params)
         assert ext.tokens == cfg["sts"][f"{kind}_tokens"]
     recipe = {k: v for k, v in cfg["finetune"].items()
-              if k not in ("enabled", "methods", "sae_select")}
+              if k not in ("enabled", "methods", "sae_select", "grpo")}
     assert S.FinetuneSettings.from_recipe(recipe, "lora", 0).epochs == cfg["finetune"]["epochs"]
     sites = {"layers": [12], "saes": ["main"]}
     run = S.FinetuneSettings.from_recipe(dict(recipe, sae_select=sites), "sae_select-top-k64", 0)
     assert (run.run.select, run.run.k, run.sae_select) == ("top", 64, sites)
+    rl = S.FinetuneSettings.from_recipe(dict(recipe, grpo=cfg["finetune"]["grpo"]), "grpo", 0)
+    assert rl.grpo["group_size"] >= 2 and rl.run.method == "grpo"
+    with pytest.raises(ValueError, match="grpo runs, and only them"):
+        S.FinetuneSettings.from_recipe(recipe, "grpo", 0)
     assert S.EvalSettings.from_config(cfg["evaluate"]).metrics == tuple(cfg["evaluate"]["metrics"])
     assert S.ReportSettings.from_config(cfg["report"]).n_boot == cfg["report"]["n_boot"]
     assert S.CardSettings.from_config(cfg["cards"]).n_top == cfg["cards"]["n_top"]

@@ -25,7 +25,7 @@ EXTRA_OK = {"python", "pip", "pytorch-cpu", "pytorch-gpu", "pytorch-cuda", "cpuo
 GPU_SELECTORS = {"pytorch-gpu", "pytorch-cuda"}
 # what the reduction environment must not contain (PyPI and conda names), and what the reduction
 # and report jobs import
-HEAVY = ({"torch", "pytorch", "transformers", "sae-lens", "peft", "datasets", "gguf"}
+HEAVY = ({"torch", "pytorch", "transformers", "sae-lens", "peft", "trl", "datasets", "gguf"}
          | (EXTRA_OK - {"python", "pip"}))
 REDUCE_NEEDS = {"pyarrow", "polars", "numpy", "scipy", "matplotlib", "pyyaml", "jsonschema"}
 
