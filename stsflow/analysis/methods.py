@@ -83,3 +83,49 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
               "gain_kept": pl.Float64}
     return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema,
                         orient="row")
+
+
+BY_RUN_COLUMNS = ("method", "seed", "metric", "predictor", "n_domains", "icl", "icl_ci_low", "icl_ci_high",
+                  "icl_perm_p", "true", "true_ci_low", "true_ci_high", "true_perm_p", "overlap")
+
+
+def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
+                      primary: dict | None) -> pl.DataFrame:
+    """The paper's RL comparison, for every tuned run (SFT, RL, post-hoc pairs): at the primary
+    analysis' site (layer, SAE, N, metric, target, protocol), Pearson ρ of the ICL prediction's
+    STS (the primary predictor) with the run's observed change [BCa CI, permutation p] beside ρ
+    of the true shift's STS (the same predictor's ``_oracle`` row), and the overlap
+    |D_N ∩ D_N^true| / N of the two dimension sets. Empty without a primary analysis or tuned
+    runs."""
+    schema = {c: (pl.String if c in ("method", "metric", "predictor") else
+                  pl.Int64 if c in ("seed", "n_domains") else pl.Float64) for c in BY_RUN_COLUMNS}
+    if not primary or "method" not in corr.columns:
+        return pl.DataFrame(schema=schema)
+    pred = primary["predictor"].removesuffix("_oracle")
+    site = {k: primary[k] for k in ("layer", "sae", "n_top", "metric", "target", "protocol")
+            if primary.get(k) is not None and k in corr.columns}
+    at = corr.filter(pl.all_horizontal([pl.col(k) == v for k, v in site.items()])
+                     if site else pl.lit(True))
+    rows = []
+    runs = at.filter(pl.col("method").is_not_null()).select("method", "seed", "metric").unique(
+        maintain_order=True)
+    for method, seed, metric in runs.iter_rows():
+        row = {"method": method, "seed": int(seed), "metric": metric, "predictor": pred}
+        for kind, name in (("icl", pred), ("true", f"{pred}_oracle")):
+            r = at.filter((pl.col("predictor") == name) & (pl.col("method") == method)
+                          & (pl.col("seed") == seed) & (pl.col("metric") == metric))
+            r = r.row(0, named=True) if r.height else {}
+            row[kind] = r.get("pearson")
+            row[f"{kind}_ci_low"], row[f"{kind}_ci_high"] = (r.get("pearson_ci_low"),
+                                                              r.get("pearson_ci_high"))
+            row[f"{kind}_perm_p"] = r.get("perm_p")
+            row["n_domains"] = row.get("n_domains") or r.get("n_domains")
+        row["overlap"] = None
+        if overlap is not None and overlap.height:
+            o = overlap.filter((pl.col("method") == method) & (pl.col("seed") == seed))
+            for k in ("layer", "sae", "n_top"):
+                if k in site and k in o.columns:
+                    o = o.filter(pl.col(k) == site[k])
+            row["overlap"] = float(o["overlap"][0]) if o.height else None
+        rows.append(row)
+    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)

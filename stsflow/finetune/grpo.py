@@ -162,6 +162,10 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
             shuffle_dataset=False, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
             max_grad_norm=recipe.grad_clip or 0.0, disable_tqdm=True,
+            # TRL turns activation checkpointing on by default; here it follows the recipe
+            # (finetune.gradient_checkpointing), as SFT does: off, the backward pass does not
+            # run the forward again
+            gradient_checkpointing=recipe.gradient_checkpointing,
             dataloader_num_workers=0)
         os.environ.setdefault("WANDB_MODE", "disabled")
         trainer = GRPOTrainer(model=peft_model, reward_funcs=[exact_match_reward], args=args,

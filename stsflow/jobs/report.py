@@ -81,13 +81,18 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
             shift = Shift.parse(f"true-{name}")
             runs[(shift.method, shift.seed)] = read_metadata(path)
         methods = method_table(tuned, runs, target)
+    by_run = None
+    if observed is not None and sts_oracle is not None:
+        from stsflow.analysis.methods import prediction_by_run
+
+        by_run = prediction_by_run(corr, pl.read_parquet(overlap) if overlap else None, primary)
     card_df = (pl.concat([pl.read_parquet(p) for p in cards], how="diagonal_relaxed")
                if cards else None)
     write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
                  warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
                  ablation=ablation_table(corr, primary, saes) if primary else None,
-                 cards=card_df, methods=methods, scatter_for=scatter_for)
+                 cards=card_df, methods=methods, scatter_for=scatter_for, by_run=by_run)
 
 
 def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict | None = None,

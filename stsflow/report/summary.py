@@ -641,6 +641,30 @@ def _noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) 
     return blocks
 
 
+def _by_run_blocks(by_run: pl.DataFrame, ci: float) -> list[tuple]:
+    """The ICL prediction and the true shift, run by run (analysis.methods.prediction_by_run):
+    the paper's RL comparison, for SFT, RL and post-hoc runs alike."""
+    def rho(r, kind):
+        return _fmt_rho({"pearson": r[kind], "pearson_ci_low": r[f"{kind}_ci_low"],
+                         "pearson_ci_high": r[f"{kind}_ci_high"]})
+
+    pred = by_run["predictor"][0]
+    return [("h", 2, "Prediction and true shift, run by run"),
+            ("p", f"At the primary analysis' layer, SAE, N and target, for each tuned run "
+                  f"(SFT, RL such as grpo, post-hoc pairs): Pearson ρ of {pred} computed on the "
+                  f"ICL-predicted dimensions with the run's Δ, beside ρ of {pred}_oracle, the "
+                  f"same score on the run's true shifted dimensions (needs the tuned model), with "
+                  f"{ci:.0%} BCa CIs over domains and permutation p, and the overlap "
+                  "|D_N ∩ D_N^true| / N of the two dimension sets. The paper found ICL predicts "
+                  "RL's shifts poorly and the true dimensions restore the correlation."),
+            _table_block(["run", "seed", "metric", "n", "ρ ICL [CI]", "p", "ρ true shift [CI]",
+                          "p", "overlap"],
+                         [[r["method"], r["seed"], r["metric"], r["n_domains"], rho(r, "icl"),
+                           _fmt(r["icl_perm_p"], ".2g"), rho(r, "true"),
+                           _fmt(r["true_perm_p"], ".2g"), _fmt(r["overlap"], ".2f")]
+                          for r in by_run.iter_rows(named=True)])]
+
+
 def _methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
     """The fine-tuning methods side by side (analysis.methods.method_table)."""
     target = next((t for t in methods["target"].to_list() if t), None)
@@ -720,7 +744,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  ablation: pl.DataFrame | None = None,
                  cards: pl.DataFrame | None = None,
                  methods: pl.DataFrame | None = None,
-                 scatter_for: list[str] = ()) -> dict[str, Path]:
+                 scatter_for: list[str] = (),
+                 by_run: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
@@ -782,6 +807,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         write_parquet(methods.to_arrow(), path, metadata={"title": title})
         written[path.name] = path
         blocks += _methods_blocks(methods, ci)
+    if by_run is not None and by_run.height:
+        blocks += _by_run_blocks(by_run, ci)
         images["runs.png"] = _runs_png(observed.filter(pl.col("method").is_not_null())
                                        if "method" in observed.columns else observed, metric)
         path = outdir / "runs.png"

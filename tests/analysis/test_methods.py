@@ -65,3 +65,38 @@ def test_gain_kept_is_the_target_delta_over_the_plain_runs():
     lost = pl.concat([obs, mix]).with_columns(delta=-pl.col("delta").abs())
     assert method_table(lost, {}, "math").filter(
         pl.col("method") == "lora-mix_sts")["gain_kept"][0] is None
+
+
+def test_prediction_by_run_sets_icl_and_true_shift_side_by_side():
+    """Per run: the primary predictor's ρ and its _oracle ρ at the primary site only (other
+    layers, N, metrics, protocols and runs are other rows), with the overlap at that site."""
+    from stsflow.analysis.methods import prediction_by_run
+
+    def row(pred, method, rho, **kw):
+        base = {"layer": 12, "sae": "main", "n_top": 100, "metric": "acc", "target": "abs",
+                "protocol": "all", "seed": 0, "n_domains": 10, "pearson_ci_low": rho - 0.1,
+                "pearson_ci_high": rho + 0.1, "perm_p": 0.01}
+        return {**base, "predictor": pred, "method": method, "pearson": rho, **kw}
+
+    corr = pl.DataFrame([
+        row("sts_act", "lora", 0.8), row("sts_act_oracle", "lora", 0.9),
+        row("sts_act", "grpo", 0.1), row("sts_act_oracle", "grpo", 0.7),
+        # elsewhere: never picked
+        row("sts_act", "grpo", -0.5, n_top=50), row("sts_act", "grpo", -0.6, protocol="extremes"),
+        row("sts_act_oracle", "grpo", -0.7, metric="nll"), row("sts_icl", "grpo", -0.8),
+        row("sts_act", "grpo", -0.9, seed=1),
+    ])
+    overlap = pl.DataFrame({"method": ["lora", "grpo", "grpo"], "seed": [0, 0, 0],
+                            "layer": [12, 12, 12], "sae": ["main"] * 3, "n_top": [100, 100, 50],
+                            "overlap": [0.4, 0.05, 0.9]})
+    primary = {"predictor": "sts_act", "layer": 12, "sae": "main", "n_top": 100,
+               "metric": "acc", "target": "abs", "protocol": "all"}
+    out = prediction_by_run(corr, overlap, primary).sort("method", "seed")
+    assert out.select("method", "seed", "icl", "true", "overlap").rows() == [
+        ("grpo", 0, 0.1, 0.7, 0.05), ("grpo", 1, -0.9, None, None), ("lora", 0, 0.8, 0.9, 0.4)]
+    assert out.filter(pl.col("method") == "grpo")["icl_ci_low"][0] == pytest.approx(0.0)
+    # an _oracle primary names the same pair of rows
+    again = prediction_by_run(corr, overlap, dict(primary, predictor="sts_act_oracle"))
+    assert again.sort("method", "seed").select("icl", "true").rows() == out.select(
+        "icl", "true").rows()
+    assert prediction_by_run(corr, overlap, None).height == 0

@@ -232,6 +232,8 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/lora-s0.history.parquet")
     assert history.height >= 1 and history["loss"].is_finite().all()
     assert "Overlap of predicted and true" in (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    assert "Prediction and true shift, run by run" in (
+        tmp_path / "results/reports/tiny/arith/summary.md").read_text()
     # the rules' shards: the tuned model on the plain input (no demonstrations), ICL with t of them
     acts = tmp_path / "results/acts/tiny/L1/main"
     meta = {m: read_metadata(acts / f"sft/arith/{m}.parquet") for m in ("plain", "icl-s0",
@@ -410,6 +412,33 @@ def test_posthoc_pairs_end_to_end(tiny_model_dir, tmp_path):
     assert planned["sts"] == 2 * 3  # N x domains of its true shift
     assert not {"evaluate_base", "prepare_sae", "prepare_model", "shift", "gradients",
                 "finetune"} & set(planned)
+
+
+def test_grpo_run_end_to_end(tiny_model_dir, tmp_path):
+    """finetune.methods [grpo]: RL through the rule (its recipe reaches the run, and only it),
+    every domain evaluated, the true shift extracted through the adapter, and the report's
+    "Prediction and true shift, run by run" row for it."""
+    cfg = tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True)
+    cfg["finetune"]["methods"] = ["grpo"]
+    cfg["finetune"]["grpo"] = {"steps": 2, "prompts_per_step": 2, "group_size": 2,
+                               "max_new_tokens": 8}
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--cores", "2")
+    history = pl.read_parquet(tmp_path / "results/finetune/tiny/arith/grpo-s0.history.parquet")
+    assert history["step"].to_list() == [1, 2] and history["reward"].is_between(0, 1).all()
+    meta = read_metadata(tmp_path / "results/finetune/tiny/arith/grpo-s0.history.parquet")
+    assert meta["recipe"]["grpo"]["steps"] == 2 and meta["rl"]["n_prompts"] == 12
+    observed = pl.read_parquet(tmp_path / "results/tables/tiny/arith/observed.parquet")
+    assert set(observed["method"]) == {"grpo"} and observed.height == 3 * 2
+    assert (tmp_path / "results/shift/tiny/L1/main/arith/true-grpo-s0.parquet").exists()
+    summary = (tmp_path / "results/reports/tiny/arith/summary.md").read_text()
+    assert "Prediction and true shift, run by run" in summary
+    assert "| grpo | 0 |" in summary
+    # the RL recipe is a parameter of grpo runs alone: adding LoRA plans LoRA's jobs only
+    cfg["finetune"]["methods"] = ["grpo", "lora"]
+    write_config(tmp_path, cfg)
+    planned = planned_jobs(tmp_path)
+    assert planned["finetune"] == 1 and planned["evaluate_tuned"] == 3
 
 
 def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
