@@ -91,10 +91,11 @@ BY_RUN_COLUMNS = ("method", "seed", "metric", "predictor", "n_domains", "icl", "
 
 def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
                       primary: dict | None) -> pl.DataFrame:
-    """The paper's RL comparison, for every tuned run (SFT, RL, post-hoc pairs): at the primary
-    analysis' site (layer, SAE, N, metric, target, protocol), Pearson ρ of the ICL prediction's
-    STS (the primary predictor) with the run's observed change [BCa CI, permutation p] beside ρ
-    of the true shift's STS (the same predictor's ``_oracle`` row), and the overlap
+    """The paper's RL comparison, for every tuned run (SFT, RL, post-hoc pairs) and metric: at
+    the primary analysis' site (layer, SAE, N, target, protocol), Pearson ρ of the ICL
+    prediction's STS (the primary predictor; sts_icl when it has no true-shift twin, as a
+    baseline) with the run's observed change [BCa CI, permutation p] beside ρ of the true
+    shift's STS (the same predictor's ``_oracle`` row), and the overlap
     |D_N ∩ D_N^true| / N of the two dimension sets. Empty without a primary analysis or tuned
     runs."""
     schema = {c: (pl.String if c in ("method", "metric", "predictor") else
@@ -102,7 +103,11 @@ def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
     if not primary or "method" not in corr.columns:
         return pl.DataFrame(schema=schema)
     pred = primary["predictor"].removesuffix("_oracle")
-    site = {k: primary[k] for k in ("layer", "sae", "n_top", "metric", "target", "protocol")
+    if f"{pred}_oracle" not in set(corr["predictor"]) and "sts_icl_oracle" in set(
+            corr["predictor"]):
+        pred = "sts_icl"  # a primary without a true-shift twin (a baseline): the paper's score
+    # every metric, each its own row: the primary's metric is one of them
+    site = {k: primary[k] for k in ("layer", "sae", "n_top", "target", "protocol")
             if primary.get(k) is not None and k in corr.columns}
     at = corr.filter(pl.all_horizontal([pl.col(k) == v for k, v in site.items()])
                      if site else pl.lit(True))

@@ -11,9 +11,9 @@ true shift, evaluations, Δ and scores as every run does.
   ``final_answer`` reads ``#### x``, ``\\boxed{x}`` or "the answer is x", else the last number;
   ``normalise`` drops ``$``, thousands separators, a trailing period and outer parentheses,
   and numbers compare by value (``31`` = ``31.0``). 1.0 or 0.0; no format reward.
-* **What trains**: a LoRA adapter with the ``finetune.lora_*`` settings (the reference model of
-  the KL term is the base itself, the adapter disabled, so no second copy is held), saved as a
-  LoRA checkpoint.
+* **What trains**: a LoRA adapter with the ``finetune.lora_*`` settings, TRL wrapping the model
+  (the reference model of the KL term is the base itself, the adapter disabled, so no second
+  copy is held), saved as a LoRA checkpoint with that one adapter.
 * **Recipe** (``finetune.grpo``): ``steps`` optimizer steps, each on ``prompts_per_step``
   prompts x ``group_size`` sampled completions (temperature ``temperature``, at most
   ``max_new_tokens`` tokens), ``beta`` (KL coefficient), ``lr`` (constant after TRL's default
@@ -26,44 +26,66 @@ from __future__ import annotations
 import math
 import re
 
-# final-answer markers, strongest first: GSM8K's "#### x", LaTeX \boxed{x}, "the answer is x"
+# final-answer markers, strongest first: GSM8K's "#### x", then "the answer is x" up to the end
+# of its sentence (a period before a space or the end) or line; LaTeX \boxed{x} is read with its
+# braces counted (``_boxed``)
 _MARKERS = (re.compile(r"####\s*([^\n]+)"),
-            re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
-            # up to the end of its sentence (a period before a space or the end) or line
             re.compile(r"answer is\s*:?\s*(.+?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE))
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# a number: with thousands separators (1,250), or plain digits (a comma after it is punctuation)
+_NUMBER = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+
+
+def _boxed(text: str) -> list[str]:
+    """The contents of every ``\\boxed{...}``, nested braces included."""
+    out, i = [], text.find("\\boxed{")
+    while i >= 0:
+        depth, j = 1, i + len("\\boxed{")
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth == 0:
+            out.append(text[i + len("\\boxed{"):j - 1])
+        i = text.find("\\boxed{", j)
+    return out
 
 
 def final_answer(text: str | None) -> str | None:
-    """The final answer a response states: the last ``#### x``, ``\\boxed{x}`` or "the answer is
-    x" (the first marker kind present), else the last number in it; None when there is none."""
+    """The final answer a response states: the last ``#### x``, "the answer is x" or
+    ``\\boxed{x}`` (the first marker kind present), else the last number in it; None when there
+    is none. Markdown emphasis (``*``) is ignored."""
     if not text:
         return None
-    for pattern in _MARKERS:
-        found = pattern.findall(text)
+    text = text.replace("*", "")
+    for found in (_MARKERS[0].findall(text), _boxed(text), _MARKERS[1].findall(text)):
         if found:
             return found[-1].strip()
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
 
 
+def _number(a: str) -> float | None:
+    try:
+        value = float(a.replace("$", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def normalise(answer: str | None) -> str | None:
-    """An answer as compared: no surrounding space, ``$``, trailing period or outer parentheses,
-    no thousands separators, lower case; a number written as its value (``31.0`` -> ``31``)."""
+    """An answer as compared: no surrounding space, ``*``, ``$``, trailing ``.``, ``!``, ``;`` or
+    outer parentheses, no thousands separators, lower case; a number written as its value
+    (``31.0`` -> ``31``)."""
     if answer is None:
         return None
-    a = answer.strip().rstrip(".").strip()
+    a = answer.replace("*", "").strip().rstrip(".!;").strip()
     while len(a) > 1 and a[0] + a[-1] in ("()", "[]", "{}"):
         a = a[1:-1].strip()
     a = a.replace("$", "").replace("\\,", "").strip()
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", a):
         a = a.replace(",", "")
-    try:
-        value = float(a)
-    except ValueError:
+    value = _number(a)
+    if value is None:
         return " ".join(a.lower().split())
-    if not math.isfinite(value):
-        return a.lower()
     return str(int(value)) if value == int(value) else repr(value)
 
 
@@ -77,10 +99,17 @@ def reference_answer(record: dict) -> str | None:
 
 
 def exact_match(completion: str, reference: str | None) -> float:
-    """1.0 when the completion's final answer equals the reference answer (both normalised)."""
+    """1.0 when the completion's final answer equals the reference answer (both normalised).
+    A numeric reference is compared with the first number of the stated answer, so a unit or
+    a word after it (``4 hours``, ``52 years old``) does not count against it."""
     ref = normalise(reference)
-    got = normalise(final_answer(completion))
-    return float(ref is not None and got is not None and got == ref)
+    stated = final_answer(completion)
+    if ref is None or stated is None:
+        return 0.0
+    if _number(ref) is not None:
+        first = _NUMBER.search(stated.replace("*", ""))
+        return float(first is not None and normalise(first.group(0)) == ref)
+    return float(normalise(stated) == ref)
 
 
 def exact_match_reward(prompts, completions, answer, **kwargs) -> list[float]:
@@ -107,7 +136,7 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
     import numpy as np
     import torch
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -139,8 +168,6 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
     lora = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
                       lora_dropout=recipe.lora_dropout, target_modules=list(recipe.lora_targets),
                       bias="none", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
-    n_trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     steps: list[dict] = []
@@ -160,7 +187,7 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
             max_completion_length=g["max_new_tokens"], temperature=g["temperature"],
             beta=g["beta"], loss_type=g["loss_type"], seed=recipe.seed, data_seed=recipe.seed,
             shuffle_dataset=False, logging_steps=1, save_strategy="no", report_to="none",
-            use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
+            use_cpu=next(model.parameters()).device.type == "cpu", bf16=False, fp16=False,
             max_grad_norm=recipe.grad_clip or 0.0, disable_tqdm=True,
             # TRL turns activation checkpointing on by default; here it follows the recipe
             # (finetune.gradient_checkpointing), as SFT does: off, the backward pass does not
@@ -168,10 +195,18 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
             gradient_checkpointing=recipe.gradient_checkpointing,
             dataloader_num_workers=0)
         os.environ.setdefault("WANDB_MODE", "disabled")
-        trainer = GRPOTrainer(model=peft_model, reward_funcs=[exact_match_reward], args=args,
+        # the plain model and the LoRA config: TRL wraps it, and with beta > 0 takes the
+        # adapter-disabled model as the KL reference (given a model already wrapped, it would
+        # copy the adapter as a second, "ref" one, saved into the checkpoint too)
+        trainer = GRPOTrainer(model=model, reward_funcs=[exact_match_reward], args=args,
                               train_dataset=data, processing_class=tokenizer,
-                              callbacks=[_Record()])
+                              callbacks=[_Record()], peft_config=lora)
+        peft_model = trainer.model
+        n_trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         trainer.train()
+    if list(getattr(peft_model, "peft_config", {})) != ["default"]:
+        raise RuntimeError(f"grpo: expected one LoRA adapter, got "
+                           f"{list(getattr(peft_model, 'peft_config', {}))}")
     for s in steps:
         log(f"grpo step {s['step']}/{g['steps']}: reward {s.get('reward', float('nan')):.3f} "
             f"± {s.get('reward_std', float('nan')):.3f}, loss {s.get('loss', float('nan')):.4f}, "
@@ -180,6 +215,11 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
 
     def col(key):
         return [s.get(key, float("nan")) for s in steps]
+
+    # a step whose every group got one reward has no advantage and moves nothing: with no
+    # such step the adapter is still zero and the tuned model is the base
+    max_lora_b = max((float(p.detach().abs().max()) for n, p in peft_model.named_parameters()
+                      if "lora_B" in n), default=0.0)
 
     rewards = col("reward")
     return {"model": peft_model, "n_trainable": n_trainable,
@@ -192,7 +232,10 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
             "columns": {"reward": rewards, "reward_std": col("reward_std"), "kl": col("kl"),
                         "completion_length": col("completions/mean_length"),
                         "zero_std_groups": col("frac_reward_zero_std")},
-            "extra": {"rl": {"reward_first": rewards[0] if rewards else None,
+            "extra": {"rl": {"steps_with_signal": int(sum(1 for z in col("frac_reward_zero_std")
+                                                          if z < 1)),
+                             "max_abs_lora_b": max_lora_b,
+                             "reward_first": rewards[0] if rewards else None,
                              "reward_last": rewards[-1] if rewards else None,
                              "reward_mean": float(np.mean(rewards)) if rewards else None,
                              "n_prompts": len(rows), "n_prompt_retokenized": n_retok,

@@ -79,6 +79,10 @@ def _train_grpo(model, tokenizer, records, recipe, *, use_chat_template, log, co
                       log=log)
 
 
+def _no_sft_loop(model, cfg, context):
+    raise RuntimeError("grpo trains in its own loop (stsflow.finetune.grpo), not the SFT loop")
+
+
 # RL: GRPO through TRL's trainer, on a LoRA adapter (saved as LoRA runs are); its own loop
-# (stsflow.finetune.grpo), so it prepares nothing for the SFT loop
-register_method("grpo", _wrap_lora, lambda trained: trained, train=_train_grpo)
+# (stsflow.finetune.grpo) wraps the model itself
+register_method("grpo", _no_sft_loop, lambda trained: trained, train=_train_grpo)

@@ -651,8 +651,10 @@ def _by_run_blocks(by_run: pl.DataFrame, ci: float) -> list[tuple]:
     pred = by_run["predictor"][0]
     return [("h", 2, "Prediction and true shift, run by run"),
             ("p", f"At the primary analysis' layer, SAE, N and target, for each tuned run "
-                  f"(SFT, RL such as grpo, post-hoc pairs): Pearson ρ of {pred} computed on the "
-                  f"ICL-predicted dimensions with the run's Δ, beside ρ of {pred}_oracle, the "
+                  f"(SFT, RL such as grpo, post-hoc pairs) and each evaluated metric (also "
+                  f"by_run.parquet): Pearson ρ of {pred} computed on the ICL-predicted "
+                  f"dimensions with the run's |Δ| (or Δ, as the primary target), beside ρ of "
+                  f"{pred}_oracle, the "
                   f"same score on the run's true shifted dimensions (needs the tuned model), with "
                   f"{ci:.0%} BCa CIs over domains and permutation p, and the overlap "
                   "|D_N ∩ D_N^true| / N of the two dimension sets. The paper found ICL predicts "
@@ -807,8 +809,6 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         write_parquet(methods.to_arrow(), path, metadata={"title": title})
         written[path.name] = path
         blocks += _methods_blocks(methods, ci)
-    if by_run is not None and by_run.height:
-        blocks += _by_run_blocks(by_run, ci)
         images["runs.png"] = _runs_png(observed.filter(pl.col("method").is_not_null())
                                        if "method" in observed.columns else observed, metric)
         path = outdir / "runs.png"
@@ -816,6 +816,11 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
             Path(tmp).write_bytes(images["runs.png"])
         written[path.name] = path
         blocks.append(("img", "runs.png", f"Δ of every run on every domain ({metric})"))
+    if by_run is not None and by_run.height:
+        path = outdir / "by_run.parquet"
+        write_parquet(by_run.to_arrow(), path, metadata={"title": title})
+        written[path.name] = path
+        blocks += _by_run_blocks(by_run, ci)
     if comparison is not None:
         path = outdir / "comparison.parquet"
         write_parquet(comparison.to_arrow(), path, metadata={"title": title, "primary": primary})

@@ -91,12 +91,20 @@ def test_prediction_by_run_sets_icl_and_true_shift_side_by_side():
                             "overlap": [0.4, 0.05, 0.9]})
     primary = {"predictor": "sts_act", "layer": 12, "sae": "main", "n_top": 100,
                "metric": "acc", "target": "abs", "protocol": "all"}
-    out = prediction_by_run(corr, overlap, primary).sort("method", "seed")
-    assert out.select("method", "seed", "icl", "true", "overlap").rows() == [
-        ("grpo", 0, 0.1, 0.7, 0.05), ("grpo", 1, -0.9, None, None), ("lora", 0, 0.8, 0.9, 0.4)]
+    out = prediction_by_run(corr, overlap, primary).sort("method", "seed", "metric")
+    assert out.select("method", "seed", "metric", "icl", "true", "overlap").rows() == [
+        ("grpo", 0, "acc", 0.1, 0.7, 0.05), ("grpo", 0, "nll", None, -0.7, 0.05),
+        ("grpo", 1, "acc", -0.9, None, None), ("lora", 0, "acc", 0.8, 0.9, 0.4)]
+    out = out.filter(pl.col("metric") == "acc")
     assert out.filter(pl.col("method") == "grpo")["icl_ci_low"][0] == pytest.approx(0.0)
     # an _oracle primary names the same pair of rows
     again = prediction_by_run(corr, overlap, dict(primary, predictor="sts_act_oracle"))
-    assert again.sort("method", "seed").select("icl", "true").rows() == out.select(
-        "icl", "true").rows()
+    assert again.filter(pl.col("metric") == "acc").sort("method", "seed").select(
+        "icl", "true").rows() == out.select("icl", "true").rows()
+    # a baseline primary (no true-shift twin) is compared through sts_icl, the paper's score
+    corr2 = pl.concat([corr, pl.DataFrame([row("sts_icl_oracle", "lora", 0.3),
+                                           row("sts_icl", "lora", 0.2)])], how="diagonal")
+    base = prediction_by_run(corr2, overlap, dict(primary, predictor="grad_sim"))
+    assert base.filter((pl.col("method") == "lora") & (pl.col("metric") == "acc")).select(
+        "predictor", "icl", "true").rows() == [("sts_icl", 0.2, 0.3)]
     assert prediction_by_run(corr, overlap, None).height == 0

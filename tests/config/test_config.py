@@ -722,6 +722,11 @@ def test_the_data_mixture_is_checked_against_the_run(project):
     assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.metric"]
     cfg["mixture"]["strategies"] = ["sts", "uniform"]  # no oracle: the metric is not read
     assert problems_of(cfg, workdir) == []
+    # RL on the prompts takes no replay of answers: a grpo mixture is refused
+    cfg["finetune"]["methods"] = ["grpo", "lora"]
+    assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.method"]
+    cfg["mixture"]["method"] = "lora"
+    assert problems_of(cfg, workdir) == []
 
 
 def test_posthoc_pairs_are_checked_before_any_job(project, tmp_path):

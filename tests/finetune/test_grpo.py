@@ -19,6 +19,9 @@ from stsflow.finetune.grpo import (exact_match, exact_match_reward, final_answer
     # the last statement counts: a model that corrects itself
     ("The answer is 3. Wait, no. The answer is 5.", "5"),
     ("The answer is 2.5 km.\nDone", "2.5 km"),
+    ("he gets back 31, which is what he needs", "31"),  # a comma after a number is not its own
+    ("**The answer is 31.**", "31"),  # markdown emphasis is not part of the answer
+    ("x \\boxed{\\frac{\\sqrt{3}}{2}} y", "\\frac{\\sqrt{3}}{2}"),  # nested braces
     ("no number here", None),
     ("", None),
 ])
@@ -44,6 +47,16 @@ def test_normalise(raw, norm):
     ("I do not know.", "31", 0.0),
     ("The answer is 31.", None, 0.0),  # no reference: never rewarded
     ("The answer is (B).", "B", 1.0),
+    # a unit or a word after a numeric answer does not count against it; another number does
+    ("The answer is 4 hours.", "4", 1.0),
+    ("The answer is 52 years old.", "52", 1.0),
+    ("The answer is **31**.", "31", 1.0),
+    ("The answer is 31!", "31", 1.0),
+    ("The answer is 3 and 4.", "4", 0.0),
+    ("The answer is 2.5 km.", "2.5", 1.0),
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}", 1.0),
+    ("The answer is Paris.", "paris", 1.0),
+    ("The answer is Paris, France.", "paris", 0.0),
 ])
 def test_exact_match_on_hand_written_cases(completion, reference, reward):
     assert exact_match(completion, reference) == reward

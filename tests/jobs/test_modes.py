@@ -717,6 +717,7 @@ def test_grpo_job_trains_an_adapter_on_the_reward_and_records_the_curve(job, mon
     assert (meta["method"], meta["adapter_type"], meta["recipe"]["grpo"]["steps"]) == (
         "grpo", "lora", 2)
     assert meta["rl"]["n_prompts"] == 12 and meta["rl"]["n_prompt_retokenized"] == 0
+    assert meta["rl"]["steps_with_signal"] >= 1 and meta["rl"]["max_abs_lora_b"] > 0
     history = pq.read_table(d / "ft-grpo.history.parquet").to_pandas()
     assert list(history["step"]) == [1, 2]
     assert {"reward", "reward_std", "kl", "completion_length"} <= set(history.columns)
@@ -727,6 +728,7 @@ def test_grpo_job_trains_an_adapter_on_the_reward_and_records_the_curve(job, mon
     assert len(seen) == 2 * 2 * 3 and set(seen) <= answers
     adapter = load_file(str(out / "adapter_model.safetensors"))
     assert any(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)
+    assert not (out / "ref").exists()  # one adapter: the KL reference is the base itself
     tuned, _, info = load_model(out, "float32", "cpu")
     name = "model.layers.0.self_attn.q_proj.weight"
     assert info["method"] == "grpo"
