@@ -148,7 +148,11 @@ def local_fingerprint(prepared: Path | str) -> dict | None:
     info = model_info(prepared)
     if info.get("kind") != "local":
         return None
-    path = Path(info["path"])
+    return directory_fingerprint(Path(info["path"]))
+
+
+def directory_fingerprint(path: Path) -> dict:
+    """The hash of a model directory's config.json and the name and size of every weight file."""
     weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
     return {"config_sha256": sha256(path / "config.json"),
             "weights": {p.name: p.stat().st_size for p in weights}}

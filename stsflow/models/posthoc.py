@@ -140,7 +140,11 @@ def import_tuned(tuned: dict, base_dir: Path | str, outdir: Path | str, meta: di
         try:
             manifest, tok, cfg = _locate(kind, spec, tmp, base_tok)
         except (OSError, ValueError) as exc:  # a missing file, an unreadable model, the hub
-            raise type(exc)(f"{field}.{kind}: {exc}") from exc
+            # the same kind of error with the field named; hub errors, whose constructors take
+            # other arguments, become a plain OSError
+            kind_of = type(exc) if type(exc) in (FileNotFoundError, OSError, ValueError) else (
+                ValueError if isinstance(exc, ValueError) else OSError)
+            raise kind_of(f"{field}.{kind}: {exc}") from exc
         _check(field, base_cfg, base_tok, cfg, tok)
         text = _text_config(cfg)
         manifest.update(architecture=(cfg.architectures or [type(cfg).__name__])[0],
@@ -210,7 +214,7 @@ def _locate(kind: str, spec: dict, tmp: Path, base_tok):
     file is dequantised into ``tmp/weights``."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from stsflow.models.load import dequantised_gguf
+    from stsflow.models.load import dequantised_gguf, directory_fingerprint
 
     if kind == "gguf":
         path = Path(spec["path"])
@@ -234,17 +238,9 @@ def _locate(kind: str, spec: dict, tmp: Path, base_tok):
         manifest = {"kind": "local", "path": where, "revision": None}
         # what identifies the weights in place (stsflow.models.load checks it on every load:
         # a directory overwritten after the import is refused, not silently read)
-        manifest["fingerprint"] = local_files(Path(where))
+        manifest["fingerprint"] = directory_fingerprint(Path(where))
     has_tok = kind == "hf" or any((Path(where) / f).is_file()
                                   for f in ("tokenizer.json", "tokenizer_config.json"))
     # a directory saved without its tokenizer is read with the base's (then checked as equal)
     tok = AutoTokenizer.from_pretrained(where, **kw) if has_tok else base_tok
     return manifest, tok, AutoConfig.from_pretrained(where, **kw)
-
-
-def local_files(path: Path) -> dict:
-    """The hash of a model directory's config.json and the name and size of every weight file
-    (as stsflow.models.load.local_fingerprint records a local base)."""
-    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return {"config_sha256": sha256(path / "config.json"),
-            "weights": {p.name: p.stat().st_size for p in weights}}

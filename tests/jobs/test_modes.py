@@ -724,7 +724,7 @@ def test_grpo_job_trains_an_adapter_on_the_reward_and_records_the_curve(job, mon
     assert history["reward"].between(0, 2).all() and history["completion_length"].le(8).all()
     assert meta["rl"]["reward_first"] == history["reward"][0]
     # every reward was computed against an item's reference answer (the answer column)
-    answers = {r["answer"] for r in __import__("conftest").sft_records(12)}
+    answers = {r["answer"] for r in sft_records(12)}
     assert len(seen) == 2 * 2 * 3 and set(seen) <= answers
     adapter = load_file(str(out / "adapter_model.safetensors"))
     assert any(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)

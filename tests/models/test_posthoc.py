@@ -151,7 +151,7 @@ def test_a_non_lora_adapter_or_missing_files_are_refused(base, tmp_path):
     _save(make_model(len(make_tokenizer())), make_tokenizer(), empty)
     for f in empty.glob("*.safetensors"):
         f.unlink()
-    with pytest.raises(FileNotFoundError, match="no safetensors weights"):
+    with pytest.raises(FileNotFoundError, match=rf"^{FIELD}.local: .*no safetensors weights"):
         import_tuned({"local": {"path": str(empty)}}, base, tmp_path / "ft" / "e", {},
                      field=FIELD)
 
