@@ -103,9 +103,11 @@ def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
     if not primary or "method" not in corr.columns:
         return pl.DataFrame(schema=schema)
     pred = primary["predictor"].removesuffix("_oracle")
-    if f"{pred}_oracle" not in set(corr["predictor"]) and "sts_icl_oracle" in set(
-            corr["predictor"]):
-        pred = "sts_icl"  # a primary without a true-shift twin (a baseline): the paper's score
+    preds = set(corr["predictor"])
+    if (pred not in preds or f"{pred}_oracle" not in preds) and "sts_icl_oracle" in preds:
+        # a primary without both an ICL and a true-shift row (a baseline; before_after, which
+        # exists only after training): the paper's score
+        pred = "sts_icl"
     # every metric, each its own row: the primary's metric is one of them
     site = {k: primary[k] for k in ("layer", "sae", "n_top", "target", "protocol")
             if primary.get(k) is not None and k in corr.columns}

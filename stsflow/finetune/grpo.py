@@ -100,14 +100,15 @@ def reference_answer(record: dict) -> str | None:
 
 def exact_match(completion: str, reference: str | None) -> float:
     """1.0 when the completion's final answer equals the reference answer (both normalised).
-    A numeric reference is compared with the first number of the stated answer, so a unit or
-    a word after it (``4 hours``, ``52 years old``) does not count against it."""
+    A numeric reference is compared with the first number of the stated answer after its last
+    ``=`` (an answer written as a computation, ``100 - 69 = 31``, states its result last), so a
+    unit or a word after it (``4 hours``, ``52 years old``) does not count against it."""
     ref = normalise(reference)
     stated = final_answer(completion)
     if ref is None or stated is None:
         return 0.0
     if _number(ref) is not None:
-        first = _NUMBER.search(stated.replace("*", ""))
+        first = _NUMBER.search(stated.replace("*", "").rsplit("=", 1)[-1])
         return float(first is not None and normalise(first.group(0)) == ref)
     return float(normalise(stated) == ref)
 

@@ -140,10 +140,10 @@ def import_tuned(tuned: dict, base_dir: Path | str, outdir: Path | str, meta: di
         try:
             manifest, tok, cfg = _locate(kind, spec, tmp, base_tok)
         except (OSError, ValueError) as exc:  # a missing file, an unreadable model, the hub
-            # the same kind of error with the field named; hub errors, whose constructors take
-            # other arguments, become a plain OSError
-            kind_of = type(exc) if type(exc) in (FileNotFoundError, OSError, ValueError) else (
-                ValueError if isinstance(exc, ValueError) else OSError)
+            # the same kind of error with the field named (hub errors, whose constructors take
+            # other arguments, become the builtin they derive from)
+            kind_of = next(k for k in (FileNotFoundError, ValueError, OSError)
+                           if isinstance(exc, k))
             raise kind_of(f"{field}.{kind}: {exc}") from exc
         _check(field, base_cfg, base_tok, cfg, tok)
         text = _text_config(cfg)

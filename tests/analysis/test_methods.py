@@ -104,7 +104,10 @@ def test_prediction_by_run_sets_icl_and_true_shift_side_by_side():
     # a baseline primary (no true-shift twin) is compared through sts_icl, the paper's score
     corr2 = pl.concat([corr, pl.DataFrame([row("sts_icl_oracle", "lora", 0.3),
                                            row("sts_icl", "lora", 0.2)])], how="diagonal")
-    base = prediction_by_run(corr2, overlap, dict(primary, predictor="grad_sim"))
-    assert base.filter((pl.col("method") == "lora") & (pl.col("metric") == "acc")).select(
-        "predictor", "icl", "true").rows() == [("sts_icl", 0.2, 0.3)]
+    for baseline in ("grad_sim", "before_after_oracle"):  # the latter has no ICL row
+        corr3 = pl.concat([corr2, pl.DataFrame([row("before_after_oracle", "lora", 0.5)])],
+                          how="diagonal")
+        base = prediction_by_run(corr3, overlap, dict(primary, predictor=baseline))
+        assert base.filter((pl.col("method") == "lora") & (pl.col("metric") == "acc")).select(
+            "predictor", "icl", "true").rows() == [("sts_icl", 0.2, 0.3)]
     assert prediction_by_run(corr, overlap, None).height == 0

@@ -53,6 +53,10 @@ def test_normalise(raw, norm):
     ("The answer is **31**.", "31", 1.0),
     ("The answer is 31!", "31", 1.0),
     ("The answer is 3 and 4.", "4", 0.0),
+    # an answer written as a computation states its result after the last "="
+    ("The answer is 100 - 69 = 31.", "31", 1.0),
+    ("The answer is $100 - $69 = $31.", "31", 1.0),
+    ("The answer is 31 - 5 = 26.", "31", 0.0),
     ("The answer is 2.5 km.", "2.5", 1.0),
     ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}", 1.0),
     ("The answer is Paris.", "paris", 1.0),

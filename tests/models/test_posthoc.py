@@ -211,3 +211,17 @@ def test_a_gguf_tuned_model_is_dequantised_on_import(tmp_path):
     assert (info["kind"], info["path"], info["method"]) == ("gguf", "weights", "posthoc_g")
     text = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     assert torch.equal(_logits(tmp_path / "ft" / "g", text), _logits(tmp_path / "base", text))
+
+
+def test_a_hub_model_missing_from_the_cache_names_the_field(base, tmp_path, monkeypatch):
+    """Offline, with the hub cache empty, the hub library's own error is re-raised with the
+    field named and of the builtin kind it derives from."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match=rf"^{FIELD}.hf: ") as err:
+        import_tuned({"hf": {"id": "org/absent", "revision": "main"}}, base,
+                     tmp_path / "ft" / "h", {}, field=FIELD)
+    assert type(err.value).__module__ == "builtins" and err.value.__cause__ is not None
+    assert not (tmp_path / "ft" / "h").exists()
