@@ -247,8 +247,19 @@ def model_threads(w):
 # Fine-tuning is the exception: two threads on a CPU too. Its backward passes use them (one
 # thread beside other jobs took 964 s against 413 s alone with two, embedded default on 2 cores),
 # and a fixed count keeps a run's fine-tuned weights the same whatever the machine's core count
-# (float sums in torch's kernels depend on the thread count). It starts first (priority).
+# (float sums in torch's kernels depend on the thread count).
 FINETUNE_THREADS = 2
+
+# Scheduling on a machine with few cores (Snakemake's scheduler maximises the sum of the
+# priorities of the jobs it starts). The STS table is the workflow's prediction, made before any
+# fine-tuning, so the jobs it needs (SAEs, extractions, encodings, gradients, shifts, scores)
+# outrank the rest: a freed core goes to them before an evaluation. Fine-tuning needs two cores
+# free at once: it outranks one chain job and any other pair (30), not two chain jobs (40), so
+# it starts as the chain runs dry, and its evaluations fill the cores beside it. Measured on 2
+# cores (README): the STS table 11.5 minutes in with only the SAEs and extractions ranked, as the
+# evaluations and gradients interleaved with the chain.
+STS_CHAIN_PRIORITY = 20
+FINETUNE_PRIORITY = 30
 
 
 def gpu_units(w):

@@ -21,8 +21,7 @@ rule extract:
         f"{R}/logs/extract/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
     wildcard_constraints:
         sae=PRIMARY_SAES,
-    # before the independent evaluations: extractions feed the encodings and scores
-    priority: 10
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/gpu.yaml"
     threads: model_threads
@@ -51,6 +50,7 @@ rule encode:
         f"{R}/logs/encode/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
     wildcard_constraints:
         sae=SWEEP_SAES,
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/gpu.yaml"
     threads: model_threads
@@ -77,6 +77,7 @@ rule gradients:
         grad_file("{model}", "{kind}", "{corpus}"),
     log:
         f"{R}/logs/gradients/{{model}}/{{kind}}/{{corpus}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/gpu.yaml"
     threads: model_threads

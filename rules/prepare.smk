@@ -101,8 +101,7 @@ rule prepare_sae:
         directory(sae_dir("{model}", "{layer}", "{sae}")),
     log:
         f"{R}/logs/prepare_sae/{{model}}/L{{layer}}/{{sae}}.log",
-    # first: the SAE heads the longest chain (extractions, encodings, scores)
-    priority: 20
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/gpu.yaml"
     threads: model_threads

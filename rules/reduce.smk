@@ -15,6 +15,7 @@ rule shift:
         **shift_files("{model}", "{layer}", "{sae}", "{sft}", "s{seed}", unaligned=True),
     log:
         f"{R}/logs/shift/{{model}}/L{{layer}}/{{sae}}/{{sft}}/s{{seed}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/reduce.yaml"
     params:
@@ -44,6 +45,7 @@ rule sts:
         sts_part("{model}", "{layer}", "{sae}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:
         f"{R}/logs/sts/{{model}}/L{{layer}}/{{sae}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/reduce.yaml"
     params:
@@ -62,6 +64,7 @@ rule sts_table:
         csv=table("{model}", "{sft}", "sts", "csv"),
     log:
         f"{R}/logs/sts_table/{{model}}/{{sft}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/reduce.yaml"
     script:

@@ -12,8 +12,7 @@ rule finetune:
         f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
     wildcard_constraints:
         method=TRAINED_METHOD_PATTERN,
-    # first of all (it takes two cores): it heads the tuned evaluations and extractions
-    priority: 30
+    priority: FINETUNE_PRIORITY
     conda:
         "../envs/gpu.yaml"
     threads: FINETUNE_THREADS
@@ -42,7 +41,7 @@ rule import_tuned:
         f"{R}/logs/import_tuned/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
     wildcard_constraints:
         method=POSTHOC_METHOD_PATTERN,
-    priority: 30
+    priority: FINETUNE_PRIORITY
     conda:
         "../envs/cpu.yaml"
     threads: 2
