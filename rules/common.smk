@@ -255,10 +255,12 @@ FINETUNE_THREADS = 2
 # fine-tuning, so the jobs it needs (SAEs, extractions, encodings, gradients, shifts, scores)
 # outrank the rest: a freed core goes to them before an evaluation. Fine-tuning needs two cores
 # free at once: it outranks one chain job and any other pair (30), not two chain jobs (40), so
-# it starts as the chain runs dry, and its evaluations fill the cores beside it. Measured on 2
-# cores (README): the STS table 11.5 minutes in with only the SAEs and extractions ranked, as the
-# evaluations and gradients interleaved with the chain.
+# it starts as the chain runs dry, and its evaluations fill the cores beside it. The SAEs head
+# the chain (the layer's own SAE before its extractions; ranked with the rest, the sweep's SAE
+# and the gradients went first). Measured on 2 cores (README): the STS table 11.5 minutes in
+# with only the SAEs and extractions ranked, as the evaluations and gradients interleaved.
 STS_CHAIN_PRIORITY = 20
+SAE_PRIORITY = 25
 FINETUNE_PRIORITY = 30
 
 

@@ -101,7 +101,7 @@ rule prepare_sae:
         directory(sae_dir("{model}", "{layer}", "{sae}")),
     log:
         f"{R}/logs/prepare_sae/{{model}}/L{{layer}}/{{sae}}.log",
-    priority: STS_CHAIN_PRIORITY
+    priority: SAE_PRIORITY
     conda:
         "../envs/gpu.yaml"
     threads: model_threads
