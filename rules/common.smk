@@ -10,6 +10,7 @@ from stsflow.config import resources
 from stsflow.config.facts import model_shape, registry_id_facts, runs_on_cpu
 from stsflow.config.settings import ExtractSettings, ModelSettings
 from stsflow.mode import (
+    FULL_METHOD_PATTERN,
     MODE_PATTERN,
     POSTHOC_METHOD_PATTERN,
     RUN_METHOD_PATTERN,
@@ -253,15 +254,16 @@ FINETUNE_THREADS = 2
 # Scheduling on a machine with few cores (Snakemake's scheduler maximises the sum of the
 # priorities of the jobs it starts). The STS table is the workflow's prediction, made before any
 # fine-tuning, so the jobs it needs (SAEs, extractions, encodings, gradients, shifts, scores)
-# outrank the rest: a freed core goes to them before an evaluation. Fine-tuning needs two cores
-# free at once: it outranks one chain job and any other pair (30), not two chain jobs (40), so
-# it starts as the chain runs dry, and its evaluations fill the cores beside it. The SAEs head
-# the chain (the layer's own SAE before its extractions; ranked with the rest, the sweep's SAE
-# and the gradients went first). Measured on 2 cores (README): the STS table 11.5 minutes in
-# with only the SAEs and extractions ranked, as the evaluations and gradients interleaved.
+# outrank the rest: a freed core goes to them before an evaluation. The SAEs head the chain (the
+# layer's own SAE before its extractions; ranked with the rest, the sweep's SAE and the
+# gradients went first). Fine-tuning needs two cores free at once, which happens only when no
+# one-core job is waiting for a freed core; it then outranks two evaluations but no chain job
+# (10 < 20), so it never delays the table. Measured on 2 cores (README): the table 8.5 minutes
+# into the workflow, fine-tuning from 11; before, with only the SAEs and extractions ranked, the
+# table came 11.5 minutes in, as the evaluations and gradients interleaved with the chain.
 STS_CHAIN_PRIORITY = 20
 SAE_PRIORITY = 25
-FINETUNE_PRIORITY = 30
+FINETUNE_PRIORITY = 10
 
 
 def gpu_units(w):
@@ -310,6 +312,12 @@ def _ft_step(method):
     return {"lora": "lora", "sae_select": "lora", "grpo": "lora"}.get(base, "full")
 
 
+def ft_shards(method):
+    """The processes (GPUs, FSDP ranks) of a run: finetune.processes for full fine-tuning, one
+    for every other method (stsflow.finetune.distributed)."""
+    return FT["processes"] if RunMethod.parse(method).method == "full" else 1
+
+
 def _eval_job(w):
     gen = EVAL["max_new_tokens"] if "generate" in EVAL["metrics"] else 0
     return dict(
@@ -336,6 +344,7 @@ MODEL_JOBS = {
         batch=FT["micro_batch_size"],
         tokens=FT["max_length"],
         checkpointing=FT["gradient_checkpointing"],
+        shards=ft_shards(w.method),
     ),
     "evaluate_base": _eval_job,  # evaluate_tuned inherits its resources (use rule ... with)
     # the LM head over a few SAE decoder rows (logit lens): the weights, nothing per token
@@ -464,8 +473,10 @@ def _work_finetune(w, input):
     examples = FT["epochs"] * n
     if FT["max_steps"] and FT["max_steps"] < steps:
         examples = FT["max_steps"] * min(batch, n)
-    return dict(
-        step=_ft_step(w.method), tokens=examples * per, checkpointing=FT["gradient_checkpointing"]
+    return dict(  # each of a sharded run's ranks takes its share of the micro-batches
+        step=_ft_step(w.method),
+        tokens=math.ceil(examples * per / ft_shards(w.method)),
+        checkpointing=FT["gradient_checkpointing"],
     )
 
 
@@ -767,13 +778,19 @@ def mixture_recipe(w):
 
 def recipe(w):
     out = passed(
-        {k: v for k, v in FT.items() if k not in ("enabled", "methods", "sae_select", "grpo")}
+        {
+            k: v
+            for k, v in FT.items()
+            if k not in ("enabled", "methods", "sae_select", "grpo", "processes")
+        }
     )
     if FT["max_items"]:  # only then does the sample seed matter to fine-tuning
         out["sample_seed"] = STS["sample_seed"]
     if RunMethod.parse(w.method).method == "sae_select":  # only its runs depend on its sites
         sites = select_sites(MODELS[w.model], FT["sae_select"])
         out["sae_select"] = {"layers": [l for l, _ in sites], "saes": [s for _, s in sites]}
+    if RunMethod.parse(w.method).method == "full" and FT["processes"] > 1:  # FSDP ranks
+        out["processes"] = FT["processes"]
     if RunMethod.parse(w.method).method == "grpo":  # only its runs depend on the RL recipe
         out["grpo"] = FT["grpo"]
     if RunMethod.parse(w.method).mix is not None:

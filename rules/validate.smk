@@ -28,6 +28,26 @@ rule finetune:
         "../workflow_scripts/finetune.py"
 
 
+# A full fine-tune sharded over finetune.processes GPUs of one node (FSDP): the same job, whose
+# script starts one process per GPU (stsflow.finetune.distributed), as one job holding them all.
+# The SLURM profile gives it its partition; its GPU count is this rule's, read from the config.
+if FT["processes"] > 1:
+
+    use rule finetune as finetune_sharded with:
+        wildcard_constraints:
+            method=FULL_METHOD_PATTERN,
+        threads: lambda w: FINETUNE_THREADS * FT["processes"]
+        resources:
+            # a CPU model (`device: cpu`): gloo processes, no GPU. Not runs_on_cpu: `auto` is
+            # planned for GPUs, as the machine that plans (a login node) may have none
+            gpu=lambda w: 0 if MODELS[w.model]["device"] == "cpu" else FT["processes"],
+            mem_mb=host_request("finetune", 16000),
+            gpu_mem_mb=gpu_request("finetune"),
+            runtime=runtime_request("finetune", 240),
+
+    ruleorder: finetune_sharded > finetune
+
+
 rule import_tuned:
     """A post-hoc pair's tuned model (posthoc.<label>), checked against the base (architecture,
     shape, tokenizer) and imported as the checkpoint of the run posthoc_<label>: every later job

@@ -45,6 +45,8 @@ LABEL_PATTERN = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
 _BASE = rf"full|lora|grpo|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
 TRAINED_METHOD_PATTERN = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
 POSTHOC_METHOD_PATTERN = rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
+# full fine-tuning, plain or on a data mixture: the runs finetune.processes shards
+FULL_METHOD_PATTERN = rf"full(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
 _METHOD = rf"{TRAINED_METHOD_PATTERN}|{POSTHOC_METHOD_PATTERN}"
 RUN_METHOD_PATTERN = _METHOD
 _RUN_METHOD_RE = re.compile(

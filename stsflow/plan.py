@@ -117,7 +117,7 @@ def summarise(jobs: list[dict], local: set[str]) -> list[RulePlan]:
             p.gpu_hours += runtime / 60 * gpus
     order = defaultdict(int, {r: i for i, r in enumerate(
         ["fetch_model", "fetch_sae", "prepare_model", "prepare_sae", "extract", "encode",
-         "gradients", "finetune", "evaluate_base", "evaluate_tuned"])})
+         "gradients", "finetune", "finetune_sharded", "evaluate_base", "evaluate_tuned"])})
     return sorted(plans.values(), key=lambda p: (p.local, order.get(p.rule, 99), p.rule))
 
 

@@ -11,4 +11,4 @@ validate.finetune(snakemake.input.model, ModelSettings.from_config(snakemake.par
                   FinetuneSettings.from_recipe(snakemake.params.recipe, w.method, int(w.seed)),
                   snakemake.output.ckpt,
                   snakemake.output.history, threads=snakemake.threads,
-                  inputs=dict(snakemake.input.items()))
+                  inputs=dict(snakemake.input.items()), log_path=snakemake.log[0])

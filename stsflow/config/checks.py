@@ -231,6 +231,17 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
         ft = config["finetune"]
         if found and ft["enabled"] and {"lora", "grpo"} & set(ft["methods"]):
             problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
+    ft = config["finetune"]
+    if ft["enabled"] and ft["processes"] > 1:  # a data mixture's runs are of these methods too
+        if "full" not in ft["methods"]:
+            problems.append(f"finetune.processes: {ft['processes']} processes shard full "
+                            f"fine-tuning (FSDP), and finetune.methods {ft['methods']} has no "
+                            "full run. Fix: add full to finetune.methods, or set processes: 1")
+        for name, model in config["models"].items():
+            if model["device"] not in ("auto", "cuda", "cpu"):
+                problems.append(f"models.{name}.device: {model['device']!r} is one device, and "
+                                f"finetune.processes {ft['processes']} puts one rank on each of "
+                                "the job's GPUs. Fix: device: auto (or cuda), or processes: 1")
     if check_sources:
         for name, c in config["sft"].items():
             problems += _source_problems(f"sft.{name}.source", c["source"], c["schema"],

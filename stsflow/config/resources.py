@@ -92,7 +92,8 @@ def backward_bytes(s: Shape, micro_batch: int, tokens: int, checkpointing: bool)
 
 def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, tokens: int,
          new_tokens: int = 0, checkpointing: bool = False, sae_width: int | None = None,
-         trains_sae: bool = False, merges_adapter: bool = False, logits: bool = True) -> Need:
+         trains_sae: bool = False, merges_adapter: bool = False, logits: bool = True,
+         shards: int = 1) -> Need:
     """The memory of one job of ``step``:
 
     * ``inference``: a forward pass of the model in ``dtype`` (evaluation, the before/after
@@ -106,7 +107,11 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
     * ``encode``: a sweep SAE on kept residuals, no model.
 
     ``merges_adapter``: the job loads a LoRA checkpoint, merged into a float32 base on the host;
-    ``logits``: whether an inference job computes the LM head's output."""
+    ``logits``: whether an inference job computes the LM head's output; ``shards``: the GPUs a
+    full fine-tune is sharded over (FSDP: each holds 1/shards of the weights, gradients and AdamW
+    states, its own micro-batch's activations, and whole in float32 with their gradients the
+    root module's embedding and LM head, unsharded through the step, and two blocks, the one
+    running and the one prefetched; the figure is per GPU)."""
     n, b = s.n_params, BYTES[dtype]
     weights = n * b
     host = HOST_BASE + weights
@@ -128,14 +133,22 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
     elif step == "lora":  # saves its adapter only
         gpu = 4 * n + backward_bytes(s, batch, tokens, checkpointing)
     elif step == "full":
-        gpu = 16 * n + backward_bytes(s, batch, tokens, checkpointing)
+        gathered = 0
+        if shards > 1:  # embedding and LM head counted untied (the upper bound)
+            root = 2 * s.vocab_size * s.hidden_size
+            gathered = 2 * 4 * (root + 2 * (n - root) / s.n_layers)
+        gpu = 16 * n / shards + gathered + backward_bytes(s, batch, tokens, checkpointing)
+        # each rank loads the whole float32 model on its GPU before sharding it
+        gpu = max(gpu, 4 * n) if shards > 1 else gpu
         host = HOST_BASE + max(weights, 4 * n)  # the float32 model it saves
+        if shards > 1:  # every rank's process loads the model; rank 0 gathers it to save
+            host = shards * (HOST_BASE + weights) + 4 * n
     else:
         raise ValueError(f"unknown step {step!r}")
     if merges_adapter:
         host = max(host, HOST_BASE + weights + 4 * n)
-    if device_is_cpu:
-        host = max(host, HOST_BASE + gpu)
+    if device_is_cpu:  # a sharded run's ranks each hold their working set on the host
+        host = max(host, shards * (HOST_BASE + gpu))
     return Need(gpu_mb=_mb(gpu), host_mb=_mb(host))
 
 

@@ -335,6 +335,9 @@ class FinetuneSettings:
     micro_batch_tokens: int | None = None  # optional, passed only when set
     sample_seed: int = 0  # only meaningful with max_items (then the rule passes sts.sample_seed)
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
+    # full runs only: processes (one per GPU) sharding the run with FSDP
+    # (stsflow.finetune.distributed); the rule passes it to full runs alone, when above 1
+    processes: int = 1
     # sae_select runs only: {"layers": [...], "saes": [...]}, the map sites (config.saes.select_sites);
     # the rule passes it to those runs alone, so other runs' parameters do not depend on it
     sae_select: dict | None = None
@@ -361,6 +364,10 @@ class FinetuneSettings:
                              f"micro_batch_size ({self.micro_batch_size})")
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
+        if self.processes < 1 or (self.processes > 1 and run.method != "full"):
+            raise ValueError(f"finetune.processes: {self.processes} for a {run.method} run; it "
+                             "must be >= 1, and above 1 only for full fine-tuning. Fix: "
+                             "processes: 1, or a full run")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1 or None")
         if not 0.0 <= self.warmup_ratio < 1.0:

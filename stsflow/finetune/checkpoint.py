@@ -46,7 +46,7 @@ def _rel(path: Path | str, outdir: Path) -> str:
 
 
 def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
-                    base_dir: Path | str | None = None) -> Path:
+                    base_dir: Path | str | None = None, state_dict: dict | None = None) -> Path:
     """Save ``model`` (safetensors), ``tokenizer`` and ``stsflow_meta.json`` into ``outdir``.
     An adapter (a PEFT model's adapter, or sae_select's maps) is saved alone and needs
     ``base_dir``, the prepared directory of the model it was trained from (recorded relative to
@@ -57,7 +57,8 @@ def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
     ``outdir``; on any error the temporary directory is removed. ``outdir`` must not exist
     (``FileExistsError``): the workflow deletes stale outputs itself. The metadata file is written
     last, so a directory is a complete checkpoint iff it contains ``stsflow_meta.json``
-    (``is_complete_checkpoint``)."""
+    (``is_complete_checkpoint``). ``state_dict``: the whole model's weights when ``model`` holds
+    shards (FSDP, ``stsflow.finetune.distributed``)."""
     from stsflow.finetune import selective
 
     outdir = Path(outdir)
@@ -82,7 +83,8 @@ def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
                                   sae_manifest_sha256=sha256(Path(s["sae_dir"]) / SAE_MANIFEST))
                              for s in sites]
         else:
-            model.save_pretrained(tmp, safe_serialization=True)
+            # state_dict: a model sharded over processes, gathered (finetune.distributed)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         with open(tmp / META_FILE, "w", encoding="utf-8") as f:

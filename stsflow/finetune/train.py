@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from stsflow.config.settings import FinetuneSettings
+from stsflow.finetune import distributed
 from stsflow.finetune.methods import FINETUNE_REGISTRY
 from stsflow.finetune.selective import is_selective
 from stsflow.models.batching import length_chunks, pad_batch, pad_id_of
@@ -203,6 +204,10 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
     log(f"finetune: {cfg.method}, {len(examples)} examples, {n_total} steps ({warmup} warm-up), "
         f"batch {cfg.batch_size} = {cfg.grad_accum} x {cfg.micro_batch_size}, lr {cfg.lr:g}, "
         f"seed {cfg.seed}")
+    rank, n_ranks = distributed.world()
+    if n_ranks > 1 and cfg.run.method != "full":
+        raise ValueError(f"finetune.processes: {cfg.run.method} runs train in one process; only "
+                         "full fine-tuning is sharded (FSDP)")
     t_start = time.perf_counter()
     with _deterministic(cfg.deterministic):
         torch.manual_seed(cfg.seed)
@@ -210,6 +215,8 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
         train_model = method.prepare(model, cfg, context or {})
         if cfg.gradient_checkpointing:
             _checkpointing(model, True)
+        if n_ranks > 1:  # before the optimizer: it holds the shards (stsflow.finetune.distributed)
+            distributed.shard(train_model)
         params = [p for p in train_model.parameters() if p.requires_grad]
         history["n_trainable"] = sum(p.numel() for p in params)
         opt = torch.optim.AdamW(_param_groups(train_model, cfg.weight_decay), lr=cfg.lr,
@@ -232,17 +239,22 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
                 n_tok = sum(len(ids) for ids, _ in batch)
                 opt.zero_grad(set_to_none=True)
                 loss_sum = 0.0
-                for chunk in length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size,
-                                           cfg.micro_batch_tokens):
-                    ids, att, lab = collate([batch[i] for i in chunk], pad_id, device)
+                chunks = list(length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size,
+                                            cfg.micro_batch_tokens))
+                # one process: every micro-batch at weight 1; several: this rank's share, padded
+                for c, weight in distributed.rank_rounds(len(chunks), rank, n_ranks):
+                    ids, att, lab = collate([batch[i] for i in chunks[c]], pad_id, device)
                     s, _ = response_loss_sum(train_model, ids, att, lab)
-                    (s / n_resp).backward()
-                    loss_sum += float(s.detach())
+                    # one process: exactly s / n_resp; ranks: FSDP averages over them
+                    (s / n_resp * (weight * n_ranks)).backward()
+                    loss_sum += weight * float(s.detach())
+                loss_sum = distributed.all_sum(loss_sum)
                 if cfg.grad_clip:
-                    gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                    gnorm = float(distributed.full_norm(
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
                 else:
-                    gnorm = float(torch.linalg.vector_norm(
-                        torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+                    gnorm = float(distributed.full_norm(torch.nn.utils.get_total_norm(
+                        [p.grad for p in params if p.grad is not None])))
                 lr = sched.get_last_lr()[0]
                 opt.step()
                 sched.step()

@@ -103,15 +103,25 @@ def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict],
 
 
 def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSettings, outdir,
-             history_out, threads: int | None = None, inputs: dict | None = None) -> None:
+             history_out, threads: int | None = None, inputs: dict | None = None,
+             log_path: str | None = None) -> None:
     """Fine-tune the base model on an SFT set and save an atomic checkpoint plus its history.
     ``inputs``: a sae_select run's SAE directories and predicted shift tables by layer
-    (``sae_L<layer>``, ``shift_L<layer>``)."""
+    (``sae_L<layer>``, ``shift_L<layer>``). ``log_path``: the job's log, where the ranks of a
+    sharded run (``recipe.processes`` > 1) write too."""
     import shutil
     import time
 
-    from stsflow.finetune import checkpoint, train
+    from stsflow.finetune import checkpoint, distributed, train
 
+    rank, n_ranks = distributed.world()
+    if recipe.processes > 1 and n_ranks == 1:  # start the ranks; each runs this job again
+        distributed.launch(recipe.processes, {
+            "model_dir": str(model_dir), "model": dataclasses.asdict(model),
+            "sft_items": str(sft_items), "recipe": dataclasses.asdict(recipe),
+            "outdir": str(outdir), "history_out": str(history_out), "log": log_path,
+            "inputs": {k: str(v) for k, v in (inputs or {}).items()}}, log=log.info)
+        return
     lm, tok, minfo = load_job_model(model_dir, model, threads)
     records = corpora.read_records(sft_items)
     # max_items: a seeded sample (sts.sample_seed, as every budget), not the first rows of the set
@@ -143,10 +153,17 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
             "n_steps": result["n_steps"], "tokens_seen": result["tokens_seen"],
             "n_trainable": result["n_trainable"], **extra,
             "seconds": round(time.time() - start, 1), "packages": package_versions()}
+    state = None
+    if n_ranks > 1:  # the shards gathered on rank 0, which alone writes
+        meta["processes"] = n_ranks
+        state = distributed.full_state_dict(result["model"])
+        if rank:
+            return
     outdir = Path(outdir)
     if outdir.exists():  # Snakemake may pre-create the directory; a checkpoint is never reused
         shutil.rmtree(outdir)
-    checkpoint.save_checkpoint(result["model"], tok, outdir, meta, base_dir=model_dir)
+    checkpoint.save_checkpoint(result["model"], tok, outdir, meta, base_dir=model_dir,
+                               state_dict=state)
     write_parquet(history, history_out, meta)
 
 

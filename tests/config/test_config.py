@@ -767,3 +767,21 @@ def test_posthoc_pairs_are_checked_before_any_job(project, tmp_path):
     cfg["posthoc"] = {"two": {"model": "tiny", "sft": "arith",
                               "tuned": {"local": {"path": str(same)}, "peft": {"path": "x"}}}}
     assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["posthoc.two.tuned"]
+
+
+def test_processes_shard_full_runs_only(project):
+    """finetune.processes above 1 needs a full run (the method it shards) and a model device
+    that leaves each rank its own GPU; with fine-tuning off it is not read."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"], "processes": 2}
+    (problem,) = problems_of(cfg, workdir)
+    assert problem.startswith("finetune.processes:") and "Fix: add full" in problem
+    cfg["finetune"]["methods"] = ["lora", "full"]
+    assert problems_of(cfg, workdir) == []
+    model = next(iter(cfg["models"]))
+    cfg["models"][model]["device"] = "cuda:1"
+    (problem,) = problems_of(cfg, workdir)
+    assert problem.startswith(f"models.{model}.device:") and "Fix: device: auto" in problem
+    cfg["finetune"]["enabled"] = False
+    assert problems_of(cfg, workdir) == []

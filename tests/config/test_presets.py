@@ -69,7 +69,8 @@ def job_counts(text: str) -> Counter:
 
 
 def expected_jobs(cfg: dict) -> Counter:
-    """Jobs of a preset as shipped (one model, one SFT set, registry SAEs, no fine-tuning)."""
+    """Jobs of a preset as shipped (one model, one SFT set, registry SAEs; the validation loop
+    when fine-tuning is on: full runs sharded over 8 GPUs)."""
     (model,) = cfg["models"].values()
     n_layers, n_dom = len(model["layers"]), len(cfg["domains"])
     sts = cfg["sts"]
@@ -83,6 +84,12 @@ def expected_jobs(cfg: dict) -> Counter:
                    sts_table=1, coverage=1, manifest=1, all=1,
                    cards=n_layers * seeds)  # feature cards, one per layer and seed
     if cfg.get("observed"):
+        jobs["report"] = 1
+    if cfg["finetune"]["enabled"]:  # one run per seed: evaluated, its true shift scored
+        jobs.update(finetune_sharded=seeds, evaluate_base=n_dom, evaluate_tuned=n_dom * seeds,
+                    extract=n_layers * seeds, true_shift=n_layers * seeds,
+                    sts=n_layers * seeds * n_top * n_dom, observed=1, overlap=1,
+                    oracle_table=1)
         jobs["report"] = 1
     return jobs
 
@@ -148,8 +155,9 @@ def test_preset_validates_offline(preset, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     cfg = stsconfig.load(path, base_dir=tmp_path)
-    assert cfg["finetune"]["enabled"] is False
-    assert cfg["finetune"]["methods"] == ["full"] and cfg["finetune"]["epochs"] == 10
+    ft = cfg["finetune"]
+    assert ft["enabled"] is True and ft["processes"] == 8
+    assert ft["methods"] == ["full"] and ft["epochs"] == 10
 
 
 def test_preset_dry_run_offline(preset, tmp_path):
@@ -161,21 +169,33 @@ def test_preset_dry_run_offline(preset, tmp_path):
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
 
 
-def test_preset_with_finetuning_enabled_dry_run(tmp_path):
-    """The validation loop of the paper's recipe schedules too (full fine-tuning, 3 seeds)."""
-    cfg = yaml.safe_load((PRESETS / "qwen2.5-7b-instruct.yaml").read_text())
-    cfg["finetune"]["enabled"] = True
-    path = tmp_path / "preset.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = dry_run(tmp_path, path)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text[-6000:]
-    jobs = job_counts(text)
-    assert jobs["finetune"] == 3 and jobs["evaluate_base"] == 14 and jobs["evaluate_tuned"] == 42
-    assert jobs["observed"] == 1
-    # the tuned models' own shift (oracle STS) is extracted on the SFT queries, per run
-    assert jobs["extract"] == expected_jobs(cfg)["extract"] + 3
+def test_preset_finetuning_is_one_job_holding_8_gpus(tmp_path):
+    """The paper's recipe (full fine-tuning, 3 seeds) as shipped: each run one job holding the 8
+    GPUs of a node, with the per-GPU memory of its shard; without processes, one GPU each, with
+    the whole model's memory."""
+    def finetune_jobs(path):
+        proc = dry_run(tmp_path, path)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 0, text[-6000:]
+        blocks = [b for b in text.split("\nrule ")[1:] if b.startswith(("finetune:",
+                                                                          "finetune_sharded:"))]
+        res = [dict(kv.split("=") for kv in re.search(r"resources: (.*)", b).group(1).split(", "))
+               for b in blocks]
+        return job_counts(text), [b.split(":")[0] for b in blocks], res
 
+    path = PRESETS / "qwen2.5-7b-instruct.yaml"
+    jobs, rules, res = finetune_jobs(path)
+    assert jobs["finetune_sharded"] == 3 and "finetune" not in jobs
+    assert jobs["evaluate_base"] == 14 and jobs["evaluate_tuned"] == 42 and jobs["observed"] == 1
+    assert rules == ["finetune_sharded"] * 3 and {r["gpu"] for r in res} == {"8"}
+    cfg = yaml.safe_load(path.read_text())
+    cfg["finetune"]["processes"] = 1
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs1, rules1, res1 = finetune_jobs(one)
+    assert jobs1["finetune"] == 3 and "finetune_sharded" not in jobs1
+    # 16 bytes/parameter over 8 GPUs: far less per GPU than one GPU holding it all
+    assert int(res[0]["gpu_mem_mb"]) < int(res1[0]["gpu_mem_mb"]) / 2
 
 def test_documented_command_next_to_the_default_config(tmp_path):
     """The presets' header command: in a working directory that has the embedded default

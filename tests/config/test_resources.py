@@ -134,6 +134,27 @@ def test_memory_grows_with_the_model_the_batch_and_the_step():
         resources.need("train", big, **kw)
 
 
+def test_sharded_full_finetuning_memory_per_gpu():
+    """FSDP over 8 GPUs (Qwen2.5-7B shape): each GPU holds 1/8 of the 16 bytes per parameter,
+    plus, whole in float32 with their gradients, the embedding and LM head (152,064 x 3,584
+    each, counted untied) and two blocks; every rank's process loads the model on the host."""
+    big = resources.Shape(7_615_616_512, 3584, 28, 152064)
+    kw = dict(dtype="bfloat16", device_is_cpu=False, batch=4, tokens=2048, checkpointing=True)
+    one = resources.need("full", big, **kw)
+    eight = resources.need("full", big, **kw, shards=8)
+    root = 2 * 152064 * 3584
+    at_least = 16 * 7_615_616_512 / 8 + 8 * (root + 2 * (7_615_616_512 - root) / 28)
+    # figures carry 10 % headroom, rounded up to the GB; the micro-batch's activations are the
+    # same on each GPU as on one, so the two differ by the sharded state alone
+    assert eight.gpu_mb >= 1.1 * at_least / 1e6
+    saved = 1.1 * (16 * 7_615_616_512 - at_least) / 1e6
+    assert abs((one.gpu_mb - eight.gpu_mb) - saved) <= 2_000
+    assert eight.gpu_mb < one.gpu_mb / 2.5 and one.gpu_mb > 121_800
+    assert eight.host_mb > 8 * 15_230  # 8 processes, each with the bfloat16 weights
+    cpu = resources.need("full", big, **{**kw, "device_is_cpu": True}, shards=2)
+    assert cpu.host_mb >= 2 * eight.gpu_mb  # gloo ranks: each working set on the host
+
+
 def dry_run_jobs(tmp_path, config: dict, *extra: str) -> list[dict]:
     path = tmp_path / "preset.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -154,7 +175,7 @@ def test_rules_request_the_memory_the_model_needs(tmp_path):
     resources.need computes for its step; tuned LoRA evaluations add the merge; without a shape
     the fixed requests stay; a profile's set-resources overrides."""
     cfg = yaml.safe_load((PRESETS / "qwen2.5-7b-instruct.yaml").read_text())
-    cfg["finetune"].update(enabled=True, methods=["lora"])
+    cfg["finetune"].update(enabled=True, methods=["lora"], processes=1)
     m = cfg["models"]["qwen2.5-7b-instruct"]
     shape = resources.Shape(m["shape"]["n_params"], m["shape"]["hidden_size"], m["n_layers"],
                             m["shape"]["vocab_size"], m["shape"]["kv_dim"])
@@ -198,7 +219,7 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
     """`stsflow plan` on the Qwen preset under the SLURM profile: the cluster jobs with their
     requests, the local ones, the GPU hours of the requested wall time, the GPUs too small."""
     cfg = yaml.safe_load((PRESETS / "qwen2.5-7b-instruct.yaml").read_text())
-    cfg["finetune"].update(enabled=True, methods=["lora"])
+    cfg["finetune"].update(enabled=True, methods=["lora"], processes=1)
     path = tmp_path / "preset.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = subprocess.run(

@@ -61,6 +61,9 @@ def test_no_second_copy_of_a_schema_default(cls):
                                         "sae_select",
                                         # finetune.grpo, likewise passed to grpo runs only
                                         "grpo",
+                                        # finetune.processes, passed to full runs only
+                                        # when above 1 (one process: absent)
+                                        "processes",
                                         # optional budgets, passed only when set (None: absent)
                                         "batch_tokens", "micro_batch_tokens"}
     with_default = {f.name for f in dataclasses.fields(cls)

@@ -441,6 +441,31 @@ def test_grpo_run_end_to_end(tiny_model_dir, tmp_path):
     assert planned["finetune"] == 1 and planned["evaluate_tuned"] == 3
 
 
+def test_sharded_full_finetune_through_the_rule(tiny_model_dir, tmp_path):
+    """finetune.processes 2 on a CPU model: the full run goes to finetune_sharded (no GPU unit,
+    two CPUs reserved per process), which starts two gloo ranks; the checkpoint says so. The count is
+    a parameter of full runs alone: LoRA beside it is planned as one process's run."""
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+
+    cfg = tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True)
+    cfg["models"]["tiny"]["device"] = "cpu"
+    cfg["finetune"].update(methods=["full"], processes=2)
+    write_config(tmp_path, cfg)
+    dry = snakemake(tmp_path, "-n", "--cores", "4", "-p").stdout
+    block = dry[dry.index("rule finetune_sharded:"):][:900]
+    assert "gpu=0" in block and "threads: 4" in block
+    snakemake(tmp_path, "--cores", "2", "results/finetune/tiny/arith/full-s0.history.parquet")
+    meta = read_checkpoint_meta(tmp_path / "results/finetune/tiny/arith/full-s0")
+    assert meta["processes"] == 2 and meta["recipe"]["processes"] == 2
+    log = (tmp_path / "results/logs/finetune/tiny/arith/full-s0.log").read_text()
+    assert "2 processes (FSDP)" in log and "step 3/3" in log
+    cfg["finetune"]["methods"] = ["full", "lora"]
+    write_config(tmp_path, cfg)
+    planned = planned_jobs(tmp_path, "results/finetune/tiny/arith/lora-s0.history.parquet",
+                           "results/finetune/tiny/arith/full-s0.history.parquet")
+    assert planned == {"finetune": 1}  # LoRA's run; the sharded run stands
+
+
 def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
     """mixture: with three strategies on a tiny project: the pools are materialised (never a
     test item), the base model answers them once, each strategy's run trains on the SFT set plus
