@@ -789,8 +789,8 @@ def recipe(w):
     if RunMethod.parse(w.method).method == "sae_select":  # only its runs depend on its sites
         sites = select_sites(MODELS[w.model], FT["sae_select"])
         out["sae_select"] = {"layers": [l for l, _ in sites], "saes": [s for _, s in sites]}
-    if RunMethod.parse(w.method).method == "full" and FT["processes"] > 1:  # FSDP ranks
-        out["processes"] = FT["processes"]
+    if ft_shards(w.method) > 1:  # a sharded full run's ranks (only then: others keep theirs)
+        out["processes"] = ft_shards(w.method)
     if RunMethod.parse(w.method).method == "grpo":  # only its runs depend on the RL recipe
         out["grpo"] = FT["grpo"]
     if RunMethod.parse(w.method).mix is not None:

@@ -206,8 +206,8 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
         f"seed {cfg.seed}")
     rank, n_ranks = distributed.world()
     if n_ranks > 1 and cfg.run.method != "full":
-        raise ValueError(f"finetune.processes: {cfg.run.method} runs train in one process; only "
-                         "full fine-tuning is sharded (FSDP)")
+        raise ValueError(f"{cfg.run.method} trains in one process, and this one is a rank of "
+                         f"{n_ranks}: only full fine-tuning is sharded (FSDP, finetune.processes)")
     t_start = time.perf_counter()
     with _deterministic(cfg.deterministic):
         torch.manual_seed(cfg.seed)

@@ -156,3 +156,17 @@ def test_the_sharded_rule_takes_every_run_the_recipe_shards():
     for run in runs:
         assert bool(re.fullmatch(FULL_METHOD_PATTERN, run)) == (
             RunMethod.parse(run).method == "full"), run
+
+
+def test_a_rank_of_a_process_group_trains_only_full_fine_tuning(tiny, monkeypatch):
+    """Started as one rank of several (a user's own torchrun), a LoRA run is refused rather than
+    trained independently on every rank."""
+    import copy
+
+    from stsflow.finetune import distributed, train
+
+    model, tok = tiny
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))
+    recipe = FinetuneSettings.with_defaults("lora", 0, **RECIPE)
+    with pytest.raises(ValueError, match="only full fine-tuning is sharded"):
+        train.finetune(copy.deepcopy(model), tok, sft_records(4), recipe, use_chat_template=True)
