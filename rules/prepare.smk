@@ -6,6 +6,7 @@ rule materialize_sft:
         sft_file("{corpus}"),
     log:
         f"{R}/logs/materialize_sft/{{corpus}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/cpu.yaml"
     params:
@@ -20,6 +21,7 @@ rule materialize_domain:
         demos=domain_file("{corpus}", "demos"),
     log:
         f"{R}/logs/materialize_domain/{{corpus}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/cpu.yaml"
     params:
@@ -51,6 +53,7 @@ rule fetch_model:
         hub_record("models", "{model}"),
     log:
         f"{R}/logs/fetch_model/{{model}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/cpu.yaml"
     params:
@@ -65,6 +68,7 @@ rule fetch_sae:
         hub_record("sae", "{model}/L{layer}/{sae}"),
     log:
         f"{R}/logs/fetch_sae/{{model}}/L{{layer}}/{{sae}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/cpu.yaml"
     params:
@@ -80,6 +84,7 @@ rule prepare_model:
         directory(model_dir("{model}")),
     log:
         f"{R}/logs/prepare_model/{{model}}.log",
+    priority: STS_CHAIN_PRIORITY
     conda:
         "../envs/cpu.yaml"
     threads: 2
