@@ -220,14 +220,20 @@ def report_file(model, sft, name):
 MANIFEST = f"{R}/manifest.json"
 
 
-# Keys added once runs existed, passed to the jobs only when set: left null, they leave the
-# parameters (Snakemake's rerun trigger) of every existing job as they were.
-OPTIONAL_KEYS = ("batch_tokens", "micro_batch_tokens")
+# Keys added once runs existed, passed to the jobs only when they do something: at the value that
+# means "as before" (null, the built-in engine, no arguments), they leave the parameters
+# (Snakemake's rerun trigger) of every existing job as they were.
+OPTIONAL_KEYS = {
+    "batch_tokens": None,
+    "micro_batch_tokens": None,
+    "generate_backend": "builtin",
+    "lm_eval_args": {},
+}
 
 
 def passed(section):
-    """A config slice as the jobs receive it: the optional keys left out while null."""
-    return {k: v for k, v in section.items() if not (k in OPTIONAL_KEYS and v is None)}
+    """A config slice as the jobs receive it: the optional keys left out while inactive."""
+    return {k: v for k, v in section.items() if not (k in OPTIONAL_KEYS and v == OPTIONAL_KEYS[k])}
 
 
 def model_spec(w):

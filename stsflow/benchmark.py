@@ -25,6 +25,14 @@ holds similar lengths), the same with a token budget per batch (``models.<m>.bat
 ``--batch-tokens``, by default batch size x the median query length: the fixed batches' memory
 on average; up to 4 x batch size rows) and the evaluation's length chunks
 (``models.batching.length_chunks``).
+
+    stsflow bench --generate --model-dir results/models/smollm2-135m
+
+runs the ``generate`` metric (official MMLU-Pro CoT prompt, greedy) with each generation engine
+on the same items of the built-in domains (``--domains``, ``--queries`` items each,
+``--max-new-tokens``, ``--k-shot`` demonstrations, ``--batch-size``): seconds, items/s,
+generated tokens/s (the built-in engine's token counts for every engine: the harness returns
+text only), accuracy, and in how many items each engine's text equals the built-in engine's.
 """
 
 from __future__ import annotations
@@ -281,6 +289,42 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, sae: str = "
     return out
 
 
+def generation(model_dir: str, domains: list[str], n_items: int, max_new_tokens: int,
+               k_shot: int, batch_size: int, threads: int,
+               engines: tuple[str, ...] = ("builtin", "lm_eval_hf")) -> dict:
+    """Each engine's time and agreement on the same generate runs (module docstring)."""
+    from stsflow.data import corpora
+    from stsflow.evaluate import metrics
+    from stsflow.models.load import load_model
+
+    torch.set_num_threads(threads)
+    model, tok, _ = load_model(model_dir, "float32", "cpu")
+    out = {e: {"seconds": 0.0, "items": 0, "tokens": 0, "correct": 0, "same": 0}
+           for e in engines}
+    for domain in domains:
+        items = corpora.load_corpus({"builtin": {"name": domain, "split": "test"}},
+                                    "mmlu_pro")[:n_items]
+        demos = corpora.load_corpus({"builtin": {"name": domain, "split": "demos"}}, "mmlu_pro")
+        rows = {}
+        for engine in engines:
+            start = time.perf_counter()
+            rows[engine] = metrics.eval_generate(
+                model, tok, items, demos, subject=domain, k_shot=k_shot,
+                max_new_tokens=max_new_tokens, batch_size=batch_size, engine=engine)
+            r = out[engine]
+            r["seconds"] += time.perf_counter() - start
+            r["items"] += len(items)
+            r["correct"] += sum(x["correct"] for x in rows[engine])
+        # the harness returns text only: every engine is credited with the built-in engine's
+        # generated tokens (the same work wherever the texts agree, which "same" counts)
+        tokens = sum(x["n_generated"] for x in rows[engines[0]])
+        for engine in engines:
+            out[engine]["tokens"] += tokens
+            out[engine]["same"] += sum(a["output"] == b["output"]
+                                       for a, b in zip(rows[engine], rows[engines[0]]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="stsflow bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,10 +341,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--padding", action="store_true",
                    help="padding efficiency and tokens/s by batch layout (MMLU-Pro-shaped)")
+    p.add_argument("--generate", action="store_true",
+                   help="the generate metric with each engine: time and agreement")
+    p.add_argument("--domains", default="arithmetic,biology,law",
+                   help="--generate: built-in domains (comma-separated)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--k-shot", type=int, default=1)
     p.add_argument("--batch-tokens", type=int, default=None,
                    help="--padding: the token budget layout's budget (default: batch size x "
                         "the median query length)")
     args = p.parse_args(argv)
+    if args.generate:
+        if not args.model_dir:
+            p.error("--generate needs --model-dir")
+        domains = [d for d in args.domains.split(",") if d]
+        res = generation(args.model_dir, domains, args.queries, args.max_new_tokens,
+                         args.k_shot, args.batch_size, args.threads)
+        print(f"generate on {len(domains)} built-in domains x {args.queries} items, "
+              f"{args.k_shot}-shot, up to {args.max_new_tokens} new tokens, batches of "
+              f"{args.batch_size}, {args.threads} threads")
+        for engine, r in res.items():
+            print(f"  {engine:<12s} {r['seconds']:>7.1f} s  {r['items'] / r['seconds']:>6.2f} "
+                  f"items/s  {r['tokens'] / r['seconds']:>7.1f} generated tok/s  accuracy "
+                  f"{r['correct'] / r['items']:.3f}  same text as builtin: "
+                  f"{r['same']}/{r['items']}")
+        return 0
     if args.padding:
         if not args.model_dir:
             p.error("--padding needs --model-dir")

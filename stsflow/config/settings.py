@@ -257,6 +257,10 @@ class EvalSettings:
     batch_size: int
     n_boot: int
     batch_tokens: int | None = None  # optional, passed only when set (as models.*.batch_tokens)
+    # the generate metric's engine and its own settings; passed only when not the defaults, so
+    # that results evaluated before they existed keep their parameters
+    generate_backend: str = "builtin"
+    lm_eval_args: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_config(cls, mapping: Mapping) -> EvalSettings:

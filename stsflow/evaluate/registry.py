@@ -17,8 +17,9 @@ from dataclasses import dataclass
 class Metric:
     """An evaluation metric: one function that scores a model on a domain's items, and what its
     per-item values mean. ``run(model, tokenizer, items, demos, *, segmenter, settings,
-    subject, chat_template)`` returns one row per item; ``kind`` "accuracy" rows carry
-    ``correct``, "nll" rows ``nll``."""
+    subject, chat_template, model_dir=None, dtype=None)`` returns one row per item (``model_dir``
+    and ``dtype``: the prepared model the loaded one came from, for engines that load it
+    themselves); ``kind`` "accuracy" rows carry ``correct``, "nll" rows ``nll``."""
 
     name: str
     run: Callable

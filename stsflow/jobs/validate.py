@@ -188,7 +188,7 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     for metric in settings.metrics:  # each a registered metric (evaluate.METRICS)
         res = forced[metric] if metric in forced else METRICS[metric].run(
             lm, tok, items, demos, segmenter=seg, settings=settings, subject=subject,
-            chat_template=model.chat_template)
+            chat_template=model.chat_template, model_dir=model_dir, dtype=model.dtype)
         values = summary.item_values(res, metric)
         overview = summary.accuracy_table(res, metric)
         log.info("%s %s: %s", variant, metric, overview)

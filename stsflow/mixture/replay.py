@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
 from stsflow.text.prompts import user_text
 
 
@@ -41,44 +39,22 @@ def check_disjoint(pool: list[dict], test: list[dict], where: str) -> None:
             "pool split without the test items (replay must never train on what is evaluated)")
 
 
-@torch.no_grad()
 def generate(model, tokenizer, records: list[dict], segmenter, *, max_new_tokens: int,
              batch_size: int = 8, batch_tokens: int | None = None) -> list[dict]:
     """One replay record per pool item, in the items' order: ``id``, ``question`` (the user
-    text), ``solution`` (the greedy answer), ``question_id``, ``n_generated``, ``finish``."""
-    from transformers import GenerationConfig
-
-    from stsflow.evaluate.metrics import _eos_ids, _finish
-    from stsflow.models.batching import pad_batch, pad_id_of, token_batches
+    text), ``solution`` (the greedy answer), ``question_id``, ``n_generated``, ``finish``. The
+    built-in generation engine of the evaluation (greedy, stopped at EOS only)."""
+    from stsflow.evaluate.engines import GenerationJob, builtin, eos_ids
 
     head = segmenter.head()
     # the prompt of the SFT-schema record it becomes (its question: the domain's user text), so
     # fine-tuning on the answer sees exactly the prompt that produced it
     questions = [user_text(r, "domain") for r in records]
     prompts = [head + segmenter.query({"question": q}, "sft") for q in questions]
-    pad_id = pad_id_of(tokenizer)
-    eos = _eos_ids(model, tokenizer)
-    cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                           eos_token_id=eos or None, pad_token_id=pad_id)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    rows: list[dict | None] = [None] * len(records)
-    try:
-        for idx in token_batches([len(p) + max_new_tokens for p in prompts], batch_size,
-                                 batch_tokens):
-            ids, mask = pad_batch([prompts[i] for i in idx], pad_id, left=True)
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=cfg)
-            for r, i in enumerate(idx):
-                text, n_gen, finish = _finish(tokenizer, out[r, ids.shape[1]:].tolist(), eos,
-                                              pad_id, (), max_new_tokens)
-                rec = records[i]
-                rows[i] = {"id": f"replay-{rec.get('question_id')}",
-                           "question": questions[i], "solution": text.strip(),
-                           "answer": rec.get("answer"), "question_id": rec.get("question_id"),
-                           "n_generated": n_gen, "finish": finish}
-    finally:
-        if was_training:
-            model.train()
-    return rows
+    gens = builtin(model, tokenizer, GenerationJob(prompts, max_new_tokens, (),
+                                                   eos_ids(model, tokenizer), batch_size,
+                                                   batch_tokens))
+    return [{"id": f"replay-{rec.get('question_id')}", "question": q,
+             "solution": g.text.strip(), "answer": rec.get("answer"),
+             "question_id": rec.get("question_id"), "n_generated": g.n_generated,
+             "finish": g.finish} for rec, q, g in zip(records, questions, gens)]

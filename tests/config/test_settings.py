@@ -65,7 +65,10 @@ def test_no_second_copy_of_a_schema_default(cls):
                                         # when above 1 (one process: absent)
                                         "processes",
                                         # optional budgets, passed only when set (None: absent)
-                                        "batch_tokens", "micro_batch_tokens"}
+                                        "batch_tokens", "micro_batch_tokens",
+                                        # the generate metric's engine, passed only when not
+                                        # the built-in one (rules/common.smk OPTIONAL_KEYS)
+                                        "generate_backend", "lm_eval_args"}
     with_default = {f.name for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING
                     or f.default_factory is not dataclasses.MISSING}

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import direct_layer_sums, domain_records, make_tokenizer, sft_records
 
 from stsflow.analysis import observed
-from stsflow.evaluate import metrics, mmlu_pro, summary
+from stsflow.evaluate import engines, harness, metrics, mmlu_pro, summary
 from stsflow.text.prompts import drop_na_options, user_text
 from stsflow.text.segments import Layout, Segmenter
 
@@ -440,12 +440,14 @@ def test_generate_end_to_end_raw_prompt_by_default(model, tok, tiny_model_dir, t
 def test_finish_cuts_at_eos_and_stop_string(tok):
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     eos, pad = [tok.eos_token_id], tok.pad_token_id
-    assert metrics._finish(tok, ids("the answer is (B)") + eos + [pad] * 3, eos, pad, ["Question:"],
-                           30) == ("the answer is (B)", 18, "eos")
-    text, n, why = metrics._finish(tok, ids("so B.\n\nQuestion: next") + [pad] * 2, eos, pad,
-                                   ["Question:"], 30)
-    assert (text, n, why) == ("so B.\n\n", 21, "stop")
-    assert metrics._finish(tok, ids("abc"), eos, pad, ["Question:"], 3) == ("abc", 3, "length")
+
+    def cut(new, limit):
+        g = engines.cut_continuation(tok, new, eos, pad, ["Question:"], limit)
+        return g.text, g.n_generated, g.finish
+
+    assert cut(ids("the answer is (B)") + eos + [pad] * 3, 30) == ("the answer is (B)", 18, "eos")
+    assert cut(ids("so B.\n\nQuestion: next") + [pad] * 2, 30) == ("so B.\n\n", 21, "stop")
+    assert cut(ids("abc"), 3) == ("abc", 3, "length")
 
 
 # ----------------------------------------------------------------------------- summaries

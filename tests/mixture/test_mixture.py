@@ -110,9 +110,9 @@ def test_replay_answers_are_the_greedy_continuations_of_the_query(tiny):
 
 
 def replay_eos(model, tok):
-    from stsflow.evaluate.metrics import _eos_ids
+    from stsflow.evaluate.engines import eos_ids
 
-    return _eos_ids(model, tok)
+    return eos_ids(model, tok)
 
 
 @pytest.fixture

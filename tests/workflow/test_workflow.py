@@ -274,6 +274,24 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert set(manifest["saes"]) == {"tiny/L1/main", "tiny/L1/k2"}
     assert manifest["saes"]["tiny/L1/k2"]["train"]["k"] == 2
     assert verify(tmp_path / "results") == []
+    # the generate metric's engine: written out at its defaults, it reruns nothing (the rules
+    # pass it only when it does something); generate added, through lm-evaluation-harness, the
+    # evaluations rerun and what reads them, not the fine-tuning or the extractions
+    cfg["evaluate"] |= {"generate_backend": "builtin", "lm_eval_args": {}}
+    write_config(tmp_path, cfg)
+    assert planned_jobs(tmp_path) == Counter()
+    cfg["evaluate"] |= {"metrics": ["nll", "option_loglik", "generate"], "k_shot": 1,
+                        "max_new_tokens": 4, "generate_backend": "lm_eval_hf"}
+    write_config(tmp_path, cfg)
+    plan = planned_jobs(tmp_path)
+    assert (plan["evaluate_base"], plan["evaluate_tuned"], plan["observed"]) == (3, 3, 1)
+    assert not {"finetune", "extract", "encode", "shift"} & set(plan)
+    snakemake(tmp_path, "--cores", "2")
+    observed = pl.read_parquet(tables / "observed.parquet")
+    assert set(observed["metric"]) == {"nll", "option_loglik", "generate"}
+    scores = pl.read_parquet(tmp_path / "results/eval/tiny/base/law.parquet")
+    generated = scores.filter(pl.col("metric") == "generate")["detail"].to_list()
+    assert len(generated) == 5 and {json.loads(d)["engine"] for d in generated} == {"lm_eval_hf"}
 
 
 def test_selective_finetuning_end_to_end(tiny_model_dir, tmp_path):

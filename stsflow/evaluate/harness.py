@@ -1,0 +1,181 @@
+"""lm-evaluation-harness as a generation engine of the ``generate`` metric
+(``evaluate.generate_backend: lm_eval_hf | lm_eval_vllm``).
+
+The harness gets the workflow's own prompts: the domain's materialised test items rendered into
+the official MMLU-Pro prompt (``metrics.eval_generate``: k-shot demonstrations, dropped to fit the
+context), written as a local JSON dataset in a temporary directory and read by a task defined
+here (``generate_until``, zero-shot, the prompt as the whole context). Nothing is downloaded: the
+task's data is a local file and the model is the job's. Greedy decoding, stopped at the official
+stop string and at every EOS id of the model (the harness stops at the tokenizer's EOS only, so
+the others are given as stop strings too), at most ``max_new_tokens``. The harness returns text
+only; the answer is extracted and scored by ``mmlu_pro.score_output``, as for the built-in
+engine, so accuracies differ only where the generated texts do.
+
+* ``lm_eval_hf``: the harness's ``hf`` model type around the model the job loaded (same weights,
+  dtype and device as the built-in engine; a LoRA adapter is merged as ``models.load`` merges
+  it). Its batches: ``evaluate.batch_size`` rows, longest prompts first (``batch_tokens`` does
+  not apply; ``lm_eval_args: {batch_size: auto}`` lets the harness size them).
+* ``lm_eval_vllm``: the ``vllm`` model type, which loads the prepared model itself
+  (``vllm_source``): a hub model from the offline cache at its pinned revision, a local or GGUF
+  model from its directory, a full fine-tune from its checkpoint, a LoRA checkpoint as its base
+  with the adapter applied by vLLM (in the model's dtype, where ``models.load`` merges it in
+  float32: near-ties may decode differently). ``sae_select`` checkpoints cannot be served by
+  vLLM and are refused. The job's own copy of the model is moved to the CPU first, so that vLLM
+  has the GPU to itself. vLLM is not a dependency of stsflow (it pins its own torch): install it
+  in the GPU environment.
+
+Prompt tokens: the harness tokenizes the prompt text in one piece where the built-in engine
+concatenates the head's ids (BOS or the chat head) and the body's. Both are the same wherever the
+tokenizer splits at the head's end, as it does at special tokens; rows record the harness's
+prompt length and the job logs a warning for every prompt whose tokens differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from stsflow.evaluate.engines import Generation, GenerationJob, register_engine
+
+log = logging.getLogger(__name__)
+
+TASK = "stsflow_generate"
+
+
+def _stops(tokenizer, job: GenerationJob) -> list[str]:
+    """The official stop strings and the text of every EOS id (the harness ends a continuation
+    at the tokenizer's EOS only)."""
+    stops = list(job.stop_strings)
+    for i in job.eos_ids:
+        text = tokenizer.decode([i], skip_special_tokens=False)
+        if text and text not in stops:
+            stops.append(text)
+    return stops
+
+
+def _task(data: Path, cache: Path, job: GenerationJob, stops: list[str]) -> dict:
+    """The harness task over the rendered prompts: zero-shot, the prompt as the whole context,
+    greedy. Its own metric (exact match on the letter) is computed by the harness and not used."""
+    return {
+        "task": TASK,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(cache)},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": lambda doc: doc["prompt"],
+        "doc_to_target": lambda doc: doc["answer"],
+        "target_delimiter": "",
+        "num_fewshot": 0,
+        "generation_kwargs": {"until": stops, "max_gen_toks": job.max_new_tokens,
+                              "do_sample": False, "temperature": 0.0},
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean",
+                         "higher_is_better": True}],
+        "metadata": {"version": 1},
+    }
+
+
+def _run(lm, tokenizer, job: GenerationJob) -> list[Generation]:
+    """The job's prompts through the harness with ``lm`` (an lm_eval model); one Generation per
+    prompt, in order."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    stops = _stops(tokenizer, job)
+    with tempfile.TemporaryDirectory(prefix="stsflow-lm-eval-") as tmp:
+        data = Path(tmp) / "prompts.jsonl"
+        with data.open("w") as f:
+            for i, text in enumerate(job.texts):
+                f.write(json.dumps({"index": i, "prompt": text, "answer": ""}) + "\n")
+        # the task is given whole: no need to index the harness's own thousands of tasks
+        out = simple_evaluate(model=lm, tasks=[_task(data, Path(tmp) / "cache", job, stops)],
+                              task_manager=TaskManager(include_defaults=False),
+                              log_samples=True, bootstrap_iters=0, use_cache=None,
+                              apply_chat_template=False)
+    texts: dict[int, str] = {}
+    for sample in out["samples"][TASK]:
+        texts[int(sample["doc"]["index"])] = sample["resps"][0][0]
+    if sorted(texts) != list(range(len(job.texts))):
+        raise RuntimeError(f"lm-evaluation-harness answered {len(texts)} of {len(job.texts)} "
+                           "prompts")
+    gens, differ = [], 0
+    for i, (text, ids) in enumerate(zip(job.texts, job.prompts)):
+        own = tokenizer(text, add_special_tokens=False)["input_ids"]
+        differ += list(own) != list(ids)
+        gens.append(Generation(texts[i], None, None, len(own)))
+    if differ:
+        log.warning("lm-evaluation-harness tokenized %d of %d prompts differently from the "
+                    "built-in engine (head and body in one piece)", differ, len(job.texts))
+    return gens
+
+
+@register_engine("lm_eval_hf")
+def lm_eval_hf(model, tokenizer, job: GenerationJob) -> list[Generation]:
+    """The harness's ``hf`` model type around the job's model."""
+    from lm_eval.models.huggingface import HFLM
+
+    args = {"batch_size": job.batch_size, **job.args}
+    # a copy: the harness may set the tokenizer's padding side or pad token
+    tok = copy.deepcopy(tokenizer)
+    lm = HFLM(pretrained=model, tokenizer=tok, backend="causal", max_length=job.context_limit,
+              add_bos_token=False, **args)
+    was_training = model.training
+    model.eval()
+    try:
+        return _run(lm, tokenizer, job)
+    finally:
+        if was_training:
+            model.train()
+
+
+def vllm_source(model_dir) -> dict:
+    """The vLLM model arguments that load a prepared model or fine-tuned checkpoint:
+    ``pretrained`` (a directory or hub id), ``revision``, ``tokenizer`` and, for a LoRA
+    checkpoint, ``lora_local_path`` with ``max_lora_rank``."""
+    from stsflow.models.load import _location, model_info
+
+    info = model_info(model_dir)
+    if info.get("adapter_type") == "sae_select":
+        raise ValueError(
+            f"evaluate.generate_backend: lm_eval_vllm cannot serve the sae_select run in "
+            f"{model_dir} (its maps run inside the model's blocks, which vLLM does not load). "
+            "Fix: use lm_eval_hf or builtin, or drop sae_select from finetune.methods")
+    where, kw = _location(model_dir, info)
+    src = {"pretrained": str(where), "revision": kw.get("revision"), "tokenizer": None}
+    if info.get("adapter"):  # LoRA: the base, and the adapter (and tokenizer) saved with it
+        rank = json.loads((Path(model_dir) / "adapter_config.json").read_text())["r"]
+        src |= {"lora_local_path": str(model_dir), "max_lora_rank": int(rank),
+                "tokenizer": str(model_dir)}
+    return src
+
+
+@register_engine("lm_eval_vllm")
+def lm_eval_vllm(model, tokenizer, job: GenerationJob) -> list[Generation]:
+    """The harness's ``vllm`` model type, loading the prepared model itself."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ModuleNotFoundError(
+            "evaluate.generate_backend: lm_eval_vllm needs vLLM, which is not installed. Fix: "
+            "pip install vllm in the GPU environment (a version built for its torch and CUDA), "
+            "or use lm_eval_hf")
+    if job.model_dir is None:
+        raise ValueError("lm_eval_vllm loads the model itself and needs its prepared directory")
+    from lm_eval.models.vllm_causallms import VLLM
+
+    src = vllm_source(job.model_dir)
+    if src["tokenizer"] is None:
+        src.pop("tokenizer")
+    if src["revision"] is None:
+        src.pop("revision")
+    # the job's own copy is not used: vLLM gets the GPU memory it held
+    model.to("cpu")
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    lm = VLLM(**src, dtype=job.dtype or "auto", max_model_len=job.context_limit,
+              add_bos_token=False, **{"batch_size": "auto", **job.args})
+    return _run(lm, tokenizer, job)
