@@ -33,6 +33,7 @@ prompt length and the job logs a warning for every prompt whose tokens differ.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import tempfile
@@ -116,6 +117,14 @@ def lm_eval_hf(model, tokenizer, job: GenerationJob) -> list[Generation]:
     """The harness's ``hf`` model type around the job's model."""
     from lm_eval.models.huggingface import HFLM
 
+    # with a model object the harness silently ignores arguments it has no parameter for (they
+    # would go to from_pretrained): a misspelt one is refused here, before any generation
+    known = set(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(job.args) - known)
+    if unknown:
+        raise ValueError(f"evaluate.lm_eval_args.{unknown[0]}: not an argument of "
+                         f"lm-evaluation-harness's hf model ({', '.join(unknown)}). Fix: remove "
+                         f"it or use one of {', '.join(sorted(known))}")
     args = {"batch_size": job.batch_size, **job.args}
     # a copy: the harness may set the tokenizer's padding side or pad token
     tok = copy.deepcopy(tokenizer)

@@ -48,8 +48,8 @@ cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the 
 
 Where ``generate`` still differs from the official run: by default (the built-in engine, and the
 harness's ``hf``) Hugging Face ``generate`` in left-padded batches (sorted by length) instead of
-vLLM, so greedy outputs can differ in rare near-ties (bf16 kernels, padding); EOS ids are the tokenizer's and the generation config's (vLLM's are
-similar but not guaranteed equal); the header's subject is ``domains.<name>.subject`` (default the
+vLLM, so greedy outputs can differ in rare near-ties (bf16 kernels, padding); EOS ids are the
+tokenizer's and the generation config's (vLLM's are similar but not guaranteed equal); the header's subject is ``domains.<name>.subject`` (default the
 domain name with spaces) rather than the record's ``category``; the script's accuracy pools
 categories, ours is per domain.
 

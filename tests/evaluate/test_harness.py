@@ -82,10 +82,13 @@ def test_the_job_records_the_engine(tiny_model_dir, tmp_path):
     corpora.write_records(domain_records("law", 2, offset=5), tmp_path / "demos.parquet")
     mspec = ModelSettings.with_defaults(source=source, device="cpu")
     tables = {}
+    # lm_eval_args go through the job to the harness's model (batches of one; same texts)
+    args = {"builtin": {}, "lm_eval_hf": {"batch_size": 1}}
     for engine in ("builtin", "lm_eval_hf"):
         out = tmp_path / f"{engine}.parquet"
         settings = EvalSettings.with_defaults(metrics=["generate"], max_new_tokens=6, k_shot=1,
-                                              batch_size=2, generate_backend=engine)
+                                              batch_size=2, generate_backend=engine,
+                                              lm_eval_args=args[engine])
         validate.evaluate(tmp_path / "model", mspec, tmp_path / "test.parquet",
                           tmp_path / "demos.parquet", settings, {"model": "tiny"}, out,
                           subject="law")
@@ -96,6 +99,15 @@ def test_the_job_records_the_engine(tiny_model_dir, tmp_path):
         da, db = json.loads(a["detail"]), json.loads(b["detail"])
         assert (da["output"], da["engine"], db["engine"]) == (db["output"], "builtin",
                                                               "lm_eval_hf")
+
+
+def test_a_misspelt_harness_argument_is_refused(tiny):
+    """With a model object the harness would ignore an argument it does not know; the engine
+    refuses it, naming the key, before generating."""
+    model, tok = tiny
+    with pytest.raises(ValueError, match=r"evaluate.lm_eval_args.batchsize: not an argument"):
+        metrics.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
+                              engine="lm_eval_hf", engine_args={"batchsize": 1})
 
 
 def test_the_schema_lists_the_registered_engines():
