@@ -26,42 +26,16 @@ include: "rules/validate.smk"
 include: "rules/report.smk"
 
 
-# Run by the Snakemake process itself, never submitted to a cluster: reading materialised files
-# and writing small tables or reports takes seconds (each `sts` job about 2 s), while a SLURM job
-# costs a scheduling round; at paper scale these were 281 of 391 submissions. The
-# materialisation jobs fetch hub datasets and prepare_model resolves a hub model's revision,
-# which needs the network that login nodes have. Every rule that runs a model or an SAE (the GPU
-# environment) stays a cluster job (a test checks the two lists cover every rule).
-localrules:
-    all,
-    materialize_sft,
-    materialize_domain,
-    materialize_pool,
-    prepare_model,
-    import_tuned,
-    shift,
-    true_shift,
-    sts,
-    sts_table,
-    oracle_table,
-    overlap,
-    coverage,
-    observed,
-    report,
-    manifest,
-
-
-# Downloads of models and SAEs run here too unless the config says the compute nodes are online
-# (hub_downloads: cluster, set by a profile): on many clusters only the login node is.
-if CONFIG["hub_downloads"] == "local":
-
-    localrules:
-        fetch_model,
-        fetch_sae,
+# Every rule that runs no model is a local rule (`localrule: True`): run by the Snakemake
+# process itself, never submitted to a cluster, as reading materialised files and writing small
+# tables takes seconds while a SLURM job costs a scheduling round. The rules that run a model or
+# an SAE are cluster jobs, with their costs declared in stsflow.workflow.costs (a test checks
+# that the two sets cover every rule). Hub downloads run locally unless hub_downloads: cluster.
 
 
 rule all:
     default_target: True
+    localrule: True
     input:
-        all_targets(),
-        MANIFEST,
+        WF.targets(),
+        L.manifest,

@@ -8,31 +8,32 @@ rule extract:
     """The layer's own SAE: the model runs on the corpus, its SAE encodes every query token, and
     the residuals are kept for the layer's sweep SAEs."""
     input:
-        unpack(extract_inputs),
+        unpack(INPUTS.extract),
     output:
-        shard=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
-        stats=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
+        shard=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
+        stats=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
         # the baseline predictors' statistics, from the same forward pass (features.panel)
-        panel=directory(panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
+        panel=directory(
+            L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
+        ),
         residuals=directory(
-            resid_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
+            L.resid_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
         ),
     log:
-        f"{R}/logs/extract/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
+        L.log("extract", "{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}"),
+    benchmark:
+        L.benchmark("extract", "{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}")
     wildcard_constraints:
-        sae=PRIMARY_SAES,
-    priority: STS_CHAIN_PRIORITY
+        sae=WF.patterns["primary_sae"],
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: COSTS.rule_threads("extract")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("extract", 8000),
-        gpu_mem_mb=gpu_request("extract"),
-        runtime=runtime_request("extract", 120),
+        **COSTS.resources("extract"),
     params:
-        model=model_spec,
-        sts=extract_settings,
+        model=PARAMS.model,
+        sts=PARAMS.extract,
     script:
         "../workflow_scripts/extract.py"
 
@@ -41,28 +42,29 @@ rule encode:
     """A sweep SAE: the residuals its layer's extraction kept, encoded into the same shard,
     statistics and panel (no model run: adding an SAE adds only these cheap jobs)."""
     input:
-        unpack(encode_inputs),
+        unpack(INPUTS.encode),
     output:
-        shard=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
-        stats=acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
-        panel=directory(panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
+        shard=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
+        stats=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
+        panel=directory(
+            L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
+        ),
     log:
-        f"{R}/logs/encode/{{model}}/L{{layer}}/{{sae}}/{{kind}}/{{corpus}}/{{mode}}.log",
+        L.log("encode", "{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}"),
+    benchmark:
+        L.benchmark("encode", "{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}")
     wildcard_constraints:
-        sae=SWEEP_SAES,
-    priority: STS_CHAIN_PRIORITY
+        sae=WF.patterns["sweep_sae"],
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: COSTS.rule_threads("encode")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("encode", 8000),
-        gpu_mem_mb=gpu_request("encode"),
-        runtime=runtime_request("encode", 60),
+        **COSTS.resources("encode"),
     params:
-        device=lambda w: MODELS[w.model]["device"],
-        batch_size=lambda w: MODELS[w.model]["batch_size"],
-        sts=extract_settings,
+        device=lambda w: WF.models[w.model]["device"],
+        batch_size=lambda w: WF.models[w.model]["batch_size"],
+        sts=PARAMS.extract,
     script:
         "../workflow_scripts/encode.py"
 
@@ -71,24 +73,22 @@ rule gradients:
     """Mean low-rank gradient of a corpus on the base model: SFT examples, or a domain's worked
     examples (the grad_sim predictor)."""
     input:
-        model=lambda w: model_dir(w.model),
-        data=lambda w: sft_file(w.corpus) if w.kind == "sft" else domain_file(w.corpus, "demos"),
+        unpack(INPUTS.gradients),
     output:
-        grad_file("{model}", "{kind}", "{corpus}"),
+        L.grad_file("{model}", "{kind}", "{corpus}"),
     log:
-        f"{R}/logs/gradients/{{model}}/{{kind}}/{{corpus}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("gradients", "{model}/{kind}/{corpus}"),
+    benchmark:
+        L.benchmark("gradients", "{model}/{kind}/{corpus}")
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: COSTS.rule_threads("gradients")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("gradients", 8000),
-        gpu_mem_mb=gpu_request("gradients"),
-        runtime=runtime_request("gradients", 60),
+        **COSTS.resources("gradients"),
     params:
-        model=model_spec,
-        grads={k: STS[k] for k in ("grad_examples", "grad_dim", "control_seed", "sample_seed")},
-        targets=FT["lora_targets"],
+        model=PARAMS.model,
+        grads={k: WF.sts[k] for k in ("grad_examples", "grad_dim", "control_seed", "sample_seed")},
+        targets=WF.ft["lora_targets"],
     script:
         "../workflow_scripts/gradients.py"

@@ -3,29 +3,31 @@
 
 rule materialize_sft:
     output:
-        sft_file("{corpus}"),
+        L.sft_file("{corpus}"),
     log:
-        f"{R}/logs/materialize_sft/{{corpus}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("materialize_sft", "{corpus}"),
+    localrule: True
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda w: corpus_spec(SFTS, w.corpus),
+        spec=PARAMS.sft_corpus,
     script:
         "../workflow_scripts/materialize.py"
 
 
 rule materialize_domain:
     output:
-        test=domain_file("{corpus}", "test"),
-        demos=domain_file("{corpus}", "demos"),
+        test=L.domain_file("{corpus}", "test"),
+        demos=L.domain_file("{corpus}", "demos"),
     log:
-        f"{R}/logs/materialize_domain/{{corpus}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("materialize_domain", "{corpus}"),
+    localrule: True
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda w: corpus_spec(DOMAINS, w.corpus),
+        spec=PARAMS.domain_corpus,
     script:
         "../workflow_scripts/materialize.py"
 
@@ -34,30 +36,32 @@ rule materialize_pool:
     """A domain's pool split (domains.<name>.pool), refused where it shares a question with
     its test source (whole) or demonstrations: the data mixture's replay prompts."""
     output:
-        domain_file("{corpus}", "pool"),
+        L.domain_file("{corpus}", "pool"),
     log:
-        f"{R}/logs/materialize_pool/{{corpus}}.log",
+        L.log("materialize_pool", "{corpus}"),
+    localrule: True
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=pool_spec,
-        against=pool_against,
+        spec=PARAMS.pool,
+        against=PARAMS.pool_against,
     script:
         "../workflow_scripts/materialize_pool.py"
 
 
 rule fetch_model:
     """A hub model's weights, config and tokenizer into the Hugging Face cache, where the
-    network is (see hub_downloads); the jobs that load it then read the cache."""
+    network is (hub_downloads); the jobs that load it then read the cache."""
     output:
-        hub_record("models", "{model}"),
+        L.hub_record("models", "{model}"),
     log:
-        f"{R}/logs/fetch_model/{{model}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("fetch_model", "{model}"),
+    localrule: WF.hub_downloads_local
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/cpu.yaml"
     params:
-        source=lambda w: MODELS[w.model]["source"],
+        source=lambda w: WF.models[w.model]["source"],
     script:
         "../workflow_scripts/fetch.py"
 
@@ -65,26 +69,30 @@ rule fetch_model:
 rule fetch_sae:
     """A registry or hub SAE's folder into the Hugging Face cache (see fetch_model)."""
     output:
-        hub_record("sae", "{model}/L{layer}/{sae}"),
+        L.hub_record("sae", "{model}/L{layer}/{sae}"),
     log:
-        f"{R}/logs/fetch_sae/{{model}}/L{{layer}}/{{sae}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("fetch_sae", "{model}/L{layer}/{sae}"),
+    localrule: WF.hub_downloads_local
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/cpu.yaml"
     params:
-        sae=sae_spec,
+        sae=PARAMS.sae,
     script:
         "../workflow_scripts/fetch.py"
 
 
 rule prepare_model:
+    """A loadable model directory (a hub model's revision resolved, where the network is; a
+    GGUF file converted once)."""
     input:
-        unpack(model_inputs),
+        unpack(INPUTS.prepare_model),
     output:
-        directory(model_dir("{model}")),
+        directory(L.model_dir("{model}")),
     log:
-        f"{R}/logs/prepare_model/{{model}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("prepare_model", "{model}"),
+    localrule: True
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/cpu.yaml"
     threads: 2
@@ -92,7 +100,7 @@ rule prepare_model:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:
-        spec=model_spec,
+        spec=PARAMS.model,
     script:
         "../workflow_scripts/prepare_model.py"
 
@@ -101,24 +109,23 @@ rule prepare_sae:
     """Registry or local SAE (checked against the model and layer), or one trained here with
     sae-lens on the model's activations; then its quality on held-out corpus tokens."""
     input:
-        unpack(sae_inputs),
+        unpack(INPUTS.prepare_sae),
     output:
-        directory(sae_dir("{model}", "{layer}", "{sae}")),
+        directory(L.sae_dir("{model}", "{layer}", "{sae}")),
     log:
-        f"{R}/logs/prepare_sae/{{model}}/L{{layer}}/{{sae}}.log",
-    priority: SAE_PRIORITY
+        L.log("prepare_sae", "{model}/L{layer}/{sae}"),
+    benchmark:
+        L.benchmark("prepare_sae", "{model}/L{layer}/{sae}")
+    priority: PRIORITY.SAE
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: COSTS.rule_threads("prepare_sae")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("prepare_sae", 8000),
-        gpu_mem_mb=gpu_request("prepare_sae"),
-        runtime=runtime_request("prepare_sae", 120),
+        **COSTS.resources("prepare_sae"),
     params:
-        model=model_spec,
-        sae=sae_spec,
-        plan=sae_plan,
-        where=sae_where,
+        model=PARAMS.model,
+        sae=PARAMS.sae,
+        plan=PARAMS.sae_plan,
+        where=PARAMS.sae_where,
     script:
         "../workflow_scripts/prepare_sae.py"

@@ -6,65 +6,69 @@ rule shift:
     feature space (the SAE's, and the panel's raw residual and random encoder), and the authors'
     unaligned row-by-row shift from the two runs' token streams."""
     input:
-        stats=acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}", stats=True),
-        panel=panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}"),
-        shard=acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}"),
-        plain_shard=acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "plain"),
-        plain_panel=panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "plain"),
+        stats=L.acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}", stats=True),
+        panel=L.panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}"),
+        shard=L.acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "icl-s{seed}"),
+        plain_shard=L.acts("{model}", "{layer}", "{sae}", "sft", "{sft}", "plain"),
+        plain_panel=L.panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "plain"),
     output:
-        **shift_files("{model}", "{layer}", "{sae}", "{sft}", "s{seed}", unaligned=True),
+        **L.shift_files("{model}", "{layer}", "{sae}", "{sft}", "s{seed}", unaligned=True),
     log:
-        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sae}}/{{sft}}/s{{seed}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("shift", "{model}/L{layer}/{sae}/{sft}/s{seed}"),
+    localrule: True
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/reduce.yaml"
     params:
-        unaligned_rows=STS["unaligned_rows"],
+        unaligned_rows=WF.sts["unaligned_rows"],
     script:
         "../workflow_scripts/shift.py"
 
 
 use rule shift as true_shift with:
     input:
-        stats=acts(
+        stats=L.acts(
             "{model}", "{layer}", "{sae}", "sft", "{sft}", "tuned-{method}-s{seed}", stats=True
         ),
-        panel=panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "tuned-{method}-s{seed}"),
+        panel=L.panel_dir("{model}", "{layer}", "{sae}", "sft", "{sft}", "tuned-{method}-s{seed}"),
     output:
-        **shift_files("{model}", "{layer}", "{sae}", "{sft}", "true-{method}-s{seed}"),
+        **L.shift_files("{model}", "{layer}", "{sae}", "{sft}", "true-{method}-s{seed}"),
     log:
-        f"{R}/logs/shift/{{model}}/L{{layer}}/{{sae}}/{{sft}}/true-{{method}}-s{{seed}}.log",
+        L.log("shift", "{model}/L{layer}/{sae}/{sft}/true-{method}-s{seed}"),
+    localrule: True
 
 
 rule sts:
     """One domain's scores for the top-N dimensions of a shift vector (predicted or true): every
     registered predictor, and the random-dimension draws."""
     input:
-        unpack(sts_inputs),
+        unpack(INPUTS.sts),
     output:
-        sts_part("{model}", "{layer}", "{sae}", "{sft}", "{shift}", "{n}", "{domain}"),
+        L.sts_part("{model}", "{layer}", "{sae}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:
-        f"{R}/logs/sts/{{model}}/L{{layer}}/{{sae}}/{{sft}}/{{shift}}/N{{n}}/{{domain}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("sts", "{model}/L{layer}/{sae}/{sft}/{shift}/N{n}/{domain}"),
+    localrule: True
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/reduce.yaml"
     params:
-        controls={k: STS[k] for k in ("control_seed", "random_draws", "probe_folds")},
+        controls={k: WF.sts[k] for k in ("control_seed", "random_draws", "probe_folds")},
         # the registered predictors: registering one recomputes every score (not extraction)
-        predictors=list(PREDICTORS),
+        predictors=WF.predictors,
     script:
         "../workflow_scripts/sts.py"
 
 
 rule sts_table:
     input:
-        lambda w: sts_parts(w.model, w.sft),
+        INPUTS.sts_parts,
     output:
-        parquet=table("{model}", "{sft}", "sts"),
-        csv=table("{model}", "{sft}", "sts", "csv"),
+        parquet=L.table("{model}", "{sft}", "sts"),
+        csv=L.table("{model}", "{sft}", "sts", "csv"),
     log:
-        f"{R}/logs/sts_table/{{model}}/{{sft}}.log",
-    priority: STS_CHAIN_PRIORITY
+        L.log("sts_table", "{model}/{sft}"),
+    localrule: True
+    priority: PRIORITY.STS_CHAIN
     conda:
         "../envs/reduce.yaml"
     script:
@@ -73,35 +77,29 @@ rule sts_table:
 
 use rule sts_table as oracle_table with:
     input:
-        lambda w: oracle_parts(w.model, w.sft),
+        INPUTS.oracle_parts,
     output:
-        parquet=table("{model}", "{sft}", "sts_oracle"),
-        csv=table("{model}", "{sft}", "sts_oracle", "csv"),
+        parquet=L.table("{model}", "{sft}", "sts_oracle"),
+        csv=L.table("{model}", "{sft}", "sts_oracle", "csv"),
     log:
-        f"{R}/logs/oracle_table/{{model}}/{{sft}}.log",
+        L.log("oracle_table", "{model}/{sft}"),
+    localrule: True
 
 
 rule overlap:
     """|D_N ∩ D_N^true| / N: how many predicted dimensions fine-tuning really moved."""
     input:
-        predicted=lambda w: [
-            shift_file(w.model, layer, sae, w.sft, str(Shift(seed)))
-            for layer, sae in sites(w.model)
-            for seed in SEEDS
-        ],
-        true=lambda w: [
-            shift_file(w.model, layer, sae, w.sft, str(Shift(seed, m)))
-            for m, seed in runs(w.model, w.sft)
-            for layer, sae in sites(w.model)
-        ],
+        predicted=INPUTS.overlap_predicted,
+        true=INPUTS.overlap_true,
     output:
-        table("{model}", "{sft}", "overlap"),
+        L.table("{model}", "{sft}", "overlap"),
     log:
-        f"{R}/logs/overlap/{{model}}/{{sft}}.log",
+        L.log("overlap", "{model}/{sft}"),
+    localrule: True
     conda:
         "../envs/reduce.yaml"
     params:
-        n_top=STS["n_top"],
+        n_top=WF.sts["n_top"],
     script:
         "../workflow_scripts/overlap.py"
 
@@ -109,12 +107,13 @@ rule overlap:
 rule coverage:
     """Queries used and cut at extraction, answers cut at fine-tuning: what the numbers rest on."""
     input:
-        unpack(coverage_inputs),
+        unpack(INPUTS.coverage),
     output:
-        parquet=table("{model}", "{sft}", "coverage"),
-        csv=table("{model}", "{sft}", "coverage", "csv"),
+        parquet=L.table("{model}", "{sft}", "coverage"),
+        csv=L.table("{model}", "{sft}", "coverage", "csv"),
     log:
-        f"{R}/logs/coverage/{{model}}/{{sft}}.log",
+        L.log("coverage", "{model}/{sft}"),
+    localrule: True
     conda:
         "../envs/reduce.yaml"
     script:

@@ -4,46 +4,40 @@
 
 rule finetune:
     input:
-        unpack(finetune_inputs),
+        unpack(INPUTS.finetune),
     output:
-        ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
-        history=history_file("{model}", "{sft}", "{method}", "{seed}"),
+        ckpt=directory(L.ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
+        history=L.history_file("{model}", "{sft}", "{method}", "{seed}"),
     log:
-        f"{R}/logs/finetune/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
+        L.log("finetune", "{model}/{sft}/{method}-s{seed}"),
+    benchmark:
+        L.benchmark("finetune", "{model}/{sft}/{method}-s{seed}")
     wildcard_constraints:
-        method=TRAINED_METHOD_PATTERN,
-    priority: FINETUNE_PRIORITY
+        method=WF.patterns["trained_method"],
+    priority: PRIORITY.FINETUNE
     conda:
         "../envs/gpu.yaml"
-    threads: FINETUNE_THREADS
+    threads: COSTS.rule_threads("finetune")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("finetune", 16000),
-        gpu_mem_mb=gpu_request("finetune"),
-        runtime=runtime_request("finetune", 240),
+        **COSTS.resources("finetune"),
     params:
-        model=model_spec,
-        recipe=recipe,
+        model=PARAMS.model,
+        recipe=PARAMS.recipe,
     script:
         "../workflow_scripts/finetune.py"
 
 
-# A full fine-tune sharded over finetune.processes GPUs of one node (FSDP): the same job, whose
-# script starts one process per GPU (stsflow.finetune.distributed), as one job holding them all.
-# The SLURM profile gives it its partition; its GPU count is this rule's, read from the config.
-if FT["processes"] > 1:
+# A run of a method that shards, sharded over finetune.processes GPUs of one node (FSDP): the same
+# job, whose script starts one process per GPU (stsflow.finetune.distributed), as one job holding
+# them all. The SLURM profile gives it its partition; its GPU count is this rule's.
+if WF.ft["processes"] > 1:
 
     use rule finetune as finetune_sharded with:
         wildcard_constraints:
-            method=FULL_METHOD_PATTERN,
-        threads: lambda w: FINETUNE_THREADS * FT["processes"]
+            method=WF.patterns["sharded_method"],
+        threads: COSTS.rule_threads("finetune_sharded")
         resources:
-            # a CPU model (`device: cpu`): gloo processes, no GPU. Not runs_on_cpu: `auto` is
-            # planned for GPUs, as the machine that plans (a login node) may have none
-            gpu=lambda w: 0 if MODELS[w.model]["device"] == "cpu" else FT["processes"],
-            mem_mb=host_request("finetune", 16000),
-            gpu_mem_mb=gpu_request("finetune"),
-            runtime=runtime_request("finetune", 240),
+            **COSTS.resources("finetune_sharded"),
 
     ruleorder: finetune_sharded > finetune
 
@@ -53,15 +47,16 @@ rule import_tuned:
     shape, tokenizer) and imported as the checkpoint of the run posthoc_<label>: every later job
     reads it as it reads a run fine-tuned here."""
     input:
-        unpack(import_inputs),
+        unpack(INPUTS.import_tuned),
     output:
-        ckpt=directory(ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
-        history=history_file("{model}", "{sft}", "{method}", "{seed}"),
+        ckpt=directory(L.ckpt_dir("{model}", "{sft}", "{method}", "{seed}")),
+        history=L.history_file("{model}", "{sft}", "{method}", "{seed}"),
     log:
-        f"{R}/logs/import_tuned/{{model}}/{{sft}}/{{method}}-s{{seed}}.log",
+        L.log("import_tuned", "{model}/{sft}/{method}-s{seed}"),
     wildcard_constraints:
-        method=POSTHOC_METHOD_PATTERN,
-    priority: FINETUNE_PRIORITY
+        method=WF.patterns["posthoc_method"],
+    localrule: True
+    priority: PRIORITY.FINETUNE
     conda:
         "../envs/cpu.yaml"
     threads: 2
@@ -69,8 +64,8 @@ rule import_tuned:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:
-        label=lambda w: posthoc_pair(w.method)[1],
-        tuned=lambda w: posthoc_pair(w.method)[0]["tuned"],
+        label=PARAMS.posthoc_label,
+        tuned=PARAMS.posthoc_tuned,
     script:
         "../workflow_scripts/import_tuned.py"
 
@@ -78,23 +73,22 @@ rule import_tuned:
 rule replay:
     """The base model's greedy answers to one domain's pool items (the data mixture)."""
     input:
-        model=model_dir("{model}"),
-        pool=domain_file("{domain}", "pool"),
+        model=L.model_dir("{model}"),
+        pool=L.domain_file("{domain}", "pool"),
     output:
-        replay_file("{model}", "{domain}"),
+        L.replay_file("{model}", "{domain}"),
     log:
-        f"{R}/logs/replay/{{model}}/{{domain}}.log",
+        L.log("replay", "{model}/{domain}"),
+    benchmark:
+        L.benchmark("replay", "{model}/{domain}")
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: COSTS.rule_threads("replay")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("replay", 8000),
-        gpu_mem_mb=gpu_request("replay"),
-        runtime=runtime_request("replay", 60),
+        **COSTS.resources("replay"),
     params:
-        model=model_spec,
-        generation=lambda w: {k: MIX[k] for k in ("max_new_tokens", "batch_size")},
+        model=PARAMS.model,
+        generation={k: WF.mix[k] for k in ("max_new_tokens", "batch_size")},
     script:
         "../workflow_scripts/replay.py"
 
@@ -103,58 +97,57 @@ rule evaluate_base:
     """One domain, the untouched model, every configured metric; per-item Parquet, and the mean
     residual of the domain's queries at every layer (the before/after-SFT similarity)."""
     input:
-        model=model_dir("{model}"),
-        test=domain_file("{domain}", "test"),
-        demos=domain_file("{domain}", "demos"),
+        model=L.model_dir("{model}"),
+        test=L.domain_file("{domain}", "test"),
+        demos=L.domain_file("{domain}", "demos"),
     output:
-        scores=eval_file("{model}", "base", "{domain}"),
-        reps=reps_file("{model}", "base", "{domain}"),
+        scores=L.eval_file("{model}", "base", "{domain}"),
+        reps=L.reps_file("{model}", "base", "{domain}"),
     log:
-        f"{R}/logs/evaluate/{{model}}/base/{{domain}}.log",
+        L.log("evaluate", "{model}/base/{domain}"),
+    benchmark:
+        L.benchmark("evaluate", "{model}/base/{domain}")
     conda:
         "../envs/gpu.yaml"
-    threads: model_threads
+    threads: COSTS.rule_threads("evaluate_base")
     resources:
-        gpu=gpu_units,
-        mem_mb=host_request("evaluate_base", 8000),
-        gpu_mem_mb=gpu_request("evaluate_base"),
-        runtime=runtime_request("evaluate_base", 120),
+        **COSTS.resources("evaluate_base"),
     params:
-        model=model_spec,
-        evaluate=passed(EVAL),
-        subject=lambda w: DOMAINS[w.domain]["subject"] or w.domain.replace("_", " "),
+        model=PARAMS.model,
+        evaluate=PARAMS.evaluate(),
+        subject=PARAMS.subject,
     script:
         "../workflow_scripts/evaluate.py"
 
 
 use rule evaluate_base as evaluate_tuned with:
     input:
-        # the checkpoint, the base it was trained from and, for sae_select, the maps' SAEs
-        unpack(evaluate_tuned_inputs),
+        # the checkpoint, the base it was trained from and, for a method anchored at SAE sites,
+        # their SAEs
+        unpack(INPUTS.evaluate_tuned),
     output:
-        scores=eval_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
-        reps=reps_file("{model}", tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
+        scores=L.eval_file("{model}", L.tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
+        reps=L.reps_file("{model}", L.tuned_run("{sft}", "{method}", "{seed}"), "{domain}"),
     log:
-        f"{R}/logs/evaluate/{{model}}/{{sft}}/{{method}}-s{{seed}}/{{domain}}.log",
+        L.log("evaluate", "{model}/{sft}/{method}-s{seed}/{domain}"),
+    benchmark:
+        L.benchmark("evaluate", "{model}/{sft}/{method}-s{seed}/{domain}")
 
 
 rule observed:
     """Δ = after − before per (method, seed, domain, metric), paired bootstrap CI over items."""
     input:
-        base=lambda w: [eval_file(w.model, "base", d) for d in DOMAINS],
-        tuned=lambda w: [
-            eval_file(w.model, tuned_run(w.sft, m, s), d)
-            for m, s in runs(w.model, w.sft)
-            for d in DOMAINS
-        ],
+        base=INPUTS.observed_base,
+        tuned=INPUTS.observed_tuned,
     output:
-        parquet=table("{model}", "{sft}", "observed"),
-        csv=table("{model}", "{sft}", "observed", "csv"),
+        parquet=L.table("{model}", "{sft}", "observed"),
+        csv=L.table("{model}", "{sft}", "observed", "csv"),
     log:
-        f"{R}/logs/observed/{{model}}/{{sft}}.log",
+        L.log("observed", "{model}/{sft}"),
+    localrule: True
     conda:
         "../envs/reduce.yaml"
     params:
-        n_boot=EVAL["n_boot"],
+        n_boot=WF.eval["n_boot"],
     script:
         "../workflow_scripts/observed.py"

@@ -7,9 +7,11 @@ An extraction *mode* says which model runs on a corpus and what context precedes
     icl-s<seed>              base model, head + t SFT demonstrations drawn with seed  (SFT sets)
     tuned-<method>-s<seed>   fine-tuned model, chat head only: SPEC §5.4's h(x; Θ')   (SFT sets)
 
-where ``<method>`` is a *run method*: ``full``, ``lora``, ``grpo`` (RL), or a selective fine-tuning variant
-``sae_select-<top|random>-k<K>`` (``RunMethod``), trained here; or ``posthoc_<label>``, a tuned
-model trained elsewhere and imported as the configured post-hoc pair ``posthoc.<label>``.
+where ``<method>`` is a *run method* (``RunMethod``): a registered fine-tuning method
+(``stsflow.finetune.registry``), with its variant's suffix when it has variants (e.g. a
+selective fine-tuning run ``sae_select-top-k100``), trained here; or ``posthoc_<label>``, a tuned
+model trained elsewhere and imported as the configured post-hoc pair ``posthoc.<label>``. The
+patterns are built from the registry, so a registered method needs nothing here.
 
 A *shift* names a shift vector of an SFT set:
 
@@ -22,66 +24,108 @@ Rules (wildcard constraints, inputs), job functions and scripts all go through `
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
-
-# Fine-tuning methods that can produce a tuned model (the finetune registry's names).
-FINETUNE_METHODS = ("full", "lora", "sae_select", "grpo")
-# How sae_select picks its K dimensions: the top-K of the predicted shift, or K drawn at random
-# with the run's seed (the control).
-SELECT_MODES = ("top", "random")
+from dataclasses import dataclass, field
 
 # How a data-mixture run splits its replay budget over the domains (stsflow.mixture).
 MIX_STRATEGIES = ("sts", "uniform", "oracle")
 
-# A run method: a method alone, or sae_select with its selection and K, either one possibly
-# trained on a data mixture (-mix_<strategy>): one run per variant, so adding a K, a selection
-# or a strategy adds only its own runs.
+# A run method: a registered fine-tuning method, with its variant's suffix when it has variants
+# (stsflow.finetune.registry.Variant), possibly trained on a data mixture (-mix_<strategy>): one
+# run per variant, so adding a variant or a strategy adds only its own runs.
 # A post-hoc pair's run (posthoc.<label>) is imported, never trained here: ``posthoc_<label>``.
 POSTHOC_PREFIX = "posthoc_"
 # letters and digits in words joined by single "_" or "-" (vendor-sft): a run name still reads one
 # way, the seed being the last "-s<digits>"
 LABEL_PATTERN = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
-_BASE = rf"full|lora|grpo|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
-TRAINED_METHOD_PATTERN = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
-POSTHOC_METHOD_PATTERN = rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
-# full fine-tuning, plain or on a data mixture: the runs finetune.processes shards
-FULL_METHOD_PATTERN = rf"full(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
-_METHOD = rf"{TRAINED_METHOD_PATTERN}|{POSTHOC_METHOD_PATTERN}"
-RUN_METHOD_PATTERN = _METHOD
-_RUN_METHOD_RE = re.compile(
-    rf"^(?:(?:(full|lora|grpo)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
-    rf"(?:-mix_({'|'.join(MIX_STRATEGIES)}))?|{POSTHOC_PREFIX}({LABEL_PATTERN}))$")
-MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
-SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"
-_MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-((?:{_METHOD}))-s(\d+))$")
-_SHIFT_RE = re.compile(rf"^(?:s(\d+)|true-((?:{_METHOD}))-s(\d+))$")
+_MIX = rf"(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
+
+
+def _methods() -> dict:
+    from stsflow.finetune.registry import methods
+
+    return methods()
+
+
+def trained_method_pattern(shards_only: bool = False) -> str:
+    """Run names of the runs fine-tuned here (every registered method and variant, with or
+    without a mixture); ``shards_only``: of the methods ``finetune.processes`` shards."""
+    names = [m.pattern() for m in _methods().values() if m.shards or not shards_only]
+    return rf"(?:{'|'.join(names) or '(?!)'}){_MIX}"
+
+
+def posthoc_method_pattern() -> str:
+    return rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
+
+
+def run_method_pattern() -> str:
+    return rf"{trained_method_pattern()}|{posthoc_method_pattern()}"
+
+
+def mode_pattern() -> str:
+    return rf"plain|icl|icl-s\d+|tuned-(?:{run_method_pattern()})-s\d+"
+
+
+def shift_pattern() -> str:
+    return rf"s\d+|true-(?:{run_method_pattern()})-s\d+"
+
+
+def _describe() -> str:
+    names = [m.name if m.variant is None else f"{m.name}-{m.variant.describe}"
+             for m in _methods().values()]
+    return f"{', '.join(names)} or {POSTHOC_PREFIX}<label>"
+
+
+@functools.cache
+def _mode_re(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
 
 
 @dataclass(frozen=True)
 class RunMethod:
-    """A run's method: the registered fine-tuning ``method``, for sae_select its ``select`` mode
-    and ``k``, and for a data-mixture run its ``mix`` strategy; or ``posthoc`` with the pair's
-    ``label`` (a tuned model imported, not trained). ``str()`` is the name used in paths, modes
-    and tables."""
+    """A run's method: the registered fine-tuning ``method``, its variant's fields (``options``,
+    e.g. sae_select's select and k) and for a data-mixture run its ``mix`` strategy; or
+    ``posthoc`` with the pair's ``label`` (a tuned model imported, not trained here). ``str()`` is
+    the name used in paths, modes and tables."""
 
     method: str
-    select: str | None = None
-    k: int | None = None
+    options: tuple = field(default=())  # the variant's (field, value) pairs, in field order
     mix: str | None = None
     label: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> "RunMethod":
-        m = _RUN_METHOD_RE.match(str(text))
-        if not m:
-            raise ValueError(f"unknown fine-tuning run method {text!r}; expected full, lora or "
-                             f"sae_select-<{'|'.join(SELECT_MODES)}>-k<K>, possibly followed by "
-                             f"-mix_<{'|'.join(MIX_STRATEGIES)}>, or {POSTHOC_PREFIX}<label>")
-        plain, sel, select, k, mix, label = m.groups()
-        if label is not None:
-            return cls("posthoc", label=label)
-        return cls(plain, mix=mix) if plain else cls(sel, select, int(k), mix)
+        text = str(text)
+        m = re.fullmatch(rf"({posthoc_method_pattern()})", text)
+        if m:
+            return cls("posthoc", label=text[len(POSTHOC_PREFIX):])
+        body, mix = text, None
+        mm = re.fullmatch(rf"(.+)-mix_({'|'.join(MIX_STRATEGIES)})", text)
+        if mm:
+            body, mix = mm.groups()
+        for name, method in sorted(_methods().items(), key=lambda kv: -len(kv[0])):
+            if method.variant is None:
+                if body == name:
+                    return cls(name, mix=mix)
+            elif body.startswith(name + "-"):
+                fields = method.variant.parse(body[len(name) + 1:])
+                if fields is not None:
+                    return cls(name, tuple(fields.items()), mix)
+        raise ValueError(f"unknown fine-tuning run method {text!r}; expected {_describe()}, a "
+                         f"trained one possibly followed by -mix_<{'|'.join(MIX_STRATEGIES)}>")
+
+    def option(self, name: str):
+        """A field of the run's variant (None when the method has no such field)."""
+        return dict(self.options).get(name)
+
+    @property
+    def select(self):  # selective fine-tuning's selection and K (None for other methods)
+        return self.option("select")
+
+    @property
+    def k(self):
+        return self.option("k")
 
     @property
     def posthoc(self) -> bool:
@@ -91,25 +135,31 @@ class RunMethod:
     @property
     def unmixed(self) -> "RunMethod":
         """The same method trained on the SFT set alone (a mixture run's ``none`` strategy)."""
-        return RunMethod(self.method, self.select, self.k, label=self.label)
+        return RunMethod(self.method, self.options, label=self.label)
+
+    @property
+    def registered(self):
+        """The registry entry of a run fine-tuned here (stsflow.finetune.registry.Method)."""
+        if self.posthoc:
+            raise ValueError(f"{self} is a post-hoc pair, not a registered fine-tuning method")
+        return _methods()[self.method]
 
     def __str__(self) -> str:
         if self.posthoc:
             return f"{POSTHOC_PREFIX}{self.label}"
-        base = self.method if self.select is None else f"{self.method}-{self.select}-k{self.k}"
+        base = self.method
+        if self.options:
+            base = f"{self.method}-{self.registered.variant.format(dict(self.options))}"
         return base if self.mix is None else f"{base}-mix_{self.mix}"
 
 
 def run_methods(finetune: dict) -> list[str]:
     """The run methods of a validated ``finetune`` config section, in config order: each method
-    of ``methods``, sae_select expanded into one run per (k, select)."""
+    of ``methods``, a method with variants expanded into one run per configured variant."""
     out = []
-    for method in finetune["methods"]:
-        if method != "sae_select":
-            out.append(method)
-            continue
-        sel = finetune["sae_select"]
-        out += [str(RunMethod(method, select, int(k))) for k in sel["k"] for select in sel["select"]]
+    for name in finetune["methods"]:
+        method = _methods()[name]
+        out += method.variants(finetune.get(method.section) if method.section else None)
     return out
 
 
@@ -137,11 +187,11 @@ class Mode:
 
     @classmethod
     def parse(cls, text: str) -> "Mode":
-        m = _MODE_RE.match(str(text))
+        m = _mode_re(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-((?:{run_method_pattern()}))-s(\d+))$"
+                     ).match(str(text))
         if not m:
             raise ValueError(f"unknown extraction mode {text!r}; expected plain, icl, icl-s<seed> "
-                             "or tuned-<method>-s<seed> (method: full, lora, "
-                             "sae_select-<top|random>-k<K> or posthoc_<label>)")
+                             f"or tuned-<method>-s<seed> (method: {_describe()})")
         plain, icl, icl_seed, method, tuned_seed = m.groups()
         if plain:
             return cls("plain")
@@ -209,11 +259,10 @@ class Shift:
 
     @classmethod
     def parse(cls, text: str) -> "Shift":
-        m = _SHIFT_RE.match(str(text))
+        m = _mode_re(rf"^(?:s(\d+)|true-((?:{run_method_pattern()}))-s(\d+))$").match(str(text))
         if not m:
             raise ValueError(f"unknown shift {text!r}; expected s<seed> or true-<method>-s<seed> "
-                             "(method: full, lora, sae_select-<top|random>-k<K> or "
-                             "posthoc_<label>)")
+                             f"(method: {_describe()})")
         pred_seed, method, true_seed = m.groups()
         if pred_seed is not None:
             return cls(int(pred_seed))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -86,20 +89,61 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> Counter:
     return counts
 
 
+@dataclass(frozen=True)
+class RuleView:
+    """One rule as Snakemake parsed it: its conda environment and script (relative to rules/),
+    whether it is a local rule, and its resource names."""
+
+    name: str
+    env: str | None
+    script: str | None
+    local: bool
+    resources: frozenset
+
+
+@functools.cache
+def workflow_rules(overrides: str = "{}") -> dict[str, RuleView]:
+    """Every rule of the workflow, read through Snakemake's API (not the rule files' text), for
+    the embedded default config with ``overrides`` (JSON of top-level sections merged into it,
+    e.g. to define the rule a setting adds), in a subprocess so that no test shares the parse's
+    global state."""
+    code = f"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1),
+                      config_settings=ConfigSettings(configfiles=[Path("config.yaml")],
+                                                     config=json.loads(sys.argv[1])),
+                      storage_settings=StorageSettings(), snakefile=Path("Snakefile"),
+                      workdir=Path.cwd())
+    w = wf._workflow
+    print(json.dumps([dict(name=r.name, env=r.conda_env, script=r.script,
+                           local=r.name in w._localrules, resources=sorted(r.resources))
+                      for r in w.rules]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, overrides], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {r["name"]: RuleView(r["name"], r["env"], r["script"], r["local"],
+                                frozenset(r["resources"])) for r in rows}
+
+
+# every rule the workflow can define: the default's, and the sharded fine-tuning rule that
+# finetune.processes > 1 adds
+ALL_RULES = json.dumps({"finetune": {"enabled": True, "methods": ["full", "lora"],
+                                     "processes": 2}})
+
+
 def gpu_rules() -> set[str]:
-    """The rules that run a model or an SAE: those in the GPU environment, and the `use rule`
-    copies of them (evaluate_tuned); everything else is a local rule on a cluster."""
-    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
-    found = set()
-    blocks = re.split(r"\n(?=rule |use rule )", text)
-    for block in blocks:
-        m = re.match(r"rule (\w+)", block)
-        if m and 'envs/gpu.yaml"' in block:
-            found.add(m.group(1))
-    for block in blocks:
-        m = re.match(r"use rule (\w+) as (\w+)", block)
-        if m and m.group(1) in found:
-            found.add(m.group(2))
+    """The rules that run a model or an SAE: those in the GPU environment (a rule derived with
+    ``use rule ... with`` inherits its parent's); every other rule is a local rule on a
+    cluster."""
+    found = {name for name, r in workflow_rules(ALL_RULES).items()
+             if r.env == "../envs/gpu.yaml"}
     assert {"extract", "encode", "gradients", "finetune", "evaluate_tuned"} <= found
     return found
 

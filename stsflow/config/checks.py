@@ -23,7 +23,8 @@ from stsflow.config.facts import (
     sae_cfg_facts,
     sae_registry,
 )
-from stsflow.config.saes import layer_saes, select_problems, sweep_problems
+from stsflow.config.saes import layer_saes, sweep_problems
+from stsflow.finetune.registry import methods
 from stsflow.config.schema import SCHEMA_PATH
 
 
@@ -193,8 +194,43 @@ def _source_problems(where: str, source: dict, schema: str, fields: dict, base_d
     return []
 
 
-def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) -> list[str]:
+def _configured(ft: dict) -> list:
+    """The registry entries of the configured fine-tuning methods (known names only: unknown
+    ones are reported by registry_problems)."""
+    return [methods()[m] for m in ft["methods"] if m in methods()]
+
+
+def _recipe_keys(ft: dict) -> set[str]:
+    return {k for m in _configured(ft) for k in m.recipe_keys}
+
+
+def registry_problems(config: dict) -> list[str]:
+    """Names the config gives that no registry holds: fine-tuning methods, metrics and the
+    primary predictor (built-in or registered by a plugin, stsflow.plugins)."""
+    from stsflow.evaluate.registry import metrics
+    from stsflow.scores import oracle_predictors, pretraining_predictors
+
     problems = []
+    for i, m in enumerate(config["finetune"]["methods"]):
+        if m not in methods():
+            problems.append(f"finetune.methods[{i}]: unknown method {m!r}. Fix: one of "
+                            f"{', '.join(methods())}")
+    for i, m in enumerate(config["evaluate"]["metrics"]):
+        if m not in metrics():
+            problems.append(f"evaluate.metrics[{i}]: unknown metric {m!r}. Fix: one of "
+                            f"{', '.join(metrics())}")
+    predictor = config["report"]["primary"]["predictor"]
+    known = pretraining_predictors() + [f"{n}_oracle" for n in oracle_predictors()]
+    if predictor not in known:
+        problems.append(f"report.primary.predictor: unknown predictor {predictor!r}. Fix: one of "
+                        f"{', '.join(known)}")
+    return problems
+
+
+def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) -> list[str]:
+    problems = registry_problems(config)
+    if problems:  # the checks below look the names up
+        return problems
     sts = config["sts"]
     for name, model in config["models"].items():
         src = model["source"]
@@ -229,14 +265,17 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                 problems += _sae_problems(config, name, sae, sae["name"], int(layer), where,
                                           base_dir, facts, facts_origin)
         ft = config["finetune"]
-        if found and ft["enabled"] and {"lora", "grpo"} & set(ft["methods"]):
+        if found and ft["enabled"] and "lora_targets" in _recipe_keys(ft):
             problems += _lora_problems(name, model, ft["lora_targets"], base_dir)
     ft = config["finetune"]
     if ft["enabled"] and ft["processes"] > 1:  # a data mixture's runs are of these methods too
-        if "full" not in ft["methods"]:
-            problems.append(f"finetune.processes: {ft['processes']} processes shard full "
-                            f"fine-tuning (FSDP), and finetune.methods {ft['methods']} has no "
-                            "full run. Fix: add full to finetune.methods, or set processes: 1")
+        sharding = [m.name for m in _configured(ft) if m.shards]
+        if not sharding:
+            names = [m.name for m in methods().values() if m.shards]
+            problems.append(f"finetune.processes: {ft['processes']} processes shard a method's "
+                            f"runs (FSDP), and finetune.methods {ft['methods']} has none that "
+                            f"shards. Fix: add one of {', '.join(names)} to finetune.methods, "
+                            "or set processes: 1")
         for name, model in config["models"].items():
             if model["device"] not in ("auto", "cuda", "cpu"):
                 problems.append(f"models.{name}.device: {model['device']!r} is one device, and "
@@ -263,7 +302,15 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
                 problems.append(f"observed[{i}].deltas.{dom}: unknown domain. Fix: define it under "
                                 "domains: or remove it")
     problems += sweep_problems(config["models"])
-    problems += select_problems(config)
+    for name, c in config["sft"].items():
+        if c.get("target") is not None and c["target"] not in config["domains"]:
+            problems.append(f"sft.{name}.target: unknown domain {c['target']!r}. Fix: one of "
+                            f"{', '.join(config['domains'])}, or remove it")
+    if config["finetune"]["enabled"]:  # each configured method's own checks
+        ft = config["finetune"]
+        for m in _configured(ft):
+            if m.problems:
+                problems += m.problems(config, ft[m.section] if m.section else None)
     problems += mixture_problems(config)
     problems += posthoc_problems(config, base_dir)
     problems += report_primary_problems(config)
@@ -305,11 +352,12 @@ def generate_backend_problems(config: dict) -> list[str]:
                         f"evaluate.metrics {ev['metrics']} does not list. Fix: add generate to "
                         "evaluate.metrics, or remove generate_backend")
     ft = config["finetune"]
-    if (engine == "lm_eval_vllm" and "generate" in ev["metrics"] and ft["enabled"]
-            and "sae_select" in ft["methods"]):
-        problems.append("evaluate.generate_backend: lm_eval_vllm cannot serve sae_select runs "
-                        "(their maps run inside the model's blocks, which vLLM does not load). "
-                        "Fix: use lm_eval_hf or builtin, or drop sae_select from finetune.methods")
+    unserved = [m.name for m in _configured(ft) if not m.vllm] if ft["enabled"] else []
+    if engine == "lm_eval_vllm" and "generate" in ev["metrics"] and unserved:
+        problems.append(f"evaluate.generate_backend: lm_eval_vllm cannot serve "
+                        f"{', '.join(unserved)} runs (their checkpoints are not models vLLM "
+                        "loads). Fix: use lm_eval_hf or builtin, or drop them from "
+                        "finetune.methods")
     return problems
 
 
@@ -385,9 +433,12 @@ def mixture_problems(config: dict) -> list[str]:
                 "Fix: set finetune.enabled: true, or mixture.enabled: false"]
     problems = []
     runs = run_methods(ft)
-    if (mix["method"] or runs[0]) == "grpo":
-        problems.append("mixture.method: grpo is RL on the SFT prompts, which a replay of "
-                        "answers does not fit. Fix: name an SFT run (lora, full, sae_select-...)")
+    chosen = mix["method"] or runs[0]
+    if chosen in runs and not RunMethod.parse(chosen).registered.sft_loop:
+        sft = [r for r in runs if RunMethod.parse(r).registered.sft_loop]
+        problems.append(f"mixture.method: {chosen} does not train with the SFT loop on SFT "
+                        "records, which a replay of answers feeds. Fix: name an SFT run"
+                        + (f" ({', '.join(sft)})" if sft else ""))
     elif mix["method"] is not None and (mix["method"] not in runs
                                         or RunMethod.parse(mix["method"]).mix is not None):
         problems.append(f"mixture.method: {mix['method']!r} is not a fine-tuning run of this "
@@ -397,7 +448,7 @@ def mixture_problems(config: dict) -> list[str]:
                         "domains.<name>.pool (a source without the test items) to the domains "
                         "to protect")
     # the site the sts and oracle strategies read: mixture: where given, else report.primary's
-    from stsflow.analysis.correlation import resolve_primary
+    from stsflow.config.primary import resolve_primary
 
     keys = ("predictor", "layer", "sae", "n_top", "metric")
     given = dict(config["report"]["primary"], **{k: mix[k] for k in keys if mix[k] is not None})

@@ -103,7 +103,9 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
     * ``gradients``: forward and backward through rank-8 LoRA adapters, one example at a time;
     * ``sae``: inference plus an SAE of ``sae_width``, trained in float32 when ``trains_sae``
       (``prepare_sae``);
-    * ``lora`` / ``full``: fine-tuning in float32 (``batch`` is the micro-batch);
+    * ``adapter`` / ``full_weights``: fine-tuning in float32 (``batch`` is the micro-batch) of a
+      small trainable part on a frozen model (LoRA, selective maps) or of every weight (the
+      fine-tuning registry's ``plan_as``);
     * ``encode``: a sweep SAE on kept residuals, no model.
 
     ``merges_adapter``: the job loads a LoRA checkpoint, merged into a float32 base on the host;
@@ -130,9 +132,9 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
             gpu += (16 if trains_sae else 4) * 2 * sae_width * s.hidden_size
     elif step == "gradients":
         gpu = weights + backward_bytes(s, 1, tokens, checkpointing=False) * b / 4
-    elif step == "lora":  # saves its adapter only
+    elif step == "adapter":  # a frozen model and a small trainable part: saves that part only
         gpu = 4 * n + backward_bytes(s, batch, tokens, checkpointing)
-    elif step == "full":
+    elif step == "full_weights":
         gathered = 0
         if shards > 1:  # embedding and LM head counted untied (the upper bound)
             root = 2 * s.vocab_size * s.hidden_size
@@ -245,7 +247,7 @@ def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer:
       ``new_tokens`` generated for each of ``gen_items`` items, in batches of ``batch`` after
       prompts of ``context`` tokens (one prefill call per batch, then one call per new token);
     * ``gradients``: forward and backward, ``4n`` a token (no weight gradients but the
-      adapters'); ``lora``: the same in float32; ``full``: ``6n``; activation checkpointing adds a
+      adapters'); ``adapter``: the same in float32; ``full_weights``: ``6n``; activation checkpointing adds a
       forward (``2n``).
 
     ``calls``: sequential forward calls (per item or per example), for the launch floor;
@@ -275,9 +277,9 @@ def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer:
     extra = 2 * n if checkpointing else 0
     if step == "gradients":
         return Work(tokens * (4 * n + extra), dtype, calls, load_bytes=load)
-    if step == "lora":
+    if step == "adapter":
         return Work(tokens * (4 * n + extra), "float32", calls, load_bytes=load)
-    if step == "full":
+    if step == "full_weights":
         return Work(tokens * (6 * n + extra), "float32", calls, load_bytes=load + 4 * n)
     raise ValueError(f"unknown step {step!r}")
 

@@ -59,19 +59,11 @@ def select_sites(model: dict, sae_select: dict) -> list[tuple[int, str]]:
             for layer in layers]
 
 
-def select_problems(config: dict) -> list[str]:
-    """finetune.sae_select against the models: every listed layer configured on every model, the
-    named SAE on each of those layers, K within a trained SAE's width; an SFT set's target a
-    configured domain."""
+def select_problems(config: dict, sel: dict) -> list[str]:
+    """finetune.sae_select (``sel``) against the models (checked when a selective run is
+    configured): every listed layer configured on every model, the named SAE on each of those
+    layers, K within a trained SAE's width."""
     problems = []
-    ft = config["finetune"]
-    sel = ft["sae_select"]
-    for name, c in config["sft"].items():
-        if c.get("target") is not None and c["target"] not in config["domains"]:
-            problems.append(f"sft.{name}.target: unknown domain {c['target']!r}. Fix: one of "
-                            f"{', '.join(config['domains'])}, or remove it")
-    if not (ft["enabled"] and "sae_select" in ft["methods"]):
-        return problems
     for mname, model in config["models"].items():
         for layer in sel["layers"] or []:
             if layer not in model["layers"]:

@@ -67,6 +67,17 @@ def with_defaults(cls, section: str, **changes):
     return build(cls, dict(base, **changes), section)
 
 
+def without_inactive(cls, mapping: Mapping) -> dict:
+    """A config slice as a rule passes it to its jobs: the keys of ``cls.OPTIONAL`` left out
+    while they hold the schema's default (keys added once runs existed: at the default, which
+    means "as before", they leave every existing job's parameters, Snakemake's rerun trigger,
+    as they were)."""
+    section = defaults(cls.SECTION)
+    optional = getattr(cls, "OPTIONAL", ())
+    return {k: v for k, v in mapping.items()
+            if not (k in optional and k in section and v == section[k])}
+
+
 def _tuple_field(tp) -> bool:
     tp = typing.get_origin(tp) or tp
     return tp is tuple
@@ -78,6 +89,10 @@ def build(cls, mapping: Mapping, where: str):
     cannot change what it was given)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    optional = [k for k in getattr(cls, "OPTIONAL", ()) if k not in mapping]
+    if optional:  # left out by the rule while inactive: the schema's default
+        section = defaults(cls.SECTION)
+        mapping = {**mapping, **{k: section[k] for k in optional}}
     required = {n for n, f in fields.items() if f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING}
     problems = [f"{where}.{k}: unknown setting for {cls.__name__}. Fix: remove it"
@@ -115,14 +130,19 @@ class ModelSettings:
     chat_template: bool
     batch_size: int
     max_length: int | None
-    # optional (null: no budget); passed to the jobs only when set (rules/common.smk), so adding
-    # the key left existing runs' parameters as they were
-    batch_tokens: int | None = None
+    OPTIONAL: typing.ClassVar[tuple] = ("batch_tokens",)
+    # optional (null: no budget); passed to the jobs only when set (``without_inactive``)
+    batch_tokens: int | None
 
     @classmethod
     def keys(cls) -> list[str]:
         """The config keys of ``models.<name>`` that the jobs receive."""
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def params(cls, model: Mapping) -> dict:
+        """The rule parameter: the slice of a validated ``models.<name>`` its jobs depend on."""
+        return without_inactive(cls, {k: model[k] for k in cls.keys()})
 
     @classmethod
     def from_config(cls, mapping: Mapping, where: str = "models.<model>") -> ModelSettings:
@@ -197,6 +217,18 @@ class CorpusSettings:
     def from_config(cls, mapping: Mapping, where: str) -> CorpusSettings:
         return build(cls, mapping, where)
 
+    @classmethod
+    def params(cls, corpus: Mapping, sample_seed: int) -> dict:
+        """The rule parameter: a corpus's own config plus the seed of its max_items sample."""
+        spec = {k: v for k, v in corpus.items() if k not in cls.NOT_PASSED}
+        return dict(spec, sample_seed=sample_seed)
+
+    @classmethod
+    def pool_params(cls, domain: Mapping, sample_seed: int) -> dict:
+        """A domain's pool split as a corpus of its own (materialize_pool), read whole."""
+        return {"source": domain["pool"], "schema": domain["schema"],
+                "fields": domain["fields"], "max_items": None, "sample_seed": sample_seed}
+
 
 @dataclass(frozen=True)
 class SaeTrainSettings:
@@ -235,6 +267,12 @@ class SaeSettings:
         return build(cls, mapping, where)
 
     @classmethod
+    def params(cls, sae: Mapping) -> dict:
+        """The rule parameter: an SAE's config without its name (the name is in the path;
+        renaming reruns nothing that the path does not)."""
+        return {k: v for k, v in sae.items() if k != "name"}
+
+    @classmethod
     def with_defaults(cls, **changes) -> SaeSettings:
         """Defaults of ``$defs.sae`` with ``changes``; a ``train`` mapping gets the defaults of
         ``$defs.sae.train`` under its own changes."""
@@ -247,6 +285,7 @@ class SaeSettings:
 class EvalSettings:
     """``evaluate``: the metrics run on every domain and how."""
     SECTION: typing.ClassVar[str] = "evaluate"
+    OPTIONAL: typing.ClassVar[tuple] = ("batch_tokens", "generate_backend", "lm_eval_args")
 
     metrics: tuple[str, ...]
     k_shot: int
@@ -256,15 +295,22 @@ class EvalSettings:
     chat_template: bool
     batch_size: int
     n_boot: int
-    batch_tokens: int | None = None  # optional, passed only when set (as models.*.batch_tokens)
-    # the generate metric's engine and its own settings; passed only when not the defaults, so
-    # that results evaluated before they existed keep their parameters
-    generate_backend: str = "builtin"
-    lm_eval_args: dict = dataclasses.field(default_factory=dict)
+    # optional, passed only when not the schema's defaults (``without_inactive``), so that results
+    # evaluated before they existed keep their parameters: a token budget, the generate metric's
+    # engine and its own settings
+    batch_tokens: int | None
+    generate_backend: str
+    lm_eval_args: dict
 
     @classmethod
     def from_config(cls, mapping: Mapping) -> EvalSettings:
         return build(cls, mapping, "evaluate")
+
+    @classmethod
+    def params(cls, evaluate: Mapping) -> dict:
+        """The rule parameter: the validated ``evaluate`` section, the optional keys left out
+        while inactive (``without_inactive``)."""
+        return without_inactive(cls, evaluate)
 
     @classmethod
     def with_defaults(cls, **changes) -> EvalSettings:
@@ -317,6 +363,10 @@ class FinetuneSettings:
     config key (always on in the workflow; tests may turn it off)."""
     SECTION: typing.ClassVar[str] = "finetune"
     NOT_PASSED: typing.ClassVar[tuple] = ("enabled", "methods")  # read by the rules only
+    # passed to some runs only (the runs of a method that shards, when above 1), as each method's
+    # own section is passed to its runs alone
+    PER_RUN: typing.ClassVar[tuple] = ("processes",)
+    OPTIONAL: typing.ClassVar[tuple] = ("micro_batch_tokens",)
 
     method: str  # a run method (stsflow.mode.RunMethod): full, lora, sae_select-<select>-k<K>
     seed: int
@@ -336,7 +386,7 @@ class FinetuneSettings:
     lora_dropout: float
     lora_targets: tuple[str, ...]
     gradient_checkpointing: bool
-    micro_batch_tokens: int | None = None  # optional, passed only when set
+    micro_batch_tokens: int | None  # optional, passed only when set (``without_inactive``)
     sample_seed: int = 0  # only meaningful with max_items (then the rule passes sts.sample_seed)
     deterministic: bool = True  # torch.use_deterministic_algorithms during training
     # full runs only: processes (one per GPU) sharding the run with FSDP
@@ -352,13 +402,14 @@ class FinetuneSettings:
     mixture: dict | None = None
 
     def __post_init__(self):
+        from stsflow.finetune.registry import methods
         from stsflow.mode import RunMethod
 
         run = RunMethod.parse(self.method)  # a clear error for an unknown method
-        if (run.method == "sae_select") != (self.sae_select is not None):
-            raise ValueError("sae_select (the map sites) is given to sae_select runs, and only them")
-        if (run.method == "grpo") != (self.grpo is not None):
-            raise ValueError("grpo (the RL recipe) is given to grpo runs, and only them")
+        for m in methods().values():  # a method's own section reaches its runs, and only them
+            if m.section and (run.method == m.name) != (getattr(self, m.section) is not None):
+                raise ValueError(f"{m.section} (finetune.{m.section}) is given to {m.name} runs, "
+                                 "and only them")
         if (run.mix is not None) != (self.mixture is not None):
             raise ValueError("mixture is given to data-mixture runs (-mix_<strategy>), and only them")
         if self.batch_size < 1 or self.micro_batch_size < 1:
@@ -368,10 +419,10 @@ class FinetuneSettings:
                              f"micro_batch_size ({self.micro_batch_size})")
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
-        if self.processes < 1 or (self.processes > 1 and run.method != "full"):
+        if self.processes < 1 or (self.processes > 1 and not run.registered.shards):
             raise ValueError(f"finetune.processes: {self.processes} for a {run.method} run; it "
-                             "must be >= 1, and above 1 only for full fine-tuning. Fix: "
-                             "processes: 1, or a full run")
+                             "must be >= 1, and above 1 only for a method that shards. Fix: "
+                             "processes: 1, or a run of such a method")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1 or None")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -381,15 +432,47 @@ class FinetuneSettings:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
     @classmethod
+    def params(cls, finetune: Mapping, method: str, *, model: Mapping, sample_seed: int,
+               shards: int = 1, mixture: dict | None = None) -> dict:
+        """The rule parameter (the recipe) of one run of ``method``: the ``finetune`` section
+        without what the rules alone read, ``sample_seed`` where ``max_items`` draws a sample,
+        the run's method section as the method builds it (stsflow.finetune.registry), its
+        processes where it is sharded, and a data-mixture run's ``mixture`` (resolved by the
+        workflow). Each run's parameters depend on nothing another run adds."""
+        from stsflow.finetune.registry import methods
+        from stsflow.mode import RunMethod
+
+        sections = {m.section for m in methods().values() if m.section}
+        out = without_inactive(cls, {k: v for k, v in finetune.items() if k not in
+                                     (*cls.NOT_PASSED, *cls.PER_RUN, *sections)})
+        if finetune["max_items"]:  # only then does the sample seed matter to fine-tuning
+            out["sample_seed"] = sample_seed
+        run = RunMethod.parse(method)
+        m = run.registered
+        if m.section:
+            out[m.section] = m.recipe(finetune[m.section], model)
+        if shards > 1:
+            out["processes"] = shards
+        if run.mix is not None:
+            out["mixture"] = mixture
+        return out
+
+    @classmethod
     def from_recipe(cls, recipe: Mapping, method: str, seed: int) -> FinetuneSettings:
         return build(cls, dict(recipe, method=method, seed=seed), "finetune")
 
     @classmethod
-    def with_defaults(cls, method: str = "lora", seed: int = 0, **changes) -> FinetuneSettings:
-        """The schema's recipe with ``changes`` (tests, library use); ``sae_select`` (the map
-        sites) only where given, as the rule passes it."""
-        changes.setdefault("sae_select", None)
-        changes.setdefault("grpo", None)
+    def with_defaults(cls, method: str | None = None, seed: int = 0,
+                      **changes) -> FinetuneSettings:
+        """The schema's recipe with ``changes`` (tests, library use): ``method`` defaults to the
+        schema's first ``finetune.methods``; a method's own section only where given, as the rule
+        passes it to that method's runs alone."""
+        from stsflow.finetune.registry import methods
+
+        for m in methods().values():
+            if m.section:
+                changes.setdefault(m.section, None)
+        method = method or defaults(cls.SECTION)["methods"][0]
         return with_defaults(cls, cls.SECTION, method=method, seed=seed, **changes)
 
     @property

@@ -8,4 +8,8 @@ from stsflow.evaluate import harness, metrics  # noqa: F401  (register the metri
 from stsflow.evaluate.engines import ENGINES
 from stsflow.evaluate.registry import METRICS, Metric, register_metric
 
+from stsflow import plugins as _plugins
+
+_plugins.load()  # metrics registered by plugins (stsflow.plugins), after the built-in ones
+
 __all__ = ["ENGINES", "METRICS", "Metric", "register_metric"]

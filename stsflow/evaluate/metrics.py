@@ -71,6 +71,8 @@ Other metrics:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -82,7 +84,7 @@ from stsflow.evaluate.mmlu_pro import (
     mmlu_pro_prompt,
     score_output,
 )
-from stsflow.evaluate.registry import register_metric
+from stsflow.evaluate.registry import MetricCost, register_metric
 from stsflow.models.batching import pad_batch
 from stsflow.text.prompts import (
     LETTERS,
@@ -301,14 +303,23 @@ def teacher_forced(model, tokenizer, items: list[dict], demos: list[dict], *, se
     return rows, means
 
 
-@register_metric("nll", kind="nll", higher_is_better=False)
+# the reference answer as one continuation of the item's teacher-forced pass
+@register_metric("nll", kind="nll", higher_is_better=False, cost=lambda ev: MetricCost(calls=1))
 def _run_nll(model, tokenizer, items, demos, *, segmenter, settings, subject, chat_template,
              model_dir=None, dtype=None):
     return eval_nll(model, tokenizer, items, segmenter=segmenter,
                     batch_size=settings.batch_size, batch_tokens=settings.batch_tokens)
 
 
-@register_metric("option_loglik", kind="accuracy", higher_is_better=True)
+def _option_loglik_cost(ev: dict) -> MetricCost:
+    """The options (up to MMLU-Pro's 10, batch_size a call) as continuations of the item's
+    teacher-forced pass; a k-shot variant runs the items again after its own prefix."""
+    option_calls = math.ceil(10 / ev["batch_size"])
+    own = ev["loglik_k_shot"] > 0
+    return MetricCost(calls=option_calls + own * (1 + option_calls), passes=int(own))
+
+
+@register_metric("option_loglik", kind="accuracy", higher_is_better=True, cost=_option_loglik_cost)
 def _run_option_loglik(model, tokenizer, items, demos, *, segmenter, settings, subject,
                        chat_template, model_dir=None, dtype=None):
     k = settings.loglik_k_shot
@@ -317,7 +328,8 @@ def _run_option_loglik(model, tokenizer, items, demos, *, segmenter, settings, s
                               batch_tokens=settings.batch_tokens)
 
 
-@register_metric("generate", kind="accuracy", higher_is_better=True)
+@register_metric("generate", kind="accuracy", higher_is_better=True,
+                 cost=lambda ev: MetricCost(new_tokens=ev["max_new_tokens"]))
 def _run_generate(model, tokenizer, items, demos, *, segmenter, settings, subject,
                   chat_template, model_dir=None, dtype=None):
     # the raw official prompt unless evaluate.chat_template asks for the model's template

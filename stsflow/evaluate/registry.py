@@ -25,23 +25,60 @@ class Metric:
     run: Callable
     kind: str
     higher_is_better: bool
+    cost: Callable  # (validated evaluate section) -> MetricCost: what the metric adds to a job
 
 
+@dataclass(frozen=True)
+class MetricCost:
+    """What a metric adds to an evaluation job, for the job's runtime and memory requests
+    (stsflow.workflow.costs): sequential forward ``calls`` per item, ``passes`` over the items'
+    tokens, and ``new_tokens`` generated per item (0: it generates nothing). Every job already
+    runs one teacher-forced pass over each item's query (``QUERY_PASS``: the layer means)."""
+
+    calls: int = 0
+    passes: int = 0
+    new_tokens: int = 0
+
+    def __add__(self, other: "MetricCost") -> "MetricCost":
+        return MetricCost(self.calls + other.calls, self.passes + other.passes,
+                          max(self.new_tokens, other.new_tokens))
+
+
+QUERY_PASS = MetricCost(calls=1, passes=1)
 METRICS: dict[str, Metric] = {}
 
 
-def register_metric(name: str, *, kind: str, higher_is_better: bool):
+def register_metric(name: str, *, kind: str, higher_is_better: bool,
+                    cost: Callable[[dict], MetricCost]):
     """Register an evaluation metric under ``name`` (the value users write in
-    ``evaluate.metrics``; the config schema's enum is checked against this registry)."""
+    ``evaluate.metrics``), with its kind, direction and cost."""
     if kind not in ("accuracy", "nll"):
         raise ValueError(f"metric kind must be accuracy or nll, got {kind!r}")
 
     def wrap(fn):
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = Metric(name, fn, kind, higher_is_better)
+        METRICS[name] = Metric(name, fn, kind, higher_is_better, cost)
         return fn
     return wrap
+
+
+def metrics() -> dict[str, Metric]:
+    """Every registered metric: the built-in ones and the plugins' (``stsflow.plugins``)."""
+    from stsflow import plugins
+    from stsflow.evaluate import metrics as _builtin  # noqa: F401  (registers them)
+
+    plugins.load()
+    return METRICS
+
+
+def metric_costs(names, evaluate: dict) -> MetricCost:
+    """The cost of one evaluation job running the metrics ``names``: its query pass and what
+    each metric adds."""
+    total = QUERY_PASS
+    for name in names:
+        total = total + metrics()[name].cost(evaluate)
+    return total
 
 
 def metric_kind(metric: str) -> str:

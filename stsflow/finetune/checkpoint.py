@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from stsflow.finetune import formats
 from stsflow.io.files import atomic_dir
 
 META_FILE = "stsflow_meta.json"
@@ -32,13 +33,13 @@ def plain(model):
 
 
 def adapter_type(model) -> str | None:
-    """"lora" for a PEFT model, "sae_select" for a model with selective maps, else None (the
-    whole model is saved)."""
+    """The adapter format of a trained module (stsflow.finetune.formats): a PEFT model's LoRA,
+    a model with selective maps, else None (the whole model is saved)."""
     from stsflow.finetune import selective
 
     if is_peft(model):
-        return "lora"
-    return "sae_select" if selective.is_selective(model) else None
+        return formats.LORA
+    return formats.SELECTIVE_MAPS if selective.is_selective(model) else None
 
 
 def _rel(path: Path | str, outdir: Path) -> str:
@@ -74,7 +75,7 @@ def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
         if (fingerprint := local_fingerprint(base_dir)) is not None:
             meta["fingerprint"] = fingerprint
     with atomic_dir(outdir, replace=False) as tmp:
-        if kind == "sae_select":
+        if kind == formats.SELECTIVE_MAPS:
             from stsflow.io.files import sha256
             from stsflow.sae.info import MANIFEST as SAE_MANIFEST
 

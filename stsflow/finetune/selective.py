@@ -189,3 +189,27 @@ def load_into(model, directory: Path | str, sites: list[dict], encoders: dict[in
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def load_sites(recipe, files, device) -> list[Site]:
+    """A selective run's sites: for each layer of ``recipe.sae_select``, its SAE loaded from the
+    run's inputs and the K dimensions chosen from the seed's predicted shift there
+    (``choose_dims``). ``files``: stsflow.workflow.bundles.FinetuneFiles (``sites[layer]`` with
+    ``sae`` and ``shift``)."""
+    import logging
+
+    import pyarrow.parquet as pq
+
+    from stsflow.sae.prepare import load_sae
+
+    log = logging.getLogger("stsflow")
+    run, sel = recipe.run, recipe.sae_select
+    sites = []
+    for layer, sae in zip(sel["layers"], sel["saes"]):
+        sae_dir = files.sites[int(layer)]["sae"]
+        encoder, _ = load_sae(sae_dir, device=str(device))
+        dims = choose_dims(pq.read_table(files.sites[int(layer)]["shift"]), run.k, run.select,
+                           recipe.seed, layer)
+        sites.append(Site(int(layer), sae, str(sae_dir), encoder, dims))
+        log.info(f"sae_select: layer {layer}, SAE {sae}, {run.select} {run.k} dimensions")
+    return sites

@@ -48,7 +48,6 @@ import torch.nn.functional as F
 
 from stsflow.config.settings import FinetuneSettings
 from stsflow.finetune import distributed
-from stsflow.finetune.methods import FINETUNE_REGISTRY
 from stsflow.finetune.selective import is_selective
 from stsflow.models.batching import length_chunks, pad_batch, pad_id_of
 from stsflow.text.segments import Segmenter
@@ -205,13 +204,13 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
         f"batch {cfg.batch_size} = {cfg.grad_accum} x {cfg.micro_batch_size}, lr {cfg.lr:g}, "
         f"seed {cfg.seed}")
     rank, n_ranks = distributed.world()
-    if n_ranks > 1 and cfg.run.method != "full":
+    method = cfg.run.registered
+    if n_ranks > 1 and not method.shards:
         raise ValueError(f"{cfg.run.method} trains in one process, and this one is a rank of "
-                         f"{n_ranks}: only full fine-tuning is sharded (FSDP, finetune.processes)")
+                         f"{n_ranks}: only a method that shards runs over ranks (FSDP, finetune.processes)")
     t_start = time.perf_counter()
     with _deterministic(cfg.deterministic):
         torch.manual_seed(cfg.seed)
-        method = FINETUNE_REGISTRY[cfg.run.method]
         train_model = method.prepare(model, cfg, context or {})
         if cfg.gradient_checkpointing:
             _checkpointing(model, True)

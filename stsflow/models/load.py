@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from stsflow.finetune import formats
 from stsflow.io.files import atomic_dir, sha256, write_json
 
 MANIFEST = "stsflow_model.json"
@@ -125,7 +126,7 @@ def adapter_base(prepared: Path | str, info: dict) -> Path:
     base = (Path(prepared) / info["base_dir"]).resolve()
     if not (base / MANIFEST).is_file():
         raise FileNotFoundError(
-            f"the {info.get('adapter_type', 'lora')} adapter in {prepared} is applied to its "
+            f"the {info.get('adapter_type', formats.LORA)} adapter in {prepared} is applied to its "
             f"base model at {base}, which is "
             f"missing or incomplete; rerun its prepare_model job (snakemake {base})")
     recorded, now = info.get("base") or {}, model_info(base)
@@ -135,7 +136,7 @@ def adapter_base(prepared: Path | str, info: dict) -> Path:
         changed.append("the local model's config.json or weight files")
     if changed:
         raise ValueError(
-            f"the {info.get('adapter_type', 'lora')} adapter in {prepared} was trained on "
+            f"the {info.get('adapter_type', formats.LORA)} adapter in {prepared} was trained on "
             f"another base model than the one now at "
             f"{base} ({', '.join(changed)} differ); delete the adapter to fine-tune again")
     return base
@@ -213,7 +214,7 @@ def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto
 
     info = model_info(prepared)
     if info.get("adapter"):
-        if info.get("adapter_type") == "sae_select":
+        if info.get("adapter_type") == formats.SELECTIVE_MAPS:
             model = _selective(prepared, info, dtype)
         else:  # LoRA (checkpoints written before adapter_type was recorded are LoRA)
             model = _merged_adapter(prepared, info, dtype)

@@ -20,6 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
+from stsflow.finetune import formats
 from stsflow.finetune.checkpoint import META_FILE
 from stsflow.io.files import atomic_dir, sha256, write_json
 
@@ -125,7 +126,7 @@ def import_tuned(tuned: dict, base_dir: Path | str, outdir: Path | str, meta: di
         meta["imported"]["base_model_name_or_path"] = adapter.get("base_model_name_or_path")
         # as stsflow's own LoRA checkpoints: the base's prepared directory, relative to the
         # checkpoint, whose identity (meta["base"]) is checked on every load
-        meta.update(adapter=True, adapter_type="lora", base_dir=_rel(base_dir, outdir))
+        meta.update(adapter=True, adapter_type=formats.LORA, base_dir=_rel(base_dir, outdir))
         if (fingerprint := local_fingerprint(base_dir)) is not None:
             meta["fingerprint"] = fingerprint
         with atomic_dir(outdir, replace=False) as tmp:

@@ -89,7 +89,7 @@ def _pooled(x, space):
 
 
 for _space in ("resid", "sae"):
-    register_predictor(f"probe_{_space}", family="probe", oracle=False,
+    register_predictor(f"probe_{_space}", family="probe", oracle=False, needs=("panel",),
                        about=f"mean out-of-fold P(SFT) of a logistic probe on pooled "
                              f"{'residual' if _space == 'resid' else 'SAE'} activations")(
         lambda x, _s=_space: probe_score(*_pooled(x, _s), x.probe_folds, x.control_seed))

@@ -28,23 +28,40 @@ class Predictor:
     oracle: bool  # scored on the true shifted dimensions too (the ``_oracle`` rows)
     about: str
     post_training: bool = False  # needs the tuned model: scored on the ``_oracle`` rows only
+    needs: tuple[str, ...] = ()  # inputs beyond the SAE's statistics and shift (NEEDS)
 
 
 PREDICTORS: dict[str, Predictor] = {}
 
+# What a predictor may read beyond the SAE's statistics and shift vector, each of which the
+# workflow gathers only when some registered predictor needs it: the extraction's panel (the
+# residual and random-encoder spaces' statistics and shifts, per-query pooled vectors, mean
+# residuals), the authors' unaligned shift, the corpora's mean gradients (the gradients rule),
+# and the domain's mean residuals before and after fine-tuning (the evaluation jobs).
+NEEDS = ("panel", "unaligned", "gradients", "reps")
+
 
 def register_predictor(name: str, *, family: str, oracle: bool, about: str,
-                       post_training: bool = False):
+                       post_training: bool = False, needs: tuple[str, ...] = ()):
     """``post_training``: the predictor needs the fine-tuned model, so it is scored only where
-    one exists, on the true shift's rows (named ``<name>_oracle`` like the rest of them)."""
+    one exists, on the true shift's rows (named ``<name>_oracle`` like the rest of them);
+    ``needs``: its inputs beyond the SAE's statistics and shift (``NEEDS``)."""
     def wrap(fn):
         if name in PREDICTORS:
             raise ValueError(f"predictor {name!r} is registered twice")
         if post_training and not oracle:
             raise ValueError(f"predictor {name!r}: a post-training predictor is an oracle row")
-        PREDICTORS[name] = Predictor(name, fn, family, oracle, about, post_training)
+        unknown = set(needs) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"predictor {name!r}: unknown needs {sorted(unknown)} (one of {NEEDS})")
+        PREDICTORS[name] = Predictor(name, fn, family, oracle, about, post_training, tuple(needs))
         return fn
     return wrap
+
+
+def needed_inputs() -> set[str]:
+    """What the registered predictors read beyond the SAE's statistics and shift (``NEEDS``)."""
+    return {need for p in PREDICTORS.values() for need in p.needs}
 
 
 def oracle_predictors() -> list[str]:

@@ -29,13 +29,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / den) if den > 0 else float("nan")
 
 
-@register_predictor("repsim", family="similarity", oracle=False,
+@register_predictor("repsim", family="similarity", oracle=False, needs=("panel",),
                     about="cosine of the mean residual of the domain and of the SFT set")
 def _repsim(x) -> float:
     return cosine(read_signed_mean(x.domain_panel), read_signed_mean(x.sft_panel))
 
 
-@register_predictor("grad_sim", family="similarity", oracle=False,
+@register_predictor("grad_sim", family="similarity", oracle=False, needs=("gradients",),
                     about="cosine of the mean low-rank gradients of the SFT set and the domain")
 def _grad_sim(x) -> float:
     if x.sft_grad is None or x.domain_grad is None:
@@ -45,6 +45,7 @@ def _grad_sim(x) -> float:
 
 
 @register_predictor("before_after", family="post_training", oracle=True, post_training=True,
+                    needs=("reps",),
                     about="cosine of the domain's mean residual before and after fine-tuning")
 def _before_after(x) -> float:
     from stsflow.features.reps import check_paired, read_layer_mean

@@ -54,9 +54,10 @@ for _space, _suffix, _family, _what in (
         ("sae", "", "sts", "the SAE's features"),
         ("resid", "_resid", "raw", "the raw residual stream (|z| for act)"),
         ("randenc", "_randenc", "random", "a random-direction encoder of the SAE's width and k")):
-    register_predictor(f"sts_act{_suffix}", family=_family, oracle=True,
+    _needs = () if _space == "sae" else ("panel",)  # the other spaces come from the panel
+    register_predictor(f"sts_act{_suffix}", family=_family, oracle=True, needs=_needs,
                        about=f"STS_act on {_what}")(_in(_space, act))
-    register_predictor(f"sts_icl{_suffix}", family=_family, oracle=True,
+    register_predictor(f"sts_icl{_suffix}", family=_family, oracle=True, needs=_needs,
                        about=f"STS_icl on {_what}")(_in(_space, icl))
     if _space == "sae":
         register_predictor("sts_sq", family="sts", oracle=True,

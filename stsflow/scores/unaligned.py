@@ -68,7 +68,7 @@ def unaligned_shift(icl_shard, icl_prefix, plain_shard, plain_prefix, width: int
                   np.asarray(diff.sum(0)).ravel() / r)
 
 
-@register_predictor("sts_sq_unaligned", family="notebook", oracle=False,
+@register_predictor("sts_sq_unaligned", family="notebook", oracle=False, needs=("unaligned",),
                     about="STS_sq on the top-N of the authors' unaligned row-by-row shift")
 def _sts_sq_unaligned(x) -> float:
     from stsflow.scores.shift import top_dims

@@ -110,11 +110,11 @@ def test_memory_grows_with_the_model_the_batch_and_the_step():
     assert resources.need("extract", big, **kw, sae_width=57344).gpu_mb > no_logits.gpu_mb + 8000
     gen = resources.need("inference", big, **kw, new_tokens=2048)
     assert gen.gpu_mb > inf[big].gpu_mb
-    lora = resources.need("lora", big, **{**kw, "batch": 4})
-    full = resources.need("full", big, **{**kw, "batch": 4})
+    lora = resources.need("adapter", big, **{**kw, "batch": 4})
+    full = resources.need("full_weights", big, **{**kw, "batch": 4})
     # float32 training: LoRA holds 4 bytes per parameter, full fine-tuning 16
     assert 30_400 < lora.gpu_mb < full.gpu_mb and full.gpu_mb > 121_800
-    ckpt = resources.need("lora", big, **{**kw, "batch": 4}, checkpointing=True)
+    ckpt = resources.need("adapter", big, **{**kw, "batch": 4}, checkpointing=True)
     assert ckpt.gpu_mb < lora.gpu_mb
     merged = resources.need("inference", big, **kw, merges_adapter=True)
     assert merged.host_mb >= inf[big].host_mb + 30_000  # the float32 base of the merge
@@ -140,8 +140,8 @@ def test_sharded_full_finetuning_memory_per_gpu():
     each, counted untied) and two blocks; every rank's process loads the model on the host."""
     big = resources.Shape(7_615_616_512, 3584, 28, 152064)
     kw = dict(dtype="bfloat16", device_is_cpu=False, batch=4, tokens=2048, checkpointing=True)
-    one = resources.need("full", big, **kw)
-    eight = resources.need("full", big, **kw, shards=8)
+    one = resources.need("full_weights", big, **kw)
+    eight = resources.need("full_weights", big, **kw, shards=8)
     root = 2 * 152064 * 3584
     at_least = 16 * 7_615_616_512 / 8 + 8 * (root + 2 * (7_615_616_512 - root) / 28)
     # figures carry 10 % headroom, rounded up to the GB; the micro-batch's activations are the
@@ -151,7 +151,7 @@ def test_sharded_full_finetuning_memory_per_gpu():
     assert abs((one.gpu_mb - eight.gpu_mb) - saved) <= 2_000
     assert eight.gpu_mb < one.gpu_mb / 2.5 and one.gpu_mb > 121_800
     assert eight.host_mb > 8 * 15_230  # 8 processes, each with the bfloat16 weights
-    cpu = resources.need("full", big, **{**kw, "device_is_cpu": True}, shards=2)
+    cpu = resources.need("full_weights", big, **{**kw, "device_is_cpu": True}, shards=2)
     assert cpu.host_mb >= 2 * eight.gpu_mb  # gloo ranks: each working set on the host
 
 
@@ -189,7 +189,7 @@ def test_rules_request_the_memory_the_model_needs(tmp_path):
     assert requests(jobs, "evaluate_base") == {base.host_mb}
     assert requests(jobs, "evaluate_base", "gpu_mem_mb") == {base.gpu_mb}
     assert requests(jobs, "evaluate_tuned") == {tuned.host_mb} and tuned.host_mb > base.host_mb
-    ft = resources.need("lora", shape, **{**kw, "tokens": cfg["finetune"]["max_length"]},
+    ft = resources.need("adapter", shape, **{**kw, "tokens": cfg["finetune"]["max_length"]},
                         batch=cfg["finetune"]["micro_batch_size"], checkpointing=True)
     assert requests(jobs, "finetune") == {ft.host_mb}
     assert requests(jobs, "finetune", "gpu_mem_mb") == {ft.gpu_mb}
@@ -285,10 +285,10 @@ def test_work_counts_the_flops_of_each_step():
     encode; training in float32 whatever the model's dtype."""
     s = resources.Shape(1_000_000_000, 1000, 10, 50_000)
     t = 1000
-    assert resources.work("lora", s, dtype="bfloat16", tokens=t).flops == 4e12
-    assert resources.work("lora", s, dtype="bfloat16", tokens=t).dtype == "float32"
-    assert resources.work("full", s, dtype="bfloat16", tokens=t).flops == 6e12
-    assert resources.work("full", s, dtype="bfloat16", tokens=t, checkpointing=True).flops == 8e12
+    assert resources.work("adapter", s, dtype="bfloat16", tokens=t).flops == 4e12
+    assert resources.work("adapter", s, dtype="bfloat16", tokens=t).dtype == "float32"
+    assert resources.work("full_weights", s, dtype="bfloat16", tokens=t).flops == 6e12
+    assert resources.work("full_weights", s, dtype="bfloat16", tokens=t, checkpointing=True).flops == 8e12
     assert resources.work("gradients", s, dtype="bfloat16", tokens=t).dtype == "bfloat16"
     ex = resources.work("extract", s, dtype="bfloat16", tokens=t, layer=4, sae_width=8000)
     assert ex.flops == pytest.approx(t * (2e9 * 5 / 10 + 2 * 8000 * 1000))
@@ -339,16 +339,16 @@ def test_seconds_and_the_request_from_the_work():
         load + 8 * 1000 * 2e9 / 500e12 + 1000 * 2.16e9 / 2000e9)
     partial = resources.Speed(**{**SPEED.__dict__, "gpu_tflops": {"bfloat16": 312.0}})
     with pytest.raises(ValueError, match="no float32 peak"):
-        resources.seconds(resources.work("full", s, dtype="bfloat16", tokens=1), s, partial,
+        resources.seconds(resources.work("full_weights", s, dtype="bfloat16", tokens=1), s, partial,
                           device_is_cpu=False)
     # 124 s + 2e15 / 40e9 = 50,124 s; x 2 = 1,670.8 min: 1,675 requested
     assert resources.runtime_min(w, s, SPEED, device_is_cpu=True) == 1675
     assert resources.runtime_min(w, s, SPEED, device_is_cpu=True, attempt=3) == 3 * 1675
     small = resources.work("extract", s, dtype="bfloat16", tokens=10, layer=1)
     assert resources.runtime_min(small, s, SPEED, device_is_cpu=False) == 10
-    full = resources.work("full", s, dtype="bfloat16", tokens=1_000_000)
+    full = resources.work("full_weights", s, dtype="bfloat16", tokens=1_000_000)
     assert (resources.runtime_min(full, s, SPEED, device_is_cpu=False)
-            > resources.runtime_min(resources.work("lora", s, dtype="bfloat16",
+            > resources.runtime_min(resources.work("adapter", s, dtype="bfloat16",
                                                    tokens=1_000_000), s, SPEED,
                                     device_is_cpu=False))
 

@@ -61,14 +61,9 @@ def test_no_second_copy_of_a_schema_default(cls):
                                         "sae_select",
                                         # finetune.grpo, likewise passed to grpo runs only
                                         "grpo",
-                                        # finetune.processes, passed to full runs only
+                                        # finetune.processes, passed to sharded runs only
                                         # when above 1 (one process: absent)
-                                        "processes",
-                                        # optional budgets, passed only when set (None: absent)
-                                        "batch_tokens", "micro_batch_tokens",
-                                        # the generate metric's engine, passed only when not
-                                        # the built-in one (rules/common.smk OPTIONAL_KEYS)
-                                        "generate_backend", "lm_eval_args"}
+                                        "processes"}
     with_default = {f.name for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING
                     or f.default_factory is not dataclasses.MISSING}
@@ -100,11 +95,11 @@ def test_with_defaults_reads_the_schema():
 
 
 def test_embedded_default_builds_every_job_settings():
-    """What the rules pass (rules/common.smk slices of the validated embedded config) builds
+    """What the rules pass (each settings class's slice of the validated embedded config) builds
     each settings class; the extraction slice of a kind carries only that kind's keys."""
     cfg = stsconfig.load(REPO / "config.yaml", base_dir=REPO)
     for name, model in cfg["models"].items():
-        ms = S.ModelSettings.from_config({k: model[k] for k in S.ModelSettings.keys()})
+        ms = S.ModelSettings.from_config(S.ModelSettings.params(model))
         assert ms.dtype == model["dtype"]
         for layer in model["layers"].values():
             sae = S.SaeSettings.from_config(layer["sae"])
@@ -115,9 +110,13 @@ def test_embedded_default_builds_every_job_settings():
         assert other not in params
         ext = S.ExtractSettings.from_params(kind, params)
         assert ext.tokens == cfg["sts"][f"{kind}_tokens"]
-    recipe = {k: v for k, v in cfg["finetune"].items()
-              if k not in ("enabled", "methods", "sae_select", "grpo")}
+    model = next(iter(cfg["models"].values()))
+    recipe = S.FinetuneSettings.params(cfg["finetune"], "lora", model=model, sample_seed=0)
+    assert "sae_select" not in recipe and "grpo" not in recipe and "processes" not in recipe
     assert S.FinetuneSettings.from_recipe(recipe, "lora", 0).epochs == cfg["finetune"]["epochs"]
+    selective = S.FinetuneSettings.params(cfg["finetune"], "sae_select-top-k64", model=model,
+                                          sample_seed=0)
+    assert selective["sae_select"] == {"layers": [12], "saes": ["main"]}
     sites = {"layers": [12], "saes": ["main"]}
     run = S.FinetuneSettings.from_recipe(dict(recipe, sae_select=sites), "sae_select-top-k64", 0)
     assert (run.run.select, run.run.k, run.sae_select) == ("top", 64, sites)
@@ -130,8 +129,7 @@ def test_embedded_default_builds_every_job_settings():
     assert S.CardSettings.from_config(cfg["cards"]).n_top == cfg["cards"]["n_top"]
     for kind, section in (("sft", "sft"), ("domain", "domains")):
         for cname, spec in cfg[section].items():
-            passed = {k: v for k, v in spec.items() if k not in S.CorpusSettings.NOT_PASSED}
-            corpus = S.CorpusSettings.from_config(dict(passed, sample_seed=0),
+            corpus = S.CorpusSettings.from_config(S.CorpusSettings.params(spec, 0),
                                                   f"{section}.{cname}")
             assert (corpus.source is None) == (kind == "domain")
 

@@ -206,24 +206,20 @@ def test_config_checks_of_the_engine(tmp_path):
     assert any("generate_backend" in p for p in _problems(tmp_path, {"generate_backend": "vllm"}))
 
 
-def test_inactive_engine_settings_leave_the_jobs_parameters(tmp_path):
-    """rules/common.smk passes evaluate.generate_backend and lm_eval_args to the jobs only when
-    they do something: their inactive values there are the schema's defaults, so results
-    evaluated before the keys existed are not rerun."""
-    import ast
-    import re
-
+def test_inactive_engine_settings_leave_the_jobs_parameters():
+    """The evaluate rule passes evaluate.generate_backend, lm_eval_args and batch_tokens to the
+    jobs only when they do something (EvalSettings.params): at the schema's defaults they are
+    left out, so results evaluated before the keys existed are not rerun, and the job rebuilds
+    the same settings from the slice without them."""
     from stsflow.config.settings import EvalSettings, defaults
 
-    text = (REPO / "rules/common.smk").read_text()
-    literal = re.search(r"^OPTIONAL_KEYS = (\{.*?^\})", text, re.S | re.M).group(1)
-    inactive = ast.literal_eval(literal)
     ev = defaults("evaluate")
-    for key in ("generate_backend", "lm_eval_args", "batch_tokens"):
-        assert inactive[key] == ev[key]
-    # and a slice without them builds the same settings as one with the defaults
-    without = {k: v for k, v in ev.items() if k not in inactive}
-    assert EvalSettings.from_config(without) == EvalSettings.from_config(ev)
+    passed = EvalSettings.params(ev)
+    assert not {"generate_backend", "lm_eval_args", "batch_tokens"} & set(passed)
+    assert EvalSettings.from_config(passed) == EvalSettings.from_config(ev)
+    active = EvalSettings.params(dict(ev, generate_backend="lm_eval_hf", lm_eval_args={"a": 1}))
+    assert active["generate_backend"] == "lm_eval_hf" and active["lm_eval_args"] == {"a": 1}
+    assert EvalSettings.from_config(active).generate_backend == "lm_eval_hf"
 
 
 # ----------------------------------------------------------------------------- a real model

@@ -145,17 +145,18 @@ def test_a_failing_rank_fails_the_job_and_its_error_is_in_the_job_log(job, tmp_p
 
 
 def test_the_sharded_rule_takes_every_run_the_recipe_shards():
-    """finetune_sharded's wildcard (FULL_METHOD_PATTERN) and the recipe's processes (given to
-    runs whose method is full) name the same runs: full, plain or on a data mixture."""
+    """finetune_sharded's wildcard and the recipe's processes (given to runs of a method that
+    shards: full) name the same runs, plain or on a data mixture."""
     import re
 
-    from stsflow.mode import FULL_METHOD_PATTERN, MIX_STRATEGIES, RunMethod
+    from stsflow.mode import MIX_STRATEGIES, RunMethod, trained_method_pattern
 
     runs = ["full", "lora", "grpo", "sae_select-top-k8"]
     runs += [f"{r}-mix_{s}" for r in ("full", "lora") for s in MIX_STRATEGIES]
+    sharded = trained_method_pattern(shards_only=True)
     for run in runs:
-        assert bool(re.fullmatch(FULL_METHOD_PATTERN, run)) == (
-            RunMethod.parse(run).method == "full"), run
+        assert bool(re.fullmatch(sharded, run)) == (RunMethod.parse(run).method == "full"), run
+        assert bool(re.fullmatch(sharded, run)) == RunMethod.parse(run).registered.shards
 
 
 def test_a_rank_of_a_process_group_trains_only_full_fine_tuning(tiny, monkeypatch):
@@ -168,5 +169,5 @@ def test_a_rank_of_a_process_group_trains_only_full_fine_tuning(tiny, monkeypatc
     model, tok = tiny
     monkeypatch.setattr(distributed, "world", lambda: (0, 2))
     recipe = FinetuneSettings.with_defaults("lora", 0, **RECIPE)
-    with pytest.raises(ValueError, match="only full fine-tuning is sharded"):
+    with pytest.raises(ValueError, match="only a method that shards runs over ranks"):
         train.finetune(copy.deepcopy(model), tok, sft_records(4), recipe, use_chat_template=True)

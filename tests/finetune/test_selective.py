@@ -16,6 +16,7 @@ import torch
 from conftest import make_model, make_sae, make_tokenizer, sft_records
 
 from stsflow.config.settings import FinetuneSettings, ModelSettings
+from stsflow.workflow.bundles import FinetuneFiles
 from stsflow.data import corpora
 from stsflow.finetune import selective
 from stsflow.finetune.checkpoint import read_checkpoint_meta, save_checkpoint
@@ -187,7 +188,9 @@ def run_select(job, select, k, name, seed=0):
         f"sae_select-{select}-k{k}", seed, sae_select={"layers": [1], "saes": ["main"]}, **RECIPE)
     validate_job.finetune(d / "model", ModelSettings.with_defaults(**MSPEC), d / "sft.parquet",
                           recipe, d / name, d / f"{name}.history.parquet", threads=1,
-                          inputs={"sae_L1": str(d / "sae"), "shift_L1": str(d / "shift.parquet")})
+                          inputs=FinetuneFiles(sites={1: {"sae": str(d / "sae"),
+                                                          "shift": str(d / "shift.parquet")}}
+                                               ).named())
     return d / name
 
 

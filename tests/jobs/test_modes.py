@@ -588,32 +588,31 @@ def test_answer_cut_count(job):
     assert count_answer_cut(recs, seg, None) == 0
 
 
-def test_schema_methods_match_the_modes():
-    """The config schema's fine-tuning methods are exactly those modes and shifts can name, so a
-    method added in one place and forgotten in the other fails here."""
+def test_registered_methods_name_the_modes_and_shifts():
+    """Run names, modes and shifts are built from the fine-tuning registry: every registered
+    method and variant parses and round-trips, and nothing else does. The schema documents the
+    built-in methods (its description), and the registry holds exactly those."""
     import re
 
-    import yaml
+    from stsflow.config.settings import schema_section
+    from stsflow.finetune.registry import methods
+    from stsflow.mode import RunMethod, mode_pattern, run_methods, shift_pattern
 
-    from stsflow.config.schema import SCHEMA_PATH
-    from stsflow.finetune.methods import FINETUNE_REGISTRY
-    from stsflow.mode import FINETUNE_METHODS, MODE_PATTERN, SHIFT_PATTERN, RunMethod, run_methods
-
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    ft = schema["properties"]["finetune"]["properties"]
-    enum = ft["methods"]["items"]["enum"]
-    assert tuple(enum) == FINETUNE_METHODS == tuple(FINETUNE_REGISTRY)
+    ft = schema_section("finetune")["properties"]
+    described = ft["methods"]["description"]
+    assert all(name in described for name in methods())
     select = ft["sae_select"]["properties"]["select"]["items"]["enum"]
-    runs = run_methods({"methods": enum, "sae_select": {"k": [8, 64], "select": select}})
+    runs = run_methods({"methods": list(methods()),
+                        "sae_select": {"k": [8, 64], "select": select}})
     assert runs == ["full", "lora", "sae_select-top-k8", "sae_select-random-k8",
                     "sae_select-top-k64", "sae_select-random-k64", "grpo"]
     for run in runs:
         assert str(RunMethod.parse(run)) == run
-        assert re.fullmatch(MODE_PATTERN, f"tuned-{run}-s3")
-        assert re.fullmatch(SHIFT_PATTERN, f"true-{run}-s3")
+        assert re.fullmatch(mode_pattern(), f"tuned-{run}-s3")
+        assert re.fullmatch(shift_pattern(), f"true-{run}-s3")
         assert Mode.parse(f"tuned-{run}-s3").method == run == Shift.parse(f"true-{run}-s3").method
-    for bad in ("sae_select", "sae_select-top-k0", "sae_select-best-k8", "lora-top-k8"):
-        assert not re.fullmatch(MODE_PATTERN, f"tuned-{bad}-s3")
+    for bad in ("sae_select", "sae_select-top-k0", "sae_select-best-k8", "lora-top-k8", "bogus"):
+        assert not re.fullmatch(mode_pattern(), f"tuned-{bad}-s3")
         with pytest.raises(ValueError):
             RunMethod.parse(bad)
 
@@ -626,8 +625,12 @@ def test_posthoc_run_methods_parse_and_stay_apart_from_trained_ones():
     import yaml
 
     from stsflow.config.schema import SCHEMA_PATH
-    from stsflow.mode import (MODE_PATTERN, POSTHOC_METHOD_PATTERN, SHIFT_PATTERN,
-                              TRAINED_METHOD_PATTERN, RunMethod, posthoc_method)
+    from stsflow.mode import (RunMethod, mode_pattern, posthoc_method, posthoc_method_pattern,
+                              shift_pattern, trained_method_pattern)
+
+    MODE_PATTERN, SHIFT_PATTERN = mode_pattern(), shift_pattern()
+    POSTHOC_METHOD_PATTERN, TRAINED_METHOD_PATTERN = (posthoc_method_pattern(),
+                                                      trained_method_pattern())
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     label_re = schema["properties"]["posthoc"]["propertyNames"]["pattern"]

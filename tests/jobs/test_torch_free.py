@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 from conftest import REPO
+from workflow_helpers import ALL_RULES, workflow_rules
 
 HEAVY = ["torch", "transformers", "sae_lens", "peft", "datasets", "gguf"]
 
@@ -221,18 +222,11 @@ RUN = textwrap.dedent("""
 
 
 def rules_in_env(env: str) -> dict[str, str]:
-    """rule name -> script, for every rule of rules/*.smk whose conda: directive names ``env``
-    (rules derived with ``use rule ... with:`` inherit their parent's environment and script)."""
-    out = {}
-    for smk in sorted((REPO / "rules").glob("*.smk")):
-        blocks = re.split(r"^(?=rule |use rule )", smk.read_text(), flags=re.MULTILINE)
-        for block in blocks:
-            m = re.match(r"rule (\w+):", block)
-            conda = re.search(r"^    conda:\s*\n\s*\"([^\"]+)\"", block, flags=re.MULTILINE)
-            script = re.search(r"^    script:\s*\n\s*\"([^\"]+)\"", block, flags=re.MULTILINE)
-            if m and conda and conda.group(1) == f"../envs/{env}.yaml":
-                out[m.group(1)] = script.group(1)
-    return out
+    """rule name -> script, for every rule whose conda environment is ``env`` (as Snakemake
+    parsed the workflow: rules derived with ``use rule ... with:`` inherit their parent's
+    environment and script)."""
+    return {name: r.script for name, r in workflow_rules(ALL_RULES).items()
+            if r.env == f"../envs/{env}.yaml"}
 
 
 def script_imports(script: str) -> set[str]:
@@ -251,8 +245,8 @@ def script_imports(script: str) -> set[str]:
 
 def test_reduction_rules_use_the_reduce_env():
     rules = rules_in_env("reduce")
-    assert set(rules) == {"shift", "sts", "sts_table", "overlap", "coverage", "observed",
-                          "report", "manifest"}
+    assert set(rules) == {"shift", "true_shift", "sts", "sts_table", "oracle_table", "overlap",
+                          "coverage", "observed", "report", "manifest"}
 
 
 def test_reductions_and_report_run_without_torch(tmp_path):

@@ -15,6 +15,7 @@ from conftest import domain_records, sft_records
 from stsflow.config.settings import CorpusSettings, FinetuneSettings, ModelSettings
 from stsflow.data import builtin, corpora
 from stsflow.jobs import prepare as prepare_job
+from stsflow.mixture.records import mixture_records
 from stsflow.jobs import validate as validate_job
 from stsflow.mixture import replay
 from stsflow.mixture.allocate import allocate, weights
@@ -117,8 +118,11 @@ def replay_eos(model, tok):
 
 @pytest.fixture
 def mixture_inputs(tmp_path):
-    """Replay files of two domains, their sts parts and evaluation files."""
-    inputs = {}
+    """Replay files of two domains, their sts parts and evaluation files, as a mixture run's
+    inputs (stsflow.workflow.bundles.FinetuneFiles)."""
+    from stsflow.workflow.bundles import FinetuneFiles
+
+    files = FinetuneFiles()
     for d, n in (("law", 10), ("history", 4)):
         rows = [{"id": f"replay-{i}", "question": f"{d} q{i}", "solution": f"a{i}",
                  "question_id": i, "finish": "eos"} for i in range(n)]
@@ -126,15 +130,15 @@ def mixture_inputs(tmp_path):
             rows.append({"id": "replay-cut", "question": "law cut", "solution": "half",
                          "question_id": 99, "finish": "length"})
         corpora.write_records(rows, tmp_path / f"{d}.replay.parquet")
-        inputs[f"replay/{d}"] = str(tmp_path / f"{d}.replay.parquet")
+        files.replay[d] = str(tmp_path / f"{d}.replay.parquet")
         pl.DataFrame({"sts_icl": [{"law": 3.0, "history": 1.0}[d]]}).write_parquet(
             tmp_path / f"{d}.sts.parquet")
-        inputs[f"sts/{d}"] = str(tmp_path / f"{d}.sts.parquet")
+        files.scores[d] = str(tmp_path / f"{d}.sts.parquet")
         for run, mean in (("base", 0.5), ("plain", {"law": 0.45, "history": 0.2}[d])):
             pl.DataFrame({"metric": ["acc"] * 2, "value": [mean - 0.1, mean + 0.1],
                           "question_id": [1, 2]}).write_parquet(tmp_path / f"{d}.{run}.parquet")
-            inputs[f"eval_{run}/{d}"] = str(tmp_path / f"{d}.{run}.parquet")
-    return inputs
+            getattr(files, f"eval_{run}")[d] = str(tmp_path / f"{d}.{run}.parquet")
+    return files
 
 
 @pytest.mark.parametrize("strategy, counts", [("sts", {"law": 6, "history": 2}),
@@ -147,14 +151,14 @@ def test_mixture_records_follow_the_strategy(mixture_inputs, strategy, counts):
            "top_k": None, "predictor": "sts_icl", "layer": 1, "sae": "main", "n_top": 5,
            "metric": "acc"}
     recipe = FinetuneSettings.with_defaults(f"lora-mix_{strategy}", 3, mixture=mix)
-    chosen, info = validate_job.mixture_records(recipe, mixture_inputs)
+    chosen, info = mixture_records(recipe, mixture_inputs)
     got = {d: sum(r["domain"] == d for r in chosen) for d in ("law", "history")}
     expected = counts if strategy != "oracle" else {"law": 1, "history": 4}
     assert got == expected == info["counts"]
     assert info["available"] == {"law": 10, "history": 4}
     assert "replay-cut" not in {r["id"] for r in chosen}
     # the items of a domain: the first of its seeded permutation, the same on a rerun
-    again, _ = validate_job.mixture_records(recipe, mixture_inputs)
+    again, _ = mixture_records(recipe, mixture_inputs)
     assert [r["id"] for r in chosen] == [r["id"] for r in again]
     import zlib
     law = [r["id"] for r in chosen if r["domain"] == "law"]
@@ -172,9 +176,9 @@ def test_mixture_settings_only_for_mixture_runs():
 def test_cut_answers_only_with_keep_cut(mixture_inputs):
     mix = {"budget": 14, "domains": ["law", "history"], "keep_cut": True}
     recipe = FinetuneSettings.with_defaults("lora-mix_uniform", 0, mixture=mix)
-    chosen, info = validate_job.mixture_records(recipe, mixture_inputs)
+    chosen, info = mixture_records(recipe, mixture_inputs)
     assert info["available"] == {"law": 11, "history": 4} and info["counts"]["law"] == 10
     without = FinetuneSettings.with_defaults("lora-mix_uniform", 0,
                                              mixture=dict(mix, keep_cut=False))
-    _, info = validate_job.mixture_records(without, mixture_inputs)
+    _, info = mixture_records(without, mixture_inputs)
     assert info["available"] == {"law": 10, "history": 4} and info["counts"]["law"] == 10

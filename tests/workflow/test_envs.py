@@ -150,10 +150,12 @@ def test_reduce_env_has_no_heavy_packages_and_what_the_reductions_import():
 
 
 def test_every_rule_env_exists():
-    named = set()
-    for smk in (REPO / "rules").glob("*.smk"):
-        named |= set(re.findall(r"^    conda:\s*\n\s*\"\.\./envs/([^\"]+)\.yaml\"",
-                                smk.read_text(), flags=re.MULTILINE))
+    """Every environment a rule names (as Snakemake parsed the workflow) is one of envs/, and
+    every one of envs/ is used."""
+    from workflow_helpers import ALL_RULES, workflow_rules
+
+    named = {r.env.removeprefix("../envs/").removesuffix(".yaml")
+             for r in workflow_rules(ALL_RULES).values() if r.env}
     assert named == set(ENVS), f"rules name envs {sorted(named)}, envs/ has {ENVS}"
 
 

@@ -4,19 +4,18 @@ SLURM test cluster, which is not a profile."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-from workflow_helpers import gpu_rules
+from workflow_helpers import ALL_RULES, gpu_rules, workflow_rules
 
 
 def test_workflow_scripts_holds_only_rule_scripts():
-    named = set()
-    for smk in (REPO / "rules").glob("*.smk"):
-        named |= set(re.findall(r"^    script:\s*\n\s*\"\.\./workflow_scripts/([^\"]+)\"",
-                                smk.read_text(), flags=re.MULTILINE))
+    named = {Path(r.script).name for r in workflow_rules(ALL_RULES).values() if r.script}
     present = {p.name for p in (REPO / "workflow_scripts").iterdir() if p.name != "__pycache__"}
     assert present == named, f"not run by any rule: {sorted(present - named)}"
 
@@ -30,36 +29,26 @@ def test_profiles_admin_is_not_a_profile():
 
 
 def test_every_rule_is_either_a_cluster_job_or_a_local_rule():
-    """On a cluster, a rule that runs a model or an SAE is submitted and every other rule runs on
-    the login node (`localrules`): a new rule must be put on one side."""
-    text = "\n".join(p.read_text() for p in [*(REPO / "rules").glob("*.smk"), REPO / "Snakefile"])
-    rules = set(re.findall(r"^rule (\w+):", text, re.M)) | set(
-        re.findall(r"^use rule \w+ as (\w+)", text, re.M))
-    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", text, re.M)
-    local = set(re.findall(r"\w+", block.group(1)))
-    # hub downloads: local unless the config says the compute nodes are online
-    hub = re.search(r"^if CONFIG\[\"hub_downloads\"\] == \"local\":\n\n    localrules:\n"
-                    r"((?:        \w+,\n)+)", text, re.M)
-    downloads = set(re.findall(r"\w+", hub.group(1)))
-    assert downloads == {"fetch_model", "fetch_sae"}
-    assert not (local | downloads) & gpu_rules() and not local & downloads
-    assert local | downloads | gpu_rules() == rules
+    """On a cluster, a rule that runs a model or an SAE is submitted (its costs declared in
+    stsflow.workflow.costs) and every other rule runs in the Snakemake process (`localrule`): a
+    new rule must be put on one side. Hub downloads are local unless the config says the compute
+    nodes are online."""
+    from stsflow.workflow.costs import COSTS
+
+    rules = workflow_rules(ALL_RULES)
+    cluster = {name for name, r in rules.items() if not r.local}
+    assert cluster == set(COSTS) == gpu_rules()
+    online = workflow_rules(json.dumps({**json.loads(ALL_RULES), "hub_downloads": "cluster"}))
+    assert {n for n, r in online.items() if not r.local} == set(COSTS) | {"fetch_model",
+                                                                            "fetch_sae"}
 
 
 def test_every_model_job_reads_the_hub_cache_offline():
     """The script of every rule that loads a model or an SAE switches the hub library offline
     first (fetch_model / fetch_sae downloaded what it loads): a new one cannot forget it."""
-    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
-    scripts = {}
-    for block in re.split(r"\n(?=rule |use rule )", text):
-        m = re.match(r"rule (\w+)", block)
-        s = re.search(r'script:\s*\n\s*"\.\./workflow_scripts/([^"]+)"', block)
-        if m and s:
-            scripts[m.group(1)] = s.group(1)
-    gpu = gpu_rules() - {"evaluate_tuned"}  # runs evaluate_base's script
-    assert gpu <= set(scripts)
-    for rule in gpu:
-        body = (REPO / "workflow_scripts" / scripts[rule]).read_text()
+    rules = workflow_rules(ALL_RULES)
+    for rule in gpu_rules():
+        body = (REPO / "rules" / rules[rule].script).resolve().read_text()
         first_call = body.index("setup_logging(snakemake.log[0])")
         assert "\nhub_offline()" in body[first_call:], rule
         assert body.index("\nhub_offline()") < body.index("snakemake.input"), rule
@@ -68,25 +57,26 @@ def test_every_model_job_reads_the_hub_cache_offline():
 def test_every_gpu_rule_takes_a_gpu_on_slurm():
     """On SLURM every GPU rule goes to the GPU partition with one GPU and two CPUs: a new GPU
     rule cannot be forgotten in the profile (the login node that plans may have no GPU, so the
-    profile, not the rule, says so)."""
+    profile, not the rule, says so). The sharded fine-tuning rule holds several GPUs: its count
+    and CPUs are the rule's own, from the config, so the profile gives it its partition only."""
     import yaml
 
     res = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    rules = gpu_rules()
+    rules = gpu_rules() - {"finetune_sharded"}
     missing = {r for r in rules if "gpu" not in res["set-resources"].get(r, {})}
     assert not missing, f"profiles/slurm: no gpu resource for {sorted(missing)}"
     assert {r: res["set-threads"].get(r) for r in rules} == {r: 2 for r in rules}
+    sharded = res["set-resources"]["finetune_sharded"]
+    assert "slurm_partition" in sharded and "gpu" not in sharded
+    assert "finetune_sharded" not in res["set-threads"]
 
 
-def test_every_gpu_rule_plans_its_threads_and_gpu_unit_from_the_device():
-    """Locally a GPU rule takes the device's share (``model_threads``, ``gpu_units``): a rule
-    with fixed threads would keep CPU-only machines running one model job at a time."""
-    text = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
-    for block in re.split(r"\n(?=rule |use rule )", text):
-        m = re.match(r"rule (\w+)", block)
-        if m and m.group(1) in gpu_rules():
-            threads = "FINETUNE_THREADS" if m.group(1) == "finetune" else "model_threads"
-            assert f"threads: {threads}" in block and "gpu=gpu_units" in block, m.group(1)
+def test_every_gpu_rule_requests_memory_runtime_and_a_gpu_unit():
+    """Every model job's requests come from its cost declaration (stsflow.workflow.costs): GPU
+    units, host and GPU memory and runtime; the local profile sets none of them itself."""
+    rules = workflow_rules(ALL_RULES)
+    for rule in gpu_rules():
+        assert {"gpu", "mem_mb", "gpu_mem_mb", "runtime"} <= rules[rule].resources, rule
     local = (REPO / "profiles" / "local" / "config.yaml").read_text()
     assert "set-threads" not in local and "set-resources" not in local
 

@@ -1,0 +1,27 @@
+"""What ``snakemake`` builds by default: for every model and SFT set, the STS table and coverage,
+the validation tables where tuned models exist, the feature cards, and the report where there is
+an observed change to correlate with."""
+
+from __future__ import annotations
+
+
+def validation_outputs(wf, model: str, sft: str) -> list[str]:
+    if not wf.runs(model, sft):
+        return []
+    return [wf.layout.table(model, sft, name) for name in ("observed", "sts_oracle", "overlap")]
+
+
+def all_targets(wf) -> list[str]:
+    L = wf.layout
+    out = []
+    for model in wf.models:
+        for sft in wf.sfts:
+            out += [L.table(model, sft, "sts"), L.table(model, sft, "sts", "csv"),
+                    L.table(model, sft, "coverage")]
+            out += validation_outputs(wf, model, sft)
+            # the feature cards, with or without observed Δ (`stsflow cards` reads them)
+            out += [L.cards_file(model, layer, sae, sft, seed)
+                    for layer, sae in wf.sites(model) for seed in wf.seeds]
+            if wf.has_observed(model, sft) or wf.runs(model, sft):
+                out.append(L.report_file(model, sft, "summary.html"))
+    return out
