@@ -143,6 +143,7 @@ def vllm_source(model_dir) -> dict:
     """The vLLM model arguments that load a prepared model or fine-tuned checkpoint:
     ``pretrained`` (a directory or hub id), ``revision``, ``tokenizer`` and, for a LoRA
     checkpoint, ``lora_local_path`` with ``max_lora_rank``."""
+    from stsflow.io.files import read_json
     from stsflow.models.load import _location, model_info
 
     info = model_info(model_dir)
@@ -154,7 +155,7 @@ def vllm_source(model_dir) -> dict:
     where, kw = _location(model_dir, info)
     src = {"pretrained": str(where), "revision": kw.get("revision"), "tokenizer": None}
     if info.get("adapter"):  # LoRA: the base, and the adapter (and tokenizer) saved with it
-        rank = json.loads((Path(model_dir) / "adapter_config.json").read_text())["r"]
+        rank = read_json(Path(model_dir) / "adapter_config.json")["r"]
         src |= {"lora_local_path": str(model_dir), "max_lora_rank": int(rank),
                 "tokenizer": str(model_dir)}
     return src
