@@ -159,7 +159,9 @@ def _sae_problems(config: dict, name: str, sae: dict, sae_name: str, layer: int,
         prepared = (base_dir / config["results"] / "sae" / name / f"L{layer}" / sae_name
                     / "stsflow_sae.json")
         if width is None and prepared.exists():
-            info = json.loads(prepared.read_text())
+            from stsflow.io.files import read_json
+
+            info = read_json(prepared)
             same = (info.get("kind") == "registry" and "registry" in sae and all(
                 info.get(k) == v for k, v in sae["registry"].items())) or (
                 info.get("kind") == "hub" and "hub" in sae

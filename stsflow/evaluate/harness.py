@@ -197,6 +197,7 @@ def vllm_source(model_dir, dtype: str | None = None) -> dict:
     (the adapter's rank rounded up to one vLLM accepts). A LoRA adapter in a ``dtype`` vLLM's
     kernels do not take, or of a rank it does not serve, is refused."""
     from stsflow.config.engines import vllm_lora_dtype_problem, vllm_lora_rank
+    from stsflow.io.files import read_json
     from stsflow.models.load import _location, model_info
 
     info = model_info(model_dir)
@@ -213,7 +214,7 @@ def vllm_source(model_dir, dtype: str | None = None) -> dict:
         problem = dtype and vllm_lora_dtype_problem(str(model_dir), dtype)
         if problem:
             raise ValueError(problem)
-        rank = json.loads((Path(model_dir) / "adapter_config.json").read_text())["r"]
+        rank = read_json(Path(model_dir) / "adapter_config.json")["r"]
         src |= {"lora_local_path": str(model_dir), "max_lora_rank": vllm_lora_rank(int(rank)),
                 "tokenizer": str(model_dir), "tokenizer_revision": None}
     return src

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from stsflow.config.settings import EvalSettings, FinetuneSettings, ModelSettings
 from stsflow.data import corpora
-from stsflow.io.files import package_versions, write_parquet
+from stsflow.io.files import package_versions, read_frame, read_table, write_parquet
 from stsflow.jobs.common import load_job_model, log, model_identity
 
 
@@ -20,7 +20,6 @@ def select_sites(recipe: FinetuneSettings, inputs: dict, device) -> list:
     """sae_select's sites: for each layer of ``recipe.sae_select``, its SAE loaded from
     ``inputs["sae_L<layer>"]`` and the K dimensions chosen from the predicted shift table
     ``inputs["shift_L<layer>"]`` (stsflow.finetune.selective.choose_dims)."""
-    import pyarrow.parquet as pq
 
     from stsflow.finetune.selective import Site, choose_dims
     from stsflow.sae.prepare import load_sae
@@ -30,7 +29,7 @@ def select_sites(recipe: FinetuneSettings, inputs: dict, device) -> list:
     for layer, sae in zip(sel["layers"], sel["saes"]):
         sae_dir = inputs[f"sae_L{layer}"]
         encoder, _ = load_sae(sae_dir, device=str(device))
-        dims = choose_dims(pq.read_table(inputs[f"shift_L{layer}"]), run.k, run.select,
+        dims = choose_dims(read_table(inputs[f"shift_L{layer}"]), run.k, run.select,
                            recipe.seed, layer)
         sites.append(Site(int(layer), sae, str(sae_dir), encoder, dims))
         log.info(f"sae_select: layer {layer}, SAE {sae}, {run.select} {run.k} dimensions")
@@ -78,11 +77,11 @@ def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict],
                    for d in domains}
     scores = abs_delta = None
     if strategy == "sts":
-        scores = {d: pl.read_parquet(inputs[f"sts/{d}"])[mix["predictor"]][0] for d in domains}
+        scores = {d: read_frame(inputs[f"sts/{d}"])[mix["predictor"]][0] for d in domains}
         scores = {d: float("nan") if v is None else float(v) for d, v in scores.items()}
     if strategy == "oracle":
         def mean(path):
-            df = pl.read_parquet(path).filter(pl.col("metric") == mix["metric"])
+            df = read_frame(path).filter(pl.col("metric") == mix["metric"])
             return float(df["value"].mean())
         abs_delta = {d: abs(mean(inputs[f"eval_plain/{d}"]) - mean(inputs[f"eval_base/{d}"]))
                      for d in domains}
