@@ -253,8 +253,7 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, sae: str = "
     from stsflow import scores
     from stsflow.features.panel import read_space_stats
     from stsflow.features.stats import Stats
-
-    import pyarrow.parquet as pq
+    from stsflow.io.files import read_table
 
     root = Path(results)
     acts = root / "acts" / model / f"L{layer}" / sae
@@ -270,7 +269,7 @@ def predictor_costs(results: str, model: str, sft: str, layer: int, sae: str = "
                      else read_space_stats(base / f"{mode}.panel", sp)) for sp in scores.SPACES}
 
     shift_dir = root / "shift" / model / f"L{layer}" / sae / sft
-    shifts = {sp: pq.read_table(shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet"))
+    shifts = {sp: read_table(shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet"))
               for sp in (*scores.SPACES, "unaligned")
               if (shift_dir / ("s0.parquet" if sp == "sae" else f"s0.{sp}.parquet")).exists()}
     out = {}

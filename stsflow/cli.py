@@ -1,4 +1,4 @@
-"""Command line: `stsflow validate CONFIG`, `stsflow verify RESULTS`, `stsflow bench ...`,
+"""Command line: `stsflow validate CONFIG`, `stsflow verify [RESULTS]`, `stsflow bench ...`,
 `stsflow plan ...`, `stsflow cards RESULTS ...`."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate", help="check a config file and print the problems")
     p.add_argument("config", type=Path)
     p.add_argument("--no-sources", action="store_true", help="skip reading local corpora")
-    p = sub.add_parser("verify", help="re-hash a results folder against its manifest")
-    p.add_argument("results", type=Path)
+    p = sub.add_parser("verify", help="check a results folder against its manifest: hashes, "
+                       "readability, temporaries of killed jobs; says what to do")
+    p.add_argument("results", type=Path, nargs="?", default=Path("results"),
+                   help="the workflow's results folder (default: results)")
     p.add_argument("--manifest", type=Path, default=None)
     p = sub.add_parser("cards", help="print feature cards of a results folder in the terminal",
                        description="Feature cards (what a shifted SAE dimension is): every card "
@@ -75,13 +77,25 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print_cards(cards)
         return 0
-    from stsflow.io.manifest import verify
+    from stsflow.io.files import DamagedFileError
+    from stsflow.io.manifest import MANIFEST_NAME, advice, check
 
-    problems = verify(args.results, args.manifest)
-    for line in problems:
-        print(line)
+    try:
+        problems = check(args.results, args.manifest)
+    except FileNotFoundError as exc:
+        print(f"{exc.filename or exc}: not found. The workflow writes "
+              f"{args.results / MANIFEST_NAME} as its last job: run it to the end first",
+              file=sys.stderr)
+        return 1
+    except DamagedFileError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for problem in problems:
+        print(problem)
     n = len(problems)
     print(f"{args.results}: {'OK, every file matches the manifest' if not n else f'{n} problem(s)'}")
+    for line in advice(args.results, problems):
+        print(line)
     return 1 if n else 0
 
 

@@ -48,6 +48,7 @@ def _methods() -> dict:
     return methods()
 
 
+@functools.cache
 def trained_method_pattern(shards_only: bool = False) -> str:
     """Run names of the runs fine-tuned here (every registered method and variant, with or
     without a mixture); ``shards_only``: of the methods ``finetune.processes`` shards."""
@@ -55,18 +56,22 @@ def trained_method_pattern(shards_only: bool = False) -> str:
     return rf"(?:{'|'.join(names) or '(?!)'}){_MIX}"
 
 
+@functools.cache
 def posthoc_method_pattern() -> str:
     return rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
 
 
+@functools.cache
 def run_method_pattern() -> str:
     return rf"{trained_method_pattern()}|{posthoc_method_pattern()}"
 
 
+@functools.cache
 def mode_pattern() -> str:
     return rf"plain|icl|icl-s\d+|tuned-(?:{run_method_pattern()})-s\d+"
 
 
+@functools.cache
 def shift_pattern() -> str:
     return rf"s\d+|true-(?:{run_method_pattern()})-s\d+"
 
@@ -95,6 +100,7 @@ class RunMethod:
     label: str | None = None
 
     @classmethod
+    @functools.cache
     def parse(cls, text: str) -> "RunMethod":
         text = str(text)
         m = re.fullmatch(rf"({posthoc_method_pattern()})", text)

@@ -49,6 +49,8 @@ def parse_dry_run(text: str) -> list[dict]:
         m = re.match(r"^    threads: (\d+)$", line)
         if m:
             job["threads"] = int(m.group(1))
+        elif line.startswith("    benchmark: "):
+            job["benchmark"] = line[len("    benchmark: "):].strip()
         elif line.startswith("    wildcards: "):
             job["wildcards"] = dict(item.partition("=")[::2]
                                     for item in line[len("    wildcards: "):].split(", "))
@@ -151,11 +153,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--gpu-mem-mb", type=int, default=None,
                         help="memory of one GPU: jobs that need more are flagged")
     parser.add_argument("--snakefile", type=Path, default=Path("Snakefile"))
+    parser.add_argument("--benchmarks", action="store_true",
+                        help="every job of the run (done or not), its requests beside what "
+                             "Snakemake measured of the jobs that ran (their benchmark: files)")
     args = parser.parse_args(argv)
 
     # --cores only caps the threads a dry run shows: high enough to show what the rules ask
     cmd = [sys.executable, "-m", "snakemake", "-s", str(args.snakefile), "-n", "--verbose",
-           "--cores", "256", *run_options(args)]
+           "--cores", "256", *run_options(args), *(["--forceall"] if args.benchmarks else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print((proc.stdout + proc.stderr)[-4000:], file=sys.stderr)
@@ -165,6 +170,9 @@ def main(argv: list[str]) -> int:
     config = profile_config(args.profile) + list(args.config)
     plans = summarise(jobs, local_rules(args.snakefile, args.configfile, config))
     print(render(plans, shapes(args.configfile), args.gpu_mem_mb, args.profile))
+    if args.benchmarks:
+        print(render_measured(measured(jobs)))
+        return 0
     unmaterialised = sum(p.jobs for p in plans if p.rule.startswith("materialize_"))
     if unmaterialised:
         print(f"{unmaterialised} dataset(s) not materialised yet: fine-tuning and evaluation "
@@ -195,6 +203,80 @@ def materialise_command(args) -> str:
         cmd += ["-s", str(args.snakefile)]
     return shlex.join(cmd + run_options(args) + ["--cores", "1", "--until", "materialize_sft",
                                                  "materialize_domain"])
+
+
+@dataclass
+class Measured:
+    """One rule's requests beside Snakemake's measurements of the jobs that ran (benchmark
+    files: wall seconds ``s`` and peak resident memory ``max_rss`` in MB)."""
+
+    rule: str
+    jobs: int = 0
+    ran: int = 0
+    requested_min: float = 0.0  # over the jobs that ran
+    measured_min: float = 0.0
+    requested_mb: int = 0  # the largest request of a job that ran
+    peak_mb: float = 0.0  # the largest peak of a job that ran
+    over: int = 0  # jobs that ran longer than they requested
+
+
+def read_benchmark(path) -> dict | None:
+    """The last row of a Snakemake benchmark file (a rerun appends), or None when the job has
+    not run."""
+    import csv
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    rows = list(csv.DictReader(p.read_text().splitlines(), delimiter="\t"))
+    return rows[-1] if rows else None
+
+
+def measured(jobs: list[dict]) -> list[Measured]:
+    out: dict[str, Measured] = {}
+    for job in jobs:
+        if "benchmark" not in job:
+            continue
+        m = out.setdefault(job["rule"], Measured(job["rule"]))
+        m.jobs += 1
+        row = read_benchmark(job["benchmark"])
+        if row is None:
+            continue
+        res = job["resources"]
+        minutes, req = float(row["s"]) / 60, float(res.get("runtime", 0) or 0)
+        m.ran += 1
+        m.requested_min += req
+        m.measured_min += minutes
+        m.requested_mb = max(m.requested_mb, int(res.get("mem_mb", 0) or 0))
+        rss = row.get("max_rss", "NA")
+        m.peak_mb = max(m.peak_mb, float(rss) if rss not in ("NA", "-", "") else 0.0)
+        m.over += minutes > req > 0
+    return sorted(out.values(), key=lambda m: m.rule)
+
+
+def render_measured(rows: list[Measured]) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="requested vs measured (benchmark files of the jobs that ran)")
+    for col in ("rule", "jobs", "ran", "runtime req. (sum)", "measured (sum)", "ran over",
+                "host mem req./job", "peak RSS/job"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for m in rows:
+        table.add_row(m.rule, str(m.jobs), str(m.ran),
+                      f"{m.requested_min:.0f} min" if m.ran else "-",
+                      f"{m.measured_min:.1f} min" if m.ran else "-", str(m.over) if m.ran else "-",
+                      f"{m.requested_mb / 1000:.0f} GB" if m.ran else "-",
+                      f"{m.peak_mb / 1000:.1f} GB" if m.ran else "-")
+    out = StringIO()
+    console = Console(file=out, width=140, force_terminal=False)
+    console.print(table)
+    console.print("Requests are first attempts; a job that ran over its request was retried with "
+                  "a longer one on a cluster. Peak RSS is Snakemake's measurement of the job's "
+                  "process tree.")
+    return out.getvalue()
 
 
 def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None,

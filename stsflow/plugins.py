@@ -19,16 +19,16 @@ import importlib
 from importlib.metadata import entry_points
 
 GROUP = "stsflow.plugins"
-_loaded = False
+_loaded: list[str] | None = None
 
 
 def load() -> list[str]:
     """Import every plugin module once; return their names."""
     global _loaded
+    if _loaded is not None:
+        return _loaded
     names = [ep.value for ep in entry_points(group=GROUP)]
-    if _loaded:
-        return names
-    _loaded = True  # before importing: a plugin importing a registry must not load them again
+    _loaded = names  # before importing: a plugin importing a registry must not load them again
     for name in names:
         try:
             importlib.import_module(name)

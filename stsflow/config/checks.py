@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from stsflow.config.engines import generate_backend_problems
 from stsflow.config.facts import (
     model_facts,
     model_module_names,
@@ -159,7 +160,9 @@ def _sae_problems(config: dict, name: str, sae: dict, sae_name: str, layer: int,
         prepared = (base_dir / config["results"] / "sae" / name / f"L{layer}" / sae_name
                     / "stsflow_sae.json")
         if width is None and prepared.exists():
-            info = json.loads(prepared.read_text())
+            from stsflow.io.files import read_json
+
+            info = read_json(prepared)
             same = (info.get("kind") == "registry" and "registry" in sae and all(
                 info.get(k) == v for k, v in sae["registry"].items())) or (
                 info.get("kind") == "hub" and "hub" in sae
@@ -315,49 +318,6 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
     problems += posthoc_problems(config, base_dir)
     problems += report_primary_problems(config)
     problems += generate_backend_problems(config)
-    return problems
-
-
-# what stsflow.evaluate.harness sets from the job's model and settings, per engine: lm_eval_args
-# may not give them
-LM_EVAL_RESERVED = {
-    "lm_eval_hf": ("pretrained", "tokenizer", "backend", "max_length", "add_bos_token", "device",
-                   "dtype", "parallelize"),
-    "lm_eval_vllm": ("pretrained", "tokenizer", "revision", "dtype", "max_length",
-                     "max_model_len", "add_bos_token", "lora_local_path", "max_lora_rank"),
-}
-
-
-def lm_eval_args_problems(engine: str, args: dict) -> list[str]:
-    """evaluate.lm_eval_args: only for the harness's engines, none of the arguments the workflow
-    sets itself."""
-    if engine not in LM_EVAL_RESERVED:
-        return ["evaluate.lm_eval_args: given, but only the lm_eval_* engines read it. Fix: "
-                "remove it, or set evaluate.generate_backend: lm_eval_hf or lm_eval_vllm"] \
-            if args else []
-    return [f"evaluate.lm_eval_args.{k}: set by the workflow ({engine}: the prepared model, "
-            "models.<name>.dtype, evaluate.max_context). Fix: remove it"
-            for k in sorted(set(args) & set(LM_EVAL_RESERVED[engine]))]
-
-
-def generate_backend_problems(config: dict) -> list[str]:
-    """evaluate.generate_backend and evaluate.lm_eval_args: an engine other than the built-in one
-    only with the generate metric, arguments only for the harness's engines and none that the
-    workflow sets, and no sae_select run for vLLM (it cannot load the maps)."""
-    ev = config["evaluate"]
-    engine = ev["generate_backend"]
-    problems = lm_eval_args_problems(engine, ev["lm_eval_args"])
-    if engine != "builtin" and "generate" not in ev["metrics"]:
-        problems.append(f"evaluate.generate_backend: {engine} runs the generate metric, which "
-                        f"evaluate.metrics {ev['metrics']} does not list. Fix: add generate to "
-                        "evaluate.metrics, or remove generate_backend")
-    ft = config["finetune"]
-    unserved = [m.name for m in _configured(ft) if not m.vllm] if ft["enabled"] else []
-    if engine == "lm_eval_vllm" and "generate" in ev["metrics"] and unserved:
-        problems.append(f"evaluate.generate_backend: lm_eval_vllm cannot serve "
-                        f"{', '.join(unserved)} runs (their checkpoints are not models vLLM "
-                        "loads). Fix: use lm_eval_hf or builtin, or drop them from "
-                        "finetune.methods")
     return problems
 
 

@@ -211,11 +211,11 @@ def text_size(path) -> tuple[int, int] | None:
 
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    from stsflow.io.files import read_table
 
     if path is None or not Path(path).exists():
         return None
-    table = pq.read_table(path)
+    table = read_table(path)
     chars = 0
     for col in table.columns:
         typ = col.type

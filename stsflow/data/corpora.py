@@ -160,6 +160,7 @@ def write_records(records: list[dict], path: Path | str, metadata: dict | None =
 
 
 def read_records(path: Path | str) -> list[dict]:
-    import pyarrow.parquet as pq
+    """The records of a materialised corpus (written by ``write_records``)."""
+    from stsflow.io.files import read_table
 
-    return pq.read_table(path).to_pylist()
+    return read_table(path).to_pylist()

@@ -1,7 +1,8 @@
 """Generation engines of the ``generate`` metric: what turns the official MMLU-Pro prompts into
-greedy continuations. The metric (``metrics.eval_generate``) builds the prompts and scores the
-texts; an engine only generates, so every engine answers the same prompts and is scored by the
-same extraction.
+greedy continuations. The metric (``metrics.eval_generate``) builds the prompts, checks that each
+fits the context, and scores the texts; an engine only generates, with the decoding settings of
+``decoding`` (the same in every engine), so every engine answers the same prompts and is scored
+by the same extraction.
 
 Engines are registered by name (``evaluate.generate_backend``; the schema's enum is checked
 against this registry): ``builtin`` (Hugging Face ``generate`` in length-sorted, left-padded
@@ -18,13 +19,20 @@ import torch
 from stsflow.models.batching import pad_batch, pad_id_of, token_batches
 
 
+def fits(n_prompt: int, max_new_tokens: int, limit: int) -> bool:
+    """Whether a prompt of ``n_prompt`` tokens leaves room for ``max_new_tokens`` below the
+    context limit: the official script's rule, prompt + new tokens < max_model_length."""
+    return n_prompt + max_new_tokens < limit
+
+
 @dataclass(frozen=True)
 class GenerationJob:
     """What every engine is given. ``prompts``: token ids (BOS or the chat head included);
     ``texts``: the same prompts as text (head + body), for engines that tokenize themselves
     (the built-in engine does not read them);
     ``eos_ids``: the ids that end an answer (the tokenizer's and the generation config's);
-    ``context_limit``: the longest prompt + continuation the model may see; ``args``: the
+    ``context_limit``: prompt + ``max_new_tokens`` stay below it (``fits``; no engine may cut a
+    prompt to fit, so one that does not fit is refused before generating); ``args``: the
     engine's own settings (``evaluate.lm_eval_args``); ``model_dir``/``dtype``: the prepared
     model, for engines that load it themselves."""
 
@@ -39,6 +47,10 @@ class GenerationJob:
     args: dict = field(default_factory=dict)
     model_dir: str | None = None
     dtype: str | None = None
+
+    def fits(self, n_prompt: int) -> bool:
+        return self.context_limit is None or fits(n_prompt, self.max_new_tokens,
+                                                  self.context_limit)
 
 
 @dataclass(frozen=True)
@@ -104,20 +116,20 @@ def cut_continuation(tokenizer, new: list[int], eos: list[int], pad_id: int, sto
 @register_engine("builtin")
 @torch.no_grad()
 def builtin(model, tokenizer, job: GenerationJob) -> list[Generation]:
-    """Hugging Face ``generate``, greedy, in left-padded batches, longest prompts first; with
-    ``batch_tokens``, rows x (the longest prompt + max_new_tokens), the size the batch's cache
-    grows to, within that budget."""
+    """Hugging Face ``generate``, greedy (``decoding``), in left-padded batches, longest prompts
+    first; with ``batch_tokens``, rows x (the longest prompt + max_new_tokens), the size the
+    batch's cache grows to, within that budget."""
     from transformers import GenerationConfig
 
+    from stsflow.evaluate.decoding import HF_GREEDY, greedy
+
     pad_id = pad_id_of(tokenizer)
-    gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=job.max_new_tokens, num_beams=1,
+    gen_cfg = GenerationConfig(**HF_GREEDY, max_new_tokens=job.max_new_tokens,
                                eos_token_id=job.eos_ids or None, pad_token_id=pad_id,
                                stop_strings=list(job.stop_strings) or None)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     out: list[Generation | None] = [None] * len(job.prompts)
-    try:
+    with greedy(model):
         for idx in token_batches([len(p) + job.max_new_tokens for p in job.prompts],
                                  job.batch_size, job.batch_tokens):
             input_ids, attention = pad_batch([job.prompts[i] for i in idx], pad_id, left=True)
@@ -129,7 +141,4 @@ def builtin(model, tokenizer, job: GenerationJob) -> list[Generation]:
                 got = cut_continuation(tokenizer, gen[r, width:].tolist(), job.eos_ids, pad_id,
                                        job.stop_strings, job.max_new_tokens)
                 out[i] = Generation(got.text, got.n_generated, got.finish, len(job.prompts[i]))
-    finally:
-        if was_training:
-            model.train()
     return out

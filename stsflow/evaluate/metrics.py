@@ -24,9 +24,13 @@ cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the 
 * **Context.** Demonstrations are dropped from the end until prompt tokens (BOS included) +
   ``max_new_tokens`` < ``evaluate.max_context`` (default 4096, the script's
   ``max_model_length``; capped by the model's ``max_position_embeddings``); the row's ``k_shot``
-  says how many were used.
-* **Decoding.** Greedy; output cut at the stop string ``"Question:"`` (excluded) or EOS (the
-  tokenizer's and the generation config's EOS ids), at most ``max_new_tokens``.
+  says how many were used, ``demos_dropped`` how many were dropped. A prompt that does not fit
+  even without demonstrations is refused before generating (an engine would have to cut it:
+  the official script never meets one at its settings).
+* **Decoding** (``decoding``, the same in every engine): greedy, without any penalty or other
+  setting of the model's generation config; output cut at the stop string ``"Question:"``
+  (excluded) or EOS (the tokenizer's and the generation config's EOS ids), at most
+  ``max_new_tokens``.
 * **Answer extraction** is the official cascade: ``re.search`` (first match) of ``answer is
   \\(?([A-J])\\)?``; else ``.*[aA]nswer:\\s*([A-J])`` (no DOTALL: the last "Answer: X" of the first
   line that has one; ``\\s*`` may cross a newline); else the last standalone capital A-J
@@ -49,9 +53,9 @@ cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the 
 Where ``generate`` still differs from the official run: by default (the built-in engine, and the
 harness's ``hf``) Hugging Face ``generate`` in left-padded batches (sorted by length) instead of
 vLLM, so greedy outputs can differ in rare near-ties (bf16 kernels, padding); EOS ids are the
-tokenizer's and the generation config's (vLLM's are similar but not guaranteed equal); the header's subject is ``domains.<name>.subject`` (default the
-domain name with spaces) rather than the record's ``category``; the script's accuracy pools
-categories, ours is per domain.
+tokenizer's and the generation config's (vLLM's own are similar but not guaranteed equal); the
+header's subject is ``domains.<name>.subject`` (default the domain name with spaces) rather than
+the record's ``category``; the script's accuracy pools categories, ours is per domain.
 
 Other metrics:
 
@@ -130,7 +134,7 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
     ``engine_args``, ``model_dir`` and ``dtype`` for the engines that load the model
     themselves), answer extraction, random guess for an unparsed answer. One row per item, in
     the order of ``items``."""
-    from stsflow.evaluate.engines import ENGINES, GenerationJob, eos_ids
+    from stsflow.evaluate.engines import ENGINES, GenerationJob, eos_ids, fits
     from stsflow.text.segments import Segmenter
 
     if engine not in ENGINES:
@@ -140,22 +144,35 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
     demos = list(demos[:k_shot] if k_shot is not None else demos)
     model_max = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     limit = min(max_context, model_max) if model_max else max_context
+    where = (f"{limit} tokens (evaluate.max_context {max_context}"
+             + (f", capped by the model's max_position_embeddings {model_max})"
+                if model_max and model_max < max_context else ")"))
     if max_new_tokens >= limit:
         raise ValueError(f"evaluate.max_new_tokens ({max_new_tokens}) leaves no room for a prompt "
-                         f"within {limit} tokens (evaluate.max_context, capped by the model's "
-                         "max_position_embeddings); lower max_new_tokens or raise max_context")
+                         f"within {where}; lower max_new_tokens or raise max_context")
     prompts, texts, shots = [], [], []
     for item in items:
         k = len(demos)
         while True:  # official: keep k demonstrations while prompt + new tokens < the limit
             body = mmlu_pro_prompt(demos[:k], item, subject)
             ids = prompt_ids(seg, body, use_chat_template)
-            if k == 0 or len(ids) + max_new_tokens < limit:
+            if k == 0 or fits(len(ids), max_new_tokens, limit):
                 break
             k -= 1
         prompts.append(ids)
         texts.append(prompt_text(seg, body, use_chat_template))
         shots.append(k)
+    # a prompt too long even without demonstrations: every engine would have to cut it (the
+    # harness's engines cut its start, the built-in one would run past the limit), so none generates
+    over = [(item.get("question_id"), len(p)) for item, p in zip(items, prompts)
+            if not fits(len(p), max_new_tokens, limit)]
+    if over:
+        raise ValueError(
+            f"evaluate.max_context: {len(over)} of {len(items)} prompts do not fit within {where} "
+            f"with max_new_tokens {max_new_tokens}, even without demonstrations (first: item "
+            f"{over[0][0]!r}, {over[0][1]} prompt tokens); no engine truncates a prompt. Fix: "
+            "raise evaluate.max_context (up to the model's context) or lower "
+            "evaluate.max_new_tokens, or remove the item")
     job = GenerationJob(prompts, max_new_tokens, tuple(stop_strings), eos_ids(model, tokenizer),
                         batch_size, batch_tokens, texts=texts, context_limit=limit,
                         args=dict(engine_args or {}),
@@ -163,7 +180,8 @@ def eval_generate(model, tokenizer, items: list[dict], demos: list[dict], *, sub
     gens = ENGINES[engine](model, tokenizer, job)
     return [{"question_id": item.get("question_id"), **score_output(item, g.text),
              "n_generated": g.n_generated, "finish": g.finish, "k_shot": k,
-             "n_prompt_tokens": g.prompt_tokens, "output": g.text, "engine": engine}
+             "demos_dropped": len(demos) - k, "n_prompt_tokens": g.prompt_tokens,
+             "output": g.text, "engine": engine}
             for item, g, k in zip(items, gens, shots)]
 
 

@@ -19,14 +19,15 @@ def accuracy_table(rows: list[dict], metric: str) -> dict:
     """Summary of evaluation rows. ``value``: accuracy in [0, 1] (higher is better) for
     "accuracy"/"generate"/"option_loglik"; for "nll" the mean over items of the per-item mean NLL
     (lower is better; ``value_token_weighted`` weights items by their token counts). For
-    ``generate``, ``n_fallback`` counts answers found by a fallback rule and ``n_random_guess``
-    unparsed answers scored as the seeded random guess. Deltas between models are always
-    after − before."""
+    ``generate``, ``n_fallback`` counts answers found by a fallback rule, ``n_random_guess``
+    unparsed answers scored as the seeded random guess and ``n_demos_dropped`` prompts that
+    dropped demonstrations to fit the context. Deltas between models are always after − before."""
     kind = metric_kind(metric)
     hows = [r.get("how") for r in rows]
     out = {"metric": metric, "n_items": len(rows),
            "n_fallback": sum(h in ("fallback_answer", "fallback_last_letter") for h in hows),
            "n_random_guess": sum(h == "random_guess" for h in hows),
+           "n_demos_dropped": sum(bool(r.get("demos_dropped")) for r in rows),
            "higher_is_better": kind == "accuracy"}
     vals = item_values(rows, metric)
     out["value"] = float(vals.mean()) if len(vals) else float("nan")

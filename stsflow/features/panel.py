@@ -34,9 +34,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-
 from stsflow.features.stats import Stats
+from stsflow.io.files import read_table
 
 RESID_STATS, RANDENC_STATS, POOLED, RESID_TOKENS, PREFIX = (
     "resid.stats.parquet", "randenc.stats.parquet", "pooled.parquet", "resid.parquet",
@@ -54,14 +53,14 @@ def read_signed_mean(panel_dir: Path | str) -> np.ndarray:
 
     path = Path(panel_dir) / RESID_STATS
     n = int(read_metadata(path)["n_tokens"])
-    return pq.read_table(path)["signed_sum"].to_numpy() / max(n, 1)
+    return read_table(path)["signed_sum"].to_numpy() / max(n, 1)
 
 
 def read_pooled(panel_dir: Path | str, space: str, width: int | None = None):
     """Per-query pooled vectors (queries × dims): ``resid`` as a dense float64 array, ``sae`` as
     a scipy CSR matrix of the SAE's width (dense would not fit at paper-scale widths). Rows in
     document order, whatever order the extraction's batches wrote them in."""
-    t = pq.read_table(Path(panel_dir) / POOLED)
+    t = read_table(Path(panel_dir) / POOLED)
     t = t.take(np.argsort(t["doc_id"].to_numpy(), kind="stable"))
     if space == "resid":
         col = t["resid"].combine_chunks()
@@ -85,7 +84,7 @@ def read_prefix(panel_dir: Path | str, width: int):
         raise FileNotFoundError(f"{path} is missing: this panel was written before the prefix "
                                 "features were kept. Fix: rerun the extraction (snakemake -R "
                                 "extract)")
-    t = pq.read_table(path)
+    t = read_table(path)
     idx, val = t["feat_idx"].combine_chunks(), t["feat_val"].combine_chunks()
     return sp.csr_matrix((val.values.to_numpy().astype(np.float32), idx.values.to_numpy(),
                           idx.offsets.to_numpy()), shape=(t.num_rows, width))

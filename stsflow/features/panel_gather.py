@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from stsflow.features.panel import POOLED, PREFIX, RANDENC_STATS, RESID_STATS, RESID_TOKENS
 from stsflow.features.stats import Stats
+from stsflow.io.files import read_table
 
 
 class RandomEncoder:
@@ -58,7 +58,7 @@ class ResidReference:
     """The residual of a plain run's counted tokens, looked up by document."""
 
     def __init__(self, path: Path | str):
-        t = pq.read_table(path)
+        t = read_table(path)
         self.doc = t["doc_id"].to_numpy()
         self.pos = t["pos"].to_numpy()
         flat = t["resid"].combine_chunks()

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 def layer_sums(model, seg, records: list[dict], batch_size: int = 8,
@@ -57,9 +56,9 @@ def check_paired(base: Path | str, tuned: Path | str) -> None:
 
 def read_layer_mean(path: Path | str, layer: int) -> np.ndarray:
     """The mean residual after block ``layer`` over the recorded tokens."""
-    from stsflow.io.files import read_metadata
+    from stsflow.io.files import read_metadata, read_table
 
-    t = pq.read_table(path)
+    t = read_table(path)
     rows = t["layer"].to_numpy()
     if layer not in rows:
         raise ValueError(f"{path} has no layer {layer} (layers 0..{rows.max()})")

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+
+from stsflow.io.files import read_metadata, read_schema, read_table
 
 TOKENS, PREFIX = "tokens.parquet", "prefix.parquet"
 
@@ -92,7 +93,7 @@ def resid_width(cache_dir: Path | str) -> int:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: the layer's extraction kept no residuals. "
                                 "Fix: rerun it (snakemake -R extract)")
-    return int(pq.read_schema(path).field("resid").type.list_size)
+    return int(read_schema(path).field("resid").type.list_size)
 
 
 def _matrix(col) -> np.ndarray:
@@ -106,15 +107,13 @@ class CachedSource:
     order, then each batch's residual (B, T, d) right-padded with its mask and token ids."""
 
     def __init__(self, cache_dir: Path | str, device="cpu"):
-        from stsflow.io.files import read_metadata
-
         self.dir = Path(cache_dir)
         path = self.dir / TOKENS
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the layer's extraction kept no "
                                     "residuals. Fix: rerun it (snakemake -R extract)")
         self.meta = read_metadata(path)
-        t = pq.read_table(path)
+        t = read_table(path)
         self.z = _matrix(t["resid"])
         self.d = self.z.shape[1]
         self.device = device
@@ -125,7 +124,7 @@ class CachedSource:
         self.span = {int(doc[s]): (int(s), int(e)) for s, e in zip(starts, ends)}
         self.queries = [(int(doc[s]), tok[s:e].tolist(), counted[s:e].tolist())
                         for s, e in zip(starts, ends)]
-        p = pq.read_table(self.dir / PREFIX)
+        p = read_table(self.dir / PREFIX)
         self.prefix = p["token_id"].to_numpy().tolist()
         self._prefix_z = _matrix(p["resid"]) if p.num_rows else np.zeros((0, self.d), np.float32)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 @dataclass
@@ -36,9 +35,9 @@ class Stats:
 
     @classmethod
     def read(cls, path: Path | str) -> "Stats":
-        from stsflow.io.files import read_metadata
+        from stsflow.io.files import read_metadata, read_table
 
-        t = pq.read_table(path)
+        t = read_table(path)
         meta = read_metadata(path)
         s = cls(width=t.num_rows, n_tokens=int(meta["n_tokens"]),
                 sum=t["sum"].to_numpy(), sumsq=t["sumsq"].to_numpy(),

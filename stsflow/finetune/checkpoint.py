@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from stsflow.finetune import formats
-from stsflow.io.files import atomic_dir
+from stsflow.io.files import atomic_dir, read_json
 
 META_FILE = "stsflow_meta.json"
 
@@ -54,7 +54,7 @@ def save_checkpoint(model, tokenizer, outdir: Path | str, meta: dict,
     ``outdir`` as ``base_dir``, with ``adapter: true`` and ``adapter_type``). sae_select also
     records each site's SAE directory (relative to ``outdir``) and its manifest's sha256.
 
-    Atomic: everything is written into ``<outdir>.tmp-<pid>``, fsynced, and renamed onto
+    Atomic: everything is written into ``.<outdir>.tmp`` beside it, fsynced, and renamed onto
     ``outdir``; on any error the temporary directory is removed. ``outdir`` must not exist
     (``FileExistsError``): the workflow deletes stale outputs itself. The metadata file is written
     last, so a directory is a complete checkpoint iff it contains ``stsflow_meta.json``
@@ -98,4 +98,4 @@ def is_complete_checkpoint(path: Path | str) -> bool:
 
 
 def read_checkpoint_meta(path: Path | str) -> dict:
-    return json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
+    return read_json(Path(path) / META_FILE)

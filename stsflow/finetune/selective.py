@@ -179,6 +179,9 @@ def load_into(model, directory: Path | str, sites: list[dict], encoders: dict[in
     ``sites`` from its metadata, ``encoders`` the loaded SAE of each site's layer."""
     from safetensors.torch import load_file
 
+    from stsflow.io.files import check_safetensors
+
+    check_safetensors(Path(directory) / WEIGHTS)
     t = load_file(str(Path(directory) / WEIGHTS))
     built = [Site(int(s["layer"]), s["sae"], s["sae_dir"], encoders[int(s["layer"])],
                   t[f"L{int(s['layer'])}.dims"].numpy()) for s in sites]

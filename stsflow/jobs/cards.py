@@ -3,7 +3,6 @@ shards already extracted, the SAE's decoder and the model's LM head (``stsflow.r
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,10 +15,13 @@ def decoder_rows(sae_dir: Path | str, dims) -> "np.ndarray":  # noqa: F821
     weights file without building the SAE."""
     from safetensors import safe_open
 
-    from stsflow.sae.info import MANIFEST
+    from stsflow.io.files import check_safetensors
+    from stsflow.sae.info import read_info
 
-    info = json.loads((Path(sae_dir) / MANIFEST).read_text())
+    info = read_info(sae_dir)
     where = Path(info["path"]) if info["kind"] == "local" else Path(sae_dir) / info["path"]
+    if info["kind"] != "local":  # written by prepare_sae (a local SAE is the user's file)
+        check_safetensors(where / "sae_weights.safetensors")
     with safe_open(str(where / "sae_weights.safetensors"), framework="pt") as f:
         return f.get_tensor("W_dec")[list(map(int, dims))]
 
@@ -32,15 +34,13 @@ def cards(shifts: dict[str, Path | str], shards: dict[tuple[str, str], Path | st
     ``settings.n_top`` dimensions of each shift vector (``shifts``: shift name → table, the
     prediction ``s<seed>`` and every ``true-<method>-s<seed>``), scanned on ``shards``
     ((kind, corpus) → plain shard, the SFT set first)."""
-    import polars as pl
-
-    from stsflow.io.files import package_versions, write_parquet
+    from stsflow.io.files import package_versions, read_frame, write_parquet
     from stsflow.report.cards import build_cards, neuronpedia_base, set_name
     from stsflow.report.lens import feature_logits, top_tokens
-    from stsflow.sae.info import MANIFEST
+    from stsflow.sae.info import read_info
 
     t0 = time.time()
-    tables = {set_name(name): pl.read_parquet(path) for name, path in shifts.items()}
+    tables = {set_name(name): read_frame(path) for name, path in shifts.items()}
     lm, tok, info = load_job_model(model_dir, model, threads)
 
     def decode(ids):
@@ -50,7 +50,7 @@ def cards(shifts: dict[str, Path | str], shards: dict[tuple[str, str], Path | st
         logits = feature_logits(lm, decoder_rows(sae_dir, dims), vocab=len(tok))
         return top_tokens(logits, settings.lens_tokens, decode)
 
-    sae_info = json.loads((Path(sae_dir) / MANIFEST).read_text())
+    sae_info = read_info(sae_dir)
     table = build_cards(tables, shards, n_top=settings.n_top, contexts=settings.contexts,
                         window=settings.window, decode=decode, lens=lens,
                         neuronpedia=neuronpedia_base(sae_info), keys=keys)

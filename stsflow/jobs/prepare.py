@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stsflow.config.settings import CorpusSettings, ModelSettings, SaeSettings
 from stsflow.data import corpora
+from stsflow.io.files import read_json
 from stsflow.jobs.common import load_job_model, log
 
 # -- data ---------------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def prepare_model(model: ModelSettings, outdir: Path | str, fetched: Path | str 
 
     source = model.source
     if fetched is not None:
-        commit = json.loads(Path(fetched).read_text())["revision"]
+        commit = read_json(fetched)["revision"]
         source = {**source, "hf": {**source["hf"], "revision": commit}}
     info = prep(source, outdir)
     log.info("prepared model: %s", json.dumps(info))
@@ -120,7 +121,7 @@ def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
     if fetched is not None and sae.hub is not None:
         import dataclasses
 
-        commit = json.loads(Path(fetched).read_text())["revision"]
+        commit = read_json(fetched)["revision"]
         sae = dataclasses.replace(sae, hub={**sae.hub, "revision": commit})
     from stsflow.models.load import model_info
     from stsflow.sae import prepare, quality, train

@@ -5,11 +5,10 @@ Torch-free: these rules run in the small reduction environment."""
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stsflow import scores
 from stsflow.features.stats import Stats
-from stsflow.io.files import read_metadata, write_parquet
+from stsflow.io.files import read_frame, read_metadata, read_table, write_parquet
 
 # -- reductions ---------------------------------------------------------------------------------
 
@@ -55,7 +54,7 @@ def sts(shifts: dict, plain: dict, icl: dict, n_top: int, key: dict, out, *, ora
                      else read_space_stats(side["panel"], sp)) for sp in scores.SPACES}
 
     x = scores.ScoreInputs(n_top=n_top,
-                           shifts={sp: pq.read_table(p) for sp, p in shifts.items()},
+                           shifts={sp: read_table(p) for sp, p in shifts.items()},
                            plain=spaces(plain), icl=spaces(icl), domain_panel=plain["panel"],
                            sft_panel=plain["sft_panel"],
                            sft_grad=plain.get("sft_grad"), domain_grad=plain.get("domain_grad"),
@@ -80,7 +79,7 @@ def sts_table(parts: list, out_parquet, out_csv, oracle: bool = False) -> None:
     """Concatenate STS rows; ``oracle`` rows (true shifted dimensions) get ``_oracle`` names."""
     import polars as pl
 
-    df = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    df = pl.concat([read_frame(p) for p in parts], how="diagonal_relaxed")
     if oracle:
         df = df.rename({c: f"{c}_oracle" for c in scores.oracle_predictors()})
     keys = ["model", "sft", "layer", "sae", "n_top", "method", "seed", "domain"]
@@ -115,7 +114,7 @@ def observed_table(model: str, sft: str, base: dict, tuned: dict, out, out_csv,
 
     rows = []
     for (method, seed, domain), path in sorted(tuned.items()):
-        before_df, after_df = pl.read_parquet(base[domain]), pl.read_parquet(path)
+        before_df, after_df = read_frame(base[domain]), read_frame(path)
         for metric in sorted(set(after_df["metric"])):
             b = before_df.filter(pl.col("metric") == metric).sort("question_id")
             a = after_df.filter(pl.col("metric") == metric).sort("question_id")
@@ -142,8 +141,8 @@ def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: lis
     file."""
     rows = []
     for (method, seed, layer, sae), path in sorted(true.items()):
-        pred = pq.read_table(predicted[(layer, sae, seed)])
-        tru = pq.read_table(path)
+        pred = read_table(predicted[(layer, sae, seed)])
+        tru = read_table(path)
         for n in n_tops:
             rows.append({"model": model, "sft": sft, "method": method, "seed": seed,
                          "layer": layer, "sae": sae, "n_top": n,

@@ -22,31 +22,32 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     import polars as pl
 
     from stsflow.analysis import correlation as st
+    from stsflow.io.files import read_frame
     from stsflow.report.summary import write_report
 
     kw = dict(n_boot=settings.n_boot, n_perm=settings.n_perm, seed=settings.seed)
-    sts_df = pl.read_parquet(sts_path)
+    sts_df = read_frame(sts_path)
     corr, obs_frames, sts_frames = [], [], [sts_df]
     if config_rows:
         given = pl.DataFrame(config_rows)
         obs_frames.append(given)
         corr.append(st.correlation_table(sts_df, given, **kw))
     if observed is not None:
-        tuned = pl.read_parquet(observed)
+        tuned = read_frame(observed)
         tuned = tuned.select(c for c in ("model", "sft", "method", "seed", "domain", "metric",
                                          "delta", "delta_se", "ci_low", "ci_high")
                              if c in tuned.columns)
         obs_frames.append(tuned)
         corr.append(st.correlation_table(sts_df, tuned, **kw))
         if sts_oracle is not None:
-            oracle = pl.read_parquet(sts_oracle)
+            oracle = read_frame(sts_oracle)
             sts_frames.append(oracle)
             corr.append(st.correlation_table(oracle, tuned, **kw))
     if not corr:
         raise ValueError("no observed accuracy changes: give observed: in the config or enable "
                          "finetune")
     extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
-              pl.read_parquet(overlap))] if overlap is not None else []
+              read_frame(overlap))] if overlap is not None else []
     warnings: list[str] = []
     saes = None
     if sae_dirs:
@@ -57,7 +58,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     if coverage is not None:
         extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
                       "SFT answers cut by finetune.max_length (fine-tuning)",
-                      pl.read_parquet(coverage).drop("model", "sft")))
+                      read_frame(coverage).drop("model", "sft")))
     corr = pl.concat(corr, how="diagonal_relaxed")
     keys = ["model", "sft", "layer", "sae", "n_top", "predictor", "target", "protocol", "metric",
             "method", "seed"]
@@ -85,8 +86,8 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     if observed is not None and sts_oracle is not None:
         from stsflow.analysis.methods import prediction_by_run
 
-        by_run = prediction_by_run(corr, pl.read_parquet(overlap) if overlap else None, primary)
-    card_df = (pl.concat([pl.read_parquet(p) for p in cards], how="diagonal_relaxed")
+        by_run = prediction_by_run(corr, read_frame(overlap) if overlap else None, primary)
+    card_df = (pl.concat([read_frame(p) for p in cards], how="diagonal_relaxed")
                if cards else None)
     write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
@@ -101,18 +102,16 @@ def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict |
     dataset's source (hub revision, builtin name or local file) and sample, the package versions
     of this job and of the model jobs (read from a cards file), and the resolved config's
     sha256 (the manifest holds the config itself)."""
-    import json
-
-    from stsflow.io.files import package_versions, read_metadata
+    from stsflow.io.files import package_versions, read_json, read_metadata
     from stsflow.jobs.common import model_identity, sae_identity
-    from stsflow.sae.info import MANIFEST
+    from stsflow.sae.info import read_info
 
     out: dict = {}
     if model_dir is not None:  # the prepared model's manifest (models.load, which needs torch)
-        info = json.loads((Path(model_dir) / "stsflow_model.json").read_text())
+        info = read_json(Path(model_dir) / "stsflow_model.json")
         out["model identity"] = model_identity(info)
     for (layer, name), path in sorted((sae_dirs or {}).items()):
-        info = json.loads((Path(path) / MANIFEST).read_text())
+        info = read_info(path)
         out[f"SAE L{layer}/{name}"] = sae_identity(info)
     for name, path in (data or {}).items():
         meta = read_metadata(path)

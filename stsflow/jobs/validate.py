@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from stsflow.config.settings import EvalSettings, FinetuneSettings, ModelSettings
 from stsflow.data import corpora
-from stsflow.io.files import package_versions, write_parquet
+from stsflow.io.files import package_versions, read_frame, read_table, write_parquet
 from stsflow.jobs.common import load_job_model, log, model_identity
 
 

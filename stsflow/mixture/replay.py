@@ -8,8 +8,9 @@ SFT).
   "domain")``), the assistant's turn opened. The replay record's ``question`` is that user text,
   so the fine-tuning example built from it has exactly these prompt tokens; its ``solution`` is
   the generated text, ended by the template's end of turn when it is tuned on.
-* **Decoding**: greedy, at most ``max_new_tokens`` new tokens, stopped at an EOS id (the
-  model's generation config and the tokenizer's); a cut answer is kept and counted
+* **Decoding**: the evaluation's (``stsflow.evaluate.decoding``: greedy, no penalty or other
+  setting of the model's generation config), at most ``max_new_tokens`` new tokens, stopped at
+  an EOS id (the model's generation config's and the tokenizer's); a cut answer is kept and counted
   (``finish``: eos or length).
 * **Never the test items**: ``check_disjoint`` refuses a pool that shares a question with the
   domain's test split, by ``question_id`` or by the hash of its whitespace- and case-normalised

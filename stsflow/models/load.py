@@ -14,14 +14,13 @@ merged into its base model on load.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from stsflow.finetune import formats
-from stsflow.io.files import atomic_dir, sha256, write_json
+from stsflow.io.files import atomic_dir, check_safetensors_dir, read_json, sha256, write_json
 
 MANIFEST = "stsflow_model.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -115,9 +114,9 @@ def model_info(prepared: Path | str) -> dict:
     """How to load a prepared model, or a fine-tuned checkpoint written by stsflow.finetune."""
     prepared = Path(prepared)
     if not (prepared / MANIFEST).exists() and (prepared / "stsflow_meta.json").exists():
-        meta = json.loads((prepared / "stsflow_meta.json").read_text())
+        meta = read_json(prepared / "stsflow_meta.json")
         return {"kind": "checkpoint", "path": ".", **meta}
-    return json.loads((prepared / MANIFEST).read_text())
+    return read_json(prepared / MANIFEST)
 
 
 def adapter_base(prepared: Path | str, info: dict) -> Path:
@@ -213,6 +212,8 @@ def load_model(prepared: Path | str, dtype: str = "float32", device: str = "auto
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = model_info(prepared)
+    if info["kind"] not in ("local", "hf"):  # weights this workflow wrote: whole files?
+        check_safetensors_dir(Path(prepared) / info.get("path", "."))
     if info.get("adapter"):
         if info.get("adapter_type") == formats.SELECTIVE_MAPS:
             model = _selective(prepared, info, dtype)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from stsflow.features.reader import read_shard
+from stsflow.io.files import read_frame, read_table
 from stsflow.mode import Shift
 
 PREDICTED = "predicted"
@@ -62,7 +62,7 @@ def scan_corpus(path: Path | str, dims: np.ndarray, *, contexts: int, window: in
     contexts: dim → up to ``contexts`` tuples (activation, doc_id, pos, token ids of the window
     before, the token id, token ids after), largest activation first."""
     doc, pos, tok, csr = read_shard(path)
-    counted = pq.read_table(path, columns=["counted"])["counted"].to_numpy(zero_copy_only=False)
+    counted = read_table(path, columns=["counted"])["counted"].to_numpy(zero_copy_only=False)
     sub = csr[:, dims].toarray().astype(np.float64) if len(dims) else np.zeros((len(doc), 0))
     n = int(counted.sum())
     # windows: rows sorted by (doc, pos), one searchsorted per side
@@ -165,7 +165,7 @@ def load_cards(results: Path | str, **match) -> pl.DataFrame:
     if not paths:
         raise FileNotFoundError(f"no feature cards under {Path(results, 'cards')}: run the "
                                 "workflow first (the report rule builds them)")
-    cards = pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+    cards = pl.concat([read_frame(p) for p in paths], how="diagonal_relaxed")
     for k, v in match.items():
         if v is not None:
             cards = cards.filter(pl.col(k) == v)

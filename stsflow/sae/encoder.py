@@ -122,8 +122,11 @@ class SparseEncoder:
     def load(cls, directory: Path | str, device: str = "cpu") -> "SparseEncoder":
         from safetensors.torch import load_file
 
+        from stsflow.io.files import check_safetensors, read_json
+
+        check_safetensors(Path(directory) / WEIGHTS)
         t = load_file(str(Path(directory) / WEIGHTS), device=str(device))
-        cfg = json.loads((Path(directory) / CONFIG).read_text())
+        cfg = read_json(Path(directory) / CONFIG)
         return cls(t["W_enc"], t["b_enc"], t["b_dec"], activation=cfg["activation"],
                    apply_b_dec=cfg["apply_b_dec"], k=cfg["k"], threshold=t.get("threshold"),
                    scale=t.get("scale"))

@@ -4,7 +4,6 @@ hook mismatch)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -68,10 +67,17 @@ def _accepted_warnings(info: dict, layer: int) -> list[dict]:
                         f"{layer}"}]
 
 
+def read_info(prepared: Path | str) -> dict:
+    """The manifest of a prepared SAE directory (``DamagedFileError`` where it cannot be read)."""
+    from stsflow.io.files import read_json
+
+    return read_json(Path(prepared) / MANIFEST)
+
+
 def quality_summary(prepared: Path | str) -> dict:
     """What a report shows of a prepared SAE: identity, quality figures, warnings (poor figures,
     a declared model other than the configured one, an accepted hook)."""
-    info = json.loads((Path(prepared) / MANIFEST).read_text())
+    info = read_info(prepared)
     keys = ("kind", "release", "sae_id", "repo", "repo_path", "revision", "path", "hook_name",
             "accepted_hook", "width", "architecture", "declared_model")
     out = {k: info[k] for k in keys if k in info}

@@ -19,6 +19,7 @@ from stsflow.sae.info import (
     _declared_warnings,
     _rounded,
     quality_warnings,
+    read_info,
 )
 from stsflow.sae.quality import evaluate_sae
 
@@ -111,12 +112,14 @@ def _describe(sae) -> dict:
 
 def load_sae(prepared: Path | str, device: str = "cpu"):
     """(encoder, info): the exported encoder when prepare_sae verified one, else sae-lens."""
-    info = json.loads((Path(prepared) / MANIFEST).read_text())
+    info = read_info(prepared)
     if info.get("fast_encoder"):
         return SparseEncoder.load(prepared, device), info
     from sae_lens import SAE
 
     path = Path(prepared) / info["path"] if info["kind"] != "local" else Path(info["path"])
+    if info["kind"] != "local":  # written by prepare_sae (a local SAE is the user's)
+        check_safetensors_dir(path)
     sae = SAE.load_from_disk(str(path), device=device)
     sae.eval()
     return sae, info

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import pyarrow.parquet as pq
 
 from stsflow.features.panel import read_signed_mean
+from stsflow.io.files import read_table
 from stsflow.scores.registry import register_predictor
 
 
@@ -40,8 +40,8 @@ def _repsim(x) -> float:
 def _grad_sim(x) -> float:
     if x.sft_grad is None or x.domain_grad is None:
         return float("nan")
-    return cosine(pq.read_table(x.sft_grad)["value"].to_numpy(),
-                  pq.read_table(x.domain_grad)["value"].to_numpy())
+    return cosine(read_table(x.sft_grad)["value"].to_numpy(),
+                  read_table(x.domain_grad)["value"].to_numpy())
 
 
 @register_predictor("before_after", family="post_training", oracle=True, post_training=True,

@@ -388,7 +388,7 @@ def test_generate_drops_demos_to_fit_context(model, tok):
     for limit, k in ((full + 3, 3), (full + 2, 2), (two + 3, 2), (two + 2, 1)):
         rows = metrics.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2,
                                      batch_size=1, max_context=limit)
-        assert rows[0]["k_shot"] == k
+        assert rows[0]["k_shot"] == k and rows[0]["demos_dropped"] == 3 - k
     with pytest.raises(ValueError, match="evaluate.max_new_tokens"):
         metrics.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2048)
 
@@ -454,13 +454,14 @@ def test_finish_cuts_at_eos_and_stop_string(tok):
 
 
 def test_accuracy_table_counts():
-    rows = [{"question_id": 1, "correct": True, "how": "primary"},
-            {"question_id": 2, "correct": False, "how": "fallback_answer"},
-            {"question_id": 3, "correct": True, "how": "fallback_last_letter"},
-            {"question_id": 4, "correct": False, "how": "random_guess"}]
+    rows = [{"question_id": 1, "correct": True, "how": "primary", "demos_dropped": 0},
+            {"question_id": 2, "correct": False, "how": "fallback_answer", "demos_dropped": 2},
+            {"question_id": 3, "correct": True, "how": "fallback_last_letter", "demos_dropped": 1},
+            {"question_id": 4, "correct": False, "how": "random_guess", "demos_dropped": 0}]
     t = summary.accuracy_table(rows, "generate")
     assert t["value"] == 0.5 and t["n_items"] == 4 and t["n_correct"] == 2
     assert t["n_fallback"] == 2 and t["n_random_guess"] == 1 and t["higher_is_better"]
+    assert t["n_demos_dropped"] == 2
     with pytest.raises(ValueError):
         summary.accuracy_table(rows, "f1")
 
