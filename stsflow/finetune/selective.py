@@ -201,8 +201,7 @@ def load_sites(recipe, files, device) -> list[Site]:
     ``sae`` and ``shift``)."""
     import logging
 
-    import pyarrow.parquet as pq
-
+    from stsflow.io.files import read_table
     from stsflow.sae.prepare import load_sae
 
     log = logging.getLogger("stsflow")
@@ -211,7 +210,7 @@ def load_sites(recipe, files, device) -> list[Site]:
     for layer, sae in zip(sel["layers"], sel["saes"]):
         sae_dir = files.sites[int(layer)]["sae"]
         encoder, _ = load_sae(sae_dir, device=str(device))
-        dims = choose_dims(pq.read_table(files.sites[int(layer)]["shift"]), run.k, run.select,
+        dims = choose_dims(read_table(files.sites[int(layer)]["shift"]), run.k, run.select,
                            recipe.seed, layer)
         sites.append(Site(int(layer), sae, str(sae_dir), encoder, dims))
         log.info(f"sae_select: layer {layer}, SAE {sae}, {run.select} {run.k} dimensions")

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from stsflow.data import corpora
+from stsflow.io.files import read_frame
 from stsflow.mixture.allocate import allocate, weights
 
 log = logging.getLogger("stsflow")
@@ -31,11 +32,11 @@ def mixture_records(recipe, files) -> tuple[list[dict], dict]:
                    for d in domains}
     scores = abs_delta = None
     if strategy == "sts":
-        scores = {d: pl.read_parquet(files.scores[d])[mix["predictor"]][0] for d in domains}
+        scores = {d: read_frame(files.scores[d])[mix["predictor"]][0] for d in domains}
         scores = {d: float("nan") if v is None else float(v) for d, v in scores.items()}
     if strategy == "oracle":
         def mean(path):
-            df = pl.read_parquet(path).filter(pl.col("metric") == mix["metric"])
+            df = read_frame(path).filter(pl.col("metric") == mix["metric"])
             return float(df["value"].mean())
         abs_delta = {d: abs(mean(files.eval_plain[d]) - mean(files.eval_base[d]))
                      for d in domains}
