@@ -293,7 +293,7 @@ def generation(model_dir: str, domains: list[str], n_items: int, max_new_tokens:
                engines: tuple[str, ...] = ("builtin", "lm_eval_hf")) -> dict:
     """Each engine's time and agreement on the same generate runs (module docstring)."""
     from stsflow.data import corpora
-    from stsflow.evaluate import metrics
+    from stsflow.evaluate import scoring as metrics
     from stsflow.models.load import load_model
 
     torch.set_num_threads(threads)

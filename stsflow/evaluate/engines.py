@@ -1,5 +1,5 @@
 """Generation engines of the ``generate`` metric: what turns the official MMLU-Pro prompts into
-greedy continuations. The metric (``metrics.eval_generate``) builds the prompts, checks that each
+greedy continuations. The metric (``scoring.eval_generate``) builds the prompts, checks that each
 fits the context, and scores the texts; an engine only generates, with the decoding settings of
 ``decoding`` (the same in every engine), so every engine answers the same prompts and is scored
 by the same extraction.

@@ -101,13 +101,13 @@ def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[in
     * ``options``: per item the token log-probs of each option (after "N/A" options are
       dropped), each option tokenized on its own;
     * ``reference``: the record kind ("domain", "sft") whose reference response
-      (``metrics.reference_text`` + the turn's closing) is scored; ``max_length`` cuts prefix +
+      (``scoring.reference_text`` + the turn's closing) is scored; ``max_length`` cuts prefix +
       query + response, scoring what is left of the response;
     * ``residuals``: sums over the query's own tokens (``Segmenter.query_parts``), the first
       ``residual_max_length`` of the query, of every block's output.
 
     The query is the record's query segment of kind ``reference`` (or "domain")."""
-    from stsflow.evaluate.metrics import reference_text
+    from stsflow.evaluate.scoring import reference_text
 
     device = next(model.parameters()).device
     was_training = model.training

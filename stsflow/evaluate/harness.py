@@ -2,7 +2,7 @@
 (``evaluate.generate_backend: lm_eval_hf | lm_eval_vllm``).
 
 The harness gets the workflow's own prompts: the domain's materialised test items rendered into
-the official MMLU-Pro prompt (``metrics.eval_generate``: k-shot demonstrations, dropped to fit the
+the official MMLU-Pro prompt (``scoring.eval_generate``: k-shot demonstrations, dropped to fit the
 context), written as a local JSON dataset in a temporary directory and read by a task defined
 here (``generate_until``, zero-shot, the prompt as the whole context). Nothing is downloaded: the
 task's data is a local file and the model is the job's. Decoding as every engine decodes
@@ -36,7 +36,7 @@ tokenizer splits at the head's end, as it does at special tokens; rows record th
 prompt length and the job logs a warning for every prompt whose tokens differ. Both model types
 cut the start of a prompt that leaves no room for ``max_new_tokens`` in the context; every
 prompt is checked, in the harness's tokens, before anything runs, and one that does not fit is
-refused (``metrics.eval_generate`` has already dropped demonstrations to fit).
+refused (``scoring.eval_generate`` has already dropped demonstrations to fit).
 """
 
 from __future__ import annotations

@@ -65,9 +65,11 @@ def register_metric(name: str, *, kind: str, higher_is_better: bool,
 
 def metrics() -> dict[str, Metric]:
     """Every registered metric: the built-in ones and the plugins' (``stsflow.plugins``)."""
-    from stsflow import plugins
-    from stsflow.evaluate import metrics as _builtin  # noqa: F401  (registers them)
+    import importlib
 
+    from stsflow import plugins
+
+    importlib.import_module("stsflow.evaluate.metrics")  # the built-in ones register themselves
     plugins.load()
     return METRICS
 
@@ -82,7 +84,7 @@ def metric_costs(names, evaluate: dict) -> MetricCost:
 
 
 def metric_kind(metric: str) -> str:
-    if metric in METRICS:
+    if metric in metrics():
         return METRICS[metric].kind
     if metric == "accuracy":  # accuracies measured elsewhere (observed: in the config)
         return "accuracy"

@@ -119,9 +119,11 @@ def register_method(name: str, prepare: Callable, finish: Callable, **facts) -> 
 
 def methods() -> dict[str, Method]:
     """Every registered method: the built-in ones and the plugins' (``stsflow.plugins``)."""
-    from stsflow import plugins
-    from stsflow.finetune import methods as _builtin  # noqa: F401  (registers them)
+    import importlib
 
+    from stsflow import plugins
+
+    importlib.import_module("stsflow.finetune.methods")  # the built-in ones register themselves
     plugins.load()
     return FINETUNE_REGISTRY
 

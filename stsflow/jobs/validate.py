@@ -112,8 +112,9 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     """Evaluate one model variant on one domain with every configured metric; per-item rows.
     ``reps_out``: the mean residual of the domain's queries at every layer
     (``features.reps``), for the before/after-SFT similarity."""
-    from stsflow.evaluate import METRICS, summary
-    from stsflow.evaluate.metrics import teacher_forced
+    from stsflow.evaluate import summary
+    from stsflow.evaluate.registry import metrics
+    from stsflow.evaluate.scoring import teacher_forced
     from stsflow.text.segments import Segmenter
 
     lm, tok, _ = load_job_model(model_dir, model, threads)
@@ -124,8 +125,8 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
                                    residuals=reps_out is not None,
                                    residual_max_length=model.max_length)
     rows = []
-    for metric in settings.metrics:  # each a registered metric (evaluate.METRICS)
-        res = forced[metric] if metric in forced else METRICS[metric].run(
+    for metric in settings.metrics:  # each a registered metric (evaluate.registry)
+        res = forced[metric] if metric in forced else metrics()[metric].run(
             lm, tok, items, demos, segmenter=seg, settings=settings, subject=subject,
             chat_template=model.chat_template, model_dir=model_dir, dtype=model.dtype)
         values = summary.item_values(res, metric)

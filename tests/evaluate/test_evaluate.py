@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import direct_layer_sums, domain_records, make_tokenizer, sft_records
 
 from stsflow.analysis import observed
-from stsflow.evaluate import engines, harness, metrics, mmlu_pro, summary
+from stsflow.evaluate import engines, harness, metrics, mmlu_pro, scoring, summary
 from stsflow.text.prompts import drop_na_options, user_text
 from stsflow.text.segments import Layout, Segmenter
 
@@ -168,11 +168,11 @@ def test_na_options_removed_everywhere_answer_remapped():
 def test_prompt_ids_chat_is_one_user_turn(tok):
     seg = Segmenter.for_tokenizer(tok, True)
     prompt = mmlu_pro.mmlu_pro_prompt([], domain_records("law", 1)[0], "law")
-    ids = metrics.prompt_ids(seg, prompt, True)
+    ids = scoring.prompt_ids(seg, prompt, True)
     expected = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                        add_generation_prompt=True)
     assert tok.decode(ids) == expected
-    plain = metrics.prompt_ids(Segmenter.for_tokenizer(tok, False), prompt, False)
+    plain = scoring.prompt_ids(Segmenter.for_tokenizer(tok, False), prompt, False)
     assert tok.decode(plain) == "<s>" + prompt
 
 
@@ -206,7 +206,7 @@ def test_option_loglik_matches_direct(model, tok, chat, k_shot, reuse_cache):
         seg = Segmenter.for_tokenizer(tok, chat)
     demos = domain_records("law", 3, offset=10)
     items = items_with_edge_cases()
-    rows = metrics.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,
+    rows = scoring.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,
                                       batch_size=3, reuse_cache=reuse_cache)
     assert [r["question_id"] for r in rows] == [i["question_id"] for i in items]
     n_correct = 0
@@ -254,7 +254,7 @@ def test_nll_matches_direct(model, tok, chat, keeps_logits):
     # the test model's forward takes logits_to_keep (the path the query's forward uses), the
     # wrapper's not
     assert ("logits_to_keep" in inspect.signature(lm.forward).parameters) == keeps_logits
-    rows = metrics.eval_nll(lm, tok, items, segmenter=seg, kind="domain", batch_size=3)
+    rows = scoring.eval_nll(lm, tok, items, segmenter=seg, kind="domain", batch_size=3)
     assert [r["reference"] for r in rows] == ["cot", "cot", "cot", "answer"]
     for item, row in zip(items, rows):
         ctx = seg.head() + seg.query(item, "domain")
@@ -269,7 +269,7 @@ def test_nll_matches_direct(model, tok, chat, keeps_logits):
         assert row["n_tokens"] == len(resp)
         assert row["nll"] == pytest.approx(float(nll), abs=1e-5)
     sft = sft_records(3)
-    rows = metrics.eval_nll(model, tok, sft, segmenter=seg, kind="sft", batch_size=2)
+    rows = scoring.eval_nll(model, tok, sft, segmenter=seg, kind="sft", batch_size=2)
     assert [r["question_id"] for r in rows] == [r["id"] for r in sft]
     table = summary.accuracy_table(rows, "nll")
     assert table["value"] == pytest.approx(np.mean([r["nll"] for r in rows]))
@@ -292,9 +292,9 @@ def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(mo
     settings = EvalSettings(metrics=("nll", "option_loglik"), k_shot=0, loglik_k_shot=k_shot,
                             max_new_tokens=8, max_context=4096, chat_template=False,
                             batch_size=3, n_boot=10)
-    rows, means = metrics.teacher_forced(model, tok, items, demos, segmenter=seg,
+    rows, means = scoring.teacher_forced(model, tok, items, demos, segmenter=seg,
                                          settings=settings, residuals=True)
-    direct = metrics.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,
+    direct = scoring.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,
                                         batch_size=3, reuse_cache=False)
     for got, want in zip(rows["option_loglik"], direct):
         assert got["pred_index"] == want["pred_index"]
@@ -358,12 +358,12 @@ def test_generate_batched_equals_unbatched(model, tok, chat):
     items[0] = {**items[0], "question": "a much longer question so that left padding is needed?"}
     demos = domain_records("law", 1)
     kw = dict(subject="law", use_chat_template=chat, max_new_tokens=5)
-    batched = metrics.eval_generate(model, tok, items, demos, batch_size=3, **kw)
-    single = metrics.eval_generate(model, tok, items, demos, batch_size=1, **kw)
+    batched = scoring.eval_generate(model, tok, items, demos, batch_size=3, **kw)
+    single = scoring.eval_generate(model, tok, items, demos, batch_size=1, **kw)
     # a token budget that fits two of the prompts (with their new tokens) but not three
-    lens = sorted(len(metrics.prompt_ids(Segmenter.for_tokenizer(tok, chat), metrics.mmlu_pro_prompt(
+    lens = sorted(len(scoring.prompt_ids(Segmenter.for_tokenizer(tok, chat), scoring.mmlu_pro_prompt(
         demos[:1], it, "law"), chat)) + 5 for it in items)
-    budget = metrics.eval_generate(model, tok, items, demos, batch_size=3,
+    budget = scoring.eval_generate(model, tok, items, demos, batch_size=3,
                                    batch_tokens=2 * lens[-1], **kw)
     assert [r["output"] for r in batched] == [r["output"] for r in single]
     assert [r["output"] for r in budget] == [r["output"] for r in single]
@@ -380,17 +380,17 @@ def test_generate_batched_equals_unbatched(model, tok, chat):
 def test_generate_drops_demos_to_fit_context(model, tok):
     items = domain_records("law", 1)
     demos = domain_records("law", 3, offset=4)
-    full = len(metrics.prompt_ids(Segmenter.for_tokenizer(tok, False),
+    full = len(scoring.prompt_ids(Segmenter.for_tokenizer(tok, False),
                                   mmlu_pro.mmlu_pro_prompt(demos, items[0], "law"), False))
-    two = len(metrics.prompt_ids(Segmenter.for_tokenizer(tok, False),
+    two = len(scoring.prompt_ids(Segmenter.for_tokenizer(tok, False),
                                  mmlu_pro.mmlu_pro_prompt(demos[:2], items[0], "law"), False))
     # official: keep k demonstrations while prompt tokens < max_model_length - max_new_tokens
     for limit, k in ((full + 3, 3), (full + 2, 2), (two + 3, 2), (two + 2, 1)):
-        rows = metrics.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2,
+        rows = scoring.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2,
                                      batch_size=1, max_context=limit)
         assert rows[0]["k_shot"] == k and rows[0]["demos_dropped"] == 3 - k
     with pytest.raises(ValueError, match="evaluate.max_new_tokens"):
-        metrics.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2048)
+        scoring.eval_generate(model, tok, items, demos, subject="law", max_new_tokens=2048)
 
 
 def test_generate_end_to_end_raw_prompt_by_default(model, tok, tiny_model_dir, tmp_path):
@@ -431,7 +431,7 @@ def test_generate_end_to_end_raw_prompt_by_default(model, tok, tiny_model_dir, t
                                      tokenize=False, add_generation_prompt=True)
     assert details[True]["n_prompt_tokens"] == len(tok(chatml, add_special_tokens=False).input_ids)
     # the same rows from the library call with its defaults (no chat template)
-    rows = metrics.eval_generate(model, tok, [item], [OFFICIAL_DEMO], subject="math", max_new_tokens=4)
+    rows = scoring.eval_generate(model, tok, [item], [OFFICIAL_DEMO], subject="math", max_new_tokens=4)
     assert rows[0]["output"] == raw["output"]
     assert rows[0]["n_prompt_tokens"] == 1 + len(OFFICIAL_PROMPT)
     assert raw["answer"] == "B" and raw["correct"] == ((raw["pred"] or raw["guess"]) == "B")
@@ -516,7 +516,7 @@ def test_nll_with_max_length_scores_the_kept_response_tokens(model, tok):
     items = domain_records("law", 3)
     ctx_lens = [len(seg.head() + seg.query(it, "domain")) for it in items]
     cut = min(ctx_lens) + 4
-    rows = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
+    rows = scoring.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
                             max_length=cut)
     for item, row, n_ctx in zip(items, rows, ctx_lens):
         seq = (seg.head() + seg.query(item, "domain") + seg.response(item, "domain"))[:cut]
@@ -528,7 +528,7 @@ def test_nll_with_max_length_scores_the_kept_response_tokens(model, tok):
         nll = F.cross_entropy(logits[n_ctx - 1: -1], torch.tensor(seq[n_ctx:]))
         assert row["n_tokens"] == cut - n_ctx
         assert row["nll"] == pytest.approx(float(nll), abs=1e-5)
-    none_left = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
+    none_left = scoring.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
                                  max_length=min(ctx_lens))
     assert all(r["n_tokens"] == 0 and np.isnan(r["nll"]) for r in none_left)
 
@@ -538,15 +538,15 @@ def test_a_continuation_token_budget_changes_batches_not_results(model, tok):
     give the values of the unbounded batches (float32 rounding apart)."""
     seg = Segmenter.for_tokenizer(tok, True)
     items = items_with_edge_cases()
-    free = metrics.eval_option_loglik(model, tok, items, [], segmenter=seg, batch_size=10)
-    tight = metrics.eval_option_loglik(model, tok, items, [], segmenter=seg, batch_size=10,
+    free = scoring.eval_option_loglik(model, tok, items, [], segmenter=seg, batch_size=10)
+    tight = scoring.eval_option_loglik(model, tok, items, [], segmenter=seg, batch_size=10,
                                        batch_tokens=6)
     assert [r["question_id"] for r in tight] == [r["question_id"] for r in free]
     for a, b in zip(free, tight):
         assert a["pred_index"] == b["pred_index"]
         np.testing.assert_allclose(a["logprob_sum"], b["logprob_sum"], rtol=1e-5, atol=1e-5)
-    nll_free = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3)
-    nll_tight = metrics.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
+    nll_free = scoring.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3)
+    nll_tight = scoring.eval_nll(model, tok, items, segmenter=seg, kind="domain", batch_size=3,
                                  batch_tokens=1)
     np.testing.assert_allclose([r["nll"] for r in nll_tight], [r["nll"] for r in nll_free],
                                rtol=1e-5)

@@ -20,7 +20,8 @@ import torch
 import yaml
 from conftest import REPO, domain_records, make_model, make_tokenizer
 
-from stsflow.evaluate import ENGINES, harness, metrics, mmlu_pro
+from stsflow.evaluate import harness, metrics, mmlu_pro, scoring
+from stsflow.evaluate.engines import ENGINES
 
 COMPARED = ("question_id", "output", "pred", "how", "guess", "answer", "correct", "k_shot",
             "demos_dropped", "n_prompt_tokens")
@@ -65,10 +66,10 @@ def _both(model, tok, items, demos, **kw) -> tuple[list[dict], list]:
     the model, checked equal as token ids (sorted: the engines order their batches alike only
     by length)."""
     with _contexts(model) as seen:
-        builtin = metrics.eval_generate(model, tok, items, demos, **kw)
+        builtin = scoring.eval_generate(model, tok, items, demos, **kw)
         contexts = sorted(seen)
         seen.clear()
-        lm_eval = metrics.eval_generate(model, tok, items, demos, engine="lm_eval_hf", **kw)
+        lm_eval = scoring.eval_generate(model, tok, items, demos, engine="lm_eval_hf", **kw)
         assert sorted(seen) == contexts
     _same(builtin, lm_eval)
     return builtin, contexts
@@ -188,7 +189,7 @@ def test_every_eos_id_stops_the_harness(tiny, monkeypatch, batch_size):
     model, tok = tiny
     items, demos = _items(), domain_records("law", 1, offset=5)
     kw = dict(subject="law", max_new_tokens=8, batch_size=batch_size)
-    first = metrics.eval_generate(model, tok, items, demos, **kw)
+    first = scoring.eval_generate(model, tok, items, demos, **kw)
     third = tok(first[0]["output"], add_special_tokens=False)["input_ids"][2]
     monkeypatch.setattr(model.generation_config, "eos_token_id", [tok.eos_token_id, third])
     builtin, _ = _both(model, tok, items, demos, **kw)
@@ -203,7 +204,7 @@ def test_a_stop_string_ends_a_row_in_both_engines(tiny, batch_size):
     model, tok = tiny
     items, demos = _items(), domain_records("law", 2, offset=5)
     kw = dict(subject="law", use_chat_template=True, max_new_tokens=16, batch_size=batch_size)
-    free = metrics.eval_generate(model, tok, items, demos, **kw)
+    free = scoring.eval_generate(model, tok, items, demos, **kw)
     stop = free[2]["output"][5:8]
     assert len({r["output"].find(stop) for r in free}) > 1  # reached at different steps
     rows, _ = _both(model, tok, items, demos, stop_strings=(stop,), **kw)
@@ -233,7 +234,7 @@ def test_a_prompt_at_the_context_limit(tiny, batch_size):
         with _contexts(model) as seen, pytest.raises(
                 ValueError, match=r"evaluate.max_context: 1 of 5 prompts do not fit within "
                                   r".*Fix: raise evaluate.max_context"):
-            metrics.eval_generate(model, tok, items, demos, max_context=longest + new,
+            scoring.eval_generate(model, tok, items, demos, max_context=longest + new,
                                   engine=engine, **kw)
         assert seen == []
 
@@ -292,7 +293,7 @@ def test_the_harness_leaves_the_process_state_alone(tiny):
         torch.manual_seed(seed)
         model.train()
         try:
-            metrics.eval_generate(model, tok, _items()[:2], [], subject="law", max_new_tokens=2,
+            scoring.eval_generate(model, tok, _items()[:2], [], subject="law", max_new_tokens=2,
                                   engine="lm_eval_hf")
             assert model.training
         finally:
@@ -343,7 +344,7 @@ def test_a_misspelt_harness_argument_is_refused(tiny):
     refuses it, naming the key, before generating."""
     model, tok = tiny
     with pytest.raises(ValueError, match=r"evaluate.lm_eval_args.batchsize: not an argument"):
-        metrics.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
+        scoring.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
                               engine="lm_eval_hf", engine_args={"batchsize": 1})
 
 
@@ -355,7 +356,7 @@ def test_an_argument_the_harness_ignores_with_a_model_is_refused(tiny, key, valu
     model, tok = tiny
     with _contexts(model) as seen, pytest.raises(
             ValueError, match=rf"evaluate.lm_eval_args.{key}: ignored by lm-evaluation-harness"):
-        metrics.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
+        scoring.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
                               engine="lm_eval_hf", engine_args={key: value})
     assert seen == []
 
@@ -369,7 +370,7 @@ def test_the_schema_lists_the_registered_engines():
 def test_unknown_engine_is_refused(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="evaluate.generate_backend: unknown engine"):
-        metrics.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
+        scoring.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
                               engine="vllm")
 
 
@@ -380,7 +381,7 @@ def test_unknown_engine_is_refused(tiny):
 def test_lm_eval_vllm_without_vllm_names_the_fix(tiny):
     model, tok = tiny
     with pytest.raises(ModuleNotFoundError, match="lm_eval_vllm needs vLLM.*Fix: pip install"):
-        metrics.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
+        scoring.eval_generate(model, tok, _items()[:1], [], subject="law", max_new_tokens=2,
                               engine="lm_eval_vllm", model_dir="unused")
 
 
@@ -598,7 +599,7 @@ def test_lm_eval_hf_agrees_on_the_embedded_model(tmp_path):
         rows = {}
         for engine in seconds:
             start = time.perf_counter()
-            rows[engine] = metrics.eval_generate(model, tok, items, demos, subject=domain,
+            rows[engine] = scoring.eval_generate(model, tok, items, demos, subject=domain,
                                                  k_shot=1, max_new_tokens=48, batch_size=4,
                                                  engine=engine)
             seconds[engine] += time.perf_counter() - start
