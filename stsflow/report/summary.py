@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stsflow.analysis import correlation as st
+from stsflow.config.primary import PRIMARY_KEYS
 from stsflow.io.files import atomic_path, write_parquet, write_text
 from stsflow.report.card_views import CARDS_CSS, CARDS_JS, cards_html, cards_markdown_rows
 
@@ -552,7 +553,7 @@ def _primary_missing(corr: pl.DataFrame, primary: dict | None) -> str:
              "metric": "set report.primary.metric to a metric of the observed Δ",
              "predictor": "set report.primary.predictor to a computed predictor"}
     parts = []
-    for k in st.PRIMARY_KEYS:
+    for k in PRIMARY_KEYS:
         if k == "sae" and "sae" not in corr.columns:  # one SAE per layer: nothing to match
             continue
         have = sorted({str(v) for v in corr[k].to_list()}) if k in corr.columns else []
@@ -750,7 +751,7 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  by_run: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
-    analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
+    analysis (config.primary.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
     ``ci`` only labels the intervals (the level the correlation table was computed with).
     ``warnings`` (e.g. a poor SAE, a declared model, an accepted hook) are listed right under the
     title, before any result. ``scatter_for``: predictors whose scatter plot is written even
