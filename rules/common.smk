@@ -23,7 +23,7 @@ from stsflow.mode import (
     posthoc_method,
     run_methods,
 )
-from stsflow.analysis.correlation import resolve_primary
+from stsflow.config.primary import resolve_primary
 from stsflow.scores import PREDICTORS, SPACES, oracle_predictors, pretraining_predictors
 
 CONFIG = stsconfig.validate(config, base_dir=".")

@@ -1,6 +1,6 @@
 # Correlation of STS with observed accuracy changes: tables, plots, Markdown and HTML.
 
-from stsflow.analysis.correlation import resolve_primary
+from stsflow.config.primary import resolve_primary
 from stsflow.io.manifest import config_hash
 
 

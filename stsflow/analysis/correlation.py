@@ -8,7 +8,8 @@ Choices the paper leaves open, made here as a reviewer of an ML paper would expe
 
 - **One pre-declared primary analysis** (``report.primary``: predictor, N, layer, metric, protocol,
   target; default sts_icl, N = 100, the lowest configured layer, the first metric, all domains,
-  |Δ|). Its permutation p is reported unadjusted: it is the one test declared before the data.
+  |Δ|, resolved by ``stsflow.config.primary``). Its permutation p is reported unadjusted: it is
+  the one test declared before the data.
   With several fine-tuning runs (method × seed) the primary analysis is run once per run; these
   are replicates of one hypothesis, not new hypotheses, so they are not adjusted either, and the
   report gives their mean ± sd (ddof=1) as the paper does.
@@ -55,6 +56,7 @@ from stsflow.analysis.resampling import (
     holm,
     noise_ceiling,
 )
+from stsflow.config.primary import PRIMARY_KEYS
 
 # per-row columns added by correlation_table (ci_method, noise_ceiling) and assign_roles
 ROW_COLUMNS = ("ci_method", "noise_ceiling")
@@ -63,8 +65,6 @@ PROTOCOLS = ("all", "extremes")
 ROLES = ("primary", "exploratory", "descriptive")
 EXTRA_KEYS = ("method", "seed")  # observed columns that split results when present
 FAMILY_KEYS = ("model", "sft", "target", "method", "seed")
-PRIMARY_KEYS = ("predictor", "n_top", "layer", "sae", "metric", "protocol", "target")
-PRIMARY_DEFAULT_N = 100  # the paper's N, used when report.primary.n_top is null
 CI_METHODS = {"all": "BCa bootstrap",
               "extremes": "BCa bootstrap, descriptive (domains selected on Δ)"}
 
@@ -215,29 +215,6 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
     schema |= {c: (pl.Int64 if c == "n_domains" else pl.Float64) for c in STAT_COLUMNS}
     schema |= {"ci_method": pl.String, "noise_ceiling": pl.Float64}
     return pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
-
-
-def resolve_primary(primary: dict, layers, metrics, n_tops=None) -> dict:
-    """The pre-declared primary analysis with its defaults filled: n_top null → 100 (the paper's
-    N), or, when ``n_tops`` (sts.n_top) lacks 100, the configured N closest to it (the smaller on
-    a tie) — still fixed by the config alone, before any result exists; layer null → the lowest
-    configured layer (the validated config keeps no YAML key order, so "first" is numeric),
-    sae null → that layer's ``sae`` (``layers`` given as the model's layer config), metric null → the first of ``metrics`` (evaluate.metrics with fine-tuning, else the observed
-    entries' metrics in config order)."""
-    out = {k: primary.get(k) for k in PRIMARY_KEYS}
-    if out["n_top"] is None:
-        out["n_top"] = PRIMARY_DEFAULT_N
-        if n_tops and PRIMARY_DEFAULT_N not in n_tops:
-            out["n_top"] = min(n_tops, key=lambda n: (abs(n - PRIMARY_DEFAULT_N), n))
-    if out["layer"] is None and layers:
-        out["layer"] = min(int(v) for v in layers)
-    if out["sae"] is None and isinstance(layers, dict) and out["layer"] in layers:
-        from stsflow.config.saes import primary_sae
-
-        out["sae"] = primary_sae(layers[out["layer"]])
-    if out["metric"] is None and metrics:
-        out["metric"] = list(metrics)[0]
-    return out
 
 
 def assign_roles(corr: pl.DataFrame, primary: dict | None) -> pl.DataFrame:

@@ -32,8 +32,10 @@ Choices made here (the paper is silent):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +44,11 @@ import torch
 from stsflow.models.tap import decoder_layers
 from stsflow.scores.shift import top_dims
 
+if TYPE_CHECKING:
+    from stsflow.config.settings import FinetuneSettings
+
 WEIGHTS = "sae_select.safetensors"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,25 @@ def choose_dims(shift: pa.Table, k: int, select: str, seed: int, layer: int) -> 
         rng = np.random.default_rng([int(seed), int(layer)])
         return np.sort(rng.choice(width, size=k, replace=False)).astype(np.int64)
     raise ValueError(f"finetune.sae_select.select: unknown selection {select!r} (top or random)")
+
+
+def select_sites(recipe: FinetuneSettings, inputs: dict, device) -> list[Site]:
+    """sae_select's sites: for each layer of ``recipe.sae_select``, its SAE loaded from
+    ``inputs["sae_L<layer>"]`` and the K dimensions chosen from the predicted shift table
+    ``inputs["shift_L<layer>"]`` (``choose_dims``)."""
+    from stsflow.io.files import read_table
+    from stsflow.sae.prepare import load_sae
+
+    run, sel = recipe.run, recipe.sae_select
+    sites = []
+    for layer, sae in zip(sel["layers"], sel["saes"]):
+        sae_dir = inputs[f"sae_L{layer}"]
+        encoder, _ = load_sae(sae_dir, device=str(device))
+        dims = choose_dims(read_table(inputs[f"shift_L{layer}"]), run.k, run.select,
+                           recipe.seed, layer)
+        sites.append(Site(int(layer), sae, str(sae_dir), encoder, dims))
+        log.info(f"sae_select: layer {layer}, SAE {sae}, {run.select} {run.k} dimensions")
+    return sites
 
 
 def _encoder_dtype(encoder) -> torch.dtype:

@@ -16,26 +16,6 @@ from stsflow.io.files import package_versions, read_frame, read_table, write_par
 from stsflow.jobs.common import load_job_model, log, model_identity
 
 
-def select_sites(recipe: FinetuneSettings, inputs: dict, device) -> list:
-    """sae_select's sites: for each layer of ``recipe.sae_select``, its SAE loaded from
-    ``inputs["sae_L<layer>"]`` and the K dimensions chosen from the predicted shift table
-    ``inputs["shift_L<layer>"]`` (stsflow.finetune.selective.choose_dims)."""
-
-    from stsflow.finetune.selective import Site, choose_dims
-    from stsflow.sae.prepare import load_sae
-
-    run, sel = recipe.run, recipe.sae_select
-    sites = []
-    for layer, sae in zip(sel["layers"], sel["saes"]):
-        sae_dir = inputs[f"sae_L{layer}"]
-        encoder, _ = load_sae(sae_dir, device=str(device))
-        dims = choose_dims(read_table(inputs[f"shift_L{layer}"]), run.k, run.select,
-                           recipe.seed, layer)
-        sites.append(Site(int(layer), sae, str(sae_dir), encoder, dims))
-        log.info(f"sae_select: layer {layer}, SAE {sae}, {run.select} {run.k} dimensions")
-    return sites
-
-
 def replay(model_dir, model: ModelSettings, pool_path, out, *, max_new_tokens: int,
            batch_size: int, threads: int | None = None) -> None:
     """The base model's greedy answers to a domain's pool items (mixture.replay), with their
@@ -57,50 +37,6 @@ def replay(model_dir, model: ModelSettings, pool_path, out, *, max_new_tokens: i
         "n_cut": n_cut, "packages": package_versions()})
 
 
-def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict], dict]:
-    """A data-mixture run's replay records (mixture.allocate): each domain's weight under the
-    run's strategy, the budget split by it, and that many of the domain's replay records drawn
-    with ``numpy.random.default_rng([seed, crc32(domain)])``. ``inputs``: ``replay/<d>``, and
-    ``sts/<d>`` (sts) or ``eval_base/<d>`` and ``eval_plain/<d>`` (oracle)."""
-    import zlib
-
-    import polars as pl
-
-    from stsflow.mixture.allocate import allocate, weights
-
-    mix, strategy = recipe.mixture, recipe.run.mix
-    domains = list(mix["domains"])
-    # an answer cut at max_new_tokens is not trained on unless mixture.keep_cut: the end of turn
-    # appended to it would teach the model to stop mid-answer
-    replay_rows = {d: [r for r in corpora.read_records(inputs[f"replay/{d}"])
-                       if mix.get("keep_cut") or r.get("finish", "eos") == "eos"]
-                   for d in domains}
-    scores = abs_delta = None
-    if strategy == "sts":
-        scores = {d: read_frame(inputs[f"sts/{d}"])[mix["predictor"]][0] for d in domains}
-        scores = {d: float("nan") if v is None else float(v) for d, v in scores.items()}
-    if strategy == "oracle":
-        def mean(path):
-            df = read_frame(path).filter(pl.col("metric") == mix["metric"])
-            return float(df["value"].mean())
-        abs_delta = {d: abs(mean(inputs[f"eval_plain/{d}"]) - mean(inputs[f"eval_base/{d}"]))
-                     for d in domains}
-    w = weights(strategy, domains, scores=scores, abs_delta=abs_delta, top_k=mix.get("top_k"))
-    counts, short = allocate(w, mix["budget"], {d: len(r) for d, r in replay_rows.items()})
-    chosen = []
-    for d in domains:
-        order = np.random.default_rng([recipe.seed, zlib.crc32(d.encode())]).permutation(
-            len(replay_rows[d]))
-        chosen += [dict(replay_rows[d][i], domain=d) for i in order[:counts[d]]]
-    info = {"strategy": strategy, "weights": w, "counts": counts, "n_short": short,
-            "available": {d: len(r) for d, r in replay_rows.items()},
-            "values": scores if scores is not None else abs_delta}
-    log.info(f"mixture {strategy}: {sum(counts.values())} replay items "
-             + ", ".join(f"{d} {n}" for d, n in counts.items() if n) + (f" ({short} short)"
-                                                                        if short else ""))
-    return chosen, info
-
-
 def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSettings, outdir,
              history_out, threads: int | None = None, inputs: dict | None = None,
              log_path: str | None = None) -> None:
@@ -112,6 +48,8 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     import time
 
     from stsflow.finetune import checkpoint, distributed, train
+    from stsflow.finetune.selective import select_sites
+    from stsflow.mixture.records import mixture_records
 
     rank, n_ranks = distributed.world()
     if recipe.processes > 1 and n_ranks == 1:  # start the ranks; each runs this job again

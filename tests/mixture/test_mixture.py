@@ -15,9 +15,9 @@ from conftest import domain_records, sft_records
 from stsflow.config.settings import CorpusSettings, FinetuneSettings, ModelSettings
 from stsflow.data import builtin, corpora
 from stsflow.jobs import prepare as prepare_job
-from stsflow.jobs import validate as validate_job
 from stsflow.mixture import replay
 from stsflow.mixture.allocate import allocate, weights
+from stsflow.mixture.records import mixture_records
 from stsflow.text.segments import Segmenter
 
 
@@ -147,14 +147,14 @@ def test_mixture_records_follow_the_strategy(mixture_inputs, strategy, counts):
            "top_k": None, "predictor": "sts_icl", "layer": 1, "sae": "main", "n_top": 5,
            "metric": "acc"}
     recipe = FinetuneSettings.with_defaults(f"lora-mix_{strategy}", 3, mixture=mix)
-    chosen, info = validate_job.mixture_records(recipe, mixture_inputs)
+    chosen, info = mixture_records(recipe, mixture_inputs)
     got = {d: sum(r["domain"] == d for r in chosen) for d in ("law", "history")}
     expected = counts if strategy != "oracle" else {"law": 1, "history": 4}
     assert got == expected == info["counts"]
     assert info["available"] == {"law": 10, "history": 4}
     assert "replay-cut" not in {r["id"] for r in chosen}
     # the items of a domain: the first of its seeded permutation, the same on a rerun
-    again, _ = validate_job.mixture_records(recipe, mixture_inputs)
+    again, _ = mixture_records(recipe, mixture_inputs)
     assert [r["id"] for r in chosen] == [r["id"] for r in again]
     import zlib
     law = [r["id"] for r in chosen if r["domain"] == "law"]
@@ -172,9 +172,38 @@ def test_mixture_settings_only_for_mixture_runs():
 def test_cut_answers_only_with_keep_cut(mixture_inputs):
     mix = {"budget": 14, "domains": ["law", "history"], "keep_cut": True}
     recipe = FinetuneSettings.with_defaults("lora-mix_uniform", 0, mixture=mix)
-    chosen, info = validate_job.mixture_records(recipe, mixture_inputs)
+    chosen, info = mixture_records(recipe, mixture_inputs)
     assert info["available"] == {"law": 11, "history": 4} and info["counts"]["law"] == 10
     without = FinetuneSettings.with_defaults("lora-mix_uniform", 0,
                                              mixture=dict(mix, keep_cut=False))
-    _, info = validate_job.mixture_records(without, mixture_inputs)
+    _, info = mixture_records(without, mixture_inputs)
     assert info["available"] == {"law": 10, "history": 4} and info["counts"]["law"] == 10
+
+
+def test_the_finetune_job_trains_on_the_sft_set_plus_the_drawn_replay(mixture_inputs,
+                                                                       tiny_model_dir, tmp_path):
+    """A data-mixture run through the job the rule calls: the SFT set and the replay records
+    the strategy draws are what it trains on, and the checkpoint records the draw."""
+    from conftest import sft_records
+
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+    from stsflow.jobs import validate as validate_job
+
+    prepare_job.prepare_model(ModelSettings.with_defaults(
+        source={"local": {"path": str(tiny_model_dir)}}), tmp_path / "model")
+    corpora.write_records(sft_records(6), tmp_path / "sft.parquet")
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5, "metric": "acc"}
+    recipe = FinetuneSettings.with_defaults(
+        "lora-mix_sts", 3, mixture=mix, epochs=1, lr=1e-2, batch_size=4, micro_batch_size=2,
+        max_length=128, warmup_ratio=0.0)
+    model = ModelSettings.with_defaults(source={"local": {"path": "unused"}}, dtype="float32",
+                                        device="cpu", chat_template=True, batch_size=3,
+                                        max_length=512)
+    validate_job.finetune(tmp_path / "model", model, tmp_path / "sft.parquet", recipe,
+                          tmp_path / "run", tmp_path / "run.history.parquet", threads=1,
+                          inputs=mixture_inputs)
+    meta = read_checkpoint_meta(tmp_path / "run")
+    _, info = mixture_records(recipe, mixture_inputs)
+    assert meta["mixture"]["counts"] == info["counts"] == {"law": 6, "history": 2}
+    assert meta["n_records"] == 6 + 8

@@ -1,0 +1,59 @@
+"""A data-mixture run's replay records: each domain's value under the run's strategy read from
+the workflow's tables, the budget split by ``allocate``, and that many of the domain's replay
+answers drawn with the run's seed. Torch-free."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from stsflow.data import corpora
+from stsflow.io.files import read_frame
+from stsflow.mixture.allocate import allocate, weights
+
+if TYPE_CHECKING:
+    from stsflow.config.settings import FinetuneSettings
+
+log = logging.getLogger(__name__)
+
+
+def mixture_records(recipe: FinetuneSettings, inputs: dict) -> tuple[list[dict], dict]:
+    """A data-mixture run's replay records (mixture.allocate): each domain's weight under the
+    run's strategy, the budget split by it, and that many of the domain's replay records drawn
+    with ``numpy.random.default_rng([seed, crc32(domain)])``. ``inputs``: ``replay/<d>``, and
+    ``sts/<d>`` (sts) or ``eval_base/<d>`` and ``eval_plain/<d>`` (oracle)."""
+    mix, strategy = recipe.mixture, recipe.run.mix
+    domains = list(mix["domains"])
+    # an answer cut at max_new_tokens is not trained on unless mixture.keep_cut: the end of turn
+    # appended to it would teach the model to stop mid-answer
+    replay_rows = {d: [r for r in corpora.read_records(inputs[f"replay/{d}"])
+                       if mix.get("keep_cut") or r.get("finish", "eos") == "eos"]
+                   for d in domains}
+    scores = abs_delta = None
+    if strategy == "sts":
+        scores = {d: read_frame(inputs[f"sts/{d}"])[mix["predictor"]][0] for d in domains}
+        scores = {d: float("nan") if v is None else float(v) for d, v in scores.items()}
+    if strategy == "oracle":
+        def mean(path):
+            df = read_frame(path).filter(pl.col("metric") == mix["metric"])
+            return float(df["value"].mean())
+        abs_delta = {d: abs(mean(inputs[f"eval_plain/{d}"]) - mean(inputs[f"eval_base/{d}"]))
+                     for d in domains}
+    w = weights(strategy, domains, scores=scores, abs_delta=abs_delta, top_k=mix.get("top_k"))
+    counts, short = allocate(w, mix["budget"], {d: len(r) for d, r in replay_rows.items()})
+    chosen = []
+    for d in domains:
+        order = np.random.default_rng([recipe.seed, zlib.crc32(d.encode())]).permutation(
+            len(replay_rows[d]))
+        chosen += [dict(replay_rows[d][i], domain=d) for i in order[:counts[d]]]
+    info = {"strategy": strategy, "weights": w, "counts": counts, "n_short": short,
+            "available": {d: len(r) for d, r in replay_rows.items()},
+            "values": scores if scores is not None else abs_delta}
+    log.info(f"mixture {strategy}: {sum(counts.values())} replay items "
+             + ", ".join(f"{d} {n}" for d, n in counts.items() if n) + (f" ({short} short)"
+                                                                        if short else ""))
+    return chosen, info
