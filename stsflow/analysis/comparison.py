@@ -86,7 +86,7 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
     if ("sae" in corr.columns and primary.get("sae") is None
             and corr.filter(pl.col("layer") == primary["layer"])["sae"].n_unique() > 1):
         raise ValueError("the primary analysis names no SAE and its layer has several: resolve "
-                         "report.primary with the layers' config (resolve_primary)")
+                         "report.primary with the layers' config (config.primary.resolve_primary)")
     keys = {k: primary[k] for k in ("n_top", "layer", "sae", "metric", "protocol", "target")
             if k != "sae" or ("sae" in corr.columns and primary.get("sae") is not None)}
     rows = corr.filter(*[pl.col(k) == v for k, v in keys.items()])

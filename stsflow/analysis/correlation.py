@@ -8,7 +8,8 @@ Choices the paper leaves open, made here as a reviewer of an ML paper would expe
 
 - **One pre-declared primary analysis** (``report.primary``: predictor, N, layer, metric, protocol,
   target; default sts_icl, N = 100, the lowest configured layer, the first metric, all domains,
-  |Δ|). Its permutation p is reported unadjusted: it is the one test declared before the data.
+  |Δ|, resolved by ``stsflow.config.primary``). Its permutation p is reported unadjusted: it is
+  the one test declared before the data.
   With several fine-tuning runs (method × seed) the primary analysis is run once per run; these
   are replicates of one hypothesis, not new hypotheses, so they are not adjusted either, and the
   report gives their mean ± sd (ddof=1) as the paper does.
@@ -56,6 +57,7 @@ from stsflow.analysis.resampling import (
     holm,
     noise_ceiling,
 )
+from stsflow.config.primary import PRIMARY_KEYS
 
 # per-row columns added by correlation_table (ci_method, noise_ceiling) and assign_roles
 ROW_COLUMNS = ("ci_method", "noise_ceiling")

@@ -24,6 +24,7 @@ from stsflow.config.facts import (
     sae_cfg_facts,
     sae_registry,
 )
+from stsflow.config.primary import resolve_primary
 from stsflow.config.saes import layer_saes, sweep_problems
 from stsflow.finetune.registry import methods
 from stsflow.config.schema import SCHEMA_PATH
@@ -408,8 +409,6 @@ def mixture_problems(config: dict) -> list[str]:
                         "domains.<name>.pool (a source without the test items) to the domains "
                         "to protect")
     # the site the sts and oracle strategies read: mixture: where given, else report.primary's
-    from stsflow.config.primary import resolve_primary
-
     keys = ("predictor", "layer", "sae", "n_top", "metric")
     given = dict(config["report"]["primary"], **{k: mix[k] for k in keys if mix[k] is not None})
     why = " (null: report.primary's)"

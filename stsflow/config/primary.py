@@ -1,8 +1,11 @@
-"""The pre-declared primary analysis (``report.primary``) with its defaults resolved from the
-config alone, before any result exists: the report tests it, the data mixture weighs by its site,
-and config validation checks that the run can produce it."""
+"""The pre-declared primary analysis (``report.primary``): its keys and how the config's nulls
+resolve to defaults. Fixed by the config alone, before any result exists, so the checks, the
+rules and the report all read the same declaration; the statistics that then single out its rows
+are in ``stsflow.analysis.correlation``."""
 
 from __future__ import annotations
+
+from stsflow.config.saes import primary_sae
 
 PRIMARY_KEYS = ("predictor", "n_top", "layer", "sae", "metric", "protocol", "target")
 PRIMARY_DEFAULT_N = 100  # the paper's N, used when report.primary.n_top is null
@@ -13,7 +16,8 @@ def resolve_primary(primary: dict, layers, metrics, n_tops=None) -> dict:
     N), or, when ``n_tops`` (sts.n_top) lacks 100, the configured N closest to it (the smaller on
     a tie) — still fixed by the config alone, before any result exists; layer null → the lowest
     configured layer (the validated config keeps no YAML key order, so "first" is numeric),
-    sae null → that layer's ``sae`` (``layers`` given as the model's layer config), metric null → the first of ``metrics`` (evaluate.metrics with fine-tuning, else the observed
+    sae null → that layer's ``sae`` (``layers`` given as the model's layer config), metric
+    null → the first of ``metrics`` (evaluate.metrics with fine-tuning, else the observed
     entries' metrics in config order)."""
     out = {k: primary.get(k) for k in PRIMARY_KEYS}
     if out["n_top"] is None:
@@ -23,8 +27,6 @@ def resolve_primary(primary: dict, layers, metrics, n_tops=None) -> dict:
     if out["layer"] is None and layers:
         out["layer"] = min(int(v) for v in layers)
     if out["sae"] is None and isinstance(layers, dict) and out["layer"] in layers:
-        from stsflow.config.saes import primary_sae
-
         out["sae"] = primary_sae(layers[out["layer"]])
     if out["metric"] is None and metrics:
         out["metric"] = list(metrics)[0]

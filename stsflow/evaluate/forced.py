@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from stsflow.models.batching import length_chunks, pad_batch
 from stsflow.models.cache import cache_kwarg, copy_cache, prefix_cache
 from stsflow.models.tap import decoder_layers
-from stsflow.text.prompts import drop_na_options
+from stsflow.text.prompts import drop_na_options, reference_text
 
 
 @dataclass
@@ -101,14 +101,12 @@ def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[in
     * ``options``: per item the token log-probs of each option (after "N/A" options are
       dropped), each option tokenized on its own;
     * ``reference``: the record kind ("domain", "sft") whose reference response
-      (``scoring.reference_text`` + the turn's closing) is scored; ``max_length`` cuts prefix +
+      (``prompts.reference_text`` + the turn's closing) is scored; ``max_length`` cuts prefix +
       query + response, scoring what is left of the response;
     * ``residuals``: sums over the query's own tokens (``Segmenter.query_parts``), the first
       ``residual_max_length`` of the query, of every block's output.
 
     The query is the record's query segment of kind ``reference`` (or "domain")."""
-    from stsflow.evaluate.scoring import reference_text
-
     device = next(model.parameters()).device
     was_training = model.training
     kind = reference or "domain"

@@ -68,7 +68,8 @@ Other metrics:
 * **NLL.** Mean next-token NLL of the reference response given head + query. The reference is
   ``assistant_text`` (a domain record's CoT, an SFT record's solution). MMLU-Pro *test* records
   have no ``cot_content``; for them the reference is ``"The answer is (X). <option text>"``
-  (``reference="answer"`` in the row), since the bare CoT trigger would carry no information.
+  (``reference="answer"`` in the row; ``prompts.reference_text``), since the bare CoT trigger
+  would carry no information.
 * **Summary.** ``accuracy_table`` reports the raw value: accuracy (higher is better) or the mean
   over items of the per-item mean NLL (lower is better); deltas are always ``after - before``.
 """
@@ -246,24 +247,6 @@ def option_rows(got: Forced) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- NLL
-
-
-def reference_text(record: dict, kind: str) -> tuple[str, str]:
-    """``(text, which)``: the reference response used by ``eval_nll``; which in {"cot", "answer",
-    "solution"}."""
-    from stsflow.text.prompts import assistant_text
-
-    if kind == "sft":
-        return assistant_text(record, kind), "solution"
-    record = drop_na_options(record)  # letters as the query shows them
-    if (record.get("cot_content") or "").strip():
-        return assistant_text(record, kind), "cot"
-    idx = record.get("answer_index")
-    if idx is None:
-        raise ValueError(f"domain record {record.get('question_id')!r} has neither cot_content nor "
-                         "answer_index; no reference answer")
-    idx = int(idx)
-    return f"The answer is ({LETTERS[idx]}). {str(record['options'][idx]).strip()}", "answer"
 
 
 def eval_nll(model, tokenizer, items: list[dict], *, segmenter, kind: str = "domain",

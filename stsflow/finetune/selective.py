@@ -32,8 +32,10 @@ Choices made here (the paper is silent):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +44,11 @@ import torch
 from stsflow.models.tap import decoder_layers
 from stsflow.scores.shift import top_dims
 
+if TYPE_CHECKING:
+    from stsflow.config.settings import FinetuneSettings
+
 WEIGHTS = "sae_select.safetensors"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
            target: str | None = None, scatter_for: list[str] = ()) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
-    pre-declared primary analysis (analysis.correlation.resolve_primary); every other tested row
+    pre-declared primary analysis (config.primary.resolve_primary); every other tested row
     is exploratory, Holm-adjusted within its family. ``histories``: "<method>-s<seed>" -> the
     fine-tuning run's history file; with ``target`` (the SFT set's own domain) they make the
     methods table (analysis.methods)."""

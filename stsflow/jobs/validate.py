@@ -48,6 +48,7 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     import time
 
     from stsflow.finetune import checkpoint, distributed, train
+    from stsflow.mixture.records import mixture_records
 
     rank, n_ranks = distributed.world()
     if recipe.processes > 1 and n_ranks == 1:  # start the ranks; each runs this job again

@@ -93,3 +93,20 @@ def assistant_text(record: dict, kind: str) -> str:
     if kind == "domain":
         return mmlu_cot(record)
     raise ValueError(f"unknown record kind {kind!r} (expected 'sft' or 'domain')")
+
+
+def reference_text(record: dict, kind: str) -> tuple[str, str]:
+    """``(text, which)``: the reference response the ``nll`` metric scores
+    (``stsflow.evaluate.metrics``); which in {"cot", "answer", "solution"}. A domain record
+    without ``cot_content`` (MMLU-Pro test items) is answered by its correct option."""
+    if kind == "sft":
+        return assistant_text(record, kind), "solution"
+    record = drop_na_options(record)  # letters as the query shows them
+    if (record.get("cot_content") or "").strip():
+        return assistant_text(record, kind), "cot"
+    idx = record.get("answer_index")
+    if idx is None:
+        raise ValueError(f"domain record {record.get('question_id')!r} has neither cot_content nor "
+                         "answer_index; no reference answer")
+    idx = int(idx)
+    return f"The answer is ({LETTERS[idx]}). {str(record['options'][idx]).strip()}", "answer"

@@ -410,26 +410,6 @@ def test_assign_roles_primary_exploratory_descriptive_and_holm_families():
     assert "primary" not in none["role"].to_list()
 
 
-def test_resolve_primary_defaults():
-    cfg = {"predictor": "sts_icl", "n_top": None, "layer": None, "sae": None, "metric": None,
-           "protocol": "all", "target": "abs"}
-    got = correlation.resolve_primary(cfg, [20, 12], ["nll", "option_loglik"])
-    assert got == dict(cfg, n_top=100, layer=12, metric="nll")
-    # given the layers' config, sae null → the primary layer's own sae, not a sweep SAE
-    layers = {12: {"sae": {"name": "k32"}, "sweep": [{"name": "k16"}]},
-              20: {"sae": {"name": "w"}, "sweep": []}}
-    assert correlation.resolve_primary(cfg, layers, ["nll"])["sae"] == "k32"
-    assert correlation.resolve_primary(dict(cfg, layer=20), layers, ["nll"])["sae"] == "w"
-    assert correlation.resolve_primary(dict(cfg, sae="k16"), layers, ["nll"])["sae"] == "k16"
-    assert correlation.resolve_primary(dict(cfg, n_top=50, layer=20, metric="x"), [12, 20], []) == \
-        dict(cfg, n_top=50, layer=20, metric="x")
-    # N=100 not computed: the configured N closest to it (smaller on a tie); explicit N kept
-    assert correlation.resolve_primary(cfg, [12], ["nll"], [5, 10])["n_top"] == 10
-    assert correlation.resolve_primary(cfg, [12], ["nll"], [50, 150, 300])["n_top"] == 50
-    assert correlation.resolve_primary(cfg, [12], ["nll"], [50, 100, 200])["n_top"] == 100
-    assert correlation.resolve_primary(dict(cfg, n_top=7), [12], ["nll"], [5, 10])["n_top"] == 7
-
-
 def test_observed_table_standard_error(tmp_path):
     from stsflow.jobs.reduce import OBSERVED_COLUMNS, observed_table
 

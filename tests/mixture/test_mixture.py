@@ -19,6 +19,7 @@ from stsflow.mixture.records import mixture_records
 from stsflow.jobs import validate as validate_job
 from stsflow.mixture import replay
 from stsflow.mixture.allocate import allocate, weights
+from stsflow.mixture.records import mixture_records
 from stsflow.text.segments import Segmenter
 
 
@@ -182,3 +183,32 @@ def test_cut_answers_only_with_keep_cut(mixture_inputs):
                                              mixture=dict(mix, keep_cut=False))
     _, info = mixture_records(without, mixture_inputs)
     assert info["available"] == {"law": 10, "history": 4} and info["counts"]["law"] == 10
+
+
+def test_the_finetune_job_trains_on_the_sft_set_plus_the_drawn_replay(mixture_inputs,
+                                                                       tiny_model_dir, tmp_path):
+    """A data-mixture run through the job the rule calls: the SFT set and the replay records
+    the strategy draws are what it trains on, and the checkpoint records the draw."""
+    from conftest import sft_records
+
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+    from stsflow.jobs import validate as validate_job
+
+    prepare_job.prepare_model(ModelSettings.with_defaults(
+        source={"local": {"path": str(tiny_model_dir)}}), tmp_path / "model")
+    corpora.write_records(sft_records(6), tmp_path / "sft.parquet")
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5, "metric": "acc"}
+    recipe = FinetuneSettings.with_defaults(
+        "lora-mix_sts", 3, mixture=mix, epochs=1, lr=1e-2, batch_size=4, micro_batch_size=2,
+        max_length=128, warmup_ratio=0.0)
+    model = ModelSettings.with_defaults(source={"local": {"path": "unused"}}, dtype="float32",
+                                        device="cpu", chat_template=True, batch_size=3,
+                                        max_length=512)
+    validate_job.finetune(tmp_path / "model", model, tmp_path / "sft.parquet", recipe,
+                          tmp_path / "run", tmp_path / "run.history.parquet", threads=1,
+                          inputs=mixture_inputs.named())
+    meta = read_checkpoint_meta(tmp_path / "run")
+    _, info = mixture_records(recipe, mixture_inputs)
+    assert meta["mixture"]["counts"] == info["counts"] == {"law": 6, "history": 2}
+    assert meta["n_records"] == 6 + 8

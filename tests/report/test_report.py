@@ -6,7 +6,8 @@ import pytest
 
 from stsflow.analysis import correlation as st
 from stsflow.io.files import read_metadata
-from stsflow.report.summary import interpret, primary_verdict, write_report
+from stsflow.report.summary import write_report
+from stsflow.report.verdicts import interpret, primary_verdict
 
 DOMAINS = ["biology", "business", "chemistry", "engineering", "health", "law", "math", "physics",
            "history", "other"]
@@ -271,8 +272,6 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     assert table.select("sae", "source", "k", "l0").rows() == [
         ("hub", "org/saes/blocks.3.hook_resid_post@0123456789ab", None, None),
         ("k8", "trained here", 8, 8.0), ("main", "rel/layer_3", None, 12.5)]
-    from stsflow.report.summary import write_report
-
     corr = pl.DataFrame({"model": ["m"], "sft": ["s"]})
     sts = pl.DataFrame({"model": ["m"], "sft": ["s"], "layer": [3], "n_top": [5],
                         "domain": ["law"], "sts_act": [1.0]})
@@ -314,7 +313,7 @@ def test_bars_and_scatter_pair_each_predictor_with_its_own_run(predictor):
     paired by method and matched nothing, so every ICL scatter plot came out empty. An ICL
     seed's score goes with the Δ of every method of that seed, each kept apart by its method;
     an oracle's with its own method's."""
-    from stsflow.report.summary import bars_data, predictor_rows
+    from stsflow.report.rows import bars_data, predictor_rows
 
     sts, obs = _stacked()
     primary = dict(PRIMARY, predictor=predictor, sae="main")
@@ -337,7 +336,8 @@ def test_bars_pair_config_deltas_with_every_run_beside_the_workflows():
     """Δ given in the config (no method, no seed) stacked on the workflow's own: under its
     metric each ICL seed's score meets the given Δ; under the workflow's metric, each run's; the
     chart draws both, a CI that misses its estimate included (error bars clipped at 0)."""
-    from stsflow.report.summary import _bars_png, bars_data
+    from stsflow.report.figures import bars_png
+    from stsflow.report.rows import bars_data
 
     sts, obs = _stacked()
     doms = DOMAINS[:6]
@@ -351,7 +351,7 @@ def test_bars_pair_config_deltas_with_every_run_beside_the_workflows():
     measured = bars_data(sts, both, dict(PRIMARY, predictor="sts_icl", sae="main", metric="acc"))
     assert measured.height == 24 and measured["method"].null_count() == 0
     odd = measured.with_columns(ci_low=pl.col("delta") + 1.0)  # a CI above its estimate
-    assert _bars_png(odd, PRIMARY)[:4] == b"\x89PNG"
+    assert bars_png(odd, PRIMARY)[:4] == b"\x89PNG"
 
 
 def synthetic_cards(tmp_path):

@@ -15,8 +15,9 @@ exact: every computation is written as ``a op b = c`` with bare numbers, so the 
 each equation, and the last equation of a solution always yields its answer. The texts are short and
 plainly worded, because the model reading them is small (SmolLM2-135M-Instruct).
 
-Modules: ``common`` (domain lists, shared helpers), ``math_sft`` (the SFT set), ``numeric`` and
-``knowledge`` (the two domain families), ``items`` (MMLU-Pro records), ``files`` (JSON lines).
+Modules: ``common`` (domain lists, shared helpers), ``math_sft`` (the SFT set), ``numeric`` (a
+package, one module per domain) and ``knowledge`` (the two domain families), ``items`` (MMLU-Pro
+records), ``files`` (JSON lines).
 """
 
 from stsflow.data.builtin.common import DOMAINS, KNOWLEDGE_DOMAINS, NUMERIC_DOMAINS
