@@ -278,8 +278,8 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
             names = [m.name for m in methods().values() if m.shards]
             problems.append(f"finetune.processes: {ft['processes']} processes shard a method's "
                             f"runs (FSDP), and finetune.methods {ft['methods']} has none that "
-                            f"shards. Fix: add one of {', '.join(names)} to finetune.methods, "
-                            "or set processes: 1")
+                            f"shards. Fix: add {' or '.join(names)} to finetune.methods, or set "
+                            "processes: 1")
         for name, model in config["models"].items():
             if model["device"] not in ("auto", "cuda", "cpu"):
                 problems.append(f"models.{name}.device: {model['device']!r} is one device, and "
