@@ -152,9 +152,13 @@ def pooled_correlation(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, n_pe
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must be 2-D arrays of one shape, got {x.shape} and {y.shape}")
     ok = np.isfinite(x) & np.isfinite(y)
+    # an SFT set or a domain without a usable cell is no cluster of these data: resampling it
+    # would only thin the resamples
     out = {"n_cells": int(ok.sum()), "n_sft": int(ok.any(axis=1).sum()),
            "n_domains": int(ok.any(axis=0).sum()), "pearson": math.nan, "spearman": math.nan,
            "ci_low": math.nan, "ci_high": math.nan, "perm_p": math.nan}
+    x, y = x[ok.any(axis=1)][:, ok.any(axis=0)], y[ok.any(axis=1)][:, ok.any(axis=0)]
+    ok = np.isfinite(x) & np.isfinite(y)
     r = float(masked_pearson(x.reshape(1, -1), y.reshape(1, -1))[0])
     if not math.isfinite(r):
         return out
@@ -243,8 +247,13 @@ def _group_rows(pm, o, model, run, target, norm, names, fams, sfts, domains, pri
     base = {"model": model, "normalisation": norm, "target": target, "metric": run["metric"],
             "method": run["method"], "seed": run["seed"]}
     arrays = {n: cell_arrays(pm, o, n, norm, sfts, domains) for n in names}
+    # the clusters: SFT sets and domains with an observation (the prediction covers them all)
+    seen = np.isfinite(next(iter(arrays.values()))[1])
+    rows, cols = seen.any(axis=1), seen.any(axis=0)
+    sfts = [s for s, k in zip(sfts, rows) if k]
+    arrays = {n: (x[rows][:, cols], y[rows][:, cols]) for n, (x, y) in arrays.items()}
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
-    ri, cj = pigeonhole_indices(len(sfts), len(domains), n_boot, rng)
+    ri, cj = pigeonhole_indices(int(rows.sum()), int(cols.sum()), n_boot, rng)
     boots = {n: pigeonhole_pearson(*arrays[n], ri, cj) for n in names}
     main = primary["predictor"]
     out = []
