@@ -178,3 +178,31 @@ def test_cut_answers_only_with_keep_cut(mixture_inputs):
                                              mixture=dict(mix, keep_cut=False))
     _, info = validate_job.mixture_records(without, mixture_inputs)
     assert info["available"] == {"law": 10, "history": 4} and info["counts"]["law"] == 10
+
+
+def test_a_contrast_rule_run_weighs_the_scores_through_its_rule(mixture_inputs):
+    """sts_rank: ranks 2 : 1 of 8 -> 5.33, 2.67 -> 5, 3; sts_softmax at T = 1: z = +1, -1, shares
+    e^1 : e^-1 (scipy) of 8. The rule is recorded; softmax needs its temperature."""
+    from scipy import special
+
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5}
+    rank = FinetuneSettings.with_defaults("lora-mix_sts_rank", 3, mixture=mix)
+    chosen, info = validate_job.mixture_records(rank, mixture_inputs)
+    assert info["counts"] == {"law": 5, "history": 3} and info["allocation"] == "rank"
+    assert info["strategy"] == "sts" and info["values"] == {"law": 3.0, "history": 1.0}
+    assert sum(r["domain"] == "law" for r in chosen) == 5
+    soft = FinetuneSettings.with_defaults("lora-mix_sts_softmax", 3, mixture=mix)
+    with pytest.raises(ValueError, match="mixture.temperature"):
+        validate_job.mixture_records(soft, mixture_inputs)
+    soft = FinetuneSettings.with_defaults("lora-mix_sts_softmax", 3,
+                                          mixture=dict(mix, temperature=1.0))
+    _, info = validate_job.mixture_records(soft, mixture_inputs)
+    law, history = 8 * special.softmax([1.0, -1.0])  # 7.05, 0.95
+    assert info["counts"] == {"law": int(law), "history": 8 - int(law)} == {"law": 7,
+                                                                            "history": 1}
+    assert (info["allocation"], info["temperature"]) == ("softmax", 1.0)
+    # the paper's rule records its name too
+    sts = FinetuneSettings.with_defaults("lora-mix_sts", 3, mixture=mix)
+    assert validate_job.mixture_records(sts, mixture_inputs)[1]["allocation"] == "proportional"
+
