@@ -206,3 +206,27 @@ def test_a_contrast_rule_run_weighs_the_scores_through_its_rule(mixture_inputs):
     sts = FinetuneSettings.with_defaults("lora-mix_sts", 3, mixture=mix)
     assert validate_job.mixture_records(sts, mixture_inputs)[1]["allocation"] == "proportional"
 
+
+def test_runs_with_the_same_counts_train_on_the_same_records(mixture_inputs, tmp_path):
+    """Equal scores: sts splits 4 / 4 as uniform does, so both runs draw the same replay records
+    in the same order (the training data is the same: one run), and identical_runs names
+    uniform as the one to train; rank, with other counts, is its own run."""
+    from stsflow.mixture.identical import identical_runs
+
+    equal = dict(mixture_inputs)
+    for d in ("law", "history"):
+        pl.DataFrame({"sts_icl": [2.5]}).write_parquet(tmp_path / f"{d}.equal.parquet")
+        equal[f"sts/{d}"] = str(tmp_path / f"{d}.equal.parquet")
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5}
+    got = {}
+    for name, inputs in (("sts", equal), ("uniform", mixture_inputs), ("sts_rank", mixture_inputs)):
+        recipe = FinetuneSettings.with_defaults(f"lora-mix_{name}", 3, mixture=mix)
+        got[f"lora-mix_{name}"] = validate_job.mixture_records(recipe, inputs)
+    records = {run: [(r["domain"], r["id"]) for r in chosen] for run, (chosen, _) in got.items()}
+    assert records["lora-mix_sts"] == records["lora-mix_uniform"]
+    assert records["lora-mix_sts_rank"] != records["lora-mix_uniform"]
+    groups = identical_runs({run: info["counts"] for run, (_, info) in got.items()})
+    assert [(g.trains, g.runs) for g in groups] == [
+        ("lora-mix_uniform", ("lora-mix_uniform", "lora-mix_sts")),
+        ("lora-mix_sts_rank", ("lora-mix_sts_rank",))]
