@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from stsflow.analysis import correlation as st
 from stsflow.io.files import atomic_path, write_parquet, write_text
+from stsflow.report.allocations import allocation_blocks
 from stsflow.report.card_views import CARDS_CSS, CARDS_JS, cards_html, cards_markdown_rows
 
 _NA = "n/a"
@@ -755,7 +756,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  cards: pl.DataFrame | None = None,
                  methods: pl.DataFrame | None = None,
                  scatter_for: list[str] = (),
-                 by_run: pl.DataFrame | None = None) -> dict[str, Path]:
+                 by_run: pl.DataFrame | None = None,
+                 allocations: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (analysis.correlation.resolve_primary); roles and Holm p are assigned here when ``corr`` lacks them.
@@ -817,6 +819,11 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
         write_parquet(methods.to_arrow(), path, metadata={"title": title})
         written[path.name] = path
         blocks += _methods_blocks(methods, ci)
+        if allocations is not None and allocations.height:  # beside the table: each split
+            path = outdir / "allocations.parquet"
+            write_parquet(allocations.to_arrow(), path, metadata={"title": title})
+            written[path.name] = path
+            blocks += allocation_blocks(allocations)
         images["runs.png"] = _runs_png(observed.filter(pl.col("method").is_not_null())
                                        if "method" in observed.columns else observed, metric)
         path = outdir / "runs.png"
