@@ -33,6 +33,13 @@ SELECT_MODES = ("top", "random")
 
 # How a data-mixture run splits its replay budget over the domains (stsflow.mixture).
 MIX_STRATEGIES = ("sts", "uniform", "oracle")
+# How the sts strategy turns the domains' scores into shares (stsflow.mixture.allocate): the
+# paper's proportional rule is the run -mix_sts, every other rule its own run -mix_sts_<rule>;
+# MIX_NAMES: every name a mixture run's -mix_<name> can carry (longest first, so a pattern's
+# alternation tries sts_rank before sts)
+STS_ALLOCATIONS = ("proportional", "softmax", "above_min", "rank")
+MIX_NAMES = tuple(sorted(MIX_STRATEGIES + tuple(f"sts_{a}" for a in STS_ALLOCATIONS[1:]),
+                         key=lambda n: (-len(n), n)))
 
 # A run method: a method alone, or sae_select with its selection and K, either one possibly
 # trained on a data mixture (-mix_<strategy>): one run per variant, so adding a K, a selection
@@ -43,15 +50,15 @@ POSTHOC_PREFIX = "posthoc_"
 # way, the seed being the last "-s<digits>"
 LABEL_PATTERN = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
 _BASE = rf"full|lora|grpo|sae_select-(?:{'|'.join(SELECT_MODES)})-k[1-9]\d*"
-TRAINED_METHOD_PATTERN = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
+TRAINED_METHOD_PATTERN = rf"(?:{_BASE})(?:-mix_(?:{'|'.join(MIX_NAMES)}))?"
 POSTHOC_METHOD_PATTERN = rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
 # full fine-tuning, plain or on a data mixture: the runs finetune.processes shards
-FULL_METHOD_PATTERN = rf"full(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
+FULL_METHOD_PATTERN = rf"full(?:-mix_(?:{'|'.join(MIX_NAMES)}))?"
 _METHOD = rf"{TRAINED_METHOD_PATTERN}|{POSTHOC_METHOD_PATTERN}"
 RUN_METHOD_PATTERN = _METHOD
 _RUN_METHOD_RE = re.compile(
     rf"^(?:(?:(full|lora|grpo)|(sae_select)-({'|'.join(SELECT_MODES)})-k([1-9]\d*))"
-    rf"(?:-mix_({'|'.join(MIX_STRATEGIES)}))?|{POSTHOC_PREFIX}({LABEL_PATTERN}))$")
+    rf"(?:-mix_({'|'.join(MIX_NAMES)}))?|{POSTHOC_PREFIX}({LABEL_PATTERN}))$")
 MODE_PATTERN = rf"plain|icl|icl-s\d+|tuned-(?:{_METHOD})-s\d+"
 SHIFT_PATTERN = rf"s\d+|true-(?:{_METHOD})-s\d+"
 _MODE_RE = re.compile(rf"^(?:(plain)|(icl)|icl-s(\d+)|tuned-((?:{_METHOD}))-s(\d+))$")
@@ -77,7 +84,7 @@ class RunMethod:
         if not m:
             raise ValueError(f"unknown fine-tuning run method {text!r}; expected full, lora or "
                              f"sae_select-<{'|'.join(SELECT_MODES)}>-k<K>, possibly followed by "
-                             f"-mix_<{'|'.join(MIX_STRATEGIES)}>, or {POSTHOC_PREFIX}<label>")
+                             f"-mix_<{'|'.join(MIX_NAMES)}>, or {POSTHOC_PREFIX}<label>")
         plain, sel, select, k, mix, label = m.groups()
         if label is not None:
             return cls("posthoc", label=label)
@@ -115,11 +122,14 @@ def run_methods(finetune: dict) -> list[str]:
 
 def mixture_runs(finetune: dict, mixture: dict) -> list[str]:
     """The data-mixture runs (mixture:): the mixture's method (default: the first run method)
-    with each strategy; none when the mixture is off."""
+    with each strategy, sts once per allocation rule (-mix_sts for the paper's proportional
+    rule, -mix_sts_<rule> for another); none when the mixture is off."""
     if not mixture["enabled"]:
         return []
     base = mixture["method"] or run_methods(finetune)[0]
-    return [f"{base}-mix_{s}" for s in mixture["strategies"]]
+    from stsflow.mixture.runs import mix_names
+
+    return [f"{base}-mix_{n}" for n in mix_names(mixture)]
 
 
 def posthoc_method(label: str) -> str:

@@ -335,8 +335,9 @@ def posthoc_problems(config: dict, base_dir: Path) -> list[str]:
 
 def mixture_problems(config: dict) -> list[str]:
     """The data mixture (mixture:) against the rest: fine-tuning on, its method one of the run
-    methods, a pool split on some domain, an explicit predictor, layer or N that the run
-    computes."""
+    methods, allocation rules only with the sts strategy they belong to, a pool split on some
+    domain, an explicit predictor, layer or N that the run computes."""
+    from stsflow.mixture.runs import PAPER_RULE
     from stsflow.mode import RunMethod, run_methods
     from stsflow.scores import pretraining_predictors
 
@@ -355,6 +356,11 @@ def mixture_problems(config: dict) -> list[str]:
                                         or RunMethod.parse(mix["method"]).mix is not None):
         problems.append(f"mixture.method: {mix['method']!r} is not a fine-tuning run of this "
                         f"config ({', '.join(runs)}). Fix: name one of those, or null (the first)")
+    contrast = [a for a in mix["allocations"] if a != PAPER_RULE]
+    if contrast and "sts" not in mix["strategies"]:
+        problems.append(f"mixture.allocations: {', '.join(contrast)} are rules of the sts "
+                        "strategy, which mixture.strategies does not list, so no run would use "
+                        "them. Fix: add sts to mixture.strategies, or remove those rules")
     if not any(d.get("pool") for d in config["domains"].values()):
         problems.append("mixture.enabled: no domain has a pool split to replay from. Fix: give "
                         "domains.<name>.pool (a source without the test items) to the domains "

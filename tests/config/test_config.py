@@ -730,6 +730,31 @@ def test_the_data_mixture_is_checked_against_the_run(project):
     assert problems_of(cfg, workdir) == []
 
 
+def test_the_mixtures_allocation_rules_are_checked(project):
+    """mixture.allocations: rules of the sts strategy, known names, each once; a contrast rule
+    without sts is refused with the fix; the softmax temperature above 0."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    dom = next(iter(cfg["domains"]))
+    cfg["domains"][dom]["pool"] = dict(cfg["domains"][dom]["demos"])
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"]}
+    cfg["mixture"] = {"enabled": True, "allocations": ["proportional", "softmax", "rank"],
+                      "temperature": 0.5}
+    assert problems_of(cfg, workdir) == []
+    cfg["mixture"]["strategies"] = ["uniform", "oracle"]
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == ["mixture.allocations"]
+    assert "softmax, rank are rules of the sts strategy" in problems[0]
+    assert "Fix: add sts to mixture.strategies" in problems[0]
+    cfg["mixture"]["allocations"] = ["proportional"]  # the default: nothing to refuse
+    assert problems_of(cfg, workdir) == []
+    for key, bad in (("allocations", ["softmax", "best"]), ("allocations", ["rank", "rank"]),
+                     ("allocations", []), ("temperature", 0), ("temperature", -1.0)):
+        cfg["mixture"] = {"enabled": True, key: bad}
+        problems = problems_of(cfg, workdir)
+        assert problems and all(p.startswith(f"mixture.{key}") for p in problems), (key, bad)
+
+
 def test_posthoc_pairs_are_checked_before_any_job(project, tmp_path):
     """posthoc: a known base model and SFT set, a seed the predictions have, a tuned model that
     is there, of the base's shape where both configs are readable; each problem names its
