@@ -18,7 +18,10 @@ from matplotlib.figure import Figure
 
 from stsflow.analysis.matrix import RUN_KEYS, harm, runs_of, select
 from stsflow.io.files import atomic_path, write_text
-from stsflow.report.summary import _fmt, _table_block, _to_html, _to_markdown
+from stsflow.report.formatting import fmt as _fmt
+from stsflow.report.render import table_block as _table_block
+from stsflow.report.render import to_html as _to_html
+from stsflow.report.render import to_markdown as _to_markdown
 
 HEATMAP = "matrix_heatmaps.png"
 

@@ -9,7 +9,7 @@ import pytest
 
 from stsflow.analysis.allocations import allocation_table, uniform_counts
 from stsflow.report.allocations import allocation_blocks
-from stsflow.report.summary import _to_markdown
+from stsflow.report.render import to_markdown as _to_markdown
 
 DOMS = ["business", "physics", "chemistry", "engineering"]
 SCORES = dict(zip(DOMS, [195.0, 194.7, 197.6, 201.7]))
