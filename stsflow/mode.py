@@ -28,8 +28,9 @@ import functools
 import re
 from dataclasses import dataclass, field
 
-# How a data-mixture run splits its replay budget over the domains (stsflow.mixture).
-MIX_STRATEGIES = ("sts", "uniform", "oracle")
+# A data-mixture run's -mix_<name>: its strategy and, for sts, its allocation rule (the mixture
+# package owns the names: stsflow.mixture.runs)
+from stsflow.mixture.runs import MIX_NAMES, MIX_STRATEGIES, mix_names  # noqa: E402,F401
 
 # A run method: a registered fine-tuning method, with its variant's suffix when it has variants
 # (stsflow.finetune.registry.Variant), possibly trained on a data mixture (-mix_<strategy>): one
@@ -39,7 +40,7 @@ POSTHOC_PREFIX = "posthoc_"
 # letters and digits in words joined by single "_" or "-" (vendor-sft): a run name still reads one
 # way, the seed being the last "-s<digits>"
 LABEL_PATTERN = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
-_MIX = rf"(?:-mix_(?:{'|'.join(MIX_STRATEGIES)}))?"
+_MIX = rf"(?:-mix_(?:{'|'.join(MIX_NAMES)}))?"
 
 
 def _methods() -> dict:
@@ -107,7 +108,7 @@ class RunMethod:
         if m:
             return cls("posthoc", label=text[len(POSTHOC_PREFIX):])
         body, mix = text, None
-        mm = re.fullmatch(rf"(.+)-mix_({'|'.join(MIX_STRATEGIES)})", text)
+        mm = re.fullmatch(rf"(.+)-mix_({'|'.join(MIX_NAMES)})", text)
         if mm:
             body, mix = mm.groups()
         for name, method in sorted(_methods().items(), key=lambda kv: -len(kv[0])):
@@ -119,7 +120,7 @@ class RunMethod:
                 if fields is not None:
                     return cls(name, tuple(fields.items()), mix)
         raise ValueError(f"unknown fine-tuning run method {text!r}; expected {_describe()}, a "
-                         f"trained one possibly followed by -mix_<{'|'.join(MIX_STRATEGIES)}>")
+                         f"trained one possibly followed by -mix_<{'|'.join(MIX_NAMES)}>")
 
     def option(self, name: str):
         """A field of the run's variant (None when the method has no such field)."""
@@ -171,11 +172,12 @@ def run_methods(finetune: dict) -> list[str]:
 
 def mixture_runs(finetune: dict, mixture: dict) -> list[str]:
     """The data-mixture runs (mixture:): the mixture's method (default: the first run method)
-    with each strategy; none when the mixture is off."""
+    with each strategy, sts once per allocation rule (-mix_sts for the paper's proportional
+    rule, -mix_sts_<rule> for another); none when the mixture is off."""
     if not mixture["enabled"]:
         return []
     base = mixture["method"] or run_methods(finetune)[0]
-    return [f"{base}-mix_{s}" for s in mixture["strategies"]]
+    return [f"{base}-mix_{n}" for n in mix_names(mixture)]
 
 
 def posthoc_method(label: str) -> str:

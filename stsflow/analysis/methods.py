@@ -11,12 +11,15 @@ Per (method, seed, metric):
   SE = √(Σ SE_d²) / n_domains), so it is the interval of this mean for these domains' items;
 * ``others_worst`` (the lowest Δ, and its domain: the worst for an accuracy) and ``others_spread`` (the sd of the other
   domains' Δ, ddof 1); ``n_below`` / ``n_above``: domains whose CI lies below / above 0 (hurt
-  and helped for an accuracy; the other way round for NLL, where lower is better: the table
-  does not know a metric's direction);
+  and helped for an accuracy; the other way round for NLL, where lower is better: these
+  columns count signs of Δ, not better or worse);
 * ``gain_kept`` (data-mixture runs, ``<method>-mix_<strategy>``): the run's target Δ over that
   of the same method's plain run (same seed and metric): the share of the SFT gain the replay
-  left; only where the plain run's target Δ is above 0 (for a metric where lower is better, such
-  as NLL, read it with that in mind).
+  left. Only where there is a gain to keep: the plain run improved its target beyond its
+  interval, in the metric's direction (``HIGHER_IS_BETTER``: its CI above 0 for an accuracy,
+  below 0 for NLL). Otherwise null, and ``gain_kept_reason`` says why in words (no target, no
+  plain run, an unknown direction, or the plain run's Δ and interval that show no gain); a
+  ratio of a loss, or of a change within the noise, would read as a share of a gain it is not.
 
 Torch-free (the report job runs without it)."""
 
@@ -30,7 +33,36 @@ import polars as pl
 COLUMNS = ("method", "seed", "metric", "n_trainable", "seconds", "target", "target_delta",
            "target_ci_low", "target_ci_high", "n_others", "others_mean", "others_ci_low",
            "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_below",
-           "n_above", "gain_kept")
+           "n_above", "gain_kept", "gain_kept_reason")
+
+# Each metric's direction, here because the report runs without torch and the metric registry
+# (stsflow.evaluate) imports it; a test keeps it equal to the registry's higher_is_better.
+# "accuracy": accuracies given in the config (observed:).
+HIGHER_IS_BETTER = {"nll": False, "option_loglik": True, "generate": True, "accuracy": True}
+
+
+def gain_kept(delta: float | None, plain: dict | None, metric: str,
+              target: str | None) -> tuple[float | None, str | None]:
+    """(gain kept, None) for a mixture run whose target Δ is ``delta``, or (None, the reason).
+    ``plain``: the plain run's row (``method``, ``target_delta``, ``target_ci_low``,
+    ``target_ci_high``), None when the table has none."""
+    if target is None:
+        return None, "no target domain (sft.<name>.target) to keep a gain on"
+    if plain is None or plain["target_delta"] is None:
+        return None, "no plain run of the same method and seed to compare with"
+    if delta is None:
+        return None, f"no Δ of this run on {target}"
+    higher = HIGHER_IS_BETTER.get(metric)
+    if higher is None:
+        return None, f"the direction of metric {metric!r} is not known"
+    lo, hi = plain["target_ci_low"], plain["target_ci_high"]
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None, f"the plain run's Δ on {target} has no interval"
+    if (lo > 0) if higher else (hi < 0):
+        return delta / plain["target_delta"], None
+    return None, (f"the plain run {plain['method']} did not improve {target} beyond its interval "
+                  f"(Δ {metric} {plain['target_delta']:+.3f} [{lo:+.3f}, {hi:+.3f}]; "
+                  f"{'higher' if higher else 'lower'} is better): there is no gain to keep")
 
 
 def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
@@ -67,20 +99,20 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
         rows.append(row)
     from stsflow.mode import RunMethod
 
-    plain = {(r["method"], r["seed"], r["metric"]): r["target_delta"] for r in rows}
+    plain = {(r["method"], r["seed"], r["metric"]): r for r in rows}
     for r in rows:
         run = RunMethod.parse(r["method"])
-        base = plain.get((str(run.unmixed), r["seed"], r["metric"]))
-        # a share of a gain: only where the plain run gained on its target
-        if run.mix is not None and r["target_delta"] is not None and base is not None and base > 0:
-            r["gain_kept"] = r["target_delta"] / base
+        if run.mix is not None:
+            r["gain_kept"], r["gain_kept_reason"] = gain_kept(
+                r["target_delta"], plain.get((str(run.unmixed), r["seed"], r["metric"])),
+                r["metric"], target)
     schema = {"method": pl.Utf8, "seed": pl.Int64, "metric": pl.Utf8, "n_trainable": pl.Int64,
               "seconds": pl.Float64, "target": pl.Utf8, "target_delta": pl.Float64,
               "target_ci_low": pl.Float64, "target_ci_high": pl.Float64, "n_others": pl.Int64,
               "others_mean": pl.Float64, "others_ci_low": pl.Float64,
               "others_ci_high": pl.Float64, "others_worst": pl.Float64, "worst_domain": pl.Utf8,
               "others_spread": pl.Float64, "n_below": pl.Int64, "n_above": pl.Int64,
-              "gain_kept": pl.Float64}
+              "gain_kept": pl.Float64, "gain_kept_reason": pl.Utf8}
     return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema,
                         orient="row")
 

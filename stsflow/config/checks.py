@@ -318,6 +318,7 @@ def semantic_problems(config: dict, base_dir: Path, check_sources: bool = True) 
     problems += mixture_problems(config)
     problems += posthoc_problems(config, base_dir)
     problems += report_primary_problems(config)
+    problems += report_matrix_problems(config)
     problems += generate_backend_problems(config)
     return problems
 
@@ -381,8 +382,9 @@ def posthoc_problems(config: dict, base_dir: Path) -> list[str]:
 
 def mixture_problems(config: dict) -> list[str]:
     """The data mixture (mixture:) against the rest: fine-tuning on, its method one of the run
-    methods, a pool split on some domain, an explicit predictor, layer or N that the run
-    computes."""
+    methods, allocation rules only with the sts strategy they belong to, a pool split on some
+    domain, an explicit predictor, layer or N that the run computes."""
+    from stsflow.mixture.runs import PAPER_RULE
     from stsflow.mode import RunMethod, run_methods
     from stsflow.scores import pretraining_predictors
 
@@ -404,6 +406,11 @@ def mixture_problems(config: dict) -> list[str]:
                                         or RunMethod.parse(mix["method"]).mix is not None):
         problems.append(f"mixture.method: {mix['method']!r} is not a fine-tuning run of this "
                         f"config ({', '.join(runs)}). Fix: name one of those, or null (the first)")
+    contrast = [a for a in mix["allocations"] if a != PAPER_RULE]
+    if contrast and "sts" not in mix["strategies"]:
+        problems.append(f"mixture.allocations: {', '.join(contrast)} are rules of the sts "
+                        "strategy, which mixture.strategies does not list, so no run would use "
+                        "them. Fix: add sts to mixture.strategies, or remove those rules")
     if not any(d.get("pool") for d in config["domains"].values()):
         problems.append("mixture.enabled: no domain has a pool split to replay from. Fix: give "
                         "domains.<name>.pool (a source without the test items) to the domains "
@@ -477,4 +484,46 @@ def report_primary_problems(config: dict) -> list[str]:
     if p["metric"] is not None and p["metric"] not in metrics:
         problems.append(f"{where}.metric: {p['metric']!r} is not measured (available: "
                         f"{sorted(set(metrics))}). Fix: declare one of them or null")
+    return problems
+
+
+def report_matrix_problems(config: dict) -> list[str]:
+    """The analysis across SFT sets (report.matrix.primary) against the run: a predictor known
+    before fine-tuning, a metric that is measured, a direction for a signed target, and a target
+    domain for every SFT set under the target normalisation. Values inherited from
+    report.primary are checked only where a matrix exists (two SFT sets or more)."""
+    from stsflow.scores import pretraining_predictors
+
+    m, where = config["report"]["matrix"]["primary"], "report.matrix.primary"
+    several = len(config["sft"]) > 1
+    problems = []
+    predictor = m["predictor"] or config["report"]["primary"]["predictor"]
+    if (m["predictor"] is not None or several) and predictor not in pretraining_predictors():
+        given = "" if m["predictor"] else " (null: report.primary.predictor)"
+        problems.append(f"{where}.predictor: {predictor!r}{given} needs the fine-tuned model, and "
+                        "the matrix ranks candidate SFT sets before any fine-tuning. Fix: one of "
+                        f"{', '.join(pretraining_predictors())}")
+    finetune = config["finetune"]["enabled"] or bool(config.get("posthoc"))
+    evaluated = list(config["evaluate"]["metrics"]) if finetune else []
+    metrics = evaluated + [o["metric"] for o in config.get("observed", [])]
+    if m["metric"] is not None and m["metric"] not in metrics:
+        problems.append(f"{where}.metric: {m['metric']!r} is not measured (available: "
+                        f"{sorted(set(metrics))}). Fix: declare one of them or null")
+    target = m["target"] or config["report"]["primary"]["target"]
+    # as analysis.correlation.resolve_primary fills it: the first evaluated metric, else the
+    # observed entries' first
+    metric = m["metric"] or config["report"]["primary"]["metric"] or next(iter(metrics), None)
+    if (target == "signed" and (m["target"] is not None or several) and metric is not None
+            and metric not in evaluated):
+        problems.append(f"{where}.target: signed needs to know whether a larger {metric!r} is "
+                        "better or worse, and only the evaluated metrics "
+                        f"({', '.join(evaluated) or 'none'}) declare it. Fix: target abs, or "
+                        "an evaluated metric")
+    if m["normalisation"] == "target":
+        missing = [name for name, s in config["sft"].items() if not s.get("target")]
+        if missing:
+            problems.append(f"{where}.normalisation: target divides by the score on each SFT "
+                            f"set's own domain, and {', '.join(f'sft.{n}' for n in missing)} "
+                            "give(s) no target. Fix: set sft.<name>.target, or another "
+                            "normalisation (zscore, rank, none)")
     return problems

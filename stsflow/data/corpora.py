@@ -77,14 +77,15 @@ def _read_builtin(spec: dict) -> list[dict]:
     from stsflow.data import builtin
 
     name, split = spec["name"], spec.get("split", "train")
-    if name == "sft_math":
-        return builtin.sft_math()
+    if name in builtin.SFT_SETS:
+        return builtin.SFT_SETS[name]()
     if name in builtin.DOMAINS:
         if split == "pool":
             return builtin.pool_items(name)
         test, demos = builtin.domain_items(name)
         return demos if split == "demos" else test
-    raise CorpusError(f"unknown builtin corpus {name!r}; known: sft_math, {', '.join(builtin.DOMAINS)}")
+    raise CorpusError(f"unknown builtin corpus {name!r}; known: "
+                      f"{', '.join([*builtin.SFT_SETS, *builtin.DOMAINS])}")
 
 
 def read_rows(source: dict, base_dir: Path | str = ".") -> list[dict]:

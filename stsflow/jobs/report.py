@@ -71,8 +71,9 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
 
     comparison = (comparison_table(corr, sts_all, obs_all, primary, n_boot=settings.n_boot,
                                    seed=settings.seed) if primary else None)
-    methods = None
+    methods = allocations = None
     if observed is not None and histories:
+        from stsflow.analysis.allocations import allocation_table
         from stsflow.analysis.methods import method_table
         from stsflow.io.files import read_metadata
         from stsflow.mode import Shift
@@ -82,6 +83,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
             shift = Shift.parse(f"true-{name}")
             runs[(shift.method, shift.seed)] = read_metadata(path)
         methods = method_table(tuned, runs, target)
+        allocations = allocation_table(runs)
     by_run = None
     if observed is not None and sts_oracle is not None:
         from stsflow.analysis.methods import prediction_by_run
@@ -93,7 +95,8 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
                  provenance=provenance, primary=primary, extra_tables=extra,
                  warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
                  ablation=ablation_table(corr, primary, saes) if primary else None,
-                 cards=card_df, methods=methods, scatter_for=scatter_for, by_run=by_run)
+                 cards=card_df, methods=methods, scatter_for=scatter_for, by_run=by_run,
+                 allocations=allocations)
 
 
 def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict | None = None,

@@ -111,15 +111,19 @@ def methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                  "dimensions of the predicted shift; sae_select-random-k<K>, on K dimensions "
                  "drawn with the seed, is its control. <method>-mix_<strategy> adds replay "
                  "(the base model's answers to pool items of some domains, mixture:) split by "
-                 "the strategy; its gain kept is its target Δ over the plain run's. Times are "
+                 "the strategy; its gain kept is its target Δ over the plain run's, only where "
+                 "the plain run improved its target beyond its interval (for NLL, lower is "
+                 "better): otherwise n/a, the reason below the table. Times are "
                  "wall-clock per job: compare "
                  "them within one run on one machine. A run trained before stsflow recorded "
                  "its trainable parameters shows —.")]
     def ci4(lo, hi):  # Δ of an accuracy is often below 0.01: four decimals
         return f"[{lo:+.4f}, {hi:+.4f}]" if finite(lo) and finite(hi) else NA
 
-    rows = []
+    rows, why = [], []  # why: each distinct reason a gain kept is n/a, numbered in the table
     for r in methods.sort(["metric", "method", "seed"]).iter_rows(named=True):
+        if r.get("gain_kept_reason") and r["gain_kept_reason"] not in why:
+            why.append(r["gain_kept_reason"])
         rows.append([r["method"], r["seed"], r["metric"],
                      f"{r['n_trainable']:,}" if r["n_trainable"] is not None else "—",
                      fmt(r["seconds"], ".0f"),
@@ -133,11 +137,15 @@ def methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                       if r["others_worst"] is not None else "—"),
                      fmt(r["others_spread"], ".4f"),
                      (f"{r['n_below']} / {r['n_above']}" if r["n_below"] is not None
-                      else "—"), fmt(r["gain_kept"], ".2f")])
+                      else "—"), (f"{NA} ({why.index(r['gain_kept_reason']) + 1})"
+                                  if r.get("gain_kept_reason") else
+                                  fmt(r["gain_kept"], ".2f"))])
     out.append(table_block(["method", "seed", "metric", "trainable params", "time (s)",
                              f"Δ {target or 'target'} [{ci:.0%} CI]",
                              f"mean Δ other domains [{ci:.0%} CI]", "lowest Δ (domain)",
                              "spread of Δ", "CI below / above 0", "gain kept"], rows))
+    if why:
+        out.append(("ul", [f"gain kept n/a ({i}): {w}" for i, w in enumerate(why, 1)]))
     return out
 
 

@@ -24,6 +24,7 @@ import polars as pl
 from stsflow.analysis import correlation as st
 from stsflow.io.files import atomic_path, write_parquet, write_text
 from stsflow.report import sections as sec
+from stsflow.report.allocations import allocation_blocks
 from stsflow.report.figures import bars_png, forest_png, runs_png, scatter_name, scatter_png
 from stsflow.report.render import to_html, to_markdown
 from stsflow.report.rows import bars_data, plot_metric
@@ -64,7 +65,8 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
                  cards: pl.DataFrame | None = None,
                  methods: pl.DataFrame | None = None,
                  scatter_for: list[str] = (),
-                 by_run: pl.DataFrame | None = None) -> dict[str, Path]:
+                 by_run: pl.DataFrame | None = None,
+                 allocations: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write correlations.parquet, summary.md, summary.html and scatter_<predictor>.png into
     ``outdir``; return file name -> path. The summary leads with the pre-declared ``primary``
     analysis (config.primary.resolve_primary); roles and Holm p are assigned here when ``corr``
@@ -97,6 +99,9 @@ def write_report(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFrame, 
     if methods is not None:
         files.parquet("methods.parquet", methods, {"title": title})
         blocks += sec.methods_blocks(methods, ci)
+        if allocations is not None and allocations.height:  # beside the table: each split
+            files.parquet("allocations.parquet", allocations, {"title": title})
+            blocks += allocation_blocks(allocations)
         files.png("runs.png", runs_png(observed.filter(pl.col("method").is_not_null())
                                        if "method" in observed.columns else observed, metric))
         blocks.append(("img", "runs.png", f"Δ of every run on every domain ({metric})"))

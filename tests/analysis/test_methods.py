@@ -54,17 +54,89 @@ def test_without_a_target_every_domain_is_an_other_and_missing_runs_give_nulls()
 
 
 def test_gain_kept_is_the_target_delta_over_the_plain_runs():
-    obs = observed()
+    # an accuracy (higher is better): the gain kept needs the metric's direction
+    obs = observed().with_columns(metric=pl.lit("option_loglik"))
     mix = obs.filter(pl.col("method") == "lora").with_columns(
         method=pl.lit("lora-mix_sts"), delta=pl.col("delta") * 0.5)
     t = method_table(pl.concat([obs, mix]), {}, "math")
     row = t.filter(pl.col("method") == "lora-mix_sts").row(0, named=True)
-    assert row["gain_kept"] == pytest.approx(0.05 / 0.10)
+    assert row["gain_kept"] == pytest.approx(0.05 / 0.10) and row["gain_kept_reason"] is None
     assert t.filter(pl.col("method") == "lora")["gain_kept"][0] is None
     # the plain run lost on its target: no share of a gain to report
-    lost = pl.concat([obs, mix]).with_columns(delta=-pl.col("delta").abs())
+    lost = pl.concat([obs, mix]).with_columns(delta=-pl.col("delta").abs()).with_columns(
+        ci_low=pl.col("delta") - 2 * pl.col("delta_se"),
+        ci_high=pl.col("delta") + 2 * pl.col("delta_se"))
     assert method_table(lost, {}, "math").filter(
         pl.col("method") == "lora-mix_sts")["gain_kept"][0] is None
+
+
+def plain_and_mixes(metric, plain, mixes):
+    """The observed rows of a plain LoRA run (target Δ and CI ``plain``) and mixture runs
+    (target Δ each) on the target domain math, with one other domain."""
+    rows = []
+    for method, (d, lo, hi) in [("lora", plain)] + [(m, (d, d - 0.05, d + 0.05))
+                                                     for m, d in mixes.items()]:
+        rows += [{"method": method, "seed": 0, "domain": "math", "metric": metric, "delta": d,
+                  "delta_se": 0.02, "ci_low": lo, "ci_high": hi},
+                 {"method": method, "seed": 0, "domain": "law", "metric": metric,
+                  "delta": 0.01, "delta_se": 0.01, "ci_low": -0.01, "ci_high": 0.03}]
+    return pl.DataFrame(rows)
+
+
+def test_gain_kept_only_where_the_plain_run_improved_beyond_its_interval():
+    """The default's plain LoRA run worsened its target (Δ nll +0.203 [+0.152, +0.250], Δ option
+    accuracy -0.075 [-0.200, +0.050]): n/a with the reason. NLL is better lower: a plain run that
+    lowered it beyond its interval has a gain, and the share is the ratio of the two Δ."""
+    mixes = {"lora-mix_sts": 0.151, "lora-mix_uniform": 0.151}
+    for metric, plain in (("nll", (0.203, 0.152, 0.250)),
+                          ("option_loglik", (-0.075, -0.200, 0.050)),
+                          # above 0 but within its interval: no gain shown either
+                          ("option_loglik", (0.05, -0.01, 0.11)),
+                          ("nll", (-0.02, -0.05, 0.01))):
+        t = method_table(plain_and_mixes(metric, plain, mixes), {}, "math")
+        for r in t.filter(pl.col("method") != "lora").iter_rows(named=True):
+            assert r["gain_kept"] is None, (metric, plain)
+            why = r["gain_kept_reason"]
+            assert "did not improve math beyond its interval" in why
+            assert f"{plain[0]:+.3f} [{plain[1]:+.3f}, {plain[2]:+.3f}]" in why
+            assert ("lower is better" if metric == "nll" else "higher is better") in why
+        assert t.filter(pl.col("method") == "lora")["gain_kept_reason"][0] is None
+    # improved beyond the interval, in each direction: the ratio of the target Δ
+    t = method_table(plain_and_mixes("nll", (-0.20, -0.25, -0.15), {"lora-mix_sts": -0.05,
+                                                                    "lora-mix_oracle": 0.02}),
+                     {}, "math")
+    got = dict(t.select("method", "gain_kept").iter_rows())
+    assert got["lora-mix_sts"] == pytest.approx(-0.05 / -0.20)  # a quarter of the gain kept
+    assert got["lora-mix_oracle"] == pytest.approx(0.02 / -0.20)  # the gain undone, and more
+    t = method_table(plain_and_mixes("generate", (0.10, 0.02, 0.18), {"lora-mix_sts": 0.07}),
+                     {}, "math")
+    assert t.filter(pl.col("method") == "lora-mix_sts")["gain_kept"][0] == pytest.approx(0.7)
+
+
+def test_gain_kept_says_why_it_is_missing():
+    obs = plain_and_mixes("acc", (0.10, 0.08, 0.12), {"lora-mix_sts": 0.05})
+    r = method_table(obs, {}, "math").filter(pl.col("method") == "lora-mix_sts").row(
+        0, named=True)
+    assert r["gain_kept"] is None and "direction of metric 'acc'" in r["gain_kept_reason"]
+    obs = obs.with_columns(metric=pl.lit("accuracy"))
+    alone = obs.filter(pl.col("method") != "lora")
+    r = method_table(alone, {}, "math").row(0, named=True)
+    assert r["gain_kept"] is None and "no plain run" in r["gain_kept_reason"]
+    r = method_table(obs, {}, None).filter(pl.col("method") == "lora-mix_sts").row(0, named=True)
+    assert r["gain_kept"] is None and "no target domain" in r["gain_kept_reason"]
+    no_ci = obs.with_columns(ci_low=pl.lit(None, pl.Float64))
+    r = method_table(no_ci, {}, "math").filter(pl.col("method") == "lora-mix_sts").row(
+        0, named=True)
+    assert r["gain_kept"] is None and "no interval" in r["gain_kept_reason"]
+
+
+def test_the_directions_are_the_metric_registrys():
+    from stsflow.analysis.methods import HIGHER_IS_BETTER
+    from stsflow.evaluate import METRICS
+
+    assert {m: HIGHER_IS_BETTER[m] for m in METRICS} == {
+        m.name: m.higher_is_better for m in METRICS.values()}
+    assert set(HIGHER_IS_BETTER) == set(METRICS) | {"accuracy"}
 
 
 def test_prediction_by_run_sets_icl_and_true_shift_side_by_side():

@@ -290,7 +290,8 @@ def test_defaults_are_filled_in(project):
     assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
     assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0, "primary": {
         "predictor": "sts_icl", "n_top": None, "layer": None, "sae": None, "metric": None,
-        "protocol": "all", "target": "abs"}}
+        "protocol": "all", "target": "abs"}, "matrix": {"top_k": 3, "primary": {
+            "predictor": None, "normalisation": "zscore", "metric": None, "target": None}}}
     layer = model["layers"][1]
     assert layer["sae"]["name"] == "main" and layer["sweep"] == []  # one SAE, named "main"
     assert (out["sts"]["query_tokens"], out["sts"]["sample_seed"]) == ("content", 0)
@@ -727,6 +728,31 @@ def test_the_data_mixture_is_checked_against_the_run(project):
     assert [p.split(":")[0] for p in problems_of(cfg, workdir)] == ["mixture.method"]
     cfg["mixture"]["method"] = "lora"
     assert problems_of(cfg, workdir) == []
+
+
+def test_the_mixtures_allocation_rules_are_checked(project):
+    """mixture.allocations: rules of the sts strategy, known names, each once; a contrast rule
+    without sts is refused with the fix; the softmax temperature above 0."""
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    dom = next(iter(cfg["domains"]))
+    cfg["domains"][dom]["pool"] = dict(cfg["domains"][dom]["demos"])
+    cfg["finetune"] = {"enabled": True, "methods": ["lora"]}
+    cfg["mixture"] = {"enabled": True, "allocations": ["proportional", "softmax", "rank"],
+                      "temperature": 0.5}
+    assert problems_of(cfg, workdir) == []
+    cfg["mixture"]["strategies"] = ["uniform", "oracle"]
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == ["mixture.allocations"]
+    assert "softmax, rank are rules of the sts strategy" in problems[0]
+    assert "Fix: add sts to mixture.strategies" in problems[0]
+    cfg["mixture"]["allocations"] = ["proportional"]  # the default: nothing to refuse
+    assert problems_of(cfg, workdir) == []
+    for key, bad in (("allocations", ["softmax", "best"]), ("allocations", ["rank", "rank"]),
+                     ("allocations", []), ("temperature", 0), ("temperature", -1.0)):
+        cfg["mixture"] = {"enabled": True, key: bad}
+        problems = problems_of(cfg, workdir)
+        assert problems and all(p.startswith(f"mixture.{key}") for p in problems), (key, bad)
 
 
 def test_posthoc_pairs_are_checked_before_any_job(project, tmp_path):

@@ -164,11 +164,20 @@ RUN = textwrap.dedent("""
     base = {d: evaluation(e / f"base/{d}.parquet", 0) for d in domains}
     tuned = {("full", 0, d): evaluation(e / f"full-s0/{d}.parquet", i)
              for i, d in enumerate(domains)}
+    # a data-mixture run of the same method: the methods table and its allocations
+    tuned.update({("full-mix_sts_rank", 0, d): evaluation(e / f"full-mix_sts_rank-s0/{d}.parquet",
+                                                          i + 1) for i, d in enumerate(domains)})
     reduce.observed_table("m", "s", base, tuned, t / "observed.parquet", t / "observed.csv", 50)
 
     history = root / "finetune/full-s0.history.parquet"
     write_parquet(pa.table({"step": [1], "loss": [1.0]}), history,
                   {"n_records": 5, "n_examples": 5, "n_answer_cut": 1})
+    mixed = root / "finetune/full-mix_sts_rank-s0.history.parquet"
+    write_parquet(pa.table({"step": [1], "loss": [1.0]}), mixed, {
+        "n_records": 7, "n_trainable": 9, "mixture": {
+            "strategy": "sts", "allocation": "rank", "counts": {"math": 1, "physics": 2},
+            "weights": {"math": 1.0, "physics": 2.0}, "n_short": 0,
+            "available": {"math": 5, "physics": 5}, "values": {"math": 0.1, "physics": 0.3}}})
     reduce.coverage_table("m", "s", {("sft", "s"): sft_plain,
                                      **{("domain", d): plain[d] for d in domains}},
                           {"full-s0": history}, t / "coverage.parquet", t / "coverage.csv")
@@ -206,7 +215,8 @@ RUN = textwrap.dedent("""
                   observed=t / "observed.parquet",
                   sts_oracle=t / "sts_oracle.parquet", overlap=t / "overlap.parquet",
                   coverage=t / "coverage.parquet", sae_dirs={(1, "main"): sae},
-                  cards=[cards_file])
+                  cards=[cards_file], target="law",
+                  histories={"full-s0": history, "full-mix_sts_rank-s0": mixed})
     manifest = write_manifest(root, {"results": str(root)})
 
     print(json.dumps({
@@ -217,6 +227,8 @@ RUN = textwrap.dedent("""
         "provenance": sorted(provenance),
         "card_rows": (root / "reports/summary.html").read_text().count(
             '<tr class="card"><td>predicted</td>'),
+        "mixture": [line for line in (root / "reports/summary.md").read_text().splitlines()
+                    if line.startswith(("| full-mix_sts_rank |", "- gain kept n/a"))],
     }))
 """)
 
@@ -269,3 +281,9 @@ def test_reductions_and_report_run_without_torch(tmp_path):
         ["model identity", "SAE L1/main", "data sft s", "versions (report)",
          "versions (model jobs)", "config sha256"])
     assert result["card_rows"] == 3
+    # the methods table with its gain kept and the mixture's allocation, both without torch
+    assert "methods.parquet" in result["reports"] and "allocations.parquet" in result["reports"]
+    mixture = result["mixture"]
+    assert any("n/a (1)" in line for line in mixture)  # in the methods table
+    assert any("| rank | 1 (0.1) | 2 (0.3) | 0 |" in line for line in mixture)
+    assert any(line.startswith("- gain kept n/a (1): ") for line in mixture)

@@ -212,3 +212,55 @@ def test_the_finetune_job_trains_on_the_sft_set_plus_the_drawn_replay(mixture_in
     _, info = mixture_records(recipe, mixture_inputs)
     assert meta["mixture"]["counts"] == info["counts"] == {"law": 6, "history": 2}
     assert meta["n_records"] == 6 + 8
+
+
+def test_a_contrast_rule_run_weighs_the_scores_through_its_rule(mixture_inputs):
+    """sts_rank: ranks 2 : 1 of 8 -> 5.33, 2.67 -> 5, 3; sts_softmax at T = 1: z = +1, -1, shares
+    e^1 : e^-1 (scipy) of 8. The rule is recorded; softmax needs its temperature."""
+    from scipy import special
+
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5}
+    rank = FinetuneSettings.with_defaults("lora-mix_sts_rank", 3, mixture=mix)
+    chosen, info = mixture_records(rank, mixture_inputs)
+    assert info["counts"] == {"law": 5, "history": 3} and info["allocation"] == "rank"
+    assert info["strategy"] == "sts" and info["values"] == {"law": 3.0, "history": 1.0}
+    assert sum(r["domain"] == "law" for r in chosen) == 5
+    soft = FinetuneSettings.with_defaults("lora-mix_sts_softmax", 3, mixture=mix)
+    with pytest.raises(ValueError, match="mixture.temperature"):
+        mixture_records(soft, mixture_inputs)
+    soft = FinetuneSettings.with_defaults("lora-mix_sts_softmax", 3,
+                                          mixture=dict(mix, temperature=1.0))
+    _, info = mixture_records(soft, mixture_inputs)
+    law, history = 8 * special.softmax([1.0, -1.0])  # 7.05, 0.95
+    assert info["counts"] == {"law": int(law), "history": 8 - int(law)} == {"law": 7,
+                                                                            "history": 1}
+    assert (info["allocation"], info["temperature"]) == ("softmax", 1.0)
+    # the paper's rule records its name too
+    sts = FinetuneSettings.with_defaults("lora-mix_sts", 3, mixture=mix)
+    assert mixture_records(sts, mixture_inputs)[1]["allocation"] == "proportional"
+
+
+def test_runs_with_the_same_counts_train_on_the_same_records(mixture_inputs, tmp_path):
+    """Equal scores: sts splits 4 / 4 as uniform does, so both runs draw the same replay records
+    in the same order (the training data is the same: one run), and identical_runs names
+    uniform as the one to train; rank, with other counts, is its own run."""
+    from stsflow.mixture.identical import identical_runs
+
+    equal = dict(mixture_inputs)
+    for d in ("law", "history"):
+        pl.DataFrame({"sts_icl": [2.5]}).write_parquet(tmp_path / f"{d}.equal.parquet")
+        equal[f"sts/{d}"] = str(tmp_path / f"{d}.equal.parquet")
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5}
+    got = {}
+    for name, inputs in (("sts", equal), ("uniform", mixture_inputs), ("sts_rank", mixture_inputs)):
+        recipe = FinetuneSettings.with_defaults(f"lora-mix_{name}", 3, mixture=mix)
+        got[f"lora-mix_{name}"] = mixture_records(recipe, inputs)
+    records = {run: [(r["domain"], r["id"]) for r in chosen] for run, (chosen, _) in got.items()}
+    assert records["lora-mix_sts"] == records["lora-mix_uniform"]
+    assert records["lora-mix_sts_rank"] != records["lora-mix_uniform"]
+    groups = identical_runs({run: info["counts"] for run, (_, info) in got.items()})
+    assert [(g.trains, g.runs) for g in groups] == [
+        ("lora-mix_uniform", ("lora-mix_uniform", "lora-mix_sts")),
+        ("lora-mix_sts_rank", ("lora-mix_sts_rank",))]
