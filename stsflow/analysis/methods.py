@@ -16,7 +16,7 @@ Per (method, seed, metric):
 * ``gain_kept`` (data-mixture runs, ``<method>-mix_<strategy>``): the run's target Δ over that
   of the same method's plain run (same seed and metric): the share of the SFT gain the replay
   left. Only where there is a gain to keep: the plain run improved its target beyond its
-  interval, in the metric's direction (``HIGHER_IS_BETTER``: its CI above 0 for an accuracy,
+  interval, in the metric's direction (the metric registry's: its CI above 0 for an accuracy,
   below 0 for NLL). Otherwise null, and ``gain_kept_reason`` says why in words (no target, no
   plain run, an unknown direction, or the plain run's Δ and interval that show no gain); a
   ratio of a loss, or of a change within the noise, would read as a share of a gain it is not.
@@ -35,10 +35,6 @@ COLUMNS = ("method", "seed", "metric", "n_trainable", "seconds", "target", "targ
            "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_below",
            "n_above", "gain_kept", "gain_kept_reason")
 
-# Each metric's direction, here because the report runs without torch and the metric registry
-# (stsflow.evaluate) imports it; a test keeps it equal to the registry's higher_is_better.
-# "accuracy": accuracies given in the config (observed:).
-HIGHER_IS_BETTER = {"nll": False, "option_loglik": True, "generate": True, "accuracy": True}
 
 
 def gain_kept(delta: float | None, plain: dict | None, metric: str,
@@ -52,7 +48,9 @@ def gain_kept(delta: float | None, plain: dict | None, metric: str,
         return None, "no plain run of the same method and seed to compare with"
     if delta is None:
         return None, f"no Δ of this run on {target}"
-    higher = HIGHER_IS_BETTER.get(metric)
+    from stsflow.evaluate.registry import higher_is_better
+
+    higher = higher_is_better(metric)
     if higher is None:
         return None, f"the direction of metric {metric!r} is not known"
     lo, hi = plain["target_ci_low"], plain["target_ci_high"]

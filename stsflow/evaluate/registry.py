@@ -89,3 +89,11 @@ def metric_kind(metric: str) -> str:
     if metric == "accuracy":  # accuracies measured elsewhere (observed: in the config)
         return "accuracy"
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """A metric's direction: the registry's, True for accuracies given in the config
+    (``observed:``, metric "accuracy"), None when unknown (e.g. a Δ given under another name)."""
+    if metric in metrics():
+        return METRICS[metric].higher_is_better
+    return True if metric == "accuracy" else None

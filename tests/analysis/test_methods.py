@@ -131,12 +131,12 @@ def test_gain_kept_says_why_it_is_missing():
 
 
 def test_the_directions_are_the_metric_registrys():
-    from stsflow.analysis.methods import HIGHER_IS_BETTER
-    from stsflow.evaluate import METRICS
+    from stsflow.evaluate.registry import higher_is_better, metrics
 
-    assert {m: HIGHER_IS_BETTER[m] for m in METRICS} == {
-        m.name: m.higher_is_better for m in METRICS.values()}
-    assert set(HIGHER_IS_BETTER) == set(METRICS) | {"accuracy"}
+    assert {m: higher_is_better(m) for m in ("nll", "option_loglik", "generate", "accuracy",
+                                              "given")} == {
+        "nll": False, "option_loglik": True, "generate": True, "accuracy": True, "given": None}
+    assert all(higher_is_better(m.name) is m.higher_is_better for m in metrics().values())
 
 
 def test_prediction_by_run_sets_icl_and_true_shift_side_by_side():

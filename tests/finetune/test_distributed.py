@@ -127,7 +127,7 @@ def test_tied_embeddings_are_saved_once_as_one_process_saves_them(tmp_path_facto
 
 
 def test_only_full_runs_are_sharded():
-    with pytest.raises(ValueError, match="above 1 only for full"):
+    with pytest.raises(ValueError, match="above 1 only for a method that shards"):
         FinetuneSettings.with_defaults("lora", 0, processes=2, **RECIPE)
 
 

@@ -247,10 +247,12 @@ def test_runs_with_the_same_counts_train_on_the_same_records(mixture_inputs, tmp
     uniform as the one to train; rank, with other counts, is its own run."""
     from stsflow.mixture.identical import identical_runs
 
-    equal = dict(mixture_inputs)
+    import dataclasses
+
+    equal = dataclasses.replace(mixture_inputs, scores={})
     for d in ("law", "history"):
         pl.DataFrame({"sts_icl": [2.5]}).write_parquet(tmp_path / f"{d}.equal.parquet")
-        equal[f"sts/{d}"] = str(tmp_path / f"{d}.equal.parquet")
+        equal.scores[d] = str(tmp_path / f"{d}.equal.parquet")
     mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
            "layer": 1, "sae": "main", "n_top": 5}
     got = {}
