@@ -1,4 +1,4 @@
-# The validation loop (SPEC §5): fine-tune on each SFT set, evaluate base and tuned models on
+# The validation loop (docs/method.md#validation): fine-tune on each SFT set, evaluate base and tuned models on
 # every domain, and tabulate the observed change. Only scheduled when finetune.enabled is true.
 
 

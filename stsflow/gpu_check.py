@@ -11,7 +11,7 @@ first ``--layers`` blocks so a 7B-shaped model fits any card) with a random TopK
   it), against a float64 reference on the CPU from the same weights and tokens: relative L2
   error, and the share of the reference's active features that the device run also activates.
   transformers computes RMSNorm and the rotary embedding in float32 even in a float64 model, so
-  the reference itself is good to about 1e-7: float32 figures near that are at its floor;
+  the reference itself has a floor (docs/performance.md): float32 figures near it are at it;
 * **speed**: tokens/s of a forward pass stopped after the block (``LayerTap``), of the extraction
   as the workflow runs it (stopped forward, SAE encoding, sparse shard and statistics written),
   and of a full forward; the stopped forward's model FLOP utilisation (MFU) against the card's

@@ -5,7 +5,7 @@ An extraction *mode* says which model runs on a corpus and what context precedes
     plain                    base model, chat head only                      (SFT sets and domains)
     icl                      base model, head + the domain's m worked examples        (domains)
     icl-s<seed>              base model, head + t SFT demonstrations drawn with seed  (SFT sets)
-    tuned-<method>-s<seed>   fine-tuned model, chat head only: SPEC §5.4's h(x; Θ')   (SFT sets)
+    tuned-<method>-s<seed>   fine-tuned model, chat head only: h(x; Θ') (docs/method.md#true-shift)   (SFT sets)
 
 where ``<method>`` is a *run method* (``RunMethod``): a registered fine-tuning method
 (``stsflow.finetune.registry``), with its variant's suffix when it has variants (e.g. a
@@ -15,8 +15,8 @@ patterns are built from the registry, so a registered method needs nothing here.
 
 A *shift* names a shift vector of an SFT set:
 
-    s<seed>                  predicted: icl-s<seed> against plain (SPEC §3)
-    true-<method>-s<seed>    true: tuned-<method>-s<seed> against plain (SPEC §5.4)
+    s<seed>                  predicted: icl-s<seed> against plain (docs/method.md#shift-vector)
+    true-<method>-s<seed>    true: tuned-<method>-s<seed> against plain (docs/method.md#true-shift)
 
 Rules (wildcard constraints, inputs), job functions and scripts all go through ``Mode`` and
 ``Shift``; nothing else splits these strings.

@@ -1,4 +1,4 @@
-"""Statistics of the validation step (SPEC §5.3): how well STS tracks the observed accuracy change.
+"""Statistics of the validation step (docs/method.md#correlation): how well STS tracks the observed accuracy change.
 
 Pearson ρ (the paper's statistic), Spearman, R², confidence intervals of ρ and a permutation
 p-value, computed over domains. Two protocols: all domains, and the paper's extreme-groups design

@@ -44,8 +44,8 @@ SFT set lacks is still normalised, with that reference.
 
 **Harm** (``harm``). What "harm" means follows the declared target (report.primary.target):
 
-- ``abs``: the observed harm of a cell is |Δ|, the magnitude of change that STS predicts (SPEC
-  §4). It is a *change*, not a loss: a gain counts as much as a loss, because STS does not
+- ``abs``: the observed harm of a cell is |Δ|, the magnitude of change that STS predicts
+  (docs/method.md#what-sts-predicts). It is a *change*, not a loss: a gain counts as much as a loss, because STS does not
   predict the sign. "Least harmful" is then "least changed".
 - ``signed``: the worsening, −Δ for a metric where higher is better (accuracy) and +Δ where lower
   is better (NLL), so that a larger value is always worse. It needs each metric's direction

@@ -18,7 +18,7 @@ vocabulary):
 * generation adds the KV cache of every layer for the prompt and the new tokens,
   ``2·L·B·(T + new)·K·b``, ``K`` the key/value width (heads × head size; ``H`` when unknown, an
   upper bound under grouped-query attention);
-* fine-tuning converts the model to float32 (SPEC §5.1): LoRA holds the frozen weights ``4n``
+* fine-tuning converts the model to float32 (docs/method.md#fine-tuning): LoRA holds the frozen weights ``4n``
   (adapters are well under 1 %), full fine-tuning weights, gradients and AdamW's two moments
   ``16n``; activations kept for the backward pass ``16·B·T·H·4`` per layer, one layer's worth
   plus every layer's input ``L·B·T·H·4`` with activation checkpointing; logits and their gradient
@@ -164,8 +164,8 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
 # with a longer one (the attempt multiplies it, as the memory).
 
 # English prose averages about 4 characters a BPE token; digits and formulas tokenise worse (the
-# embedded default's math set: 2.9 with SmolLM2's tokenizer), so 2.5 errs long; each item adds
-# its chat-template scaffolding (head, turn markers)
+# embedded default's math set's figure is in docs/performance.md), so 2.5 errs long; each item
+# adds its chat-template scaffolding (head, turn markers)
 CHARS_PER_TOKEN = 2.5
 ITEM_TOKENS = 64
 START_S = 120.0        # process start, imports, tokenizer, the SAE; a job is never shorter

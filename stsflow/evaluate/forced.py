@@ -7,8 +7,7 @@ tokens (the layer means of the before/after-SFT similarity, ``features.reps``). 
 of an item runs through the model once, whatever the metrics that read it (before, the NLL pass,
 the options' pass and the layer means each ran the query again), and the continuations run in
 batches of similar lengths (a reference answer padded together with short options costs several
-times its tokens). On the embedded default (SmolLM2-135M, one CPU thread, chemistry's 40 items,
-back to back) the three readings took 68.1 s apart, and take 42.4 s in this pass.
+times its tokens; the measured saving is in docs/performance.md).
 
 Equal, up to float summation order, to the direct computations: a continuation's token log-probs
 are those of one forward over prefix + query + continuation (causal attention: the cached keys

@@ -1,4 +1,4 @@
-"""Evaluation of a model on a domain (SPEC §5.2): official MMLU-Pro CoT generation, and two
+"""Evaluation of a model on a domain (docs/method.md#evaluation): official MMLU-Pro CoT generation, and two
 cheaper, deterministic alternatives (option log-likelihood accuracy, NLL of the reference answer).
 
 ``generate`` follows TIGER-AI-Lab MMLU-Pro ``evaluate_from_local.py`` (with its

@@ -1,5 +1,5 @@
 """RL fine-tuning with GRPO (``finetune.methods: [grpo]``) through TRL's ``GRPOTrainer``: the
-paper's RL exploration (SPEC §7), run in the validation loop like SFT, so its tuned model gets a
+paper's RL exploration (docs/method.md#rl), run in the validation loop like SFT, so its tuned model gets a
 true shift, evaluations, Δ and scores as every run does.
 
 * **Prompts** are the SFT set's queries exactly as SFT and extraction format them: the chat head

@@ -1,4 +1,4 @@
-"""Selective fine-tuning (SPEC §7): at each chosen layer, a learnable map W ∈ R^{K×d} adds
+"""Selective fine-tuning (docs/method.md#selective-fine-tuning): at each chosen layer, a learnable map W ∈ R^{K×d} adds
 h_S(z)·W to the residual stream z after that block, where h_S(z) are the activations of K
 dimensions S of the layer's SAE (its encoder frozen); only the maps train.
 

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of a causal LM on SFT records (SPEC §5.1): the training loop.
+"""Supervised fine-tuning of a causal LM on SFT records (docs/method.md#fine-tuning): the training loop.
 
 The paper's recipe: full fine-tuning, AdamW β=(0.9, 0.95), weight decay 0.01, cosine schedule with
 10 % linear warm-up, gradient clipping at 1.0, effective batch 256, fp32. LoRA is an option.
@@ -16,8 +16,8 @@ Choices made here (the paper is silent):
   (the last step of an epoch takes the remainder; nothing is dropped); they are sorted by length
   and cut into micro-batches of at most ``micro_batch_size`` examples of similar lengths, each
   padded to its longest at most by a third of its tokens (``batching.length_chunks``; right
-  padding, label -100 on padding; the embedded default's math set, of even lengths, hardly
-  changes: 52 micro-batches for 50 steps, 83 % real tokens either way). The loss of a step is the mean over all response tokens of
+  padding, label -100 on padding; on a set of even lengths it hardly changes anything:
+  docs/performance.md). The loss of a step is the mean over all response tokens of
   the step: each micro-batch contributes ``sum(CE) / n_response_tokens(step)``, so the gradient
   does not depend on the micro-batch split.
 * **Optimizer.** torch AdamW on trainable parameters; weight decay only on parameters with >= 2

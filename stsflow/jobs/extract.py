@@ -20,7 +20,7 @@ class ContextError(ValueError):
 def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest_query: int,
                   where: str, knob: str, model: str = "<model>", action: str = "error"
                   ) -> list[str]:
-    """Head + demonstrations + the longest query must fit the model's context (SPEC §3 assumes
+    """Head + demonstrations + the longest query must fit the model's context (docs/method.md#context-guard assumes
     every query token sees every demonstration). ``prefixes`` maps a run to its prefix length.
     ``action`` "error" raises ContextError; "warn" (sts.context_check) returns the problems, which
     the shard then records."""

@@ -11,7 +11,7 @@
 
 **Allocation rules of the sts strategy** (``ALLOCATIONS``; s_d the score of domain d):
 
-* ``proportional`` (the paper's rule, SPEC §7: "in proportion to their STS"; run ``-mix_sts``):
+* ``proportional`` (the paper's rule, docs/method.md#data-mixture: "in proportion to their STS"; run ``-mix_sts``):
   w_d = max(s_d, 0). It reads the score as a ratio scale whose zero means "no risk". STS is not
   one: it sums the shift over N dimensions with a baseline level that every domain shares, so
   scores such as 195.0, 194.7, 197.6, 201.7 differ by a few percent of their common offset and
@@ -20,7 +20,7 @@
 
 The other rules use only the *contrast* between domains: each is invariant to adding a constant
 to every score, and to scaling them by c > 0. That is what the prediction is validated for:
-Pearson ρ between the scores and |Δ| across domains (SPEC §5) is blind to a common offset and
+Pearson ρ between the scores and |Δ| across domains (docs/method.md#correlation) is blind to a common offset and
 scale, so a rule that depends on them spends budget on something no validation vouches for.
 The price: however small the spread between the scores, it is read as the whole contrast; these
 rules cannot tell a spread above the predictor's noise from one within it (the report's noise

@@ -1,7 +1,7 @@
 """SAE encoder for extraction jobs, without importing sae-lens.
 
-Importing sae-lens costs about 5 s per process (it pulls in all of TransformerLens), which is
-paid by every extraction job. Extraction only needs ``encode``, so ``prepare_sae`` exports the
+Importing sae-lens costs seconds per process (it pulls in all of TransformerLens:
+docs/performance.md), which every extraction job would pay. Extraction only needs ``encode``, so ``prepare_sae`` exports the
 encoder weights of the sae-lens SAE once (``encoder.safetensors`` + ``encoder.json``) and checks
 on real activations that this module's ``encode`` equals sae-lens's; architectures or options it
 does not cover are refused at that point and extraction falls back to sae-lens.

@@ -1,4 +1,4 @@
-"""The paper's STS formulas (SPEC §3-§5), registered as predictors on the SAE's features and, as
+"""The paper's STS formulas (docs/method.md#sts-formulas), registered as predictors on the SAE's features and, as
 baselines, on the raw residual stream and on a random-direction encoder of the same width and k.
 
     shift_j   = E_tokens (h_j(C, x) - h_j(x))^2          over aligned SFT query tokens

@@ -2,7 +2,7 @@
 
 STS compares a query's SAE features with and without demonstrations in front of it. The two runs
 must see the *same* query token ids, so prompts are never tokenized as one string: each part is
-tokenized on its own and the ids are concatenated (SPEC §3 [choice]).
+tokenized on its own and the ids are concatenated (docs/method.md#query-alignment).
 
     plain input = head + query
     ICL input   = head + demo_1 + ... + demo_t + query

@@ -34,7 +34,7 @@ EXPECTED = {
     "gemma2-9b-it": ("gemma2-9b-it", "google/gemma-2-9b-it", 42,
                      {31: ("gemma-scope-9b-it-res", "layer_31/width_131k/average_l0_13")}),
 }
-# the paper's Qwen2.5-7B-Instruct / LIMO table (SPEC section 6), in points
+# the paper's Qwen2.5-7B-Instruct / LIMO table (docs/method.md#paper-figures), in points
 QWEN_DELTAS = {"engineering": -9.8, "chemistry": -6.36, "physics": -5.24, "computer_science": -4.88,
                "business": -4.43, "health": -2.93, "math": -2.89, "economics": -2.61,
                "philosophy": -2.4, "biology": 1.53, "other": -1.3, "psychology": -0.37,

@@ -176,7 +176,7 @@ def test_each_mode_has_the_right_prefix_and_model(job):
     head = len(seg.head())
     demo_idx = demos.sft_demo_indices(12, 2, 0)
     assert meta["sft_plain"]["prefix_tokens"] == head and meta["sft_plain"]["demonstrations"] == []
-    # the fine-tuned model runs on the plain input: no demonstrations (SPEC §5.4)
+    # the fine-tuned model runs on the plain input: no demonstrations (docs/method.md#true-shift)
     assert meta["sft_tuned"]["prefix_tokens"] == head
     assert meta["sft_tuned"]["demonstrations"] == []
     assert meta["sft_tuned"]["demonstrations_from"] == "none"
