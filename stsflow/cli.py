@@ -1,5 +1,5 @@
-"""Command line: `stsflow validate CONFIG`, `stsflow verify [RESULTS]`, `stsflow bench ...`,
-`stsflow plan ...`, `stsflow cards RESULTS ...`."""
+"""Command line: `stsflow validate CONFIG`, `stsflow verify [RESULTS]`, `stsflow registry`,
+`stsflow bench ...`, `stsflow plan ...`, `stsflow cards RESULTS ...`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", help="predicted, or true-<method>")
     p.add_argument("--dim", type=int, help="one SAE dimension")
     p.add_argument("--top", type=int, default=3, help="cards per set without --dim (default 3)")
+    sub.add_parser("registry", help="the registered predictors, metrics and fine-tuning methods "
+                   "(built in and plugins'), with what each declares")
     sub.add_parser("bench", help="extraction throughput and storage figures (see --help)",
                    add_help=False)
     sub.add_parser("plan", help="jobs, resources and GPU hours of a config (see --help)",
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"{args.config}: valid")
+        return 0
+    if args.cmd == "registry":
+        print(registry_text())
         return 0
     if args.cmd == "cards":
         import polars as pl
@@ -97,6 +102,37 @@ def main(argv: list[str] | None = None) -> int:
     for line in advice(args.results, problems):
         print(line)
     return 1 if n else 0
+
+
+def registry_text() -> str:
+    """What a config may name in finetune.methods, evaluate.metrics and report.primary.predictor:
+    every registered entry (stsflow.plugins' included) with the facts it declares."""
+    from stsflow import plugins
+    from stsflow.evaluate.registry import metrics
+    from stsflow.finetune.registry import methods
+    from stsflow.scores import PREDICTORS
+
+    lines = [f"plugins: {', '.join(plugins.load()) or 'none'}", "",
+             "predictors (report.primary.predictor; <name>_oracle: on the true shift):"]
+    for p in PREDICTORS.values():
+        facts = [p.family, *(["oracle row"] if p.oracle else []),
+                 *(["after fine-tuning only"] if p.post_training else []),
+                 *([f"needs {', '.join(p.needs)}"] if p.needs else [])]
+        lines.append(f"  {p.name:<20} {p.about} ({'; '.join(facts)})")
+    lines += ["", "metrics (evaluate.metrics):"]
+    for m in metrics().values():
+        lines.append(f"  {m.name:<20} {m.kind}, {'higher' if m.higher_is_better else 'lower'} "
+                     "is better")
+    lines += ["", "fine-tuning methods (finetune.methods):"]
+    for m in methods().values():
+        facts = [f"plans as {m.plan_as}", *(["saves an adapter"] if m.adapter else []),
+                 *(["shards over finetune.processes"] if m.shards else []),
+                 *([f"reads finetune.{m.section}"] if m.section else []),
+                 *([f"variants {m.name}-{m.variant.describe}"] if m.variant else []),
+                 *(["own training loop"] if m.train else []),
+                 *(["not servable by vLLM"] if not m.vllm else [])]
+        lines.append(f"  {m.name:<20} {m.about} ({'; '.join(facts)})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
