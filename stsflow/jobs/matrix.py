@@ -27,16 +27,16 @@ def matrix(model: str, sts: dict[str, str], observed: dict[str, str], tables: di
     from stsflow.analysis import decision as dec
     from stsflow.analysis import matrix as mx
     from stsflow.analysis.pooled import pooled_table
-    from stsflow.io.files import write_parquet
+    from stsflow.io.files import read_frame, write_parquet
     from stsflow.report import matrix as page
 
     missing = sorted(set(TABLES) - set(tables))
     if missing:
         raise ValueError(f"matrix job: no output path for table(s) {missing}")
-    sts_frames = [pl.read_parquet(sts[s]).filter(pl.col("model") == model)
+    sts_frames = [read_frame(sts[s]).filter(pl.col("model") == model)
                   for s in sfts if s in sts]
     pred = mx.predicted_matrix(sts_frames, primary, sfts=sfts, domains=domains, targets=targets)
-    obs_frames = [pl.read_parquet(observed[s]) for s in sfts if s in observed]
+    obs_frames = [read_frame(observed[s]) for s in sfts if s in observed]
     if config_rows:
         obs_frames.append(pl.DataFrame(list(config_rows)).filter(pl.col("model") == model))
     obs = mx.observed_matrix(obs_frames, sfts=sfts, domains=domains, targets=targets)

@@ -289,9 +289,10 @@ def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(mo
     items[2] = {**items[2], "options": [*items[2]["options"][:2], "N/A",
                                         *items[2]["options"][2:]]}
     demos = domain_records("law", 3, offset=10)
-    settings = EvalSettings(metrics=("nll", "option_loglik"), k_shot=0, loglik_k_shot=k_shot,
-                            max_new_tokens=8, max_context=4096, chat_template=False,
-                            batch_size=3, n_boot=10)
+    settings = EvalSettings.with_defaults(metrics=("nll", "option_loglik"), k_shot=0,
+                                          loglik_k_shot=k_shot, max_new_tokens=8,
+                                          max_context=4096, chat_template=False, batch_size=3,
+                                          n_boot=10)
     rows, means = scoring.teacher_forced(model, tok, items, demos, segmenter=seg,
                                          settings=settings, residuals=True)
     direct = scoring.eval_option_loglik(model, tok, items, demos, segmenter=seg, k_shot=k_shot,

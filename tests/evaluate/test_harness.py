@@ -426,7 +426,8 @@ def test_vllm_source_of_each_prepared_kind(tiny, tiny_model_dir, tmp_path):
     select = tmp_path / "select"
     select.mkdir()
     (select / "stsflow_meta.json").write_text(json.dumps(
-        {"adapter": True, "adapter_type": "sae_select", "base_dir": "../base"}))
+        {"adapter": True, "adapter_type": "sae_select", "base_dir": "../base",
+         "method": "sae_select-top-k8"}))
     with pytest.raises(ValueError, match="lm_eval_vllm cannot serve the sae_select run"):
         harness.vllm_source(select)
 
