@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from stsflow.models.batching import pad_batch, pad_id_of, token_batches
+from stsflow.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def builtin(model, tokenizer, job: GenerationJob) -> list[Generation]:
     was_training = model.training
     model.eval()
     out: list[Generation | None] = [None] * len(job.prompts)
+    progress = Progress("generate", len(job.prompts), "prompts")
     try:
         for idx in token_batches([len(p) + job.max_new_tokens for p in job.prompts],
                                  job.batch_size, job.batch_tokens):
@@ -129,6 +131,7 @@ def builtin(model, tokenizer, job: GenerationJob) -> list[Generation]:
                 got = cut_continuation(tokenizer, gen[r, width:].tolist(), job.eos_ids, pad_id,
                                        job.stop_strings, job.max_new_tokens)
                 out[i] = Generation(got.text, got.n_generated, got.finish, len(job.prompts[i]))
+            progress.update(len(idx), f"{sum(o.n_generated for o in out if o)} tokens generated")
     finally:
         if was_training:
             model.train()
