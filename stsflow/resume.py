@@ -148,9 +148,12 @@ class Resume:
     keep: bool = False
     log: object = field(default=None, repr=False)
 
-    def open(self, total: int, what: str, **material) -> Checkpoints:
+    def open(self, total: int, what: str, log=None, **material) -> Checkpoints:
+        """The checkpoints of a run of ``total`` steps (``what`` names it in the log lines,
+        ``log`` writes them), its ``material`` completed by the trainer's."""
         return Checkpoints(self.root, {**self.material, **material}, interval(self.every, total),
-                           total, self.keep, what, self.log or logging.getLogger("stsflow").info)
+                           total, self.keep, what,
+                           log or self.log or logging.getLogger("stsflow").info)
 
     def finish(self) -> None:
         """The job's output is written: its checkpoints go, unless the run keeps them."""
@@ -176,11 +179,25 @@ def differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def _fsync_tree(path: Path) -> None:
-    from stsflow.io.files import _fsync_dir, _fsync_tree as fsync_tree
+def _fsync(path: Path) -> None:
+    """Flush a file or a directory's entries to disk (where the file system allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
-    fsync_tree(path)
-    _fsync_dir(path.parent)
+
+def _fsync_tree(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root))
 
 
 def _size(path: Path) -> int:
@@ -270,7 +287,7 @@ class Checkpoints:
                 _fsync_tree(tmp)
                 _remove(final)
                 os.rename(tmp, final)
-                _fsync_tree(final)
+                _fsync(self.root)
                 if not self.keep:
                     for s, p in self._complete():
                         if s != step:

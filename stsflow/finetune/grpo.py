@@ -182,7 +182,7 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
                       bias="none", task_type="CAUSAL_LM")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    checkpoints = (resume.open(g["steps"], "grpo", prompts=digest([rows[i] for i in order]))
+    checkpoints = (resume.open(g["steps"], "grpo", log, prompts=digest([rows[i] for i in order]))
                    if resume is not None else None)
     found = checkpoints.latest() if checkpoints is not None else None
     progress = Progress("grpo step", g["steps"], "steps", log=log,

@@ -38,7 +38,11 @@ def _states(model, optimizer) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     msd, osd = get_state_dict(model, optimizer, options=_options())
-    return {"model": msd, "optim": osd}
+    # ignore_frozen_params still returns a frozen parameter tied to another name (a frozen LM
+    # head that is the embedding: 113 MB of SmolLM2's, 3.7 GB of Gemma-2-9B's); a parameter
+    # shared under two names is kept once
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {"model": {k: v for k, v in msd.items() if k in trainable}, "optim": osd}
 
 
 @contextlib.contextmanager

@@ -221,7 +221,7 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
                          f"{n_ranks}: only full fine-tuning is sharded (FSDP, finetune.processes)")
     # the run's state depends on its examples' tokens (the set, its sample, the chat template,
     # max_length) beyond what the job records
-    checkpoints = (resume.open(n_total, "finetune", examples=digest(examples))
+    checkpoints = (resume.open(n_total, "finetune", log, examples=digest(examples))
                    if resume is not None else None)
     t_start = time.perf_counter()
     with _deterministic(cfg.deterministic), StopSignal(checkpoints is not None) as stop:

@@ -105,7 +105,8 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: Sae
     data = activation_batches(model, layer, windows, batch_tokens=spec.batch_tokens,
                               total_tokens=total + 20 * spec.batch_tokens,
                               model_batch=model_batch, seed=spec.seed, device=device)
-    checkpoints = (resume.open(steps, f"SAE L{layer}", windows=digest(windows), d_in=d_in)
+    checkpoints = (resume.open(steps, f"SAE L{layer}", log, windows=digest(windows),
+                               d_in=d_in)
                    if resume is not None else None)
     start = time.time()
     with StopSignal(checkpoints is not None) as stop:

@@ -288,3 +288,54 @@ def test_checkpoint_settings_are_read_from_the_config_and_are_no_rule_parameter(
     assert "and k not in CHECKPOINT_KEYS" in text
     with pytest.raises(Exception, match="checkpoint_every: unknown setting"):
         FinetuneSettings.from_recipe({**RECIPE, "checkpoint_every": 3}, "lora", 0)
+
+
+def test_a_tied_embedding_is_saved_once_and_resumes(tmp_path):
+    """A model whose LM head is its embedding (SmolLM2, Gemma): LoRA's checkpoint holds the
+    adapter alone (not the frozen head under its second name), full fine-tuning's the shared
+    weight once; both resume to the uninterrupted weights."""
+    from conftest import make_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stsflow.finetune.train import finetune
+    from stsflow.resume import Interrupted, Resume
+
+    tok = make_tokenizer()
+
+    def model():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+            eos_token_id=3, tie_word_embeddings=True))
+
+    for method in ("lora", "full"):
+        rec = FinetuneSettings.with_defaults(method, 0, **{**RECIPE, "epochs": 2})
+        resume = Resume(tmp_path / f"{method}.resume", {"test": method}, every=4, keep=True)
+
+        def train(lm, resume=resume):
+            hist = finetune(lm, tok, sft_records(12), rec, use_chat_template=True,
+                            log=lambda s: None, resume=resume)
+            return {n: p.detach().clone() for n, p in hist["model"].named_parameters()}
+
+        whole = train(model(), resume=None)
+        lm, calls = model(), [0]
+
+        def hook(module, args, out):
+            calls[0] += 1
+            if calls[0] == 13:  # in step 7: step 6 is saved, though not due
+                os.kill(os.getpid(), signal.SIGTERM)
+        handle = lm.model.layers[0].register_forward_hook(hook)
+        with pytest.raises(Interrupted):
+            train(lm)
+        handle.remove()
+        saved = resume.root / "step-00000006" / "dcp"
+        from torch.distributed.checkpoint import FileSystemReader
+
+        keys = set(FileSystemReader(str(saved)).read_metadata().state_dict_metadata)
+        heads = {k for k in keys if k.startswith("model.") and ("lm_head" in k
+                                                                or "embed_tokens" in k)}
+        assert heads == (set() if method == "lora" else {"model.model.embed_tokens.weight"})
+        resumed = train(model())
+        assert whole.keys() == resumed.keys()
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), method
