@@ -19,8 +19,9 @@ from stsflow.sae import info as sae_info
 from stsflow.sae.activations import ActivationStream
 
 LAYER = 1
-# 3840 tokens in batches of 64: 60 steps, a checkpoint every 6
-TRAIN = {"architecture": "topk", "width": 64, "k": 4, "tokens": 3840, "batch_tokens": 64,
+# 12800 tokens in batches of 64: 200 steps, a checkpoint every 20 (steps take milliseconds: the
+# run must outlast the signal sent after its first checkpoint)
+TRAIN = {"architecture": "topk", "width": 64, "k": 4, "tokens": 12800, "batch_tokens": 64,
          "lr": 3e-3, "context_length": 32, "seed": 0, "corpora": ["arith"]}
 RUNNER = """
 import json, sys
@@ -59,7 +60,7 @@ def start(root, name):
 @pytest.fixture(scope="module")
 def uninterrupted(job):
     log = kill_helpers.finish(start(job, "ref"), job / "ref.log")
-    assert "SAE L1 step 60/60" in log and not kill_helpers.RESUME_LINE.search(log)
+    assert "SAE L1 step 200/200" in log and not kill_helpers.RESUME_LINE.search(log)
     return job / "ref"
 
 
@@ -69,7 +70,7 @@ def test_killed_sae_training_resumes_to_the_uninterrupted_sae(job, uninterrupted
     killed = kill_helpers.interrupt(start(job, name), job / f"{name}.log", sig)
     assert not (job / name).exists()
     resumed = kill_helpers.finish(start(job, name), job / f"{name}.log")
-    kill_helpers.check_resumed(killed, resumed, 60, job / f"{name}.resume")
+    kill_helpers.check_resumed(killed, resumed, 200, job / f"{name}.resume")
     ref, got = load_file(uninterrupted / "sae_weights.safetensors"), load_file(
         job / name / "sae_weights.safetensors")
     assert ref.keys() == got.keys()
