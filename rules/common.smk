@@ -8,7 +8,7 @@ from stsflow import config as stsconfig
 from stsflow.config.saes import layer_saes, primary_sae, sae_roles, select_sites
 from stsflow.config import resources
 from stsflow.config.facts import model_shape, registry_id_facts, runs_on_cpu
-from stsflow.config.settings import ExtractSettings, ModelSettings
+from stsflow.config.settings import CHECKPOINT_KEYS, ExtractSettings, ModelSettings
 from stsflow.mode import (
     FULL_METHOD_PATTERN,
     MODE_PATTERN,
@@ -788,6 +788,7 @@ def recipe(w):
             k: v
             for k, v in FT.items()
             if k not in ("enabled", "methods", "sae_select", "grpo", "processes")
+            and k not in CHECKPOINT_KEYS  # how a run checkpoints: read by its script
         }
     )
     if FT["max_items"]:  # only then does the sample seed matter to fine-tuning

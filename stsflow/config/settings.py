@@ -310,13 +310,43 @@ class CardSettings:
         return with_defaults(cls, cls.SECTION, **changes)
 
 
+# finetune keys that say how a run checkpoints, not what it trains (CheckpointSettings)
+CHECKPOINT_KEYS = ("checkpoint_every", "keep_checkpoints")
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    """How a fine-tuning run checkpoints so that a killed job resumes (``stsflow.resume``):
+    ``finetune.checkpoint_every`` and ``finetune.keep_checkpoints``. Not part of the recipe:
+    checkpoints do not change the trained weights, so the finetune rule does not pass them as
+    parameters (Snakemake's rerun trigger: editing them reruns no finished run); its script
+    reads them from the config (``from_config``)."""
+    SECTION: typing.ClassVar[str] = "finetune"
+
+    checkpoint_every: int | None
+    keep_checkpoints: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> CheckpointSettings:
+        """From a workflow config as Snakemake holds it (not validated: the schema's defaults
+        fill what it leaves out)."""
+        given = config.get("finetune") or {}
+        base = defaults(cls.SECTION)
+        return build(cls, {k: given.get(k, base[k]) for k in CHECKPOINT_KEYS}, cls.SECTION)
+
+    @classmethod
+    def with_defaults(cls, **changes) -> CheckpointSettings:
+        return with_defaults(cls, cls.SECTION, **changes)
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
     """One fine-tuning run: the ``finetune`` recipe for one method and seed. ``sample_seed`` is
     ``sts.sample_seed`` (only passed when ``max_items`` draws a sample); ``deterministic`` is not a
     config key (always on in the workflow; tests may turn it off)."""
     SECTION: typing.ClassVar[str] = "finetune"
-    NOT_PASSED: typing.ClassVar[tuple] = ("enabled", "methods")  # read by the rules only
+    # read by the rules only; the checkpoint keys are CheckpointSettings, not the recipe's
+    NOT_PASSED: typing.ClassVar[tuple] = ("enabled", "methods", *CHECKPOINT_KEYS)
 
     method: str  # a run method (stsflow.mode.RunMethod): full, lora, sae_select-<select>-k<K>
     seed: int

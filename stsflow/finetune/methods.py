@@ -23,7 +23,8 @@ class Method:
     prepare: object
     finish: object
     # a method with its own training loop (grpo): ``train(model, tokenizer, records, recipe,
-    # use_chat_template=, log=, context=)`` returning what stsflow.finetune.train.finetune does;
+    # use_chat_template=, log=, context=, resume=)`` returning what stsflow.finetune.train.finetune
+    # does, resuming and checkpointing as it does (stsflow.resume);
     # None: that SFT loop, after ``prepare``
     train: object = None
 
@@ -72,11 +73,12 @@ def _attach_maps(model, cfg: FinetuneSettings, context: dict):
 register_method("sae_select", _attach_maps, lambda trained: trained)
 
 
-def _train_grpo(model, tokenizer, records, recipe, *, use_chat_template, log, context=None):
+def _train_grpo(model, tokenizer, records, recipe, *, use_chat_template, log, context=None,
+                resume=None):
     from stsflow.finetune.grpo import train_grpo
 
     return train_grpo(model, tokenizer, records, recipe, use_chat_template=use_chat_template,
-                      log=log)
+                      log=log, resume=resume)
 
 
 def _no_sft_loop(model, cfg, context):

@@ -42,6 +42,12 @@ def test_fields_are_the_schema_keys(cls):
     assert fields - EXTRAS.get(cls, set()) == keys
 
 
+def test_checkpoint_settings_are_the_finetune_keys_the_recipe_leaves_out():
+    fields = {f.name for f in dataclasses.fields(S.CheckpointSettings)}
+    assert fields == set(S.CHECKPOINT_KEYS) <= set(S.schema_section("finetune")["properties"])
+    assert set(S.CHECKPOINT_KEYS) <= set(S.FinetuneSettings.NOT_PASSED)
+
+
 def test_corpus_settings_cover_both_corpus_sections():
     fields = {f.name for f in dataclasses.fields(S.CorpusSettings)}
     sft = set(S.schema_section("sft.*")["properties"])
@@ -116,7 +122,9 @@ def test_embedded_default_builds_every_job_settings():
         ext = S.ExtractSettings.from_params(kind, params)
         assert ext.tokens == cfg["sts"][f"{kind}_tokens"]
     recipe = {k: v for k, v in cfg["finetune"].items()
-              if k not in ("enabled", "methods", "sae_select", "grpo")}
+              if k not in ("enabled", "methods", "sae_select", "grpo", *S.CHECKPOINT_KEYS)}
+    assert S.CheckpointSettings.from_config(cfg) == S.CheckpointSettings(
+        cfg["finetune"]["checkpoint_every"], cfg["finetune"]["keep_checkpoints"])
     assert S.FinetuneSettings.from_recipe(recipe, "lora", 0).epochs == cfg["finetune"]["epochs"]
     sites = {"layers": [12], "saes": ["main"]}
     run = S.FinetuneSettings.from_recipe(dict(recipe, sae_select=sites), "sae_select-top-k64", 0)
