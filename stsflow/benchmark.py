@@ -33,6 +33,11 @@ on the same items of the built-in domains (``--domains``, ``--queries`` items ea
 ``--max-new-tokens``, ``--k-shot`` demonstrations, ``--batch-size``): seconds, items/s,
 generated tokens/s (the built-in engine's token counts for every engine: the harness returns
 text only), accuracy, and in how many items each engine's text equals the built-in engine's.
+
+    stsflow bench --checkpoints --model-dir results/models/smollm2-135m
+
+times a fine-tuning checkpoint and measures its size, for the config's recipe, and what the
+config's checkpoint_every costs a whole run (``stsflow.checkpoint_bench``).
 """
 
 from __future__ import annotations
@@ -342,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="padding efficiency and tokens/s by batch layout (MMLU-Pro-shaped)")
     p.add_argument("--generate", action="store_true",
                    help="the generate metric with each engine: time and agreement")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="time and disk cost of fine-tuning checkpoints (stsflow.checkpoint_bench)")
+    p.add_argument("--sft-items", default="results/data/sft/math.parquet",
+                   help="--checkpoints: the materialised SFT set")
+    p.add_argument("--config", default="config.yaml", help="--checkpoints: the config")
+    p.add_argument("--steps", type=int, default=6, help="--checkpoints: steps timed")
     p.add_argument("--domains", default="arithmetic,biology,law",
                    help="--generate: built-in domains (comma-separated)")
     p.add_argument("--max-new-tokens", type=int, default=48)
@@ -350,6 +361,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="--padding: the token budget layout's budget (default: batch size x "
                         "the median query length)")
     args = p.parse_args(argv)
+    if args.checkpoints:
+        from stsflow.checkpoint_bench import checkpoint_cost, report
+
+        if not args.model_dir:
+            p.error("--checkpoints needs --model-dir")
+        report(checkpoint_cost(args.model_dir, args.sft_items, args.config, args.steps,
+                               args.threads))
+        return 0
     if args.generate:
         if not args.model_dir:
             p.error("--generate needs --model-dir")

@@ -55,13 +55,26 @@ def write_config(workdir: Path, cfg: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True,
-              env: dict | None = None):
+def _command(workdir: Path, args, env: dict | None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                **(env or {}))
     cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                        "--configfile", str(workdir / "config.yaml"), *args]
+    return cmd, env
+
+
+def snakemake_started(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """Snakemake started and left running, in a process group of its own (with the jobs it
+    runs): ``os.killpg(proc.pid, signal.SIGKILL)`` kills the workflow as ``kill -9`` would."""
+    cmd, env = _command(workdir, args, env)
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True,
+              env: dict | None = None):
+    cmd, env = _command(workdir, args, env)
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from stsflow.models.batching import pad_batch, pad_id_of, token_batches
+from stsflow.progress import Progress
 
 
 def fits(n_prompt: int, max_new_tokens: int, limit: int) -> bool:
@@ -129,6 +130,7 @@ def builtin(model, tokenizer, job: GenerationJob) -> list[Generation]:
                                stop_strings=list(job.stop_strings) or None)
     device = next(model.parameters()).device
     out: list[Generation | None] = [None] * len(job.prompts)
+    progress = Progress("generate", len(job.prompts), "prompts")
     with greedy(model):
         for idx in token_batches([len(p) + job.max_new_tokens for p in job.prompts],
                                  job.batch_size, job.batch_tokens):
@@ -141,4 +143,5 @@ def builtin(model, tokenizer, job: GenerationJob) -> list[Generation]:
                 got = cut_continuation(tokenizer, gen[r, width:].tolist(), job.eos_ids, pad_id,
                                        job.stop_strings, job.max_new_tokens)
                 out[i] = Generation(got.text, got.n_generated, got.finish, len(job.prompts[i]))
+            progress.update(len(idx), f"{sum(o.n_generated for o in out if o)} tokens generated")
     return out

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from stsflow.models.batching import length_chunks, pad_batch
 from stsflow.models.cache import cache_kwarg, copy_cache, prefix_cache
 from stsflow.models.tap import decoder_layers
+from stsflow.progress import Progress
 from stsflow.text.prompts import drop_na_options, reference_text
 
 
@@ -120,6 +121,7 @@ def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[in
         if tap:
             tap.attach()
         shared = prefix_cache(model, prefix)
+        progress = Progress("evaluate", len(items), "items")
         for item in items:
             rec = drop_na_options(item) if options else item
             out.records.append(rec)
@@ -161,6 +163,7 @@ def item_pass(model, tokenizer, items: list[dict], *, segmenter, prefix: list[in
                 out.options.append(per_token[:len(rec["options"])])
             if reference:
                 out.reference.append((per_token[-1], which))
+            progress.update()
         if tap and tap.sums is not None:
             out.sums = tap.sums.cpu().numpy()
     finally:

@@ -51,6 +51,7 @@ from stsflow.io.files import atomic_path, write_parquet
 from stsflow.models.batching import pad_batch, token_batches
 from stsflow.models.cache import cache_kwarg, copy_cache, prefix_cache
 from stsflow.models.tap import LayerTap
+from stsflow.progress import Progress
 
 
 class Reference:
@@ -171,7 +172,8 @@ def encode(source, sae, layer: int, queries: list[tuple[int, list[int], list[boo
     # Longest queries first keeps padding low (with batch_tokens, each batch's rows x its
     # longest query within that budget); rows are written back in query order per batch.
     batches = token_batches([len(ids) for _, ids, _ in queries], batch_size, batch_tokens)
-    start, done, n_used, last_log = time.time(), 0, 0, 0.0
+    start, n_used = time.time(), 0
+    progress = Progress(f"extract L{layer}", n_total, "tokens", log=log)
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out_path))
         kept = None
@@ -214,13 +216,8 @@ def encode(source, sae, layer: int, queries: list[tuple[int, list[int], list[boo
             if pending_rows >= row_group_rows:
                 writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
                 pending, pending_rows = [], 0
-            done += int(m.sum())
             n_used += int(counted.sum())
-            now = time.time()
-            if now - last_log > 10 or done == n_total:
-                last_log = now
-                log(f"[extract L{layer}] {done}/{n_total} tokens, "
-                    f"{done / max(now - start, 1e-9):.0f} tok/s")
+            progress.update(int(m.sum()))
         if pending:
             writer.write_table(pa.concat_tables(pending), row_group_size=row_group_rows)
         writer.close()

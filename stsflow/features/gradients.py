@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stsflow.progress import Progress
+
 RANK = 8
 
 
@@ -71,7 +73,8 @@ def mean_gradient(model, examples: list[tuple[list[int], list[int]]], targets: l
     sketch = _sketch(params, dim, seed) if dim else None  # dim 0: the exact, unprojected mean
     device = next(peft_model.parameters()).device
     total = torch.zeros(dim or n_params, dtype=torch.float64)
-    for i, (ids, labels) in enumerate(examples):
+    progress = Progress("gradients", len(examples), "examples", log=log)
+    for ids, labels in examples:
         peft_model.zero_grad(set_to_none=True)
         x = torch.tensor([ids], device=device)
         loss_sum, n = response_loss_sum(peft_model, x, torch.ones_like(x),
@@ -83,8 +86,7 @@ def mean_gradient(model, examples: list[tuple[list[int], list[int]]], targets: l
             flat = (project(grads, sketch, dim) if sketch is not None
                     else torch.cat([g.detach().reshape(-1).double().cpu() for g in grads]))
             total += flat / norm
-        if (i + 1) % 16 == 0:
-            log(f"[gradients] {i + 1}/{len(examples)} examples")
+        progress.update()
     peft_model.zero_grad(set_to_none=True)
     return (total / len(examples)).numpy(), {"n_examples": len(examples), "rank": RANK,
                                               "targets": list(targets), "n_params": n_params,

@@ -80,6 +80,27 @@ def all_sum(value: float) -> float:
     return float(t[0])
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (itself outside a process group): how the ranks agree
+    to stop at the same micro-batch when a signal reached some of them first."""
+    import torch
+    import torch.distributed as dist
+
+    if world()[1] == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t[0] > 0)
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing outside a process group)."""
+    import torch.distributed as dist
+
+    if world()[1] > 1:
+        dist.barrier()
+
+
 def full_state_dict(model) -> dict:
     """The whole model's state dict on the CPU, gathered from the shards (rank 0 holds it; the
     other ranks get an empty dict). A parameter shared under several names (tied embeddings) is
@@ -99,21 +120,68 @@ def full_state_dict(model) -> dict:
 
 # -------------------------------------------------------------------------- starting the ranks
 
+# seconds torch.distributed.run leaves the ranks, once it passed them a SIGTERM, to checkpoint
+# and exit before it kills them (its default, 30 s, can be shorter than writing a large model's
+# shards); the cluster's own kill after its grace time comes first when that is shorter
+SHUTDOWN_TIMEOUT_S = 900
+
+
 def launch(processes: int, job: dict, log=print) -> None:
     """Run ``worker`` in ``processes`` ranks on this node (``torch.distributed.run --standalone``)
-    with the finetune job's arguments ``job`` (JSON); raise when a rank fails."""
+    with the finetune job's arguments ``job`` (JSON); raise when a rank fails. A SIGTERM sent to
+    this process is passed on to the ranks (through torch.distributed.run), which checkpoint
+    and stop (``stsflow.resume``); then ``resume.Interrupted`` is raised."""
+    import signal
     import tempfile
+    import threading
+
+    from stsflow.resume import Interrupted
 
     with tempfile.TemporaryDirectory(prefix="stsflow-ft-") as tmp:
         spec = Path(tmp) / "job.json"
         spec.write_text(json.dumps(job, default=str))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={processes}", "-m", "stsflow.finetune.distributed", str(spec)]
+        # torch.distributed.run through this module's "launch", which ties it to this process
+        cmd = [sys.executable, "-m", "stsflow.finetune.distributed", "launch", "--standalone",
+               f"--nproc-per-node={processes}", f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}",
+               "-m", "stsflow.finetune.distributed", str(spec)]
         log(f"finetune: {processes} processes (FSDP): {' '.join(cmd)}")
-        done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": str(RANK_THREADS)})
-        if done.returncode:
-            raise RuntimeError(f"distributed fine-tuning failed (exit {done.returncode}); each "
+        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(RANK_THREADS)})
+        stopped, previous = [], None
+
+        def forward(signum, frame):
+            stopped.append(signum)
+            proc.send_signal(signum)
+
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            code = proc.wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if code and stopped:
+            raise Interrupted(f"distributed fine-tuning stopped by SIGTERM (exit {code}); the "
+                              "ranks checkpointed first: rerun to resume")
+        if code:
+            raise RuntimeError(f"distributed fine-tuning failed (exit {code}); each "
                                "failing rank's error is in the job's log above")
+
+
+def stop_with_parent() -> None:
+    """Have this process sent SIGTERM when its parent dies (Linux; elsewhere nothing): the
+    launcher when the job's process is killed, a rank when the launcher is (torch.distributed.run
+    starts each rank in a session of its own, out of reach of a kill of the job's process
+    group). They then checkpoint and stop, rather than train on, unseen, beside the job's rerun."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request: nothing will send it
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def worker(spec_path: str) -> None:
@@ -122,9 +190,12 @@ def worker(spec_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from stsflow.config.settings import FinetuneSettings, ModelSettings
+    stop_with_parent()
+
+    from stsflow.config.settings import CheckpointSettings, FinetuneSettings, ModelSettings
     from stsflow.jobs import validate
     from stsflow.jobs.common import setup_logging
+    from stsflow.resume import Interrupted
 
     job = json.loads(Path(spec_path).read_text())
     rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -146,13 +217,23 @@ def worker(spec_path: str) -> None:
             validate.finetune(job["model_dir"], ModelSettings.from_config(job["model"]),
                               job["sft_items"], FinetuneSettings(**job["recipe"]),
                               job["outdir"], job["history_out"], threads=RANK_THREADS,
-                              inputs=job.get("inputs"))
+                              inputs=job.get("inputs"),
+                              checkpoints=CheckpointSettings(**job["checkpoints"]))
         finally:
             dist.destroy_process_group()
+    except Interrupted as exc:  # stopped by SIGTERM, checkpointed: one line, no traceback
+        logging.getLogger("stsflow").warning("rank %d of %d: %s", rank, size, exc)
+        raise SystemExit(1) from None
     except Exception:
         logging.getLogger("stsflow").exception("rank %d of %d failed", rank, size)
         raise
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1])
+    if sys.argv[1] == "launch":  # torch.distributed.run, stopped with the job's process
+        from torch.distributed.run import main
+
+        stop_with_parent()
+        main(sys.argv[2:])
+    else:
+        worker(sys.argv[1])

@@ -19,6 +19,13 @@ true shift, evaluations, Δ and scores as every run does.
   ``max_new_tokens`` tokens), ``beta`` (KL coefficient), ``lr`` (constant after TRL's default
   schedule is replaced by ``lr_scheduler_type: constant``), TRL's loss (``loss_type``), fixed
   seeds (``seed``: the run's; prompts drawn in a seeded order).
+* **Checkpoints** (``stsflow.resume``) are TRL's own (the Trainer's ``_save_checkpoint``: the
+  adapter, optimizer, scheduler, every RNG state, the trainer state with its log history),
+  written into its output directory under the run's resume directory and moved into a
+  complete ``step-<n>`` checkpoint once written; a rerun passes the last one to
+  ``train(resume_from_checkpoint=...)``, which restores them and skips the prompts already
+  used. SIGTERM stops the run at the next step boundary (TRL's loop has no other), with a
+  checkpoint of that step.
 """
 
 from __future__ import annotations
@@ -127,10 +134,12 @@ def _text(completion) -> str:
 
 
 def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_template: bool,
-               log=print, context: dict | None = None) -> dict:
+               log=print, context: dict | None = None, resume=None) -> dict:
     """GRPO on the SFT items with the exact-match reward. ``recipe``: FinetuneSettings with
     ``grpo`` set. Returns the trained PEFT model and the history: per step the loss, mean
-    reward and its spread, KL, mean completion length, and the reward of every step."""
+    reward and its spread, KL, mean completion length, and the reward of every step.
+    ``resume``: where the run checkpoints (stsflow.resume), as the SFT loop does."""
+    import contextlib
     import os
     import tempfile
 
@@ -141,6 +150,8 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from stsflow.progress import Progress
+    from stsflow.resume import Interrupted, StopSignal, digest
     from stsflow.text.segments import Segmenter
 
     g = recipe.grpo
@@ -171,15 +182,39 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
                       bias="none", task_type="CAUSAL_LM")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    steps: list[dict] = []
+    checkpoints = (resume.open(g["steps"], "grpo", log, prompts=digest([rows[i] for i in order]))
+                   if resume is not None else None)
+    found = checkpoints.latest() if checkpoints is not None else None
+    progress = Progress("grpo step", g["steps"], "steps", log=log,
+                        start=found[0] if found else 0)
+    stop = StopSignal(checkpoints is not None)
 
-    class _Record(TrainerCallback):
+    class _Steps(TrainerCallback):
+        """Each step's line as it ends; a checkpoint where one is due or SIGTERM came (TRL
+        saves it after this call), then moved into place as complete."""
+
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "reward" in logs:
-                steps.append({"step": int(state.global_step), **{
-                    k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}})
+                progress.update(detail=_step_line(logs), done=state.global_step)
 
-    with tempfile.TemporaryDirectory() as out:
+        def on_step_end(self, args, state, control, **kw):
+            if checkpoints is None or state.global_step >= g["steps"]:
+                return
+            if checkpoints.due(state.global_step) or stop.requested:
+                control.should_save = True
+            if stop.requested:
+                control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            step = int(state.global_step)
+            written = os.path.join(args.output_dir, f"checkpoint-{step}")
+            checkpoints.save(step, lambda d: os.rename(written, d / "trainer"))
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(stop)
+        # TRL writes its checkpoints where the run's resume directory keeps them
+        out = (str(checkpoints.root / "trl") if checkpoints is not None
+               else stack.enter_context(tempfile.TemporaryDirectory()))
         args = GRPOConfig(
             output_dir=out, max_steps=g["steps"], learning_rate=g["lr"],
             lr_scheduler_type="constant", warmup_steps=0,
@@ -201,17 +236,24 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
         # copy the adapter as a second, "ref" one, saved into the checkpoint too)
         trainer = GRPOTrainer(model=model, reward_funcs=[exact_match_reward], args=args,
                               train_dataset=data, processing_class=tokenizer,
-                              callbacks=[_Record()], peft_config=lora)
+                              callbacks=[_Steps()], peft_config=lora)
         peft_model = trainer.model
         n_trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-        trainer.train()
+        if found is not None:
+            checkpoints.resumed(found[0], found[1])
+        trainer.train(resume_from_checkpoint=str(found[1] / "trainer") if found else None)
+        if stop.requested and trainer.state.global_step < g["steps"]:
+            log(f"grpo: stopped by SIGTERM after step {trainer.state.global_step}/{g['steps']}, "
+                "which is saved; a rerun resumes from it")
+            raise Interrupted(f"grpo stopped by SIGTERM after step {trainer.state.global_step}"
+                              f"/{g['steps']} (checkpoint in {checkpoints.root}); rerun to resume")
     if list(getattr(peft_model, "peft_config", {})) != ["default"]:
         raise RuntimeError(f"grpo: expected one LoRA adapter, got "
                            f"{list(getattr(peft_model, 'peft_config', {}))}")
-    for s in steps:
-        log(f"grpo step {s['step']}/{g['steps']}: reward {s.get('reward', float('nan')):.3f} "
-            f"± {s.get('reward_std', float('nan')):.3f}, loss {s.get('loss', float('nan')):.4f}, "
-            f"kl {s.get('kl', float('nan')):.4f}")
+    # every step's logged figures, those of the attempts before a resume included (TRL keeps
+    # them in its checkpoints' trainer state)
+    steps = [{**{k: float(v) for k, v in e.items() if isinstance(v, (int, float))},
+              "step": int(e["step"])} for e in trainer.state.log_history if "reward" in e]
     peft_model.eval()
 
     def col(key):
@@ -241,6 +283,14 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
                              "reward_mean": float(np.mean(rewards)) if rewards else None,
                              "n_prompts": len(rows), "n_prompt_retokenized": n_retok,
                              "n_no_reference": n_no_ref, "trl": _trl_version()}}}
+
+
+def _step_line(logs: dict) -> str:
+    def get(key):
+        return float(logs.get(key, float("nan")))
+
+    return (f"reward {get('reward'):.3f} ± {get('reward_std'):.3f}, loss {get('loss'):.4f}, "
+            f"kl {get('kl'):.4f}, completion length {get('completions/mean_length'):.1f}")
 
 
 def _trl_version() -> str:

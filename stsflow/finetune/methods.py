@@ -93,11 +93,12 @@ register_method(
 # -- grpo: RL through TRL's trainer on a LoRA adapter (saved as LoRA runs are); its own loop
 # (stsflow.finetune.grpo) wraps the model itself
 
-def _train_grpo(model, tokenizer, records, recipe, *, use_chat_template, log, context=None):
+def _train_grpo(model, tokenizer, records, recipe, *, use_chat_template, log, context=None,
+                resume=None):
     from stsflow.finetune.grpo import train_grpo
 
     return train_grpo(model, tokenizer, records, recipe, use_chat_template=use_chat_template,
-                      log=log)
+                      log=log, resume=resume)
 
 
 def _no_sft_loop(model, cfg, context):

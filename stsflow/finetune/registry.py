@@ -62,8 +62,9 @@ class Method:
     ``prepare(model, cfg, context)`` returns the module to train (its trainable parameters
     marked; ``context``: what the job loaded for it, e.g. the SAE sites' chosen dimensions),
     ``finish(trained)`` the module to save; ``train``, when given, replaces the SFT loop:
-    ``train(model, tokenizer, records, recipe, use_chat_template=, log=, context=)`` returning
-    what ``stsflow.finetune.train.finetune`` does."""
+    ``train(model, tokenizer, records, recipe, use_chat_template=, log=, context=, resume=)``
+    returning what ``stsflow.finetune.train.finetune`` does, resuming and checkpointing as it
+    does (``stsflow.resume``)."""
 
     name: str
     prepare: Callable

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning of a causal LM on SFT records (docs/method.md#fine-tuning): the training loop.
+"""Supervised fine-tuning of a causal LM on SFT records: the training loop
+(docs/method.md#fine-tuning).
 
 The paper's recipe: full fine-tuning, AdamW β=(0.9, 0.95), weight decay 0.01, cosine schedule with
 10 % linear warm-up, gradient clipping at 1.0, effective batch 256, fp32. LoRA is an option.
@@ -47,14 +48,14 @@ import torch
 import torch.nn.functional as F
 
 from stsflow.config.settings import FinetuneSettings
-from stsflow.finetune import distributed
+from stsflow.finetune import distributed, state
 from stsflow.finetune.selective import is_selective
 from stsflow.models.batching import length_chunks, pad_batch, pad_id_of
+from stsflow.progress import Progress
+from stsflow.resume import Interrupted, Resume, StopSignal, digest, rng_state, set_rng_state
 from stsflow.text.segments import Segmenter
 
 IGNORE = -100
-
-
 
 
 # ----------------------------------------------------------------------------- examples
@@ -166,14 +167,25 @@ def _checkpointing(model, enable: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
+def _steps(n_examples: int, cfg: FinetuneSettings, n_total: int) -> list[tuple[int, int]]:
+    """(epoch, first position in its permutation) of every optimizer step, in order: the step
+    number is the data order's position, all a resumed run needs to go on where it stopped."""
+    per_epoch = range(0, n_examples, cfg.batch_size)
+    return [(epoch, start) for epoch in range(cfg.epochs) for start in per_epoch][:n_total]
+
+
 def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
              use_chat_template: bool, log=print, kind: str = "sft",
-             context: dict | None = None) -> dict:
+             context: dict | None = None, resume: Resume | None = None) -> dict:
     """Fine-tune ``model`` in place on ``records``; return the training history and the trained
     module under ``"model"`` (for LoRA: the PEFT model wrapping ``model``, whose checkpoint is the
     adapter; ``model`` itself then carries the adapter layers, its own weights frozen; for
     sae_select: ``model`` with its maps attached). ``context``: what the method needs beyond
-    the recipe (sae_select: ``sites``, stsflow.finetune.selective)."""
+    the recipe (sae_select: ``sites``, stsflow.finetune.selective). ``resume``: where the run
+    checkpoints (stsflow.resume): it starts from its last complete checkpoint when one of this
+    run is there, checkpoints as the recipe says, and on SIGTERM stops at the next micro-batch,
+    checkpoints the state of the step it was in (unchanged until the optimizer steps) and raises
+    ``resume.Interrupted``."""
     segmenter = Segmenter.for_tokenizer(tokenizer, use_chat_template)
     examples = build_examples(records, segmenter, cfg.max_length, kind=kind)
     n_dropped = len(records) - len(examples)
@@ -208,8 +220,12 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
     if n_ranks > 1 and not method.shards:
         raise ValueError(f"{cfg.run.method} trains in one process, and this one is a rank of "
                          f"{n_ranks}: only a method that shards runs over ranks (FSDP, finetune.processes)")
+    # the run's state depends on its examples' tokens (the set, its sample, the chat template,
+    # max_length) beyond what the job records
+    checkpoints = (resume.open(n_total, "finetune", log, examples=digest(examples))
+                   if resume is not None else None)
     t_start = time.perf_counter()
-    with _deterministic(cfg.deterministic):
+    with _deterministic(cfg.deterministic), StopSignal(checkpoints is not None) as stop:
         torch.manual_seed(cfg.seed)
         train_model = method.prepare(model, cfg, context or {})
         if cfg.gradient_checkpointing:
@@ -224,51 +240,98 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
 
         sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=warmup,
                                                 num_training_steps=n_total)
+        step, rng = 0, None
+        found = checkpoints.latest() if checkpoints is not None else None
+        if found is not None:
+            step, path, saved = found
+            rng = state.load(path, train_model, opt, sched)
+            for key in ("losses", "lrs", "grad_norms"):
+                history[key] = list(saved["history"][key])
+            for key in ("tokens_seen", "response_tokens_seen"):
+                history[key] = saved["history"][key]
+            checkpoints.resumed(step, path)
+
+        def save(at: int, rng_at: dict) -> None:
+            checkpoints.save(
+                at, lambda d: state.save(d, train_model, opt, sched, rng_at),
+                {"epoch": plan[at][0] if at < n_total else cfg.epochs, "history": {
+                    k: history[k] for k in ("losses", "lrs", "grad_norms", "tokens_seen",
+                                            "response_tokens_seen")}})
+
         train_model.train()
-        step = 0
-        for epoch in range(cfg.epochs):
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(examples))
-            for start in range(0, len(order), cfg.batch_size):
-                if step >= n_total:
+        plan = _steps(len(examples), cfg, n_total)
+        progress = Progress("step", n_total, "steps", log=log, start=step)
+        orders: dict[int, np.ndarray] = {}
+        while step < n_total:
+            epoch, start = plan[step]
+            if rng is not None:  # a resumed run: the RNGs as the step found them
+                set_rng_state(rng)
+            rng_at_start = rng_state() if checkpoints is not None else None
+            if epoch not in orders:
+                orders = {epoch: np.random.default_rng([cfg.seed, epoch]).permutation(
+                    len(examples))}
+            t0 = time.perf_counter()
+            batch = sorted((examples[i] for i in orders[epoch][start:start + cfg.batch_size]),
+                           key=lambda ex: len(ex[0]))
+            n_resp = sum(sum(1 for lab in lab_[1:] if lab != IGNORE) for _, lab_ in batch)
+            n_tok = sum(len(ids) for ids, _ in batch)
+            opt.zero_grad(set_to_none=True)
+            loss_sum, stopped = 0.0, False
+            chunks = list(length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size,
+                                        cfg.micro_batch_tokens))
+            # one process: every micro-batch at weight 1; several: this rank's share, padded
+            for c, weight in distributed.rank_rounds(len(chunks), rank, n_ranks):
+                # a SIGTERM on any rank stops every rank here: parameters, optimizer and
+                # schedule are still those of the step's start, only the RNGs moved
+                if checkpoints is not None and distributed.any_rank(stop.requested):
+                    stopped = True
                     break
-                t0 = time.perf_counter()
-                batch = sorted((examples[i] for i in order[start:start + cfg.batch_size]),
-                               key=lambda ex: len(ex[0]))
-                n_resp = sum(sum(1 for lab in lab_[1:] if lab != IGNORE) for _, lab_ in batch)
-                n_tok = sum(len(ids) for ids, _ in batch)
+                ids, att, lab = collate([batch[i] for i in chunks[c]], pad_id, device)
+                s, _ = response_loss_sum(train_model, ids, att, lab)
+                # one process: exactly s / n_resp; ranks: FSDP averages over them
+                (s / n_resp * (weight * n_ranks)).backward()
+                loss_sum += weight * float(s.detach())
+            if stopped:
                 opt.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                chunks = list(length_chunks([len(ex[0]) for ex in batch], cfg.micro_batch_size,
-                                            cfg.micro_batch_tokens))
-                # one process: every micro-batch at weight 1; several: this rank's share, padded
-                for c, weight in distributed.rank_rounds(len(chunks), rank, n_ranks):
-                    ids, att, lab = collate([batch[i] for i in chunks[c]], pad_id, device)
-                    s, _ = response_loss_sum(train_model, ids, att, lab)
-                    # one process: exactly s / n_resp; ranks: FSDP averages over them
-                    (s / n_resp * (weight * n_ranks)).backward()
-                    loss_sum += weight * float(s.detach())
-                loss_sum = distributed.all_sum(loss_sum)
-                if cfg.grad_clip:
-                    gnorm = float(distributed.full_norm(
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
-                else:
-                    gnorm = float(distributed.full_norm(torch.nn.utils.get_total_norm(
-                        [p.grad for p in params if p.grad is not None])))
-                lr = sched.get_last_lr()[0]
-                opt.step()
-                sched.step()
-                step += 1
-                dt = time.perf_counter() - t0
-                loss = loss_sum / n_resp
-                history["losses"].append(loss)
-                history["lrs"].append(lr)
-                history["grad_norms"].append(gnorm)
-                history["tokens_seen"] += n_tok
-                history["response_tokens_seen"] += n_resp
-                log(f"step {step}/{n_total} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} "
-                    f"lr {lr:.3e} grad_norm {gnorm:.3f} tokens {n_tok} tok/s {n_tok / dt:.0f}")
-            if step >= n_total:
-                break
+                # step 0 has no state to save (the optimizer's is made by its first step)
+                if step and checkpoints.saved != step:
+                    save(step, rng_at_start)
+                log(f"finetune: stopped by SIGTERM in step {step + 1}/{n_total}; a rerun "
+                    f"resumes from step {step}" + (", which is saved" if step else ""))
+                raise Interrupted(f"fine-tuning stopped by SIGTERM at step {step}/{n_total} "
+                                  f"(checkpoint in {checkpoints.root}); rerun to resume")
+            loss_sum = distributed.all_sum(loss_sum)
+            if cfg.grad_clip:
+                gnorm = float(distributed.full_norm(
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
+            else:
+                gnorm = float(distributed.full_norm(torch.nn.utils.get_total_norm(
+                    [p.grad for p in params if p.grad is not None])))
+            lr = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            step += 1
+            rng = None
+            dt = time.perf_counter() - t0
+            loss = loss_sum / n_resp
+            history["losses"].append(loss)
+            history["lrs"].append(lr)
+            history["grad_norms"].append(gnorm)
+            history["tokens_seen"] += n_tok
+            history["response_tokens_seen"] += n_resp
+            progress.update(1, f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} lr {lr:.3e} "
+                               f"grad_norm {gnorm:.3f} tokens {n_tok} tok/s {n_tok / dt:.0f}")
+            if checkpoints is not None and step < n_total:
+                stopping = distributed.any_rank(stop.requested)  # every rank asks, each step
+                if stopping or checkpoints.due(step):
+                    opt.zero_grad(set_to_none=True)
+                    save(step, rng_state())
+                if stopping:
+                    log(f"finetune: stopped by SIGTERM after step {step}/{n_total}, which is "
+                        "saved; a rerun resumes from it")
+                    raise Interrupted(f"fine-tuning stopped by SIGTERM after step "
+                                      f"{step}/{n_total} (checkpoint in {checkpoints.root}); "
+                                      "rerun to resume")
         if cfg.gradient_checkpointing:
             _checkpointing(model, False)
         opt.zero_grad(set_to_none=True)

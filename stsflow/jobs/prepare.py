@@ -9,7 +9,7 @@ from pathlib import Path
 from stsflow.config.settings import CorpusSettings, ModelSettings, SaeSettings
 from stsflow.data import corpora
 from stsflow.io.files import read_json
-from stsflow.jobs.common import load_job_model, log
+from stsflow.jobs.common import load_job_model, log, model_identity
 
 # -- data ---------------------------------------------------------------------------------------
 
@@ -104,6 +104,23 @@ def sae_training_windows(tokenizer, segmenter, corpus_files: list[tuple[str, str
     return records if by_record else [w for windows in records for w in windows]
 
 
+def sae_resume(model_dir, minfo: dict, layer: int, sae: SaeSettings, outdir):
+    """Where an SAE's training checkpoints (``<outdir>.resume``), and what its state depends on:
+    the SAE's settings, the layer, the model, the package versions (the trainer adds its
+    windows' tokens). Checkpoints are taken about ten times a run (stsflow.resume) and removed
+    once the SAE is written."""
+    import dataclasses
+
+    from stsflow.io.files import package_versions
+    from stsflow.models.load import local_fingerprint
+    from stsflow.resume import Resume, beside
+
+    return Resume(beside(outdir), {
+        "sae": dataclasses.asdict(sae), "layer": layer,
+        "model": dict(model_identity(minfo), fingerprint=local_fingerprint(model_dir)),
+        "packages": package_versions()}, log=log.info)
+
+
 def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
                 corpora_files: dict, train_corpora: list[str], eval_corpora: list[str], outdir, *,
                 where: str, threads: int | None = None, n_top: list[int] | None = None,
@@ -148,9 +165,11 @@ def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
         if not train_windows:
             raise ValueError(f"{where}.train.corpora: {len(held_out)} token window(s), too few "
                              "to train an SAE and hold some out. Fix: add corpora")
+        resume = sae_resume(model_dir, info, layer, sae, outdir)
         train.train_sae(lm, layer, train_windows, spec, outdir, d_in=info["hidden_size"],
                         device=device, held_out=held_out, model_batch=model.batch_size,
-                        provenance=provenance, log=log.info)
+                        provenance=provenance, log=log.info, resume=resume)
+        resume.finish()
     else:
         configured = info.get("id") or info.get("file") or Path(info.get("path", "")).name
         prepare.prepare_pretrained(*fetched, outdir, model=lm, layer=layer, held_out=held_out,

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from stsflow.config.settings import EvalSettings, FinetuneSettings, ModelSettings
+from stsflow.config.settings import (CheckpointSettings, EvalSettings, FinetuneSettings,
+                                     ModelSettings)
 from stsflow.data import corpora
 from stsflow.io.files import package_versions, read_frame, read_table, write_parquet
 from stsflow.jobs.common import load_job_model, log, model_identity
@@ -37,34 +38,56 @@ def replay(model_dir, model: ModelSettings, pool_path, out, *, max_new_tokens: i
         "n_cut": n_cut, "packages": package_versions()})
 
 
+def resume_plan(model_dir, minfo: dict, sft_items, recipe: FinetuneSettings, outdir,
+                inputs: dict | None, checkpoints: CheckpointSettings):
+    """Where a run checkpoints (``<outdir>.resume``) and the material its state depends on: the
+    recipe, the base model, every input's identity, the package versions (the trainer adds its
+    examples' tokens). A checkpoint of another material is never resumed (stsflow.resume)."""
+    from stsflow.models.load import local_fingerprint
+    from stsflow.resume import Resume, beside, identity
+
+    base = dict(model_identity(minfo), fingerprint=local_fingerprint(model_dir))
+    given = {"model": model_dir, "sft_items": sft_items, **(inputs or {})}
+    return Resume(beside(outdir), {
+        "recipe": dataclasses.asdict(recipe), "base": base,
+        "inputs": {k: identity(v) for k, v in sorted(given.items())},
+        "packages": package_versions()},
+        every=checkpoints.checkpoint_every, keep=checkpoints.keep_checkpoints, log=log.info)
+
+
 def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSettings, outdir,
              history_out, threads: int | None = None, inputs: dict | None = None,
-             log_path: str | None = None) -> None:
+             log_path: str | None = None,
+             checkpoints: CheckpointSettings | None = None) -> None:
     """Fine-tune the base model on an SFT set and save an atomic checkpoint plus its history.
     ``inputs``: the run's named inputs (stsflow.workflow.bundles.FinetuneFiles: the SAE sites
     of a method anchored there, a data mixture's replay and weights). ``log_path``: the job's
-    log, where the ranks of a sharded run (``recipe.processes`` > 1) write too."""
+    log, where the ranks of a sharded run (``recipe.processes`` > 1) write too. ``checkpoints``: how the run checkpoints
+    to survive a kill (default: the schema's); it resumes from ``<outdir>.resume`` when a
+    checkpoint of this very run is there, and removes it once the model is written (unless
+    kept). SIGTERM stops it with a checkpoint and ``stsflow.resume.Interrupted``."""
     import shutil
     import time
 
     from stsflow.finetune import checkpoint, distributed, train
     from stsflow.mixture.records import mixture_records
+    from stsflow.workflow.bundles import FinetuneFiles
 
+    checkpoints = checkpoints or CheckpointSettings.with_defaults()
     rank, n_ranks = distributed.world()
     if recipe.processes > 1 and n_ranks == 1:  # start the ranks; each runs this job again
         distributed.launch(recipe.processes, {
             "model_dir": str(model_dir), "model": dataclasses.asdict(model),
             "sft_items": str(sft_items), "recipe": dataclasses.asdict(recipe),
             "outdir": str(outdir), "history_out": str(history_out), "log": log_path,
-            "inputs": {k: str(v) for k, v in (inputs or {}).items()}}, log=log.info)
+            "inputs": {k: str(v) for k, v in (inputs or {}).items()},
+            "checkpoints": dataclasses.asdict(checkpoints)}, log=log.info)
         return
     lm, tok, minfo = load_job_model(model_dir, model, threads)
+    resume = resume_plan(model_dir, minfo, sft_items, recipe, outdir, inputs, checkpoints)
     records = corpora.read_records(sft_items)
     # max_items: a seeded sample (sts.sample_seed, as every budget), not the first rows of the set
     records, sample = corpora.sample_records(records, recipe.max_items, recipe.sample_seed)
-    from stsflow.mixture.records import mixture_records
-    from stsflow.workflow.bundles import FinetuneFiles
-
     files = FinetuneFiles.read(inputs or {})
     method = recipe.run.registered
     context, extra = {}, {}
@@ -79,7 +102,7 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     start = time.time()
     trainer = method.train or train.finetune
     result = trainer(lm, tok, records, recipe, use_chat_template=model.chat_template,
-                     log=log.info, context=context)
+                     log=log.info, context=context, resume=resume)
     history = pa.table({"step": np.arange(1, len(result["losses"]) + 1, dtype=np.int32),
                         "loss": result["losses"], "lr": result["lrs"],
                         "grad_norm": result["grad_norms"],
@@ -105,6 +128,7 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     checkpoint.save_checkpoint(result["model"], tok, outdir, meta, base_dir=model_dir,
                                state_dict=state)
     write_parquet(history, history_out, meta)
+    resume.finish()
 
 
 def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: EvalSettings,
@@ -113,9 +137,8 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     """Evaluate one model variant on one domain with every configured metric; per-item rows.
     ``reps_out``: the mean residual of the domain's queries at every layer
     (``features.reps``), for the before/after-SFT similarity."""
-    from stsflow.evaluate import summary
-    from stsflow.evaluate.registry import metrics
-    from stsflow.evaluate.scoring import teacher_forced
+    from stsflow.evaluate import METRICS, summary
+    from stsflow.evaluate.metrics import teacher_forced
     from stsflow.text.segments import Segmenter
 
     lm, tok, _ = load_job_model(model_dir, model, threads)
@@ -126,8 +149,8 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
                                    residuals=reps_out is not None,
                                    residual_max_length=model.max_length)
     rows = []
-    for metric in settings.metrics:  # each a registered metric (evaluate.registry)
-        res = forced[metric] if metric in forced else metrics()[metric].run(
+    for metric in settings.metrics:  # each a registered metric (evaluate.METRICS)
+        res = forced[metric] if metric in forced else METRICS[metric].run(
             lm, tok, items, demos, segmenter=seg, settings=settings, subject=subject,
             chat_template=model.chat_template, model_dir=model_dir, dtype=model.dtype)
         values = summary.item_values(res, metric)

@@ -18,37 +18,91 @@ def window_batch(chunk: list[tuple[list[int], int]]):
     return ids, mask, keep
 
 
-def activation_batches(model, layer: int, windows: list[tuple[list[int], int]], *,
-                       batch_tokens: int, total_tokens: int, model_batch: int, seed: int,
-                       device: str):
+class ActivationStream:
     """Residual-stream activations at ``layer`` over token windows, shuffled in a buffer, cycled
     until ``total_tokens`` have been yielded, in batches of ``batch_tokens`` rows.
 
     Each window is ``(ids, skip)``: the first ``skip`` positions (the chat head, whose first
     token carries the huge-norm "attention sink" activations) are run but not used. Extraction
-    never encodes them either: they live in the cached prefix."""
-    from stsflow.models.tap import LayerTap
+    never encodes them either: they live in the cached prefix.
 
-    tap = LayerTap(model, layer)
-    gen = torch.Generator().manual_seed(seed)
-    buffer: list[torch.Tensor] = []
-    buffered = yielded = 0
-    while yielded < total_tokens:
-        order = torch.randperm(len(windows), generator=gen).tolist()
-        for start in range(0, len(order), model_batch):
-            chunk = [windows[i] for i in order[start:start + model_batch]]
-            ids, mask, keep = window_batch(chunk)
-            with torch.no_grad():
-                acts = tap.run(model, input_ids=ids.to(device), attention_mask=mask.to(device))
-            buffer.append(acts[keep.to(device)].float().cpu())
-            buffered += buffer[-1].shape[0]
-            if buffered >= 8 * batch_tokens:
-                flat = torch.cat(buffer)
-                flat = flat[torch.randperm(flat.shape[0], generator=gen)]
-                n_full = flat.shape[0] // batch_tokens * batch_tokens
-                for b in range(0, n_full, batch_tokens):
-                    yield flat[b:b + batch_tokens]
-                    yielded += batch_tokens
-                    if yielded >= total_tokens:
-                        return
-                buffer, buffered = [flat[n_full:]], flat.shape[0] - n_full
+    The order: each pass over the windows draws a permutation of them, run ``model_batch``
+    windows at a time; once ``8 * batch_tokens`` activations are buffered they are shuffled and
+    yielded in whole batches, the remainder kept for the next. One seeded generator draws both.
+    ``state_dict`` holds where the stream is (generator, pass, buffer, batches ready), so that
+    an interrupted SAE training goes on with the very batches it would have read."""
+
+    def __init__(self, model, layer: int, windows: list[tuple[list[int], int]], *,
+                 batch_tokens: int, total_tokens: int, model_batch: int, seed: int,
+                 device: str):
+        from stsflow.models.tap import LayerTap
+
+        self.model, self.windows, self.device = model, windows, device
+        self.batch_tokens, self.total, self.model_batch = batch_tokens, total_tokens, model_batch
+        self.tap = LayerTap(model, layer)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order: list[int] | None = None
+        self.pos = 0
+        self.buffer: list[torch.Tensor] = []
+        self.buffered = 0
+        self.ready: torch.Tensor | None = None  # shuffled activations, yielded batch by batch
+        self.next_row = self.n_full = 0
+        self.yielded = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.yielded >= self.total:
+            raise StopIteration
+        while self.ready is None:
+            self._fill()
+        out = self.ready[self.next_row:self.next_row + self.batch_tokens]
+        self.next_row += self.batch_tokens
+        self.yielded += self.batch_tokens
+        if self.next_row >= self.n_full:
+            self.buffer = [self.ready[self.n_full:]]
+            self.buffered = self.ready.shape[0] - self.n_full
+            self.ready = None
+        return out
+
+    def _fill(self) -> None:
+        if self.order is None or self.pos >= len(self.order):
+            self.order = torch.randperm(len(self.windows), generator=self.gen).tolist()
+            self.pos = 0
+        chunk = [self.windows[i] for i in self.order[self.pos:self.pos + self.model_batch]]
+        self.pos += self.model_batch
+        ids, mask, keep = window_batch(chunk)
+        with torch.no_grad():
+            acts = self.tap.run(self.model, input_ids=ids.to(self.device),
+                                attention_mask=mask.to(self.device))
+        self.buffer.append(acts[keep.to(self.device)].float().cpu())
+        self.buffered += self.buffer[-1].shape[0]
+        if self.buffered >= 8 * self.batch_tokens:
+            flat = torch.cat(self.buffer)
+            self.ready = flat[torch.randperm(flat.shape[0], generator=self.gen)]
+            self.n_full = flat.shape[0] // self.batch_tokens * self.batch_tokens
+            self.next_row = 0
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos,
+                "buffer": torch.cat(self.buffer) if self.buffer else None,
+                "buffered": self.buffered, "ready": self.ready, "next_row": self.next_row,
+                "n_full": self.n_full, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.order, self.pos = state["order"], state["pos"]
+        self.buffer = [] if state["buffer"] is None else [state["buffer"]]
+        self.buffered, self.ready = state["buffered"], state["ready"]
+        self.next_row, self.n_full, self.yielded = (state["next_row"], state["n_full"],
+                                                    state["yielded"])
+
+
+def activation_batches(model, layer: int, windows: list[tuple[list[int], int]], *,
+                       batch_tokens: int, total_tokens: int, model_batch: int, seed: int,
+                       device: str) -> ActivationStream:
+    """The activation batches of ``ActivationStream`` (see there)."""
+    return ActivationStream(model, layer, windows, batch_tokens=batch_tokens,
+                            total_tokens=total_tokens, model_batch=model_batch, seed=seed,
+                            device=device)

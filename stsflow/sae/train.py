@@ -1,9 +1,19 @@
 """An SAE trained here with sae-lens on this model's residual stream, saved as a prepared SAE with
-its quality figures and exported encoder."""
+its quality figures and exported encoder.
+
+Training resumes after a kill (``stsflow.resume``), as fine-tuning does: about ten checkpoints
+per run (the sae-lens trainer's own state through its ``save_trainer_state`` and
+``load_trainer_state``: optimizer, schedule, counters, dead-feature statistics, activation
+scaling; the training SAE's parameters; where the activation stream is, its buffer included;
+the RNGs), and one when SIGTERM arrives, at the next step. Why: a trained SAE at paper scale
+reads hundreds of millions of tokens through a 7-9B model, hours of GPU time. The data feed is
+where the checkpoints are taken: the trainer asks it for the next batch once the previous step
+is complete, counters included."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -12,7 +22,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from stsflow.io.files import atomic_dir, write_json
-from stsflow.sae.activations import activation_batches
+from stsflow.progress import Progress
+from stsflow.resume import (Interrupted, Resume, StopSignal, digest, rng_state,
+                            set_rng_state)
+from stsflow.sae.activations import ActivationStream, activation_batches
 from stsflow.sae.architectures import ARCHITECTURES
 from stsflow.sae.encoder import export_checked
 from stsflow.sae.info import MANIFEST, _rounded, quality_warnings
@@ -23,11 +36,58 @@ if TYPE_CHECKING:
     from stsflow.config.settings import SaeTrainSettings
 
 
+class _Feed:
+    """The trainer's data: the activation stream's batches, and at each step boundary (the
+    trainer asks for a batch once the previous step is complete) the progress line and, where
+    due or on SIGTERM, a checkpoint."""
+
+    def __init__(self, stream: ActivationStream, steps: int, checkpoints, stop, log):
+        self.stream, self.steps, self.checkpoints, self.stop = stream, steps, checkpoints, stop
+        self.trainer = None  # set once the trainer exists
+        self.progress = None
+        self.log = log
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        t = self.trainer
+        if t is not None and t.n_training_samples > 0:  # not the scale estimate before step 1
+            step = t.n_training_steps
+            self.progress.update(detail=f"{t.n_training_samples} tokens", done=step)
+            ck = self.checkpoints
+            if ck is not None and ck.saved != step and (ck.due(step) or (
+                    self.stop.requested and step < self.steps)):
+                ck.save(step, self._write)
+            if self.stop.requested and step < self.steps:
+                self.log(f"SAE training stopped by SIGTERM after step {step}/{self.steps}, "
+                         "which is saved; a rerun resumes from it")
+                raise Interrupted(f"SAE training stopped by SIGTERM at step {step}/{self.steps}"
+                                  f" (checkpoint in {ck.root}); rerun to resume")
+        return next(self.stream)
+
+    def _write(self, directory: Path) -> None:
+        torch.save(self.trainer.sae.state_dict(), directory / "sae.pt")
+        self.trainer.save_trainer_state(directory)
+        torch.save(self.stream.state_dict(), directory / "stream.pt")
+        torch.save(rng_state(), directory / "rng.pt")
+
+    def load(self, directory: Path) -> None:
+        t = self.trainer
+        t.sae.load_state_dict(torch.load(directory / "sae.pt", map_location=t.cfg.device))
+        t.load_trainer_state(directory)
+        self.stream.load_state_dict(torch.load(directory / "stream.pt", weights_only=False))
+        set_rng_state(torch.load(directory / "rng.pt", weights_only=False))
+
+
 def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: SaeTrainSettings,
               outdir: Path | str, *, d_in: int, device: str, held_out: list,
-              model_batch: int = 8, provenance: dict | None = None, log=print) -> dict:
+              model_batch: int = 8, provenance: dict | None = None, log=print,
+              resume: Resume | None = None) -> dict:
     """Train an SAE with sae-lens on this model's activations over ``windows`` and save it as a
-    prepared SAE with its quality figures on the ``held_out`` windows."""
+    prepared SAE with its quality figures on the ``held_out`` windows. ``resume``: where the
+    training checkpoints (stsflow.resume); it goes on from its last checkpoint when one of this
+    very training is there."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     from sae_lens import SAETrainer
     from sae_lens.config import SAETrainerConfig
@@ -35,6 +95,7 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: Sae
     torch.manual_seed(spec.seed)
     sae = ARCHITECTURES[spec.architecture].training(d_in, spec, device)
     total = spec.tokens
+    steps = math.ceil(total / spec.batch_tokens)
     trainer_cfg = SAETrainerConfig(total_training_samples=total,
                                    train_batch_size_samples=spec.batch_tokens, lr=spec.lr,
                                    lr_end=spec.lr / 10, lr_scheduler_name="cosineannealing",
@@ -44,8 +105,22 @@ def train_sae(model, layer: int, windows: list[tuple[list[int], int]], spec: Sae
     data = activation_batches(model, layer, windows, batch_tokens=spec.batch_tokens,
                               total_tokens=total + 20 * spec.batch_tokens,
                               model_batch=model_batch, seed=spec.seed, device=device)
+    checkpoints = (resume.open(steps, f"SAE L{layer}", log, windows=digest(windows),
+                               d_in=d_in)
+                   if resume is not None else None)
     start = time.time()
-    trained = SAETrainer(trainer_cfg, sae, data).fit()
+    with StopSignal(checkpoints is not None) as stop:
+        feed = _Feed(data, steps, checkpoints, stop, log)
+        trainer = SAETrainer(trainer_cfg, sae, feed)
+        feed.trainer = trainer
+        found = checkpoints.latest() if checkpoints is not None else None
+        if found is not None:
+            feed.load(found[1])
+            checkpoints.resumed(found[0], found[1])
+        feed.progress = Progress(f"SAE L{layer} step", steps, "steps", log=log,
+                                 start=found[0] if found else 0)
+        trained = trainer.fit()
+        feed.progress.update(detail=f"{trainer.n_training_samples} tokens", done=steps)
     log(f"trained SAE L{layer}: {total} tokens in {time.time() - start:.1f}s")
     from sae_lens import SAE
 

@@ -42,6 +42,12 @@ def test_fields_are_the_schema_keys(cls):
     assert fields - EXTRAS.get(cls, set()) == keys
 
 
+def test_checkpoint_settings_are_the_finetune_keys_the_recipe_leaves_out():
+    fields = {f.name for f in dataclasses.fields(S.CheckpointSettings)}
+    assert fields == set(S.CHECKPOINT_KEYS) <= set(S.schema_section("finetune")["properties"])
+    assert set(S.CHECKPOINT_KEYS) <= set(S.FinetuneSettings.NOT_PASSED)
+
+
 def test_corpus_settings_cover_both_corpus_sections():
     fields = {f.name for f in dataclasses.fields(S.CorpusSettings)}
     sft = set(S.schema_section("sft.*")["properties"])
@@ -113,6 +119,9 @@ def test_embedded_default_builds_every_job_settings():
     model = next(iter(cfg["models"].values()))
     recipe = S.FinetuneSettings.params(cfg["finetune"], "lora", model=model, sample_seed=0)
     assert "sae_select" not in recipe and "grpo" not in recipe and "processes" not in recipe
+    assert not set(S.CHECKPOINT_KEYS) & set(recipe)  # read by the job's script, not a param
+    assert S.CheckpointSettings.from_config(cfg) == S.CheckpointSettings(
+        cfg["finetune"]["checkpoint_every"], cfg["finetune"]["keep_checkpoints"])
     assert S.FinetuneSettings.from_recipe(recipe, "lora", 0).epochs == cfg["finetune"]["epochs"]
     selective = S.FinetuneSettings.params(cfg["finetune"], "sae_select-top-k64", model=model,
                                           sample_seed=0)
