@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stsflow.io.files import read_json
+
 CHECKPOINTS_PER_RUN = 10
 META = "resume.json"
 _NAME = re.compile(r"step-(\d{8})")
@@ -239,7 +241,7 @@ class Checkpoints:
                                  "stopped while writing it): it is never read")
                     _remove(p)
             if complete:
-                meta = json.loads((complete[-1][1] / META).read_text())
+                meta = read_json(complete[-1][1] / META)
                 if meta.get("material") != self.material:
                     changed = differences(meta.get("material") or {}, self.material)
                     self.log(f"{self.what}: the checkpoint in {complete[-1][1]} is not this "
@@ -253,7 +255,7 @@ class Checkpoints:
             return None
         step, path = complete[-1]
         self.saved = step
-        return step, path, json.loads((path / META).read_text())
+        return step, path, read_json(path / META)
 
     def resumed(self, step: int, path: Path) -> None:
         """The one line that says a run resumes, and from where."""

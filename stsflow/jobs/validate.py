@@ -76,8 +76,10 @@ def finetune(model_dir, model: ModelSettings, sft_items, recipe: FinetuneSetting
     checkpoints = checkpoints or CheckpointSettings.with_defaults()
     rank, n_ranks = distributed.world()
     if recipe.processes > 1 and n_ranks == 1:  # start the ranks; each runs this job again
-        distributed.launch(recipe.processes, {
-            "model_dir": str(model_dir), "model": dataclasses.asdict(model),
+        from stsflow.jobs import ranks
+
+        ranks.launch(recipe.processes, {
+            "job": "stsflow.jobs.validate:finetune", "model_dir": str(model_dir), "model": dataclasses.asdict(model),
             "sft_items": str(sft_items), "recipe": dataclasses.asdict(recipe),
             "outdir": str(outdir), "history_out": str(history_out), "log": log_path,
             "inputs": {k: str(v) for k, v in (inputs or {}).items()},

@@ -241,7 +241,7 @@ def test_only_the_readers_touch_workflow_files():
     allowed = {  # file: reads of user inputs, caches, or the benchmark's own temporary files
         "stsflow/io/files.py", "stsflow/benchmark.py", "stsflow/config/facts.py",
         "stsflow/config/checks.py", "stsflow/models/posthoc.py", "stsflow/sae/prepare.py",
-        "stsflow/finetune/distributed.py", "stsflow/data/corpora.py"}
+        "stsflow/jobs/ranks.py", "stsflow/data/corpora.py"}
     root = Path(files.__file__).resolve().parents[2]
     direct = re.compile(r"pq\.read_|pq\.ParquetFile|pl\.read_parquet|pl\.scan_parquet|"
                         r"json\.loads?\(.*read_text|load_file\(|safe_open\(")
