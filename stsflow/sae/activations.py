@@ -52,3 +52,49 @@ def activation_batches(model, layer: int, windows: list[tuple[list[int], int]], 
                     if yielded >= total_tokens:
                         return
                 buffer, buffered = [flat[n_full:]], flat.shape[0] - n_full
+
+
+@torch.no_grad()
+def layer_residuals(model, layer: int, windows: list[tuple[list[int], int]], *,
+                    model_batch: int, device: str) -> torch.Tensor:
+    """Residual-stream rows at ``layer`` of the encoded positions of ``windows``, in window
+    order, float32 on the CPU: one pass of the model (stopped after the layer)."""
+    from stsflow.models.tap import LayerTap
+
+    tap = LayerTap(model, layer)
+    rows = []
+    for start in range(0, len(windows), model_batch):
+        ids, mask, keep = window_batch(windows[start:start + model_batch])
+        acts = tap.run(model, input_ids=ids.to(device), attention_mask=mask.to(device))
+        rows.append(acts[keep.to(device)].float().cpu())
+    return torch.cat(rows)
+
+
+def covering_windows(windows: list[tuple[list[int], int]], tokens: int, seed: int) -> list[int]:
+    """Indices of windows, in a seeded order, until their encoded positions reach ``tokens``
+    (every window when they hold fewer): the windows whose residuals train an SAE."""
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen, total = [], 0
+    for i in order:
+        if total >= tokens:
+            break
+        chosen.append(i)
+        total += len(windows[i][0]) - windows[i][1]
+    return chosen
+
+
+def residual_batches(acts: torch.Tensor, *, batch_tokens: int, total_tokens: int, seed: int):
+    """Batches of ``batch_tokens`` rows of ``acts``, every pass over them in a fresh seeded
+    order, until ``total_tokens`` rows have been yielded."""
+    if acts.shape[0] < batch_tokens:
+        raise ValueError(f"{acts.shape[0]} residual rows, fewer than one batch of "
+                         f"{batch_tokens}")
+    gen = torch.Generator().manual_seed(seed)
+    yielded = 0
+    while yielded < total_tokens:
+        order = torch.randperm(acts.shape[0], generator=gen)
+        for b in range(0, acts.shape[0] - batch_tokens + 1, batch_tokens):
+            yield acts[order[b:b + batch_tokens]]
+            yielded += batch_tokens
+            if yielded >= total_tokens:
+                return
