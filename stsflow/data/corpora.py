@@ -52,8 +52,8 @@ def _read_local(path: Path, fmt: str) -> list[dict]:
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
     if bad is not None:
         raise CorpusError(f"{path}: row {bad} is not a record with named fields (a "
-                          f"{type(rows[bad]).__name__}). Fix: one object per row (JSON/JSONL), or a table "
-                          "with named columns", "local.path")
+                          f"{type(rows[bad]).__name__}). Fix: one object per row (JSON/JSONL), "
+                          "or a table with named columns", "local.path")
     return rows
 
 

@@ -18,7 +18,8 @@ class Architecture:
     activation: str  # recorded in encoder.json
     activate: Callable  # (pre-activations, encoder) -> features
     encoder_params: Callable  # (sae-lens cfg, parameters) -> extra encoder fields
-    training: Callable | None  # (d_in, SaeTrainSettings, device, **sae-lens options) -> training SAE
+    # (d_in, SaeTrainSettings, device, **sae-lens options) -> training SAE; None: not here
+    training: Callable | None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}

@@ -13,7 +13,9 @@ model), then every variant trains on them: a variant costs its SAE's training on
 ``sae.train`` (width, k, tokens, batch_tokens, lr, b_dec_init, seed, ...) or trainer options
 (``aux_loss_coefficient``, sae-lens's TopK auxiliary loss on dead latents, 0 switches it off;
 ``dead_feature_window``, the steps without firing after which sae-lens counts a latent as dead
-and the auxiliary loss trains it). The base recipe itself is always the first row.
+and the auxiliary loss trains it). The base recipe itself is always the first row. Every row is
+measured on the base recipe's held-out records: a variant's ``seed`` changes its initialisation,
+windows and batches, not the yardstick.
 
 Each row gives the variant's fit seconds (sae-lens's training on cached residuals), its job
 seconds (that, plus the model pass over the residuals it trains on, at the rate the cache pass
@@ -162,6 +164,7 @@ def run_variant(cache: Cache, spec, options: dict, loss_recovered: bool = False)
     sae.eval()
     out = {"width": spec.width, "k": spec.k, "tokens": spec.tokens,
            "batch_tokens": spec.batch_tokens, "lr": spec.lr, "b_dec_init": spec.b_dec_init,
+           "seed": spec.seed,
            "options": options,
            "rows": rows.shape[0], "fit_s": fit_s,
            "job_s": fit_s + rows.shape[0] * cache.seconds_per_row,
@@ -193,15 +196,16 @@ def time_jobs(cache: Cache, sae, recipes: list, log=print) -> list[float]:
 
 def format_table(rows: list[dict]) -> list[str]:
     base = rows[0]
-    lines = [f"{'#':>2} {'width':>6} {'k':>3} {'tokens':>7} {'batch':>5} {'lr':>7} "
-             f"{'b_dec':>5} {'options':<24} {'fit s':>6} {'x base':>6} {'job s':>6} {'x base':>6} "
-             f"{'dead':>6} {'L0':>6} {'FVE':>6} {'loss rec':>8}"]
+    lines = [f"{'#':>2} {'width':>6} {'k':>3} {'tokens':>7} {'batch':>5} {'lr':>7} {'b_dec':>5} "
+             f"{'seed':>4} {'options':<24} {'fit s':>6} {'x base':>6} {'job s':>6} "
+             f"{'x base':>6} {'dead':>6} {'L0':>6} {'FVE':>6} {'loss rec':>8}"]
     for i, r in enumerate(rows):
         opts = ",".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
         lr = r.get("loss_recovered")
         lines.append(
             f"{i:>2} {r['width']:>6} {r['k']:>3} {r['tokens']:>7} {r['batch_tokens']:>5} "
-            f"{r['lr']:>7.4g} {r['b_dec_init']:>5} {opts:<24} {r['fit_s']:>6.1f} {r['fit_s'] / base['fit_s']:>6.2f} "
+            f"{r['lr']:>7.4g} {r['b_dec_init']:>5} {r['seed']:>4} {opts:<24} "
+            f"{r['fit_s']:>6.1f} {r['fit_s'] / base['fit_s']:>6.2f} "
             f"{r['job_s']:>6.1f} {r['job_s'] / base['job_s']:>6.2f} {r['dead_fraction']:>6.3f} "
             f"{r['l0']:>6.2f} {r['fraction_variance_explained']:>6.3f} "
             f"{'-' if lr is None else f'{lr:.4f}':>8}")
