@@ -228,6 +228,7 @@ OPTIONAL_KEYS = {
     "micro_batch_tokens": None,
     "generate_backend": "builtin",
     "lm_eval_args": {},
+    "b_dec_init": "zeros",
 }
 
 
@@ -563,7 +564,8 @@ def sae_spec(w):
     """An SAE's config, without its name (the name is in the path; renaming reruns nothing
     that the path does not)."""
     spec = layer_saes(MODELS[w.model]["layers"][int(w.layer)])[w.sae]
-    return {k: v for k, v in spec.items() if k != "name"}
+    spec = {k: v for k, v in spec.items() if k != "name"}
+    return {**spec, "train": passed(spec["train"])} if "train" in spec else spec
 
 
 def sae_where(w):

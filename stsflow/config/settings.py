@@ -213,6 +213,9 @@ class SaeTrainSettings:
     context_length: int
     seed: int
     corpora: tuple[str, ...] | None
+    # passed only when not zeros (rules/common.smk OPTIONAL_KEYS): SAEs trained before the key
+    # existed keep their parameters
+    b_dec_init: str = "zeros"
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,9 @@ def test_no_second_copy_of_a_schema_default(cls):
                                         "batch_tokens", "micro_batch_tokens",
                                         # the generate metric's engine, passed only when not
                                         # the built-in one (rules/common.smk OPTIONAL_KEYS)
-                                        "generate_backend", "lm_eval_args"}
+                                        "generate_backend", "lm_eval_args",
+                                        # sae.train.b_dec_init, passed only when mean
+                                        "b_dec_init"}
     with_default = {f.name for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING
                     or f.default_factory is not dataclasses.MISSING}
