@@ -357,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="time and disk cost of fine-tuning checkpoints (stsflow.checkpoint_bench)")
     p.add_argument("--sft-items", default="results/data/sft/math.parquet",
                    help="--checkpoints: the materialised SFT set")
-    p.add_argument("--config", default="config.yaml", help="--checkpoints: the config")
+    p.add_argument("--config", default="config.yaml",
+                   help="--checkpoints, --sae-sweep: the config (its fine-tuning recipe; its "
+                        "SAE, the sweep's base recipe)")
     p.add_argument("--steps", type=int, default=6, help="--checkpoints: steps timed")
     p.add_argument("--domains", default="arithmetic,biology,law",
                    help="--generate: built-in domains (comma-separated)")
@@ -371,8 +373,6 @@ def main(argv: list[str] | None = None) -> int:
                         "their quality (stsflow.sae.sweep)")
     p.add_argument("--results", default="results",
                    help="--sae-sweep: a run's results folder (its models/ and data/)")
-    p.add_argument("--config", default="config.yaml",
-                   help="--sae-sweep: the config whose SAE is the base recipe")
     p.add_argument("--variant", action="append",
                    help="--sae-sweep: key=value,... changes to the base recipe (repeatable)")
     p.add_argument("--loss-recovered", metavar="all|I,J",
