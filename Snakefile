@@ -6,14 +6,15 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# Snakemake's own YAML reading names neither the file nor the line of a syntax error, and keeps
+# the last of a key written twice: every config file is read by stsflow first.
+from pathlib import Path
+from stsflow.config.schema import read_configs
+
+read_configs(workflow.overwrite_configfiles or [p for p in ["config.yaml"] if Path(p).exists()])
+
 # The embedded default, unless the user names their own (--configfile): never merge the two.
 if not workflow.overwrite_configfiles:
-    # Snakemake's own message on a YAML syntax error names neither the file nor the line.
-    from pathlib import Path
-    from stsflow.config.schema import read_yaml
-
-    if Path("config.yaml").exists():
-        read_yaml("config.yaml")
 
     configfile: "config.yaml"
 

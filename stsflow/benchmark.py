@@ -26,6 +26,11 @@ holds similar lengths), the same with a token budget per batch (``models.<m>.bat
 on average; up to 4 x batch size rows) and the evaluation's length chunks
 (``models.batching.length_chunks``).
 
+    stsflow bench --sae-sweep --results results --variant width=1152 ...
+
+trains SAE recipes on one layer's cached residuals and prints each one's training seconds and
+quality on held-out tokens (stsflow.sae.sweep).
+
     stsflow bench --generate --model-dir results/models/smollm2-135m
 
 runs the ``generate`` metric (official MMLU-Pro CoT prompt, greedy) with each generation engine
@@ -342,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sae", default="main", help="SAE name at that layer (--predictors)")
     p.add_argument("--queries", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default 2; --sae-sweep: 1, as prepare_sae on a CPU)")
     p.add_argument("--padding", action="store_true",
                    help="padding efficiency and tokens/s by batch layout (MMLU-Pro-shaped)")
     p.add_argument("--generate", action="store_true",
@@ -351,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="time and disk cost of fine-tuning checkpoints (stsflow.checkpoint_bench)")
     p.add_argument("--sft-items", default="results/data/sft/math.parquet",
                    help="--checkpoints: the materialised SFT set")
-    p.add_argument("--config", default="config.yaml", help="--checkpoints: the config")
+    p.add_argument("--config", default="config.yaml",
+                   help="--checkpoints, --sae-sweep: the config (its fine-tuning recipe; its "
+                        "SAE, the sweep's base recipe)")
     p.add_argument("--steps", type=int, default=6, help="--checkpoints: steps timed")
     p.add_argument("--domains", default="arithmetic,biology,law",
                    help="--generate: built-in domains (comma-separated)")
@@ -360,15 +368,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-tokens", type=int, default=None,
                    help="--padding: the token budget layout's budget (default: batch size x "
                         "the median query length)")
+    p.add_argument("--sae-sweep", action="store_true",
+                   help="train SAE recipe variants on one layer's cached residuals and print "
+                        "their quality (stsflow.sae.sweep)")
+    p.add_argument("--results", default="results",
+                   help="--sae-sweep: a run's results folder (its models/ and data/)")
+    p.add_argument("--variant", action="append",
+                   help="--sae-sweep: key=value,... changes to the base recipe (repeatable)")
+    p.add_argument("--loss-recovered", metavar="all|I,J",
+                   help="--sae-sweep: also the next-token loss recovered of these rows")
+    p.add_argument("--keep", metavar="FILE",
+                   help="--sae-sweep: keep the cached residuals in this file for the next run")
+    p.add_argument("--time-jobs", metavar="I,J",
+                   help="--sae-sweep: time the whole train_sae job of these rows")
+    p.add_argument("--json", help="--sae-sweep: also write the rows to this JSON file")
     args = p.parse_args(argv)
+    if args.sae_sweep:
+        from stsflow.sae.sweep import main as sweep
+
+        args.threads = args.threads or 1
+        return sweep(args)
     if args.checkpoints:
         from stsflow.checkpoint_bench import checkpoint_cost, report
 
         if not args.model_dir:
             p.error("--checkpoints needs --model-dir")
         report(checkpoint_cost(args.model_dir, args.sft_items, args.config, args.steps,
-                               args.threads))
+                               args.threads or 2))
         return 0
+    args.threads = args.threads or 2
     if args.generate:
         if not args.model_dir:
             p.error("--generate needs --model-dir")

@@ -11,8 +11,10 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stsflow", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("validate", help="check a config file and print the problems")
-    p.add_argument("config", type=Path)
+    p = sub.add_parser("validate", help="check a config file and print the problems",
+                       description="Check a config, or a config and its overlays merged in "
+                       "order as snakemake --configfile merges them, and print every problem.")
+    p.add_argument("config", type=Path, nargs="+")
     p.add_argument("--no-sources", action="store_true", help="skip reading local corpora")
     p = sub.add_parser("verify", help="check a results folder against its manifest: hashes, "
                        "readability, temporaries of killed jobs; says what to do")
@@ -54,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         from stsflow.config.schema import ConfigError
 
         try:
-            load(args.config, check_sources=not args.no_sources)
+            load(list(args.config), check_sources=not args.no_sources)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-        print(f"{args.config}: valid")
+        print(f"{' + '.join(map(str, args.config))}: valid")
         return 0
     if args.cmd == "registry":
         print(registry_text())

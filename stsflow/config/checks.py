@@ -193,7 +193,7 @@ def _source_problems(where: str, source: dict, schema: str, fields: dict, base_d
     try:
         rows = corpora.load_corpus(source, schema, fields, base_dir=base_dir)
     except corpora.CorpusError as exc:
-        return [f"{where}: {exc}"]
+        return [f"{where}.{exc.field}: {exc}" if exc.field else f"{where}: {exc}"]
     if len(rows) < min_rows:
         filt = source.get("filter")
         hint = f" after filter {filt}" if filt else ""

@@ -30,7 +30,8 @@ vocabulary):
   width is unknown before it is fetched: a ``hub`` SAE, most registry ids);
 * host memory: a process base (Python, torch, CUDA libraries, tokenizer) of 4 GB, plus the
   weights as loaded (``n·b``); the float32 base into which a LoRA adapter is merged, next to
-  the loaded weights (``n·b + 4n``); the float32 model a full fine-tune saves (``4n``); with
+  the loaded weights (``n·b + 4n``); the float32 model a full fine-tune saves (``4n``); the
+  residuals an SAE trained here keeps (at most ``SAE_RESIDUALS``, ``stsflow.sae.train``); with
   ``device: cpu`` at least the whole working set above (``auto`` is planned for a GPU: the
   login node that plans a cluster run may have none, and local runs cap no memory unless
   ``--resources mem_mb=...`` says so).
@@ -48,6 +49,9 @@ from dataclasses import dataclass
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 HOST_BASE = 4e9
 GB = 1e9
+# host memory in which prepare_sae keeps the residuals of the windows that train an SAE, so
+# that training for more tokens than the corpora hold runs the model over them once
+SAE_RESIDUALS = 1e9
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def need(step: str, s: Shape, *, dtype: str, device_is_cpu: bool, batch: int, to
         host = max(host, HOST_BASE + weights + 4 * n)
     if device_is_cpu:  # a sharded run's ranks each hold their working set on the host
         host = max(host, shards * (HOST_BASE + gpu))
+    if step == "sae" and trains_sae:
+        host += SAE_RESIDUALS
     return Need(gpu_mb=_mb(gpu), host_mb=_mb(host))
 
 

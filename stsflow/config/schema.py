@@ -106,10 +106,19 @@ def canonical(obj):
 
 
 def read_yaml(path: Path | str):
-    """Parse a YAML file; a syntax error becomes a ConfigError naming the file, line and column."""
+    """Parse a YAML file; a syntax error becomes a ConfigError naming the file, line and column,
+    and so does a key written twice in one mapping (YAML would keep the last one silently: two
+    ``sts:`` blocks, a setting repeated inside a model), with both lines and every such key at
+    once. Keys brought in by a merge (``<<: *anchor``) may be overridden: that is what a merge
+    is for."""
     text = Path(path).read_text()
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        twice = _duplicate_keys(node, "", path) if node is not None else []
+        if twice:
+            raise ConfigError(twice)
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
@@ -120,3 +129,63 @@ def read_yaml(path: Path | str):
         raise ConfigError([f"{where}: YAML syntax error: {what}. Fix: correct the syntax there "
                            "(indentation with spaces, ': ' after keys, closed brackets and "
                            "quotes)"]) from None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node, field: str, file) -> list[str]:
+    """``field: ...`` problems for every key written twice in a mapping of the node tree, in
+    the order of the second occurrences. Keys are compared as text: ``12:`` and ``"12":`` are
+    one layer once validation reads layers as integers."""
+    found: list[tuple[int, str]] = []
+
+    def walk(node, field):
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{field}[{i}]")
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node,
+                                                                          yaml.ScalarNode):
+                walk(value, field)
+                continue
+            key = key_node.value
+            where = f"{field}.{key}" if field else key
+            if key in seen:
+                first, again = seen[key].start_mark.line + 1, key_node.start_mark.line + 1
+                lines = f"lines {first} and {again}" if first != again else f"line {first}"
+                found.append((again, f"{where}: written twice in {file}, at {lines} (YAML would "
+                                     "keep only the second, silently). Fix: keep one of them, "
+                                     "merging what each sets"))
+            else:
+                seen[key] = key_node
+            walk(value, where)
+
+    walk(node, field)
+    return [message for _, message in sorted(found, key=lambda f: f[0])]
+
+
+def read_configs(paths: list[Path | str]) -> dict:
+    """Read config files and merge them in order, as Snakemake merges ``--configfile`` files
+    (a later file's mappings update the earlier ones key by key); the problems of every file
+    (syntax, keys written twice) are raised together."""
+    from snakemake.utils import update_config
+
+    merged: dict = {}
+    problems = []
+    for path in paths:
+        try:
+            data = read_yaml(path) or {}
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{path}: holds a {type(data).__name__}, not a mapping of config "
+                            "keys. Fix: write the config as keys (models:, sft:, domains:, ...)")
+            continue
+        update_config(merged, data)
+    if problems:
+        raise ConfigError(problems)
+    return merged

@@ -158,6 +158,10 @@ class SaeTrainSettings:
     context_length: int
     seed: int
     corpora: tuple[str, ...] | None
+    # passed only when not zeros (OPTIONAL): SAEs trained before the key existed keep their
+    # parameters
+    b_dec_init: str
+    OPTIONAL: typing.ClassVar[tuple] = ("b_dec_init",)
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,12 @@ class SaeSettings:
     @classmethod
     def params(cls, sae: Mapping) -> dict:
         """The rule parameter: an SAE's config without its name (the name is in the path;
-        renaming reruns nothing that the path does not)."""
-        return {k: v for k, v in sae.items() if k != "name"}
+        renaming reruns nothing that the path does not); a trained SAE's inactive optional keys
+        left out."""
+        spec = {k: v for k, v in sae.items() if k != "name"}
+        if spec.get("train") is not None:
+            spec["train"] = without_inactive(SaeTrainSettings, spec["train"])
+        return spec
 
     @classmethod
     def with_defaults(cls, **changes) -> SaeSettings:

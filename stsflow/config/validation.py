@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stsflow.config.checks import semantic_problems
 from stsflow.config.saes import DEFAULT_NAME
-from stsflow.config.schema import ConfigError, canonical, read_yaml, schema_errors
+from stsflow.config.schema import ConfigError, canonical, read_configs, schema_errors
 
 
 def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
@@ -29,7 +29,9 @@ def validate(config: dict, base_dir: Path | str = ".", check_sources: bool = Tru
     return canonical(config)
 
 
-def load(path: Path | str, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
-    """Load and validate a YAML config; relative paths in it are relative to ``base_dir`` (the
-    working directory, as everywhere in Snakemake)."""
-    return validate(read_yaml(path) or {}, base_dir, check_sources)
+def load(path: Path | str | list, base_dir: Path | str = ".", check_sources: bool = True) -> dict:
+    """Load and validate a YAML config, or several merged in order as Snakemake merges
+    ``--configfile`` files (``read_configs``); relative paths in it are relative to ``base_dir``
+    (the working directory, as everywhere in Snakemake)."""
+    return validate(read_configs(path if isinstance(path, list) else [path]), base_dir,
+                    check_sources)

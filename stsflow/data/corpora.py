@@ -17,26 +17,66 @@ REQUIRED = {"limo": ("question", "solution"), "mmlu_pro": ("question", "options"
 
 
 class CorpusError(ValueError):
-    pass
+    """A corpus that cannot be used; ``field`` is the key of the source it comes from, where one
+    key is to blame (``local.path``), for config validation to name."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
 
 
 def _read_local(path: Path, fmt: str) -> list[dict]:
     if not path.exists():
-        raise CorpusError(f"{path}: no such file")
+        raise CorpusError(f"{path}: no such file", "local.path")
+    told = fmt
     if fmt == "auto":
         suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-        fmt = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(suffix)
+        fmt = FORMATS.get(suffix)
         if fmt is None:
-            raise CorpusError(f"{path}: cannot tell the format from the suffix; set format")
+            raise CorpusError(f"{path}: cannot tell the format from the suffix; set format",
+                              "local.format")
+    try:
+        rows = _parse(path, fmt)
+    except Exception as exc:  # noqa: BLE001 - every reader's own error, named in one line
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = reason if len(reason) <= 240 else reason[:239] + "…"
+        how = "its suffix says" if told == "auto" else "local.format says"
+        others = ", ".join(f for f in FORMATS.values() if f != fmt)
+        raise CorpusError(
+            f"{path} is not readable as {fmt} (as {how}): {reason}. Fix: point it at a {fmt} "
+            f"file, or, if the file is right and its name is not, set local.format to its real "
+            f"format ({others})", "local.path") from None
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise CorpusError(f"{path}: row {bad} is not a record with named fields (a "
+                          f"{type(rows[bad]).__name__}). Fix: one object per row (JSON/JSONL), "
+                          "or a table with named columns", "local.path")
+    return rows
+
+
+def _parse(path: Path, fmt: str) -> list:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
     if fmt == "jsonl":
+        rows = []
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"line {n}: {exc}") from None
+        return rows
     if fmt == "json":
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, (list, dict)):
+            raise ValueError("its top level is neither a list of records nor an object with "
+                             "one under 'data'")
         return data if isinstance(data, list) else data.get("data", [])
     import polars as pl
 

@@ -161,6 +161,7 @@ def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
     log.info("SAE L%d: %d held-out windows from %s", layer, len(held_out), list(eval_corpora))
     device = str(next(lm.parameters()).device)
     provenance = {"eval_corpora": list(eval_corpora), "eval_windows": len(held_out)}
+    configured = info.get("id") or info.get("file") or Path(info.get("path", "")).name
     if spec:
         if not train_windows:
             raise ValueError(f"{where}.train.corpora: {len(held_out)} token window(s), too few "
@@ -168,10 +169,10 @@ def prepare_sae(model_dir, model: ModelSettings, layer: int, sae: SaeSettings,
         resume = sae_resume(model_dir, info, layer, sae, outdir)
         train.train_sae(lm, layer, train_windows, spec, outdir, d_in=info["hidden_size"],
                         device=device, held_out=held_out, model_batch=model.batch_size,
-                        provenance=provenance, log=log.info, resume=resume)
+                        provenance=provenance, log=log.info, model_name=configured,
+                        resume=resume)
         resume.finish()
     else:
-        configured = info.get("id") or info.get("file") or Path(info.get("path", "")).name
         prepare.prepare_pretrained(*fetched, outdir, model=lm, layer=layer, held_out=held_out,
                                    configured_model=configured, device=device,
                                    model_batch=model.batch_size, provenance=provenance,

@@ -52,8 +52,10 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     saes = None
     if sae_dirs:
         saes, warnings = sae_quality_table(sae_dirs)
-        extra.insert(0, ("SAE quality on held-out tokens of this model (L0, fraction of variance "
-                         "explained, next-token loss recovered with the SAE spliced in)", saes))
+        extra.insert(0, ("SAE quality on held-out tokens of this model (L0; dead fraction: the "
+                         "share of features active on none of the held-out tokens; fraction of "
+                         "variance explained; next-token loss recovered with the SAE spliced in)",
+                         saes))
         provenance = dict(provenance, sae_warnings=warnings or "none")
     if coverage is not None:
         extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
@@ -143,7 +145,7 @@ def sae_quality_table(sae_dirs: dict):
                  "local": lambda: q.get("path")}.get(q.get("kind"), lambda: "trained here")()
         rows.append({"layer": int(layer), "sae": name, "source": ident,
                      "hook": q.get("hook_name"), "width": q.get("width"), "k": q.get("k"),
-                     "l0": q.get("l0"),
+                     "l0": q.get("l0"), "dead_fraction": q.get("dead_fraction"),
                      "variance_explained": q.get("fraction_variance_explained"),
                      "loss_recovered": q.get("loss_recovered"), "ce_clean": q.get("ce_clean"),
                      "ce_with_sae": q.get("ce_with_sae"),

@@ -21,14 +21,21 @@ Choices the paper leaves open, made here:
   the chat head (``EVAL_CONTEXT`` tokens for pretrained SAEs, ``train.context_length`` for trained
   ones), drawn with a seed until ``eval_tokens`` tokens; a trained SAE never trains on them.
   ``l0`` (mean active features per token), ``fraction_variance_explained``
-  (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), ``dead_fraction`` (features never active on these tokens; noisy
-  for wide SAEs, so never warned about), and ``loss_recovered`` =
+  (1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²), ``dead_fraction`` (the share of features active on none of
+  these tokens), and ``loss_recovered`` =
   (CE_zero − CE_sae) / (CE_zero − CE_clean), with the next-token cross-entropies
   ``ce_clean``, ``ce_with_sae`` and ``ce_zero_ablation`` recorded too.
 * **Warnings** when ``fraction_variance_explained`` < 0.5 or ``loss_recovered`` < 0.7
   (``QUALITY_THRESHOLDS``): published residual SAEs are well above both (variance explained
   about 0.7-0.9, loss recovered above 0.9); below them the SAE misses much of what the layer
-  carries and STS describes the SAE more than the model.
+  carries and STS describes the SAE more than the model. And when more than half the features
+  are dead (``DEAD_LIMIT``): STS ranks SAE dimensions, so a mostly dead dictionary has few to
+  rank. A wide SAE measured on few tokens shows rare features as dead too; the warning then says
+  how often a feature was expected to fire (tokens × L0 / width) and to raise ``eval_tokens``.
+  Reports apply the rules as they are to every SAE in use, whenever it was prepared.
+* **A trained SAE records its hook** (``metadata.hook_name``, as sae-lens does) and the model it
+  was trained on (``metadata.model_name``) in its ``cfg.json``, so its directory can be reused as
+  a ``local:`` SAE of the same layer in another config, and is refused at another layer.
 
 Modules: ``prepare`` (registry and local SAEs), ``train`` (trained here), ``quality`` and
 ``activations`` (figures on held-out tokens), ``info`` (the manifest, torch-free), ``encoder``

@@ -106,3 +106,77 @@ def activation_batches(model, layer: int, windows: list[tuple[list[int], int]], 
     return ActivationStream(model, layer, windows, batch_tokens=batch_tokens,
                             total_tokens=total_tokens, model_batch=model_batch, seed=seed,
                             device=device)
+
+
+@torch.no_grad()
+def layer_residuals(model, layer: int, windows: list[tuple[list[int], int]], *,
+                    model_batch: int, device: str) -> torch.Tensor:
+    """Residual-stream rows at ``layer`` of the encoded positions of ``windows``, in window
+    order, float32 on the CPU: one pass of the model (stopped after the layer)."""
+    from stsflow.models.tap import LayerTap
+
+    tap = LayerTap(model, layer)
+    rows = []
+    for start in range(0, len(windows), model_batch):
+        ids, mask, keep = window_batch(windows[start:start + model_batch])
+        acts = tap.run(model, input_ids=ids.to(device), attention_mask=mask.to(device))
+        rows.append(acts[keep.to(device)].float().cpu())
+    return torch.cat(rows)
+
+
+def covering_windows(windows: list[tuple[list[int], int]], tokens: int, seed: int) -> list[int]:
+    """Indices of windows, in a seeded order, until their encoded positions reach ``tokens``
+    (every window when they hold fewer): the windows whose residuals train an SAE."""
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen, total = [], 0
+    for i in order:
+        if total >= tokens:
+            break
+        chosen.append(i)
+        total += len(windows[i][0]) - windows[i][1]
+    return chosen
+
+
+class ResidualStream:
+    """Batches of ``batch_tokens`` rows of ``acts`` (residuals kept in memory), every pass over
+    them in a fresh seeded order, until ``total_tokens`` rows have been yielded. ``state_dict``
+    holds where the stream is, so that an interrupted SAE training goes on with the very batches
+    it would have read (as ``ActivationStream``)."""
+
+    def __init__(self, acts: torch.Tensor, *, batch_tokens: int, total_tokens: int, seed: int):
+        if acts.shape[0] < batch_tokens:
+            raise ValueError(f"{acts.shape[0]} residual rows, fewer than one batch of "
+                             f"{batch_tokens}")
+        self.acts, self.batch_tokens, self.total = acts, batch_tokens, total_tokens
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order: torch.Tensor | None = None
+        self.pos = 0
+        self.yielded = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.yielded >= self.total:
+            raise StopIteration
+        if self.order is None or self.pos + self.batch_tokens > self.acts.shape[0]:
+            self.order = torch.randperm(self.acts.shape[0], generator=self.gen)
+            self.pos = 0
+        out = self.acts[self.order[self.pos:self.pos + self.batch_tokens]]
+        self.pos += self.batch_tokens
+        self.yielded += self.batch_tokens
+        return out
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos,
+                "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.order, self.pos, self.yielded = state["order"], state["pos"], state["yielded"]
+
+
+def residual_batches(acts: torch.Tensor, *, batch_tokens: int, total_tokens: int,
+                     seed: int) -> ResidualStream:
+    """The batches of ``ResidualStream`` (see there)."""
+    return ResidualStream(acts, batch_tokens=batch_tokens, total_tokens=total_tokens, seed=seed)

@@ -18,7 +18,8 @@ class Architecture:
     activation: str  # recorded in encoder.json
     activate: Callable  # (pre-activations, encoder) -> features
     encoder_params: Callable  # (sae-lens cfg, parameters) -> extra encoder fields
-    training: Callable | None  # (d_in, SaeTrainSettings, device) -> training SAE; None: not here
+    # (d_in, SaeTrainSettings, device, **sae-lens options) -> training SAE; None: not here
+    training: Callable | None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -43,7 +44,7 @@ def trainable() -> list[str]:
 _TRAIN_NORM = "expected_average_only_in"
 
 
-def _train_standard(d_in, spec, device):
+def _train_standard(d_in, spec, device, **options):  # the TopK options do not apply
     from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
 
     return StandardTrainingSAE(StandardTrainingSAEConfig(
@@ -51,11 +52,12 @@ def _train_standard(d_in, spec, device):
         normalize_activations=_TRAIN_NORM))
 
 
-def _train_topk(d_in, spec, device):
+def _train_topk(d_in, spec, device, **options):
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
 
     return TopKTrainingSAE(TopKTrainingSAEConfig(
-        d_in=d_in, d_sae=spec.width, k=spec.k, device=device, normalize_activations=_TRAIN_NORM))
+        d_in=d_in, d_sae=spec.width, k=spec.k, device=device, normalize_activations=_TRAIN_NORM,
+        **options))
 
 
 def _topk(pre: torch.Tensor, enc) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """What a prepared SAE directory says about itself, read without torch: its manifest, quality
-figures and the warnings they raise (poor reconstruction, another declared model, an accepted
-hook mismatch)."""
+figures and the warnings they raise (poor reconstruction, mostly dead features, another declared
+model, an accepted hook mismatch)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,17 @@ def _rounded(figures: dict) -> dict:
             for k, v in figures.items()}
 
 
+# above this share of dead features (active on none of the held-out tokens) an SAE is warned
+# about: STS ranks the SAE's dimensions, and a mostly dead dictionary leaves few to rank
+DEAD_LIMIT = 0.5
+# below this many firings per feature expected on the held-out tokens (tokens x L0 / width), a
+# rare feature is hard to tell from a dead one, and the warning says so
+RARE_FIRINGS = 10
+
+
 def quality_warnings(info: dict) -> list[dict]:
-    """Structured warnings for quality figures below ``QUALITY_THRESHOLDS`` (or undefined)."""
+    """Structured warnings for quality figures below ``QUALITY_THRESHOLDS`` (or undefined), and
+    for more than ``DEAD_LIMIT`` of the features dead."""
     out = []
     for key, threshold in QUALITY_THRESHOLDS.items():
         value = info.get(key)
@@ -33,7 +42,23 @@ def quality_warnings(info: dict) -> list[dict]:
                                    f"{info.get('eval_tokens')} held-out tokens: the SAE misses "
                                    "much of this layer, so STS describes the SAE more than the "
                                    "model"})
+    dead, tokens = info.get("dead_fraction"), info.get("eval_tokens")
+    if dead is not None and dead > DEAD_LIMIT:
+        message = (f"{dead:.1%} of the SAE's features are dead (active on none of its {tokens} "
+                   "held-out tokens): STS ranks SAE dimensions, and this dictionary has few "
+                   "live ones to rank")
+        width, l0 = info.get("width"), info.get("l0")
+        if width and l0 and tokens and tokens * l0 / width < RARE_FIRINGS:
+            message += (f"; at L0 {l0} over {width} features a feature is expected to fire "
+                        f"{tokens * l0 / width:.1f} times on them, so rare features count as "
+                        "dead too: raise sae.eval_tokens to tell them apart")
+        out.append({"kind": "dead_features", "value": dead, "threshold": DEAD_LIMIT,
+                    "message": message})
     return out
+
+
+# the kinds quality_warnings gives: recomputed from the figures whenever an SAE is summarised
+QUALITY_KINDS = {*(f"low_{k}" for k in QUALITY_THRESHOLDS), "dead_features"}
 
 
 def _model_key(name: str) -> str:
@@ -86,6 +111,8 @@ def quality_summary(prepared: Path | str) -> dict:
     # construction, next to the L0 measured on held-out tokens
     out["k"] = info.get("k") or (info.get("train") or {}).get("k") if str(
         info.get("architecture", "")).lower().startswith("topk") else info.get("k")
-    out["warnings"] = list(info.get("warnings", []))
-    out["thresholds"] = dict(QUALITY_THRESHOLDS)
+    # the quality rules as they are now, also for an SAE prepared before one was added
+    out["warnings"] = [w for w in info.get("warnings", []) if w.get("kind") not in QUALITY_KINDS]
+    out["warnings"] += quality_warnings(info)
+    out["thresholds"] = {**QUALITY_THRESHOLDS, "dead_fraction": DEAD_LIMIT}
     return out

@@ -70,11 +70,9 @@ def evaluate_sae(model, layer: int, sae, windows: list, *, model_batch: int = 8,
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     w_dec = sae.W_dec
-    n = 0
-    sum_x = sum_sq = sse = l0 = 0.0
+    recon_figures = ReconstructionFigures(w_dec.shape[0])
     ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
     n_targets = 0
-    fired = torch.zeros(w_dec.shape[0], dtype=torch.bool, device=w_dec.device)
     acts_seen = []
     handle = block.register_forward_hook(hook)
     try:
@@ -97,15 +95,7 @@ def evaluate_sae(model, layer: int, sae, windows: list, *, model_batch: int = 8,
 
             ce["clean"] += loss()
             x = state.pop("acts")
-            feats = sae.encode(x.to(w_dec.device, w_dec.dtype))
-            recon = sae.decode(feats)
-            xd, rd = x.double(), recon.double().to(x.device)
-            sum_x = sum_x + xd.sum(0)
-            sum_sq += float((xd ** 2).sum())
-            sse += float(((xd - rd) ** 2).sum())
-            l0 += float((feats != 0).sum())
-            fired |= (feats != 0).any(0)
-            n += x.shape[0]
+            recon = recon_figures.add(sae, x)
             n_targets += int(targets.numel())
             acts_seen.append(x.float().cpu())
             state["replace"] = recon
@@ -114,14 +104,53 @@ def evaluate_sae(model, layer: int, sae, windows: list, *, model_batch: int = 8,
             ce["zero"] += loss()
     finally:
         handle.remove()
-    if not n or not n_targets:
+    if not recon_figures.n or not n_targets:
         raise ValueError("no held-out tokens to evaluate the SAE on")
-    sst = sum_sq - float((sum_x ** 2).sum()) / n
     clean, spliced, zero = (ce[k] / n_targets for k in ("clean", "sae", "zero"))
     gap = zero - clean
-    figures = {"l0": l0 / n, "fraction_variance_explained": 1 - sse / sst if sst else math.nan,
-               "dead_fraction": float((~fired).float().mean()),
+    figures = {**recon_figures.result(),
                "loss_recovered": (zero - spliced) / gap if gap else math.nan,
-               "ce_clean": clean, "ce_with_sae": spliced, "ce_zero_ablation": zero,
-               "eval_tokens": n}
+               "ce_clean": clean, "ce_with_sae": spliced, "ce_zero_ablation": zero}
     return figures, torch.cat(acts_seen)
+
+
+class ReconstructionFigures:
+    """The figures of an SAE that need only the layer's activations, summed over batches of
+    held-out rows: ``l0``, ``fraction_variance_explained``, ``dead_fraction`` (the share of
+    features active on none of the rows) and ``eval_tokens``. ``evaluate_sae`` adds the rows it
+    captures; the training sweep (stsflow.sae.sweep) adds cached rows, with the same
+    definitions."""
+
+    def __init__(self, width: int):
+        self.n, self.sum_x, self.sum_sq, self.sse, self.l0 = 0, 0.0, 0.0, 0.0, 0.0
+        self.fired = torch.zeros(width, dtype=torch.bool)
+
+    @torch.no_grad()
+    def add(self, sae, x: torch.Tensor) -> torch.Tensor:
+        """Encode and decode the rows ``x``, count them in; return the reconstruction."""
+        w_dec = sae.W_dec
+        feats = sae.encode(x.to(w_dec.device, w_dec.dtype))
+        recon = sae.decode(feats)
+        xd, rd = x.double(), recon.double().to(x.device)
+        self.sum_x = self.sum_x + xd.sum(0)
+        self.sum_sq += float((xd ** 2).sum())
+        self.sse += float(((xd - rd) ** 2).sum())
+        self.l0 += float((feats != 0).sum())
+        self.fired = self.fired.to(feats.device) | (feats != 0).any(0)
+        self.n += x.shape[0]
+        return recon
+
+    def result(self) -> dict:
+        sst = self.sum_sq - float((self.sum_x ** 2).sum()) / self.n
+        return {"l0": self.l0 / self.n,
+                "fraction_variance_explained": 1 - self.sse / sst if sst else math.nan,
+                "dead_fraction": float((~self.fired).float().mean()), "eval_tokens": self.n}
+
+
+@torch.no_grad()
+def reconstruction_figures(sae, acts: torch.Tensor, batch_rows: int = 1024) -> dict:
+    """``ReconstructionFigures`` of ``sae`` on the activation rows ``acts``."""
+    figures = ReconstructionFigures(sae.W_dec.shape[0])
+    for start in range(0, acts.shape[0], batch_rows):
+        figures.add(sae, acts[start:start + batch_rows])
+    return figures.result()

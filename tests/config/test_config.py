@@ -31,6 +31,9 @@ def project(tiny_model_dir, tmp_path_factory):
         write_jsonl(workdir / "data" / f"{name}.demos.jsonl", domain_records(name, 3, offset=50))
     (workdir / "data" / "empty.jsonl").write_text("")
     (workdir / "data" / "sft.txt").write_text("question,solution\n")
+    # files that are not what their names say (each read by its format's reader)
+    for name, text in UNREADABLE.items():
+        (workdir / "data" / name).write_text(text)
     (workdir / "sae_without_cfg").mkdir()
     for name, kw in {"sae_ok": {}, "sae_layer2": {"hook": "blocks.2.hook_resid_post"},
                      "sae_d16": {"d_in": 16}, "sae_no_hook": {"hook": None},
@@ -90,6 +93,14 @@ def hub_model(layer: int):
             "layers": {layer: {"sae": {"train": {}}}}}
 
 
+# local data files that are not readable as the format their suffix names
+UNREADABLE = {
+    "text.parquet": "question,options\nwhat?,a\n",  # a text file named .parquet
+    "broken.jsonl": '{"question": "q?", "options": ["a", "b"]}\n{"question": "cut off\n',
+    "scalars.jsonl": '"a string per line"\n',  # JSON, but not records
+    "number.json": "42\n",
+}
+
 SOURCE_LOCAL_AND_BUILTIN = {"local": {"path": "data/sft.jsonl"}, "builtin": {"name": "sft_math"}}
 
 # (id, edit, the field the problem must be reported on)
@@ -133,7 +144,12 @@ INVALID = [
     ("missing-local-file", edit("sft.arith.source", {"local": {"path": "data/nope.jsonl"}}),
      "sft.arith.source.local.path"),
     ("format-not-recognised", edit("sft.arith.source", {"local": {"path": "data/sft.txt"}}),
-     "sft.arith.source"),
+     "sft.arith.source.local.format"),
+    *[(f"unreadable-{name}", edit("domains.law.test", {"local": {"path": f"data/{name}"}}),
+       "domains.law.test.local.path") for name in UNREADABLE],
+    ("jsonl-read-as-parquet",
+     edit("domains.law.demos", {"local": {"path": "data/law.demos.jsonl", "format": "parquet"}}),
+     "domains.law.demos.local.path"),
     ("missing-local-model-dir", edit("models.tiny.source", {"local": {"path": "no/such/model"}}),
      "models.tiny.source.local.path"),
     ("sae-local-without-cfg-json",
@@ -364,11 +380,24 @@ def test_rl_overlay_adds_one_grpo_run_beside_the_default_lora(monkeypatch):
 
 def cli_dry_run(workdir: Path, cfg: dict) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dry_run(workdir, [workdir / "config.yaml"])
+
+
+def dry_run(workdir: Path, configfiles: list[Path]) -> subprocess.CompletedProcess:
+    """``snakemake -n`` in ``workdir`` with these ``--configfile`` files (none: the workflow's
+    own config.yaml, as ``make run`` reads it)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
-           str(workdir / "config.yaml"), "--directory", str(workdir), "-n", "--cores", "1"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "-n", "--cores", "1"]
+    if configfiles:
+        cmd += ["--configfile", *map(str, configfiles)]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+
+
+def cli_validate(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stsflow.cli", "validate", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -403,6 +432,95 @@ def test_cli_fails_before_any_job(cli_project, change, field):
     assert proc.returncode != 0, out[-4000:]
     assert f"{field}:" in out and "invalid config" in out, out[-4000:]
     assert not (workdir / "results").exists(), "nothing may run on an invalid config"
+
+
+# --- bad input that YAML and the readers would let through --------------------------------------
+
+def line_of(text: str, line: str, start: int = 1) -> int:
+    """1-based number of the first line equal to ``line`` at or after line ``start``."""
+    return next(i for i, got in enumerate(text.splitlines(), 1) if i >= start and got == line)
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
+    """Anywhere in the file, every such key at once, in file order; a merge (``<<:``) may be
+    overridden."""
+    path = tmp_path / "c.yaml"
+    path.write_text("sts:\n  t: 2\nmodels:\n  m:\n    train: &t {k: 32, width: 64}\n"
+                    "    sweep: [{name: a, train: {<<: *t, k: 16}}]\n    dtype: float32\n"
+                    "    layers: {12: {}, '12': {}}\n    dtype: bfloat16\nsts:\n  m: 5\n")
+    with pytest.raises(ConfigError) as exc:
+        stsconfig.read_yaml(path)
+    assert exc.value.problems == [
+        f"models.m.layers.12: written twice in {path}, at line 8 (YAML would keep only the "
+        "second, silently). Fix: keep one of them, merging what each sets",
+        f"models.m.dtype: written twice in {path}, at lines 7 and 9 (YAML would keep only the "
+        "second, silently). Fix: keep one of them, merging what each sets",
+        f"sts: written twice in {path}, at lines 1 and 10 (YAML would keep only the second, "
+        "silently). Fix: keep one of them, merging what each sets"]
+    path.write_text("a: &t {k: 32, width: 64}\nb: {<<: *t, k: 16}\n")
+    assert stsconfig.read_yaml(path) == {"a": {"k": 32, "width": 64}, "b": {"k": 16, "width": 64}}
+
+
+@pytest.fixture
+def twice(cli_project):
+    """The CLI project as YAML text with a second ``sts:`` block appended (its lines), and an
+    overlay that writes a model setting twice (its lines)."""
+    workdir, cfg = cli_project
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    main = workdir / "config.yaml"
+    main.write_text(text + "sts:\n  t: 2\n")
+    overlay = workdir / "overlay.yaml"
+    overlay.write_text("models:\n  tiny:\n    batch_size: 4\n    dtype: float32\n"
+                       "    batch_size: 8\n")
+    valid = workdir / "valid.yaml"
+    valid.write_text(text)
+    return workdir, main, (line_of(text, "sts:"), len(text.splitlines()) + 1), overlay, valid
+
+
+def test_validate_refuses_a_key_written_twice_in_the_config_or_an_overlay(twice):
+    workdir, main, (first, again), overlay, valid = twice
+    proc = cli_validate(main)
+    assert proc.returncode == 1
+    assert f"sts: written twice in {main}, at lines {first} and {again}" in proc.stderr
+    proc = cli_validate(valid, overlay)  # overlays merge in order, as --configfile merges them
+    assert proc.returncode == 1
+    assert f"models.tiny.batch_size: written twice in {overlay}, at lines 3 and 5" in proc.stderr
+    overlay.write_text("models:\n  tiny:\n    batch_size: 4\n")
+    proc = cli_validate(valid, overlay)
+    assert proc.returncode == 0 and "valid" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_snakemake_refuses_a_key_written_twice_in_the_config_or_an_overlay(twice):
+    workdir, main, (first, again), overlay, valid = twice
+    for configfiles, problem in [
+            ([], f"sts: written twice in config.yaml, at lines {first} and {again}"),
+            ([main], f"sts: written twice in {main}, at lines {first} and {again}"),
+            ([valid, overlay],
+             f"models.tiny.batch_size: written twice in {overlay}, at lines 3 and 5")]:
+        proc = dry_run(workdir, configfiles)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and problem in out, out[-3000:]
+        assert not (workdir / "results").exists()
+
+
+def test_an_unreadable_data_file_is_one_line_naming_field_file_and_fix(cli_project, project):
+    """A text file named .parquet: through ``stsflow validate`` and the workflow's start."""
+    workdir, cfg = cli_project
+    bad = project[0] / "data" / "text.parquet"
+    cfg["domains"]["law"]["test"]["local"]["path"] = str(bad)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    want = (f"domains.law.test.local.path: {bad} is not readable as parquet (as its suffix "
+            "says): ")
+    proc = cli_validate(workdir / "config.yaml")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if "domains.law.test" in line]
+    assert len(lines) == 1 and want in lines[0], proc.stderr
+    assert "Fix: point it at a parquet file" in lines[0] and "local.format" in lines[0]
+    assert "Traceback" not in proc.stderr
+    proc = cli_dry_run(workdir, cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and want in out, out[-3000:]
+    assert not (workdir / "results").exists()
 
 
 # --- the SAE belongs to the model and layer; sizes the SAE cannot serve ---------------------------

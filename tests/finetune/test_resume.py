@@ -284,8 +284,18 @@ def test_checkpoint_settings_are_read_from_the_config_and_are_no_rule_parameter(
     assert CheckpointSettings.from_config({}) == CheckpointSettings(None, False)
     assert CheckpointSettings.from_config({"finetune": {"checkpoint_every": 3}}) == \
         CheckpointSettings(3, False)
-    text = (REPO / "rules" / "common.smk").read_text()
-    assert "and k not in CHECKPOINT_KEYS" in text
+    import yaml
+
+    from stsflow.workflow import Workflow
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg.setdefault("finetune", {}).update(checkpoint_every=3, keep_checkpoints=True)
+    wf = Workflow(cfg, REPO)
+    model, sft = next(iter(wf.models)), next(iter(wf.sfts))
+    w = dataclasses.make_dataclass("W", ["model", "sft", "method", "seed"])(
+        model, sft, wf.trained_runs()[0][0], 0)
+    recipe = wf.params.recipe(w)
+    assert recipe and not set(recipe) & {"checkpoint_every", "keep_checkpoints"}
     with pytest.raises(Exception, match="checkpoint_every: unknown setting"):
         FinetuneSettings.from_recipe({**RECIPE, "checkpoint_every": 3}, "lora", 0)
 

@@ -257,7 +257,8 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     row = table.row(0, named=True)
     assert (row["layer"], row["sae"], row["source"], row["l0"], row["loss_recovered"],
             row["warnings"]) == (3, "main", "rel/layer_3", 12.5, 0.4, "low_loss_recovered")
-    assert warnings == ["L3/main: loss recovered 0.4 is below 0.7"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("L3/main: loss recovered 0.4 is below 0.7 on 900 held-out")
     trained = tmp_path / "L3k8"
     trained.mkdir()
     (trained / "stsflow_sae.json").write_text(json.dumps(
@@ -272,6 +273,19 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     assert table.select("sae", "source", "k", "l0").rows() == [
         ("hub", "org/saes/blocks.3.hook_resid_post@0123456789ab", None, None),
         ("k8", "trained here", 8, 8.0), ("main", "rel/layer_3", None, 12.5)]
+    # an SAE prepared before the dead-feature rule existed (its manifest has no such warning):
+    # the report applies the rule to its figures
+    (d / "stsflow_sae.json").write_text(json.dumps(
+        {**json.loads((d / "stsflow_sae.json").read_text()), "dead_fraction": 0.6,
+         "loss_recovered": 0.9, "warnings": []}))
+    table, warnings = sae_quality_table({(3, "main"): d})
+    row = table.row(0, named=True)
+    assert (row["dead_fraction"], row["warnings"]) == (0.6, "dead_features")
+    assert warnings == ["L3/main: 60.0% of the SAE's features are dead (active on none of its 900 "
+                        "held-out tokens): STS ranks SAE dimensions, and this dictionary has few "
+                        "live ones to rank"]
+    from stsflow.report.summary import write_report
+
     corr = pl.DataFrame({"model": ["m"], "sft": ["s"]})
     sts = pl.DataFrame({"model": ["m"], "sft": ["s"], "layer": [3], "n_top": [5],
                         "domain": ["law"], "sts_act": [1.0]})
@@ -280,7 +294,7 @@ def test_sae_quality_table_and_warnings_lead_the_report(tmp_path):
     write_report(corr.clear(), sts, obs, tmp_path / "out", title="T", provenance={},
                  warnings=["SAE " + w for w in warnings])
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert md.index("## Warnings") < md.index("SAE L3/main: loss recovered 0.4") < \
+    assert md.index("## Warnings") < md.index("SAE L3/main: 60.0% of the SAE") < \
         md.index("## Prov")
 
 

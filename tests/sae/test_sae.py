@@ -186,6 +186,22 @@ def test_quality_warnings(figures, kinds):
     assert all(w["message"] and w["threshold"] in (0.5, 0.7) for w in got)
 
 
+@pytest.mark.parametrize("dead,tokens,warned,rare", [
+    (0.5, 4096, False, False), (0.51, 4096, True, False), (0.9, 200, True, True)],
+    ids=["at-the-limit", "mostly-dead", "mostly-dead-on-too-few-tokens"])
+def test_mostly_dead_saes_are_warned_about(dead, tokens, warned, rare):
+    """More than half the features dead: a warning, for any SAE; with few firings expected per
+    feature on the held-out tokens (tokens x L0 / width < 10), it says rare features look dead."""
+    info = {"dead_fraction": dead, "eval_tokens": tokens, "l0": 32.0, "width": 4608,
+            "fraction_variance_explained": 0.8, "loss_recovered": 0.9}
+    got = sae_info.quality_warnings(info)
+    assert [w["kind"] for w in got] == (["dead_features"] if warned else [])
+    if warned:
+        assert got[0]["value"] == dead and got[0]["threshold"] == sae_info.DEAD_LIMIT
+        assert f"{dead:.1%} of the SAE's features are dead" in got[0]["message"]
+        assert ("raise sae.eval_tokens" in got[0]["message"]) == rare
+
+
 def test_held_out_records_are_never_trained_on():
     # records of 1-3 windows; a window's first token names its record, the second its piece
     pool = {"a": [[([i, j] + [0] * 18, 2) for j in range(1 + i % 3)] for i in range(30)],
@@ -293,16 +309,93 @@ def test_n_top_larger_than_the_width_is_refused_by_the_job(job, tmp_path):
         run_job(job, {"local": {"path": str(path)}}, tmp_path / "out", n_top=[10, 100])
 
 
+TRAIN = {"architecture": "topk", "width": 64, "k": 4, "l1_coefficient": 5.0, "tokens": 1024,
+         "batch_tokens": 64, "lr": 3e-3, "context_length": 32, "seed": 0, "corpora": ["arith"]}
+
+
 def test_trained_sae_gets_the_same_figures(job, tmp_path):
-    train = {"architecture": "topk", "width": 64, "k": 4, "l1_coefficient": 5.0, "tokens": 1024,
-             "batch_tokens": 64, "lr": 3e-3, "context_length": 32, "seed": 0,
-             "corpora": ["arith"]}
-    info = run_job(job, {"train": train}, tmp_path / "out", train=["arith"])
+    info = run_job(job, {"train": TRAIN}, tmp_path / "out", train=["arith"])
     for key in sae_info.FIGURES:
         assert math.isfinite(info[key]), key
     assert info["l0"] <= 4 and info["hook_name"] == f"blocks.{LAYER}.hook_resid_post"
     assert info["fast_encoder"] is True
     assert isinstance(info["warnings"], list)
+
+
+def test_a_trained_sae_is_reused_as_a_local_sae_of_its_layer_only(job, project_cfg,
+                                                                   tiny_model_dir, tmp_path):
+    """A trained SAE records its hook and model in cfg.json as sae-lens does, so its directory
+    validates and prepares as a local SAE of the same layer without accept_hook (same encoder,
+    no declared-model warning on the same model), and is refused at another layer by validation
+    and by the job, with the same wording."""
+    from stsflow.sae.prepare import load_sae
+
+    trained = tmp_path / "trained"
+    info = run_job(job, {"train": {**TRAIN, "b_dec_init": "mean"}}, trained, train=["arith"])
+    assert info["train"]["b_dec_init"] == "mean"
+    meta = json.loads((trained / "cfg.json").read_text())["metadata"]
+    assert (meta["hook_name"], meta["model_name"]) == (f"blocks.{LAYER}.hook_resid_post",
+                                                       tiny_model_dir.name)
+    workdir, cfg = project_cfg
+    cfg["models"]["tiny"]["layers"] = {LAYER: {"sae": {"local": {"path": str(trained)}}}}
+    stsconfig.validate(cfg, workdir)
+    info = run_job(job, {"local": {"path": str(trained)}}, tmp_path / "reused")
+    assert info["hook_name"] == f"blocks.{LAYER}.hook_resid_post" and "accepted_hook" not in info
+    assert not [w for w in info["warnings"] if w["kind"] in ("declared_model", "accepted_hook")]
+    x = torch.randn(6, 32)
+    assert torch.equal(load_sae(tmp_path / "reused")[0].encode(x), load_sae(trained)[0].encode(x))
+    other = LAYER + 1
+    cfg["models"]["tiny"]["layers"] = {other: {"sae": {"local": {"path": str(trained)}}}}
+    with pytest.raises(ConfigError) as at_validation:
+        stsconfig.validate(cfg, workdir)
+    with pytest.raises(ConfigError) as in_job:
+        run_job(job, {"local": {"path": str(trained)}}, tmp_path / "other", layer=other)
+    where = f"models.tiny.layers.{other}.sae"
+    assert in_job.value.problems == at_validation.value.problems == [
+        f"{where}.local.path: the SAE reads 'blocks.{LAYER}.hook_resid_post', not the residual "
+        f"stream after block {other} (blocks.{other}.hook_resid_post). Fix: use an SAE of "
+        f"blocks.{other}.hook_resid_post or move it to layer {LAYER}, or, if you know it fits, "
+        f"set {where}.accept_hook: 'blocks.{LAYER}.hook_resid_post' (recorded in the SAE's "
+        "provenance)"]
+    assert not (tmp_path / "other").exists()
+
+
+def test_b_dec_init_mean_starts_the_decoder_bias_at_the_scaled_mean():
+    """The scale as sae-lens estimates it (sqrt(d_in) over the mean norm of the first
+    NORM_BATCHES batches), the bias at those batches' scaled mean, in float64 by hand; the
+    batches are the ones the trainer would have used for its own estimate."""
+    from sae_lens import SAETrainer
+    from sae_lens.config import SAETrainerConfig
+
+    from stsflow.sae import architectures, train
+
+    spec = SaeSettings.with_defaults(train={"width": 16, "k": 2, "b_dec_init": "mean"}).train
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, 32, generator=gen) * 3 + 5 for _ in range(train.NORM_BATCHES + 2)]
+    data = iter(batches)
+    sae = architectures.ARCHITECTURES["topk"].training(32, spec, "cpu")
+    trainer = SAETrainer(SAETrainerConfig(total_training_samples=16, train_batch_size_samples=8,
+                                          lr_end=1e-4), sae, data)
+    train._init_b_dec_to_mean(trainer, data)
+    x = np.concatenate([b.numpy() for b in batches[:train.NORM_BATCHES]]).astype(np.float64)
+    factor = np.sqrt(32) / np.linalg.norm(x, axis=1).mean()
+    assert trainer.activation_scaler.scaling_factor == pytest.approx(factor, rel=1e-6)
+    np.testing.assert_allclose(sae.b_dec.detach().numpy(), (x * factor).mean(0), rtol=1e-5)
+    assert torch.equal(next(data), batches[train.NORM_BATCHES])
+
+
+def test_b_dec_init_reaches_the_job_only_when_mean():
+    """At zeros (sae-lens's own initialisation, the behaviour before the key) the rules leave it
+    out of prepare_sae's parameters, so SAEs trained before it existed are not trained again."""
+    from stsflow.config.settings import SaeSettings, SaeTrainSettings, build, defaults
+
+    train = defaults("$defs.sae.train")
+    assert train["b_dec_init"] == "zeros"
+    assert "b_dec_init" not in SaeSettings.params({"name": "s", "train": train})["train"]
+    mean = SaeSettings.params({"name": "s", "train": {**train, "b_dec_init": "mean"}})
+    assert mean["train"]["b_dec_init"] == "mean" and "name" not in mean
+    without = {k: v for k, v in train.items() if k != "b_dec_init"}
+    assert build(SaeTrainSettings, without, "train") == build(SaeTrainSettings, train, "train")
 
 
 @pytest.fixture
