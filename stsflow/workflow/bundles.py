@@ -125,8 +125,10 @@ def method_sites(wf, model: str, method: str) -> list[tuple[int, str]]:
 @dataclass(frozen=True)
 class ScoreFiles:
     """The sts rule's inputs: the shift file of every feature space the predictors read (for a
-    predicted shift, the authors' unaligned one too), the domain's plain and ICL statistics and
-    panels, the SFT set's panel, the two corpora's mean gradients and, for a true shift, the
+    predicted shift, the authors' unaligned one too, and the SFT set's plain statistics, the
+    random-dimension control's pool of live dimensions: ``scores.controls``), the domain's plain
+    and ICL statistics and panels, the SFT set's panel, the two corpora's mean gradients and,
+    for a true shift, the
     domain's mean residuals before and after its fine-tuning. Only what some registered
     predictor needs is requested (``stsflow.scores.registry``: ``needs``)."""
 
@@ -149,6 +151,8 @@ class ScoreFiles:
         at = (model, layer, sae)
         inputs.update(plain=L.acts(*at, "domain", domain, plain, stats=True),
                       icl=L.acts(*at, "domain", domain, icl, stats=True))
+        if not s.true:  # the random-dimension control's pool: where the SFT queries fire
+            inputs["sft_plain"] = L.acts(*at, "sft", sft, plain, stats=True)
         if "panel" in needs:
             inputs.update(plain_panel=L.panel_dir(*at, "domain", domain, plain),
                           icl_panel=L.panel_dir(*at, "domain", domain, icl),
@@ -166,6 +170,7 @@ class ScoreFiles:
     def read(cls, named) -> "ScoreFiles":
         plain = {"stats": named["plain"]}
         for key, name in (("plain_panel", "panel"), ("sft_panel", "sft_panel"),
+                          ("sft_plain", "sft_stats"),
                           ("sft_grad", "sft_grad"), ("domain_grad", "domain_grad"),
                           ("reps_base", "reps_base"), ("reps_tuned", "reps_tuned")):
             if key in _keys(named):
