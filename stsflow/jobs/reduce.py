@@ -168,45 +168,65 @@ def overlap_table(model: str, sft: str, predicted: dict, true: dict, n_tops: lis
     write_parquet(pa.Table.from_pylist(rows, schema=schema), out)
 
 
-COVERAGE_COLUMNS = ["model", "sft", "corpus", "kind", "step", "n_items", "n_used",
-                    "n_truncated", "share_truncated", "counted_tokens", "turn_tokens"]
+COVERAGE_COLUMNS = ["model", "sft", "corpus", "kind", "step", "mode", "n_items", "n_used",
+                    "n_truncated", "share_truncated", "counted_tokens", "turn_tokens",
+                    "context_limit", "n_context_overflow", "share_context_overflow"]
 
 
 def coverage_table(model: str, sft: str, extractions: dict, finetunes: dict, out,
                    out_csv) -> None:
-    """What the numbers rest on, per corpus: queries available and used, the share cut by
-    ``max_length`` at extraction, counted vs all query tokens; per fine-tuning run, the share of
-    SFT examples whose answer ``finetune.max_length`` cut. ``extractions`` maps (kind, corpus)
-    to a plain extraction's statistics file; ``finetunes`` maps a run name to its history."""
+    """What the numbers rest on, per corpus and extraction run (``mode``): queries available and
+    used, the share cut by ``max_length`` at extraction, counted vs all query tokens, and the
+    share of queries whose prefix + query exceeds the model's context (``context_limit``; only
+    where sts.context_check: warn let the run go on: the model then runs past its trained
+    positions, or, beyond a sliding window, the query no longer sees the first demonstrations;
+    null for a shard written before it was recorded); per fine-tuning run, the share of SFT
+    examples whose answer ``finetune.max_length`` cut. ``extractions`` maps (kind, corpus,
+    mode) — or (kind, corpus), a plain run — to an extraction's statistics file;
+    ``finetunes`` maps a run name to its history."""
     import polars as pl
 
     from stsflow.io.files import write_text
 
     rows = []
-    for (kind, corpus), path in sorted(extractions.items()):
+    for key, path in sorted(extractions.items()):
+        kind, corpus = key[:2]
         meta = read_metadata(path)
+        mode = key[2] if len(key) > 2 else meta.get("mode", "plain")
         sel = meta.get("selection") or {}
         n_used = int(sel.get("n_selected", meta.get("n_queries", 0)))
         n_cut = int(sel.get("n_truncated", 0))
+        context = (meta.get("context") or {})
+        own = (context.get("runs") or {}).get(mode)
+        n_over = int(own["n_overflow"]) if own else None
+        n_queries = int(own["n_queries"]) if own else None
         rows.append({"model": model, "sft": sft, "corpus": corpus, "kind": kind,
-                     "step": "extraction", "n_items": int(sel.get("n_available", n_used)),
+                     "step": "extraction", "mode": mode,
+                     "n_items": int(sel.get("n_available", n_used)),
                      "n_used": n_used, "n_truncated": n_cut,
                      "share_truncated": n_cut / max(n_used, 1),
                      "counted_tokens": int(meta["n_tokens"]),
-                     "turn_tokens": int(meta.get("n_query_tokens", meta["n_tokens"]))})
+                     "turn_tokens": int(meta.get("n_query_tokens", meta["n_tokens"])),
+                     "context_limit": context.get("limit", sel.get("context_limit")),
+                     "n_context_overflow": n_over,
+                     "share_context_overflow": (n_over / max(n_queries, 1)
+                                                if n_over is not None else None)})
     for run, path in sorted(finetunes.items()):
         meta = read_metadata(path)
         n_cut = int(meta.get("n_answer_cut", 0))
         n_used = int(meta.get("n_examples", 0))  # records left with a response token
         rows.append({"model": model, "sft": sft, "corpus": sft, "kind": "sft",
-                     "step": f"finetune {run}", "n_items": int(meta.get("n_records", n_used)),
+                     "step": f"finetune {run}", "mode": None,
+                     "n_items": int(meta.get("n_records", n_used)),
                      "n_used": n_used,
                      "n_truncated": n_cut, "share_truncated": float(meta.get(
                          "share_answer_cut", n_cut / max(n_used, 1))),
-                     "counted_tokens": None, "turn_tokens": None})
-    df = pl.DataFrame(rows, schema={c: (pl.String if c in ("model", "sft", "corpus", "kind",
-                                                           "step")
-                                        else pl.Float64 if c == "share_truncated" else pl.Int64)
+                     "counted_tokens": None, "turn_tokens": None, "context_limit": None,
+                     "n_context_overflow": None, "share_context_overflow": None})
+    strings = ("model", "sft", "corpus", "kind", "step", "mode")
+    floats = ("share_truncated", "share_context_overflow")
+    df = pl.DataFrame(rows, schema={c: (pl.String if c in strings
+                                        else pl.Float64 if c in floats else pl.Int64)
                                     for c in COVERAGE_COLUMNS})
     write_parquet(df.to_arrow(), out)
     write_text(out_csv, df.write_csv())

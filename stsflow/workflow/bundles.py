@@ -246,28 +246,36 @@ class FinetuneFiles:
 
 @dataclass(frozen=True)
 class CoverageFiles:
-    """The coverage table's inputs: each corpus's plain extraction statistics (``corpus:<kind>:
-    <name>``) and each fine-tuning run's history (``history:<run>``)."""
+    """The coverage table's inputs: the statistics of each corpus's extractions
+    (``extraction:<mode>:<kind>:<name>``: the plain run of every corpus, each domain's ICL run,
+    the SFT set's ICL run of every seed, where the context can overflow) and each fine-tuning
+    run's history (``history:<run>``)."""
 
-    extractions: dict  # (kind, corpus) -> path
+    extractions: dict  # (kind, corpus, mode) -> path
     finetunes: dict  # "<method>-s<seed>" -> path
+    PREFIX = "extraction:"
 
     @classmethod
     def request(cls, wf, model: str, sft: str) -> dict:
         L = wf.layout
         layer = min(wf.models[model]["layers"])  # the query selection does not depend on it
         at = (model, layer, wf.own_sae(model, layer))
-        plain = wf.plain_mode()
-        inputs = {f"corpus:sft:{sft}": L.acts(*at, "sft", sft, plain, stats=True)}
+        runs = [("sft", sft, wf.plain_mode())]
+        runs += [("sft", sft, str(Mode.sft_icl(seed))) for seed in wf.seeds]
         for d in wf.domains:
-            inputs[f"corpus:domain:{d}"] = L.acts(*at, "domain", d, plain, stats=True)
+            runs += [("domain", d, wf.plain_mode()), ("domain", d, str(Mode.domain_icl()))]
+        inputs = {f"{cls.PREFIX}{mode}:{kind}:{name}": L.acts(*at, kind, name, mode, stats=True)
+                  for kind, name, mode in runs}
         for m, s in wf.trained_runs:
             inputs[f"history:{m}-s{s}"] = L.history_file(model, sft, m, s)
         return inputs
 
     @classmethod
     def read(cls, named) -> "CoverageFiles":
-        extractions = {tuple(k.split(":", 1)): v for k, v in _with_prefix(named, "corpus:").items()}
+        extractions = {}
+        for rest, path in _with_prefix(named, cls.PREFIX).items():
+            mode, kind, name = rest.split(":", 2)
+            extractions[(kind, name, mode)] = path
         return cls(extractions, _with_prefix(named, "history:"))
 
 
