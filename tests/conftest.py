@@ -160,13 +160,90 @@ def cache_repo(cache: Path, repo: str, files: dict[str, Path | bytes], commit: s
     return snap
 
 
+def hidden_states(model, **inputs):
+    """``output_hidden_states`` of one forward, run on a copy of ``model``: transformers installs
+    its output-capturing forward hooks on every block (and attention) the first time a model is
+    asked for hidden states, and never removes them, so a reference computed on a shared test
+    model would leave them there for every later test (inert while no capture is asked for, but
+    hooks a job did not place; the shared-model guard below would see them)."""
+    import copy
+
+    with torch.no_grad():
+        return copy.deepcopy(model)(**inputs, output_hidden_states=True).hidden_states
+
+
 def dense_query_features(model, sae, prefix, query, layer):
     """SAE features of the query tokens from one full forward pass of prefix + query: no cache,
     no early stop, the layer read from output_hidden_states (independent of the extraction's
     hook), float64."""
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
-        return sae.encode(out.hidden_states[layer + 1][0, len(prefix):]).double().numpy()
+        hs = hidden_states(model, input_ids=torch.tensor([prefix + query]))
+        return sae.encode(hs[layer + 1][0, len(prefix):]).double().numpy()
+
+
+def forward_hooks(model) -> set:
+    """Every forward hook and forward pre-hook on the model's modules: (module, kind, id)."""
+    return {(name, kind, key) for name, module in model.named_modules()
+            for kind in ("_forward_hooks", "_forward_pre_hooks") for key in getattr(module, kind)}
+
+
+@pytest.fixture(autouse=True)
+def _shared_model_keeps_no_hooks(request):
+    """A test that uses the shared tiny model leaves on it no forward hook it did not find:
+    a leaked hook would change the residuals every later test reads."""
+    if "tiny" not in request.fixturenames:
+        yield
+        return
+    model = request.getfixturevalue("tiny")[0]
+    before = forward_hooks(model)
+    yield
+    left = forward_hooks(model) - before
+    assert not left, f"forward hooks left on the shared tiny model: {sorted(left)[:6]}"
+
+
+class HookCensus:
+    """Every forward hook and pre-hook registered on any module while the census runs (a job's
+    models are loaded inside the job, so they are counted from their first hook); ``left()``:
+    those still registered on their module. Holds the modules until the census ends."""
+
+    KINDS = {"register_forward_hook": "_forward_hooks",
+             "register_forward_pre_hook": "_forward_pre_hooks"}
+
+    def __init__(self):
+        self.registered: list[tuple] = []
+
+    def __enter__(self):
+        self._originals = {}
+        for method, store in self.KINDS.items():
+            original = getattr(torch.nn.Module, method)
+            self._originals[method] = original
+
+            def wrapped(module, *args, _original=original, _store=store, **kwargs):
+                handle = _original(module, *args, **kwargs)
+                self.registered.append((module, _store, handle.id))
+                return handle
+
+            setattr(torch.nn.Module, method, wrapped)
+        return self
+
+    def __exit__(self, *exc):
+        for method, original in self._originals.items():
+            setattr(torch.nn.Module, method, original)
+        return False
+
+    def left(self) -> list[str]:
+        return [f"{type(m).__name__}.{store}[{key}]" for m, store, key in self.registered
+                if key in getattr(m, store)]
+
+
+def without_leaks(job, *args, **kwargs) -> int:
+    """Run ``job`` (a job function, whose models are loaded inside it) under a ``HookCensus``;
+    assert that it left no forward hook on any module; return how many it registered (a count
+    above 0 shows the census watched a model run)."""
+    with HookCensus() as census:
+        job(*args, **kwargs)
+    assert not census.left(), f"{job.__name__} left forward hooks behind: {census.left()}"
+    return len(census.registered)
 
 
 def direct_layer_sums(model, seg, records: list[dict], cut: int | None = None):

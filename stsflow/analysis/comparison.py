@@ -31,7 +31,7 @@ import polars as pl
 from stsflow.analysis.correlation import pair_tables, predictor_columns, site_keys
 
 COMPARISON_COLUMNS = ("predictor", "family", "post_training", "n_domains", "pearson",
-                      "pearson_ci_low", "pearson_ci_high", "ci_method", "perm_p",
+                      "pearson_ci_low", "pearson_ci_high", "ci_method", "perm_p", "holm_p",
                       "share_at_least", "diff", "diff_low", "diff_high", "best_baseline")
 # families that are not cheap baselines: the paper's STS, random controls, the authors' notebook
 NOT_BASELINES = ("sts", "random", "notebook")
@@ -109,6 +109,7 @@ def comparison_table(corr: pl.DataFrame, sts: pl.DataFrame, observed: pl.DataFra
                    "post_training": name.endswith("_oracle"),
                    **{c: r[c] for c in ("n_domains", "pearson", "pearson_ci_low",
                                         "pearson_ci_high", "ci_method", "perm_p")},
+                   "holm_p": r.get("holm_p", math.nan),
                    "share_at_least": math.nan}
             if name != primary["predictor"] and name in x and primary["predictor"] in x:
                 sign = 1.0 if not np.isfinite(r["pearson"]) or r["pearson"] >= 0 else -1.0
@@ -198,7 +199,7 @@ def _random_row(run: dict, name: str, draws: np.ndarray, y: np.ndarray, r_ref: f
             "pearson_ci_low": float(np.quantile(rs, a)) if len(rs) else math.nan,
             "pearson_ci_high": float(np.quantile(rs, 1 - a)) if len(rs) else math.nan,
             "ci_method": f"mean and {a:.1%}-{1 - a:.1%} range over {len(rs)} random N-sets",
-            "perm_p": math.nan,
+            "perm_p": math.nan, "holm_p": math.nan,
             "share_at_least": (float(np.mean(rs >= r_ref)) if len(rs) and np.isfinite(r_ref)
                                else math.nan),
             "diff": math.nan, "diff_low": math.nan, "diff_high": math.nan}

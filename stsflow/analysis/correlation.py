@@ -7,12 +7,14 @@ p-value, computed over domains. Two protocols: all domains, and the paper's extr
 Choices the paper leaves open, made here as a reviewer of an ML paper would expect:
 
 - **One pre-declared primary analysis** (``report.primary``: predictor, N, layer, metric, protocol,
-  target; default sts_icl, N = 100, the lowest configured layer, the first metric, all domains,
-  |Δ|, resolved by ``stsflow.config.primary``). Its permutation p is reported unadjusted: it is
-  the one test declared before the data.
-  With several fine-tuning runs (method × seed) the primary analysis is run once per run; these
-  are replicates of one hypothesis, not new hypotheses, so they are not adjusted either, and the
-  report gives their mean ± sd (ddof=1) as the paper does.
+  target and the tuned run's method; default sts_icl, N = 100, the lowest configured layer, the
+  first metric, all domains, |Δ|, the first of finetune.methods' runs, resolved by
+  ``stsflow.config.primary``). Its permutation p is reported unadjusted: it is the one test
+  declared before the data.
+  The primary method's seeds are replicates of that one hypothesis, not new hypotheses, so they
+  are not adjusted either, and the report gives their mean ± sd (ddof=1) as the paper does.
+  Other methods are not replicates: each is its own hypothesis (the paper itself expects RL to
+  differ from SFT), so their rows are exploratory like any other.
 - **Every other tested row is exploratory**, with a Holm-adjusted permutation p within its
   family. A family is every exploratory row of one (model, sft, target, method, seed) and one
   predictor family (the registry's: the paper's STS, raw residual, random controls, similarity,
@@ -29,9 +31,10 @@ Choices the paper leaves open, made here as a reviewer of an ML paper would expe
   tanh(atanh r ± z/√(n−3)) as a second, parametric column. Resamples with a constant variable are
   dropped; with fewer than half surviving, or a bootstrap distribution entirely on one side of r
   (BCa undefined), the interval is NaN rather than a biased one.
-- **Noise ceiling**: the highest ρ that the measurement noise of Δ allows. Even a perfect
-  predictor of the true Δ correlates with the measured Δ̂ = Δ + ε only as far as the noise lets
-  it. The true Δ is unknown and Δ̂ already carries the noise, so a stand-in for it is built
+- **Noise ceiling**: the ρ that the measurement noise of Δ lets even a perfect predictor of the
+  true Δ reach *on average*: it correlates with the measured Δ̂ = Δ + ε only as far as the noise
+  lets it. An expected value, not a bound: with few domains an estimated ρ can exceed it by
+  chance, which the row flags (``above_ceiling``) and the report says in those words. The true Δ is unknown and Δ̂ already carries the noise, so a stand-in for it is built
   first: its spread across domains is τ² = max(0, var(Δ̂) − mean SE²) (the method-of-moments
   between-domain variance), and Δ* = mean + √(τ²/var Δ̂)·(Δ̂ − mean) has exactly that spread.
   The ceiling is the mean over simulations of corr(f(Δ*), f(Δ* + ε)), ε_d ~ N(0, SE_d²), f = |·|
@@ -59,8 +62,9 @@ from stsflow.analysis.resampling import (
 )
 from stsflow.config.primary import PRIMARY_KEYS
 
-# per-row columns added by correlation_table (ci_method, noise_ceiling) and assign_roles
-ROW_COLUMNS = ("ci_method", "noise_ceiling")
+# per-row columns added by correlation_table (ci_method, noise_ceiling, above_ceiling) and
+# assign_roles
+ROW_COLUMNS = ("ci_method", "noise_ceiling", "above_ceiling")
 ROLE_COLUMNS = ("role", "holm_p")
 PROTOCOLS = ("all", "extremes")
 ROLES = ("primary", "exploratory", "descriptive")
@@ -209,22 +213,33 @@ def correlation_table(sts: pl.DataFrame, observed: pl.DataFrame, *, n_boot: int 
                     records.append({**kv, "predictor": predictor, "target": target,
                                     "protocol": protocol, **res,
                                     "ci_method": CI_METHODS[protocol],
-                                    "noise_ceiling": ceilings[key]})
+                                    "noise_ceiling": ceilings[key],
+                                    "above_ceiling": above_ceiling(res["pearson"],
+                                                                   ceilings[key])})
 
     schema = {c: (pl.String if c in ("predictor", "target", "protocol") else joined.schema[c])
               for c in out_keys}
     schema |= {c: (pl.Int64 if c == "n_domains" else pl.Float64) for c in STAT_COLUMNS}
-    schema |= {"ci_method": pl.String, "noise_ceiling": pl.Float64}
+    schema |= {"ci_method": pl.String, "noise_ceiling": pl.Float64, "above_ceiling": pl.Boolean}
     return pl.DataFrame(records, schema=schema) if records else pl.DataFrame(schema=schema)
+
+
+def above_ceiling(rho: float, ceiling: float) -> bool | None:
+    """ρ above the noise ceiling (an expected value, so possible by chance); None when either is
+    undefined."""
+    if not (math.isfinite(rho) and math.isfinite(ceiling)):
+        return None
+    return bool(rho > ceiling)
 
 
 def assign_roles(corr: pl.DataFrame, primary: dict | None) -> pl.DataFrame:
     """Add ``role`` (primary / exploratory / descriptive) and ``holm_p``.
 
-    Rows matching every key of ``primary`` (PRIMARY_KEYS) are primary, extremes rows are
-    descriptive, the rest exploratory. ``holm_p`` is the Holm adjustment of ``perm_p`` over the
-    exploratory rows of each family (FAMILY_KEYS present in the table, and the predictor's
-    registry family); a primary row keeps its own
+    Rows matching every key of ``primary`` (PRIMARY_KEYS; a ``method`` of None matches the
+    rows of Δ given in the config, which have none, and a primary without the key leaves the
+    run open) are primary, extremes rows are descriptive, the rest exploratory. ``holm_p`` is
+    the Holm adjustment of ``perm_p`` over the exploratory rows of each family (FAMILY_KEYS
+    present in the table, and the predictor's registry family); a primary row keeps its own
     p (family of one); descriptive rows have none.
     """
     if corr.height == 0:
@@ -235,8 +250,11 @@ def assign_roles(corr: pl.DataFrame, primary: dict | None) -> pl.DataFrame:
         v = (primary or {}).get(k)
         if k not in corr.columns:  # a table without SAE names has one SAE per layer
             continue
+        if k == "method" and "method" not in (primary or {}):  # not declared: any run
+            continue
+        # a null method is the run of Δ given in the config (observed:), which has none
         is_primary = is_primary & (pl.col(k).eq_missing(pl.lit(v, dtype=corr.schema[k]))
-                                   if v is not None else pl.lit(False))
+                                   if v is not None or k == "method" else pl.lit(False))
     df = corr.with_row_index("_i").with_columns(
         role=pl.when(pl.col("protocol") == "extremes").then(pl.lit("descriptive"))
         .when(is_primary).then(pl.lit("primary")).otherwise(pl.lit("exploratory")))
@@ -258,7 +276,7 @@ def seed_summary(corr: pl.DataFrame) -> pl.DataFrame:
     std NaN for a single seed). Without a ``seed`` column every row is its own single-seed group.
     Per-seed numbers (p-values, intervals, ceilings) are not keys.
     """
-    per_seed = {*STAT_COLUMNS, "seed", "noise_ceiling", "holm_p"}
+    per_seed = {*STAT_COLUMNS, "seed", "noise_ceiling", "above_ceiling", "holm_p"}
     keys = [c for c in corr.columns if c not in per_seed]
     finite = pl.col("pearson").filter(pl.col("pearson").is_finite())
     nan = pl.lit(math.nan, dtype=pl.Float64)

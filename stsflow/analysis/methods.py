@@ -115,8 +115,12 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
                         orient="row")
 
 
-BY_RUN_COLUMNS = ("method", "seed", "metric", "predictor", "n_domains", "icl", "icl_ci_low", "icl_ci_high",
-                  "icl_perm_p", "true", "true_ci_low", "true_ci_high", "true_perm_p", "overlap")
+BY_RUN_COLUMNS = ("method", "seed", "metric", "predictor", "n_top", "n_domains",
+                  "icl", "icl_ci_low", "icl_ci_high", "icl_perm_p", "icl_holm_p", "icl_role",
+                  "true", "true_ci_low", "true_ci_high", "true_perm_p", "true_holm_p", "true_role",
+                  "overlap", "overlap_chance", "overlap_p", "n_effective")
+# the overlap table's columns each run's row carries (scores.shift.overlap_stats)
+_OVERLAP = ("overlap", "overlap_chance", "overlap_p", "n_effective")
 
 
 def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
@@ -125,11 +129,16 @@ def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
     the primary analysis' site (layer, SAE, N, target, protocol), Pearson ρ of the ICL
     prediction's STS (the primary predictor; sts_icl when it has no true-shift twin, as a
     baseline) with the run's observed change [BCa CI, permutation p] beside ρ of the true
-    shift's STS (the same predictor's ``_oracle`` row), and the overlap
-    |D_N ∩ D_N^true| / N of the two dimension sets. Empty without a primary analysis or tuned
-    runs."""
-    schema = {c: (pl.String if c in ("method", "metric", "predictor") else
-                  pl.Int64 if c in ("seed", "n_domains") else pl.Float64) for c in BY_RUN_COLUMNS}
+    shift's STS (the same predictor's ``_oracle`` row), each with its unadjusted permutation p,
+    its Holm-adjusted p and its role (only the primary run's ICL row at the primary metric is
+    the primary test; every other is exploratory), and the overlap |D_N ∩ D_N^true| / N of the
+    two dimension sets with its chance level, exact permutation p (unadjusted) and the number of
+    real dimensions in the smaller set (``n_effective``). Empty without a primary analysis or
+    tuned runs."""
+    schema = {c: (pl.String if c in ("method", "metric", "predictor", "icl_role", "true_role")
+                  else pl.Int64 if c in ("seed", "n_top", "n_domains", "n_effective")
+                  else pl.Float64)
+              for c in BY_RUN_COLUMNS}
     if not primary or "method" not in corr.columns:
         return pl.DataFrame(schema=schema)
     pred = primary["predictor"].removesuffix("_oracle")
@@ -147,7 +156,8 @@ def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
     runs = at.filter(pl.col("method").is_not_null()).select("method", "seed", "metric").unique(
         maintain_order=True)
     for method, seed, metric in runs.iter_rows():
-        row = {"method": method, "seed": int(seed), "metric": metric, "predictor": pred}
+        row = {"method": method, "seed": int(seed), "metric": metric, "predictor": pred,
+               "n_top": primary.get("n_top")}
         for kind, name in (("icl", pred), ("true", f"{pred}_oracle")):
             r = at.filter((pl.col("predictor") == name) & (pl.col("method") == method)
                           & (pl.col("seed") == seed) & (pl.col("metric") == metric))
@@ -156,13 +166,15 @@ def prediction_by_run(corr: pl.DataFrame, overlap: pl.DataFrame | None,
             row[f"{kind}_ci_low"], row[f"{kind}_ci_high"] = (r.get("pearson_ci_low"),
                                                               r.get("pearson_ci_high"))
             row[f"{kind}_perm_p"] = r.get("perm_p")
+            row[f"{kind}_holm_p"], row[f"{kind}_role"] = r.get("holm_p"), r.get("role")
             row["n_domains"] = row.get("n_domains") or r.get("n_domains")
-        row["overlap"] = None
         if overlap is not None and overlap.height:
             o = overlap.filter((pl.col("method") == method) & (pl.col("seed") == seed))
             for k in ("layer", "sae", "n_top"):
                 if k in site and k in o.columns:
                     o = o.filter(pl.col(k) == site[k])
-            row["overlap"] = float(o["overlap"][0]) if o.height else None
+            if o.height:  # an overlap table written before the chance level lacks it
+                row.update({c: o[c][0] for c in _OVERLAP if c in o.columns})
         rows.append(row)
-    return pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+    return (pl.DataFrame([{c: r.get(c) for c in BY_RUN_COLUMNS} for r in rows], schema=schema)
+            if rows else pl.DataFrame(schema=schema))

@@ -113,7 +113,41 @@ def report_primary_problems(config: dict) -> list[str]:
     if p["metric"] is not None and p["metric"] not in metrics:
         problems.append(f"{where}.metric: {p['metric']!r} is not measured (available: "
                         f"{sorted(set(metrics))}). Fix: declare one of them or null")
-    return problems
+    return problems + primary_method_problems(config)
+
+
+def config_runs(config: dict) -> dict[tuple[str, str], list[str]]:
+    """(model, SFT set) -> its tuned runs' method names, as ``Workflow.runs`` orders them: the
+    fine-tuning runs (each method's variants, then the data-mixture runs), then its post-hoc
+    pairs."""
+    from stsflow.mode import mixture_runs, posthoc_method, run_methods
+
+    ft = config["finetune"]
+    trained = run_methods(ft) + mixture_runs(ft, config["mixture"]) if ft["enabled"] else []
+    return {(m, s): trained + [posthoc_method(label)
+                               for label, pair in config.get("posthoc", {}).items()
+                               if pair["model"] == m and pair["sft"] == s]
+            for m in config["models"] for s in config["sft"]}
+
+
+def primary_method_problems(config: dict) -> list[str]:
+    """report.primary.method: a run every (model, SFT set) with tuned runs has; none to name
+    where no tuned model exists (Δ given under observed: carry no method)."""
+    method, where = config["report"]["primary"].get("method"), "report.primary.method"
+    if method is None:
+        return []
+    runs = config_runs(config)
+    if not any(runs.values()):
+        return [f"{where}: {method!r} names a tuned run, and this config has none (finetune is "
+                "off and posthoc: gives no pair; Δ given under observed: carry no method). Fix: "
+                "null"]
+    lacking = [f"{m}/{s}" for (m, s), names in runs.items() if names and method not in names]
+    if not lacking:
+        return []
+    names = sorted({n for names in runs.values() for n in names})
+    return [f"{where}: {method!r} is not a run of {', '.join(lacking)} (the runs: "
+            f"{', '.join(names)}). Fix: one of those, as the tables' method column names it, "
+            "or null (the first of finetune.methods' runs)"]
 
 
 def report_matrix_problems(config: dict) -> list[str]:

@@ -245,9 +245,10 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """``report`` without ``primary`` (resolved against the run by analysis.correlation)."""
+    """``report`` without ``primary`` (resolved against the run by config.primary) and
+    ``matrix`` (the cross-SFT analysis's, analysis.matrix)."""
     SECTION: typing.ClassVar[str] = "report"
-    NOT_PASSED: typing.ClassVar[tuple] = ("primary",)
+    NOT_PASSED: typing.ClassVar[tuple] = ("primary", "matrix")
 
     n_boot: int
     n_perm: int
@@ -255,7 +256,8 @@ class ReportSettings:
 
     @classmethod
     def from_config(cls, mapping: Mapping) -> ReportSettings:
-        return build(cls, {k: v for k, v in mapping.items() if k != "primary"}, "report")
+        return build(cls, {k: v for k, v in mapping.items() if k not in cls.NOT_PASSED},
+                     "report")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,53 @@ def check_context(limit: int | None, why: str, prefixes: dict[str, int], longest
     return problems
 
 
+def context_record(limit: int | None, why: str, prefixes: dict[str, int],
+                   query_lengths: list[int]) -> dict:
+    """How many queries of each run (``prefixes``: run -> prefix length) do not fit the model's
+    context: the shard's ``context`` metadata, which the coverage table and the report carry
+    (a run that goes on with sts.context_check: warn has such queries; beyond
+    max_position_embeddings nothing is cut, the model runs past its trained positions)."""
+    lengths = list(query_lengths)
+    return {"limit": limit, "why": why, "runs": {
+        run: {"prefix_tokens": int(p), "n_queries": len(lengths),
+              "n_overflow": int(sum(p + n > limit for n in lengths)) if limit else 0}
+        for run, p in prefixes.items()}}
+
+
+def prefix_digest(prefix: list[int]) -> str:
+    """sha256 of a prefix's token ids: what a tuned run compares with its plain reference."""
+    import hashlib
+
+    return hashlib.sha256(",".join(str(int(t)) for t in prefix).encode()).hexdigest()
+
+
+def check_same_prompt(reference, head: str, prefix: list[int], where: str) -> None:
+    """A tuned (or post-hoc) model's run must see the base plain run's prompt: the same chat head
+    text and the same prefix token ids (its own tokenizer and chat template could differ), so
+    the true shift compares the two models on one input. The query tokens are compared token by
+    token when the features are paired (``features.extract``)."""
+    meta = read_metadata(reference)
+    problems = []
+    if meta.get("prompt_head") is not None and meta["prompt_head"] != head:
+        problems.append(f"prompt head {head!r} vs the base plain run's {meta['prompt_head']!r}")
+    if "prefix_sha256" in meta:
+        if meta["prefix_sha256"] != prefix_digest(prefix):
+            problems.append(f"prefix token ids differ ({len(prefix)} tokens vs the base plain "
+                            f"run's {meta.get('prefix_tokens')})")
+    elif meta.get("prefix_tokens") is not None and int(meta["prefix_tokens"]) != len(prefix):
+        problems.append(f"prefix of {len(prefix)} tokens vs the base plain run's "
+                        f"{meta['prefix_tokens']}")
+    else:  # a plain shard written before prefix ids were recorded: the head text was compared
+        log.warning(f"{where}: the base plain run did not record its prefix token ids; only "
+                    "the prompt head's text and length were compared")
+    if problems:
+        raise ValueError(f"{where}: the tuned model's input is not the base plain run's: "
+                         + "; ".join(problems) + ". Its tokenizer or chat template differs from "
+                         "the base model's, so the true shift would compare different inputs. "
+                         "Fix: give the tuned model the base model's tokenizer files (for a "
+                         "post-hoc pair, copy them into posthoc.<label>.tuned's directory)")
+
+
 def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: dict,
             settings: ExtractSettings, out, stats_out, reference=None, panel_out=None,
             panel_reference=None, resid_out=None,
@@ -83,6 +130,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
     overflow = check_context(limit, why, prefixes, max(len(q[1]) for q in queries), where,
                              "sts.t" if kind == "sft" else "sts.m", model_name or "<model>",
                              settings.context_check)
+    if mode.tuned_model and reference is not None:
+        check_same_prompt(reference, seg.layout.head, prefix, f"{where} ({mode})")
 
     lm, tok, minfo = load_job_model(model_dir, model, threads)
     sae, sinfo = load_sae(sae_dir, device=str(next(lm.parameters()).device))
@@ -92,6 +141,8 @@ def extract(model_dir, sae_dir, model: ModelSettings, layer: int, mode, data: di
                 demonstrations_from=mode.demonstrations,
                 kind=kind, demonstrations=demo_ids, query_tokens=settings.query_tokens,
                 selection=dict(selection, context_limit=limit), context_overflow=overflow,
+                context=context_record(limit, why, prefixes, [len(q[1]) for q in queries]),
+                prefix_sha256=prefix_digest(prefix),
                 dataset=read_metadata(data["sft_items"] if kind == "sft" else data["test"]),
                 packages=package_versions())
     device = next(lm.parameters()).device

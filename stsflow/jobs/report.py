@@ -23,6 +23,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
 
     from stsflow.analysis import correlation as st
     from stsflow.io.files import read_frame
+    from stsflow.report.caveats import context_warnings, short_dn_warnings
     from stsflow.report.summary import write_report
 
     kw = dict(n_boot=settings.n_boot, n_perm=settings.n_perm, seed=settings.seed)
@@ -46,21 +47,31 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
     if not corr:
         raise ValueError("no observed accuracy changes: give observed: in the config or enable "
                          "finetune")
-    extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N",
+    extra = [("Overlap of predicted and true shifted dimensions |D_N ∩ D_N^true| / N, beside N / "
+              "width, the dimensions each shift moved (n_moving_*), the size of the smaller D_N "
+              "(n_effective: below N where fewer moved, never padded by index), the overlap "
+              "expected by chance if D_N were a random set of its size among the predicted "
+              "moving dimensions (hypergeometric), and the exact permutation p of that null "
+              "(unadjusted); NaN with the reason where a shift is zero everywhere",
               read_frame(overlap))] if overlap is not None else []
-    warnings: list[str] = []
+    sae_warnings: list[str] = []
+    warnings: list[str] = []  # the inputs' caveats (report.caveats)
     saes = None
     if sae_dirs:
-        saes, warnings = sae_quality_table(sae_dirs)
+        saes, sae_warnings = sae_quality_table(sae_dirs)
         extra.insert(0, ("SAE quality on held-out tokens of this model (L0; dead fraction: the "
                          "share of features active on none of the held-out tokens; fraction of "
                          "variance explained; next-token loss recovered with the SAE spliced in)",
                          saes))
-        provenance = dict(provenance, sae_warnings=warnings or "none")
+        provenance = dict(provenance, sae_warnings=sae_warnings or "none")
     if coverage is not None:
-        extra.append(("Coverage: queries used and cut by max_length per corpus (extraction), "
+        cover = read_frame(coverage)
+        warnings += context_warnings(cover)
+        extra.append(("Coverage: queries used and cut by max_length per corpus and extraction "
+                      "run, and those beyond the model's context with their prefix "
+                      "(sts.context_check: warn; the model then runs past its trained positions); "
                       "SFT answers cut by finetune.max_length (fine-tuning)",
-                      read_frame(coverage).drop("model", "sft")))
+                      cover.drop("model", "sft")))
     corr = pl.concat(corr, how="diagonal_relaxed")
     keys = ["model", "sft", "layer", "sae", "n_top", "predictor", "target", "protocol", "metric",
             "method", "seed"]
@@ -68,6 +79,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
                        + list(st.ROW_COLUMNS))
     corr = st.assign_roles(corr, primary)
     sts_all = pl.concat(sts_frames, how="diagonal_relaxed")
+    warnings += short_dn_warnings(sts_all)
     obs_all = pl.concat(obs_frames, how="diagonal_relaxed")
     from stsflow.analysis.comparison import ablation_table, comparison_table
 
@@ -95,7 +107,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
                if cards else None)
     write_report(corr, sts_all, obs_all, Path(outdir), title=title,
                  provenance=provenance, primary=primary, extra_tables=extra,
-                 warnings=[f"SAE {w}" for w in warnings], comparison=comparison,
+                 warnings=[f"SAE {w}" for w in sae_warnings] + warnings, comparison=comparison,
                  ablation=ablation_table(corr, primary, saes) if primary else None,
                  cards=card_df, methods=methods, scatter_for=scatter_for, by_run=by_run,
                  allocations=allocations)

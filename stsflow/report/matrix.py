@@ -132,7 +132,7 @@ def matrix_blocks(*, primary: dict, decision: pl.DataFrame, agreement: pl.DataFr
                          r.get("least") or "—",
                          {True: "yes", False: "no"}.get(r.get("top1_hit"), "—")])
         blocks.append(_table_block(["domain", "predicted harm (most > least)",
-                                    "observed harm (most > least)", "τ-b", "p (τ ≥, random)",
+                                    "observed harm (most > least)", "τ-b", "p (τ ≥, random; unadjusted)",
                                     "predicted least harmful", "observed least harmful",
                                     "hit"], rows))
         s = select(summary, run).to_dicts() if summary.height else []
@@ -142,9 +142,9 @@ def matrix_blocks(*, primary: dict, decision: pl.DataFrame, agreement: pl.DataFr
                                 f"candidate was the observed one in {s['top1_hits']} "
                                 f"({_fmt(s['top1_rate'], '.0%')}, {ci:.0%} Clopper-Pearson "
                                 f"{_ci(s['top1_ci_low'], s['top1_ci_high'])}) against "
-                                f"{_fmt(s['top1_chance'], '.0%')} by chance (exact p = "
+                                f"{_fmt(s['top1_chance'], '.0%')} by chance (exact p, unadjusted = "
                                 f"{_fmt(s['top1_p'], '.2g')}); mean τ-b "
-                                f"{_fmt(s['mean_tau'], '.2f')} against 0 by chance (p = "
+                                f"{_fmt(s['mean_tau'], '.2f')} against 0 by chance (p, unadjusted = "
                                 f"{_fmt(s['mean_tau_p'], '.2g')}, {s['mean_tau_p_method']}). "
                                 "Chance is a random ranking, not a fixed preference for one "
                                 "candidate."))
@@ -214,11 +214,12 @@ def matrix_blocks(*, primary: dict, decision: pl.DataFrame, agreement: pl.DataFr
         blocks.append(("p", f"Primary ({_run_label(r)}): ρ = {_fmt(r['pearson'], '.2f')} "
                             f"{_ci(r['ci_low'], r['ci_high'])} over {r['n_cells']} cells "
                             f"({r['n_sft']} SFT sets × {r['n_domains']} domains), permutation "
-                            f"p = {_fmt(r['perm_p'], '.2g')}: {verdict}."))
+                            f"p (unadjusted, pre-declared) = {_fmt(r['perm_p'], '.2g')}: "
+                            f"{verdict}."))
     panel = select(pooled, {"normalisation": primary["normalisation"], "target": target,
                             "metric": primary["metric"]})
     head = ["scope", "run", "predictor", "family", "role", "cells", f"ρ [{ci:.0%} CI]",
-            "perm p", "Holm p", "Δρ vs primary [CI]"]
+            "perm p (unadjusted)", "Holm p (adjusted)", "Δρ vs primary [CI]"]
     rows = [[r["scope"], _run_label(r), r["predictor"], r["family"], r["role"], r["n_cells"],
              f"{_fmt(r['pearson'], '.2f')} {_ci(r['ci_low'], r['ci_high'])}",
              _fmt(r["perm_p"], ".2g"), _fmt(r["holm_p"], ".2g"),

@@ -38,16 +38,21 @@ def warning_blocks(warnings: list[str]) -> list[tuple]:
 
 def primary_blocks(corr: pl.DataFrame, primary: dict | None, run_keys: list[str],
                     ci: float) -> list[tuple]:
-    """The pre-declared primary analysis, one row and one verdict per run (``run_keys``), with
-    the mean ± sd over seeds; or, when no row is the declared one, why not."""
+    """The pre-declared primary analysis: one row and one verdict per seed of its method (the
+    run keys ``run_keys``), with the mean ± sd over seeds; or, when no row is the declared one,
+    why not."""
     blocks: list[tuple] = [("h", 2, "Primary analysis (pre-declared)")]
     if primary:
         blocks.append(("p", f"Declared in the config before the data: {declaration(primary)}. "
                             "Its permutation p is the one test of this report and is not "
-                            f"adjusted. Intervals: {ci:.0%} BCa bootstrap over domains, with the "
-                            "Fisher z interval beside it. Noise ceiling: the highest ρ the "
-                            "measurement noise of Δ allows (even a perfect predictor of the true "
-                            "|Δ| would not exceed it)."))
+                            "adjusted; the run's seeds are replicates of that one hypothesis. "
+                            "Every other run (another fine-tuning method, a data mixture, RL, a "
+                            "post-hoc pair) is a hypothesis of its own: its rows are exploratory, "
+                            f"Holm-adjusted, below. Intervals: {ci:.0%} BCa bootstrap over "
+                            "domains, with the Fisher z interval beside it. Noise ceiling: the ρ "
+                            "that even a perfect predictor of the true Δ reaches on average "
+                            "through the measurement noise of Δ; an expected value, not a bound, "
+                            "so a ρ can exceed it by chance (marked)."))
     rows = (corr.filter(pl.col("role") == "primary").sort(["model", "sft", *run_keys],
                                                           nulls_last=True).to_dicts()
             if corr.height else [])
@@ -60,7 +65,7 @@ def primary_blocks(corr: pl.DataFrame, primary: dict | None, run_keys: list[str]
          "noise ceiling"],
         [[*(r[k] for k in keys), r["n_domains"], fmt_rho(r),
           fmt_ci(r["pearson_fisher_low"], r["pearson_fisher_high"]), fmt(r["perm_p"], ".2g"),
-          fmt(r["noise_ceiling"], ".2f")] for r in rows]))
+          ceiling_cell(r)] for r in rows]))
     blocks.append(("ul", [(", ".join(f"{k}={r[k]}" for k in run_keys if r[k] is not None)
                            + ": " if any(r[k] is not None for k in run_keys) else "")
                           + primary_verdict(r, ci) for r in rows]))
@@ -76,6 +81,12 @@ def primary_blocks(corr: pl.DataFrame, primary: dict | None, run_keys: list[str]
                                     f": ρ mean ± sd = {vals.mean():.2f} ± "
                                     f"{vals.std(ddof=1):.2f}, as the paper reports."))
     return blocks
+
+
+def ceiling_cell(r: dict) -> str:
+    """The noise ceiling, marked where ρ exceeds it (possible by chance: an expected value)."""
+    return fmt(r.get("noise_ceiling"), ".2f") + (" (ρ above it: possible by chance)"
+                                                 if r.get("above_ceiling") else "")
 
 
 def bars_blocks(bars: pl.DataFrame, primary: dict | None, images: list[str]) -> list[tuple]:
@@ -156,23 +167,48 @@ def by_run_blocks(by_run: pl.DataFrame, ci: float) -> list[tuple]:
         return fmt_rho({"pearson": r[kind], "pearson_ci_low": r[f"{kind}_ci_low"],
                          "pearson_ci_high": r[f"{kind}_ci_high"]})
 
+    def holm(r, kind):
+        return ("primary: not adjusted" if r[f"{kind}_role"] == "primary"
+                else fmt(r[f"{kind}_holm_p"], ".2g"))
+
+    def over(r):
+        if r["overlap"] is None or not finite(r["overlap"]):
+            return NA
+        eff = r.get("n_effective")
+        return (f"{fmt(r['overlap'], '.2f')} (chance {fmt(r['overlap_chance'], '.2f')}, p "
+                f"{fmt(r['overlap_p'], '.2g')}"
+                + (f"; only {eff} dims moved" if eff is not None and r["n_top"] is not None
+                   and eff < r["n_top"] else "") + ")")
+
     pred = by_run["predictor"][0]
     return [("h", 2, "Prediction and true shift, run by run"),
             ("p", f"At the primary analysis' layer, SAE, N and target, for each tuned run "
                   f"(SFT, RL such as grpo, post-hoc pairs) and each evaluated metric (also "
                   f"by_run.parquet): Pearson ρ of {pred} computed on the ICL-predicted "
                   f"dimensions with the run's |Δ| (or Δ, as the primary target), beside ρ of "
-                  f"{pred}_oracle, the "
-                  f"same score on the run's true shifted dimensions (needs the tuned model), with "
-                  f"{ci:.0%} BCa CIs over domains and permutation p, and the overlap "
-                  "|D_N ∩ D_N^true| / N of the two dimension sets. The paper found ICL predicts "
-                  "RL's shifts poorly and the true dimensions restore the correlation."),
-            table_block(["run", "seed", "metric", "n", "ρ ICL [CI]", "p", "ρ true shift [CI]",
-                          "p", "overlap"],
+                  f"{pred}_oracle, the same score on the run's true shifted dimensions (needs "
+                  f"the tuned model), with {ci:.0%} BCa CIs over domains, the permutation p "
+                  "(unadjusted) and the Holm-adjusted p of each row: only the primary run's ICL "
+                  "row at the primary metric is the pre-declared test, every other row is "
+                  "exploratory. Overlap: |D_N ∩ D_N^true| / N of the two dimension sets, with "
+                  "the overlap expected by chance among the dimensions the prediction moves and "
+                  "its exact permutation p (unadjusted; overlap table below). The paper found "
+                  "ICL predicts RL's shifts poorly and the true dimensions restore the "
+                  "correlation."),
+            table_block(["run", "seed", "metric", "n", "ρ ICL [CI]", "perm p (unadjusted)",
+                          "Holm p (adjusted)", "ρ true shift [CI]", "perm p (unadjusted)",
+                          "Holm p (adjusted)", "overlap (chance, p unadjusted)"],
                          [[r["method"], r["seed"], r["metric"], r["n_domains"], rho(r, "icl"),
-                           fmt(r["icl_perm_p"], ".2g"), rho(r, "true"),
-                           fmt(r["true_perm_p"], ".2g"), fmt(r["overlap"], ".2f")]
+                           fmt(r["icl_perm_p"], ".2g"), holm(r, "icl"), rho(r, "true"),
+                           fmt(r["true_perm_p"], ".2g"), holm(r, "true"), over(r)]
                           for r in by_run.iter_rows(named=True)])]
+
+
+def _is_primary(r: dict, primary: dict | None) -> bool:
+    """A panel row that is the pre-declared test (its p is its own, not adjusted)."""
+    p = primary or {}
+    return (r["predictor"] == p.get("predictor")
+            and ("method" not in p or r.get("method") == p["method"]))
 
 
 def comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict | None,
@@ -186,19 +222,26 @@ def comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict |
                         "Δρ: primary minus the baseline (oriented by the sign of its own ρ, "
                         f"which favours the baseline), {ci:.0%} paired percentile bootstrap over "
                         "domains. Post-training rows need the fine-tuned model and are not "
-                        "baselines. Exploratory: no p-value here is adjusted for the panel."))
+                        "baselines. Each row's permutation p is given unadjusted and "
+                        "Holm-adjusted within its family (correlations.parquet: the primary "
+                        "row's own p is not adjusted); nothing is adjusted across the panel as a "
+                        "whole, nor are the Δρ intervals. Random N-sets are drawn among the "
+                        "live SAE dimensions (those that fire on the SFT queries), as many as "
+                        "D_N holds."))
     if cmp.height == 0:
         blocks.append(("p", "No correlation row matches the primary analysis: no panel."))
     else:
         runs = [c for c in ("method", "seed") if c in cmp.columns]
         blocks.append(("img", "forest.png", "Forest plot: predictors × ρ [CI], primary analysis"))
         blocks.append(table_block(
-            [*runs, "predictor", "family", "n", f"Pearson ρ [{ci:.0%} CI]", "perm p",
+            [*runs, "predictor", "family", "n", f"Pearson ρ [{ci:.0%} CI]",
+             "perm p (unadjusted)", "Holm p (adjusted)",
              "share of random draws ≥ STS on D_N", f"Δρ vs primary [{ci:.0%} CI]"],
             [[*(r[k] for k in runs),
               r["predictor"] + (" (post-training)" if r["post_training"] else "")
               + (" [best baseline]" if r["best_baseline"] else ""), r["family"],
               r["n_domains"], fmt_rho(r), fmt(r["perm_p"], ".2g"),
+              ("primary: not adjusted" if _is_primary(r, primary) else fmt(r["holm_p"], ".2g")),
               fmt(r["share_at_least"], ".2f"),
               (f"{fmt(r['diff'], '.2f')} {fmt_ci(r['diff_low'], r['diff_high'])}"
                if finite(r["diff"]) else NA)] for r in cmp.to_dicts()]))
@@ -210,7 +253,8 @@ def comparison_blocks(cmp: pl.DataFrame, ablation: pl.DataFrame, primary: dict |
                         "when TopK and its L0 measured on held-out tokens: the sparsity "
                         "ablation) and N; every row but the primary one is exploratory (Holm p "
                         "within its family)."))
-    blocks.append(df_block(ablation))
+    blocks.append(df_block(ablation.rename({"perm_p": "perm p (unadjusted)",
+                                            "holm_p": "Holm p (adjusted)"}, strict=False)))
     return blocks
 
 
@@ -242,7 +286,8 @@ def noise_blocks(observed: pl.DataFrame, corr: pl.DataFrame, extra: list[str]) -
                         "√n), per domain in the Observed Δ table below. 'Δ CI excludes 0' counts "
                         "the domains whose paired bootstrap CI of Δ lies on one side of 0. Noise "
                         "ceiling: mean over simulations of corr(|Δ|, |Δ + ε|), ε ~ N(0, SE²) — "
-                        "the highest ρ with |Δ| the noise allows. Δ given in the config have no "
+                        "the ρ with |Δ| a perfect predictor reaches on average through the "
+                        "noise (an expected value: an estimate can exceed it by chance). Δ given in the config have no "
                         "per-item data: SE and ceiling n/a."))
     keys = ["model", "sft", "metric", *extra]
     has = {c: c in observed.columns for c in ("delta_se", "ci_low", "ci_high")}
@@ -284,9 +329,12 @@ def exploratory_blocks(corr: pl.DataFrame, predictors: list[str], extra: list[st
                  *extra]
     abs_rows = headline_rows(corr, predictors, head_keys)
     blocks: list[tuple] = [("h", 2, "Exploratory analyses")]
-    blocks.append(("p", "Every row other than the primary one is exploratory: its p-value is the "
+    blocks.append(("p", "Every row other than the primary one is exploratory, another "
+                        "fine-tuning method's primary predictor included: its p-value is the "
                         "permutation p Holm-adjusted over its family, all exploratory rows of one "
-                        "(model, sft, target, method, seed): every predictor, layer, N and metric. "
+                        "(model, sft, target, method, seed) and predictor family: every "
+                        "predictor, layer, N and metric. The table gives the unadjusted "
+                        "permutation p beside the adjusted one; sentences quote the adjusted. "
                         "Extreme-groups rows (the 4 largest and 4 smallest |Δ|) select domains on "
                         "Δ: their intervals are descriptive and they carry no p-value. Intervals "
                         f"are {ci:.0%} BCa bootstrap over domains; Fisher z beside them. "
@@ -298,12 +346,13 @@ def exploratory_blocks(corr: pl.DataFrame, predictors: list[str], extra: list[st
     blocks.append(("h", 2, "Correlation with |Δ|"))
     blocks.append(table_block(
         [*head_keys, "role", "n", f"Pearson ρ [{ci:.0%} CI]", "CI method", "Fisher z CI",
-         "noise ceiling", "Spearman", "perm p", "Holm p"],
+         "noise ceiling", "Spearman", "perm p (unadjusted)", "Holm p (adjusted)"],
         [[*(r[k] for k in head_keys), r["role"], r["n_domains"], fmt_rho(r),
           "descriptive (domains selected on Δ)" if r["role"] == "descriptive" else r["ci_method"],
           fmt_ci(r["pearson_fisher_low"], r["pearson_fisher_high"]),
-          fmt(r["noise_ceiling"], ".2f"), fmt(r["spearman"], ".2f"), fmt(r["perm_p"], ".2g"),
-          fmt(r["holm_p"], ".2g")] for r in abs_rows]))
+          ceiling_cell(r), fmt(r["spearman"], ".2f"), fmt(r["perm_p"], ".2g"),
+          (fmt(r["holm_p"], ".2g") + " (primary: own p)" if r["role"] == "primary"
+           else fmt(r["holm_p"], ".2g"))] for r in abs_rows]))
     return blocks
 
 

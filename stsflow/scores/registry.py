@@ -93,21 +93,26 @@ class ScoreInputs:
     layer: int | None = None
     reps_base: Path | None = None  # true shifts only: the domain's mean residual per layer
     reps_tuned: Path | None = None  # before and after this fine-tuning (features.reps)
+    sft_plain: Stats | None = None  # predicted shifts: the SFT set's plain run (live dimensions)
     _dims: dict = field(default_factory=dict)
 
     def dims(self, space: str = "sae") -> np.ndarray:
-        """D_N of a space (N = n_top); empty when N exceeds the space's width."""
-        from stsflow.scores.shift import top_dims
+        """D_N of a space (N = n_top): only dimensions that moved, never a tie broken by index,
+        so possibly fewer than N (``scores.shift.shifted_dims``); empty when N exceeds the
+        space's width."""
+        from stsflow.scores.shift import shifted_dims
 
         if space not in self._dims:
             shift = self.shifts[space]
-            self._dims[space] = (top_dims(shift, self.n_top) if self.n_top <= shift.num_rows
+            self._dims[space] = (shifted_dims(shift, self.n_top) if self.n_top <= shift.num_rows
                                  else np.array([], dtype=np.int64))
         return self._dims[space]
 
 
 def score(inputs: ScoreInputs, names: list[str]) -> dict:
     """The named predictors of one domain (NaN where a predictor is undefined, e.g. N above the
-    residual width), and the domain's token count."""
+    residual width), the domain's token count and ``n_effective``, the size of the SAE's D_N
+    (below N where fewer dimensions moved)."""
     out = {name: float(PREDICTORS[name].fn(inputs)) for name in names}
-    return dict(out, n_tokens=int(inputs.plain["sae"].n_tokens))
+    return dict(out, n_tokens=int(inputs.plain["sae"].n_tokens),
+                n_effective=int(len(inputs.dims("sae"))))

@@ -71,10 +71,11 @@ def unaligned_shift(icl_shard, icl_prefix, plain_shard, plain_prefix, width: int
 @register_predictor("sts_sq_unaligned", family="notebook", oracle=False, needs=("unaligned",),
                     about="STS_sq on the top-N of the authors' unaligned row-by-row shift")
 def _sts_sq_unaligned(x) -> float:
-    from stsflow.scores.shift import top_dims
+    from stsflow.scores.shift import shifted_dims
     from stsflow.scores.sts import sq
 
     shift = x.shifts.get("unaligned")
     if shift is None or x.n_top > shift.num_rows:
         return math.nan
-    return sq(top_dims(shift, x.n_top), x.plain["sae"])
+    dims = shifted_dims(shift, x.n_top)
+    return sq(dims, x.plain["sae"]) if len(dims) else math.nan

@@ -125,8 +125,10 @@ def method_sites(wf, model: str, method: str) -> list[tuple[int, str]]:
 @dataclass(frozen=True)
 class ScoreFiles:
     """The sts rule's inputs: the shift file of every feature space the predictors read (for a
-    predicted shift, the authors' unaligned one too), the domain's plain and ICL statistics and
-    panels, the SFT set's panel, the two corpora's mean gradients and, for a true shift, the
+    predicted shift, the authors' unaligned one too, and the SFT set's plain statistics, the
+    random-dimension control's pool of live dimensions: ``scores.controls``), the domain's plain
+    and ICL statistics and panels, the SFT set's panel, the two corpora's mean gradients and,
+    for a true shift, the
     domain's mean residuals before and after its fine-tuning. Only what some registered
     predictor needs is requested (``stsflow.scores.registry``: ``needs``)."""
 
@@ -149,6 +151,8 @@ class ScoreFiles:
         at = (model, layer, sae)
         inputs.update(plain=L.acts(*at, "domain", domain, plain, stats=True),
                       icl=L.acts(*at, "domain", domain, icl, stats=True))
+        if not s.true:  # the random-dimension control's pool: where the SFT queries fire
+            inputs["sft_plain"] = L.acts(*at, "sft", sft, plain, stats=True)
         if "panel" in needs:
             inputs.update(plain_panel=L.panel_dir(*at, "domain", domain, plain),
                           icl_panel=L.panel_dir(*at, "domain", domain, icl),
@@ -166,6 +170,7 @@ class ScoreFiles:
     def read(cls, named) -> "ScoreFiles":
         plain = {"stats": named["plain"]}
         for key, name in (("plain_panel", "panel"), ("sft_panel", "sft_panel"),
+                          ("sft_plain", "sft_stats"),
                           ("sft_grad", "sft_grad"), ("domain_grad", "domain_grad"),
                           ("reps_base", "reps_base"), ("reps_tuned", "reps_tuned")):
             if key in _keys(named):
@@ -241,28 +246,36 @@ class FinetuneFiles:
 
 @dataclass(frozen=True)
 class CoverageFiles:
-    """The coverage table's inputs: each corpus's plain extraction statistics (``corpus:<kind>:
-    <name>``) and each fine-tuning run's history (``history:<run>``)."""
+    """The coverage table's inputs: the statistics of each corpus's extractions
+    (``extraction:<mode>:<kind>:<name>``: the plain run of every corpus, each domain's ICL run,
+    the SFT set's ICL run of every seed, where the context can overflow) and each fine-tuning
+    run's history (``history:<run>``)."""
 
-    extractions: dict  # (kind, corpus) -> path
+    extractions: dict  # (kind, corpus, mode) -> path
     finetunes: dict  # "<method>-s<seed>" -> path
+    PREFIX = "extraction:"
 
     @classmethod
     def request(cls, wf, model: str, sft: str) -> dict:
         L = wf.layout
         layer = min(wf.models[model]["layers"])  # the query selection does not depend on it
         at = (model, layer, wf.own_sae(model, layer))
-        plain = wf.plain_mode()
-        inputs = {f"corpus:sft:{sft}": L.acts(*at, "sft", sft, plain, stats=True)}
+        runs = [("sft", sft, wf.plain_mode())]
+        runs += [("sft", sft, str(Mode.sft_icl(seed))) for seed in wf.seeds]
         for d in wf.domains:
-            inputs[f"corpus:domain:{d}"] = L.acts(*at, "domain", d, plain, stats=True)
+            runs += [("domain", d, wf.plain_mode()), ("domain", d, str(Mode.domain_icl()))]
+        inputs = {f"{cls.PREFIX}{mode}:{kind}:{name}": L.acts(*at, kind, name, mode, stats=True)
+                  for kind, name, mode in runs}
         for m, s in wf.trained_runs:
             inputs[f"history:{m}-s{s}"] = L.history_file(model, sft, m, s)
         return inputs
 
     @classmethod
     def read(cls, named) -> "CoverageFiles":
-        extractions = {tuple(k.split(":", 1)): v for k, v in _with_prefix(named, "corpus:").items()}
+        extractions = {}
+        for rest, path in _with_prefix(named, cls.PREFIX).items():
+            mode, kind, name = rest.split(":", 2)
+            extractions[(kind, name, mode)] = path
         return cls(extractions, _with_prefix(named, "history:"))
 
 

@@ -103,13 +103,15 @@ class Params:
         return self.wf.posthoc_pair(w.method)[0]["tuned"]
 
     def primary(self, w) -> dict:
-        """report.primary with its defaults resolved for this model (stsflow.config.primary):
-        metrics are evaluate.metrics where tuned models exist, else the observed entries'."""
+        """report.primary with its defaults resolved for this model and SFT set
+        (stsflow.config.primary): metrics are evaluate.metrics where tuned models exist, else the
+        observed entries'; the method, the first of its runs (none without tuned models)."""
         wf = self.wf
         metrics = (wf.eval["metrics"] if wf.runs(w.model, w.sft)
                    else [o["metric"] for o in wf.observed_entries(w.model, w.sft)])
         return resolve_primary(wf.config["report"]["primary"], wf.models[w.model]["layers"],
-                               metrics, wf.sts["n_top"])
+                               metrics, wf.sts["n_top"],
+                               runs=[m for m, _ in wf.runs(w.model, w.sft)])
 
     def observed(self, w) -> list[dict]:
         return self.wf.observed_entries(w.model, w.sft)

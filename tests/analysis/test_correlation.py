@@ -410,6 +410,58 @@ def test_assign_roles_primary_exploratory_descriptive_and_holm_families():
     assert "primary" not in none["role"].to_list()
 
 
+def test_one_primary_method_its_seeds_replicates_other_methods_exploratory():
+    """report.primary.method: the declared run's seeds are the primary rows (each its own p);
+    another method's row of the same predictor, N, metric is exploratory, Holm-adjusted with
+    that method's other rows (Holm, hand-computed); a method of None is the run
+    of Δ given in the config."""
+    rows = [  # method, seed, predictor, perm_p
+        ("lora", 0, "sts_icl", 0.004), ("lora", 1, "sts_icl", 0.03), ("lora", 0, "sts_act", 0.2),
+        ("grpo", 0, "sts_icl", 0.01), ("grpo", 0, "sts_act", 0.02), ("grpo", 0, "sts_sq", 0.5),
+        (None, None, "sts_icl", 0.04)]
+    corr = pl.DataFrame([{"model": "m", "sft": "s", "layer": 3, "n_top": 100, "predictor": v,
+                          "target": "abs", "protocol": "all", "metric": "acc", "method": m,
+                          "seed": sd, "perm_p": p} for m, sd, v, p in rows],
+                        schema_overrides={"method": pl.String, "seed": pl.Int64})
+    primary = {"predictor": "sts_icl", "n_top": 100, "layer": 3, "metric": "acc",
+               "protocol": "all", "target": "abs", "method": "lora"}
+    out = correlation.assign_roles(corr, primary)
+    assert out["role"].to_list() == ["primary", "primary", "exploratory", "exploratory",
+                                     "exploratory", "exploratory", "exploratory"]
+    holm = out["holm_p"].to_numpy()
+    assert holm[[0, 1]] == pytest.approx([0.004, 0.03])  # replicates: unadjusted
+    # grpo's family {0.01, 0.02, 0.5}: 0.03, max(0.04, 0.03) = 0.04, 0.5
+    assert holm[[3, 4, 5]] == pytest.approx([0.03, 0.04, 0.5])
+    assert holm[2] == pytest.approx(0.2) and holm[6] == pytest.approx(0.04)  # families of one
+    given = correlation.assign_roles(corr, dict(primary, method=None))
+    assert given["role"].to_list()[6] == "primary" and "primary" not in given["role"][:6]
+
+
+def test_rho_above_its_noise_ceiling_is_flagged():
+    """A predictor equal to the true |Δ| against a noisy measured Δ: ρ often lands above the
+    ceiling (an expected value) by chance, and each row says whether it did."""
+    rng = np.random.default_rng(5)
+    domains = [f"d{i}" for i in range(8)]
+    truth = rng.normal(0, 1, 8)
+    se = np.full(8, 0.4)
+    sts = pl.DataFrame({"model": "m", "sft": "s", "layer": 1, "n_top": 5, "domain": domains,
+                        "sts_icl": np.abs(truth), "sts_act": rng.normal(size=8)})
+    flags = []
+    for k in range(6):
+        obs = pl.DataFrame({"model": "m", "sft": "s", "domain": domains, "metric": "acc",
+                            "delta": truth + rng.normal(0, 0.4, 8), "delta_se": se})
+        corr = correlation.correlation_table(sts, obs, n_boot=100, n_perm=100, n_sim=300,
+                                             seed=k)
+        for r in corr.iter_rows(named=True):
+            assert r["above_ceiling"] == (r["pearson"] > r["noise_ceiling"])
+            flags.append(r["above_ceiling"])
+    assert True in flags and False in flags
+    assert correlation.above_ceiling(0.9, 0.8) is True
+    assert correlation.above_ceiling(0.5, 0.8) is False
+    assert correlation.above_ceiling(math.nan, 0.8) is None
+    assert correlation.above_ceiling(0.9, math.nan) is None
+
+
 def test_observed_table_standard_error(tmp_path):
     from stsflow.jobs.reduce import OBSERVED_COLUMNS, observed_table
 

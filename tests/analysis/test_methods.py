@@ -183,3 +183,39 @@ def test_prediction_by_run_sets_icl_and_true_shift_side_by_side():
         assert base.filter((pl.col("method") == "lora") & (pl.col("metric") == "acc")).select(
             "predictor", "icl", "true").rows() == [("sts_icl", 0.2, 0.3)]
     assert prediction_by_run(corr, overlap, None).height == 0
+
+
+def test_prediction_by_run_carries_holm_p_roles_and_the_overlaps_chance():
+    """Every row of the run-by-run table beside its raw permutation p: its Holm-adjusted p and
+    role from assign_roles (only the primary method's ICL row at the primary metric is the
+    primary test), and the overlap's chance level, p and n_effective from the overlap table."""
+    from stsflow.analysis import correlation
+    from stsflow.analysis.methods import BY_RUN_COLUMNS, prediction_by_run
+
+    rows = [("sts_icl", "lora", 0.004), ("sts_icl_oracle", "lora", 0.02),
+            ("sts_act", "lora", 0.01), ("sts_icl", "grpo", 0.03), ("sts_icl_oracle", "grpo", 0.3),
+            ("sts_act", "grpo", 0.2)]
+    corr = pl.DataFrame([{"model": "m", "sft": "s", "layer": 12, "n_top": 100, "metric": "acc",
+                          "target": "abs", "protocol": "all", "seed": 0, "n_domains": 10,
+                          "predictor": p, "method": m, "pearson": 0.5, "pearson_ci_low": 0.1,
+                          "pearson_ci_high": 0.8, "perm_p": pp} for p, m, pp in rows])
+    primary = {"predictor": "sts_icl", "layer": 12, "n_top": 100, "metric": "acc",
+               "target": "abs", "protocol": "all", "method": "lora"}
+    corr = correlation.assign_roles(corr, primary)
+    overlap = pl.DataFrame({"method": ["lora", "grpo"], "seed": [0, 0], "layer": [12, 12],
+                            "n_top": [100, 100], "overlap": [0.4, 0.3],
+                            "overlap_chance": [0.25, 0.3], "overlap_p": [0.001, 0.6],
+                            "n_effective": [100, 87]})
+    out = prediction_by_run(corr, overlap, primary).sort("method")
+    assert out.columns == list(BY_RUN_COLUMNS)
+    got = {r["method"]: r for r in out.iter_rows(named=True)}
+    assert (got["lora"]["icl_role"], got["lora"]["true_role"]) == ("primary", "exploratory")
+    assert got["lora"]["icl_holm_p"] == 0.004  # its own p, unadjusted
+    # lora's sts family without the primary row {0.02, 0.01}: 0.02*1 -> max(0.02, 0.02)
+    assert got["lora"]["true_holm_p"] == pytest.approx(0.02)
+    # grpo's sts family {0.03, 0.3, 0.2}: 0.09, 0.4, 0.4
+    assert (got["grpo"]["icl_role"], got["grpo"]["true_role"]) == ("exploratory", "exploratory")
+    assert got["grpo"]["icl_holm_p"] == pytest.approx(0.09)
+    assert got["grpo"]["true_holm_p"] == pytest.approx(0.4)
+    assert (got["grpo"]["overlap_chance"], got["grpo"]["overlap_p"],
+            got["grpo"]["n_effective"]) == (0.3, 0.6, 87)

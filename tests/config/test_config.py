@@ -929,3 +929,28 @@ def test_processes_shard_full_runs_only(project):
     assert problem.startswith(f"models.{model}.device:") and "Fix: device: auto" in problem
     cfg["finetune"]["enabled"] = False
     assert problems_of(cfg, workdir) == []
+
+
+def test_the_primary_method_is_a_run_of_the_config(project):
+    """report.primary.method: a run of every (model, SFT set) with tuned runs, as the tables name
+    it (a variant, a mixture run, posthoc_<label>); none to name without tuned runs."""
+    from stsflow.workflow import Workflow
+
+    workdir, cfg = project
+    cfg = copy.deepcopy(cfg)
+    cfg["report"] = {"primary": {"method": "lora"}}
+    (problem,) = problems_of(cfg, workdir)  # the project fine-tunes nothing
+    assert problem.startswith("report.primary.method:") and "has none" in problem
+    cfg["finetune"] = {"enabled": True, "methods": ["full", "lora"]}
+    assert problems_of(cfg, workdir) == []
+    cfg["report"]["primary"]["method"] = "grpo"
+    (problem,) = problems_of(cfg, workdir)
+    assert "not a run of tiny/arith" in problem and "full, lora" in problem and "Fix:" in problem
+    # null resolves to the first of finetune.methods' runs, in the report rule's params
+    cfg["report"]["primary"]["method"] = None
+    wf = Workflow(cfg, workdir)
+
+    class W:
+        model, sft = "tiny", "arith"
+
+    assert wf.params.primary(W)["method"] == "full"

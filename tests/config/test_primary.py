@@ -5,7 +5,7 @@ from stsflow.config.primary import resolve_primary
 
 def test_resolve_primary_defaults():
     cfg = {"predictor": "sts_icl", "n_top": None, "layer": None, "sae": None, "metric": None,
-           "protocol": "all", "target": "abs"}
+           "protocol": "all", "target": "abs", "method": None}
     got = resolve_primary(cfg, [20, 12], ["nll", "option_loglik"])
     assert got == dict(cfg, n_top=100, layer=12, metric="nll")
     # given the layers' config, sae null → the primary layer's own sae, not a sweep SAE
@@ -21,3 +21,15 @@ def test_resolve_primary_defaults():
     assert resolve_primary(cfg, [12], ["nll"], [50, 150, 300])["n_top"] == 50
     assert resolve_primary(cfg, [12], ["nll"], [50, 100, 200])["n_top"] == 100
     assert resolve_primary(dict(cfg, n_top=7), [12], ["nll"], [5, 10])["n_top"] == 7
+
+
+def test_resolve_primary_method():
+    """method null → the first run (the first of finetune.methods' runs, else the first post-hoc
+    pair's); none without tuned runs; an explicit method kept."""
+    cfg = {"predictor": "sts_icl", "protocol": "all", "target": "abs", "method": None}
+    runs = ["sae_select-top-k100", "lora", "lora-mix_sts", "posthoc_vendor"]
+    assert resolve_primary(cfg, [12], ["nll"], runs=runs)["method"] == "sae_select-top-k100"
+    assert resolve_primary(cfg, [12], ["nll"], runs=["posthoc_vendor"])["method"] == \
+        "posthoc_vendor"
+    assert resolve_primary(cfg, [12], ["nll"], runs=[])["method"] is None
+    assert resolve_primary(dict(cfg, method="lora"), [12], ["nll"], runs=runs)["method"] == "lora"

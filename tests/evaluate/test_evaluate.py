@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import direct_layer_sums, domain_records, make_tokenizer, sft_records
+from conftest import (
+    direct_layer_sums,
+    domain_records,
+    forward_hooks,
+    make_tokenizer,
+    sft_records,
+)
 
 from stsflow.analysis import observed
 from stsflow.evaluate import engines, harness, metrics, mmlu_pro, scoring, summary
@@ -313,39 +319,29 @@ def test_the_joint_pass_gives_what_each_metric_and_the_layer_means_give_alone(mo
     np.testing.assert_allclose(means.sums / n, want / n, rtol=1e-5, atol=1e-6)
 
 
-def _forward_hooks(model) -> set:
-    """Every forward hook and forward pre-hook on the model's modules: (module, kind, handle id)."""
-    return {(name, kind, key) for name, module in model.named_modules()
-            for kind in ("_forward_hooks", "_forward_pre_hooks") for key in getattr(module, kind)}
-
-
 def test_a_failing_pass_leaves_the_model_as_it_found_it(model, tok):
     """A pass that fails, in the shared prefix (a token id outside the vocabulary) or on an item
     that cannot be scored (no reference answer), leaves the model in training mode as it was,
-    with the forward hooks it had and no other.
-
-    The model is shared, and transformers installs its own output-capturing hooks on every
-    block, for good, the first time anything asks for hidden states: one such forward runs first
-    so the hooks the pass finds are the same whichever tests ran before."""
+    with the forward hooks it had (none: no test leaves one on the shared model, conftest's
+    guard) and no other."""
     from stsflow.evaluate.forced import item_pass
 
     seg = Segmenter.for_tokenizer(tok, True)
     bad = {**domain_records("law", 1)[0], "cot_content": "", "answer_index": None}
-    with torch.no_grad():
-        model(input_ids=torch.tensor([seg.head()]), output_hidden_states=True)
-    before = _forward_hooks(model)
+    before = forward_hooks(model)
+    assert before == set()
     model.train()
     try:
         with pytest.raises(IndexError):
             item_pass(model, tok, domain_records("law", 2), segmenter=seg,
                       prefix=[model.config.vocab_size + 5], options=True, residuals=True)
         assert model.training
-        assert _forward_hooks(model) == before
+        assert forward_hooks(model) == before
         with pytest.raises(ValueError, match="no reference answer"):
             item_pass(model, tok, [*domain_records("law", 2), bad], segmenter=seg,
                       prefix=seg.head(), reference="domain", residuals=True)
         assert model.training
-        assert _forward_hooks(model) == before
+        assert forward_hooks(model) == before
     finally:
         model.eval()
 

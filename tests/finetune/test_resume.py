@@ -293,7 +293,7 @@ def test_checkpoint_settings_are_read_from_the_config_and_are_no_rule_parameter(
     wf = Workflow(cfg, REPO)
     model, sft = next(iter(wf.models)), next(iter(wf.sfts))
     w = dataclasses.make_dataclass("W", ["model", "sft", "method", "seed"])(
-        model, sft, wf.trained_runs()[0][0], 0)
+        model, sft, wf.trained_runs[0][0], 0)
     recipe = wf.params.recipe(w)
     assert recipe and not set(recipe) & {"checkpoint_every", "keep_checkpoints"}
     with pytest.raises(Exception, match="checkpoint_every: unknown setting"):

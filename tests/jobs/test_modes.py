@@ -10,7 +10,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import direct_layer_sums, domain_records, make_sae, sft_records
+from conftest import (
+    direct_layer_sums,
+    domain_records,
+    hidden_states,
+    make_sae,
+    sft_records,
+    without_leaks,
+)
 
 from stsflow import scores
 from stsflow.config.settings import (
@@ -108,28 +115,32 @@ def job(tiny, tiny_model_dir, tmp_path_factory):
 
 
 def run_job(job, kind, mode, name, *, model="model", reference=None, sts=None, mspec=None,
-            keep=False):
-    """The extract job on the fixture's files; ``keep`` keeps the residuals for a sweep."""
+            keep=False, test="law.test.parquet"):
+    """The extract job on the fixture's files; ``keep`` keeps the residuals for a sweep;
+    ``test``: another domain test file in the fixture's directory."""
     d = job["d"]
     data = ({"sft_items": d / "sft.parquet"} if kind == "sft"
-            else {"test": d / "law.test.parquet", "demos": d / "law.demos.parquet"})
+            else {"test": d / test, "demos": d / "law.demos.parquet"})
     out = d / f"{name}.parquet"
     settings = ExtractSettings.with_defaults(kind, **(sts or STS))
-    extract_job.extract(d / model, d / "sae", ModelSettings.with_defaults(**(mspec or MSPEC)),
-                        LAYER, mode, data, settings, out, d / f"{name}.stats.parquet",
-                        reference=d / f"{reference}.parquet" if reference else None,
-                        panel_out=d / f"{name}.panel",
-                        panel_reference=d / f"{reference}.panel" if reference else None,
-                        corpus="arith" if kind == "sft" else "law", threads=1,
-                        resid_out=d / f"{name}.resid" if keep else None)
+    # every extraction through here also checks that the job leaves no forward hook behind
+    assert without_leaks(
+        extract_job.extract, d / model, d / "sae",
+        ModelSettings.with_defaults(**(mspec or MSPEC)), LAYER, mode, data, settings, out,
+        d / f"{name}.stats.parquet", reference=d / f"{reference}.parquet" if reference else None,
+        panel_out=d / f"{name}.panel",
+        panel_reference=d / f"{reference}.panel" if reference else None,
+        corpus="arith" if kind == "sft" else "law", threads=1,
+        resid_out=d / f"{name}.resid" if keep else None) > 0  # the layer tap's
     return out
 
 
 def run_sweep(job, kind, mode, name, sae_dir, *, reference=None, sts=None):
     """The encode job (a sweep SAE) on the residuals ``run_job(..., keep=True)`` kept."""
     d = job["d"]
-    extract_job.encode_sweep(
-        d / f"{name}.resid", sae_dir, mode, ExtractSettings.with_defaults(kind, **(sts or STS)),
+    without_leaks(  # no model runs; nor may the SAE keep a hook
+        extract_job.encode_sweep, d / f"{name}.resid", sae_dir, mode,
+        ExtractSettings.with_defaults(kind, **(sts or STS)),
         d / f"{name}.sweep.parquet", d / f"{name}.sweep.stats.parquet", d / f"{name}.sweep.panel",
         reference=d / f"{reference}.sweep.parquet" if reference else None,
         panel_reference=d / f"{reference}.sweep.panel" if reference else None,
@@ -156,8 +167,8 @@ def perturbed_checkpoint(job, scale: float, path, meta: dict):
 def dense(model, sae, prefix, query):
     """Layer output of one uncached full forward (output_hidden_states), SAE-encoded, float64."""
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
-        return sae.encode(out.hidden_states[LAYER + 1][0, len(prefix):]).double().numpy()
+        hs = hidden_states(model, input_ids=torch.tensor([prefix + query]))
+        return sae.encode(hs[LAYER + 1][0, len(prefix):]).double().numpy()
 
 
 # ------------------------------------------------------------------------------- the modes
@@ -323,9 +334,8 @@ def test_query_tokens_setting_against_dense_computation(job, query_tokens):
 
 def resid(model, prefix, query):
     """Residual after block LAYER of one uncached full forward (output_hidden_states), float64."""
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([prefix + query]), output_hidden_states=True)
-        return out.hidden_states[LAYER + 1][0, len(prefix):].double().numpy()
+    hs = hidden_states(model, input_ids=torch.tensor([prefix + query]))
+    return hs[LAYER + 1][0, len(prefix):].double().numpy()
 
 
 def test_baseline_predictors_against_dense_computation(job):
@@ -386,7 +396,8 @@ def test_baseline_predictors_against_dense_computation(job):
     n_top = 5
     reduce_job.sts(shifts, {"stats": d / "bp_law_plain.stats.parquet",
                             "panel": d / "bp_law_plain.panel",
-                            "sft_panel": d / "bp_sft_plain.panel"},
+                            "sft_panel": d / "bp_sft_plain.panel",
+                            "sft_stats": d / "bp_sft_plain.stats.parquet"},
                    {"stats": d / "bp_law_icl.stats.parquet", "panel": d / "bp_law_icl.panel"},
                    n_top, {"domain": "law"}, out, oracle=False, settings=settings)
     got = pq.read_table(out).to_pylist()[0]
@@ -414,8 +425,8 @@ def test_baseline_predictors_against_dense_computation(job):
             if i in demo_idx:
                 continue
             with torch.no_grad():
-                out = model(input_ids=torch.tensor([prefix]), output_hidden_states=True)
-                pre = sae.encode(out.hidden_states[LAYER + 1][0]).double().numpy()
+                hs = hidden_states(model, input_ids=torch.tensor([prefix]))
+                pre = sae.encode(hs[LAYER + 1][0]).double().numpy()
             rows += [pre,
                      dense(model, sae, prefix, seg.query(rec, "sft"))]
         return np.concatenate(rows)
@@ -437,12 +448,20 @@ def test_baseline_predictors_against_dense_computation(job):
                                                     rel=1e-4)
     icl_sae = np.concatenate([dense(model, sae, law_ctx, _user_text_mask(seg, r, "domain")[0])[
         _user_text_mask(seg, r, "domain")[1]] for r in law])
-    sets = random_dim_sets(64, n_top, 4, 0)
+    # the draws' pool: the dimensions that fire on a counted token of the SFT set's plain run
+    # (every record) or move with the demonstrations, from the dense forward passes
+    fires = np.concatenate([dense(model, sae, head, _user_text_mask(seg, r, "sft")[0])[
+        _user_text_mask(seg, r, "sft")[1]] for r in sft])
+    sae_shift = pq.read_table(shifts["sae"])["shift"].to_numpy()
+    pool = np.flatnonzero((fires != 0).any(0) | (sae_shift > 0))
+    assert got["n_live"] == len(pool) and got["n_effective"] == n_top
+    sets = random_dim_sets(pool, n_top, 4, 0, n_top)
+    assert all(len(s) == n_top and set(s) <= set(pool) for s in sets)
     np.testing.assert_allclose(got["rand_act"], [plain_sae[:, s].sum(1).mean() for s in sets],
                                rtol=1e-4)
     np.testing.assert_allclose(got["rand_icl"], [((icl_sae - plain_sae)[:, s] ** 2).sum(1).mean()
                                                  for s in sets], rtol=1e-4, atol=1e-9)
-    assert len({tuple(s) for s in sets}) == 4  # distinct draws
+    assert n_top < len(pool) < 64  # dead dimensions exist here, and are never drawn
 
 
 def test_gradients_job_samples_its_examples_and_feeds_grad_sim(job):
@@ -454,8 +473,8 @@ def test_gradients_job_samples_its_examples_and_feeds_grad_sim(job):
     d = job["d"]
     settings = {"grad_examples": 5, "grad_dim": 64, "control_seed": 0, "sample_seed": 2}
     mspec = ModelSettings.with_defaults(**MSPEC)
-    extract_job.gradients(d / "model", mspec, "sft", d / "sft.parquet", settings,
-                          ["q_proj", "v_proj"], d / "g_sft.parquet", threads=1)
+    without_leaks(extract_job.gradients, d / "model", mspec, "sft", d / "sft.parquet", settings,
+                  ["q_proj", "v_proj"], d / "g_sft.parquet", threads=1)
     extract_job.gradients(d / "model", mspec, "domain", d / "law.demos.parquet", settings,
                           ["q_proj", "v_proj"], d / "g_law.parquet", threads=1)
     meta = read_metadata(d / "g_sft.parquet")
@@ -565,6 +584,82 @@ def test_demonstrations_that_cannot_fit_fail_before_any_forward(job, tmp_path):
     assert len(recorded) == 1 and "domains.law" in recorded[0]
 
 
+def test_context_overflow_reaches_the_coverage_table_and_the_report(job, tmp_path):
+    """With sts.context_check: warn, each run records how many of its queries exceed the
+    context with its prefix (counted here from the token lengths directly); the coverage job
+    carries each run's share, and the report's warnings name the run, the share and the
+    limit."""
+    import polars as pl
+    from transformers import AutoConfig
+
+    from stsflow.finetune.checkpoint import save_checkpoint
+    from stsflow.report.caveats import context_warnings
+
+    model, tok, seg = job["model"], job["tok"], job["seg"]
+    short = tmp_path / "short"
+    save_checkpoint(model, tok, short, {"method": "full", "seed": 0})
+    law = [dict(r, question=r["question"] + " why" * (3 * i))
+           for i, r in enumerate(domain_records("law", 7))]  # queries of 7 lengths
+    corpora.write_records(law, job["d"] / "law_ov.test.parquet")
+    lengths = sorted(len(seg.query(r, "domain")) for r in law)
+    icl_prefix = len(seg.context(domain_records("law", 2, offset=50), "domain"))
+    limit = icl_prefix + lengths[3]  # the 3 longest queries overflow with ICL
+    cfg = AutoConfig.from_pretrained(short)
+    cfg.max_position_embeddings = limit
+    cfg.save_pretrained(short)
+    job["d"].joinpath("short_ov").symlink_to(short)
+    warn = dict(STS, context_check="warn")
+    run_job(job, "domain", "plain", "ov_plain", model="short_ov", sts=warn,
+            test="law_ov.test.parquet")
+    run_job(job, "domain", "icl", "ov_icl", model="short_ov", sts=warn, reference="ov_plain",
+            test="law_ov.test.parquet")
+    head = len(seg.head())
+    want = {"plain": sum(head + n > limit for n in lengths),
+            "icl": sum(icl_prefix + n > limit for n in lengths)}
+    assert want == {"plain": 0, "icl": 3}
+    ctx = read_metadata(job["d"] / "ov_icl.stats.parquet")["context"]
+    assert ctx["limit"] == limit and ctx["runs"]["icl"] == {
+        "prefix_tokens": icl_prefix, "n_queries": 7, "n_overflow": want["icl"]}
+    d = job["d"]
+    reduce_job.coverage_table("m", "s", {("domain", "law", "plain"): d / "ov_plain.stats.parquet",
+                                         ("domain", "law", "icl"): d / "ov_icl.stats.parquet"},
+                              {}, tmp_path / "cov.parquet", tmp_path / "cov.csv")
+    cov = pl.read_parquet(tmp_path / "cov.parquet").sort("mode")
+    assert cov.columns == reduce_job.COVERAGE_COLUMNS
+    assert cov["mode"].to_list() == ["icl", "plain"]
+    assert cov["n_context_overflow"].to_list() == [want["icl"], 0]
+    assert cov["share_context_overflow"].to_list() == pytest.approx([want["icl"] / 7, 0.0])
+    assert cov["context_limit"].to_list() == [limit, limit]
+    (said,) = context_warnings(cov)
+    assert f"{want['icl']} of 7 queries" in said and "(icl run)" in said and str(limit) in said
+    assert "ran past the positions it was trained on" in said
+
+
+def test_a_tuned_run_must_see_the_base_plain_runs_prompt(job, tmp_path):
+    """A tuned (or post-hoc) model whose tokenizer renders another chat head is refused before
+    its model loads, naming both heads and the fix; with the base's tokenizer it runs."""
+    from conftest import CHATML, make_tokenizer
+
+    from stsflow.finetune.checkpoint import save_checkpoint
+
+    run_job(job, "sft", "plain", "pr_plain")
+    other = make_tokenizer()
+    other.chat_template = CHATML.replace("You are tiny.", "You are a vendor model.")
+    save_checkpoint(job["model"], other, tmp_path / "vendor", {"method": "lora", "seed": 0,
+                                                                "base": {"kind": "local"}})
+    job["d"].joinpath("pr_vendor").symlink_to(tmp_path / "vendor")
+    with pytest.raises(ValueError, match="prompt head.*vendor model.*base plain run.*tiny") as e:
+        run_job(job, "sft", "tuned-lora-s0", "pr_tuned_bad", model="pr_vendor",
+                reference="pr_plain")
+    assert "tokenizer files" in str(e.value)
+    assert not (job["d"] / "pr_tuned_bad.parquet").exists()
+    meta = read_metadata(job["d"] / "pr_plain.parquet")
+    from stsflow.jobs.extract import prefix_digest
+
+    assert meta["prefix_sha256"] == prefix_digest(job["seg"].head())
+    run_job(job, "sft", "tuned-lora-s0", "pr_tuned", model="tuned", reference="pr_plain")
+
+
 def test_sliding_window_lowers_the_context_limit():
     from transformers import Gemma2Config, LlamaConfig, Qwen2Config
 
@@ -668,9 +763,9 @@ def test_finetune_job_runs_each_registered_method(job, method):
     recipe = {"epochs": 1, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "max_length": 128,
               "lora_r": 4, "lora_alpha": 8, "lora_targets": ["q_proj", "v_proj"]}
     out = d / f"ft-{method}"
-    validate_job.finetune(d / "model", ModelSettings.with_defaults(**MSPEC), d / "sft.parquet",
-                          FinetuneSettings.with_defaults(method, 0, **recipe), out,
-                          d / f"ft-{method}.history.parquet", threads=1)
+    without_leaks(validate_job.finetune, d / "model", ModelSettings.with_defaults(**MSPEC),
+                  d / "sft.parquet", FinetuneSettings.with_defaults(method, 0, **recipe), out,
+                  d / f"ft-{method}.history.parquet", threads=1)
     meta = read_checkpoint_meta(out)
     assert (meta["method"], meta["seed"], meta["n_answer_cut"]) == (method, 0, 0)
     assert pq.read_table(d / f"ft-{method}.history.parquet").num_rows == 3
@@ -965,9 +1060,8 @@ def test_before_after_similarity_against_dense_computation(job, tmp_path):
         rows = []
         for rec in domain_records("law", 7):
             ids, counted = seg.query_parts(rec, "domain")
-            with torch.no_grad():
-                hs = m(input_ids=torch.tensor([head + ids]), output_hidden_states=True)
-            rows.append(hs.hidden_states[layer + 1][0, len(head):].double().numpy()[counted])
+            hs = hidden_states(m, input_ids=torch.tensor([head + ids]))
+            rows.append(hs[layer + 1][0, len(head):].double().numpy()[counted])
         return np.concatenate(rows).mean(0)
 
     pred = scores.PREDICTORS["before_after"]
@@ -1041,9 +1135,10 @@ def test_the_evaluation_job_records_the_layer_means_whatever_its_metrics(job, tm
     settings = EvalSettings.with_defaults(metrics=metrics, loglik_k_shot=k, k_shot=1,
                                           max_new_tokens=4, batch_size=3)
     reps = tmp_path / "reps.parquet"
-    validate.evaluate(d / "model", ModelSettings.with_defaults(**MSPEC), d / "law.test.parquet",
-                      d / "law.demos.parquet", settings, {"model": "m"}, tmp_path / "s.parquet",
-                      threads=1, reps_out=reps)
+    n_hooks = without_leaks(validate.evaluate, d / "model", ModelSettings.with_defaults(**MSPEC),
+                            d / "law.test.parquet", d / "law.demos.parquet", settings,
+                            {"model": "m"}, tmp_path / "s.parquet", threads=1, reps_out=reps)
+    assert n_hooks >= model.config.num_hidden_layers  # one per block for the layer means
     scored = pq.read_table(tmp_path / "s.parquet").to_pylist()
     assert {r["metric"] for r in scored} == set(metrics)
     sums = np.array(pq.read_table(reps)["sum"].to_pylist())

@@ -142,7 +142,8 @@ RUN = textwrap.dedent("""
             p = root / f"sts/{shift}/{d}.parquet"
             names = (*spaces, "unaligned") if shift == "s0" else spaces
             reduce.sts({sp: root / f"shift/{shift}.{sp}.parquet" for sp in names},
-                       {"stats": plain[d], "panel": plain_panel[d], "sft_panel": sft_panel},
+                       {"stats": plain[d], "panel": plain_panel[d], "sft_panel": sft_panel,
+                        **({"sft_stats": sft_plain} if shift == "s0" else {})},
                        {"stats": icl[d], "panel": icl_panel[d]}, 4,
                        {"model": "m", "layer": 1, "sft": "s", "domain": d, **extra}, p,
                        oracle=shift != "s0", settings=controls)
@@ -178,8 +179,9 @@ RUN = textwrap.dedent("""
             "strategy": "sts", "allocation": "rank", "counts": {"math": 1, "physics": 2},
             "weights": {"math": 1.0, "physics": 2.0}, "n_short": 0,
             "available": {"math": 5, "physics": 5}, "values": {"math": 0.1, "physics": 0.3}}})
-    reduce.coverage_table("m", "s", {("sft", "s"): sft_plain,
-                                     **{("domain", d): plain[d] for d in domains}},
+    reduce.coverage_table("m", "s", {("sft", "s", "plain"): sft_plain,
+                                     ("sft", "s", "icl-s0"): sft_icl,
+                                     **{("domain", d, "plain"): plain[d] for d in domains}},
                           {"full-s0": history}, t / "coverage.parquet", t / "coverage.csv")
 
     sae = root / "sae/L1"

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import domain_records, sft_records
+from conftest import domain_records, sft_records, without_leaks
 
 from stsflow.config.settings import CorpusSettings, FinetuneSettings, ModelSettings
 from stsflow.data import builtin, corpora
@@ -111,6 +111,39 @@ def test_replay_answers_are_the_greedy_continuations_of_the_query(tiny):
         assert seg.query({"question": row["question"]}, "sft") == seg.query(item, "domain")
 
 
+def test_the_replay_job_answers_greedily_and_leaves_no_hook(tiny, tiny_model_dir, tmp_path):
+    """The replay job the rule calls, on the prepared model: each pool item's answer is the
+    direct greedy decode (argmax over a full forward, no cache), the metadata counts the cut
+    answers, and the job leaves no forward hook on any module."""
+    model, tok = tiny
+    prepare_job.prepare_model(ModelSettings.with_defaults(
+        source={"local": {"path": str(tiny_model_dir)}}), tmp_path / "model")
+    items = domain_records("law", 3, offset=60)
+    corpora.write_records(items, tmp_path / "pool.parquet", {"source": "test pool"})
+    mspec = ModelSettings.with_defaults(source={"local": {"path": "unused"}}, dtype="float32",
+                                        device="cpu", chat_template=True, batch_size=2,
+                                        max_length=512)
+    without_leaks(validate_job.replay, tmp_path / "model", mspec, tmp_path / "pool.parquet",
+                  tmp_path / "replay.parquet", max_new_tokens=5, batch_size=2, threads=1)
+    rows = corpora.read_records(tmp_path / "replay.parquet")
+    seg, eos = Segmenter.for_tokenizer(tok, True), set(replay_eos(model, tok))
+    n_cut = 0
+    for item, row in zip(items, rows):
+        ids, new = seg.head() + seg.query(item, "domain"), []
+        with torch.no_grad():
+            for _ in range(5):
+                nxt = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+                if nxt in eos:
+                    break
+                new.append(nxt)
+        n_cut += len(new) == 5
+        assert row["solution"] == tok.decode(new, skip_special_tokens=True).strip()
+    from stsflow.io.files import read_metadata
+
+    meta = read_metadata(tmp_path / "replay.parquet")
+    assert meta["n_records"] == 3 and meta["n_cut"] == n_cut and meta["pool"] == "test pool"
+
+
 def replay_eos(model, tok):
     from stsflow.evaluate.engines import eos_ids
 
@@ -205,9 +238,9 @@ def test_the_finetune_job_trains_on_the_sft_set_plus_the_drawn_replay(mixture_in
     model = ModelSettings.with_defaults(source={"local": {"path": "unused"}}, dtype="float32",
                                         device="cpu", chat_template=True, batch_size=3,
                                         max_length=512)
-    validate_job.finetune(tmp_path / "model", model, tmp_path / "sft.parquet", recipe,
-                          tmp_path / "run", tmp_path / "run.history.parquet", threads=1,
-                          inputs=mixture_inputs.named())
+    without_leaks(validate_job.finetune, tmp_path / "model", model, tmp_path / "sft.parquet",
+                  recipe, tmp_path / "run", tmp_path / "run.history.parquet", threads=1,
+                  inputs=mixture_inputs.named())
     meta = read_checkpoint_meta(tmp_path / "run")
     _, info = mixture_records(recipe, mixture_inputs)
     assert meta["mixture"]["counts"] == info["counts"] == {"law": 6, "history": 2}

@@ -10,7 +10,14 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import dense_query_features, domain_records, make_sae, saved_sae, sft_records
+from conftest import (
+    dense_query_features,
+    domain_records,
+    make_sae,
+    saved_sae,
+    sft_records,
+    without_leaks,
+)
 
 from stsflow.features import extract
 from stsflow.io.files import read_metadata
@@ -177,7 +184,7 @@ def cards_file(corpora, tiny_model_dir, tmp_path_factory):
     model_dir.mkdir()
     (model_dir / "stsflow_model.json").write_text(json.dumps({"kind": "local", "path": str(
         tiny_model_dir), "architecture": "LlamaForCausalLM"}))
-    cards(shifts, corpora["shards"], sae_dir, model_dir, out,
+    without_leaks(cards, shifts, corpora["shards"], sae_dir, model_dir, out,
           settings=CardSettings.with_defaults(n_top=5, contexts=2, window=3, lens_tokens=4),
           model=ModelSettings.with_defaults(source={}, device="cpu"),
           keys={"model": "tiny", "layer": 1, "sae": "main", "sft": "math", "seed": 0})

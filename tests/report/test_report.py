@@ -210,7 +210,22 @@ def test_primary_verdict_wording():
     row = {"pearson": 0.7, "pearson_ci_low": 0.3, "pearson_ci_high": 0.9, "perm_p": 0.01,
            "n_domains": 10, "noise_ceiling": 0.8}
     assert primary_verdict(row).startswith("Supported:")
-    assert "caps ρ at about 0.80." in primary_verdict(row)
+    assert "reach ρ ≈ 0.80 on average (the noise ceiling)." in primary_verdict(row)
+    assert "permutation p (unadjusted) = 0.01" in primary_verdict(row)
+    assert "above it" not in primary_verdict(row)
+    # ρ above the ceiling: an expected value, so possible by chance, and said so
+    above = primary_verdict(dict(row, noise_ceiling=0.6))
+    assert "This ρ is above it: the ceiling is an expected value, not a bound" in above
+    assert "by chance" in above and "would not exceed" not in above
+    # a signed target: which way the metric moved, never "as predicted"
+    signed = dict(row, target="signed", metric="nll")
+    assert primary_verdict(signed).startswith("Established: a higher score goes with a higher "
+                                              "signed Δ nll (more loss or less gain)")
+    assert "as predicted" not in primary_verdict(signed)
+    neg_acc = dict(row, target="signed", metric="option_loglik", pearson=-0.7,
+                   pearson_ci_low=-0.9, pearson_ci_high=-0.3)
+    assert "lower signed Δ option_loglik (more loss or less gain)" in primary_verdict(neg_acc)
+    assert not primary_verdict(neg_acc).startswith("Contradicted")
     assert primary_verdict(dict(row, perm_p=0.2)).startswith("Not established: the interval")
     assert primary_verdict(dict(row, pearson_ci_low=-0.1)).startswith("Not established:")
     neg = dict(row, pearson=-0.7, pearson_ci_low=-0.9, pearson_ci_high=-0.3)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, make_tokenizer, saved_sae, sft_records
+from conftest import make_model, make_tokenizer, saved_sae, sft_records, without_leaks
 
 from stsflow import config as stsconfig
 from stsflow.config import facts
@@ -241,9 +241,10 @@ def job(tiny_model_dir, tmp_path_factory):
 def run_job(job, sae, out, *, layer=LAYER, n_top=None, train=()):
     root, mspec = job
     spec = SaeSettings.with_defaults(**dict({"eval_tokens": 300}, **sae))
-    prepare_job.prepare_sae(root / "model", mspec, layer, spec,
-                            {"arith": ("sft", root / "sft.parquet")}, list(train), ["arith"], out,
-                            where=f"models.tiny.layers.{layer}.sae", n_top=n_top)
+    assert without_leaks(  # the quality figures splice the SAE in with a hook, then remove it
+        prepare_job.prepare_sae, root / "model", mspec, layer, spec,
+        {"arith": ("sft", root / "sft.parquet")}, list(train), ["arith"], out,
+        where=f"models.tiny.layers.{layer}.sae", n_top=n_top) > 0
     return json.loads((out / sae_info.MANIFEST).read_text())
 
 

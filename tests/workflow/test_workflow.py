@@ -204,7 +204,9 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert (observed["delta"] - (observed["after"] - observed["before"])).abs().max() < 1e-12
     overlap = pl.read_parquet(tables / "overlap.parquet")
     assert overlap.columns == ["model", "sft", "method", "seed", "layer", "sae", "n_top",
-                               "overlap"]
+                               "width", "n_over_width", "n_moving_predicted", "n_moving_true",
+                               "n_effective", "overlap", "overlap_chance", "overlap_p",
+                               "overlap_note"]
     assert overlap.height == 2 * 2 and overlap["overlap"].is_between(0, 1).all()
     assert set(overlap["sae"]) == {"main", "k2"}
     sts = pl.read_parquet(tables / "sts.parquet")
@@ -249,8 +251,18 @@ def test_validation_loop_end_to_end(tiny_model_dir, tmp_path):
     assert len(law["demonstrations"]) == 2 and law["mode"] == "icl"
     coverage = pl.read_parquet(tables / "coverage.parquet")
     assert set(coverage["step"]) == {"extraction", "finetune lora-s0"}
-    assert coverage.filter(pl.col("step") == "extraction").height == 1 + 3
+    ext = coverage.filter(pl.col("step") == "extraction")
+    assert sorted(ext.select("corpus", "mode").rows()) == [  # every run where a context is
+        ("arith", "icl-s0"), ("arith", "plain"), *[(d, m) for d in ("history", "law", "physics")
+                                                   for m in ("icl", "plain")]]
+    assert (ext["n_context_overflow"] == 0).all() and ext["context_limit"].is_not_null().all()
     assert coverage["share_truncated"].is_between(0, 1).all()
+    # the tuned run saw the base plain run's prompt, token for token
+    assert meta["tuned-lora-s0"]["prefix_sha256"] == meta["plain"]["prefix_sha256"]
+    assert corr.filter(pl.col("role") == "primary")["method"].unique().to_list() == ["lora"]
+    overlap = pl.read_parquet(tables / "overlap.parquet")
+    assert overlap["overlap_chance"].is_not_null().all() and (overlap["width"] > 0).all()
+    assert pl.read_parquet(tables / "sts.parquet")["n_live"].min() > 0
     # the sweep SAE's shards: the same queries and runs as the layer's own, its own SAE
     for m in ("plain", "icl-s0", "tuned-lora-s0"):
         sweep = read_metadata(tmp_path / f"results/acts/tiny/L1/k2/sft/arith/{m}.parquet")
@@ -408,9 +420,15 @@ def test_posthoc_pairs_end_to_end(tiny_model_dir, tmp_path):
     assert oracle.height == 3 * 2 * 3  # pairs x N x domains
     corr = pl.read_parquet(tmp_path / "results/reports/tiny/arith/correlations.parquet")
     assert set(corr["method"]) == {f"posthoc_{p}" for p in true}
-    # the primary analysis is declared on the pairs' Δ (evaluate.metrics' first), as for runs
+    # the primary analysis is declared on one pair's Δ (the first by label, and evaluate.metrics'
+    # first metric); the other pairs are exploratory
     primary = corr.filter(pl.col("role") == "primary")
-    assert primary.height == 3 and set(primary["metric"]) == {"nll"}
+    assert primary.height == 1 and set(primary["metric"]) == {"nll"}
+    assert primary["method"].to_list() == ["posthoc_adapter"]
+    # the identity pair's true shift is zero: no D_N^true, its overlap undefined and said why
+    same = overlap.filter(pl.col("method") == "posthoc_same")
+    assert same["overlap"].is_nan().all() and same["n_moving_true"].max() == 0
+    assert same["overlap_note"].str.contains("exactly zero").all()
     # the SFT set without a pair: its report, with an empty true-shift scatter plot
     other = tmp_path / "results/reports/tiny/other"
     assert (other / "scatter_sts_act_oracle.png").stat().st_size > 0
