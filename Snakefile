@@ -35,7 +35,7 @@ include: "rules/report.smk"
 
 rule all:
     default_target: True
-    localrule: True
     input:
         WF.targets(),
         L.manifest,
+    localrule: True

@@ -13,9 +13,7 @@ rule extract:
         shard=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
         stats=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
         # the baseline predictors' statistics, from the same forward pass (features.panel)
-        panel=directory(
-            L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
-        ),
+        panel=directory(L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
         residuals=directory(
             L.resid_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
         ),
@@ -46,9 +44,7 @@ rule encode:
     output:
         shard=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
         stats=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
-        panel=directory(
-            L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
-        ),
+        panel=directory(L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
     log:
         L.log("encode", "{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}"),
     benchmark:

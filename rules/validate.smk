@@ -55,8 +55,8 @@ rule import_tuned:
         L.log("import_tuned", "{model}/{sft}/{method}-s{seed}"),
     wildcard_constraints:
         method=WF.patterns["posthoc_method"],
-    localrule: True
     priority: PRIORITY.FINETUNE
+    localrule: True
     conda:
         "../envs/cpu.yaml"
     threads: 2
