@@ -24,6 +24,7 @@ include: "rules/extract.smk"
 include: "rules/reduce.smk"
 include: "rules/validate.smk"
 include: "rules/report.smk"
+include: "rules/matrix.smk"
 
 
 # Every rule that runs no model is a local rule (`localrule: True`): run by the Snakemake
