@@ -24,6 +24,9 @@ rule extract:
     wildcard_constraints:
         sae=WF.patterns["primary_sae"],
     priority: PRIORITY.STS_CHAIN
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("extract")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("extract")
@@ -52,6 +55,9 @@ rule encode:
     wildcard_constraints:
         sae=WF.patterns["sweep_sae"],
     priority: PRIORITY.STS_CHAIN
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("encode")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("encode")
@@ -77,6 +83,9 @@ rule gradients:
     benchmark:
         L.benchmark("gradients", "{model}/{kind}/{corpus}")
     priority: PRIORITY.STS_CHAIN
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("gradients")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("gradients")

@@ -117,6 +117,9 @@ rule prepare_sae:
     benchmark:
         L.benchmark("prepare_sae", "{model}/L{layer}/{sae}")
     priority: PRIORITY.SAE
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("prepare_sae")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("prepare_sae")
