@@ -4,9 +4,11 @@ second half.
 The requests (``stsflow.plan``) are upper bounds: each job's runtime estimate times the margin,
 rounded up, at least ten minutes. This module sums the estimates themselves
 (``stsflow.workflow.costs.Costs.estimate``, no margin) in three parts: process start, loading the
-weights, and compute. At 7B the prediction is mostly loading and start (a minute of forward passes
-at 40 % of an H100's peak spread over some 50 jobs that each load the model), so the
-prediction-vs-validation ratio of requests says little about use; this one separates them.
+weights, and compute. At 7B the prediction is mostly loading and start (minutes of forward passes
+spread over dozens of jobs that each load the model), so the prediction-vs-validation ratio of
+requests says little about use; this one separates them. The start is ``resources.START_S``, the
+floor a request never goes below: for use it errs long, so the ratio errs towards the
+prediction's side.
 
 **Phases** (``costs.PHASES``): prediction (the base model's STS chain: SAEs, extractions,
 encodings, gradients), validation (fine-tuning, every evaluation, the tuned models'
