@@ -5,6 +5,7 @@
 #   make run-layer20   the default plus layer 20
 #   make apply         selective fine-tuning (sae_select) and the STS-guided data mixture
 #   make rl            RL (GRPO) beside SFT: ICL-predicted vs true shifted dimensions
+#   make matrix        which SFT set to train on: 3 candidate SFT sets x 10 domains, LoRA
 # GPU users: `make venv TORCH="torch==<your version>"` (or install torch first, then `make venv`).
 
 PYTHON ?= python3
@@ -19,7 +20,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv run run-layer20 apply rl test lint report screenshots clean-results gpu-check
+.PHONY: venv run run-layer20 apply rl matrix test lint report screenshots clean-results gpu-check
 
 venv: $(STAMP)
 
@@ -56,6 +57,14 @@ apply: $(STAMP)
 rl: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 	    --configfile config.yaml stsflow/presets/embedded/rl.yaml
+
+# The transfer matrix across candidate SFT sets (stsflow/presets/embedded/matrix.yaml): on top of
+# `make run`, two more built-in SFT sets (algebra, geography), each predicted, fine-tuned with
+# LoRA and evaluated on the ten domains (the base model's evaluations are shared), then the
+# cross-SFT tables and page (results/tables/<model>/matrix/, results/reports/<model>/matrix/).
+matrix: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+	    --configfile config.yaml stsflow/presets/embedded/matrix.yaml
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

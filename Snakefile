@@ -25,6 +25,7 @@ include: "rules/extract.smk"
 include: "rules/reduce.smk"
 include: "rules/validate.smk"
 include: "rules/report.smk"
+include: "rules/matrix.smk"
 
 
 # Every rule that runs no model is a local rule (`localrule: True`): run by the Snakemake
@@ -36,7 +37,7 @@ include: "rules/report.smk"
 
 rule all:
     default_target: True
-    localrule: True
     input:
         WF.targets(),
         L.manifest,
+    localrule: True

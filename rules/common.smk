@@ -15,7 +15,7 @@ PRIORITY = schedule  # the STS table's chain first (stsflow.workflow.schedule)
 
 wildcard_constraints:
     model=WF.patterns["name"],
-    sft=WF.patterns["name"],
+    sft=WF.patterns["sft"],
     domain=WF.patterns["name"],
     corpus=WF.patterns["name"],
     layer=r"\d+",

@@ -13,9 +13,7 @@ rule extract:
         shard=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
         stats=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
         # the baseline predictors' statistics, from the same forward pass (features.panel)
-        panel=directory(
-            L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
-        ),
+        panel=directory(L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
         residuals=directory(
             L.resid_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
         ),
@@ -26,6 +24,9 @@ rule extract:
     wildcard_constraints:
         sae=WF.patterns["primary_sae"],
     priority: PRIORITY.STS_CHAIN
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("extract")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("extract")
@@ -46,9 +47,7 @@ rule encode:
     output:
         shard=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}"),
         stats=L.acts("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}", stats=True),
-        panel=directory(
-            L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")
-        ),
+        panel=directory(L.panel_dir("{model}", "{layer}", "{sae}", "{kind}", "{corpus}", "{mode}")),
     log:
         L.log("encode", "{model}/L{layer}/{sae}/{kind}/{corpus}/{mode}"),
     benchmark:
@@ -56,6 +55,9 @@ rule encode:
     wildcard_constraints:
         sae=WF.patterns["sweep_sae"],
     priority: PRIORITY.STS_CHAIN
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("encode")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("encode")
@@ -81,6 +83,9 @@ rule gradients:
     benchmark:
         L.benchmark("gradients", "{model}/{kind}/{corpus}")
     priority: PRIORITY.STS_CHAIN
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("gradients")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("gradients")

@@ -6,8 +6,8 @@ rule materialize_sft:
         L.sft_file("{corpus}"),
     log:
         L.log("materialize_sft", "{corpus}"),
-    localrule: True
     priority: PRIORITY.STS_CHAIN
+    localrule: True
     conda:
         "../envs/cpu.yaml"
     params:
@@ -22,8 +22,8 @@ rule materialize_domain:
         demos=L.domain_file("{corpus}", "demos"),
     log:
         L.log("materialize_domain", "{corpus}"),
-    localrule: True
     priority: PRIORITY.STS_CHAIN
+    localrule: True
     conda:
         "../envs/cpu.yaml"
     params:
@@ -56,8 +56,8 @@ rule fetch_model:
         L.hub_record("models", "{model}"),
     log:
         L.log("fetch_model", "{model}"),
-    localrule: WF.hub_downloads_local
     priority: PRIORITY.STS_CHAIN
+    localrule: WF.hub_downloads_local
     conda:
         "../envs/cpu.yaml"
     params:
@@ -72,8 +72,8 @@ rule fetch_sae:
         L.hub_record("sae", "{model}/L{layer}/{sae}"),
     log:
         L.log("fetch_sae", "{model}/L{layer}/{sae}"),
-    localrule: WF.hub_downloads_local
     priority: PRIORITY.STS_CHAIN
+    localrule: WF.hub_downloads_local
     conda:
         "../envs/cpu.yaml"
     params:
@@ -91,8 +91,8 @@ rule prepare_model:
         directory(L.model_dir("{model}")),
     log:
         L.log("prepare_model", "{model}"),
-    localrule: True
     priority: PRIORITY.STS_CHAIN
+    localrule: True
     conda:
         "../envs/cpu.yaml"
     threads: 2
@@ -117,6 +117,9 @@ rule prepare_sae:
     benchmark:
         L.benchmark("prepare_sae", "{model}/L{layer}/{sae}")
     priority: PRIORITY.SAE
+    # the prediction's jobs, one cluster job where the config asks (job_groups)
+    group:
+        COSTS.group("prepare_sae")
     conda:
         "../envs/gpu.yaml"
     threads: COSTS.rule_threads("prepare_sae")

@@ -15,8 +15,8 @@ rule shift:
         **L.shift_files("{model}", "{layer}", "{sae}", "{sft}", "s{seed}", unaligned=True),
     log:
         L.log("shift", "{model}/L{layer}/{sae}/{sft}/s{seed}"),
-    localrule: True
     priority: PRIORITY.STS_CHAIN
+    localrule: True
     conda:
         "../envs/reduce.yaml"
     params:
@@ -47,8 +47,8 @@ rule sts:
         L.sts_part("{model}", "{layer}", "{sae}", "{sft}", "{shift}", "{n}", "{domain}"),
     log:
         L.log("sts", "{model}/L{layer}/{sae}/{sft}/{shift}/N{n}/{domain}"),
-    localrule: True
     priority: PRIORITY.STS_CHAIN
+    localrule: True
     conda:
         "../envs/reduce.yaml"
     params:
@@ -67,8 +67,8 @@ rule sts_table:
         csv=L.table("{model}", "{sft}", "sts", "csv"),
     log:
         L.log("sts_table", "{model}/{sft}"),
-    localrule: True
     priority: PRIORITY.STS_CHAIN
+    localrule: True
     conda:
         "../envs/reduce.yaml"
     script:

@@ -1,7 +1,5 @@
 # Correlation of STS with observed accuracy changes: tables, plots, Markdown and HTML.
 
-from stsflow.io.manifest import config_hash
-
 
 rule report:
     input:
@@ -59,11 +57,11 @@ rule report:
     conda:
         "../envs/reduce.yaml"
     params:
-        # the provenance block names the resolved config: any edit of it rewrites the report
-        # (seconds), nothing upstream
-        config_sha256=config_hash(CONFIG),
+        # the provenance block names the resolved config as far as this model and SFT set are
+        # concerned: any edit of that rewrites the report (seconds), nothing upstream
+        config_sha256=PARAMS.report_config_sha256,
         observed=PARAMS.observed,
-        report=CONFIG["report"],
+        report=PARAMS.report(),
         target=PARAMS.target,
         primary=PARAMS.primary,
     script:

@@ -55,8 +55,8 @@ rule import_tuned:
         L.log("import_tuned", "{model}/{sft}/{method}-s{seed}"),
     wildcard_constraints:
         method=WF.patterns["posthoc_method"],
-    localrule: True
     priority: PRIORITY.FINETUNE
+    localrule: True
     conda:
         "../envs/cpu.yaml"
     threads: 2
@@ -97,9 +97,7 @@ rule evaluate_base:
     """One domain, the untouched model, every configured metric; per-item Parquet, and the mean
     residual of the domain's queries at every layer (the before/after-SFT similarity)."""
     input:
-        model=L.model_dir("{model}"),
-        test=L.domain_file("{domain}", "test"),
-        demos=L.domain_file("{domain}", "demos"),
+        unpack(INPUTS.evaluate_base),
     output:
         scores=L.eval_file("{model}", "base", "{domain}"),
         reps=L.reps_file("{model}", "base", "{domain}"),

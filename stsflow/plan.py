@@ -35,22 +35,41 @@ class RulePlan:
     gpu_hours: float = 0.0
 
 
+GROUP_JOB = re.compile(r"Group job (\S+) \(jobs in lexicogr\. order\):$")
+
+
 def parse_dry_run(text: str) -> list[dict]:
-    """Jobs of a verbose dry run: rule, wildcards, threads and resources of each."""
-    jobs, job = [], None
+    """Jobs of a verbose dry run: rule, wildcards, threads, resources, input and output files of
+    each, and the group job it belongs to (``group``: the group job's number in the dry run,
+    None for a job of its own). A group job's members are printed indented under it."""
+    jobs, job, indent, group, n_groups = [], None, "", None, 0
     for line in text.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if GROUP_JOB.search(line):
+            n_groups += 1
+            group, job = n_groups, None
+            continue
+        m = re.match(r"^( *)(?:local)?rule (\w+):$", line)
         if m:
-            job = {"rule": m.group(1), "threads": 1, "resources": {}, "wildcards": {}}
+            indent = m.group(1)
+            group = group if indent else None
+            job = {"rule": m.group(2), "threads": 1, "resources": {}, "wildcards": {},
+                   "group": group}
             jobs.append(job)
             continue
         if job is None:
             continue
+        if not line.startswith(indent + "    "):
+            job = None
+            continue
+        line = line[len(indent):]
         m = re.match(r"^    threads: (\d+)$", line)
         if m:
             job["threads"] = int(m.group(1))
         elif line.startswith("    benchmark: "):
             job["benchmark"] = line[len("    benchmark: "):].strip()
+        elif line.startswith(("    input: ", "    output: ")):
+            key, _, paths = line.strip().partition(": ")
+            job[key] = paths.split(", ")
         elif line.startswith("    wildcards: "):
             job["wildcards"] = dict(item.partition("=")[::2]
                                     for item in line[len("    wildcards: "):].split(", "))
@@ -61,8 +80,6 @@ def parse_dry_run(text: str) -> list[dict]:
                     job["resources"][key] = float(value)
                 except ValueError:
                     job["resources"][key] = value
-        elif not line.startswith("    "):
-            job = None
     return jobs
 
 
@@ -168,11 +185,18 @@ def main(argv: list[str]) -> int:
     jobs = parse_dry_run(proc.stdout + proc.stderr)
     # the profile's config entries first: --config given here overrides them, as in Snakemake
     config = profile_config(args.profile) + list(args.config)
-    plans = summarise(jobs, local_rules(args.snakefile, args.configfile, config))
-    print(render(plans, shapes(args.configfile), args.gpu_mem_mb, args.profile))
+    local = local_rules(args.snakefile, args.configfile, config)
+    plans = summarise(jobs, local)
+    grouped = [j["group"] for j in jobs if j.get("group") is not None]
+    print(render(plans, shapes(args.configfile), args.gpu_mem_mb, args.profile,
+                 (len(grouped), len(set(grouped)))))
     if args.benchmarks:
         print(render_measured(measured(jobs)))
         return 0
+    from stsflow import plan_use
+
+    wf = plan_use.workflow_of(args.configfile, config)
+    print(plan_use.render_use(plan_use.job_uses(jobs, local, wf), jobs, len(wf.sfts)))
     unmaterialised = sum(p.jobs for p in plans if p.rule.startswith("materialize_"))
     if unmaterialised:
         print(f"{unmaterialised} dataset(s) not materialised yet: fine-tuning and evaluation "
@@ -280,7 +304,7 @@ def render_measured(rows: list[Measured]) -> str:
 
 
 def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None,
-           profile: str | None) -> str:
+           profile: str | None, groups: tuple[int, int] = (0, 0)) -> str:
     from io import StringIO
 
     from rich.console import Console
@@ -306,9 +330,11 @@ def render(plans: list[RulePlan], shape_lines: list[str], gpu_mem_mb: int | None
     cluster = sum(p.jobs for p in plans if not p.local)
     local = sum(p.jobs for p in plans if p.local)
     gpu_h = sum(p.gpu_hours for p in plans)
-    console.print(f"{cluster} cluster job(s), {local} local job(s) (run by the Snakemake "
-                  f"process). GPU hours requested: {gpu_h:.1f} (requested wall time x GPUs, "
-                  "first attempt: an upper bound of what the run uses).")
+    grouped = (f" ({groups[0]} of them in {groups[1]} group job(s), each run as one cluster "
+               "job)") if groups[1] else ""
+    console.print(f"{cluster} cluster job(s){grouped}, {local} local job(s) (run by the "
+                  f"Snakemake process). GPU hours requested: {gpu_h:.1f} (requested wall time x "
+                  "GPUs, first attempt: an upper bound of what the run uses).")
     for line in shape_lines:
         console.print(line)
     big = [p.rule for p in plans if gpu_mem_mb and p.gpu_mem_mb > gpu_mem_mb]

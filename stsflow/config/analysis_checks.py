@@ -151,15 +151,21 @@ def primary_method_problems(config: dict) -> list[str]:
 
 
 def report_matrix_problems(config: dict) -> list[str]:
-    """The analysis across SFT sets (report.matrix.primary) against the run: a predictor known
-    before fine-tuning, a metric that is measured, a direction for a signed target, and a target
+    """The analysis across SFT sets (report.matrix.primary) against the run: no SFT set named as
+    the cross-SFT folder, a predictor known before fine-tuning, a metric that is measured, a direction for a signed target, and a target
     domain for every SFT set under the target normalisation. Values inherited from
     report.primary are checked only where a matrix exists (two SFT sets or more)."""
     from stsflow.scores import pretraining_predictors
 
+    from stsflow.workflow.layout import Layout
+
     m, where = config["report"]["matrix"]["primary"], "report.matrix.primary"
     several = len(config["sft"]) > 1
     problems = []
+    if Layout.MATRIX in config["sft"]:
+        problems.append(f"sft.{Layout.MATRIX}: the name is taken by each model's tables and page "
+                        f"across SFT sets (results/tables/<model>/{Layout.MATRIX}/). Fix: "
+                        "rename the SFT set")
     predictor = m["predictor"] or config["report"]["primary"]["predictor"]
     if (m["predictor"] is not None or several) and predictor not in pretraining_predictors():
         given = "" if m["predictor"] else " (null: report.primary.predictor)"

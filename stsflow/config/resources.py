@@ -176,6 +176,9 @@ CHARS_PER_TOKEN = 2.5
 ITEM_TOKENS = 64
 START_S = 120.0        # process start, imports, tokenizer, the SAE; a job is never shorter
 LOAD_BPS = 0.5e9       # weights read from a shared filesystem, bytes per second
+# weights read again on the same node (a group job's loads after the first: the page cache
+# holds the file), bytes per second; an assumption like the one above (host memory copies)
+CACHE_BPS = 5e9
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,22 @@ def work(step: str, s: Shape, *, dtype: str, tokens: int, calls: int = 0, layer:
     raise ValueError(f"unknown step {step!r}")
 
 
-def seconds(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1) -> float:
+@dataclass(frozen=True)
+class Seconds:
+    """A job's estimated seconds, in three parts: ``start`` (process start, imports, tokenizer,
+    the SAE), ``load`` (the weights read from the shared filesystem) and ``busy`` (compute, or
+    the launch floor of its calls and decoding steps)."""
+
+    start: float
+    load: float
+    busy: float
+
+    @property
+    def total(self) -> float:
+        return self.start + self.load + self.busy
+
+
+def parts(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1) -> Seconds:
     """Estimated seconds of a job's work on its device, before the margin: start and loading,
     then the larger of its compute and the launch floor of its calls and decoding steps; on a
     GPU each decoding step also streams the weights and the KV cache (memory-bound: taken as
@@ -306,7 +324,12 @@ def seconds(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: in
         compute = w.flops / (speed.gpu_tflops[w.dtype] * 1e12 * speed.gpu_mfu)
         stream = w.decode_bytes / (speed.gpu_bandwidth_gbs * 1e9)
         busy = max(compute, w.calls * per_call) + w.decode_steps * max(stream, per_call)
-    return START_S + w.load_bytes / LOAD_BPS + busy
+    return Seconds(START_S, w.load_bytes / LOAD_BPS, busy)
+
+
+def seconds(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1) -> float:
+    """The estimate's total (``parts``): what the runtime request is made of."""
+    return parts(w, s, speed, device_is_cpu=device_is_cpu, threads=threads).total
 
 
 def runtime_min(w: Work, s: Shape, speed: Speed, *, device_is_cpu: bool, threads: int = 1,

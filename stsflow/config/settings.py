@@ -246,7 +246,7 @@ class EvalSettings:
 @dataclass(frozen=True)
 class ReportSettings:
     """``report`` without ``primary`` (resolved against the run by config.primary) and
-    ``matrix`` (the cross-SFT analysis's, analysis.matrix)."""
+    ``matrix`` (the analysis across SFT sets: stsflow.workflow.params.Params.matrix)."""
     SECTION: typing.ClassVar[str] = "report"
     NOT_PASSED: typing.ClassVar[tuple] = ("primary", "matrix")
 
@@ -258,6 +258,12 @@ class ReportSettings:
     def from_config(cls, mapping: Mapping) -> ReportSettings:
         return build(cls, {k: v for k, v in mapping.items() if k not in cls.NOT_PASSED},
                      "report")
+
+    @staticmethod
+    def per_sft(report: Mapping) -> dict:
+        """What the per-SFT report rule passes of ``report``: all but ``matrix``, so that a
+        setting of the analysis across SFT sets reruns no per-SFT report."""
+        return {k: v for k, v in report.items() if k != "matrix"}
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,14 @@ TABLES = ("predicted", "observed", "decision", "agreement", "agreement_summary",
 
 def matrix(model: str, sts: dict[str, str], observed: dict[str, str], tables: dict[str, str],
            report_dir, *, primary: dict, sfts: list[str], domains: list[str],
-           targets: dict[str, str | None], directions: dict[str, bool] | None = None,
-           config_rows: list[dict] = (), top_k: int = 3, n_boot: int = 2000,
-           n_perm: int = 10000, seed: int = 0, ci: float = 0.95) -> None:
+           targets: dict[str, str | None], config_rows: list[dict] = (), top_k: int = 3,
+           n_boot: int = 2000, n_perm: int = 10000, seed: int = 0, ci: float = 0.95) -> None:
     """``sts``: SFT set → its STS table; ``observed``: SFT set → its observed table (only the
-    SFT sets that were fine-tuned); ``config_rows``: Δ given in the config (model, sft, domain,
-    metric, delta); ``tables``: name (``TABLES``) → output path; ``primary``:
-    ``analysis.matrix.resolve_matrix_primary``; ``sfts`` and ``domains``: the shared order;
-    ``targets``: SFT set → sft.<name>.target; ``directions``: metric → higher_is_better (the
-    evaluation registry's), needed for a signed target."""
+    SFT sets with tuned models; none: prediction only); ``config_rows``: Δ given in the config
+    (model, sft, domain, metric, delta); ``tables``: name (``TABLES``) → output path;
+    ``primary``: ``analysis.matrix.resolve_matrix_primary``; ``sfts`` and ``domains``: the
+    shared order; ``targets``: SFT set → sft.<name>.target. Each metric's direction (for a
+    signed target) is the evaluation registry's (``metric_directions``)."""
     import polars as pl
 
     from stsflow.analysis import decision as dec
@@ -33,13 +32,16 @@ def matrix(model: str, sts: dict[str, str], observed: dict[str, str], tables: di
     missing = sorted(set(TABLES) - set(tables))
     if missing:
         raise ValueError(f"matrix job: no output path for table(s) {missing}")
-    sts_frames = [read_frame(sts[s]).filter(pl.col("model") == model)
-                  for s in sfts if s in sts]
+    absent = [s for s in sfts if s not in sts]
+    if absent:
+        raise ValueError(f"matrix job: no STS table for SFT set(s) {absent}")
+    sts_frames = [read_frame(sts[s]).filter(pl.col("model") == model) for s in sfts]
     pred = mx.predicted_matrix(sts_frames, primary, sfts=sfts, domains=domains, targets=targets)
     obs_frames = [read_frame(observed[s]) for s in sfts if s in observed]
     if config_rows:
         obs_frames.append(pl.DataFrame(list(config_rows)).filter(pl.col("model") == model))
     obs = mx.observed_matrix(obs_frames, sfts=sfts, domains=domains, targets=targets)
+    directions = metric_directions(obs["metric"].unique().to_list())
     decision = dec.decision_table(pred, obs, primary, directions=directions)
     agreement = dec.domain_agreement(decision, seed=seed)
     summary = dec.agreement_summary(decision, agreement, ci=ci, seed=seed)
@@ -61,3 +63,13 @@ def matrix(model: str, sts: dict[str, str], observed: dict[str, str], tables: di
     page.write_matrix_report(Path(report_dir), blocks,
                              page.heatmap_png(pred, obs, primary, directions=directions),
                              title=f"{model}: the transfer matrix across SFT sets")
+
+
+def metric_directions(metrics) -> dict[str, bool]:
+    """metric → higher_is_better, for the metrics whose direction the evaluation registry knows
+    (stsflow.evaluate.registry, torch-free); a Δ given under another name has none, and a signed
+    target on it is refused (analysis.matrix.harm)."""
+    from stsflow.evaluate.registry import higher_is_better
+
+    found = {m: higher_is_better(m) for m in metrics}
+    return {m: d for m, d in found.items() if d is not None}

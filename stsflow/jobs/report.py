@@ -117,8 +117,9 @@ def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict |
                    cards: list | None = None, config_sha256: str | None = None) -> dict:
     """What a reader needs to reproduce the report: the model's and every SAE's identity, each
     dataset's source (hub revision, builtin name or local file) and sample, the package versions
-    of this job and of the model jobs (read from a cards file), and the resolved config's
-    sha256 (the manifest holds the config itself)."""
+    of this job and of the model jobs (read from a cards file), and the sha256 of the resolved
+    config as far as this model and SFT set are concerned (stsflow.workflow.params.report_config
+    recomputes it from the config the manifest holds)."""
     from stsflow.io.files import package_versions, read_json, read_metadata
     from stsflow.jobs.common import model_identity, sae_identity
     from stsflow.sae.info import read_info

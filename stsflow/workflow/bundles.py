@@ -356,3 +356,27 @@ class CardFiles:
         shards = {("sft", sft): named["shard:sft"]}
         shards.update({("domain", d): p for d, p in _with_prefix(named, "shard:domain:").items()})
         return cls(named["model"], named["sae"], list(named["shifts"]), shards)
+
+
+@dataclass(frozen=True)
+class MatrixFiles:
+    """The cross-SFT analysis of one model: every SFT set's STS table (``sts:<sft>``) and, for the
+    SFT sets with tuned models, their observed table (``observed:<sft>``). Only these tables:
+    the job reads no per-SFT report, so a per-SFT report rewritten (its provenance, a setting)
+    leaves the matrix as it is."""
+
+    sts: dict  # SFT set -> its STS table
+    observed: dict  # SFT set -> its observed table (fine-tuned or post-hoc pairs only)
+    STS, OBSERVED = "sts:", "observed:"
+
+    @classmethod
+    def request(cls, wf, model: str) -> dict:
+        L = wf.layout
+        inputs = {f"{cls.STS}{s}": L.table(model, s, "sts") for s in wf.sfts}
+        inputs.update({f"{cls.OBSERVED}{s}": L.table(model, s, "observed")
+                       for s in wf.sfts if wf.runs(model, s)})
+        return inputs
+
+    @classmethod
+    def read(cls, named) -> "MatrixFiles":
+        return cls(_with_prefix(named, cls.STS), _with_prefix(named, cls.OBSERVED))

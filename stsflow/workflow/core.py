@@ -86,6 +86,11 @@ class Workflow:
         return [d for d in self.domains
                 if self.domains[d]["pool"] is not None and d != self.sfts[sft]["target"]]
 
+    @property
+    def has_matrix(self) -> bool:
+        """Whether the analysis across SFT sets runs: two candidate SFT sets or more."""
+        return len(self.sfts) > 1
+
     def has_observed(self, model: str, sft: str) -> bool:
         return any(o["model"] == model and o["sft"] == sft for o in self.config["observed"])
 
@@ -146,6 +151,8 @@ class Workflow:
         primary, sweep = sae_roles(self.models)
         return {
             "name": NAME,
+            # an SFT set's name, never the cross-SFT folder's (config validation refuses it)
+            "sft": rf"(?!{re.escape(Layout.MATRIX)}(?![A-Za-z0-9_.-])){NAME}",
             "mode": mode_pattern(),
             "method": run_method_pattern(),
             "shift": shift_pattern(),

@@ -37,6 +37,17 @@ class Cost:
     # a job holding several GPUs (a sharded fine-tune): ``gpus(costs, w)`` units and threads per
     # GPU; None: one unit on a GPU
     gpus: Callable | None = None
+    # what the job serves (``PHASES``), or ``phase(w)`` where that depends on the job
+    phase: str | Callable = "other"
+    loads_model: bool = True  # whether the job loads the model's weights (an encoding does not)
+
+
+# What a model job serves: the prediction (the STS chain of the base model: everything a
+# prediction-only run needs), its validation (fine-tuning, the evaluations, the tuned models'
+# extractions for the true shift), or neither (feature cards, the data mixture's replay).
+# `stsflow plan` sums GPU hours by phase; the prediction's jobs can share a cluster job.
+PREDICTION, VALIDATION, OTHER = "prediction", "validation", "other"
+PHASES = (PREDICTION, VALIDATION, OTHER)
 
 
 # Fine-tuning takes two threads on a CPU too: its backward passes use them, and a fixed count keeps
@@ -176,6 +187,37 @@ class Costs:
     def rule_threads(self, rule: str) -> Callable:
         return lambda w: self.threads(rule, w)
 
+    # -- what a job serves, and its group ---------------------------------------------------------
+
+    def phase(self, rule: str, w) -> str:
+        p = COSTS[rule].phase
+        return p(w) if callable(p) else p
+
+    def group(self, rule: str) -> Callable:
+        """The ``group:`` of a model rule's jobs: the prediction's jobs form the group
+        ``prediction`` when the config asks for it (``job_groups``, set by a cluster profile),
+        so that one cluster job holds a GPU and runs them one after another. A tuned model's
+        extraction never joins: it waits for fine-tuning, and with it the whole group would.
+        Snakemake ignores groups when it runs jobs itself (local runs)."""
+        def group(w):
+            if self.wf.config["job_groups"] == PREDICTION and self.phase(rule, w) == PREDICTION:
+                return PREDICTION
+            return None
+        return group
+
+    def estimate(self, rule: str, w, input) -> resources.Seconds | None:
+        """Estimated seconds of one job in parts (start, load, compute; no margin), or None
+        where its model's shape or its token count is unknown: what ``stsflow plan`` sums as
+        use, beside the requests."""
+        shape = self.shape(w.model)
+        job = COSTS[rule].work(self, w, input) if shape is not None else None
+        if job is None:
+            return None
+        m = self.wf.models[w.model]
+        return resources.parts(
+            resources.work(job.pop("step"), shape, dtype=m["dtype"], **job), shape, self.speed,
+            device_is_cpu=m["device"] == "cpu", threads=self.threads(rule, w))
+
     @cached_property
     def model_rules(self) -> frozenset[str]:
         return frozenset(COSTS)
@@ -191,6 +233,11 @@ def _tokens(c: Costs, w) -> int:
 def _extract_need(c: Costs, w) -> dict:
     return dict(step="extract", sae_width=c.sae_width(w),
                 merges_adapter=c.merges_adapter(Mode.parse(w.mode).method))
+
+
+def _by_mode(w) -> str:
+    """An extraction serves the prediction on the base model, the validation on a tuned one."""
+    return VALIDATION if Mode.parse(w.mode).tuned_model else PREDICTION
 
 
 def _extract_work(c: Costs, w, input) -> dict:
@@ -269,17 +316,20 @@ def _eval_work(c: Costs, w, input) -> dict | None:
 
 
 COSTS: dict[str, Cost] = {
-    "extract": Cost(_extract_need, _extract_work, 8000, 120),
+    "extract": Cost(_extract_need, _extract_work, 8000, 120, phase=_by_mode),
     "encode": Cost(lambda c, w: dict(step="encode", sae_width=c.sae_width(w)),
                    lambda c, w, input: dict(step="encode", tokens=_tokens(c, w),
-                                            sae_width=c.sae_width(w)), 8000, 60),
-    "gradients": Cost(lambda c, w: dict(step="gradients", batch=1), _gradients_work, 8000, 60),
+                                            sae_width=c.sae_width(w)), 8000, 60,
+                   phase=_by_mode, loads_model=False),
+    "gradients": Cost(lambda c, w: dict(step="gradients", batch=1), _gradients_work, 8000, 60,
+                      phase=PREDICTION),
     "prepare_sae": Cost(lambda c, w: dict(step="sae", sae_width=c.sae_width(w),
                                           trains_sae="train" in c.sae_entry(w)),
-                        _sae_work, 8000, 120),
-    "finetune": Cost(_finetune_need, _finetune_work, 16000, 240, threads=FINETUNE_THREADS),
-    "evaluate_base": Cost(_eval_need, _eval_work, 8000, 120),
-    "evaluate_tuned": Cost(_eval_need, _eval_work, 8000, 120),
+                        _sae_work, 8000, 120, phase=PREDICTION),
+    "finetune": Cost(_finetune_need, _finetune_work, 16000, 240, threads=FINETUNE_THREADS,
+                     phase=VALIDATION),
+    "evaluate_base": Cost(_eval_need, _eval_work, 8000, 120, phase=VALIDATION),
+    "evaluate_tuned": Cost(_eval_need, _eval_work, 8000, 120, phase=VALIDATION),
     # the LM head over a few SAE decoder rows (logit lens): the weights, nothing per token
     "cards": Cost(lambda c, w: dict(step="inference", batch=1, tokens=1),
                   lambda c, w, input: dict(step="inference",
@@ -294,4 +344,5 @@ COSTS: dict[str, Cost] = {
 # `auto` is planned for GPUs, as the machine that plans, a login node, may have none).
 COSTS["finetune_sharded"] = Cost(
     _finetune_need, _finetune_work, 16000, 240, threads=FINETUNE_THREADS,
-    gpus=lambda c, w: 0 if c.wf.models[w.model]["device"] == "cpu" else c.wf.ft["processes"])
+    gpus=lambda c, w: 0 if c.wf.models[w.model]["device"] == "cpu" else c.wf.ft["processes"],
+    phase=VALIDATION)

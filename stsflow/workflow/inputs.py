@@ -10,6 +10,7 @@ from stsflow.workflow.bundles import (
     CardFiles,
     CoverageFiles,
     FinetuneFiles,
+    MatrixFiles,
     ReportFiles,
     SaeInputs,
     ScoreFiles,
@@ -104,6 +105,10 @@ class Inputs:
             inputs["tuned"] = [str(f) for f in files] or [str(where)]
         return inputs
 
+    def evaluate_base(self, w) -> dict:
+        return {"model": self.L.model_dir(w.model), "test": self.L.domain_file(w.domain, "test"),
+                "demos": self.L.domain_file(w.domain, "demos")}
+
     def evaluate_tuned(self, w) -> dict:
         return {**tuned_model_inputs(self.wf, w.model, w.sft, w.method, w.seed),
                 "test": self.L.domain_file(w.domain, "test"),
@@ -124,6 +129,9 @@ class Inputs:
 
     def cards(self, w) -> dict:
         return CardFiles.request(self.wf, w.model, w.layer, w.sae, w.sft, w.seed)
+
+    def matrix(self, w) -> dict:
+        return MatrixFiles.request(self.wf, w.model)
 
     def run_method(self, w) -> RunMethod:
         return RunMethod.parse(w.method)

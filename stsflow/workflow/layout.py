@@ -102,6 +102,31 @@ class Layout:
     def report_file(self, model, sft, name):
         return f"{self.results}/reports/{model}/{sft}/{name}"
 
+    # The analysis across a model's SFT sets sits beside the per-SFT folders, under a name no SFT
+    # set may take (stsflow.config.analysis_checks; the sft wildcard excludes it).
+    MATRIX = "matrix"
+
+    def matrix_table(self, model, name):
+        """A table of the transfer matrix across SFT sets (stsflow.jobs.matrix.TABLES)."""
+        return self.table(model, self.MATRIX, name)
+
+    def matrix_tables(self, model) -> dict[str, str]:
+        """Every table the cross-SFT job writes, by name."""
+        from stsflow.jobs.matrix import TABLES
+
+        return {name: self.matrix_table(model, name) for name in TABLES}
+
+    def matrix_report(self, model, name):
+        return self.report_file(model, self.MATRIX, name)
+
+    # the files of the cross-SFT page, as stsflow.report.matrix.write_matrix_report names them
+    # (tests/workflow/test_layout.py compares; that module imports matplotlib, too slow here)
+    MATRIX_PAGE = {"html": "summary.html", "md": "summary.md", "heatmaps": "matrix_heatmaps.png"}
+
+    def matrix_page(self, model) -> dict[str, str]:
+        """The cross-SFT report page: its HTML (the heatmaps embedded), Markdown and heatmaps."""
+        return {key: self.matrix_report(model, name) for key, name in self.MATRIX_PAGE.items()}
+
     def log(self, rule, name=None):
         """The log of one job (``name``: its wildcards as a path; none for a rule of one job)."""
         return f"{self.results}/logs/{rule}.log" if name is None else \

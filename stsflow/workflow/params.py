@@ -12,6 +12,7 @@ from stsflow.config.settings import (
     ExtractSettings,
     FinetuneSettings,
     ModelSettings,
+    ReportSettings,
     SaeSettings,
 )
 from stsflow.mode import RunMethod
@@ -119,3 +120,61 @@ class Params:
     def target(self, w):
         """The domain that measures the SFT set's own task (the methods table)."""
         return self.wf.sfts[w.sft]["target"]
+
+    def report(self, w=None) -> dict:
+        """The per-SFT report's settings: report: without the analysis across SFT sets."""
+        return ReportSettings.per_sft(self.wf.config["report"])
+
+    def report_config_sha256(self, w) -> str:
+        """The sha256 a per-SFT report names in its provenance: of ``report_config``, the
+        resolved config as far as this (model, SFT set) is concerned. Any edit of it rewrites
+        the report (seconds, nothing upstream); adding another SFT set or model does not."""
+        from stsflow.io.manifest import config_hash
+
+        return config_hash(report_config(self.wf.config, w.model, w.sft))
+
+    def matrix(self, w) -> dict:
+        """The analysis across one model's SFT sets (stsflow.jobs.matrix): its declared primary
+        (report.matrix.primary, nulls from report.primary resolved for the model), the shared
+        order of SFT sets and domains, each SFT set's target domain and the statistics'
+        settings. Every SFT set is named here, so adding one reruns this job, and of the other
+        SFT sets' jobs none."""
+        from stsflow.analysis.matrix import resolve_matrix_primary
+
+        wf = self.wf
+        tuned = any(wf.runs(w.model, s) for s in wf.sfts)
+        metrics = (wf.eval["metrics"] if tuned
+                   else [o["metric"] for o in wf.config["observed"] if o["model"] == w.model])
+        report = wf.config["report"]
+        primary = resolve_primary(report["primary"], wf.models[w.model]["layers"], metrics,
+                                  wf.sts["n_top"])
+        return {"primary": resolve_matrix_primary(report["matrix"]["primary"], primary,
+                                                  wf.seeds),
+                "sfts": list(wf.sfts), "domains": list(wf.domains),
+                "targets": {s: c["target"] for s, c in wf.sfts.items()},
+                "top_k": report["matrix"]["top_k"],
+                **{k: report[k] for k in ("n_boot", "n_perm", "seed")}}
+
+    def matrix_given(self, w) -> list[dict]:
+        """Δ given in the config (observed:) for the model: one row per (SFT set, domain)."""
+        return [{"model": w.model, "sft": o["sft"], "domain": d, "metric": o["metric"],
+                 "delta": float(v)}
+                for o in self.wf.config["observed"] if o["model"] == w.model
+                for d, v in o["deltas"].items()]
+
+
+def report_config(config: dict, model: str, sft: str) -> dict:
+    """The resolved config as one per-SFT report depends on it: every section, but of
+    ``models``, ``sft``, ``observed`` and ``posthoc`` only the entries of this model and SFT set,
+    and without ``report.matrix`` (the analysis across SFT sets, which the per-SFT report does
+    not show). Its sha256 is what the report's provenance names; the manifest holds the whole
+    config, from which this function recomputes it."""
+    out = dict(config)
+    out["models"] = {model: config["models"][model]}
+    out["sft"] = {sft: config["sft"][sft]}
+    out["observed"] = [o for o in config.get("observed", [])
+                       if o["model"] == model and o["sft"] == sft]
+    out["posthoc"] = {label: p for label, p in (config.get("posthoc") or {}).items()
+                      if p["model"] == model and p["sft"] == sft}
+    out["report"] = {k: v for k, v in config["report"].items() if k != "matrix"}
+    return out

@@ -1,6 +1,7 @@
 """What ``snakemake`` builds by default: for every model and SFT set, the STS table and coverage,
 the validation tables where tuned models exist, the feature cards, and the report where there is
-an observed change to correlate with."""
+an observed change to correlate with; for every model with two SFT sets or more, the analysis
+across them (its tables and page)."""
 
 from __future__ import annotations
 
@@ -24,4 +25,13 @@ def all_targets(wf) -> list[str]:
                     for layer, sae in wf.sites(model) for seed in wf.seeds]
             if wf.has_observed(model, sft) or wf.runs(model, sft):
                 out.append(L.report_file(model, sft, "summary.html"))
+        out += matrix_outputs(wf, model)
     return out
+
+
+def matrix_outputs(wf, model: str) -> list[str]:
+    """The cross-SFT tables and page of a model, where there are candidates to compare."""
+    if not wf.has_matrix:
+        return []
+    L = wf.layout
+    return [*L.matrix_tables(model).values(), L.matrix_page(model)["html"]]

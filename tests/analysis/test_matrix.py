@@ -337,7 +337,7 @@ def test_matrix_job_writes_every_table_and_the_page(tmp_path):
     tables = {t: str(tmp_path / "tables" / "m" / "matrix" / f"{t}.parquet") for t in TABLES}
     report = tmp_path / "reports" / "m" / "matrix"
     matrix("m", paths["sts"], paths["observed"], tables, report, primary=PRIMARY, sfts=SFTS,
-           domains=DOMAINS, targets=TARGETS, directions=DIRECTIONS, n_boot=200, n_perm=200)
+           domains=DOMAINS, targets=TARGETS, n_boot=200, n_perm=200)
     for t in TABLES:
         assert pl.read_parquet(tables[t]).height > 0, t
     assert pl.read_parquet(tables["pooled"]).filter(pl.col("role") == "primary").height == 1

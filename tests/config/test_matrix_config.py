@@ -64,6 +64,15 @@ def test_matrix_values_the_run_cannot_produce_are_refused(two_sfts):
     assert problems_of(cfg, workdir) == []
 
 
+def test_an_sft_set_named_as_the_cross_sft_folder_is_refused(two_sfts):
+    """results/tables/<model>/matrix/ holds the matrix: an SFT set of that name would share it."""
+    workdir, cfg = two_sfts
+    cfg["sft"]["matrix"] = cfg["sft"].pop("recall")
+    problems = problems_of(cfg, workdir)
+    assert [p.split(":")[0] for p in problems] == ["sft.matrix"]
+    assert "Fix: rename the SFT set" in problems[0]
+
+
 def test_an_inherited_post_training_predictor_is_refused_only_with_a_matrix(two_sfts, project):  # noqa: F811
     workdir, cfg = two_sfts
     cfg["finetune"] = {"enabled": True, "methods": ["lora"], "lora_targets": ["q_proj"]}

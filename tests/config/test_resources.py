@@ -229,7 +229,8 @@ def test_plan_prints_jobs_resources_and_gpu_hours(tmp_path):
         cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^│ (\w+)\s+│.*$", out, re.M)}
+    requests = out.split("estimated use")[0]  # the table of requests, by rule
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^│ (\w+)\s+│.*$", requests, re.M)}
     counts = {r: int(re.search(r"│\s+(\d+) │", row).group(1)) for r, row in rows.items()}
     assert counts["extract"] == 35 and counts["evaluate_tuned"] == 42 and counts["sts"] == 252
     assert "│ cluster │" in rows["extract"] and "│ local " in rows["sts"]

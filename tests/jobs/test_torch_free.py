@@ -219,6 +219,17 @@ RUN = textwrap.dedent("""
                   coverage=t / "coverage.parquet", sae_dirs={(1, "main"): sae},
                   cards=[cards_file], target="law",
                   histories={"full-s0": history, "full-mix_sts_rank-s0": mixed})
+    # the analysis across SFT sets: a second SFT set's table, the first one's observed Δ
+    from stsflow.jobs.matrix import TABLES, matrix
+    second = t / "s2" / "sts.parquet"
+    write_parquet(pl.read_parquet(t / "sts.parquet").with_columns(
+        sft=pl.lit("s2"), sts_icl=pl.col("sts_icl").reverse()).to_arrow(), second)
+    matrix("m", {"s": t / "sts.parquet", "s2": second}, {"s": t / "observed.parquet"},
+           {n: t / "matrix" / f"{n}.parquet" for n in TABLES}, root / "reports/matrix",
+           primary={"predictor": "sts_icl", "normalisation": "zscore", "metric": "acc",
+                    "target": "abs", "layer": 1, "sae": None, "n_top": 4, "seed": 0},
+           sfts=["s", "s2"], domains=domains, targets={"s": "law", "s2": None},
+           n_boot=20, n_perm=20)
     manifest = write_manifest(root, {"results": str(root)})
 
     print(json.dumps({
@@ -226,6 +237,8 @@ RUN = textwrap.dedent("""
         "loaded": sorted(m for m in sys.modules if m.partition(".")[0] in HEAVY),
         "reports": sorted(p.name for p in (root / "reports").iterdir()),
         "manifest_files": len(manifest["files"]),
+        "matrix": {n: pl.read_parquet(t / "matrix" / f"{n}.parquet").height for n in TABLES},
+        "matrix_page": sorted(p.name for p in (root / "reports/matrix").iterdir()),
         "provenance": sorted(provenance),
         "card_rows": (root / "reports/summary.html").read_text().count(
             '<tr class="card"><td>predicted</td>'),
@@ -260,7 +273,7 @@ def script_imports(script: str) -> set[str]:
 def test_reduction_rules_use_the_reduce_env():
     rules = rules_in_env("reduce")
     assert set(rules) == {"shift", "true_shift", "sts", "sts_table", "oracle_table", "overlap",
-                          "coverage", "observed", "report", "manifest"}
+                          "coverage", "observed", "report", "matrix", "manifest"}
 
 
 def test_reductions_and_report_run_without_torch(tmp_path):
@@ -283,6 +296,9 @@ def test_reductions_and_report_run_without_torch(tmp_path):
         ["model identity", "SAE L1/main", "data sft s", "versions (report)",
          "versions (model jobs)", "config sha256"])
     assert result["card_rows"] == 3
+    # the matrix job, torch-free too: 2 SFT sets x 4 domains for each of the 2 runs of "s"
+    assert result["matrix"]["decision"] == 2 * 2 * 4 and result["matrix"]["observed"] == 2 * 4
+    assert result["matrix_page"] == ["matrix_heatmaps.png", "summary.html", "summary.md"]
     # the methods table with its gain kept and the mixture's allocation, both without torch
     assert "methods.parquet" in result["reports"] and "allocations.parquet" in result["reports"]
     mixture = result["mixture"]
