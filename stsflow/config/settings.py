@@ -324,9 +324,10 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """``report`` without ``primary`` (resolved against the run by analysis.correlation)."""
+    """``report`` without ``primary`` (resolved against the run by analysis.correlation) and
+    ``matrix`` (the cross-SFT page's declaration, read by the matrix job)."""
     SECTION: typing.ClassVar[str] = "report"
-    NOT_PASSED: typing.ClassVar[tuple] = ("primary",)
+    NOT_PASSED: typing.ClassVar[tuple] = ("primary", "matrix")
 
     n_boot: int
     n_perm: int
@@ -334,7 +335,8 @@ class ReportSettings:
 
     @classmethod
     def from_config(cls, mapping: Mapping) -> ReportSettings:
-        return build(cls, {k: v for k, v in mapping.items() if k != "primary"}, "report")
+        return build(cls, {k: v for k, v in mapping.items() if k not in cls.NOT_PASSED},
+                     "report")
 
 
 @dataclass(frozen=True)
