@@ -525,7 +525,7 @@ def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
 
     cfg = mixture_project(tmp_path, tiny_model_dir, {
         "strategies": ["sts", "oracle"], "allocations": ["proportional", "above_min"]})
-    snakemake(tmp_path, "--cores", "2")
+    snakemake(tmp_path, "--cores", "2", timeout=2400)  # four fine-tunings, 12 evaluations
     replay = pl.read_parquet(tmp_path / "results/replay/tiny/law.parquet")
     assert replay.height == 6 and set(replay["finish"]) <= {"eos", "length"}
     assert read_metadata(tmp_path / "results/replay/tiny/law.parquet")["max_new_tokens"] == 8
@@ -602,7 +602,7 @@ def test_runs_with_the_same_split_train_once(tiny_model_dir, tmp_path):
     give sts and oracle uniform's rows and say why."""
     mixture_project(tmp_path, tiny_model_dir, {"strategies": ["sts", "uniform", "oracle"]},
                     same_domains=True)
-    ran = executed_jobs(snakemake(tmp_path, "--cores", "2"))
+    ran = executed_jobs(snakemake(tmp_path, "--cores", "2", timeout=2400))
     made = allocations_made(tmp_path)
     assert {run: a["counts"] for run, a in made.items()} == {
         run: {"law": 4, "history": 4} for run in ("lora-mix_sts", "lora-mix_uniform",
