@@ -46,8 +46,10 @@ run-layer20: $(STAMP)
 	    --configfile config.yaml stsflow/presets/embedded/layer20.yaml
 
 # The paper's applications (stsflow/presets/embedded/apply.yaml): on top of `make run`, selective
-# fine-tuning (top-K and random K) and the data mixture (sts, uniform, oracle): five more
-# fine-tuning runs with their replay, evaluations, true shifts and scores, and the report.
+# fine-tuning (top-K and random K) and the data mixture (sts by the paper's rule and by rank,
+# uniform, oracle; the plain LoRA run is "none"): the replay, each mixture run's split, then one
+# fine-tuning per distinct split (runs with the same split train once) with its evaluations,
+# true shifts and scores, and the report.
 apply: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 	    --configfile config.yaml stsflow/presets/embedded/apply.yaml

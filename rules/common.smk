@@ -3,6 +3,7 @@
 # and tested without Snakemake.
 
 from stsflow.workflow import Workflow, schedule
+from stsflow.workflow.mixture import checkpoint_lookup
 
 WF = Workflow(config)
 CONFIG = WF.config
@@ -11,6 +12,8 @@ INPUTS = WF.inputs  # input functions (stsflow.workflow.inputs, .bundles)
 PARAMS = WF.params  # each job's slice of the config (stsflow.workflow.params)
 COSTS = WF.costs  # threads, GPU units, memory and runtime of model jobs (stsflow.workflow.costs)
 PRIORITY = schedule  # the STS table's chain first (stsflow.workflow.schedule)
+# which data-mixture runs train is learnt from the allocation checkpoint (rules/validate.smk)
+WF.mixture.lookup = checkpoint_lookup(lambda: checkpoints.allocation)
 
 
 wildcard_constraints:

@@ -93,6 +93,27 @@ rule replay:
         "../workflow_scripts/replay.py"
 
 
+checkpoint allocation:
+    """A data-mixture run's split of its replay budget, before fine-tuning: the workflow learns
+    from it which runs train on the same data, and trains those once
+    (stsflow.workflow.mixture)."""
+    input:
+        unpack(INPUTS.allocation),
+    output:
+        L.allocation_file("{model}", "{sft}", "{method}", "{seed}"),
+    log:
+        L.log("allocation", "{model}/{sft}/{method}-s{seed}"),
+    wildcard_constraints:
+        method=WF.patterns["mixture_method"],
+    localrule: True
+    conda:
+        "../envs/reduce.yaml"
+    params:
+        mixture=PARAMS.mixture_recipe,
+    script:
+        "../workflow_scripts/allocation.py"
+
+
 rule evaluate_base:
     """One domain, the untouched model, every configured metric; per-item Parquet, and the mean
     residual of the domain's queries at every layer (the before/after-SFT similarity)."""

@@ -58,6 +58,13 @@ def trained_method_pattern(shards_only: bool = False) -> str:
 
 
 @functools.cache
+def mixture_method_pattern() -> str:
+    """Run names of the data-mixture runs: a trained run's name with its -mix_<name>."""
+    names = [m.pattern() for m in _methods().values()]
+    return rf"(?:{'|'.join(names) or '(?!)'})-mix_(?:{'|'.join(MIX_NAMES)})"
+
+
+@functools.cache
 def posthoc_method_pattern() -> str:
     return rf"{POSTHOC_PREFIX}{LABEL_PATTERN}"
 

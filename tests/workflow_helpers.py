@@ -102,6 +102,14 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> Counter:
     return counts
 
 
+def executed_jobs(proc) -> Counter:
+    """Jobs a finished ``snakemake`` run executed (``proc``: its completed process), counted per
+    rule: also those a checkpoint added after the run started, which no dry run shows."""
+    text = proc.stdout + proc.stderr
+    return Counter(m.group(1) for m in re.finditer(r"^(?:local)?(?:rule|checkpoint) (\w+):$",
+                                                   text, re.M))
+
+
 @dataclass(frozen=True)
 class RuleView:
     """One rule as Snakemake parsed it: its conda environment and script (relative to rules/),

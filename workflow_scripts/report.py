@@ -27,4 +27,4 @@ report.report(files.sts, rows, Path(snakemake.output.html).parent,
               target=snakemake.params.target,
               # every declared scatter plot, also of a predictor without rows here
               scatter_for=[Path(f).stem.removeprefix("scatter_") for f in snakemake.output.plots],
-              coverage=files.coverage, **files.tables)
+              coverage=files.coverage, allocations=files.allocations, **files.tables)

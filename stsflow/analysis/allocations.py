@@ -1,7 +1,8 @@
-"""Every data-mixture run's allocation, as its fine-tuning job recorded it (the history's
-``mixture`` metadata: values, weights, counts, items available, shortfall), beside the split
-``uniform`` gives at the same budget and availability, and the runs that trained on the same
-data (stsflow.mixture.identical).
+"""Every data-mixture run's allocation, as its allocation job wrote it before fine-tuning and
+its fine-tuning job recorded it (the history's ``mixture`` metadata: values, weights, counts,
+items available, shortfall), beside the split ``uniform`` gives at the same budget and
+availability, and the runs that trained on the same data (stsflow.mixture.identical), of which
+the workflow trained only one (stsflow.workflow.mixture).
 
 One row per (method, seed, domain): ``strategy`` and ``allocation`` (the sts rule, from the run
 name: mixture.runs), ``value`` (the score or |Δ| it weighed), ``weight``, ``share`` (the weight
@@ -10,14 +11,14 @@ uniform count); per run, repeated on its rows: ``budget`` (R: counts plus shortf
 ``n_short``, ``equals_uniform`` (the same counts as uniform's, domain for domain) and
 ``same_data`` (the other runs of its method and seed with the same counts, hence the same
 training data, ``;``-joined in training order; null when none) with ``trains`` (the run of that
-group that needs training). Torch-free."""
+group that trained). Torch-free."""
 
 from __future__ import annotations
 
 import polars as pl
 
 from stsflow.mixture.allocate import allocate, weights
-from stsflow.mixture.identical import identical_runs
+from stsflow.mixture.identical import SameData, identical_runs
 from stsflow.mixture.runs import MixRun
 from stsflow.mode import RunMethod
 
@@ -36,26 +37,41 @@ def uniform_counts(mixture: dict) -> dict[str, int]:
     return allocate(weights("uniform", list(counts)), budget, available)[0]
 
 
-def allocation_table(runs: dict[tuple[str, int], dict]) -> pl.DataFrame:
-    """The allocation rows of every mixture run in ``runs`` ((method, seed) -> the history
-    metadata, as for analysis.methods.method_table); a run without ``mixture`` metadata (a plain
-    run) has no rows but takes part in ``same_data`` with no replay."""
-    mixed = {key: meta["mixture"] for key, meta in runs.items()
-             if RunMethod.parse(key[0]).mix is not None and meta.get("mixture")}
-    # runs that coincide: within one method and seed (the plain run: no replay items)
-    groups: dict[tuple[str, int], dict[str, dict]] = {}
+def _mixed(runs: dict[tuple[str, int], dict]) -> dict[tuple[str, int], dict]:
+    return {key: meta["mixture"] for key, meta in runs.items()
+            if RunMethod.parse(key[0]).mix is not None and meta.get("mixture")}
+
+
+def training_groups(runs: dict[tuple[str, int], dict]) -> dict[tuple[str, int], SameData]:
+    """Each run of ``runs`` (as for ``allocation_table``) -> its group of runs with the same
+    training data (stsflow.mixture.identical): within one method and seed, a plain run having
+    no replay items. Post-hoc pairs, and mixture runs without an allocation, have none."""
+    mixed = _mixed(runs)
+    families: dict[tuple[str, int], dict[str, dict]] = {}
     for (method, seed), meta in runs.items():
         run = RunMethod.parse(method)
         if run.posthoc or (run.mix is not None and (method, seed) not in mixed):
             continue
         counts = mixed[(method, seed)]["counts"] if run.mix is not None else {}
-        groups.setdefault((str(run.unmixed), seed), {})[method] = counts
-    same: dict[tuple[str, int], tuple[str | None, str]] = {}
-    for (_, seed), counts in groups.items():
-        for g in identical_runs(counts):
-            for m in g.runs:
-                others = [r for r in g.runs if r != m]
-                same[(m, seed)] = (";".join(others) or None, g.trains)
+        families.setdefault((str(run.unmixed), seed), {})[method] = counts
+    return {(m, seed): g for (_, seed), counts in families.items()
+            for g in identical_runs(counts) for m in g.runs}
+
+
+def trained_as(runs: dict[tuple[str, int], dict]) -> dict[tuple[str, int], str]:
+    """Each run of ``runs`` trained on another's data -> the run that trained (the workflow
+    trains and evaluates only that one: stsflow.workflow.mixture)."""
+    return {key: g.trains for key, g in training_groups(runs).items() if g.trains != key[0]}
+
+
+def allocation_table(runs: dict[tuple[str, int], dict]) -> pl.DataFrame:
+    """The allocation rows of every mixture run in ``runs`` ((method, seed) -> the history
+    metadata, as for analysis.methods.method_table, or for a run not trained itself its
+    allocation as ``{"mixture": ...}``); a run without ``mixture`` metadata (a plain run) has
+    no rows but takes part in ``same_data`` with no replay."""
+    mixed = _mixed(runs)
+    same = {key: (";".join(r for r in g.runs if r != key[0]) or None, g.trains)
+            for key, g in training_groups(runs).items()}
     rows = []
     for (method, seed), mix in mixed.items():
         name = MixRun.parse(RunMethod.parse(method).mix)

@@ -19,7 +19,11 @@ Per (method, seed, metric):
   interval, in the metric's direction (the metric registry's: its CI above 0 for an accuracy,
   below 0 for NLL). Otherwise null, and ``gain_kept_reason`` says why in words (no target, no
   plain run, an unknown direction, or the plain run's Δ and interval that show no gain); a
-  ratio of a loss, or of a change within the noise, would read as a share of a gain it is not.
+  ratio of a loss, or of a change within the noise, would read as a share of a gain it is not;
+* ``same_data_as``: for a data-mixture run whose replay items per domain another run of its
+  method and seed has (the same training data: stsflow.mixture.identical), that run, which the
+  workflow trained and evaluated in its place: the row repeats that run's (``seconds`` null:
+  it did not train), with its own gain kept. Null for every run that trained.
 
 Torch-free (the report job runs without it)."""
 
@@ -33,7 +37,7 @@ import polars as pl
 COLUMNS = ("method", "seed", "metric", "n_trainable", "seconds", "target", "target_delta",
            "target_ci_low", "target_ci_high", "n_others", "others_mean", "others_ci_low",
            "others_ci_high", "others_worst", "worst_domain", "others_spread", "n_below",
-           "n_above", "gain_kept", "gain_kept_reason")
+           "n_above", "gain_kept", "gain_kept_reason", "same_data_as")
 
 
 
@@ -64,10 +68,12 @@ def gain_kept(delta: float | None, plain: dict | None, metric: str,
 
 
 def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
-                 target: str | None, ci: float = 0.95) -> pl.DataFrame:
+                 target: str | None, ci: float = 0.95,
+                 same: dict[tuple[str, int], str] | None = None) -> pl.DataFrame:
     """One row per (method, seed, metric) of ``observed`` (the observed table of one model and
     SFT set); ``runs`` maps (method, seed) -> the run's history metadata (``n_trainable``,
-    ``seconds``; missing keys give nulls)."""
+    ``seconds``; missing keys give nulls); ``same`` maps a run that did not train, its data
+    being another's, to that run (analysis.allocations.trained_as): it gets that run's rows."""
     z = NormalDist().inv_cdf(0.5 + ci / 2)
     rows = []
     for (method, seed, metric), g in observed.group_by(["method", "seed", "metric"],
@@ -95,6 +101,9 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
                        n_below=int((others["ci_high"] < 0).sum()),
                        n_above=int((others["ci_low"] > 0).sum()))
         rows.append(row)
+    for (method, seed), trained in sorted((same or {}).items()):
+        rows += [dict(r, method=method, seconds=None, same_data_as=trained) for r in rows
+                 if (r["method"], r["seed"]) == (trained, seed) and not r.get("same_data_as")]
     from stsflow.mode import RunMethod
 
     plain = {(r["method"], r["seed"], r["metric"]): r for r in rows}
@@ -110,7 +119,7 @@ def method_table(observed: pl.DataFrame, runs: dict[tuple[str, int], dict],
               "others_mean": pl.Float64, "others_ci_low": pl.Float64,
               "others_ci_high": pl.Float64, "others_worst": pl.Float64, "worst_domain": pl.Utf8,
               "others_spread": pl.Float64, "n_below": pl.Int64, "n_above": pl.Int64,
-              "gain_kept": pl.Float64, "gain_kept_reason": pl.Utf8}
+              "gain_kept": pl.Float64, "gain_kept_reason": pl.Utf8, "same_data_as": pl.Utf8}
     return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=schema,
                         orient="row")
 

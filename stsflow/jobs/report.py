@@ -12,13 +12,17 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
            provenance: dict, primary: dict | None = None, observed=None, sts_oracle=None,
            overlap=None, coverage=None, sae_dirs: dict | None = None,
            cards: list | None = None, histories: dict | None = None,
-           target: str | None = None, scatter_for: list[str] = ()) -> None:
+           target: str | None = None, scatter_for: list[str] = (),
+           allocations: dict | None = None) -> None:
     """Correlate STS (and oracle STS) with observed changes: from the config (``config_rows``)
     and/or from this workflow's fine-tuning runs (``observed`` table). ``primary`` is the resolved
     pre-declared primary analysis (config.primary.resolve_primary); every other tested row
     is exploratory, Holm-adjusted within its family. ``histories``: "<method>-s<seed>" -> the
     fine-tuning run's history file; with ``target`` (the SFT set's own domain) they make the
-    methods table (analysis.methods)."""
+    methods table (analysis.methods). ``allocations``: "<method>-s<seed>" -> each data-mixture
+    run's allocation file (stsflow.mixture.allocation_file), also of a run that did not train,
+    its data being another's: the allocation table, and that run's rows in the methods
+    table."""
     import polars as pl
 
     from stsflow.analysis import correlation as st
@@ -85,19 +89,25 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
 
     comparison = (comparison_table(corr, sts_all, obs_all, primary, n_boot=settings.n_boot,
                                    seed=settings.seed) if primary else None)
-    methods = allocations = None
+    methods = allocation_rows = None
     if observed is not None and histories:
-        from stsflow.analysis.allocations import allocation_table
+        from stsflow.analysis.allocations import allocation_table, trained_as
         from stsflow.analysis.methods import method_table
         from stsflow.io.files import read_metadata
+        from stsflow.mixture.allocation_file import read_allocation
         from stsflow.mode import Shift
 
         runs = {}
         for name, path in histories.items():
             shift = Shift.parse(f"true-{name}")
             runs[(shift.method, shift.seed)] = read_metadata(path)
-        methods = method_table(tuned, runs, target)
-        allocations = allocation_table(runs)
+        for path in (allocations or {}).values():  # what the fine-tuning job records, and more
+            info = read_allocation(path)
+            key = (info["method"], int(info["seed"]))
+            runs[key] = dict(runs.get(key, {}), mixture={
+                k: v for k, v in info.items() if k not in ("method", "seed", "domains")})
+        methods = method_table(tuned, runs, target, same=trained_as(runs))
+        allocation_rows = allocation_table(runs)
     by_run = None
     if observed is not None and sts_oracle is not None:
         from stsflow.analysis.methods import prediction_by_run
@@ -110,7 +120,7 @@ def report(sts_path, config_rows: list[dict], outdir, *, title: str, settings: R
                  warnings=[f"SAE {w}" for w in sae_warnings] + warnings, comparison=comparison,
                  ablation=ablation_table(corr, primary, saes) if primary else None,
                  cards=card_df, methods=methods, scatter_for=scatter_for, by_run=by_run,
-                 allocations=allocations)
+                 allocations=allocation_rows)
 
 
 def run_provenance(*, model_dir=None, data: dict | None = None, sae_dirs: dict | None = None,

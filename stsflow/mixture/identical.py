@@ -12,10 +12,13 @@ plain run (the strategy "none") does.
 
 **Which run trains** (``TRAIN_ORDER``): the one whose allocation needs least, i.e. the plain run
 (no replay), then ``uniform`` (no prediction), the paper's ``sts``, the contrast rules of sts in
-their registry order (stsflow.mixture.runs.STS_ALLOCATIONS), ``oracle`` last (it needs the plain run's
-evaluation). The choice depends on the run names alone, never on the config's order, so
-reordering or adding strategies never moves an existing group's training to another run; and the
-run that trains never waits on an input that another member of its group does not need.
+their registry order (stsflow.mixture.runs.STS_ALLOCATIONS), ``oracle`` last (it needs the plain
+run's evaluation). The choice depends on the run names alone, never on the config's order or on
+what is on disk, so reordering the strategies never moves a group's training to another run,
+and every machine trains the same run of a group; adding a run earlier in the order to a group
+(uniform beside an sts run with uniform's split) trains the new run, as adding any run does, and
+the finished one is no longer read. The run that trains never waits on an input that another
+member of its group does not need.
 Torch-free."""
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ class SameData:
 def _order(run: str) -> int:
     mix = RunMethod.parse(run).mix
     return TRAIN_ORDER.index("none" if mix is None else str(MixRun.parse(mix)))
+
+
+def in_training_order(runs) -> list[str]:
+    """Runs of one method (plain and mixture runs) in ``TRAIN_ORDER``: whether a run trains
+    depends only on the allocations of the runs before it."""
+    return sorted(runs, key=_order)
 
 
 def identical_runs(counts: Mapping[str, Mapping[str, int]]) -> list[SameData]:

@@ -19,8 +19,9 @@ def _note(r: dict) -> str:
     if r["strategy"] != "uniform" and r["equals_uniform"]:
         notes.append("the uniform split")
     if r["same_data"]:
+        who = "this run" if r["trains"] == r["method"] else r["trains"]
         notes.append(f"the same training data as {r['same_data'].replace(';', ', ')} "
-                     f"(one run; {r['trains']} is the one to train)")
+                     f"(one run, trained and evaluated once, as {who})")
     return "; ".join(notes) or "—"
 
 
@@ -48,7 +49,8 @@ def allocation_blocks(table: pl.DataFrame) -> list[tuple]:
             "domain at its items). A split equal to uniform's, domain for domain, cannot show "
             "what the prediction adds; two runs with the same items per domain, method and "
             "seed train on the same data (the same items in the same order), so they are one "
-            "run. Also in allocations.parquet (weights, shares, items available).")
+            "run, trained and evaluated once. Also in allocations.parquet (weights, shares, "
+            "items available).")
     out = [("h", 3, "Data-mixture allocations"), ("p", text),
            ("table", ["run", "seed", "rule", *domains, "short", "note"], rows)]
     if uniform_like:

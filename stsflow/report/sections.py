@@ -124,7 +124,9 @@ def methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
                  "(the base model's answers to pool items of some domains, mixture:) split by "
                  "the strategy; its gain kept is its target Δ over the plain run's, only where "
                  "the plain run improved its target beyond its interval (for NLL, lower is "
-                 "better): otherwise n/a, the reason below the table. Times are "
+                 "better): otherwise n/a, the reason below the table. A run shown as "
+                 "A (= B) had B's replay items per domain, so B's training data: the workflow "
+                 "trained and evaluated it once, as B, and its row is B's. Times are "
                  "wall-clock per job: compare "
                  "them within one run on one machine. A run trained before stsflow recorded "
                  "its trainable parameters shows —.")]
@@ -135,7 +137,8 @@ def methods_blocks(methods: pl.DataFrame, ci: float) -> list[tuple]:
     for r in methods.sort(["metric", "method", "seed"]).iter_rows(named=True):
         if r.get("gain_kept_reason") and r["gain_kept_reason"] not in why:
             why.append(r["gain_kept_reason"])
-        rows.append([r["method"], r["seed"], r["metric"],
+        same = f" (= {r['same_data_as']})" if r.get("same_data_as") else ""
+        rows.append([r["method"] + same, r["seed"], r["metric"],
                      f"{r['n_trainable']:,}" if r["n_trainable"] is not None else "—",
                      fmt(r["seconds"], ".0f"),
                      (f"{fmt(r['target_delta'], '+.4f')} "

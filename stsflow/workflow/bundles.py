@@ -8,8 +8,9 @@ keys are free to read well."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from stsflow.mixture.runs import MixRun
 from stsflow.mode import Mode, RunMethod, Shift
 
 
@@ -214,21 +215,31 @@ class FinetuneFiles:
         sites = {layer: {"sae": L.sae_dir(model, layer, sae),
                          "shift": L.shift_file(model, layer, sae, sft, str(Shift(int(seed))))}
                  for layer, sae in method_sites(wf, model, method)}
+        files = replace(cls.mixture(wf, model, sft, method, seed), sites=sites)
+        return {"model": L.model_dir(model), "sft_items": L.sft_file(sft), **files.named()}
+
+    @classmethod
+    def mixture(cls, wf, model: str, sft: str, method: str, seed) -> "FinetuneFiles":
+        """A data-mixture run's own files (none for another run): each replayed domain's replay
+        and what the run's strategy weighs the domains by: the predictor's score of the run
+        seed's prediction (sts, whatever its allocation rule), the base and plain run's
+        evaluations (oracle). Its ``allocation`` job reads the same files."""
+        L = wf.layout
         replay, scores, eval_base, eval_plain = {}, {}, {}, {}
         run = RunMethod.parse(method)
         if run.mix is not None:
+            strategy = MixRun.parse(run.mix).strategy
             site = wf.mixture_site(model)
             plain = L.tuned_run(sft, str(run.unmixed), seed)
             for d in wf.replay_domains(sft):
                 replay[d] = L.replay_file(model, d)
-                if run.mix == "sts":
+                if strategy == "sts":
                     scores[d] = L.sts_part(model, site["layer"], site["sae"], sft,
                                            str(Shift(int(seed))), site["n_top"], d)
-                if run.mix == "oracle":
+                if strategy == "oracle":
                     eval_base[d] = L.eval_file(model, "base", d)
                     eval_plain[d] = L.eval_file(model, plain, d)
-        files = cls(sites, replay, scores, eval_base, eval_plain)
-        return {"model": L.model_dir(model), "sft_items": L.sft_file(sft), **files.named()}
+        return cls({}, replay, scores, eval_base, eval_plain)
 
     @classmethod
     def read(cls, named: Mapping) -> "FinetuneFiles":
@@ -248,8 +259,8 @@ class FinetuneFiles:
 class CoverageFiles:
     """The coverage table's inputs: the statistics of each corpus's extractions
     (``extraction:<mode>:<kind>:<name>``: the plain run of every corpus, each domain's ICL run,
-    the SFT set's ICL run of every seed, where the context can overflow) and each fine-tuning
-    run's history (``history:<run>``)."""
+    the SFT set's ICL run of every seed, where the context can overflow) and the history of each
+    fine-tuning run that trains (``history:<run>``; stsflow.workflow.mixture)."""
 
     extractions: dict  # (kind, corpus, mode) -> path
     finetunes: dict  # "<method>-s<seed>" -> path
@@ -266,9 +277,10 @@ class CoverageFiles:
             runs += [("domain", d, wf.plain_mode()), ("domain", d, str(Mode.domain_icl()))]
         inputs = {f"{cls.PREFIX}{mode}:{kind}:{name}": L.acts(*at, kind, name, mode, stats=True)
                   for kind, name, mode in runs}
-        for m, s in wf.trained_runs:
+        resolved = wf.mixture.resolve(model, sft)
+        for m, s in resolved.trained_here():
             inputs[f"history:{m}-s{s}"] = L.history_file(model, sft, m, s)
-        return inputs
+        return {**inputs, **resolved.pending_inputs()}
 
     @classmethod
     def read(cls, named) -> "CoverageFiles":
@@ -281,9 +293,11 @@ class CoverageFiles:
 
 @dataclass(frozen=True)
 class ReportFiles:
-    """The report's inputs: the tables, every SAE's directory (quality figures, warnings), each
-    tuned run's history (the methods table), the feature cards, and for provenance the model
-    and every dataset."""
+    """The report's inputs: the tables, every SAE's directory (quality figures, warnings), the
+    history of each tuned run that trains (the methods table), every data-mixture run's
+    allocation (the allocation table, and which runs share their training data:
+    stsflow.workflow.mixture), the feature cards, and for provenance the model and every
+    dataset."""
 
     sts: object
     coverage: object
@@ -293,6 +307,7 @@ class ReportFiles:
     cards: list
     model: object
     data: dict  # "<kind> <name>" -> path
+    allocations: dict = field(default_factory=dict)  # "<method>-s<seed>" -> path
     TABLES = ("observed", "sts_oracle", "overlap")
 
     @classmethod
@@ -304,8 +319,12 @@ class ReportFiles:
         if wf.runs(model, sft):
             for name in cls.TABLES:
                 inputs[name] = L.table(model, sft, name)
-            for m, s in wf.runs(model, sft):
+            runs = wf.mixture.resolve(model, sft)
+            for m, s in runs.trained:
                 inputs[f"history:{m}-s{s}"] = L.history_file(model, sft, m, s)
+            for (m, s), path in runs.allocations.items():
+                inputs[f"allocation:{m}-s{s}"] = path
+            inputs.update(runs.pending_inputs())
         inputs["cards"] = [L.cards_file(model, layer, sae, sft, seed)
                            for layer, sae in wf.sites(model) for seed in wf.seeds]
         inputs["model"] = L.model_dir(model)
@@ -324,14 +343,14 @@ class ReportFiles:
         return cls(named["sts"], named["coverage"],
                    {k: named[k] for k in cls.TABLES if k in _keys(named)}, sae_dirs,
                    _with_prefix(named, "history:"), list(named["cards"]), named["model"],
-                   _with_prefix(named, "data:"))
+                   _with_prefix(named, "data:"), _with_prefix(named, "allocation:"))
 
 
 @dataclass(frozen=True)
 class CardFiles:
     """A seed's feature cards: its predicted shift and the true shift of every tuned run of
-    that seed, and the plain-query shards of the SFT set and of every domain (contexts and
-    frequencies)."""
+    that seed that trains (stsflow.workflow.mixture), and the plain-query shards of the SFT set
+    and of every domain (contexts and frequencies)."""
 
     model: object
     sae: object
@@ -342,14 +361,15 @@ class CardFiles:
     def request(cls, wf, model: str, layer, sae: str, sft: str, seed) -> dict:
         L = wf.layout
         seed = int(seed)
+        runs = wf.mixture.resolve(model, sft)
         shifts = [L.shift_file(model, layer, sae, sft, str(Shift(seed)))]
         shifts += [L.shift_file(model, layer, sae, sft, str(Shift(seed, m)))
-                   for m, s in wf.runs(model, sft) if s == seed]
+                   for m, s in runs.trained if s == seed]
         inputs = {"model": L.model_dir(model), "sae": L.sae_dir(model, layer, sae),
                   "shifts": shifts, "shard:sft": L.acts(model, layer, sae, "sft", sft, "plain")}
         for d in wf.domains:
             inputs[f"shard:domain:{d}"] = L.acts(model, layer, sae, "domain", d, "plain")
-        return inputs
+        return {**inputs, **resolved.pending_inputs()}
 
     @classmethod
     def read(cls, named, sft: str) -> "CardFiles":

@@ -14,6 +14,7 @@ from stsflow.mode import (
     Mode,
     RunMethod,
     Shift,
+    mixture_method_pattern,
     mixture_runs,
     mode_pattern,
     posthoc_method,
@@ -158,6 +159,7 @@ class Workflow:
             "shift": shift_pattern(),
             "trained_method": trained_method_pattern(),
             "sharded_method": trained_method_pattern(shards_only=True),
+            "mixture_method": mixture_method_pattern(),
             "posthoc_method": posthoc_method_pattern(),
             "primary_sae": "|".join(re.escape(n) for n in sorted(primary)),
             "sweep_sae": "|".join(re.escape(n) for n in sorted(sweep)) or "(?!)",
@@ -194,6 +196,14 @@ class Workflow:
         from stsflow.workflow.costs import Costs
 
         return Costs(self)
+
+    @cached_property
+    def mixture(self):
+        """Which data-mixture runs train (``stsflow.workflow.mixture``): from the allocation
+        files on disk, until rules/common.smk gives it the allocation checkpoint."""
+        from stsflow.workflow.mixture import MixtureRuns
+
+        return MixtureRuns(self)
 
     @cached_property
     def inputs(self):

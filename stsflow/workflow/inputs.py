@@ -72,20 +72,29 @@ class Inputs:
                 for layer, sae in self.wf.sites(w.model) for shift in shifts
                 for n in self.wf.sts["n_top"] for domain in self.wf.domains]
 
-    def oracle_parts(self, w) -> list[str]:
-        return self.sts_parts(w, self.wf.true_shifts(w.model, w.sft))
+    def oracle_parts(self, w) -> list:
+        """The true shifts' scores of every run that trains (stsflow.workflow.mixture: a data
+        mixture's run with another's data has none), and the allocations still to make."""
+        runs = self.wf.mixture.resolve(w.model, w.sft)
+        shifts = [str(Shift(s, m)) for m, s in runs.trained]
+        return (self.sts_parts(w, shifts) if shifts else []) + runs.pending
 
     def overlap_predicted(self, w) -> list[str]:
         return [self.L.shift_file(w.model, layer, sae, w.sft, str(Shift(seed)))
                 for layer, sae in self.wf.sites(w.model) for seed in self.wf.seeds]
 
-    def overlap_true(self, w) -> list[str]:
+    def overlap_true(self, w) -> list:
+        runs = self.wf.mixture.resolve(w.model, w.sft)
         return [self.L.shift_file(w.model, layer, sae, w.sft, str(Shift(seed, m)))
-                for m, seed in self.wf.runs(w.model, w.sft)
-                for layer, sae in self.wf.sites(w.model)]
+                for m, seed in runs.trained
+                for layer, sae in self.wf.sites(w.model)] + runs.pending
 
     def finetune(self, w) -> dict:
         return FinetuneFiles.request(self.wf, w.model, w.sft, w.method, w.seed)
+
+    def allocation(self, w) -> dict:
+        """A data-mixture run's own files: what its allocation weighs and draws from."""
+        return FinetuneFiles.mixture(self.wf, w.model, w.sft, w.method, w.seed).named()
 
     def import_tuned(self, w) -> dict:
         """The base model, and the tuned model's files (a changed file imports it again)."""
@@ -117,9 +126,13 @@ class Inputs:
     def observed_base(self, w) -> list[str]:
         return [self.L.eval_file(w.model, "base", d) for d in self.wf.domains]
 
-    def observed_tuned(self, w) -> list[str]:
+    def observed_tuned(self, w) -> list:
+        """Every domain's evaluation of every run that trains (a data mixture's run with
+        another's data is not evaluated: stsflow.workflow.mixture), and the allocations still
+        to make."""
+        runs = self.wf.mixture.resolve(w.model, w.sft)
         return [self.L.eval_file(w.model, self.L.tuned_run(w.sft, m, s), d)
-                for m, s in self.wf.runs(w.model, w.sft) for d in self.wf.domains]
+                for m, s in runs.trained for d in self.wf.domains] + runs.pending
 
     def coverage(self, w) -> dict:
         return CoverageFiles.request(self.wf, w.model, w.sft)

@@ -28,6 +28,11 @@ class Layout:
         """The base model's greedy answers to a domain's pool items (the data mixture)."""
         return f"{self.results}/replay/{model}/{domain}.parquet"
 
+    def allocation_file(self, model, sft, method, seed):
+        """A data-mixture run's split of its replay budget (stsflow.mixture.records.allocation),
+        made before fine-tuning: which runs train on the same data (stsflow.workflow.mixture)."""
+        return f"{self.results}/mixture/{model}/{sft}/{method}-s{seed}.json"
+
     def sft_file(self, corpus):
         return f"{self.results}/data/sft/{corpus}.parquet"
 

@@ -15,6 +15,7 @@ from stsflow.config.settings import (
     ReportSettings,
     SaeSettings,
 )
+from stsflow.mixture.runs import MixRun, allocation_params
 from stsflow.mode import RunMethod
 
 
@@ -83,9 +84,13 @@ class Params:
 
     def mixture_recipe(self, w) -> dict:
         """What a data-mixture run depends on: its budget and the domains with replay, and only
-        its own strategy's inputs (sts: the predictor's site; oracle: the metric)."""
+        its own strategy's inputs (sts, every allocation rule: the predictor's site; oracle: the
+        metric) and rule's settings (``allocation_params``: softmax's temperature; nothing for
+        the paper's rule, so a finished ``-mix_sts`` run keeps its parameters). The fine-tuning
+        run and its ``allocation`` job read the same slice."""
         wf = self.wf
-        strategy = RunMethod.parse(w.method).mix
+        name = RunMethod.parse(w.method).mix
+        strategy = MixRun.parse(name).strategy
         site = wf.mixture_site(w.model)
         out = {"budget": wf.mix["budget"], "domains": wf.replay_domains(w.sft),
                "keep_cut": wf.mix["keep_cut"]}
@@ -95,7 +100,7 @@ class Params:
             out.update({k: site[k] for k in ("predictor", "layer", "sae", "n_top")})
         if strategy == "oracle":
             out["metric"] = site["metric"]
-        return out
+        return {**out, **allocation_params(name, wf.mix)}
 
     def posthoc_label(self, w) -> str:
         return self.wf.posthoc_pair(w.method)[1]

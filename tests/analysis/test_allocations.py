@@ -93,8 +93,11 @@ def test_the_report_section_shows_every_split_and_says_which_coincide():
             in md)
     sts0 = next(line for line in md.splitlines() if line.startswith("| lora-mix_sts | 0 |"))
     assert "| 20 (195) | 20 (194.7) | 20 (197.6) | 20 (201.7) |" in sts0
-    assert ("the uniform split; the same training data as lora-mix_uniform (one run; "
-            "lora-mix_uniform is the one to train)") in sts0
+    assert ("the uniform split; the same training data as lora-mix_uniform (one run, trained "
+            "and evaluated once, as lora-mix_uniform)") in sts0
+    uniform = next(line for line in md.splitlines() if line.startswith("| lora-mix_uniform |"))
+    assert ("the same training data as lora-mix_sts (one run, trained and evaluated once, as "
+            "this run)") in uniform
     rank = next(line for line in md.splitlines() if line.startswith("| lora-mix_sts_rank |"))
     assert "| rank | 16 (195) | 8 (194.7) | 24 (197.6) | 32 (201.7) | 0 | — |" in rank
     assert "Split as uniform splits: lora-mix_sts (seed 0), lora-mix_sts (seed 1)." in md

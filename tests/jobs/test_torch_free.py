@@ -179,6 +179,20 @@ RUN = textwrap.dedent("""
             "strategy": "sts", "allocation": "rank", "counts": {"math": 1, "physics": 2},
             "weights": {"math": 1.0, "physics": 2.0}, "n_short": 0,
             "available": {"math": 5, "physics": 5}, "values": {"math": 0.1, "physics": 0.3}}})
+    # the allocation job of a mixture run that trained nothing of its own: its split (no
+    # replay item) is the plain run's, so the methods table gives it the plain run's rows
+    from stsflow.data import corpora
+    from stsflow.jobs import mixture
+    from stsflow.workflow.bundles import FinetuneFiles
+
+    replay = {}
+    for d in ("math", "physics"):
+        replay[d] = root / f"replay/{d}.parquet"
+        corpora.write_records([{"id": f"{d}-{i}", "question": "q", "solution": "a",
+                                "finish": "eos"} for i in range(3)], replay[d])
+    same = root / "mixture/full-mix_uniform-s0.json"
+    mixture.allocation({"budget": 0, "domains": ["math", "physics"], "keep_cut": False},
+                       "full-mix_uniform", 0, FinetuneFiles(replay=replay), same)
     reduce.coverage_table("m", "s", {("sft", "s", "plain"): sft_plain,
                                      ("sft", "s", "icl-s0"): sft_icl,
                                      **{("domain", d, "plain"): plain[d] for d in domains}},
@@ -218,7 +232,8 @@ RUN = textwrap.dedent("""
                   sts_oracle=t / "sts_oracle.parquet", overlap=t / "overlap.parquet",
                   coverage=t / "coverage.parquet", sae_dirs={(1, "main"): sae},
                   cards=[cards_file], target="law",
-                  histories={"full-s0": history, "full-mix_sts_rank-s0": mixed})
+                  histories={"full-s0": history, "full-mix_sts_rank-s0": mixed},
+                  allocations={"full-mix_uniform-s0": same})
     # the analysis across SFT sets: a second SFT set's table, the first one's observed Δ
     from stsflow.jobs.matrix import TABLES, matrix
     second = t / "s2" / "sts.parquet"
@@ -243,7 +258,8 @@ RUN = textwrap.dedent("""
         "card_rows": (root / "reports/summary.html").read_text().count(
             '<tr class="card"><td>predicted</td>'),
         "mixture": [line for line in (root / "reports/summary.md").read_text().splitlines()
-                    if line.startswith(("| full-mix_sts_rank |", "- gain kept n/a"))],
+                    if line.startswith(("| full-mix_sts_rank |", "- gain kept n/a",
+                                        "| full-mix_uniform"))],
     }))
 """)
 
@@ -273,11 +289,13 @@ def script_imports(script: str) -> set[str]:
 def test_reduction_rules_use_the_reduce_env():
     rules = rules_in_env("reduce")
     assert set(rules) == {"shift", "true_shift", "sts", "sts_table", "oracle_table", "overlap",
-                          "coverage", "observed", "report", "matrix", "manifest"}
+                          "coverage", "observed", "report", "matrix", "manifest",
+                          "allocation"}
 
 
 def test_reductions_and_report_run_without_torch(tmp_path):
-    modules = {"stsflow.jobs.reduce", "stsflow.jobs.report", "stsflow.io.manifest"}
+    modules = {"stsflow.jobs.reduce", "stsflow.jobs.report", "stsflow.jobs.mixture",
+               "stsflow.io.manifest"}
     for script in rules_in_env("reduce").values():
         modules |= script_imports(script)
     assert not {m.partition(".")[0] for m in modules} & set(HEAVY)
@@ -305,3 +323,8 @@ def test_reductions_and_report_run_without_torch(tmp_path):
     assert any("n/a (1)" in line for line in mixture)  # in the methods table
     assert any("| rank | 1 (0.1) | 2 (0.3) | 0 |" in line for line in mixture)
     assert any(line.startswith("- gain kept n/a (1): ") for line in mixture)
+    # a run whose split has no replay item: the plain run's data, its rows (and the report
+    # says so), and an allocation row of zeros that says it too
+    assert any(line.startswith("| full-mix_uniform (= full) |") for line in mixture), mixture
+    assert any(line.startswith("| full-mix_uniform | 0 | uniform | 0 | 0 |")
+               and "the same training data as full" in line for line in mixture)

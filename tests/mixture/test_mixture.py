@@ -299,3 +299,34 @@ def test_runs_with_the_same_counts_train_on_the_same_records(mixture_inputs, tmp
     assert [(g.trains, g.runs) for g in groups] == [
         ("lora-mix_uniform", ("lora-mix_uniform", "lora-mix_sts")),
         ("lora-mix_sts_rank", ("lora-mix_sts_rank",))]
+
+
+def test_the_allocation_job_writes_the_split_the_run_trains_on(mixture_inputs, tmp_path):
+    """The allocation job (rule allocation, before any fine-tuning: the workflow learns from it
+    which runs share their data) writes the counts the run's fine-tuning draws, in the config's
+    domain order; a run without a mixture, and a file that is not an allocation, are refused."""
+    from stsflow.io.files import DamagedFileError
+    from stsflow.jobs import mixture as mixture_job
+    from stsflow.mixture.allocation_file import read_allocation
+
+    mix = {"budget": 8, "domains": ["law", "history"], "top_k": None, "predictor": "sts_icl",
+           "layer": 1, "sae": "main", "n_top": 5, "metric": "acc"}
+    for name in ("sts", "sts_rank", "uniform", "oracle"):
+        run = f"lora-mix_{name}"
+        mixture_job.allocation(mix, run, 3, mixture_inputs, tmp_path / f"{name}.json")
+        written = read_allocation(tmp_path / f"{name}.json")
+        chosen, info = mixture_records(FinetuneSettings.with_defaults(run, 3, mixture=mix),
+                                       mixture_inputs)
+        drawn = {d: sum(r["domain"] == d for r in chosen) for d in ("law", "history")}
+        assert written["counts"] == info["counts"] == drawn
+        assert list(written["counts"]) == list(written["weights"]) == ["law", "history"]
+        assert (written["method"], written["seed"]) == (run, 3)
+        assert {k: written[k] for k in info} == info
+    with pytest.raises(ValueError, match="not a data-mixture run"):
+        mixture_job.allocation(mix, "lora", 3, mixture_inputs, tmp_path / "plain.json")
+    (tmp_path / "other.json").write_text('{"counts": {}}')
+    with pytest.raises(ValueError, match="other.json: not a data-mixture allocation"):
+        read_allocation(tmp_path / "other.json")
+    (tmp_path / "cut.json").write_text('{"counts": ')
+    with pytest.raises(DamagedFileError, match="cut.json"):
+        read_allocation(tmp_path / "cut.json")

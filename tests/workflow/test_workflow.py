@@ -13,7 +13,7 @@ from collections import Counter
 import polars as pl
 import pytest
 from conftest import REPO, domain_records, write_jsonl
-from workflow_helpers import planned_jobs, snakemake, tiny_config, write_config
+from workflow_helpers import executed_jobs, planned_jobs, snakemake, tiny_config, write_config
 
 from stsflow.analysis.correlation import STAT_COLUMNS
 from stsflow.io.files import read_metadata
@@ -502,43 +502,86 @@ def test_sharded_full_finetune_through_the_rule(tiny_model_dir, tmp_path):
     assert planned == {"finetune": 1}  # LoRA's run; the sharded run stands
 
 
-def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
-    """mixture: with three strategies on a tiny project: the pools are materialised (never a
-    test item), the base model answers them once, each strategy's run trains on the SFT set plus
-    its share of the replay, every domain is evaluated, and the report compares the runs with
-    the share of the target gain kept; a new strategy adds only its own run's jobs."""
-    from stsflow.finetune.checkpoint import read_checkpoint_meta
-
+def mixture_project(tmp_path, tiny_model_dir, mixture, same_domains=False):
+    """A tiny project with a data mixture over the pools of law and history (6 items each;
+    physics, the SFT set's target, has none). ``same_domains``: law and history are the same
+    items under one subject, so every score and every |Δ| of the two is the same."""
     cfg = tiny_config(tmp_path, tiny_model_dir, observed=False, finetune=True)
     for name in ("law", "history"):
-        write_jsonl(tmp_path / f"data/{name}.pool.jsonl", domain_records(name, 6, offset=100))
+        source = "law" if same_domains else name
+        write_jsonl(tmp_path / f"data/{name}.pool.jsonl", domain_records(source, 6, offset=100))
         cfg["domains"][name]["pool"] = {"local": {"path": f"data/{name}.pool.jsonl"}}
+        if same_domains:
+            write_jsonl(tmp_path / f"data/{name}.test.jsonl", domain_records(source, 5))
+            write_jsonl(tmp_path / f"data/{name}.demos.jsonl",
+                        domain_records(source, 2, offset=50))
+            cfg["domains"][name]["subject"] = "general knowledge"
     cfg["sft"]["arith"]["target"] = "physics"
     # the random tiny model seldom ends its turn within 8 tokens: its cut answers are kept
-    cfg["mixture"] = {"enabled": True, "budget": 8, "strategies": ["sts", "oracle"],
-                      "max_new_tokens": 8, "keep_cut": True}
+    cfg["mixture"] = {"enabled": True, "budget": 8, "max_new_tokens": 8, "keep_cut": True,
+                      **mixture}
     write_config(tmp_path, cfg)
-    snakemake(tmp_path, "--cores", "2")
+    return cfg
+
+
+def allocations_made(tmp_path) -> dict[str, dict]:
+    """Every mixture run's allocation file, by run."""
+    from stsflow.mixture.allocation_file import read_allocation
+
+    return {p.name.removesuffix("-s0.json"): read_allocation(p)
+            for p in (tmp_path / "results/mixture/tiny/arith").glob("*.json")}
+
+
+def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
+    """mixture: with the paper's sts rule, a contrast rule and oracle on a tiny project: the
+    pools are materialised (never a test item), the base model answers them once, each run's
+    split is made before fine-tuning, the runs with a split of their own train on the SFT set
+    plus their share of the replay and are evaluated on every domain, and the report compares
+    the runs with the share of the target gain kept; a new strategy adds only its own jobs."""
+    from stsflow.finetune.checkpoint import read_checkpoint_meta
+    from stsflow.mixture.identical import identical_runs
+
+    cfg = mixture_project(tmp_path, tiny_model_dir, {
+        "strategies": ["sts", "oracle"], "allocations": ["proportional", "above_min"]})
+    snakemake(tmp_path, "--cores", "2", timeout=2400)  # four fine-tunings, 12 evaluations
     replay = pl.read_parquet(tmp_path / "results/replay/tiny/law.parquet")
     assert replay.height == 6 and set(replay["finish"]) <= {"eos", "length"}
     assert read_metadata(tmp_path / "results/replay/tiny/law.parquet")["max_new_tokens"] == 8
-    ft = tmp_path / "results/finetune/tiny/arith"
-    plain = read_checkpoint_meta(ft / "lora-s0")
-    for strategy in ("sts", "oracle"):
-        meta = read_checkpoint_meta(ft / f"lora-mix_{strategy}-s0")
-        mix = meta["mixture"]
-        assert mix["strategy"] == strategy and sum(mix["counts"].values()) == 8
-        assert set(mix["counts"]) == {"law", "history"}
-        assert meta["n_records"] == plain["n_records"] + 8
-    # the sts weights are the primary predictor's scores of the seed's prediction
+    made = allocations_made(tmp_path)
+    assert set(made) == {"lora-mix_sts", "lora-mix_sts_above_min", "lora-mix_oracle"}
+    # the sts weights, under either rule, are the primary predictor's scores of the seed's
+    # prediction: the contrast rule's run reads the scores too
     sts = pl.read_parquet(tmp_path / "results/tables/tiny/arith/sts.parquet")
-    mix = read_checkpoint_meta(ft / "lora-mix_sts-s0")["mixture"]
     primary = sts.filter((pl.col("layer") == 1) & (pl.col("n_top") == 10) & (pl.col("seed") == 0))
-    for d in ("law", "history"):
-        assert mix["values"][d] == primary.filter(pl.col("domain") == d)["sts_icl"][0]
+    for run in ("lora-mix_sts", "lora-mix_sts_above_min"):
+        for d in ("law", "history"):
+            assert made[run]["values"][d] == primary.filter(pl.col("domain") == d)["sts_icl"][0]
+    # above_min: every item to the higher score, capped at its 6 answers, 2 short; the paper's
+    # rule gives both domains a share: two splits, two runs
+    top = max(("law", "history"), key=lambda d: made["lora-mix_sts"]["values"][d])
+    assert made["lora-mix_sts_above_min"]["counts"][top] == 6
+    assert made["lora-mix_sts_above_min"]["n_short"] == 2
+    assert min(made["lora-mix_sts"]["counts"].values()) > 0
+    # the workflow trained exactly one run per distinct split (the plain run: no replay)
+    groups = identical_runs({"lora": {}, **{run: a["counts"] for run, a in made.items()}})
+    ft = tmp_path / "results/finetune/tiny/arith"
+    assert {p.name for p in ft.glob("*-s0")} == {f"{g.trains}-s0" for g in groups}
+    assert {"lora-mix_sts", "lora-mix_sts_above_min"} <= {g.trains for g in groups}
+    plain = read_checkpoint_meta(ft / "lora-s0")
+    for g in groups:
+        if g.trains == "lora":
+            continue
+        meta = read_checkpoint_meta(ft / f"{g.trains}-s0")
+        assert meta["mixture"] == {k: v for k, v in made[g.trains].items()
+                                   if k not in ("method", "seed", "domains")}
+        assert meta["n_records"] == plain["n_records"] + sum(meta["mixture"]["counts"].values())
+    above = read_checkpoint_meta(ft / "lora-mix_sts_above_min-s0")
+    assert above["recipe"]["mixture"]["predictor"] == "sts_icl"
+    assert above["mixture"]["allocation"] == "above_min"
     observed = pl.read_parquet(tmp_path / "results/tables/tiny/arith/observed.parquet")
-    assert set(observed["method"]) == {"lora", "lora-mix_sts", "lora-mix_oracle"}
+    assert set(observed["method"]) == {g.trains for g in groups}
     methods = pl.read_parquet(tmp_path / "results/reports/tiny/arith/methods.parquet")
+    assert set(methods["method"]) == {"lora", *made}
     for r in methods.filter(pl.col("method") != "lora").iter_rows(named=True):
         base = methods.filter((pl.col("method") == "lora")
                               & (pl.col("metric") == r["metric"])).row(0, named=True)
@@ -547,23 +590,67 @@ def test_data_mixture_end_to_end(tiny_model_dir, tmp_path):
             assert r["gain_kept"] == pytest.approx(r["target_delta"] / base["target_delta"])
         else:
             assert r["gain_kept"] is None and "did not improve" in r["gain_kept_reason"]
-    # each run's allocation, read back from its history, beside uniform's split
+    # each run's allocation, as its allocation job wrote it, beside uniform's split
     allocations = pl.read_parquet(tmp_path / "results/reports/tiny/arith/allocations.parquet")
-    for strategy in ("sts", "oracle"):
-        rows = allocations.filter(pl.col("method") == f"lora-mix_{strategy}")
-        counts = read_checkpoint_meta(ft / f"lora-mix_{strategy}-s0")["mixture"]["counts"]
-        assert dict(rows.select("domain", "count").iter_rows()) == counts
+    for run, a in made.items():
+        rows = allocations.filter(pl.col("method") == run)
+        assert dict(rows.select("domain", "count").iter_rows()) == a["counts"]
         assert rows["uniform"].sum() == 8
     assert "Data-mixture allocations" in (
         tmp_path / "results/reports/tiny/arith/summary.md").read_text()
     assert (tmp_path / "results/reports/tiny/arith/runs.png").stat().st_size > 0
     assert planned_jobs(tmp_path) == Counter()
-    # a third strategy: its run's jobs only (no replay, pool or plain run again)
+    # uniform added: its split first (no replay, pool, plain run or scores again), then its
+    # run's jobs (uniform comes before every run but the plain one in the training order)
     cfg["mixture"]["strategies"] = ["sts", "oracle", "uniform"]
     write_config(tmp_path, cfg)
     planned = planned_jobs(tmp_path)
-    assert planned["finetune"] == 1 and planned["evaluate_tuned"] == 3
-    assert not {"replay", "materialize_pool", "evaluate_base", "shift"} & set(planned)
+    assert planned["allocation"] == 1
+    assert not {"replay", "materialize_pool", "evaluate_base", "shift", "finetune"} & set(planned)
+    ran = executed_jobs(snakemake(tmp_path, "--cores", "2"))
+    assert (ran["allocation"], ran["finetune"], ran["evaluate_tuned"]) == (1, 1, 3)
+    assert not {"replay", "materialize_pool", "evaluate_base", "shift"} & set(ran)
+    assert planned_jobs(tmp_path) == Counter()
+
+
+def test_runs_with_the_same_split_train_once(tiny_model_dir, tmp_path):
+    """Two pool domains with the same items under one subject: equal scores and equal |Δ|, so
+    the paper's sts rule and oracle split the budget as uniform does. The three runs train on
+    the same data: one fine-tuning job (uniform's), evaluated once; the tables and the report
+    give sts and oracle uniform's rows and say why."""
+    mixture_project(tmp_path, tiny_model_dir, {"strategies": ["sts", "uniform", "oracle"]},
+                    same_domains=True)
+    ran = executed_jobs(snakemake(tmp_path, "--cores", "2", timeout=2400))
+    made = allocations_made(tmp_path)
+    assert {run: a["counts"] for run, a in made.items()} == {
+        run: {"law": 4, "history": 4} for run in ("lora-mix_sts", "lora-mix_uniform",
+                                                  "lora-mix_oracle")}
+    assert made["lora-mix_sts"]["values"]["law"] == made["lora-mix_sts"]["values"]["history"]
+    assert ran["allocation"] == 3
+    assert ran["finetune"] == 2  # the plain run and uniform's
+    assert ran["evaluate_tuned"] == 2 * 3
+    ft = tmp_path / "results/finetune/tiny/arith"
+    assert {p.name for p in ft.glob("*-s0")} == {"lora-s0", "lora-mix_uniform-s0"}
+    assert not (tmp_path / "results/eval/tiny/arith/lora-mix_sts-s0").exists()
+    observed = pl.read_parquet(tmp_path / "results/tables/tiny/arith/observed.parquet")
+    assert set(observed["method"]) == {"lora", "lora-mix_uniform"}
+    reports = tmp_path / "results/reports/tiny/arith"
+    methods = pl.read_parquet(reports / "methods.parquet")
+    for run in ("lora-mix_sts", "lora-mix_oracle"):
+        rows = methods.filter(pl.col("method") == run).sort("metric")
+        uniform = methods.filter(pl.col("method") == "lora-mix_uniform").sort("metric")
+        assert rows["same_data_as"].to_list() == ["lora-mix_uniform"] * 2
+        assert rows["target_delta"].to_list() == uniform["target_delta"].to_list()
+        assert rows["others_mean"].to_list() == uniform["others_mean"].to_list()
+    assert methods.filter(pl.col("method") == "lora-mix_uniform")["same_data_as"].is_null().all()
+    allocations = pl.read_parquet(reports / "allocations.parquet")
+    per_run = dict(allocations.unique("method").select("method", "trains").iter_rows())
+    assert set(per_run.values()) == {"lora-mix_uniform"}
+    summary = (reports / "summary.md").read_text()
+    assert "| lora-mix_sts (= lora-mix_uniform) |" in summary
+    assert ("the same training data as lora-mix_uniform, lora-mix_oracle (one run, trained and "
+            "evaluated once, as lora-mix_uniform)") in summary
+    assert planned_jobs(tmp_path) == Counter()
 
 
 def test_snakemake_report_is_self_contained(project, tmp_path):
