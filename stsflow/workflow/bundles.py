@@ -369,7 +369,7 @@ class CardFiles:
                   "shifts": shifts, "shard:sft": L.acts(model, layer, sae, "sft", sft, "plain")}
         for d in wf.domains:
             inputs[f"shard:domain:{d}"] = L.acts(model, layer, sae, "domain", d, "plain")
-        return {**inputs, **resolved.pending_inputs()}
+        return {**inputs, **runs.pending_inputs()}
 
     @classmethod
     def read(cls, named, sft: str) -> "CardFiles":
