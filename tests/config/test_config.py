@@ -306,7 +306,7 @@ def test_defaults_are_filled_in(project):
     assert out["finetune"]["enabled"] is False and out["evaluate"]["metrics"]
     assert out["report"] == {"n_boot": 2000, "n_perm": 10000, "seed": 0, "primary": {
         "predictor": "sts_icl", "n_top": None, "layer": None, "sae": None, "metric": None,
-        "protocol": "all", "target": "abs"}, "matrix": {"top_k": 3, "primary": {
+        "protocol": "all", "target": "abs", "method": None}, "matrix": {"top_k": 3, "primary": {
             "predictor": None, "normalisation": "zscore", "metric": None, "target": None}}}
     layer = model["layers"][1]
     assert layer["sae"]["name"] == "main" and layer["sweep"] == []  # one SAE, named "main"
