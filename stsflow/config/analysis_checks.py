@@ -15,7 +15,7 @@ def mixture_problems(config: dict) -> list[str]:
     domain, an explicit predictor, layer or N that the run computes."""
     from stsflow.mixture.runs import PAPER_RULE
     from stsflow.mode import RunMethod, run_methods
-    from stsflow.scores import pretraining_predictors
+    from stsflow.scores import PREDICTORS, oracle_predictors, pretraining_predictors
 
     mix, ft = config["mixture"], config["finetune"]
     if not mix["enabled"]:
@@ -155,8 +155,7 @@ def report_matrix_problems(config: dict) -> list[str]:
     the cross-SFT folder, a predictor known before fine-tuning, a metric that is measured, a direction for a signed target, and a target
     domain for every SFT set under the target normalisation. Values inherited from
     report.primary are checked only where a matrix exists (two SFT sets or more)."""
-    from stsflow.scores import pretraining_predictors
-
+    from stsflow.scores import PREDICTORS, oracle_predictors, pretraining_predictors
     from stsflow.workflow.layout import Layout
 
     m, where = config["report"]["matrix"]["primary"], "report.matrix.primary"
@@ -169,8 +168,10 @@ def report_matrix_problems(config: dict) -> list[str]:
     predictor = m["predictor"] or config["report"]["primary"]["predictor"]
     if (m["predictor"] is not None or several) and predictor not in pretraining_predictors():
         given = "" if m["predictor"] else " (null: report.primary.predictor)"
-        problems.append(f"{where}.predictor: {predictor!r}{given} needs the fine-tuned model, and "
-                        "the matrix ranks candidate SFT sets before any fine-tuning. Fix: one of "
+        known = {*PREDICTORS, *(f"{n}_oracle" for n in oracle_predictors())}
+        why = ("needs the fine-tuned model, and the matrix ranks candidate SFT sets before any "
+               "fine-tuning" if predictor in known else "is no registered predictor")
+        problems.append(f"{where}.predictor: {predictor!r}{given} {why}. Fix: one of "
                         f"{', '.join(pretraining_predictors())}")
     finetune = config["finetune"]["enabled"] or bool(config.get("posthoc"))
     evaluated = list(config["evaluate"]["metrics"]) if finetune else []

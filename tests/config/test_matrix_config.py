@@ -27,7 +27,8 @@ def test_matrix_enums_are_the_registries():
     from stsflow.analysis.matrix import DEFAULT_NORMALISATION, NORMALISATIONS
 
     prim = _matrix_schema()["primary"]["properties"]
-    assert prim["predictor"]["enum"] == [None, *scores.pretraining_predictors()]
+    # predictors are checked against the registry (plugins included), not a schema enum
+    assert "enum" not in prim["predictor"] and scores.pretraining_predictors()
     assert prim["normalisation"]["enum"] == list(NORMALISATIONS)
     assert prim["normalisation"]["default"] == DEFAULT_NORMALISATION
 
@@ -82,6 +83,10 @@ def test_an_inherited_post_training_predictor_is_refused_only_with_a_matrix(two_
     assert "null: report.primary.predictor" in problems[0]
     cfg["report"]["matrix"] = {"primary": {"predictor": "sts_act"}}
     assert not [p for p in problems_of(cfg, workdir) if p.startswith("report.matrix")]
+    cfg["report"]["matrix"] = {"primary": {"predictor": "sts_nope"}}
+    problems = [p for p in problems_of(cfg, workdir) if p.startswith("report.matrix")]
+    assert len(problems) == 1 and "'sts_nope' is no registered predictor" in problems[0]
+    assert "Fix: one of sts_act, sts_icl" in problems[0]
     # one SFT set: no matrix, and report.primary's oracle predictor is its own business
     _, single = project
     single = copy.deepcopy(single)
