@@ -230,7 +230,8 @@ def domain_agreement(decision: pl.DataFrame, *, n_mc: int = 20000,
                         "p_method": ("exact over all orders" if exact
                                      else f"Monte Carlo, {n_mc} random orders"),
                         "picked": picked, "least": "/".join(least),
-                        "top1_hit": picked in least, "top1_chance": 1.0 / g.height})
+                        # a random pick hits any of the tied least-harmed sets
+                        "top1_hit": picked in least, "top1_chance": len(least) / g.height})
     return pl.DataFrame(records, schema=_agreement_schema())
 
 

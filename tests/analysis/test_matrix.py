@@ -196,6 +196,15 @@ def test_decision_table_and_agreement_against_a_direct_computation(data):
         sums = (sums[:, None] + np.array(n)[None, :]).ravel()
     assert s["mean_tau_p"] == pytest.approx(np.mean(sums >= np.sum(taus) - 1e-9))
     assert s["mean_tau_p_method"] == "exact"
+    # two candidates tied for least harm in one domain: a random pick hits either, chance 2/3
+    d0 = DOMAINS[0]
+    tied = table.with_columns(harm=pl.when((pl.col("domain") == d0) & pl.col("harm").is_not_null())
+                              .then(pl.lit(0.5)).otherwise(pl.col("harm")))
+    tied = tied.with_columns(harm=pl.when((pl.col("domain") == d0) & (pl.col("sft") == "math"))
+                             .then(pl.lit(0.9)).otherwise(pl.col("harm")))
+    r = dec.domain_agreement(tied).filter(pl.col("domain") == d0).row(0, named=True)
+    assert r["least"] == "algebra/geo" and r["top1_chance"] == pytest.approx(2 / 3)
+    assert r["top1_hit"] == (r["picked"] in ("algebra", "geo"))
 
 
 def test_prediction_only_and_at_risk(data):
