@@ -345,7 +345,7 @@ def resolve_matrix_primary(matrix_primary: dict, report_primary: dict,
                            seeds: Sequence[int]) -> dict:
     """The pre-declared primary analysis of the matrix with its defaults filled:
     predictor, metric and target null → report.primary's (``report_primary`` already resolved by
-    ``analysis.correlation.resolve_primary``), normalisation null → ``zscore``; the site (layer,
+    ``config.primary.resolve_primary``), normalisation null → ``zscore``; the site (layer,
     sae, n_top) is report.primary's and the ICL seed the lowest of ``seeds`` (sts.seeds)."""
     out = {k: matrix_primary.get(k) for k in MATRIX_PRIMARY_KEYS}
     for k in ("predictor", "metric", "target"):

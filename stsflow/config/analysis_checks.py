@@ -180,7 +180,7 @@ def report_matrix_problems(config: dict) -> list[str]:
         problems.append(f"{where}.metric: {m['metric']!r} is not measured (available: "
                         f"{sorted(set(metrics))}). Fix: declare one of them or null")
     target = m["target"] or config["report"]["primary"]["target"]
-    # as analysis.correlation.resolve_primary fills it: the first evaluated metric, else the
+    # as config.primary.resolve_primary fills it: the first evaluated metric, else the
     # observed entries' first
     metric = m["metric"] or config["report"]["primary"]["metric"] or next(iter(metrics), None)
     if (target == "signed" and (m["target"] is not None or several) and metric is not None

@@ -242,12 +242,21 @@ def lm_eval_vllm(model, tokenizer, job: GenerationJob) -> list[Generation]:
     from lm_eval.models.vllm_causallms import VLLM
 
     src = {k: v for k, v in vllm_source(job.model_dir, job.dtype).items() if v is not None}
-    # the job's own copy is not used: vLLM gets the GPU memory it held
-    model.to("cpu")
+    # the job's own copy is not used: vLLM gets the GPU memory it held, and the copy goes back
+    # where it was afterwards (later metrics of the job run on it)
     import torch
 
+    device = next(model.parameters()).device
+    model.to("cpu")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    lm = VLLM(**src, dtype=job.dtype or "auto", max_model_len=job.context_limit,
-              add_bos_token=False, **{"batch_size": "auto", **job.args})
-    return _run(lm, tokenizer, job, _vllm_decoding(job))
+    try:
+        lm = VLLM(**src, dtype=job.dtype or "auto", max_model_len=job.context_limit,
+                  add_bos_token=False, **{"batch_size": "auto", **job.args})
+        out = _run(lm, tokenizer, job, _vllm_decoding(job))
+        del lm
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        model.to(device)
+    return out

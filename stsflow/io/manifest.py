@@ -31,7 +31,9 @@ from stsflow.io.files import (
 )
 
 MANIFEST_NAME = "manifest.json"
-SKIP_DIRS = {"logs", "screenshots"}  # screenshots: renderings of the hashed report
+# screenshots: renderings of the hashed report; benchmarks: each job's time and memory, which
+# differ on every run (Snakemake's benchmark: files)
+SKIP_DIRS = {"logs", "screenshots", "benchmarks"}
 
 
 def config_hash(config: dict) -> str:

@@ -39,10 +39,13 @@ def set_name(shift: str) -> str:
 
 
 def card_dims(shifts: Mapping[str, pl.DataFrame], n_top: int) -> pl.DataFrame:
-    """One row per (set, dim) of the top ``n_top`` dimensions of each shift table (columns dim,
-    shift, mean_diff, rank; rank 1 = largest shift): set, dim, rank, shift, mean_diff, and
-    ``also_in``, the other sets whose top ``n_top`` holds the same dimension."""
-    tops = {name: t.filter(pl.col("rank") <= n_top).sort("rank") for name, t in shifts.items()}
+    """One row per (set, dim) of D_N of each shift table (columns dim, shift, mean_diff, rank;
+    rank 1 = largest shift): set, dim, rank, shift, mean_diff, and ``also_in``, the other sets
+    whose D_N holds the same dimension. D_N as ``scores.shift.shifted_dims`` defines it: only
+    dimensions that moved, never a zero shift or a tie at the cut taken by index order."""
+    at_least = pl.col("shift").rank(method="max", descending=True)  # dims with a shift >= this
+    tops = {name: t.filter((pl.col("shift") > 0) & (at_least <= n_top)).sort("rank")
+            for name, t in shifts.items()}
     members = {name: set(t["dim"].to_list()) for name, t in tops.items()}
     rows = []
     for name, t in tops.items():

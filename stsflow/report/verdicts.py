@@ -26,7 +26,7 @@ def _ceiling_txt(row: dict) -> str:
 def _direction(row: dict, sign: float) -> str:
     """What the sign of ρ says, in the words of the row's target: |Δ| is what STS predicts
     (higher STS, larger change), a signed Δ only describes which way the metric moved (the sign
-    is not predicted: SPEC §4)."""
+    is not predicted: docs/method.md#what-sts-predicts)."""
     if row.get("target", "abs") == "abs":
         return ("a higher score goes with a larger |Δ|, as predicted" if sign > 0 else
                 "a higher score goes with a smaller |Δ|, opposite to the prediction")

@@ -98,6 +98,16 @@ def test_card_dims_marks_the_overlap_of_sets():
                    ("predicted", 2): (3, []), ("true-lora", 1): (1, ["predicted"]),
                    ("true-lora", 3): (2, []), ("true-lora", 4): (3, [])}
     assert C.set_name("s2") == "predicted" and C.set_name("true-lora-s2") == "true-lora"
+    # D_N as the scores define it (against scores.shift.shifted_dims): a shift that moved two
+    # dimensions has no third card at N = 3, a tie straddling the cut none of its dimensions
+    from stsflow.scores.shift import shifted_dims
+
+    tables = {"predicted": shift([5, 0, 0, 2, 0, 0]), "true-lora": shift([4, 3, 3, 3, 0, 1])}
+    cards = C.card_dims(tables, 3)
+    for name, t in tables.items():
+        want = shifted_dims(t.to_arrow(), 3).tolist()
+        assert sorted(cards.filter(pl.col("set") == name)["dim"].to_list()) == want
+    assert sorted(cards["dim"].to_list()) == [0, 0, 3]
 
 
 def test_logit_lens_matches_norm_and_head_in_float64(tiny):
