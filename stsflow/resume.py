@@ -206,6 +206,10 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+class CheckpointUnreadable(RuntimeError):
+    """A run's last checkpoint could not be read back; its checkpoints are gone (``reading``)."""
+
+
 class Checkpoints:
     """The checkpoints of one run: ``latest`` (the one to resume from, after removing partial
     and foreign ones), ``due`` (whether a step is checkpointed), ``save``. In a sharded run
@@ -256,6 +260,30 @@ class Checkpoints:
         step, path = complete[-1]
         self.saved = step
         return step, path, read_json(path / META)
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Around reading the last checkpoint back (``latest`` and the trainer's load): a
+        checkpoint that cannot be read (damaged after it was written: a full disk, a node lost)
+        is removed with every other checkpoint of the run, and the job stops saying so. Its
+        next attempt (SLURM's retry, or the same command again) starts from step 0, instead of
+        failing on the same file again."""
+        from stsflow.finetune.distributed import barrier, world
+
+        try:
+            yield
+        except (OSError, ValueError, RuntimeError, EOFError, KeyError) as err:
+            if world()[0] == 0:
+                _remove(self.root)
+            barrier()
+            reason = " ".join(str(err).split())[:400]
+            self.log(f"{self.what}: a checkpoint in {self.root} cannot be read ({reason}); "
+                     "the run's checkpoints are removed")
+            raise CheckpointUnreadable(
+                f"{self.what}: a checkpoint in {self.root} cannot be read ({reason}). It was "
+                "removed with the run's other checkpoints. Fix: run the job again (under SLURM "
+                "its retry does; locally, the same snakemake command): it starts from step "
+                "0") from err
 
     def resumed(self, step: int, path: Path) -> None:
         """The one line that says a run resumes, and from where."""

@@ -184,7 +184,8 @@ def train_grpo(model, tokenizer, records: list[dict], recipe, *, use_chat_templa
         tokenizer.pad_token = tokenizer.eos_token
     checkpoints = (resume.open(g["steps"], "grpo", log, prompts=digest([rows[i] for i in order]))
                    if resume is not None else None)
-    found = checkpoints.latest() if checkpoints is not None else None
+    with checkpoints.reading() if checkpoints is not None else contextlib.nullcontext():
+        found = checkpoints.latest() if checkpoints is not None else None
     progress = Progress("grpo step", g["steps"], "steps", log=log,
                         start=found[0] if found else 0)
     stop = StopSignal(checkpoints is not None)

@@ -241,10 +241,12 @@ def finetune(model, tokenizer, records: list[dict], cfg: FinetuneSettings, *,
         sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=warmup,
                                                 num_training_steps=n_total)
         step, rng = 0, None
-        found = checkpoints.latest() if checkpoints is not None else None
+        with checkpoints.reading() if checkpoints is not None else contextlib.nullcontext():
+            found = checkpoints.latest() if checkpoints is not None else None
+            if found is not None:
+                rng = state.load(found[1], train_model, opt, sched)
         if found is not None:
             step, path, saved = found
-            rng = state.load(path, train_model, opt, sched)
             for key in ("losses", "lrs", "grad_norms"):
                 history[key] = list(saved["history"][key])
             for key in ("tokens_seen", "response_tokens_seen"):

@@ -12,6 +12,7 @@ is complete, counters included."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -128,9 +129,11 @@ def fit_sae(spec: SaeTrainSettings, d_in: int, device: str, data, *, checkpoints
         feed.trainer = trainer
         if spec.b_dec_init == "mean":
             _init_b_dec_to_mean(trainer, data)
-        found = checkpoints.latest() if checkpoints is not None else None
+        with checkpoints.reading() if checkpoints is not None else contextlib.nullcontext():
+            found = checkpoints.latest() if checkpoints is not None else None
+            if found is not None:
+                feed.load(found[1])
         if found is not None:
-            feed.load(found[1])
             checkpoints.resumed(found[0], found[1])
         feed.progress = Progress(f"{name} step", steps, "steps", log=log,
                                  start=found[0] if found else 0)

@@ -349,3 +349,23 @@ def test_a_tied_embedding_is_saved_once_and_resumes(tmp_path):
         resumed = train(model())
         assert whole.keys() == resumed.keys()
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), method
+
+
+def test_an_unreadable_checkpoint_is_removed_and_the_retry_starts_over(job, uninterrupted):
+    """A checkpoint damaged after it was written (here its RNG file cut short) stops the job
+    that reads it, with the reason and the fix, and removes the run's checkpoints: the next
+    attempt trains from step 0 to the uninterrupted weights, instead of failing again."""
+    name = "lora-damaged"
+    run(job, name, recipe("lora"), keep=True)  # its checkpoints kept, as after a kill
+    root = job / f"{name}.resume"
+    last = sorted(root.iterdir())[-1]
+    rng = last / "rng-0.pt"
+    rng.write_bytes(rng.read_bytes()[:20])
+    proc = start(job, name, recipe("lora"), keep=True)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode != 0
+    assert "cannot be read" in err and "starts from step 0" in err
+    assert not root.exists()
+    log = run(job, name, recipe("lora"))
+    assert not kill_helpers.RESUME_LINE.search(log.split("cannot be read")[-1])
+    assert_same_run(job, uninterrupted("lora"), name)
