@@ -43,8 +43,18 @@ def checkpoint_cost(model_dir, sft_items, config_path="config.yaml", steps: int 
     model = ModelSettings.from_config({k: cfg["models"][name][k] for k in ModelSettings.keys()})
     ft = cfg["finetune"]
     method = ft["methods"][0]
-    keys = {k: v for k, v in ft.items() if k not in ("enabled", "methods", "sae_select", "grpo",
-                                                      "processes", *CHECKPOINT_KEYS)}
+    from stsflow.finetune.registry import method as registered
+    from stsflow.finetune.registry import methods as all_methods
+
+    entry = registered(method)
+    if entry.section is not None or entry.variant is not None or not entry.sft_loop:
+        raise ValueError(f"finetune.methods[0]: {method!r} has settings or variants of its own "
+                         "or its own training loop; stsflow bench --checkpoints times the SFT "
+                         "loop of a plain method. Fix: a config whose first method is lora or "
+                         "full")
+    sections = {m.section for m in all_methods().values() if m.section}
+    keys = {k: v for k, v in ft.items() if k not in ("enabled", "methods", "processes",
+                                                      *sections, *CHECKPOINT_KEYS)}
     recipe = FinetuneSettings.from_recipe(keys, method, cfg["sts"]["seeds"][0])
     policy = CheckpointSettings.from_config(cfg)
     records, _ = corpora.sample_records(corpora.read_records(sft_items), recipe.max_items,
