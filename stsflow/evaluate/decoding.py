@@ -52,8 +52,10 @@ def ignored_settings(generation_config) -> dict:
 
     if generation_config is None:
         return {}
-    defaults = {**GenerationConfig().to_dict(),
-                **GenerationConfig._get_default_generation_params()}
+    # transformers 5 keeps the generation defaults apart from GenerationConfig(); 4.x has no
+    # such helper and its GenerationConfig() holds them
+    extra = getattr(GenerationConfig, "_get_default_generation_params", dict)
+    defaults = {**GenerationConfig().to_dict(), **extra()}
     skip = set(KEPT) | {"max_length", "max_new_tokens", "transformers_version",
                         "_from_model_config", "use_cache", "return_dict_in_generate",
                         "output_scores", "output_logits", "output_attentions",
