@@ -140,7 +140,7 @@ def evaluate(model_dir, model: ModelSettings, test_path, demos_path, settings: E
     ``reps_out``: the mean residual of the domain's queries at every layer
     (``features.reps``), for the before/after-SFT similarity."""
     from stsflow.evaluate import METRICS, summary
-    from stsflow.evaluate.metrics import teacher_forced
+    from stsflow.evaluate.scoring import teacher_forced
     from stsflow.text.segments import Segmenter
 
     lm, tok, _ = load_job_model(model_dir, model, threads)
