@@ -88,7 +88,7 @@ def recipe(name: str, **changes) -> FinetuneSettings:
 
 def start(d, name: str, rec: FinetuneSettings, every=EVERY, keep=False):
     """The finetune job of run ``name`` in a subprocess."""
-    inputs = {"sae_L1": str(d / "sae"), "shift_L1": str(d / "shift.parquet")} \
+    inputs = {"site_sae:1": str(d / "sae"), "site_shift:1": str(d / "shift.parquet")} \
         if rec.sae_select else {}
     return kill_helpers.start(RUNNER, {
         "model_dir": str(d / "model"), "model": MSPEC, "sft": str(d / "sft.parquet"),
