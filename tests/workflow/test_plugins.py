@@ -26,6 +26,8 @@ PLUGIN = textwrap.dedent('''
     @register_predictor("toy_peak", family="toy", oracle=True, about="largest mean feature of D_N")
     def toy_peak(x):
         dims = x.dims("sae")
+        if not len(dims):  # nothing moved (a true shift of a method that left the layer alone)
+            return float("nan")
         stats = x.plain["sae"]
         return float(np.max(stats.sum[dims]) / max(stats.n_tokens, 1))
 
