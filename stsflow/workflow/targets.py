@@ -5,6 +5,8 @@ across them (its tables and page)."""
 
 from __future__ import annotations
 
+from stsflow.mode import RunMethod
+
 
 def validation_outputs(wf, model: str, sft: str) -> list[str]:
     if not wf.runs(model, sft):
@@ -20,6 +22,11 @@ def all_targets(wf) -> list[str]:
             out += [L.table(model, sft, "sts"), L.table(model, sft, "sts", "csv"),
                     L.table(model, sft, "coverage")]
             out += validation_outputs(wf, model, sft)
+            # every data-mixture run's split: a run added to finished results gets its split
+            # made (a checkpoint), after which Snakemake asks the aggregates again and they take
+            # the new run in (a missing checkpoint input alone reruns no finished aggregate)
+            out += [L.allocation_file(model, sft, m, s) for m, s in wf.runs(model, sft)
+                    if RunMethod.parse(m).mix is not None]
             # the feature cards, with or without observed Δ (`stsflow cards` reads them)
             out += [L.cards_file(model, layer, sae, sft, seed)
                     for layer, sae in wf.sites(model) for seed in wf.seeds]
