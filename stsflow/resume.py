@@ -41,7 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stsflow.io.files import read_json
+from stsflow.io.files import _fsync_path as _fsync
+from stsflow.io.files import _fsync_tree, read_json
 
 CHECKPOINTS_PER_RUN = 10
 META = "resume.json"
@@ -179,27 +180,6 @@ def differences(old: dict, new: dict) -> list[str]:
         else:
             out.append(k)
     return out
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a directory's entries to disk (where the file system allows it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(path: Path) -> None:
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
 
 
 def _size(path: Path) -> int:

@@ -110,7 +110,8 @@ def atomic_path(path: Path | str):
             os.unlink(tmp)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_path(path: Path) -> None:
+    """Flush a file or a directory's entries to disk (where the file system allows it)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -126,9 +127,8 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_tree(path: Path) -> None:
     for root, _dirs, files in os.walk(path):
         for name in files:
-            with open(Path(root) / name, "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(root))
+            _fsync_path(Path(root) / name)
+        _fsync_path(Path(root))
 
 
 @contextlib.contextmanager
@@ -157,7 +157,7 @@ def atomic_dir(path: Path | str, replace: bool = True):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync_path(path.parent)
 
 
 def write_text(path: Path | str, text: str) -> None:
